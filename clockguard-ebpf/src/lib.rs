@@ -1,0 +1,243 @@
+//! The ABI shared by clockguard's eBPF programs and its daemon: event structs, map value
+//! types and constants. Compiled for the kernel (bpfel) and for the host; everything here is
+//! `#[repr(C)]` plain data so both sides agree byte for byte.
+#![no_std]
+
+/// Length of a task's `comm` in the kernel (TASK_COMM_LEN).
+pub const COMM_LEN: usize = 16;
+/// Bytes of the exec'd file name kept in the kernel per process (longer names are truncated).
+pub const EXE_LEN: usize = 128;
+
+/// `ClockEvent::kind`: a clock syscall, paired enter/exit in the kernel.
+pub const EVENT_SYSCALL: u32 = 1;
+/// `ClockEvent::kind`: `clock_was_set()` ran outside any traced clock syscall (leap second,
+/// resume, RTC injection, a path we do not trace): an in-kernel realtime discontinuity.
+pub const EVENT_CLOCK_WAS_SET: u32 = 2;
+
+/// `ClockEvent::syscall`: which clock syscall (our own numbering, stable across arches).
+pub const SYSCALL_NONE: u32 = 0;
+pub const SYSCALL_CLOCK_SETTIME: u32 = 1;
+pub const SYSCALL_SETTIMEOFDAY: u32 = 2;
+pub const SYSCALL_ADJTIMEX: u32 = 3;
+pub const SYSCALL_CLOCK_ADJTIME: u32 = 4;
+
+/// `ClockEvent::flags` bits.
+/// `req_sec`/`req_nsec` hold the requested time (timespec, or timeval converted to ns).
+pub const FLAG_HAS_TIME: u32 = 1 << 0;
+/// `tz_minuteswest`/`tz_dsttime` hold the requested timezone (settimeofday).
+pub const FLAG_HAS_TZ: u32 = 1 << 1;
+/// `timex` holds the caller's `struct __kernel_timex` (adjtimex, clock_adjtime).
+pub const FLAG_HAS_TIMEX: u32 = 1 << 2;
+/// Reading the caller's argument from user memory failed (bad pointer: the kernel will
+/// answer EFAULT); the requested value is unknown.
+pub const FLAG_ARG_FAULT: u32 = 1 << 3;
+/// `clock_was_set()` ran inside this syscall: the kernel really changed CLOCK_REALTIME.
+pub const FLAG_CLOCK_WAS_SET: u32 = 1 << 4;
+/// `ppid`, `parent_comm`, `exe` come from the kernel's fork/exec tracepoints.
+pub const FLAG_HAS_PROCINFO: u32 = 1 << 5;
+/// `offset_before_ns` is known (for EVENT_CLOCK_WAS_SET it is the last offset seen).
+pub const FLAG_HAS_OFFSET_BEFORE: u32 = 1 << 6;
+/// `stack_id` is a valid id in the STACKS map (kernel stack of an in-kernel event).
+pub const FLAG_HAS_STACK: u32 = 1 << 7;
+/// The enter side was not seen (the hook attached mid-syscall): only the exit is known.
+pub const FLAG_NO_ENTER: u32 = 1 << 8;
+
+/// Indices into the per-CPU `COUNTERS` map (summed over CPUs in userspace).
+/// Events that could not be written to the ring buffer (full): lost, but counted.
+pub const COUNTER_RINGBUF_DROPS: u32 = 0;
+/// Read-only adjtimex/clock_adjtime calls (modes == 0) that were counted, not emitted.
+pub const COUNTER_READONLY_ADJTIMEX: u32 = 1;
+/// Events written to the ring buffer.
+pub const COUNTER_EVENTS: u32 = 2;
+/// Enter records that could not be stored in the pending map (it is full).
+pub const COUNTER_PENDING_FULL: u32 = 3;
+/// Clock syscall enters seen (all, including read-only ones).
+pub const COUNTER_SYSCALLS: u32 = 4;
+pub const COUNTER_COUNT: u32 = 8;
+
+/// Index 0 of the `CONFIG` array: a `Config` set by the daemon before attaching.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// CONFIG_* bits.
+    pub flags: u32,
+    /// sched_process_fork layout, parsed from its tracefs `format` file by the daemon because
+    /// it changed across kernels (6.1 has `char parent_comm[16]`, 6.18 a `__data_loc`).
+    pub fork_parent_comm_offset: u16,
+    /// 1 when parent_comm is a `__data_loc` (u32: offset in the low 16 bits).
+    pub fork_parent_comm_dataloc: u16,
+    pub fork_child_pid_offset: u16,
+    /// sched_process_exec: offset of the `__data_loc char[] filename`.
+    pub exec_filename_offset: u16,
+    pub _reserved: u16,
+}
+
+/// Emit read-only adjtimex calls (modes == 0) instead of only counting them.
+pub const CONFIG_EMIT_READONLY: u32 = 1 << 0;
+/// The fork/exec layouts in `Config` are valid (parsed from tracefs).
+pub const CONFIG_PROCINFO_LAYOUT: u32 = 1 << 1;
+
+/// The fields of `struct __kernel_timex` (include/uapi/linux/timex.h) that select or carry a
+/// change. Units are the kernel's: `offset` µs (ns with ADJ_NANO), `freq` scaled ppm
+/// (ppm << 16), `time` sec + µs (ns with ADJ_NANO), `tick` µs per tick.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimexArgs {
+    pub modes: u32,
+    pub status: i32,
+    pub offset: i64,
+    pub freq: i64,
+    pub maxerror: i64,
+    pub esterror: i64,
+    pub constant: i64,
+    pub time_sec: i64,
+    pub time_usec: i64,
+    pub tick: i64,
+}
+
+/// Byte offsets in the 64-bit `struct __kernel_timex` (it is the same on every 64-bit arch).
+pub mod kernel_timex {
+    pub const MODES: usize = 0;
+    pub const OFFSET: usize = 8;
+    pub const FREQ: usize = 16;
+    pub const MAXERROR: usize = 24;
+    pub const ESTERROR: usize = 32;
+    pub const STATUS: usize = 40;
+    pub const CONSTANT: usize = 48;
+    pub const TIME_SEC: usize = 72;
+    pub const TIME_USEC: usize = 80;
+    pub const TICK: usize = 88;
+    /// Bytes of the struct read from user memory (up to and including `tick`).
+    pub const READ_LEN: usize = 96;
+}
+
+/// One clock change (or attempt), as the kernel saw it. Written into the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ClockEvent {
+    /// EVENT_*.
+    pub kind: u32,
+    /// SYSCALL_*.
+    pub syscall: u32,
+    pub tgid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// The clockid argument (clock_settime, clock_adjtime); CLOCK_REALTIME (0) for
+    /// settimeofday/adjtimex.
+    pub clock_id: i32,
+    /// FLAG_* bits.
+    pub flags: u32,
+    /// The syscall's return value (0 or -errno); 0 for EVENT_CLOCK_WAS_SET.
+    pub ret: i64,
+    /// CLOCK_MONOTONIC ns at the syscall's entry and exit (bpf_ktime_get_ns).
+    pub enter_mono_ns: u64,
+    pub exit_mono_ns: u64,
+    /// CLOCK_TAI − CLOCK_MONOTONIC in ns at entry and exit. Slewing moves both clocks alike,
+    /// so this only changes when CLOCK_REALTIME is stepped (or the TAI offset is set): the
+    /// difference is the measured jump.
+    pub offset_before_ns: i64,
+    pub offset_after_ns: i64,
+    /// Requested time (FLAG_HAS_TIME): seconds and nanoseconds (timeval µs converted to ns).
+    pub req_sec: i64,
+    pub req_nsec: i64,
+    /// Requested timezone (FLAG_HAS_TZ).
+    pub tz_minuteswest: i32,
+    pub tz_dsttime: i32,
+    pub timex: TimexArgs,
+    /// cgroup v2 id of the caller (the cgroup directory's inode number).
+    pub cgroup_id: u64,
+    /// STACKS id of the kernel stack (FLAG_HAS_STACK).
+    pub stack_id: i64,
+    /// The `bases` argument of clock_was_set() (CLOCK_SET_WALL = 1, CLOCK_SET_BOOT = 2).
+    pub clock_was_set_bases: u32,
+    /// Parent tgid at fork time (FLAG_HAS_PROCINFO).
+    pub ppid: u32,
+    pub comm: [u8; COMM_LEN],
+    pub parent_comm: [u8; COMM_LEN],
+    /// The file name given to execve (FLAG_HAS_PROCINFO), NUL-terminated.
+    pub exe: [u8; EXE_LEN],
+}
+
+/// What the kernel remembers of a process from its fork and exec (the `PROCS` LRU map, keyed
+/// by tgid), so that a short-lived caller (`date -s`) can be attributed after it exits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcInfo {
+    pub ppid: u32,
+    /// 1 once `exe` was set by sched_process_exec.
+    pub has_exe: u32,
+    pub parent_comm: [u8; COMM_LEN],
+    pub exe: [u8; EXE_LEN],
+}
+
+impl ClockEvent {
+    /// Decodes an event from ring-buffer bytes; `None` when the record is too short (a
+    /// different ABI), so a mismatch is reported instead of reading garbage.
+    #[cfg(not(target_arch = "bpf"))]
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < core::mem::size_of::<Self>() {
+            return None;
+        }
+        // SAFETY: the length is checked above, ClockEvent is plain old data (every bit
+        // pattern is valid) and read_unaligned copes with any alignment.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
+    }
+
+    /// The bytes of the event, as the kernel writes them (used by tests to build events).
+    #[cfg(not(target_arch = "bpf"))]
+    pub fn as_bytes(&self) -> &[u8] {
+        // SAFETY: repr(C) plain data with no padding holes that matter to a reader.
+        unsafe {
+            core::slice::from_raw_parts(
+                (self as *const Self).cast::<u8>(),
+                core::mem::size_of::<Self>(),
+            )
+        }
+    }
+
+    /// An all-zero event (host side; the kernel side zeroes from a map).
+    #[cfg(not(target_arch = "bpf"))]
+    pub fn zeroed() -> Self {
+        // SAFETY: every field is an integer or an integer array: zero is valid.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
+/// The part of a fixed-size C string before its first NUL (the whole array when none).
+pub fn c_str_bytes(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    &bytes[..end]
+}
+
+#[cfg(all(test, not(target_arch = "bpf")))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_round_trips_through_bytes() {
+        let mut event = ClockEvent::zeroed();
+        event.kind = EVENT_SYSCALL;
+        event.tgid = 4242;
+        event.offset_after_ns = -11_000_000_000;
+        event.comm[..4].copy_from_slice(b"date");
+        let decoded = ClockEvent::from_bytes(event.as_bytes()).unwrap();
+        assert_eq!(decoded.tgid, 4242);
+        assert_eq!(decoded.offset_after_ns, -11_000_000_000);
+        assert_eq!(c_str_bytes(&decoded.comm), b"date");
+    }
+
+    #[test]
+    fn short_record_is_refused() {
+        let event = ClockEvent::zeroed();
+        assert!(ClockEvent::from_bytes(&event.as_bytes()[..10]).is_none());
+    }
+
+    #[test]
+    fn layout_is_stable() {
+        // The ABI is shared with the kernel object: a size change must be deliberate.
+        assert_eq!(core::mem::size_of::<TimexArgs>(), 72);
+        assert_eq!(core::mem::size_of::<ClockEvent>(), 352);
+        assert_eq!(core::mem::size_of::<ProcInfo>(), 152);
+    }
+}

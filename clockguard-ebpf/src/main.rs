@@ -1,0 +1,521 @@
+//! clockguard's eBPF programs: every change to the system clock, paired enter/exit per thread,
+//! with the measured jump, written to one ring buffer.
+//!
+//! Built for `bpfel-unknown-none` by clockguard/build.rs. A host build of this binary is an
+//! empty stub, so `cargo build --workspace` works on the host.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}
+
+#[cfg(target_arch = "bpf")]
+mod programs {
+    use core::ffi::c_void;
+
+    use aya_ebpf::{
+        bindings::{BPF_ANY, BPF_F_FAST_STACK_CMP},
+        helpers::{
+            bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_user, generated,
+        },
+        macros::{fentry, lsm, map, tracepoint},
+        maps::{Array, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+        programs::{FEntryContext, LsmContext, TracePointContext},
+        EbpfContext,
+    };
+    use clockguard_ebpf::*;
+
+    /// Events to the daemon. 1 MiB holds about 2,900 events: room for a burst while the
+    /// daemon is descheduled; anything beyond is counted in COUNTER_RINGBUF_DROPS.
+    #[map]
+    static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+    /// Enter half of a clock syscall, keyed by tid, completed and emitted at exit. LRU so an
+    /// entry whose exit was never seen (attached mid-call) cannot fill the map.
+    #[map]
+    static PENDING: LruHashMap<u32, ClockEvent> = LruHashMap::with_max_entries(4096, 0);
+
+    /// What fork/exec told us about each process (by tgid), for attribution after exit.
+    #[map]
+    static PROCS: LruHashMap<u32, ProcInfo> = LruHashMap::with_max_entries(16384, 0);
+
+    /// A zeroed ClockEvent / ProcInfo to initialise map values from (array maps start zeroed;
+    /// nothing writes these). Avoids zero-filling on the BPF stack, which bpf-linker rejects.
+    #[map]
+    static ZERO_EVENT: Array<ClockEvent> = Array::with_max_entries(1, 0);
+    #[map]
+    static ZERO_PROC: Array<ProcInfo> = Array::with_max_entries(1, 0);
+
+    /// Per-CPU counters (COUNTER_*), summed by the daemon.
+    #[map]
+    static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+    /// Set by the daemon before attaching.
+    #[map]
+    static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+    /// The last CLOCK_TAI − CLOCK_MONOTONIC seen (ns), index 0; index 1 is 1 once valid.
+    /// Seeded by the daemon and kept current here, so an in-kernel clock_was_set can be
+    /// measured against the offset before it.
+    #[map]
+    static LAST_OFFSET: Array<i64> = Array::with_max_entries(2, 0);
+
+    /// Kernel stacks of in-kernel clock changes (who called clock_was_set).
+    #[map]
+    static STACKS: StackTrace = StackTrace::with_max_entries(1024, 0);
+
+    const CLOCK_REALTIME: i32 = 0;
+
+    #[inline(always)]
+    fn count(index: u32) {
+        if let Some(counter) = COUNTERS.get_ptr_mut(index) {
+            // Per-CPU value: no other CPU writes it, and tracepoint programs do not nest on
+            // one CPU for these events, so a plain add is exact.
+            unsafe { *counter += 1 };
+        }
+    }
+
+    #[inline(always)]
+    fn config() -> Option<&'static Config> {
+        CONFIG.get(0)
+    }
+
+    /// CLOCK_TAI − CLOCK_MONOTONIC now, in ns. Constant between steps, because slewing
+    /// (adjtimex frequency/tick) moves CLOCK_MONOTONIC and CLOCK_TAI alike. The TAI read sits
+    /// between two monotonic reads and is compared with their midpoint, so the time the
+    /// reads take (tens of ns) does not show up as a jump.
+    #[inline(always)]
+    fn realtime_offset_ns() -> i64 {
+        let mono1 = unsafe { generated::bpf_ktime_get_ns() } as i64;
+        let tai = unsafe { generated::bpf_ktime_get_tai_ns() } as i64;
+        let mono2 = unsafe { generated::bpf_ktime_get_ns() } as i64;
+        tai - (mono1 + (mono2 - mono1) / 2)
+    }
+
+    #[inline(always)]
+    fn remember_offset(offset: i64) {
+        if let Some(slot) = LAST_OFFSET.get_ptr_mut(0) {
+            unsafe { *slot = offset };
+        }
+        if let Some(valid) = LAST_OFFSET.get_ptr_mut(1) {
+            unsafe { *valid = 1 };
+        }
+    }
+
+    /// Fills the caller's identity into `event` (pid, uid, comm, cgroup, and what fork/exec
+    /// left in PROCS).
+    #[inline(always)]
+    fn fill_caller(event: &mut ClockEvent) {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let uid_gid = bpf_get_current_uid_gid();
+        event.tgid = (pid_tgid >> 32) as u32;
+        event.tid = pid_tgid as u32;
+        event.uid = uid_gid as u32;
+        event.gid = (uid_gid >> 32) as u32;
+        event.cgroup_id = unsafe { generated::bpf_get_current_cgroup_id() };
+        // The raw helper writes straight into the event (see PLATFORM.md: the safe wrapper
+        // zero-fills on the stack, which bpf-linker rejects with LLVM 22).
+        unsafe {
+            generated::bpf_get_current_comm(event.comm.as_mut_ptr() as *mut c_void, COMM_LEN as u32)
+        };
+        if let Some(info) = unsafe { PROCS.get(event.tgid) } {
+            event.ppid = info.ppid;
+            event.flags |= FLAG_HAS_PROCINFO;
+            unsafe {
+                generated::bpf_probe_read_kernel(
+                    event.parent_comm.as_mut_ptr() as *mut c_void,
+                    COMM_LEN as u32,
+                    info.parent_comm.as_ptr() as *const c_void,
+                );
+                generated::bpf_probe_read_kernel(
+                    event.exe.as_mut_ptr() as *mut c_void,
+                    EXE_LEN as u32,
+                    info.exe.as_ptr() as *const c_void,
+                );
+            }
+        }
+    }
+
+    /// Starts a pending event for the current thread: a zeroed value inserted into PENDING,
+    /// then filled in place (the event is too large for the BPF stack).
+    #[inline(always)]
+    fn begin(syscall: u32, clock_id: i32) -> Option<*mut ClockEvent> {
+        count(COUNTER_SYSCALLS);
+        let zero = ZERO_EVENT.get_ptr(0)?;
+        let tid = bpf_get_current_pid_tgid() as u32;
+        if PENDING
+            .insert(tid, unsafe { &*zero }, BPF_ANY as u64)
+            .is_err()
+        {
+            count(COUNTER_PENDING_FULL);
+            return None;
+        }
+        let event = PENDING.get_ptr_mut(tid)?;
+        let e = unsafe { &mut *event };
+        e.kind = EVENT_SYSCALL;
+        e.syscall = syscall;
+        e.clock_id = clock_id;
+        e.stack_id = -1;
+        e.enter_mono_ns = unsafe { generated::bpf_ktime_get_ns() };
+        e.offset_before_ns = realtime_offset_ns();
+        e.flags |= FLAG_HAS_OFFSET_BEFORE;
+        fill_caller(e);
+        Some(event)
+    }
+
+    /// Completes the current thread's pending event with the result and emits it.
+    #[inline(always)]
+    fn finish(ctx: &TracePointContext, syscall: u32) -> u32 {
+        let tid = bpf_get_current_pid_tgid() as u32;
+        let Some(event) = PENDING.get_ptr_mut(tid) else {
+            // Read-only adjtimex (counted at enter) or attached mid-call.
+            return 0;
+        };
+        let e = unsafe { &mut *event };
+        if e.syscall != syscall {
+            // A stale entry from a call whose exit we missed: drop it.
+            let _ = PENDING.remove(tid);
+            return 0;
+        }
+        e.ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0);
+        e.exit_mono_ns = unsafe { generated::bpf_ktime_get_ns() };
+        e.offset_after_ns = realtime_offset_ns();
+        remember_offset(e.offset_after_ns);
+        emit(e);
+        let _ = PENDING.remove(tid);
+        0
+    }
+
+    #[inline(always)]
+    fn emit(event: &ClockEvent) {
+        if EVENTS.output::<ClockEvent>(event, 0).is_ok() {
+            count(COUNTER_EVENTS);
+        } else {
+            count(COUNTER_RINGBUF_DROPS);
+        }
+    }
+
+    /// Syscall tracepoint args start at byte 16 (after the common header and __syscall_nr),
+    /// 8 bytes each.
+    const ARG0: usize = 16;
+    const ARG1: usize = 24;
+
+    #[repr(C)]
+    struct UserTimespec {
+        sec: i64,
+        nsec: i64,
+    }
+
+    #[repr(C)]
+    struct UserTimezone {
+        minuteswest: i32,
+        dsttime: i32,
+    }
+
+    /// The first 96 bytes of `struct __kernel_timex` (see clockguard_ebpf::kernel_timex).
+    #[repr(C)]
+    struct UserTimexHead {
+        modes: u32,
+        _pad0: i32,
+        offset: i64,
+        freq: i64,
+        maxerror: i64,
+        esterror: i64,
+        status: i32,
+        _pad1: i32,
+        constant: i64,
+        _precision: i64,
+        _tolerance: i64,
+        time_sec: i64,
+        time_usec: i64,
+        tick: i64,
+    }
+
+    #[tracepoint(category = "syscalls", name = "sys_enter_clock_settime")]
+    pub fn sys_enter_clock_settime(ctx: TracePointContext) -> u32 {
+        let clock_id = unsafe { ctx.read_at::<u64>(ARG0) }.unwrap_or(0) as i32;
+        let tp = unsafe { ctx.read_at::<u64>(ARG1) }.unwrap_or(0) as *const UserTimespec;
+        let Some(event) = begin(SYSCALL_CLOCK_SETTIME, clock_id) else {
+            return 0;
+        };
+        let e = unsafe { &mut *event };
+        match unsafe { bpf_probe_read_user(tp) } {
+            Ok(ts) => {
+                e.req_sec = ts.sec;
+                e.req_nsec = ts.nsec;
+                e.flags |= FLAG_HAS_TIME;
+            }
+            Err(_) => e.flags |= FLAG_ARG_FAULT,
+        }
+        0
+    }
+
+    #[tracepoint(category = "syscalls", name = "sys_exit_clock_settime")]
+    pub fn sys_exit_clock_settime(ctx: TracePointContext) -> u32 {
+        finish(&ctx, SYSCALL_CLOCK_SETTIME)
+    }
+
+    #[tracepoint(category = "syscalls", name = "sys_enter_settimeofday")]
+    pub fn sys_enter_settimeofday(ctx: TracePointContext) -> u32 {
+        let tv = unsafe { ctx.read_at::<u64>(ARG0) }.unwrap_or(0);
+        let tz = unsafe { ctx.read_at::<u64>(ARG1) }.unwrap_or(0);
+        let Some(event) = begin(SYSCALL_SETTIMEOFDAY, CLOCK_REALTIME) else {
+            return 0;
+        };
+        let e = unsafe { &mut *event };
+        if tv != 0 {
+            // struct __kernel_old_timeval { long tv_sec; long tv_usec; }: same shape.
+            match unsafe { bpf_probe_read_user(tv as *const UserTimespec) } {
+                Ok(t) => {
+                    e.req_sec = t.sec;
+                    e.req_nsec = t.nsec.wrapping_mul(1000);
+                    e.flags |= FLAG_HAS_TIME;
+                }
+                Err(_) => e.flags |= FLAG_ARG_FAULT,
+            }
+        }
+        if tz != 0 {
+            match unsafe { bpf_probe_read_user(tz as *const UserTimezone) } {
+                Ok(z) => {
+                    e.tz_minuteswest = z.minuteswest;
+                    e.tz_dsttime = z.dsttime;
+                    e.flags |= FLAG_HAS_TZ;
+                }
+                Err(_) => e.flags |= FLAG_ARG_FAULT,
+            }
+        }
+        0
+    }
+
+    #[tracepoint(category = "syscalls", name = "sys_exit_settimeofday")]
+    pub fn sys_exit_settimeofday(ctx: TracePointContext) -> u32 {
+        finish(&ctx, SYSCALL_SETTIMEOFDAY)
+    }
+
+    /// Shared by adjtimex and clock_adjtime: reads the timex; a read-only call (modes == 0)
+    /// is only counted unless the daemon asked for them.
+    #[inline(always)]
+    fn enter_timex(syscall: u32, clock_id: i32, txc: u64) -> u32 {
+        // `modes` alone first: most calls are reads (chronyd, monitoring) and stop here.
+        if let Ok(0) = unsafe { bpf_probe_read_user(txc as *const u32) } {
+            let emit_reads = config().map(|c| c.flags & CONFIG_EMIT_READONLY != 0);
+            if emit_reads != Some(true) {
+                count(COUNTER_SYSCALLS);
+                count(COUNTER_READONLY_ADJTIMEX);
+                return 0;
+            }
+        }
+        let Some(event) = begin(syscall, clock_id) else {
+            return 0;
+        };
+        let e = unsafe { &mut *event };
+        // The whole head is read and copied in one block, so no field of it lives across
+        // the branches above (LLVM once spilled an unset register there, which the
+        // verifier rightly refuses).
+        match unsafe { bpf_probe_read_user(txc as *const UserTimexHead) } {
+            Ok(h) => {
+                e.timex.modes = h.modes;
+                e.timex.status = h.status;
+                e.timex.offset = h.offset;
+                e.timex.freq = h.freq;
+                e.timex.maxerror = h.maxerror;
+                e.timex.esterror = h.esterror;
+                e.timex.constant = h.constant;
+                e.timex.time_sec = h.time_sec;
+                e.timex.time_usec = h.time_usec;
+                e.timex.tick = h.tick;
+                e.flags |= FLAG_HAS_TIMEX;
+            }
+            Err(_) => e.flags |= FLAG_ARG_FAULT,
+        }
+        0
+    }
+
+    #[tracepoint(category = "syscalls", name = "sys_enter_adjtimex")]
+    pub fn sys_enter_adjtimex(ctx: TracePointContext) -> u32 {
+        let txc = unsafe { ctx.read_at::<u64>(ARG0) }.unwrap_or(0);
+        enter_timex(SYSCALL_ADJTIMEX, CLOCK_REALTIME, txc)
+    }
+
+    #[tracepoint(category = "syscalls", name = "sys_exit_adjtimex")]
+    pub fn sys_exit_adjtimex(ctx: TracePointContext) -> u32 {
+        finish(&ctx, SYSCALL_ADJTIMEX)
+    }
+
+    #[tracepoint(category = "syscalls", name = "sys_enter_clock_adjtime")]
+    pub fn sys_enter_clock_adjtime(ctx: TracePointContext) -> u32 {
+        let clock_id = unsafe { ctx.read_at::<u64>(ARG0) }.unwrap_or(0) as i32;
+        let txc = unsafe { ctx.read_at::<u64>(ARG1) }.unwrap_or(0);
+        enter_timex(SYSCALL_CLOCK_ADJTIME, clock_id, txc)
+    }
+
+    #[tracepoint(category = "syscalls", name = "sys_exit_clock_adjtime")]
+    pub fn sys_exit_clock_adjtime(ctx: TracePointContext) -> u32 {
+        finish(&ctx, SYSCALL_CLOCK_ADJTIME)
+    }
+
+    /// Reads a tracepoint `__data_loc` field: a u32 whose low 16 bits are the offset of the
+    /// data from the start of the record.
+    #[inline(always)]
+    fn data_loc(ctx: &TracePointContext, field_offset: usize) -> Option<*const u8> {
+        let loc = unsafe { ctx.read_at::<u32>(field_offset) }.ok()?;
+        Some(unsafe { (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize) })
+    }
+
+    #[tracepoint(category = "sched", name = "sched_process_fork")]
+    pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+        let Some(cfg) = config() else { return 0 };
+        if cfg.flags & CONFIG_PROCINFO_LAYOUT == 0 {
+            return 0;
+        }
+        let Ok(child_pid) = (unsafe { ctx.read_at::<i32>(cfg.fork_child_pid_offset as usize) })
+        else {
+            return 0;
+        };
+        let Some(zero) = ZERO_PROC.get_ptr(0) else {
+            return 0;
+        };
+        let child = child_pid as u32;
+        if PROCS
+            .insert(child, unsafe { &*zero }, BPF_ANY as u64)
+            .is_err()
+        {
+            return 0;
+        }
+        let Some(info) = PROCS.get_ptr_mut(child) else {
+            return 0;
+        };
+        let info = unsafe { &mut *info };
+        // The tracepoint runs in the forking task: its tgid is what a user calls the parent
+        // (the event's parent_pid is the forking thread's tid).
+        info.ppid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        let comm_src = if cfg.fork_parent_comm_dataloc != 0 {
+            data_loc(&ctx, cfg.fork_parent_comm_offset as usize)
+        } else {
+            Some(unsafe { (ctx.as_ptr() as *const u8).add(cfg.fork_parent_comm_offset as usize) })
+        };
+        if let Some(src) = comm_src {
+            unsafe {
+                generated::bpf_probe_read_kernel_str(
+                    info.parent_comm.as_mut_ptr() as *mut c_void,
+                    COMM_LEN as u32,
+                    src as *const c_void,
+                )
+            };
+        }
+        0
+    }
+
+    #[tracepoint(category = "sched", name = "sched_process_exec")]
+    pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
+        let Some(cfg) = config() else { return 0 };
+        if cfg.flags & CONFIG_PROCINFO_LAYOUT == 0 {
+            return 0;
+        }
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        if PROCS.get_ptr_mut(tgid).is_none() {
+            // Forked before we attached: start an entry without a parent.
+            let Some(zero) = ZERO_PROC.get_ptr(0) else {
+                return 0;
+            };
+            if PROCS
+                .insert(tgid, unsafe { &*zero }, BPF_ANY as u64)
+                .is_err()
+            {
+                return 0;
+            }
+        }
+        let Some(info) = PROCS.get_ptr_mut(tgid) else {
+            return 0;
+        };
+        let info = unsafe { &mut *info };
+        if let Some(src) = data_loc(&ctx, cfg.exec_filename_offset as usize) {
+            let n = unsafe {
+                generated::bpf_probe_read_kernel_str(
+                    info.exe.as_mut_ptr() as *mut c_void,
+                    EXE_LEN as u32,
+                    src as *const c_void,
+                )
+            };
+            if n > 0 {
+                info.has_exe = 1;
+            }
+        }
+        0
+    }
+
+    /// clock_was_set(bases) runs whenever CLOCK_REALTIME moved relative to CLOCK_MONOTONIC:
+    /// settimeofday/clock_settime, ADJ_SETOFFSET, leap seconds, resume, RTC injection.
+    /// Inside a traced syscall it only marks that syscall's pending event; anywhere else it
+    /// is an event of its own, measured against the last known offset, with a kernel stack.
+    #[fentry(function = "clock_was_set")]
+    pub fn clock_was_set(ctx: FEntryContext) -> u32 {
+        let bases: u32 = ctx.arg(0);
+        let offset_now = realtime_offset_ns();
+        let tid = bpf_get_current_pid_tgid() as u32;
+        if let Some(pending) = PENDING.get_ptr_mut(tid) {
+            let e = unsafe { &mut *pending };
+            e.flags |= FLAG_CLOCK_WAS_SET;
+            e.clock_was_set_bases = bases;
+            return 0;
+        }
+        let Some(zero) = ZERO_EVENT.get_ptr(0) else {
+            return 0;
+        };
+        // Built in a reserved ring-buffer slot: too large for the stack.
+        let Some(mut slot) = EVENTS.reserve::<ClockEvent>(0) else {
+            count(COUNTER_RINGBUF_DROPS);
+            return 0;
+        };
+        let e = slot.as_mut_ptr();
+        unsafe {
+            generated::bpf_probe_read_kernel(
+                e as *mut c_void,
+                core::mem::size_of::<ClockEvent>() as u32,
+                zero as *const c_void,
+            )
+        };
+        let e = unsafe { &mut *e };
+        e.kind = EVENT_CLOCK_WAS_SET;
+        e.syscall = SYSCALL_NONE;
+        e.clock_id = CLOCK_REALTIME;
+        e.clock_was_set_bases = bases;
+        e.enter_mono_ns = unsafe { generated::bpf_ktime_get_ns() };
+        e.exit_mono_ns = e.enter_mono_ns;
+        e.offset_after_ns = offset_now;
+        if let (Some(last), Some(valid)) = (LAST_OFFSET.get(0), LAST_OFFSET.get(1)) {
+            if *valid != 0 {
+                e.offset_before_ns = *last;
+                e.flags |= FLAG_HAS_OFFSET_BEFORE;
+            }
+        }
+        e.stack_id = -1;
+        fill_caller(e);
+        if let Ok(id) = aya_ebpf::programs::tracing::StackIdContext::get_stackid(
+            &ctx,
+            &STACKS,
+            BPF_F_FAST_STACK_CMP as u64,
+        ) {
+            e.stack_id = id;
+            e.flags |= FLAG_HAS_STACK;
+        }
+        remember_offset(offset_now);
+        slot.submit(0);
+        count(COUNTER_EVENTS);
+        0
+    }
+
+    /// The BPF-LSM `settime` hook (settimeofday, clock_settime, stime). Attaching it is the
+    /// daemon's probe of whether the kernel can enforce a guard at all (BPF LSM active,
+    /// BPF_PROG_LOAD allowed); until guard mode lands it passes on the verdict of any program
+    /// before it (its last argument) and refuses nothing.
+    #[lsm(hook = "settime")]
+    pub fn settime(ctx: LsmContext) -> i32 {
+        ctx.arg::<i32>(2)
+    }
+
+    #[panic_handler]
+    fn panic(_info: &core::panic::PanicInfo) -> ! {
+        loop {}
+    }
+}
