@@ -1,0 +1,92 @@
+//! Builds the eBPF object (clockguard-ebpf, for bpfel-unknown-none with nightly and
+//! bpf-linker) and hands its path to the daemon, which embeds it: the release binary is one
+//! self-contained file.
+//!
+//! Set CLOCKGUARD_EBPF_OBJECT to a prebuilt object to skip the nested build.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=CLOCKGUARD_EBPF_OBJECT");
+    if let Ok(prebuilt) = env::var("CLOCKGUARD_EBPF_OBJECT") {
+        println!("cargo:rerun-if-changed={prebuilt}");
+        println!("cargo:rustc-env=CLOCKGUARD_EBPF_OBJECT={prebuilt}");
+        return;
+    }
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let workspace = manifest_dir.parent().unwrap();
+    let ebpf_dir = workspace.join("clockguard-ebpf");
+    for watched in ["src", "Cargo.toml"] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            ebpf_dir.join(watched).display()
+        );
+    }
+    // A target dir of its own: the BPF build must not contend with the host build's lock,
+    // and debug and release host builds share the one object.
+    let target_dir = workspace.join("target").join("ebpf");
+    let object = build_ebpf(workspace, &target_dir);
+    println!(
+        "cargo:rustc-env=CLOCKGUARD_EBPF_OBJECT={}",
+        object.display()
+    );
+}
+
+fn build_ebpf(workspace: &Path, target_dir: &Path) -> PathBuf {
+    let mut cargo = Command::new("cargo");
+    cargo
+        .current_dir(workspace)
+        .args([
+            "+nightly",
+            "build",
+            "--package",
+            "clockguard-ebpf",
+            "--bin",
+            "clockguard-ebpf",
+            "-Z",
+            "build-std=core",
+            "--target",
+            "bpfel-unknown-none",
+            "--profile",
+            "bpf",
+            "--target-dir",
+        ])
+        .arg(target_dir);
+    // The outer cargo's settings are for the host build; the nested one picks its own.
+    for var in [
+        "RUSTUP_TOOLCHAIN",
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+    ] {
+        cargo.env_remove(var);
+    }
+    // BTF in the object (aya reads it; the kernel uses it to describe maps and programs).
+    cargo.env(
+        "CARGO_ENCODED_RUSTFLAGS",
+        "-Cdebuginfo=2\x1f-Clink-arg=--btf",
+    );
+    let status = cargo.status().unwrap_or_else(|err| {
+        panic!(
+            "cannot run `cargo +nightly` to build the eBPF object: {err}; run `cargo xtask setup`"
+        )
+    });
+    if !status.success() {
+        panic!(
+            "building the eBPF object failed ({status}); it needs the nightly toolchain with \
+             rust-src and bpf-linker on PATH: run `cargo xtask setup`"
+        );
+    }
+    target_dir
+        .join("bpfel-unknown-none")
+        .join("bpf")
+        .join("clockguard-ebpf")
+}

@@ -1,0 +1,502 @@
+//! Loads the embedded eBPF object and attaches each hook on its own, so that one hook the
+//! kernel refuses (fentry and LSM on a locked-down kernel: EPERM) never takes the others
+//! down. Every hook's outcome, with the kernel's reason, is kept for `clockguard status`.
+
+use std::{collections::BTreeMap, fs, io, path::Path};
+
+use anyhow::{anyhow, Context, Result};
+use aya::{
+    maps::{Array, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    programs::{FEntry, Lsm, TracePoint},
+    Btf, Ebpf, EbpfLoader,
+};
+use clockguard_ebpf as abi;
+use serde::Serialize;
+
+/// The eBPF object built by build.rs, embedded so the binary is self-contained.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("CLOCKGUARD_EBPF_OBJECT"));
+
+/// The outcome of one hook.
+#[derive(Clone, Debug, Serialize)]
+pub struct HookStatus {
+    /// The name `disabled_hooks` and `status` use.
+    pub name: String,
+    /// tracepoint | fentry | lsm | userspace
+    pub kind: String,
+    /// Where it attaches (tracepoint category:name, kernel function, LSM hook).
+    pub target: String,
+    pub attached: bool,
+    /// Why not attached (or a caveat when attached), in the kernel's words.
+    pub error: Option<String>,
+    /// The errno behind `error`, when there is one ("EPERM").
+    pub errno: Option<String>,
+}
+
+impl HookStatus {
+    fn new(name: &str, kind: &str, target: String) -> Self {
+        HookStatus {
+            name: name.into(),
+            kind: kind.into(),
+            target,
+            attached: false,
+            error: None,
+            errno: None,
+        }
+    }
+
+    fn failed(&mut self, err: &(dyn std::error::Error + 'static)) {
+        let (message, errno) = describe_error(err);
+        self.error = Some(message);
+        self.errno = errno;
+    }
+}
+
+/// Syscall tracepoints: (program, category, tracepoint).
+const TRACEPOINTS: &[(&str, &str, &str)] = &[
+    (
+        "sys_enter_clock_settime",
+        "syscalls",
+        "sys_enter_clock_settime",
+    ),
+    (
+        "sys_exit_clock_settime",
+        "syscalls",
+        "sys_exit_clock_settime",
+    ),
+    (
+        "sys_enter_settimeofday",
+        "syscalls",
+        "sys_enter_settimeofday",
+    ),
+    ("sys_exit_settimeofday", "syscalls", "sys_exit_settimeofday"),
+    ("sys_enter_adjtimex", "syscalls", "sys_enter_adjtimex"),
+    ("sys_exit_adjtimex", "syscalls", "sys_exit_adjtimex"),
+    (
+        "sys_enter_clock_adjtime",
+        "syscalls",
+        "sys_enter_clock_adjtime",
+    ),
+    (
+        "sys_exit_clock_adjtime",
+        "syscalls",
+        "sys_exit_clock_adjtime",
+    ),
+    ("sched_process_fork", "sched", "sched_process_fork"),
+    ("sched_process_exec", "sched", "sched_process_exec"),
+];
+
+pub struct Probes {
+    ebpf: Ebpf,
+    pub hooks: Vec<HookStatus>,
+    kernel_symbols: Option<BTreeMap<u64, String>>,
+}
+
+pub struct LoadOptions<'a> {
+    pub disabled_hooks: &'a [String],
+    pub emit_readonly: bool,
+    pub tracefs: &'a Path,
+}
+
+impl Probes {
+    /// Loads the object and attaches every hook not disabled. Fails only when the object
+    /// itself cannot be loaded (no BPF at all); a refused hook is recorded, not fatal.
+    pub fn load(opts: &LoadOptions) -> Result<Probes> {
+        let mut ebpf = EbpfLoader::new()
+            .load(EBPF_OBJECT)
+            .map_err(|e| anyhow!("{}", describe_error(&e).0))
+            .context("cannot load clockguard's eBPF object (maps)")?;
+
+        let mut flags = 0;
+        if opts.emit_readonly {
+            flags |= abi::CONFIG_EMIT_READONLY;
+        }
+        let mut config = abi::Config {
+            flags,
+            ..Default::default()
+        };
+        let layout_problem = match read_procinfo_layout(opts.tracefs) {
+            Ok(layout) => {
+                layout.apply(&mut config);
+                None
+            }
+            Err(err) => Some(format!("{err:#}")),
+        };
+        let mut config_map: Array<_, ConfigPod> =
+            Array::try_from(ebpf.map_mut("CONFIG").context("no CONFIG map")?)?;
+        config_map.set(0, ConfigPod(config), 0)?;
+        let mut last_offset: Array<_, i64> =
+            Array::try_from(ebpf.map_mut("LAST_OFFSET").context("no LAST_OFFSET map")?)?;
+        last_offset.set(0, crate::clock::tai_minus_monotonic_ns(), 0)?;
+        last_offset.set(1, 1, 0)?;
+
+        let mut hooks = Vec::new();
+        let disabled = |name: &str| opts.disabled_hooks.iter().any(|d| d == name);
+        for &(program, category, tracepoint) in TRACEPOINTS {
+            let mut status =
+                HookStatus::new(program, "tracepoint", format!("{category}:{tracepoint}"));
+            if disabled(program) {
+                status.error = Some("disabled in the configuration".into());
+            } else if category == "sched" && layout_problem.is_some() {
+                status.error = layout_problem.clone();
+            } else {
+                match attach_tracepoint(&mut ebpf, program, category, tracepoint) {
+                    Ok(()) => status.attached = true,
+                    Err(err) => status.failed(err.as_ref()),
+                }
+            }
+            hooks.push(status);
+        }
+
+        let btf = Btf::from_sys_fs();
+        let mut fentry = HookStatus::new("clock_was_set", "fentry", "clock_was_set()".into());
+        if disabled("clock_was_set") {
+            fentry.error = Some("disabled in the configuration".into());
+        } else {
+            match &btf {
+                Ok(btf) => match attach_fentry(&mut ebpf, "clock_was_set", btf) {
+                    Ok(()) => fentry.attached = true,
+                    Err(err) => fentry.failed(err.as_ref()),
+                },
+                Err(err) => fentry.failed(err),
+            }
+        }
+        hooks.push(fentry);
+
+        let mut lsm = HookStatus::new("settime", "lsm", "security_settime64".into());
+        if disabled("settime") {
+            lsm.error = Some("disabled in the configuration".into());
+        } else {
+            match &btf {
+                Ok(btf) => match attach_lsm(&mut ebpf, "settime", btf) {
+                    Ok(()) => {
+                        lsm.attached = true;
+                        // Loading "succeeds" where bpf is not an active LSM, but the hook
+                        // is never called: say so.
+                        if !bpf_lsm_active() {
+                            lsm.error = Some(
+                                "attached, but `bpf` is not in /sys/kernel/security/lsm: the \
+                                 hook is never called (boot with lsm=...,bpf)"
+                                    .into(),
+                            );
+                        }
+                    }
+                    Err(err) => lsm.failed(err.as_ref()),
+                },
+                Err(err) => lsm.failed(err),
+            }
+        }
+        hooks.push(lsm);
+
+        Ok(Probes {
+            ebpf,
+            hooks,
+            kernel_symbols: None,
+        })
+    }
+
+    /// The ring buffer of events, taken out of the object (the daemon polls it).
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self.ebpf.take_map("EVENTS").context("no EVENTS map")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// The kernel-side counters (COUNTER_*), summed over CPUs.
+    pub fn counters(&self) -> Result<Counters> {
+        let map: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map("COUNTERS").context("no COUNTERS map")?)?;
+        let sum = |index: u32| -> Result<u64> { Ok(map.get(&index, 0)?.iter().copied().sum()) };
+        Ok(Counters {
+            ring_buffer_drops: sum(abi::COUNTER_RINGBUF_DROPS)?,
+            readonly_adjtimex: sum(abi::COUNTER_READONLY_ADJTIMEX)?,
+            kernel_events: sum(abi::COUNTER_EVENTS)?,
+            pending_full: sum(abi::COUNTER_PENDING_FULL)?,
+            clock_syscalls: sum(abi::COUNTER_SYSCALLS)?,
+        })
+    }
+
+    /// Symbolised kernel stack of an in-kernel event (innermost frame first).
+    pub fn kernel_stack(&mut self, stack_id: i64) -> Vec<String> {
+        let Ok(id) = u32::try_from(stack_id) else {
+            return Vec::new();
+        };
+        let Some(map) = self.ebpf.map("STACKS") else {
+            return Vec::new();
+        };
+        let Ok(stacks) = StackTraceMap::<_>::try_from(map) else {
+            return Vec::new();
+        };
+        let Ok(stack) = stacks.get(&id, 0) else {
+            return Vec::new();
+        };
+        if self.kernel_symbols.is_none() {
+            self.kernel_symbols = Some(aya::util::kernel_symbols().unwrap_or_default());
+        }
+        let symbols = self.kernel_symbols.as_ref().unwrap();
+        stack
+            .frames()
+            .iter()
+            .map(|frame| match symbols.range(..=frame.ip).next_back() {
+                Some((addr, name)) if *addr != 0 => format!("{name}+{:#x}", frame.ip - addr),
+                _ => format!("{:#x}", frame.ip),
+            })
+            .collect()
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Counters {
+    pub ring_buffer_drops: u64,
+    pub readonly_adjtimex: u64,
+    pub kernel_events: u64,
+    pub pending_full: u64,
+    pub clock_syscalls: u64,
+}
+
+/// abi::Config as a map value (aya::Pod is foreign to the ABI crate).
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct ConfigPod(abi::Config);
+// SAFETY: repr(C) plain integers.
+unsafe impl aya::Pod for ConfigPod {}
+
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    program: &str,
+    category: &str,
+    name: &str,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("program {program} missing from the object"))?
+        .try_into()?;
+    prog.load()?;
+    prog.attach(category, name)?;
+    Ok(())
+}
+
+fn attach_fentry(
+    ebpf: &mut Ebpf,
+    program: &str,
+    btf: &Btf,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let prog: &mut FEntry = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("program {program} missing from the object"))?
+        .try_into()?;
+    prog.load(program, btf)?;
+    prog.attach()?;
+    Ok(())
+}
+
+fn attach_lsm(
+    ebpf: &mut Ebpf,
+    hook: &str,
+    btf: &Btf,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let prog: &mut Lsm = ebpf
+        .program_mut(hook)
+        .ok_or_else(|| format!("program {hook} missing from the object"))?
+        .try_into()?;
+    prog.load(hook, btf)?;
+    prog.attach()?;
+    Ok(())
+}
+
+/// Is `bpf` among the active LSMs?
+pub fn bpf_lsm_active() -> bool {
+    fs::read_to_string("/sys/kernel/security/lsm")
+        .map(|list| list.trim().split(',').any(|l| l == "bpf"))
+        .unwrap_or(false)
+}
+
+/// The whole error chain as one message, and the errno of the innermost io::Error.
+pub fn describe_error(err: &(dyn std::error::Error + 'static)) -> (String, Option<String>) {
+    let mut parts = Vec::new();
+    let mut errno = None;
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !parts.iter().any(|p: &String| p.contains(&text)) {
+            parts.push(text);
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if let Some(code) = io.raw_os_error() {
+                errno = Some(crate::record::errno_name(code));
+            }
+        }
+        current = e.source();
+    }
+    let mut message = parts.join(": ");
+    // aya appends "Verifier output:" even when the kernel gave none (EPERM at load).
+    let trimmed = message
+        .trim_end()
+        .trim_end_matches("Verifier output:")
+        .trim_end();
+    message.truncate(trimmed.trim_end_matches('.').len());
+    if let Some(name) = &errno {
+        if !message.contains(name.as_str()) {
+            message = format!("{name}: {message}");
+        }
+    }
+    (message, errno)
+}
+
+/// Where the fork/exec tracepoints keep the fields we read, parsed from tracefs.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ProcInfoLayout {
+    pub parent_comm_offset: u16,
+    pub parent_comm_dataloc: bool,
+    pub child_pid_offset: u16,
+    pub exec_filename_offset: u16,
+}
+
+impl ProcInfoLayout {
+    fn apply(&self, config: &mut abi::Config) {
+        config.flags |= abi::CONFIG_PROCINFO_LAYOUT;
+        config.fork_parent_comm_offset = self.parent_comm_offset;
+        config.fork_parent_comm_dataloc = self.parent_comm_dataloc as u16;
+        config.fork_child_pid_offset = self.child_pid_offset;
+        config.exec_filename_offset = self.exec_filename_offset;
+    }
+}
+
+fn read_procinfo_layout(tracefs: &Path) -> Result<ProcInfoLayout> {
+    let read = |event: &str| {
+        let path = tracefs.join("events/sched").join(event).join("format");
+        fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    parse_procinfo_layout(&read("sched_process_fork")?, &read("sched_process_exec")?)
+}
+
+/// A field of a tracefs `format` file: (offset, declaration).
+fn format_field<'a>(format: &'a str, name: &str) -> Option<(u16, &'a str)> {
+    format.lines().find_map(|line| {
+        let decl = line.trim().strip_prefix("field:")?.split(';').next()?;
+        let field_name = decl.rsplit([' ', '*']).next()?.split('[').next()?;
+        if field_name != name {
+            return None;
+        }
+        let offset = line
+            .split("offset:")
+            .nth(1)?
+            .split(';')
+            .next()?
+            .parse()
+            .ok()?;
+        Some((offset, decl))
+    })
+}
+
+pub fn parse_procinfo_layout(fork: &str, exec: &str) -> Result<ProcInfoLayout> {
+    let (parent_comm_offset, decl) =
+        format_field(fork, "parent_comm").context("sched_process_fork has no parent_comm field")?;
+    let (child_pid_offset, _) =
+        format_field(fork, "child_pid").context("sched_process_fork has no child_pid field")?;
+    let (exec_filename_offset, exec_decl) =
+        format_field(exec, "filename").context("sched_process_exec has no filename field")?;
+    if !exec_decl.contains("__data_loc") {
+        return Err(anyhow!(
+            "sched_process_exec's filename is `{exec_decl}`, not a __data_loc"
+        ));
+    }
+    Ok(ProcInfoLayout {
+        parent_comm_offset,
+        parent_comm_dataloc: decl.contains("__data_loc"),
+        child_pid_offset,
+        exec_filename_offset,
+    })
+}
+
+/// Mounts tracefs at /sys/kernel/tracing when no tracefs is visible (aya resolves
+/// tracepoint ids through it). Returns the tracefs path in use.
+pub fn ensure_tracefs() -> Result<&'static Path> {
+    for candidate in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        if Path::new(candidate).join("events").is_dir() {
+            return Ok(Path::new(candidate));
+        }
+    }
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error())
+            .context("tracefs is not mounted and mounting it at /sys/kernel/tracing failed");
+    }
+    Ok(Path::new("/sys/kernel/tracing"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORK_6_1: &str = "name: sched_process_fork
+ID: 300
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:char parent_comm[16];\toffset:8;\tsize:16;\tsigned:1;
+\tfield:pid_t parent_pid;\toffset:24;\tsize:4;\tsigned:1;
+\tfield:char child_comm[16];\toffset:28;\tsize:16;\tsigned:1;
+\tfield:pid_t child_pid;\toffset:44;\tsize:4;\tsigned:1;
+";
+    const FORK_6_18: &str = "format:
+\tfield:__data_loc char[] parent_comm;\toffset:8;\tsize:4;\tsigned:0;
+\tfield:pid_t parent_pid;\toffset:12;\tsize:4;\tsigned:1;
+\tfield:__data_loc char[] child_comm;\toffset:16;\tsize:4;\tsigned:0;
+\tfield:pid_t child_pid;\toffset:20;\tsize:4;\tsigned:1;
+";
+    const EXEC: &str = "format:
+\tfield:__data_loc char[] filename;\toffset:8;\tsize:4;\tsigned:0;
+\tfield:pid_t pid;\toffset:12;\tsize:4;\tsigned:1;
+\tfield:pid_t old_pid;\toffset:16;\tsize:4;\tsigned:1;
+";
+
+    #[test]
+    fn fork_layout_of_6_1_has_inline_comm() {
+        let l = parse_procinfo_layout(FORK_6_1, EXEC).unwrap();
+        assert_eq!(
+            l,
+            ProcInfoLayout {
+                parent_comm_offset: 8,
+                parent_comm_dataloc: false,
+                child_pid_offset: 44,
+                exec_filename_offset: 8,
+            }
+        );
+    }
+
+    #[test]
+    fn fork_layout_of_6_18_has_data_loc_comm() {
+        let l = parse_procinfo_layout(FORK_6_18, EXEC).unwrap();
+        assert!(l.parent_comm_dataloc);
+        assert_eq!(l.child_pid_offset, 20);
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let err = parse_procinfo_layout("format:\n", EXEC)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("parent_comm"), "{err}");
+    }
+
+    #[test]
+    fn error_chain_names_the_errno() {
+        let io = io::Error::from_raw_os_error(libc::EPERM);
+        let (message, errno) = describe_error(&io);
+        assert_eq!(errno.as_deref(), Some("EPERM"));
+        assert!(
+            message.starts_with("EPERM") || message.contains("EPERM"),
+            "{message}"
+        );
+    }
+}

@@ -1,0 +1,60 @@
+//! Reading the system clocks (never setting them).
+
+/// A clock's value in ns (clock_gettime).
+pub fn read_ns(clock: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer; clock_gettime on these clocks cannot fail.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+/// `clock` − CLOCK_MONOTONIC in ns, read between two monotonic reads (error: half the
+/// read gap, well under a µs).
+fn minus_monotonic_ns(clock: libc::clockid_t) -> i64 {
+    let m1 = read_ns(libc::CLOCK_MONOTONIC);
+    let c = read_ns(clock);
+    let m2 = read_ns(libc::CLOCK_MONOTONIC);
+    c - (m1 + (m2 - m1) / 2)
+}
+
+/// CLOCK_TAI − CLOCK_MONOTONIC in ns: what the kernel side measures (bpf_ktime_get_tai_ns
+/// − bpf_ktime_get_ns).
+pub fn tai_minus_monotonic_ns() -> i64 {
+    minus_monotonic_ns(libc::CLOCK_TAI)
+}
+
+/// CLOCK_REALTIME − CLOCK_MONOTONIC in ns: constant while the clock is only slewed, it
+/// changes by exactly the size of a step.
+pub fn realtime_minus_monotonic_ns() -> i64 {
+    minus_monotonic_ns(libc::CLOCK_REALTIME)
+}
+
+/// The kernel's TAI offset (CLOCK_TAI − CLOCK_REALTIME) in whole seconds; read from the
+/// clocks rather than adjtimex, so that reading it is not itself a traced clock syscall.
+pub fn tai_offset_s() -> i64 {
+    let diff = read_ns(libc::CLOCK_TAI) - read_ns(libc::CLOCK_REALTIME);
+    (diff as f64 / 1e9).round() as i64
+}
+
+pub fn realtime_ns() -> i64 {
+    read_ns(libc::CLOCK_REALTIME)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_consistent() {
+        // TAI − MONO − (REALTIME − MONO) is the TAI offset, within the read gaps.
+        let tai = tai_minus_monotonic_ns();
+        let real = realtime_minus_monotonic_ns();
+        let tai_s = tai_offset_s();
+        let residual = tai - real - tai_s * 1_000_000_000;
+        assert!(residual.abs() < 1_000_000, "residual {residual} ns");
+        assert!((0..=100).contains(&tai_s), "TAI offset {tai_s} s");
+    }
+}

@@ -1,0 +1,415 @@
+//! `clockguard run`: kernel hook → ring buffer → decode → enrich → journal → subscribers.
+//! Data flows one way; the control socket only reads the daemon's state through queries.
+
+use std::{collections::VecDeque, sync::Arc, time::Instant};
+
+use anyhow::Result;
+use aya::maps::{MapData, RingBuf};
+use clockguard_ebpf::ClockEvent;
+use serde_json::{json, Value};
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+    sync::{broadcast, mpsc},
+};
+
+use crate::{
+    bpf::{self, HookStatus, LoadOptions, Probes},
+    clock,
+    config::{Config, Mode},
+    control::{self, Query},
+    enrich::Enricher,
+    fallback::{self, Reconciler},
+    journal::Journal,
+    record::{self, Record},
+};
+
+/// Records kept in memory for `clockguard events` (the journal has them all).
+const RECENT: usize = 256;
+/// Events taken from the ring buffer per step.
+const BATCH: usize = 256;
+/// Records a slow `events --follow` subscriber may fall behind before it is told it lagged.
+const LIVE_BACKLOG: usize = 1024;
+/// Records kept in memory while the journal cannot be written (disk full, I/O error);
+/// beyond this they are counted as lost.
+const MAX_UNWRITTEN: usize = 65_536;
+
+struct Daemon {
+    config: Config,
+    config_origin: String,
+    started: Instant,
+    started_wall: String,
+    probes: Option<Probes>,
+    load_error: Option<String>,
+    hooks: Vec<HookStatus>,
+    journal: Journal,
+    enricher: Enricher,
+    reconciler: Reconciler,
+    recent: VecDeque<Arc<str>>,
+    live: broadcast::Sender<Arc<str>>,
+    unwritten: Vec<Record>,
+    stats: Stats,
+    last_tai_offset_s: i64,
+}
+
+#[derive(Default, serde::Serialize)]
+struct Stats {
+    records_journaled: u64,
+    abi_mismatches: u64,
+    journal_errors: u64,
+    records_lost_unwritable: u64,
+    fallback_jumps: u64,
+    fallback_unexplained: u64,
+}
+
+pub async fn run(config: Config, config_origin: String) -> Result<()> {
+    let (journal, journal_problems) = Journal::open(
+        &config.state_dir,
+        config.audit.max_journal_bytes,
+        config.audit.keep_journals,
+    )?;
+    for problem in journal_problems {
+        tracing::warn!("{problem}");
+    }
+    let listener = control::bind(&config.runtime_dir).await?;
+
+    let tracefs = match bpf::ensure_tracefs() {
+        Ok(path) => path,
+        Err(err) => {
+            tracing::warn!("{err:#}");
+            std::path::Path::new("/sys/kernel/tracing")
+        }
+    };
+    let (mut probes, load_error) = match Probes::load(&LoadOptions {
+        disabled_hooks: &config.audit.disabled_hooks,
+        emit_readonly: config.audit.journal_readonly,
+        tracefs,
+    }) {
+        Ok(p) => (Some(p), None),
+        Err(err) => {
+            tracing::error!("no eBPF hook at all: {err:#}; only the fallback detector runs");
+            (None, Some(format!("{err:#}")))
+        }
+    };
+    let mut hooks = probes.as_ref().map(|p| p.hooks.clone()).unwrap_or_default();
+    for hook in &hooks {
+        match (&hook.attached, &hook.error) {
+            (true, None) => tracing::info!("hook {} ({}) attached", hook.name, hook.kind),
+            (true, Some(note)) => tracing::warn!("hook {} attached: {note}", hook.name),
+            (false, Some(why)) => {
+                tracing::warn!("hook {} ({}) not attached: {why}", hook.name, hook.kind)
+            }
+            (false, None) => {}
+        }
+    }
+    let mut events: Option<AsyncFd<RingBuf<MapData>>> = match probes.as_mut() {
+        Some(p) => {
+            let ring = p.take_events()?;
+            // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd lives.
+            let registered = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
+            Some(registered.map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?)
+        }
+        None => None,
+    };
+
+    let (jump_tx, mut jump_rx) = mpsc::channel(16);
+    let mut fallback_status = HookStatus {
+        name: "timerfd_cancel_on_set".into(),
+        kind: "userspace".into(),
+        target: "timerfd(CLOCK_REALTIME, TFD_TIMER_CANCEL_ON_SET)".into(),
+        attached: false,
+        error: None,
+        errno: None,
+    };
+    if config.audit.fallback_detector {
+        match fallback::open() {
+            Ok(timer) => {
+                fallback_status.attached = true;
+                tokio::spawn(async move {
+                    if let Err(err) = fallback::run(timer, jump_tx).await {
+                        tracing::error!("fallback detector stopped: {err:#}");
+                    }
+                });
+            }
+            Err(err) => {
+                let (message, errno) = bpf::describe_error(err.as_ref());
+                fallback_status.error = Some(message);
+                fallback_status.errno = errno;
+            }
+        }
+    } else {
+        fallback_status.error = Some("disabled in the configuration".into());
+    }
+    hooks.push(fallback_status);
+
+    let (query_tx, mut query_rx) = mpsc::channel(64);
+    let (live, _) = broadcast::channel(LIVE_BACKLOG);
+    tokio::spawn(control::serve(listener, query_tx, live.clone()));
+
+    let mut daemon = Daemon {
+        started: Instant::now(),
+        started_wall: record::rfc3339_ns(clock::realtime_ns()),
+        config_origin,
+        probes,
+        load_error,
+        hooks,
+        journal,
+        enricher: Enricher::system(),
+        reconciler: Reconciler::default(),
+        recent: VecDeque::with_capacity(RECENT),
+        live,
+        unwritten: Vec::new(),
+        stats: Stats::default(),
+        last_tai_offset_s: clock::tai_offset_s(),
+        config,
+    };
+    tracing::info!(
+        "clockguard {} running in {} mode (config: {}), journal {}",
+        env!("CARGO_PKG_VERSION"),
+        daemon.config.mode.as_str(),
+        daemon.config_origin,
+        daemon.journal.path().display()
+    );
+    notify_systemd("READY=1");
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            ready = async { events.as_mut().unwrap().readable_mut().await }, if events.is_some() => {
+                let mut guard = ready?;
+                // Bounded batches: a storm is journaled in steps of BATCH events, so memory
+                // stays flat whatever the burst, and queries are answered in between.
+                let batch = drain(guard.get_inner_mut(), BATCH);
+                let more = batch.len() == BATCH;
+                daemon.process(batch);
+                if !more {
+                    guard.clear_ready();
+                }
+            }
+            Some(jump) = jump_rx.recv() => daemon.on_fallback_jump(jump),
+            Some(query) = query_rx.recv() => daemon.answer(query),
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+    }
+    // Whatever is still in the ring buffer is journaled before leaving.
+    if let Some(ring) = events.as_mut() {
+        loop {
+            let batch = drain(ring.get_mut(), BATCH);
+            let more = batch.len() == BATCH;
+            daemon.process(batch);
+            if !more {
+                break;
+            }
+        }
+    }
+    daemon.flush_unwritten();
+    daemon.journal.sync().ok();
+    tracing::info!("clockguard stopped");
+    Ok(())
+}
+
+/// Up to `max` events from the ring buffer, decoded; an undecodable record is `None`.
+fn drain(ring: &mut RingBuf<MapData>, max: usize) -> Vec<Option<ClockEvent>> {
+    let mut out = Vec::with_capacity(max.min(64));
+    while out.len() < max {
+        let Some(item) = ring.next() else { break };
+        out.push(ClockEvent::from_bytes(&item));
+    }
+    out
+}
+
+impl Daemon {
+    fn verdict(&self) -> &'static str {
+        // Nothing is refused in this version (see `enforcement` in status).
+        "observed"
+    }
+
+    fn process(&mut self, batch: Vec<Option<ClockEvent>>) {
+        if batch.is_empty() {
+            return;
+        }
+        let tai_now = clock::tai_offset_s();
+        let tai_change = tai_now - self.last_tai_offset_s;
+        self.last_tai_offset_s = tai_now;
+        let mut records = Vec::with_capacity(batch.len());
+        for event in batch {
+            let Some(event) = event else {
+                self.stats.abi_mismatches += 1;
+                continue;
+            };
+            // A TAI offset change (leap second) is charged to the in-kernel event of the
+            // batch; syscall events measure across their own call.
+            let change = if event.kind == clockguard_ebpf::EVENT_CLOCK_WAS_SET {
+                tai_change
+            } else {
+                0
+            };
+            let mut record = record::decode(&event, tai_now, change, self.verdict());
+            if let Some(delta) = record.delta_ns {
+                self.reconciler.explained(delta);
+            }
+            self.enricher.enrich(&mut record, event.cgroup_id);
+            if event.flags & clockguard_ebpf::FLAG_HAS_STACK != 0 {
+                if let Some(probes) = self.probes.as_mut() {
+                    record.stack = probes.kernel_stack(event.stack_id);
+                }
+            }
+            records.push(record);
+        }
+        self.journal_and_publish(records);
+    }
+
+    fn on_fallback_jump(&mut self, jump: fallback::Jump) {
+        self.stats.fallback_jumps += 1;
+        let Some(unexplained) = self.reconciler.reconcile(&jump) else {
+            return;
+        };
+        self.stats.fallback_unexplained += 1;
+        // REALTIME at detection, in the new timeline.
+        let wall = jump.seen_mono_ns + clock::realtime_minus_monotonic_ns();
+        let record = Record {
+            time: record::rfc3339_ns(wall),
+            source: "fallback".into(),
+            syscall: None,
+            clock: Some("CLOCK_REALTIME".into()),
+            kind: "step".into(),
+            requested: json!({}),
+            delta_ns: Some(unexplained),
+            result: "0".into(),
+            verdict: self.verdict().into(),
+            clock_was_set: true,
+            ..Default::default()
+        };
+        tracing::warn!(
+            "clock jump of {:+.6} s that no kernel hook reported",
+            unexplained as f64 / 1e9
+        );
+        self.journal_and_publish(vec![record]);
+    }
+
+    fn journal_and_publish(&mut self, mut records: Vec<Record>) {
+        if !self.unwritten.is_empty() {
+            let mut pending = std::mem::take(&mut self.unwritten);
+            pending.append(&mut records);
+            records = pending;
+        }
+        if let Err(err) = self.journal.append(&mut records) {
+            self.stats.journal_errors += 1;
+            tracing::error!(
+                "{err:#}; keeping {} records in memory to retry",
+                records.len()
+            );
+            if records.len() > MAX_UNWRITTEN {
+                let lost = records.len() - MAX_UNWRITTEN;
+                self.stats.records_lost_unwritable += lost as u64;
+                records.drain(..lost);
+            }
+            self.unwritten = records;
+            return;
+        }
+        self.stats.records_journaled += records.len() as u64;
+        for record in records {
+            let line: Arc<str> = match serde_json::to_string(&record) {
+                Ok(s) => s.into(),
+                Err(_) => continue,
+            };
+            if self.recent.len() == RECENT {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(line.clone());
+            let _ = self.live.send(line);
+        }
+    }
+
+    fn flush_unwritten(&mut self) {
+        if !self.unwritten.is_empty() {
+            self.journal_and_publish(Vec::new());
+        }
+    }
+
+    fn answer(&mut self, query: Query) {
+        match query {
+            Query::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+            Query::Recent(reply) => {
+                let _ = reply.send(self.recent.iter().cloned().collect());
+            }
+        }
+    }
+
+    fn enforcement(&self) -> Value {
+        let reason = match self.config.mode {
+            Mode::Observe => "observe mode: clock changes are audited, none is refused".to_string(),
+            Mode::Guard => {
+                let lsm = self.hooks.iter().find(|h| h.kind == "lsm");
+                match lsm {
+                    Some(h) if !h.attached => format!(
+                        "guard mode requested but enforcement is OFF: the BPF-LSM hook could not attach ({})",
+                        h.error.as_deref().unwrap_or("unknown reason")
+                    ),
+                    _ => "guard mode requested but enforcement is OFF: refusing steps is not \
+                          implemented in this version; clock changes are audited only"
+                        .to_string(),
+                }
+            }
+        };
+        json!({"active": false, "reason": reason})
+    }
+
+    fn status(&self) -> Value {
+        let counters = self
+            .probes
+            .as_ref()
+            .map(|p| p.counters())
+            .transpose()
+            .unwrap_or_else(|err| {
+                tracing::warn!("cannot read the kernel counters: {err:#}");
+                None
+            });
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "mode": self.config.mode.as_str(),
+            "config": self.config_origin,
+            "started": self.started_wall,
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+            "state_dir": self.config.state_dir,
+            "runtime_dir": self.config.runtime_dir,
+            "journal": {
+                "path": self.journal.path(),
+                "next_seq": self.journal.next_seq(),
+            },
+            "enforcement": self.enforcement(),
+            "ebpf_load_error": self.load_error,
+            "bpf_lsm_active": bpf::bpf_lsm_active(),
+            "hooks": self.hooks,
+            "ring_buffer_drops": counters.map(|c| c.ring_buffer_drops),
+            "kernel": counters,
+            "daemon": self.stats,
+        })
+    }
+}
+
+/// sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET, when set.
+fn notify_systemd(message: &str) {
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(socket) = UnixDatagram::unbound() else {
+        return;
+    };
+    let path = path.to_string_lossy().into_owned();
+    let addr = if let Some(name) = path.strip_prefix('@') {
+        use std::os::linux::net::SocketAddrExt;
+        SocketAddr::from_abstract_name(name.as_bytes())
+    } else {
+        SocketAddr::from_pathname(&path)
+    };
+    if let Ok(addr) = addr {
+        let _ = socket.send_to_addr(message.as_bytes(), &addr);
+    }
+}

@@ -1,0 +1,182 @@
+//! The userspace fallback detector: a CLOCK_REALTIME timerfd armed with
+//! TFD_TIMER_CANCEL_ON_SET is cancelled by the kernel whenever the realtime clock is set
+//! (clock_was_set), so a discontinuity is noticed even where no eBPF hook could attach.
+//! It measures the jump as the change of REALTIME − MONOTONIC; the daemon journals the part
+//! that no kernel event explained.
+
+use std::{
+    io,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use tokio::{io::unix::AsyncFd, sync::mpsc};
+
+use crate::clock;
+
+/// Let the ring buffer's events for the same jump reach the daemon before this report.
+const SETTLE: Duration = Duration::from_millis(300);
+/// Changes of REALTIME − MONOTONIC below this are read noise, not jumps (ns).
+const NOISE_NS: i64 = 100_000;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Jump {
+    /// REALTIME − MONOTONIC after minus before, ns.
+    pub delta_ns: i64,
+    /// CLOCK_MONOTONIC ns when the cancellation was seen.
+    pub seen_mono_ns: i64,
+}
+
+fn arm(fd: &OwnedFd) -> io::Result<()> {
+    // Ten years ahead, absolute: it never expires in practice; what we want is the
+    // cancellation on any clock set.
+    let target_s = clock::realtime_ns() / 1_000_000_000 + 10 * 365 * 86_400;
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: target_s,
+            tv_nsec: 0,
+        },
+    };
+    // SAFETY: valid fd and itimerspec.
+    let rc = unsafe {
+        libc::timerfd_settime(
+            fd.as_raw_fd(),
+            libc::TFD_TIMER_ABSTIME | libc::TFD_TIMER_CANCEL_ON_SET,
+            &spec,
+            std::ptr::null_mut(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub fn open() -> Result<AsyncFd<OwnedFd>> {
+    // SAFETY: plain syscall; the fd is owned right away.
+    let raw = unsafe {
+        libc::timerfd_create(libc::CLOCK_REALTIME, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error()).context("timerfd_create(CLOCK_REALTIME)");
+    }
+    // SAFETY: raw is a fresh fd we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    arm(&fd).context("timerfd_settime(TFD_TIMER_CANCEL_ON_SET)")?;
+    // SAFETY: the OwnedFd stays open for the AsyncFd's whole life.
+    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("cannot poll the timerfd: {e}"))
+}
+
+/// Runs until the receiver is gone, sending one `Jump` per detected discontinuity.
+pub async fn run(timer: AsyncFd<OwnedFd>, jumps: mpsc::Sender<Jump>) -> Result<()> {
+    let mut last = clock::realtime_minus_monotonic_ns();
+    loop {
+        let mut guard = timer.readable().await?;
+        let mut buf = [0u8; 8];
+        // SAFETY: reading 8 bytes into a valid buffer.
+        let n = unsafe { libc::read(timer.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EAGAIN) => {
+                    guard.clear_ready();
+                    continue;
+                }
+                // The clock was set: what we are here for.
+                Some(libc::ECANCELED) => {}
+                _ => return Err(err).context("reading the timerfd"),
+            }
+        }
+        // Expired (a jump of ten years forward) or cancelled: re-arm against the new time.
+        arm(timer.get_ref()).context("re-arming the timerfd")?;
+        guard.clear_ready();
+        tokio::time::sleep(SETTLE).await;
+        let now = clock::realtime_minus_monotonic_ns();
+        let delta_ns = now - last;
+        last = now;
+        if delta_ns.abs() < NOISE_NS {
+            continue;
+        }
+        let jump = Jump {
+            delta_ns,
+            seen_mono_ns: clock::read_ns(libc::CLOCK_MONOTONIC),
+        };
+        if jumps.send(jump).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// Tracks how much of the realtime movement the kernel hooks already explained, so the
+/// fallback journals only what nobody reported.
+#[derive(Debug, Default)]
+pub struct Reconciler {
+    explained_ns: i64,
+}
+
+impl Reconciler {
+    /// Tolerance between the kernel's measurement and ours (read gaps, rounding).
+    pub const TOLERANCE_NS: i64 = 1_000_000;
+
+    /// A kernel event measured a jump of `delta_ns`.
+    pub fn explained(&mut self, delta_ns: i64) {
+        self.explained_ns = self.explained_ns.saturating_add(delta_ns);
+    }
+
+    /// The fallback saw `jump`: returns the unexplained part to journal, if any.
+    pub fn reconcile(&mut self, jump: &Jump) -> Option<i64> {
+        let unexplained = jump.delta_ns - self.explained_ns;
+        self.explained_ns = 0;
+        (unexplained.abs() > Self::TOLERANCE_NS).then_some(unexplained)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jump(delta_ns: i64) -> Jump {
+        Jump {
+            delta_ns,
+            seen_mono_ns: 0,
+        }
+    }
+
+    #[test]
+    fn jump_reported_by_the_kernel_is_not_journaled_twice() {
+        let mut r = Reconciler::default();
+        r.explained(-11_000_000_000);
+        assert_eq!(r.reconcile(&jump(-11_000_000_150)), None);
+    }
+
+    #[test]
+    fn unexplained_jump_is_journaled() {
+        let mut r = Reconciler::default();
+        assert_eq!(r.reconcile(&jump(5_000_000_000)), Some(5_000_000_000));
+    }
+
+    #[test]
+    fn only_the_unexplained_part_is_journaled() {
+        let mut r = Reconciler::default();
+        r.explained(2_000_000_000);
+        assert_eq!(r.reconcile(&jump(5_000_000_000)), Some(3_000_000_000));
+        // The account starts over after each reconciliation.
+        assert_eq!(r.reconcile(&jump(0)), None);
+    }
+
+    #[test]
+    fn timerfd_arms_on_this_kernel() {
+        // Creating and arming a timerfd changes no clock; it needs no privilege.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async { open().unwrap() });
+    }
+}

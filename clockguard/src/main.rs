@@ -1,0 +1,386 @@
+//! clockguard: an eBPF clock guard. One binary: the daemon (`run`) and its CLI.
+
+mod bpf;
+mod clock;
+mod config;
+mod control;
+mod daemon;
+mod enrich;
+mod fallback;
+mod journal;
+mod record;
+
+use std::{
+    io::{self, Write},
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+
+use crate::{config::Config, record::Record};
+
+#[derive(Parser)]
+#[command(
+    name = "clockguard",
+    version,
+    about = "Audits every change to the system clock, and who made it"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (as root): attach the kernel hooks, journal every clock change.
+    Run {
+        /// Configuration file [default: /etc/clockguard/clockguard.toml if it exists, else
+        /// the embedded default].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, value_enum)]
+        mode: Option<config::Mode>,
+        /// Where the journal is kept [default: /var/lib/clockguard].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Where the control socket is [default: /run/clockguard].
+        #[arg(long)]
+        runtime_dir: Option<PathBuf>,
+    },
+    /// Print the journal (works without the daemon).
+    Audit {
+        /// Only records at or after T: RFC 3339 (2026-11-22T10:00:00Z) or an age (10m, 2h).
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Recent clock events from the daemon; with --follow, stream new ones as they happen.
+    Events {
+        #[arg(long, short)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        runtime_dir: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// The daemon's hooks (attached or not, and why), mode and counters.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        runtime_dir: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("clockguard: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// The directories from the config, overridden by the command line.
+fn dirs(config: Option<&Path>, state: Option<PathBuf>, runtime: Option<PathBuf>) -> Result<Config> {
+    let (mut cfg, _) = Config::load(config)?;
+    if let Some(s) = state {
+        cfg.state_dir = s;
+    }
+    if let Some(r) = runtime {
+        cfg.runtime_dir = r;
+    }
+    Ok(cfg)
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run {
+            config,
+            mode,
+            state_dir,
+            runtime_dir,
+        } => {
+            let (mut cfg, origin) = Config::load(config.as_deref())?;
+            if let Some(m) = mode {
+                cfg.mode = m;
+            }
+            if let Some(s) = state_dir {
+                cfg.state_dir = s;
+            }
+            if let Some(r) = runtime_dir {
+                cfg.runtime_dir = r;
+            }
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log_level))
+                .with_context(|| format!("bad log_level {:?}", cfg.log_level))?;
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(io::stderr)
+                .init();
+            runtime()?.block_on(daemon::run(cfg, origin))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit {
+            since,
+            json,
+            state_dir,
+            config,
+        } => {
+            let cfg = dirs(config.as_deref(), state_dir, None)?;
+            audit(&cfg.state_dir, since.as_deref(), json)
+        }
+        Command::Events {
+            follow,
+            json,
+            runtime_dir,
+            config,
+        } => {
+            let cfg = dirs(config.as_deref(), None, runtime_dir)?;
+            let request = json!({"cmd": "events", "follow": follow});
+            let mut out = io::stdout().lock();
+            if !json {
+                writeln!(out, "{}", audit_header())?;
+            }
+            runtime()?.block_on(control::request(&cfg.runtime_dir, &request, |line| {
+                if json {
+                    writeln!(out, "{line}")?;
+                } else {
+                    match serde_json::from_str::<Record>(line) {
+                        Ok(r) => writeln!(out, "{}", audit_row(&r))?,
+                        Err(_) => writeln!(out, "# {line}")?,
+                    }
+                }
+                out.flush()?;
+                Ok(())
+            }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status {
+            json,
+            runtime_dir,
+            config,
+        } => {
+            let cfg = dirs(config.as_deref(), None, runtime_dir)?;
+            let mut status = None;
+            runtime()?.block_on(control::request(
+                &cfg.runtime_dir,
+                &json!({"cmd": "status"}),
+                |line| {
+                    status = Some(serde_json::from_str::<Value>(line)?);
+                    Ok(())
+                },
+            ))?;
+            let status = status.context("the daemon closed the connection without a status")?;
+            if json {
+                println!("{status}");
+            } else {
+                print_status(&status);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Parses --since: an RFC 3339 time, or an age ("10m", "2h 30m") before now.
+fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let age = text.trim_start_matches('-');
+    match humantime::parse_duration(age) {
+        Ok(d) => Ok(chrono::Utc::now() - chrono::Duration::from_std(d)?),
+        Err(_) => bail!(
+            "--since {text:?}: expected an RFC 3339 time (2026-11-22T10:00:00Z) or an age (10m, 2h)"
+        ),
+    }
+}
+
+fn audit(state_dir: &Path, since: Option<&str>, json: bool) -> Result<ExitCode> {
+    let since = since.map(parse_since).transpose()?;
+    if !state_dir.join(journal::JOURNAL_FILE).exists()
+        && journal::journal_files(state_dir).is_empty()
+    {
+        bail!(
+            "no journal in {} (has `clockguard run` run with this state dir?)",
+            state_dir.display()
+        );
+    }
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    if !json {
+        writeln!(out, "{}", audit_header())?;
+    }
+    let mut write_error = None;
+    let problems = journal::read_records(state_dir, |r| {
+        if write_error.is_some() {
+            return;
+        }
+        if let Some(since) = since {
+            match chrono::DateTime::parse_from_rfc3339(&r.time) {
+                Ok(t) if t < since => return,
+                _ => {}
+            }
+        }
+        let result = if json {
+            serde_json::to_string(&r)
+                .map_err(io::Error::other)
+                .and_then(|line| writeln!(out, "{line}"))
+        } else {
+            writeln!(out, "{}", audit_row(&r))
+        };
+        if let Err(err) = result {
+            write_error = Some(err);
+        }
+    })?;
+    out.flush()?;
+    for problem in &problems {
+        eprintln!("clockguard: warning: {problem}");
+    }
+    match write_error {
+        // A closed pipe (`| head`) is not an error.
+        Some(err) if err.kind() != io::ErrorKind::BrokenPipe => Err(err.into()),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn audit_header() -> String {
+    format!(
+        "{:<30} {:<8} {:<13} {:<9} {:>15} {:<7} {:>7} {:<15} {}",
+        "TIME", "SOURCE", "SYSCALL", "KIND", "DELTA", "RESULT", "PID", "COMM", "EXE / UNIT"
+    )
+}
+
+fn format_delta(delta_ns: Option<i64>) -> String {
+    match delta_ns {
+        Some(d) => format!("{:+.6}s", d as f64 / 1e9),
+        None => "-".into(),
+    }
+}
+
+fn audit_row(r: &Record) -> String {
+    let who = match (&r.exe, &r.unit) {
+        (Some(exe), Some(unit)) => format!("{exe} ({unit})"),
+        (Some(exe), None) => exe.clone(),
+        (None, Some(unit)) => format!("? ({unit})"),
+        (None, None) => "?".into(),
+    };
+    format!(
+        "{:<30} {:<8} {:<13} {:<9} {:>15} {:<7} {:>7} {:<15} {}",
+        r.time,
+        r.source,
+        r.syscall.as_deref().unwrap_or("-"),
+        r.kind,
+        format_delta(r.delta_ns),
+        r.result,
+        r.pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+        r.comm.as_deref().unwrap_or("?"),
+        who
+    )
+}
+
+fn print_status(s: &Value) {
+    let text = |v: &Value| v.as_str().unwrap_or("?").to_string();
+    println!(
+        "clockguard {} (pid {}), mode {}, up {:.0} s, config: {}",
+        text(&s["version"]),
+        s["pid"],
+        text(&s["mode"]),
+        s["uptime_s"].as_f64().unwrap_or(0.0),
+        text(&s["config"])
+    );
+    println!(
+        "enforcement: {} ({})",
+        if s["enforcement"]["active"].as_bool() == Some(true) {
+            "ON"
+        } else {
+            "off"
+        },
+        text(&s["enforcement"]["reason"])
+    );
+    if let Some(err) = s["ebpf_load_error"].as_str() {
+        println!("eBPF: not loaded: {err}");
+    }
+    println!("journal: {}", text(&s["journal"]["path"]));
+    println!();
+    println!("{:<26} {:<11} {:<13} DETAIL", "HOOK", "KIND", "STATE");
+    for hook in s["hooks"].as_array().into_iter().flatten() {
+        let state = if hook["attached"].as_bool() == Some(true) {
+            "attached"
+        } else {
+            "NOT attached"
+        };
+        // The first line only: a verifier log follows it in `status --json`.
+        let detail = hook["error"]
+            .as_str()
+            .map(|e| e.lines().next().unwrap_or("").to_string())
+            .unwrap_or_else(|| text(&hook["target"]));
+        println!(
+            "{:<26} {:<11} {:<13} {}",
+            text(&hook["name"]),
+            text(&hook["kind"]),
+            state,
+            detail
+        );
+    }
+    println!();
+    let num = |v: &Value| {
+        v.as_u64()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "?".into())
+    };
+    println!(
+        "clock syscalls seen: {}   read-only adjtimex counted: {}   ring buffer drops: {}",
+        num(&s["kernel"]["clock_syscalls"]),
+        num(&s["kernel"]["readonly_adjtimex"]),
+        num(&s["ring_buffer_drops"])
+    );
+    println!(
+        "records journaled: {}   unexplained jumps (fallback): {}",
+        num(&s["daemon"]["records_journaled"]),
+        num(&s["daemon"]["fallback_unexplained"])
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_accepts_rfc3339_and_ages() {
+        let t = parse_since("2026-11-22T10:00:00Z").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-22T10:00:00+00:00");
+        let age = chrono::Utc::now() - parse_since("2h").unwrap();
+        assert!((age.num_seconds() - 7200).abs() < 5);
+        assert!(parse_since("yesterday-ish")
+            .unwrap_err()
+            .to_string()
+            .contains("--since"));
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

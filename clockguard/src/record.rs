@@ -1,0 +1,575 @@
+//! The journal record: what one clock change (or attempt) was, decoded from the kernel's
+//! `ClockEvent`. Pure code: no I/O, so the whole decoding is unit-tested.
+
+use clockguard_ebpf::{self as abi, c_str_bytes, ClockEvent};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+/// One line of the journal. Unknown values are `null`, never dropped.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    /// Position in the journal, counting from 1 across rotations and restarts.
+    pub seq: u64,
+    /// When the change was made (RFC 3339 with ns, UTC), on the clock as it was before it.
+    pub time: String,
+    /// `syscall`, `kernel` (clock_was_set outside a traced syscall) or `fallback` (the
+    /// userspace detector saw a jump no hook explained).
+    pub source: String,
+    pub syscall: Option<String>,
+    pub clock: Option<String>,
+    /// step | slew | frequency | tick | status | params | tai | tz | read | unknown
+    pub kind: String,
+    /// The requested value, as the caller passed it (see `requested_json`).
+    pub requested: Value,
+    /// The measured jump of CLOCK_REALTIME against CLOCK_MONOTONIC across the change, in ns;
+    /// null when it cannot be measured.
+    pub delta_ns: Option<i64>,
+    /// "0" or the errno name ("EINVAL", "EPERM").
+    pub result: String,
+    /// observed | allowed | denied
+    pub verdict: String,
+    /// The kernel ran clock_was_set(): CLOCK_REALTIME really moved.
+    pub clock_was_set: bool,
+    pub pid: Option<u32>,
+    pub tid: Option<u32>,
+    pub uid: Option<u32>,
+    pub user: Option<String>,
+    pub comm: Option<String>,
+    pub exe: Option<String>,
+    pub cmdline: Option<String>,
+    pub ppid: Option<u32>,
+    pub parent_comm: Option<String>,
+    /// Ancestors from the parent up (a few levels), as far as they are still alive.
+    #[serde(default)]
+    pub parents: Vec<Ancestor>,
+    pub cgroup: Option<String>,
+    pub unit: Option<String>,
+    /// Kernel stack (function names) for in-kernel changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stack: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Ancestor {
+    pub pid: u32,
+    pub comm: Option<String>,
+    pub exe: Option<String>,
+}
+
+// adjtimex `modes` bits (include/uapi/linux/timex.h).
+pub const ADJ_OFFSET: u32 = 0x0001;
+pub const ADJ_FREQUENCY: u32 = 0x0002;
+pub const ADJ_MAXERROR: u32 = 0x0004;
+pub const ADJ_ESTERROR: u32 = 0x0008;
+pub const ADJ_STATUS: u32 = 0x0010;
+pub const ADJ_TIMECONST: u32 = 0x0020;
+pub const ADJ_TAI: u32 = 0x0080;
+pub const ADJ_SETOFFSET: u32 = 0x0100;
+pub const ADJ_MICRO: u32 = 0x1000;
+pub const ADJ_NANO: u32 = 0x2000;
+pub const ADJ_TICK: u32 = 0x4000;
+/// ADJ_OFFSET_SINGLESHOT is 0x8001 (adjtime(3)); with 0x2000 it is ADJ_OFFSET_SS_READ, a read.
+pub const ADJ_ADJTIME: u32 = 0x8000;
+pub const ADJ_OFFSET_READONLY: u32 = 0x2000;
+
+const MODE_NAMES: &[(u32, &str)] = &[
+    (ADJ_OFFSET, "ADJ_OFFSET"),
+    (ADJ_FREQUENCY, "ADJ_FREQUENCY"),
+    (ADJ_MAXERROR, "ADJ_MAXERROR"),
+    (ADJ_ESTERROR, "ADJ_ESTERROR"),
+    (ADJ_STATUS, "ADJ_STATUS"),
+    (ADJ_TIMECONST, "ADJ_TIMECONST"),
+    (ADJ_TAI, "ADJ_TAI"),
+    (ADJ_SETOFFSET, "ADJ_SETOFFSET"),
+    (ADJ_MICRO, "ADJ_MICRO"),
+    (ADJ_NANO, "ADJ_NANO"),
+    (ADJ_TICK, "ADJ_TICK"),
+    (ADJ_ADJTIME, "ADJ_OFFSET_SINGLESHOT"),
+];
+
+const STATUS_NAMES: &[(i32, &str)] = &[
+    (0x0001, "STA_PLL"),
+    (0x0002, "STA_PPSFREQ"),
+    (0x0004, "STA_PPSTIME"),
+    (0x0008, "STA_FLL"),
+    (0x0010, "STA_INS"),
+    (0x0020, "STA_DEL"),
+    (0x0040, "STA_UNSYNC"),
+    (0x0080, "STA_FREQHOLD"),
+    (0x2000, "STA_NANO"),
+];
+
+/// Names of the set bits of an adjtimex `modes`; unknown bits as hex.
+pub fn mode_names(modes: u32) -> Vec<String> {
+    if modes & ADJ_ADJTIME != 0 {
+        // adjtime(3) compatibility modes are whole values, not bit sets.
+        let name = if modes & ADJ_OFFSET_READONLY != 0 {
+            "ADJ_OFFSET_SS_READ"
+        } else {
+            "ADJ_OFFSET_SINGLESHOT"
+        };
+        return vec![name.to_string()];
+    }
+    let mut names = Vec::new();
+    let mut rest = modes;
+    for &(bit, name) in MODE_NAMES {
+        if modes & bit != 0 {
+            names.push(name.to_string());
+            rest &= !bit;
+        }
+    }
+    if rest != 0 {
+        names.push(format!("{rest:#x}"));
+    }
+    names
+}
+
+fn status_names(status: i32) -> Vec<&'static str> {
+    STATUS_NAMES
+        .iter()
+        .filter(|(bit, _)| status & bit != 0)
+        .map(|&(_, name)| name)
+        .collect()
+}
+
+/// What an adjtimex `modes` does, most significant first: a step outranks a slew, which
+/// outranks a frequency change, and so on.
+pub fn timex_kind(modes: u32) -> &'static str {
+    if modes == 0 {
+        return "read";
+    }
+    if modes & ADJ_ADJTIME != 0 {
+        return if modes & ADJ_OFFSET_READONLY != 0 {
+            "read"
+        } else {
+            "slew"
+        };
+    }
+    if modes & ADJ_SETOFFSET != 0 {
+        "step"
+    } else if modes & ADJ_OFFSET != 0 {
+        "slew"
+    } else if modes & ADJ_TICK != 0 {
+        "tick"
+    } else if modes & ADJ_FREQUENCY != 0 {
+        "frequency"
+    } else if modes & ADJ_TAI != 0 {
+        "tai"
+    } else if modes & ADJ_STATUS != 0 {
+        "status"
+    } else {
+        "params"
+    }
+}
+
+pub fn syscall_name(syscall: u32) -> Option<&'static str> {
+    match syscall {
+        abi::SYSCALL_CLOCK_SETTIME => Some("clock_settime"),
+        abi::SYSCALL_SETTIMEOFDAY => Some("settimeofday"),
+        abi::SYSCALL_ADJTIMEX => Some("adjtimex"),
+        abi::SYSCALL_CLOCK_ADJTIME => Some("clock_adjtime"),
+        _ => None,
+    }
+}
+
+/// The name of a clockid; dynamic (PTP, fd-based) clocks are negative: `FD(n)`.
+pub fn clock_name(clock_id: i32) -> String {
+    match clock_id {
+        0 => "CLOCK_REALTIME".into(),
+        1 => "CLOCK_MONOTONIC".into(),
+        2 => "CLOCK_PROCESS_CPUTIME_ID".into(),
+        3 => "CLOCK_THREAD_CPUTIME_ID".into(),
+        4 => "CLOCK_MONOTONIC_RAW".into(),
+        5 => "CLOCK_REALTIME_COARSE".into(),
+        6 => "CLOCK_MONOTONIC_COARSE".into(),
+        7 => "CLOCK_BOOTTIME".into(),
+        8 => "CLOCK_REALTIME_ALARM".into(),
+        9 => "CLOCK_BOOTTIME_ALARM".into(),
+        11 => "CLOCK_TAI".into(),
+        id if id < 0 && id & 7 == 3 => format!("FD({})", !(id >> 3)),
+        id => format!("CLOCK_{id}"),
+    }
+}
+
+/// "0" or the errno name of a syscall return value (-errno).
+pub fn result_name(ret: i64) -> String {
+    if ret >= 0 {
+        return "0".into();
+    }
+    errno_name((-ret) as i32)
+}
+
+pub fn errno_name(errno: i32) -> String {
+    let name = match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::ESRCH => "ESRCH",
+        libc::EINTR => "EINTR",
+        libc::EIO => "EIO",
+        libc::E2BIG => "E2BIG",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::ENOMEM => "ENOMEM",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EBUSY => "EBUSY",
+        libc::EEXIST => "EEXIST",
+        libc::ENODEV => "ENODEV",
+        libc::EINVAL => "EINVAL",
+        libc::ENOSPC => "ENOSPC",
+        libc::ERANGE => "ERANGE",
+        libc::ENOSYS => "ENOSYS",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EOVERFLOW => "EOVERFLOW",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::ECANCELED => "ECANCELED",
+        _ => return format!("E{errno}"),
+    };
+    name.into()
+}
+
+/// ns since the Unix epoch as RFC 3339 UTC with nanoseconds.
+pub fn rfc3339_ns(unix_ns: i64) -> String {
+    let secs = unix_ns.div_euclid(1_000_000_000);
+    let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
+    match chrono::DateTime::from_timestamp(secs, nanos) {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        None => format!("@{unix_ns}ns"),
+    }
+}
+
+fn time_value(sec: i64, nsec: i64) -> Value {
+    if (0..1_000_000_000).contains(&nsec) {
+        if let Some(ns) = sec
+            .checked_mul(1_000_000_000)
+            .and_then(|s| s.checked_add(nsec))
+        {
+            return Value::String(rfc3339_ns(ns));
+        }
+    }
+    Value::Null
+}
+
+fn text(bytes: &[u8]) -> Option<String> {
+    let bytes = c_str_bytes(bytes);
+    (!bytes.is_empty()).then(|| String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// The requested value of a syscall event, as JSON, in the caller's own terms with units in
+/// the key names (ns, µs as `_us`, ppm).
+pub fn requested_json(event: &ClockEvent) -> Value {
+    let mut out = Map::new();
+    if event.flags & abi::FLAG_ARG_FAULT != 0 {
+        out.insert("fault".into(), json!("argument not readable (EFAULT)"));
+    }
+    if event.flags & abi::FLAG_HAS_TIME != 0 {
+        out.insert("sec".into(), json!(event.req_sec));
+        if event.syscall == abi::SYSCALL_SETTIMEOFDAY {
+            // Stored as ns by the kernel side; the caller passed µs.
+            out.insert("usec".into(), json!(event.req_nsec / 1000));
+        } else {
+            out.insert("nsec".into(), json!(event.req_nsec));
+        }
+        out.insert("time".into(), time_value(event.req_sec, event.req_nsec));
+    }
+    if event.flags & abi::FLAG_HAS_TZ != 0 {
+        out.insert(
+            "tz".into(),
+            json!({"minuteswest": event.tz_minuteswest, "dsttime": event.tz_dsttime}),
+        );
+    }
+    if event.flags & abi::FLAG_HAS_TIMEX != 0 {
+        let t = &event.timex;
+        let modes = t.modes;
+        out.insert("modes".into(), json!(mode_names(modes)));
+        out.insert("modes_raw".into(), json!(modes));
+        let nano = modes & ADJ_NANO != 0;
+        if modes & ADJ_ADJTIME != 0 {
+            // adjtime(3): offset in µs.
+            out.insert("offset_us".into(), json!(t.offset));
+        } else {
+            if modes & ADJ_OFFSET != 0 {
+                let key = if nano { "offset_ns" } else { "offset_us" };
+                out.insert(key.into(), json!(t.offset));
+            }
+            if modes & ADJ_FREQUENCY != 0 {
+                // Scaled ppm: ppm << 16.
+                out.insert("freq_ppm".into(), json!(t.freq as f64 / 65536.0));
+            }
+            if modes & ADJ_MAXERROR != 0 {
+                out.insert("maxerror_us".into(), json!(t.maxerror));
+            }
+            if modes & ADJ_ESTERROR != 0 {
+                out.insert("esterror_us".into(), json!(t.esterror));
+            }
+            if modes & ADJ_STATUS != 0 {
+                out.insert("status".into(), json!(status_names(t.status)));
+            }
+            if modes & ADJ_TIMECONST != 0 {
+                out.insert("constant".into(), json!(t.constant));
+            }
+            if modes & ADJ_TAI != 0 {
+                out.insert("tai_s".into(), json!(t.constant));
+            }
+            if modes & ADJ_TICK != 0 {
+                out.insert("tick_us".into(), json!(t.tick));
+            }
+            if modes & ADJ_SETOFFSET != 0 {
+                let sub_ns = if nano {
+                    t.time_usec
+                } else {
+                    t.time_usec.saturating_mul(1000)
+                };
+                out.insert(
+                    "setoffset_ns".into(),
+                    json!(t
+                        .time_sec
+                        .saturating_mul(1_000_000_000)
+                        .saturating_add(sub_ns)),
+                );
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+/// The kind of a kernel event.
+pub fn event_kind(event: &ClockEvent) -> &'static str {
+    match event.kind {
+        abi::EVENT_CLOCK_WAS_SET => "step",
+        _ => match event.syscall {
+            abi::SYSCALL_CLOCK_SETTIME => "step",
+            abi::SYSCALL_SETTIMEOFDAY => {
+                if event.flags & abi::FLAG_HAS_TIME != 0 {
+                    "step"
+                } else if event.flags & abi::FLAG_HAS_TZ != 0 {
+                    "tz"
+                } else {
+                    "unknown"
+                }
+            }
+            abi::SYSCALL_ADJTIMEX | abi::SYSCALL_CLOCK_ADJTIME
+                if event.flags & abi::FLAG_HAS_TIMEX != 0 =>
+            {
+                timex_kind(event.timex.modes)
+            }
+            _ => "unknown",
+        },
+    }
+}
+
+/// The measured jump of CLOCK_REALTIME in ns. The kernel measures CLOCK_TAI − MONOTONIC;
+/// a change of the TAI offset (leap second, ADJ_TAI) moves TAI without moving REALTIME,
+/// so the daemon passes that change (`tai_change_s`, s) to subtract; an event that sets the
+/// TAI offset itself cannot be separated and reports null.
+pub fn measured_delta_ns(event: &ClockEvent, tai_change_s: i64) -> Option<i64> {
+    if event.flags & abi::FLAG_HAS_OFFSET_BEFORE == 0 {
+        return None;
+    }
+    if event.flags & abi::FLAG_HAS_TIMEX != 0 && event.timex.modes & ADJ_TAI != 0 {
+        return None;
+    }
+    let tai_delta = event.offset_after_ns.wrapping_sub(event.offset_before_ns);
+    let delta = tai_delta - tai_change_s * 1_000_000_000;
+    // Below the resolution, the difference is the jitter of the clock reads, not a jump.
+    Some(if delta.abs() < MEASUREMENT_RESOLUTION_NS {
+        0
+    } else {
+        delta
+    })
+}
+
+/// Resolution of the measured jump (ns): each offset is read as TAI between two monotonic
+/// reads, which leaves a few ns of jitter.
+pub const MEASUREMENT_RESOLUTION_NS: i64 = 1_000;
+
+/// Decodes the kernel's part of a record: everything but the procfs enrichment and `seq`.
+/// `tai_offset_s` is CLOCK_TAI − CLOCK_REALTIME (s) to convert the kernel's TAI-based
+/// offsets to UTC; `tai_change_s` see `measured_delta_ns`.
+pub fn decode(event: &ClockEvent, tai_offset_s: i64, tai_change_s: i64, verdict: &str) -> Record {
+    let is_kernel = event.kind == abi::EVENT_CLOCK_WAS_SET;
+    // Wall time of the call on the clock as it was before it.
+    let offset_before = if event.flags & abi::FLAG_HAS_OFFSET_BEFORE != 0 {
+        event.offset_before_ns
+    } else {
+        event.offset_after_ns
+    };
+    let wall_ns = (event.enter_mono_ns as i64)
+        .wrapping_add(offset_before)
+        .wrapping_sub(tai_offset_s * 1_000_000_000);
+    Record {
+        seq: 0,
+        time: rfc3339_ns(wall_ns),
+        source: if is_kernel { "kernel" } else { "syscall" }.into(),
+        syscall: syscall_name(event.syscall).map(String::from),
+        clock: Some(clock_name(event.clock_id)),
+        kind: event_kind(event).into(),
+        requested: if is_kernel {
+            json!({"bases": event.clock_was_set_bases})
+        } else {
+            requested_json(event)
+        },
+        delta_ns: measured_delta_ns(event, tai_change_s),
+        result: result_name(event.ret),
+        verdict: verdict.into(),
+        clock_was_set: is_kernel || event.flags & abi::FLAG_CLOCK_WAS_SET != 0,
+        pid: Some(event.tgid),
+        tid: Some(event.tid),
+        uid: Some(event.uid),
+        user: None,
+        comm: text(&event.comm),
+        exe: (event.flags & abi::FLAG_HAS_PROCINFO != 0)
+            .then(|| text(&event.exe))
+            .flatten(),
+        cmdline: None,
+        ppid: (event.flags & abi::FLAG_HAS_PROCINFO != 0 && event.ppid != 0).then_some(event.ppid),
+        parent_comm: (event.flags & abi::FLAG_HAS_PROCINFO != 0)
+            .then(|| text(&event.parent_comm))
+            .flatten(),
+        parents: Vec::new(),
+        cgroup: None,
+        unit: None,
+        stack: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settime_event(sec: i64, nsec: i64, ret: i64) -> ClockEvent {
+        let mut e = ClockEvent::zeroed();
+        e.kind = abi::EVENT_SYSCALL;
+        e.syscall = abi::SYSCALL_CLOCK_SETTIME;
+        e.tgid = 100;
+        e.tid = 101;
+        e.flags = abi::FLAG_HAS_TIME | abi::FLAG_HAS_OFFSET_BEFORE;
+        e.req_sec = sec;
+        e.req_nsec = nsec;
+        e.ret = ret;
+        e.comm[..4].copy_from_slice(b"date");
+        e
+    }
+
+    #[test]
+    fn invalid_settime_decodes_with_einval_and_no_jump() {
+        let mut e = settime_event(0, 2_000_000_000, -(libc::EINVAL as i64));
+        e.offset_before_ns = 5_000_000_000;
+        e.offset_after_ns = 5_000_000_000;
+        let r = decode(&e, 37, 0, "observed");
+        assert_eq!(r.result, "EINVAL");
+        assert_eq!(r.kind, "step");
+        assert_eq!(r.syscall.as_deref(), Some("clock_settime"));
+        assert_eq!(r.clock.as_deref(), Some("CLOCK_REALTIME"));
+        assert_eq!(r.delta_ns, Some(0));
+        assert_eq!(r.requested["nsec"], json!(2_000_000_000i64));
+        assert_eq!(r.requested["time"], Value::Null);
+        assert_eq!(r.comm.as_deref(), Some("date"));
+        assert!(!r.clock_was_set);
+    }
+
+    #[test]
+    fn step_measures_the_jump_and_dates_it_before_the_change() {
+        let mut e = settime_event(1_700_000_000, 0, 0);
+        e.flags |= abi::FLAG_CLOCK_WAS_SET;
+        // TAI − MONOTONIC before: 1.6e18 + 37 s; the step moves it back by 11 s.
+        e.offset_before_ns = 1_600_000_037_000_000_000;
+        e.offset_after_ns = e.offset_before_ns - 11_000_000_000;
+        e.enter_mono_ns = 1_000;
+        let r = decode(&e, 37, 0, "observed");
+        assert_eq!(r.delta_ns, Some(-11_000_000_000));
+        assert!(r.clock_was_set);
+        assert_eq!(r.time, "2020-09-13T12:26:40.000001000Z");
+        assert_eq!(r.requested["time"], json!("2023-11-14T22:13:20.000000000Z"));
+    }
+
+    #[test]
+    fn timex_kinds_rank_step_over_slew_over_frequency() {
+        assert_eq!(timex_kind(0), "read");
+        assert_eq!(timex_kind(ADJ_SETOFFSET | ADJ_NANO), "step");
+        assert_eq!(timex_kind(ADJ_OFFSET | ADJ_FREQUENCY | ADJ_STATUS), "slew");
+        assert_eq!(timex_kind(ADJ_TICK | ADJ_FREQUENCY), "tick");
+        assert_eq!(timex_kind(ADJ_FREQUENCY), "frequency");
+        assert_eq!(timex_kind(ADJ_STATUS), "status");
+        assert_eq!(timex_kind(ADJ_MAXERROR | ADJ_ESTERROR), "params");
+        assert_eq!(timex_kind(0x8001), "slew");
+        assert_eq!(timex_kind(0xa001), "read");
+    }
+
+    #[test]
+    fn setoffset_is_read_in_ns_with_adj_nano_and_us_without() {
+        let mut e = ClockEvent::zeroed();
+        e.kind = abi::EVENT_SYSCALL;
+        e.syscall = abi::SYSCALL_CLOCK_ADJTIME;
+        e.flags = abi::FLAG_HAS_TIMEX;
+        e.timex.modes = ADJ_SETOFFSET | ADJ_NANO;
+        e.timex.time_sec = -2;
+        e.timex.time_usec = 500_000_000;
+        let req = requested_json(&e);
+        assert_eq!(req["setoffset_ns"], json!(-1_500_000_000i64));
+        assert_eq!(req["modes"], json!(["ADJ_SETOFFSET", "ADJ_NANO"]));
+        e.timex.modes = ADJ_SETOFFSET;
+        e.timex.time_usec = 250_000;
+        assert_eq!(requested_json(&e)["setoffset_ns"], json!(-1_750_000_000i64));
+    }
+
+    #[test]
+    fn frequency_is_reported_in_ppm() {
+        let mut e = ClockEvent::zeroed();
+        e.syscall = abi::SYSCALL_ADJTIMEX;
+        e.flags = abi::FLAG_HAS_TIMEX;
+        e.timex.modes = ADJ_FREQUENCY | ADJ_STATUS;
+        e.timex.freq = -90 * 65536 - 32768;
+        e.timex.status = 0x0001 | 0x2000;
+        let req = requested_json(&e);
+        assert_eq!(req["freq_ppm"], json!(-90.5));
+        assert_eq!(req["status"], json!(["STA_PLL", "STA_NANO"]));
+    }
+
+    #[test]
+    fn settimeofday_tz_only_is_a_tz_change() {
+        let mut e = ClockEvent::zeroed();
+        e.kind = abi::EVENT_SYSCALL;
+        e.syscall = abi::SYSCALL_SETTIMEOFDAY;
+        e.flags = abi::FLAG_HAS_TZ;
+        e.tz_minuteswest = -60;
+        let r = decode(&e, 0, 0, "observed");
+        assert_eq!(r.kind, "tz");
+        assert_eq!(r.requested["tz"]["minuteswest"], json!(-60));
+        assert_eq!(r.delta_ns, None, "no offset_before: not measurable");
+    }
+
+    #[test]
+    fn leap_second_is_measured_through_the_tai_change() {
+        let mut e = ClockEvent::zeroed();
+        e.kind = abi::EVENT_CLOCK_WAS_SET;
+        e.flags = abi::FLAG_HAS_OFFSET_BEFORE;
+        // A leap second inserted: TAI − MONOTONIC unchanged, the TAI offset grows by 1 s.
+        e.offset_before_ns = 42;
+        e.offset_after_ns = 42;
+        let r = decode(&e, 38, 1, "observed");
+        assert_eq!(r.source, "kernel");
+        assert_eq!(r.delta_ns, Some(-1_000_000_000));
+        assert!(r.clock_was_set);
+    }
+
+    #[test]
+    fn read_jitter_is_not_a_jump() {
+        let mut e = settime_event(0, 2_000_000_000, -(libc::EINVAL as i64));
+        e.offset_before_ns = 1_000_000;
+        e.offset_after_ns = 1_000_000 - 37;
+        assert_eq!(measured_delta_ns(&e, 0), Some(0));
+        e.offset_after_ns = 1_000_000 + 4_990_000_000;
+        assert_eq!(measured_delta_ns(&e, 0), Some(4_990_000_000));
+    }
+
+    #[test]
+    fn names_of_clocks_and_errnos() {
+        assert_eq!(clock_name(11), "CLOCK_TAI");
+        // A PTP clock opened as fd 3: clockid = (~3 << 3) | 3.
+        assert_eq!(clock_name((!3 << 3) | 3), "FD(3)");
+        assert_eq!(result_name(-(libc::EPERM as i64)), "EPERM");
+        assert_eq!(result_name(0), "0");
+        assert_eq!(result_name(-4095), "E4095");
+    }
+}
