@@ -1,0 +1,72 @@
+//! Developer tasks for clockguard: `cargo xtask <setup|build|run|test|vm|bench>`.
+
+mod bench;
+mod setup;
+mod tasks;
+mod util;
+mod vm;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "clockguard developer tasks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check the prerequisites (toolchains, bpf-linker, Debian packages, virtme-ng) and
+    /// install only what is missing.
+    Setup,
+    /// Build clockguard (with its eBPF object) and the test helpers.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// setup, build --release, then run `clockguard run ARGS...` (as root).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// setup, build, unit tests, host suite, VM suite (one boot); ends with "N passed, M failed".
+    Test {
+        /// Skip the VM suite (also: CLOCKGUARD_NO_VM=1).
+        #[arg(long)]
+        no_vm: bool,
+    },
+    /// Boot the test VM once and run CMD in it (default `uname -a`) from the repo root.
+    /// Env: CLOCKGUARD_VM_TIMEOUT (s, default 1800), CLOCKGUARD_VM_KERNEL,
+    /// CLOCKGUARD_VM_CPUS, CLOCKGUARD_VM_MEMORY.
+    Vm {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        cmd: Vec<String>,
+    },
+    /// Build --release and run the benchmark rows; table on stdout, JSON in
+    /// target/bench/results.json.
+    Bench,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Setup => setup::setup(true).map(|()| 0),
+        Cmd::Build { release } => tasks::build(release).map(|()| 0),
+        Cmd::Run { args } => tasks::run(&args).map(|()| 0),
+        Cmd::Test { no_vm } => tasks::test(no_vm),
+        Cmd::Vm { cmd } => vm::vm(&cmd),
+        Cmd::Bench => bench::bench(),
+    };
+    match r {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! `cargo xtask setup`: check every prerequisite, install only what is missing.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::util::{self, cmd, output_ok, root_cmd, run};
+use crate::vm;
+
+/// Debian packages needed on the host besides llvm-<N>-dev.
+const DEB_PACKAGES: &[(&str, &str)] = &[
+    ("qemu-system-x86", "QEMU for the test VM"),
+    ("linux-image-amd64", "the kernel the test VM boots"),
+    (
+        "busybox-static",
+        "virtme-ng builds its initramfs from a static busybox",
+    ),
+    ("util-linux", "hwclock"),
+    ("qemu-guest-agent", "guest-set-time peer in VM tests"),
+    ("iproute2", "network namespaces in VM tests"),
+    ("procps", "ps/pgrep in tests"),
+];
+
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+struct Setup {
+    verbose: bool,
+    ok: Vec<String>,
+    done: Vec<String>,
+}
+
+impl Setup {
+    fn ok(&mut self, what: String) {
+        if self.verbose {
+            println!("ok: {what}");
+        }
+        self.ok.push(what);
+    }
+
+    fn doing(&mut self, what: String) {
+        println!("setup: {what}");
+        self.done.push(what);
+    }
+}
+
+/// Check (and install) everything. With `verbose`, one "ok: ..." line per prerequisite;
+/// otherwise only actions and a one-line summary are printed.
+pub fn setup(verbose: bool) -> Result<()> {
+    let mut s = Setup {
+        verbose,
+        ok: Vec::new(),
+        done: Vec::new(),
+    };
+
+    rust_toolchain(&mut s)?;
+    let llvm = llvm_major()?;
+    s.ok(format!("rustc +nightly uses LLVM {llvm}"));
+    debian_packages(&mut s, llvm)?;
+    bpf_linker(&mut s, llvm)?;
+    virtme_ng(&mut s)?;
+
+    if s.done.is_empty() {
+        println!(
+            "setup: all {} prerequisites present, nothing installed",
+            s.ok.len()
+        );
+    } else {
+        println!(
+            "setup: {} present, {} installed/changed:",
+            s.ok.len(),
+            s.done.len()
+        );
+        for d in &s.done {
+            println!("  - {d}");
+        }
+    }
+    Ok(())
+}
+
+fn rust_toolchain(s: &mut Setup) -> Result<()> {
+    let list = output_ok(cmd("rustup").args(["toolchain", "list"]))
+        .context("`rustup toolchain list` failed: is rustup installed?")?;
+    if list.lines().any(|l| l.starts_with("nightly")) {
+        s.ok("rust nightly toolchain".into());
+    } else {
+        s.doing("installing the rust nightly toolchain".into());
+        run(cmd("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+    }
+
+    let comps = output_ok(cmd("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]))
+    .unwrap_or_default();
+    if comps.lines().any(|l| l.trim().starts_with("rust-src")) {
+        s.ok("rust-src for nightly".into());
+    } else {
+        s.doing("adding rust-src to the nightly toolchain".into());
+        run(cmd("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+    Ok(())
+}
+
+/// LLVM major version of the nightly rustc ("LLVM version: 22.1.4" -> 22).
+pub fn llvm_major() -> Result<u32> {
+    let out =
+        output_ok(cmd("rustc").args(["+nightly", "-vV"])).context("`rustc +nightly -vV` failed")?;
+    out.lines()
+        .find_map(|l| l.strip_prefix("LLVM version:"))
+        .and_then(|v| v.trim().split('.').next()?.parse().ok())
+        .with_context(|| format!("no LLVM version in `rustc +nightly -vV`:\n{out}"))
+}
+
+pub fn deb_installed(pkg: &str) -> bool {
+    output_ok(cmd("dpkg-query").args(["-W", "-f=${Status}", pkg]))
+        .is_some_and(|s| s.trim() == "install ok installed")
+}
+
+fn python_has_pip() -> bool {
+    output_ok(cmd("python3").args(["-m", "pip", "--version"])).is_some()
+}
+
+fn debian_packages(s: &mut Setup, llvm: u32) -> Result<()> {
+    let llvm_dev = format!("llvm-{llvm}-dev");
+    let llvm_why = format!("bpf-linker links against LLVM {llvm} like rustc");
+    let mut wanted: Vec<(String, String)> = vec![(llvm_dev, llvm_why)];
+    wanted.extend(
+        DEB_PACKAGES
+            .iter()
+            .map(|(p, w)| (p.to_string(), w.to_string())),
+    );
+    if util::which("python3").is_none() {
+        wanted.push(("python3".into(), "virtme-ng is a python program".into()));
+    }
+    if util::which("vng").is_none() && vm::find_vng().is_none() && !python_has_pip() {
+        wanted.push(("python3-pip".into(), "to install virtme-ng".into()));
+    }
+
+    let mut missing = Vec::new();
+    for (pkg, why) in wanted {
+        if deb_installed(&pkg) {
+            s.ok(format!("package {pkg} ({why})"));
+        } else {
+            missing.push(pkg);
+        }
+    }
+
+    if !missing.is_empty() {
+        s.doing(format!("apt-get install {}", missing.join(" ")));
+        ensure_policy_rc_d(s)?;
+        let env = [("DEBIAN_FRONTEND", "noninteractive")];
+        run(root_cmd("apt-get", &env).args(["update"]))?;
+        run(root_cmd("apt-get", &env)
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing))
+        .context("apt-get install failed")?;
+    }
+
+    match newest_kernel_image() {
+        Some(k) => s.ok(format!("kernel image {}", k.display())),
+        None => bail!("no /boot/vmlinuz-* although linux-image-amd64 is installed"),
+    }
+    Ok(())
+}
+
+/// Make sure no package we install starts a daemon on the host.
+fn ensure_policy_rc_d(s: &mut Setup) -> Result<()> {
+    let p = Path::new(POLICY_RC_D);
+    let good = fs::read_to_string(p).is_ok_and(|c| c.lines().any(|l| l.trim() == "exit 101"))
+        && fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o111 != 0);
+    if good {
+        s.ok(format!(
+            "{POLICY_RC_D} (exit 101: no daemon starts on install)"
+        ));
+        return Ok(());
+    }
+    s.doing(format!(
+        "writing {POLICY_RC_D} (exit 101) so no daemon starts on the host"
+    ));
+    if util::is_root() {
+        fs::write(p, "#!/bin/sh\nexit 101\n")
+            .with_context(|| format!("cannot write {POLICY_RC_D}"))?;
+        fs::set_permissions(p, fs::Permissions::from_mode(0o755))?;
+    } else {
+        run(root_cmd("sh", &[]).args([
+            "-c",
+            &format!(
+                "printf '#!/bin/sh\\nexit 101\\n' > {POLICY_RC_D} && chmod 0755 {POLICY_RC_D}"
+            ),
+        ]))?;
+    }
+    Ok(())
+}
+
+/// The newest /boot/vmlinuz-*, by version order.
+pub fn newest_kernel_image() -> Option<PathBuf> {
+    let mut imgs: Vec<PathBuf> = fs::read_dir("/boot")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("vmlinuz-"))
+        })
+        .collect();
+    imgs.sort_by_key(|p| version_key(&p.file_name().unwrap().to_string_lossy()));
+    imgs.pop()
+}
+
+/// "vmlinuz-6.1.0-56-amd64" -> [6, 1, 0, 56]: numeric runs compared as numbers.
+fn version_key(name: &str) -> Vec<u64> {
+    name.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap_or(u64::MAX))
+        .collect()
+}
+
+fn find_bpf_linker() -> Option<PathBuf> {
+    util::which("bpf-linker").or_else(|| {
+        let p = util::home().join(".cargo/bin/bpf-linker");
+        util::is_executable(&p).then_some(p)
+    })
+}
+
+fn bpf_linker(s: &mut Setup, llvm: u32) -> Result<()> {
+    let mut force = false;
+    if let Some(p) = find_bpf_linker() {
+        match output_ok(cmd(&p).arg("--version")) {
+            Some(v) => {
+                s.ok(format!("bpf-linker {} ({})", v.trim(), p.display()));
+                return Ok(());
+            }
+            None => {
+                println!(
+                    "setup: {} is there but `--version` fails (LLVM library gone?): reinstalling",
+                    p.display()
+                );
+                force = true;
+            }
+        }
+    }
+    let prefix = format!("/usr/lib/llvm-{llvm}");
+    s.doing(format!("cargo install bpf-linker (LLVM_PREFIX={prefix})"));
+    let install = |locked: bool| {
+        let mut c = cmd("cargo");
+        c.env("LLVM_PREFIX", &prefix)
+            .args(["install", "bpf-linker"]);
+        if locked {
+            c.arg("--locked");
+        }
+        if force {
+            c.arg("--force");
+        }
+        util::status(&mut c)
+    };
+    if !install(true)?.success() {
+        println!("setup: `cargo install bpf-linker --locked` failed; retrying without --locked");
+        if !install(false)?.success() {
+            bail!("cargo install bpf-linker failed (is llvm-{llvm}-dev installed?)");
+        }
+    }
+    if find_bpf_linker().is_none() {
+        bail!(
+            "bpf-linker installed but not found in {}",
+            util::cargo_bin_dir().display()
+        );
+    }
+    Ok(())
+}
+
+fn virtme_ng(s: &mut Setup) -> Result<()> {
+    if let Some(v) = vm::find_vng() {
+        s.ok(format!("virtme-ng ({})", v.display()));
+        return Ok(());
+    }
+    s.doing("pip install virtme-ng".into());
+    let pip = |extra: &[&str]| -> Result<(bool, String)> {
+        let mut c = root_cmd("python3", &[]);
+        c.args(["-m", "pip", "install", "virtme-ng"]).args(extra);
+        eprintln!("+ {}", util::describe(&c));
+        let out = c.output().context("cannot run python3 -m pip")?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        print!("{text}");
+        Ok((out.status.success(), text))
+    };
+    let (ok, text) = pip(&[])?;
+    if !ok {
+        if text.contains("externally-managed-environment") {
+            println!(
+                "setup: pip refuses (externally managed python); adding --break-system-packages"
+            );
+            let (ok2, _) = pip(&["--break-system-packages"])?;
+            if !ok2 {
+                bail!("pip install virtme-ng --break-system-packages failed");
+            }
+        } else {
+            bail!("pip install virtme-ng failed");
+        }
+    }
+    match vm::find_vng() {
+        Some(v) => println!("setup: vng is at {}", v.display()),
+        None => bail!("virtme-ng installed but no `vng` found (PATH, pip show -f virtme-ng)"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_order() {
+        assert!(version_key("vmlinuz-6.10.0-1-amd64") > version_key("vmlinuz-6.9.0-9-amd64"));
+        assert!(version_key("vmlinuz-6.1.0-56-amd64") > version_key("vmlinuz-6.1.0-9-amd64"));
+    }
+}
