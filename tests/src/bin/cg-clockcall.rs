@@ -1,0 +1,271 @@
+//! cg-clockcall: makes clock syscalls for clockguard's end-to-end tests and benchmarks.
+//!
+//! Safe on any machine: `settime-invalid`, `settimeofday-invalid`, `adjtime-invalid`,
+//! `storm` and `adjtimex-read` make calls the kernel rejects (or only reads), so no clock
+//! changes. `setoffset` really steps the clock and refuses to run outside the test VM
+//! (CG_IN_VM=1).
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::net::UnixStream,
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+
+const USAGE: &str = "usage: cg-clockcall COMMAND
+  settime-invalid N        N x clock_settime(CLOCK_REALTIME, tv_nsec = 2e9): EINVAL
+  settimeofday-invalid N   N x settimeofday(tv_usec = 2e6): EINVAL
+  adjtime-invalid N        N x clock_adjtime(clock 99, ADJ_FREQUENCY): EINVAL
+  adjtimex-read N          N x adjtimex(modes = 0): a read
+  storm N                  N calls, the three invalid kinds in turn
+  setoffset NS             adjtimex(ADJ_SETOFFSET|ADJ_NANO) by NS ns (test VM only)
+  offset                   CLOCK_REALTIME - CLOCK_MONOTONIC now, ns (changes only by steps)
+  latency N --runtime-dir DIR
+                           syscall-to-journal latency through the daemon's event stream
+Prints one JSON object.";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("cg-clockcall: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn count_arg(args: &[String]) -> Result<u64, String> {
+    args.get(1)
+        .ok_or("missing N")?
+        .parse()
+        .map_err(|e| format!("N: {e}"))
+}
+
+fn run(args: &[String]) -> Result<Value, String> {
+    let cmd = args.first().map(String::as_str).unwrap_or("");
+    match cmd {
+        "settime-invalid" => Ok(repeat(count_arg(args)?, |_| settime_invalid(0))),
+        "settimeofday-invalid" => Ok(repeat(count_arg(args)?, |_| settimeofday_invalid())),
+        "adjtime-invalid" => Ok(repeat(count_arg(args)?, |_| adjtime_invalid())),
+        "adjtimex-read" => Ok(repeat(count_arg(args)?, |_| adjtimex_read())),
+        "storm" => Ok(repeat(count_arg(args)?, |i| match i % 3 {
+            0 => settime_invalid(0),
+            1 => settimeofday_invalid(),
+            _ => adjtime_invalid(),
+        })),
+        "setoffset" => {
+            if std::env::var("CG_IN_VM").as_deref() != Ok("1") {
+                return Err(
+                    "setoffset steps the clock: it only runs in the test VM (CG_IN_VM=1)".into(),
+                );
+            }
+            let ns: i64 = args
+                .get(1)
+                .ok_or("missing NS")?
+                .parse()
+                .map_err(|e| format!("NS: {e}"))?;
+            setoffset(ns)
+        }
+        "offset" => Ok(json!({"realtime_minus_monotonic_ns": realtime_minus_monotonic_ns()})),
+        "latency" => {
+            let n = count_arg(args)?;
+            let dir = args
+                .iter()
+                .position(|a| a == "--runtime-dir")
+                .and_then(|i| args.get(i + 1))
+                .ok_or("latency needs --runtime-dir DIR")?;
+            latency(n, &PathBuf::from(dir))
+        }
+        _ => Err(USAGE.into()),
+    }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Runs `call` n times; reports the errno counts and the cost per call.
+fn repeat(n: u64, mut call: impl FnMut(u64) -> i32) -> Value {
+    let mut einval = 0u64;
+    let mut ok = 0u64;
+    let mut other = 0u64;
+    let start = Instant::now();
+    for i in 0..n {
+        match call(i) {
+            0 => ok += 1,
+            libc::EINVAL => einval += 1,
+            _ => other += 1,
+        }
+    }
+    let elapsed = start.elapsed();
+    json!({
+        "pid": std::process::id(),
+        "calls": n,
+        "einval": einval,
+        "ok": ok,
+        "other_errors": other,
+        "ns_per_call": if n > 0 { elapsed.as_nanos() as f64 / n as f64 } else { 0.0 },
+    })
+}
+
+/// clock_settime(CLOCK_REALTIME) with tv_nsec = 2e9: the kernel refuses it (EINVAL) before
+/// touching the clock. `marker` goes in tv_sec, so a test can find this very call.
+fn settime_invalid(marker: i64) -> i32 {
+    let ts = libc::timespec {
+        tv_sec: marker,
+        tv_nsec: 2_000_000_000,
+    };
+    // The raw syscall: glibc's wrapper rejects tv_nsec itself and never enters the kernel.
+    // SAFETY: valid timespec; the kernel validates tv_nsec and returns EINVAL.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clock_settime,
+            libc::CLOCK_REALTIME,
+            &ts as *const libc::timespec,
+        )
+    };
+    if rc == 0 {
+        0
+    } else {
+        errno()
+    }
+}
+
+fn settimeofday_invalid() -> i32 {
+    let tv = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 2_000_000,
+    };
+    // SAFETY: valid timeval; tv_usec out of range: EINVAL before any change. The raw
+    // syscall, so no libc check stands in front of the kernel's.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_settimeofday,
+            &tv as *const libc::timeval,
+            std::ptr::null::<libc::timezone>(),
+        )
+    };
+    if rc == 0 {
+        0
+    } else {
+        errno()
+    }
+}
+
+fn timex() -> libc::timex {
+    // SAFETY: timex is plain integers.
+    unsafe { std::mem::zeroed() }
+}
+
+fn adjtime_invalid() -> i32 {
+    let mut tx = timex();
+    tx.modes = libc::ADJ_FREQUENCY;
+    // clockid 99 does not exist: EINVAL before anything is looked at.
+    // SAFETY: valid timex pointer.
+    let rc = unsafe { libc::syscall(libc::SYS_clock_adjtime, 99, &mut tx as *mut libc::timex) };
+    if rc >= 0 {
+        0
+    } else {
+        errno()
+    }
+}
+
+fn adjtimex_read() -> i32 {
+    let mut tx = timex();
+    // SAFETY: valid timex pointer; modes = 0 only reads.
+    let rc = unsafe { libc::syscall(libc::SYS_adjtimex, &mut tx as *mut libc::timex) };
+    if rc >= 0 {
+        0
+    } else {
+        errno()
+    }
+}
+
+fn read_ns(clock: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+/// REALTIME read between two MONOTONIC reads, against their midpoint.
+fn realtime_minus_monotonic_ns() -> i64 {
+    let m1 = read_ns(libc::CLOCK_MONOTONIC);
+    let r = read_ns(libc::CLOCK_REALTIME);
+    let m2 = read_ns(libc::CLOCK_MONOTONIC);
+    r - (m1 + (m2 - m1) / 2)
+}
+
+fn setoffset(ns: i64) -> Result<Value, String> {
+    let mut tx = timex();
+    tx.modes = libc::ADJ_SETOFFSET | libc::ADJ_NANO;
+    tx.time.tv_sec = ns.div_euclid(1_000_000_000);
+    tx.time.tv_usec = ns.rem_euclid(1_000_000_000);
+    // SAFETY: valid timex pointer.
+    let rc = unsafe { libc::adjtimex(&mut tx) };
+    if rc < 0 {
+        return Err(format!(
+            "adjtimex(ADJ_SETOFFSET): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(json!({"pid": std::process::id(), "setoffset_ns": ns}))
+}
+
+/// Time from each syscall to its record on the daemon's event stream (which is published
+/// right after the journal write), one call at a time.
+fn latency(n: u64, runtime_dir: &std::path::Path) -> Result<Value, String> {
+    let socket = runtime_dir.join("control.sock");
+    let mut stream = UnixStream::connect(&socket)
+        .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
+    stream
+        .write_all(b"{\"cmd\":\"events\",\"follow\":true}\n")
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream);
+    let pid = std::process::id();
+    let mut samples = Vec::with_capacity(n as usize);
+    // Markers well away from what anything else passes.
+    let base = 900_000_000 + (pid as i64 % 1000) * 100_000;
+    for i in 0..n as i64 {
+        let marker = base + i;
+        let start = Instant::now();
+        settime_invalid(marker);
+        loop {
+            let mut line = String::new();
+            let read = reader
+                .read_line(&mut line)
+                .map_err(|e| format!("no record for call {i} within 5 s: {e}"))?;
+            if read == 0 {
+                return Err("the daemon closed the event stream".into());
+            }
+            let Ok(record) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            if record["pid"] == json!(pid) && record["requested"]["sec"] == json!(marker) {
+                samples.push(start.elapsed().as_nanos() as f64 / 1000.0);
+                break;
+            }
+        }
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
+    Ok(json!({
+        "calls": n,
+        "p50_us": pct(0.50),
+        "p99_us": pct(0.99),
+        "max_us": samples.last().copied().unwrap_or(0.0),
+    }))
+}

@@ -1,0 +1,60 @@
+# Helpers for the VM tests (sourced). Each test gets CG_TEST_TMP on a tmpfs.
+set -euo pipefail
+
+CG="$CG_BIN_DIR/clockguard"
+CALL="$CG_BIN_DIR/cg-clockcall"
+STATE="$CG_TEST_TMP/state"
+RUNTIME="$CG_TEST_TMP/run"
+DAEMON_PID=""
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+need_vm() { [[ "${CG_IN_VM:-0}" == 1 ]] || fail "this test changes the clock: VM only"; }
+
+# start_daemon [extra args...]: runs `clockguard run` on the test's dirs, waits for status.
+start_daemon() {
+    "$CG" run --state-dir "$STATE" --runtime-dir "$RUNTIME" "$@" >"$CG_TEST_TMP/daemon.log" 2>&1 &
+    DAEMON_PID=$!
+    for _ in $(seq 1 200); do
+        if "$CG" status --json --runtime-dir "$RUNTIME" >/dev/null 2>&1; then
+            return 0
+        fi
+        kill -0 "$DAEMON_PID" 2>/dev/null || { cat "$CG_TEST_TMP/daemon.log"; fail "daemon exited at start"; }
+        sleep 0.1
+    done
+    cat "$CG_TEST_TMP/daemon.log"
+    fail "daemon did not answer within 20 s"
+}
+
+stop_daemon() {
+    if [[ -n "$DAEMON_PID" ]] && kill -0 "$DAEMON_PID" 2>/dev/null; then
+        kill -TERM "$DAEMON_PID"
+        wait "$DAEMON_PID" || true
+    fi
+    DAEMON_PID=""
+}
+trap 'stop_daemon' EXIT
+
+status_json() { "$CG" status --json --runtime-dir "$RUNTIME"; }
+audit_json() { "$CG" audit --json --state-dir "$STATE"; }
+
+# wait_records N [jq filter]: waits (15 s) until the journal has N records matching.
+wait_records() {
+    local want=$1 filter=${2:-.}
+    local n=0
+    for _ in $(seq 1 150); do
+        n=$(audit_json 2>/dev/null | jq -c "select($filter)" | wc -l)
+        [[ "$n" -ge "$want" ]] && return 0
+        sleep 0.1
+    done
+    fail "expected $want records matching $filter, found $n"
+}
+
+# REALTIME - MONOTONIC in ns: it changes by exactly the size of a step.
+offset_ns() { "$CALL" offset | jq '.realtime_minus_monotonic_ns'; }
+
+# assert_close A B TOL: |A - B| <= TOL (integers).
+assert_close() {
+    local a=$1 b=$2 tol=$3
+    local d=$(( a - b )); d=${d#-}
+    [[ "$d" -le "$tol" ]] || fail "$a and $b differ by $d (more than $tol)"
+}
