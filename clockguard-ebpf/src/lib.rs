@@ -149,7 +149,8 @@ pub struct ClockEvent {
     pub cgroup_id: u64,
     /// STACKS id of the kernel stack (FLAG_HAS_STACK).
     pub stack_id: i64,
-    /// The `bases` argument of clock_was_set() (CLOCK_SET_WALL = 1, CLOCK_SET_BOOT = 2).
+    /// The `bases` argument of clock_was_set(): a bit per hrtimer base whose clock moved
+    /// (CLOCK_SET_WALL = 0xaa: REALTIME and TAI, hard and soft; CLOCK_SET_BOOT = 0x44).
     pub clock_was_set_bases: u32,
     /// Parent tgid at fork time (FLAG_HAS_PROCINFO).
     pub ppid: u32,

@@ -235,9 +235,11 @@ impl Probes {
         stack
             .frames()
             .iter()
-            .map(|frame| match symbols.range(..=frame.ip).next_back() {
-                Some((addr, name)) if *addr != 0 => format!("{name}+{:#x}", frame.ip - addr),
-                _ => format!("{:#x}", frame.ip),
+            .filter_map(|frame| match symbols.range(..=frame.ip).next_back() {
+                // Our own program and its trampoline head every stack: not the cause.
+                Some((_, name)) if name.ends_with("[bpf]") => None,
+                Some((addr, name)) if *addr != 0 => Some(format!("{name}+{:#x}", frame.ip - addr)),
+                _ => Some(format!("{:#x}", frame.ip)),
             })
             .collect()
     }
@@ -259,44 +261,42 @@ struct ConfigPod(abi::Config);
 // SAFETY: repr(C) plain integers.
 unsafe impl aya::Pod for ConfigPod {}
 
+type AttachError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The program `name` of the object, as its concrete type.
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, AttachError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?;
+    Ok(prog.try_into()?)
+}
+
 fn attach_tracepoint(
     ebpf: &mut Ebpf,
-    program: &str,
-    category: &str,
     name: &str,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let prog: &mut TracePoint = ebpf
-        .program_mut(program)
-        .ok_or_else(|| format!("program {program} missing from the object"))?
-        .try_into()?;
+    category: &str,
+    tracepoint: &str,
+) -> Result<(), AttachError> {
+    let prog: &mut TracePoint = program(ebpf, name)?;
     prog.load()?;
-    prog.attach(category, name)?;
+    prog.attach(category, tracepoint)?;
     Ok(())
 }
 
-fn attach_fentry(
-    ebpf: &mut Ebpf,
-    program: &str,
-    btf: &Btf,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let prog: &mut FEntry = ebpf
-        .program_mut(program)
-        .ok_or_else(|| format!("program {program} missing from the object"))?
-        .try_into()?;
-    prog.load(program, btf)?;
+/// fentry programs are named after the kernel function they attach to.
+fn attach_fentry(ebpf: &mut Ebpf, function: &str, btf: &Btf) -> Result<(), AttachError> {
+    let prog: &mut FEntry = program(ebpf, function)?;
+    prog.load(function, btf)?;
     prog.attach()?;
     Ok(())
 }
 
-fn attach_lsm(
-    ebpf: &mut Ebpf,
-    hook: &str,
-    btf: &Btf,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let prog: &mut Lsm = ebpf
-        .program_mut(hook)
-        .ok_or_else(|| format!("program {hook} missing from the object"))?
-        .try_into()?;
+/// LSM programs are named after their hook.
+fn attach_lsm(ebpf: &mut Ebpf, hook: &str, btf: &Btf) -> Result<(), AttachError> {
+    let prog: &mut Lsm = program(ebpf, hook)?;
     prog.load(hook, btf)?;
     prog.attach()?;
     Ok(())

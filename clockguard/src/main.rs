@@ -69,20 +69,26 @@ enum Command {
         follow: bool,
         #[arg(long)]
         json: bool,
-        #[arg(long)]
-        runtime_dir: Option<PathBuf>,
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        daemon: DaemonArgs,
     },
     /// The daemon's hooks (attached or not, and why), mode and counters.
     Status {
         #[arg(long)]
         json: bool,
-        #[arg(long)]
-        runtime_dir: Option<PathBuf>,
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        daemon: DaemonArgs,
     },
+}
+
+/// Where to reach the daemon: its runtime dir, from the command line or the config.
+#[derive(clap::Args)]
+struct DaemonArgs {
+    /// The daemon's runtime directory [default: runtime_dir of the config].
+    #[arg(long)]
+    runtime_dir: Option<PathBuf>,
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -154,10 +160,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Events {
             follow,
             json,
-            runtime_dir,
-            config,
+            daemon,
         } => {
-            let cfg = dirs(config.as_deref(), None, runtime_dir)?;
+            let cfg = dirs(daemon.config.as_deref(), None, daemon.runtime_dir)?;
             let request = json!({"cmd": "events", "follow": follow});
             let mut out = io::stdout().lock();
             if !json {
@@ -177,12 +182,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status {
-            json,
-            runtime_dir,
-            config,
-        } => {
-            let cfg = dirs(config.as_deref(), None, runtime_dir)?;
+        Command::Status { json, daemon } => {
+            let cfg = dirs(daemon.config.as_deref(), None, daemon.runtime_dir)?;
             let mut status = None;
             runtime()?.block_on(control::request(
                 &cfg.runtime_dir,

@@ -333,6 +333,23 @@ pub fn requested_json(event: &ClockEvent) -> Value {
     Value::Object(out)
 }
 
+/// The clocks named by clock_was_set()'s `bases`: one bit per hrtimer base (enum
+/// hrtimer_base_type: MONOTONIC 0, REALTIME 1, BOOTTIME 2, TAI 3, then the same + 4 for
+/// the soft bases).
+pub fn clocks_of_bases(bases: u32) -> Vec<&'static str> {
+    const CLOCKS: [(u32, &str); 4] = [
+        (0, "CLOCK_MONOTONIC"),
+        (1, "CLOCK_REALTIME"),
+        (2, "CLOCK_BOOTTIME"),
+        (3, "CLOCK_TAI"),
+    ];
+    CLOCKS
+        .iter()
+        .filter(|(base, _)| bases & (1 << base | 1 << (base + 4)) != 0)
+        .map(|&(_, name)| name)
+        .collect()
+}
+
 /// The kind of a kernel event.
 pub fn event_kind(event: &ClockEvent) -> &'static str {
     match event.kind {
@@ -405,7 +422,10 @@ pub fn decode(event: &ClockEvent, tai_offset_s: i64, tai_change_s: i64, verdict:
         clock: Some(clock_name(event.clock_id)),
         kind: event_kind(event).into(),
         requested: if is_kernel {
-            json!({"bases": event.clock_was_set_bases})
+            json!({
+                "bases": event.clock_was_set_bases,
+                "clocks": clocks_of_bases(event.clock_was_set_bases),
+            })
         } else {
             requested_json(event)
         },
@@ -561,6 +581,14 @@ mod tests {
         assert_eq!(measured_delta_ns(&e, 0), Some(0));
         e.offset_after_ns = 1_000_000 + 4_990_000_000;
         assert_eq!(measured_delta_ns(&e, 0), Some(4_990_000_000));
+    }
+
+    #[test]
+    fn clock_was_set_bases_name_their_clocks() {
+        // CLOCK_SET_WALL and CLOCK_SET_BOOT of kernel/time/hrtimer.c.
+        assert_eq!(clocks_of_bases(0xaa), vec!["CLOCK_REALTIME", "CLOCK_TAI"]);
+        assert_eq!(clocks_of_bases(0x44), vec!["CLOCK_BOOTTIME"]);
+        assert!(clocks_of_bases(0).is_empty());
     }
 
     #[test]

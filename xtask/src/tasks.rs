@@ -93,12 +93,13 @@ pub fn test(no_vm: bool) -> Result<i32> {
 
     // 1. Unit tests on the host, the eBPF crate's ABI (its host build) included.
     println!("\n=== cargo test (host unit tests) ===");
-    let unit_ok = util::status(cmd("cargo").current_dir(&repo).args([
-        "test",
-        "--workspace",
-        "--release",
-    ]))?
-    .success();
+    let unit_ok =
+        util::status(
+            cmd("cargo")
+                .current_dir(&repo)
+                .args(["test", "--workspace", "--release"]),
+        )?
+        .success();
 
     // 2. Host suite (as root; these tests never change the clock).
     println!("\n=== host suite: tests/host ===");

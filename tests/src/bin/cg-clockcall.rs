@@ -22,6 +22,7 @@ const USAGE: &str = "usage: cg-clockcall COMMAND
   adjtimex-read N          N x adjtimex(modes = 0): a read
   storm N                  N calls, the three invalid kinds in turn
   setoffset NS             adjtimex(ADJ_SETOFFSET|ADJ_NANO) by NS ns (test VM only)
+  set-status HEX           adjtimex(ADJ_STATUS) to HEX, e.g. 0x10 = STA_INS (test VM only)
   offset                   CLOCK_REALTIME - CLOCK_MONOTONIC now, ns (changes only by steps)
   latency N --runtime-dir DIR
                            syscall-to-journal latency through the daemon's event stream
@@ -72,6 +73,17 @@ fn run(args: &[String]) -> Result<Value, String> {
                 .parse()
                 .map_err(|e| format!("NS: {e}"))?;
             setoffset(ns)
+        }
+        "set-status" => {
+            if std::env::var("CG_IN_VM").as_deref() != Ok("1") {
+                return Err(
+                    "set-status changes the kernel's clock state: test VM only (CG_IN_VM=1)".into(),
+                );
+            }
+            let text = args.get(1).ok_or("missing HEX")?;
+            let status = i32::from_str_radix(text.trim_start_matches("0x"), 16)
+                .map_err(|e| format!("HEX: {e}"))?;
+            set_status(status)
         }
         "offset" => Ok(json!({"realtime_minus_monotonic_ns": realtime_minus_monotonic_ns()})),
         "latency" => {
@@ -204,6 +216,21 @@ fn realtime_minus_monotonic_ns() -> i64 {
     let r = read_ns(libc::CLOCK_REALTIME);
     let m2 = read_ns(libc::CLOCK_MONOTONIC);
     r - (m1 + (m2 - m1) / 2)
+}
+
+fn set_status(status: i32) -> Result<Value, String> {
+    let mut tx = timex();
+    tx.modes = libc::ADJ_STATUS;
+    tx.status = status;
+    // SAFETY: valid timex pointer.
+    let rc = unsafe { libc::adjtimex(&mut tx) };
+    if rc < 0 {
+        return Err(format!(
+            "adjtimex(ADJ_STATUS): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(json!({"pid": std::process::id(), "status": status, "clock_state": rc}))
 }
 
 fn setoffset(ns: i64) -> Result<Value, String> {

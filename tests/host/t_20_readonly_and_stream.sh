@@ -1,0 +1,56 @@
+# Read-only adjtimex calls (modes = 0) are counted, not journaled, unless journal_readonly;
+# `events --follow` streams records live; `audit --since` filters by time. No clock change.
+set -euo pipefail
+CG="$CG_BIN_DIR/clockguard"; CALL="$CG_BIN_DIR/cg-clockcall"
+STATE="$CG_TEST_TMP/state"; RUNTIME="$CG_TEST_TMP/run"
+daemon=""
+start() {
+    "$CG" run --state-dir "$STATE" --runtime-dir "$RUNTIME" "$@" >>"$CG_TEST_TMP/daemon.log" 2>&1 &
+    daemon=$!
+    for _ in $(seq 1 100); do "$CG" status --json --runtime-dir "$RUNTIME" >/dev/null 2>&1 && return; sleep 0.1; done
+    cat "$CG_TEST_TMP/daemon.log"; exit 1
+}
+stop() { kill -TERM "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null || true; }
+trap 'stop; kill ${follower:-} 2>/dev/null || true' EXIT
+
+start
+"$CG" events --follow --json --runtime-dir "$RUNTIME" >"$CG_TEST_TMP/stream" &
+follower=$!
+sleep 0.5
+reads=$("$CALL" adjtimex-read 50 | jq .pid)
+invalid=$("$CALL" settime-invalid 3 | jq .pid)
+sleep 1
+counted=$("$CG" status --json --runtime-dir "$RUNTIME" | jq .kernel.readonly_adjtimex)
+[[ "$counted" -ge 50 ]] || { echo "read-only calls counted: $counted, want >= 50"; exit 1; }
+n=$("$CG" audit --json --state-dir "$STATE" | jq -c --argjson p "$reads" 'select(.pid == $p)' | wc -l)
+[[ "$n" -eq 0 ]] || { echo "read-only calls journaled by default: $n"; exit 1; }
+# The live stream got the three invalid calls.
+s=$(jq -c --argjson p "$invalid" 'select(.pid == $p)' "$CG_TEST_TMP/stream" | wc -l)
+[[ "$s" -eq 3 ]] || { echo "events --follow got $s of 3 records"; cat "$CG_TEST_TMP/stream"; exit 1; }
+kill "$follower"; follower=""
+# --since: nothing is newer than a minute ahead; everything is newer than an hour ago.
+[[ $("$CG" audit --json --state-dir "$STATE" --since "$(date -u -d '+1 min' +%FT%TZ)" | wc -l) -eq 0 ]]
+[[ $("$CG" audit --json --state-dir "$STATE" --since 1h | wc -l) -ge 3 ]]
+if out=$("$CG" audit --state-dir "$STATE" --since "not a time" 2>&1); then echo "bad --since accepted"; exit 1; fi
+[[ "$out" == *"--since"* ]] || { echo "bad --since not named: $out"; exit 1; }
+stop
+
+# With journal_readonly = true they are journaled, as kind "read".
+cat >"$CG_TEST_TMP/cg.toml" <<TOML
+[audit]
+journal_readonly = true
+TOML
+start --config "$CG_TEST_TMP/cg.toml"
+reads=$("$CALL" adjtimex-read 20 | jq .pid)
+for _ in $(seq 1 50); do
+    n=$("$CG" audit --json --state-dir "$STATE" | jq -c --argjson p "$reads" 'select(.pid == $p and .kind == "read")' | wc -l)
+    [[ "$n" -ge 20 ]] && break; sleep 0.1
+done
+[[ "$n" -eq 20 ]] || { echo "journal_readonly: $n of 20 reads journaled"; exit 1; }
+# A config typo is refused with its line, and the daemon does not start.
+printf '[audit]\njournal_reads = true\n' >"$CG_TEST_TMP/bad.toml"
+if out=$("$CG" run --config "$CG_TEST_TMP/bad.toml" --state-dir "$STATE" --runtime-dir "$CG_TEST_TMP/run2" 2>&1); then
+    echo "bad config accepted"; exit 1
+fi
+echo "$out" | grep -q "line 2" || { echo "error does not name the line: $out"; exit 1; }
+echo ok
