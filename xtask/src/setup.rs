@@ -21,6 +21,7 @@ const DEB_PACKAGES: &[(&str, &str)] = &[
     ("qemu-guest-agent", "guest-set-time peer in VM tests"),
     ("iproute2", "network namespaces in VM tests"),
     ("procps", "ps/pgrep in tests"),
+    ("jq", "JSON checks in the end-to-end tests"),
 ];
 
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
