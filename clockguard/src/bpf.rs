@@ -51,38 +51,18 @@ impl HookStatus {
     }
 }
 
-/// Syscall tracepoints: (program, category, tracepoint).
-const TRACEPOINTS: &[(&str, &str, &str)] = &[
-    (
-        "sys_enter_clock_settime",
-        "syscalls",
-        "sys_enter_clock_settime",
-    ),
-    (
-        "sys_exit_clock_settime",
-        "syscalls",
-        "sys_exit_clock_settime",
-    ),
-    (
-        "sys_enter_settimeofday",
-        "syscalls",
-        "sys_enter_settimeofday",
-    ),
-    ("sys_exit_settimeofday", "syscalls", "sys_exit_settimeofday"),
-    ("sys_enter_adjtimex", "syscalls", "sys_enter_adjtimex"),
-    ("sys_exit_adjtimex", "syscalls", "sys_exit_adjtimex"),
-    (
-        "sys_enter_clock_adjtime",
-        "syscalls",
-        "sys_enter_clock_adjtime",
-    ),
-    (
-        "sys_exit_clock_adjtime",
-        "syscalls",
-        "sys_exit_clock_adjtime",
-    ),
-    ("sched_process_fork", "sched", "sched_process_fork"),
-    ("sched_process_exec", "sched", "sched_process_exec"),
+/// Tracepoints as (category, name); each program is named after its tracepoint.
+const TRACEPOINTS: &[(&str, &str)] = &[
+    ("syscalls", "sys_enter_clock_settime"),
+    ("syscalls", "sys_exit_clock_settime"),
+    ("syscalls", "sys_enter_settimeofday"),
+    ("syscalls", "sys_exit_settimeofday"),
+    ("syscalls", "sys_enter_adjtimex"),
+    ("syscalls", "sys_exit_adjtimex"),
+    ("syscalls", "sys_enter_clock_adjtime"),
+    ("syscalls", "sys_exit_clock_adjtime"),
+    ("sched", "sched_process_fork"),
+    ("sched", "sched_process_exec"),
 ];
 
 pub struct Probes {
@@ -131,15 +111,15 @@ impl Probes {
 
         let mut hooks = Vec::new();
         let disabled = |name: &str| opts.disabled_hooks.iter().any(|d| d == name);
-        for &(program, category, tracepoint) in TRACEPOINTS {
+        for &(category, program) in TRACEPOINTS {
             let mut status =
-                HookStatus::new(program, "tracepoint", format!("{category}:{tracepoint}"));
+                HookStatus::new(program, "tracepoint", format!("{category}:{program}"));
             if disabled(program) {
                 status.error = Some("disabled in the configuration".into());
             } else if category == "sched" && layout_problem.is_some() {
                 status.error = layout_problem.clone();
             } else {
-                match attach_tracepoint(&mut ebpf, program, category, tracepoint) {
+                match attach_tracepoint(&mut ebpf, category, program) {
                     Ok(()) => status.attached = true,
                     Err(err) => status.failed(err.as_ref()),
                 }
@@ -274,15 +254,10 @@ where
     Ok(prog.try_into()?)
 }
 
-fn attach_tracepoint(
-    ebpf: &mut Ebpf,
-    name: &str,
-    category: &str,
-    tracepoint: &str,
-) -> Result<(), AttachError> {
+fn attach_tracepoint(ebpf: &mut Ebpf, category: &str, name: &str) -> Result<(), AttachError> {
     let prog: &mut TracePoint = program(ebpf, name)?;
     prog.load()?;
-    prog.attach(category, tracepoint)?;
+    prog.attach(category, name)?;
     Ok(())
 }
 

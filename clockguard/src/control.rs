@@ -71,8 +71,14 @@ pub async fn serve(
     live: broadcast::Sender<Arc<str>>,
 ) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of fds, say: back off instead of spinning on the same error.
+                tracing::warn!("control socket accept: {err}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let queries = queries.clone();
         let live = live.subscribe();
