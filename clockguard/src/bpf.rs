@@ -2,7 +2,7 @@
 //! kernel refuses (fentry and LSM on a locked-down kernel: EPERM) never takes the others
 //! down. Every hook's outcome, with the kernel's reason, is kept for `clockguard status`.
 
-use std::{collections::BTreeMap, fs, io, path::Path};
+use std::{collections::BTreeMap, fs, io, path::Path, sync::Arc};
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
@@ -41,6 +41,19 @@ impl HookStatus {
             attached: false,
             error: None,
             errno: None,
+        }
+    }
+
+    /// Records the outcome of one hook: disabled by the configuration, attached, or the
+    /// kernel's reason for refusing it.
+    fn settle(&mut self, disabled: bool, attach: impl FnOnce() -> Result<(), AttachError>) {
+        if disabled {
+            self.error = Some("disabled in the configuration".into());
+            return;
+        }
+        match attach() {
+            Ok(()) => self.attached = true,
+            Err(err) => self.failed(err.as_ref()),
         }
     }
 
@@ -114,56 +127,41 @@ impl Probes {
         for &(category, program) in TRACEPOINTS {
             let mut status =
                 HookStatus::new(program, "tracepoint", format!("{category}:{program}"));
-            if disabled(program) {
-                status.error = Some("disabled in the configuration".into());
-            } else if category == "sched" && layout_problem.is_some() {
-                status.error = layout_problem.clone();
-            } else {
-                match attach_tracepoint(&mut ebpf, category, program) {
-                    Ok(()) => status.attached = true,
-                    Err(err) => status.failed(err.as_ref()),
+            status.settle(disabled(program), || {
+                if category == "sched" {
+                    if let Some(problem) = &layout_problem {
+                        return Err(problem.clone().into());
+                    }
                 }
-            }
+                attach_tracepoint(&mut ebpf, category, program)
+            });
             hooks.push(status);
         }
 
-        let btf = Btf::from_sys_fs();
+        // Read once for both BTF-based hooks; an Arc keeps the error (and its errno) for each.
+        let btf = Btf::from_sys_fs().map_err(Arc::new);
+        let btf = || -> Result<&Btf, AttachError> {
+            btf.as_ref()
+                .map_err(|err| Box::new(err.clone()) as AttachError)
+        };
         let mut fentry = HookStatus::new("clock_was_set", "fentry", "clock_was_set()".into());
-        if disabled("clock_was_set") {
-            fentry.error = Some("disabled in the configuration".into());
-        } else {
-            match &btf {
-                Ok(btf) => match attach_fentry(&mut ebpf, "clock_was_set", btf) {
-                    Ok(()) => fentry.attached = true,
-                    Err(err) => fentry.failed(err.as_ref()),
-                },
-                Err(err) => fentry.failed(err),
-            }
-        }
+        fentry.settle(disabled("clock_was_set"), || {
+            attach_fentry(&mut ebpf, "clock_was_set", btf()?)
+        });
         hooks.push(fentry);
 
         let mut lsm = HookStatus::new("settime", "lsm", "security_settime64".into());
-        if disabled("settime") {
-            lsm.error = Some("disabled in the configuration".into());
-        } else {
-            match &btf {
-                Ok(btf) => match attach_lsm(&mut ebpf, "settime", btf) {
-                    Ok(()) => {
-                        lsm.attached = true;
-                        // Loading "succeeds" where bpf is not an active LSM, but the hook
-                        // is never called: say so.
-                        if !bpf_lsm_active() {
-                            lsm.error = Some(
-                                "attached, but `bpf` is not in /sys/kernel/security/lsm: the \
-                                 hook is never called (boot with lsm=...,bpf)"
-                                    .into(),
-                            );
-                        }
-                    }
-                    Err(err) => lsm.failed(err.as_ref()),
-                },
-                Err(err) => lsm.failed(err),
-            }
+        lsm.settle(disabled("settime"), || {
+            attach_lsm(&mut ebpf, "settime", btf()?)
+        });
+        // Loading "succeeds" where bpf is not an active LSM, but the hook is never called:
+        // say so.
+        if lsm.attached && !bpf_lsm_active() {
+            lsm.error = Some(
+                "attached, but `bpf` is not in /sys/kernel/security/lsm: the hook is never \
+                 called (boot with lsm=...,bpf)"
+                    .into(),
+            );
         }
         hooks.push(lsm);
 
