@@ -41,6 +41,8 @@ pub const FLAG_HAS_OFFSET_BEFORE: u32 = 1 << 6;
 pub const FLAG_HAS_STACK: u32 = 1 << 7;
 /// The enter side was not seen (the hook attached mid-syscall): only the exit is known.
 pub const FLAG_NO_ENTER: u32 = 1 << 8;
+/// `exe_dev`/`exe_ino` identify the caller's executable (read by a guard hook).
+pub const FLAG_HAS_EXE_ID: u32 = 1 << 9;
 
 /// Indices into the per-CPU `COUNTERS` map (summed over CPUs in userspace).
 /// Events that could not be written to the ring buffer (full): lost, but counted.
@@ -53,7 +55,82 @@ pub const COUNTER_EVENTS: u32 = 2;
 pub const COUNTER_PENDING_FULL: u32 = 3;
 /// Clock syscall enters seen (all, including read-only ones).
 pub const COUNTER_SYSCALLS: u32 = 4;
+/// Clock changes the guard refused (the caller got EPERM).
+pub const COUNTER_GUARD_DENIED: u32 = 5;
+/// Clock changes guard mode would have refused, seen while not enforcing (observe mode).
+pub const COUNTER_GUARD_WOULD_DENY: u32 = 6;
+/// Guard decisions for which the caller's executable could not be read (kernel thread, or
+/// a read through the exe offsets failed): treated as "other", i.e. not allowed.
+pub const COUNTER_GUARD_NO_EXE: u32 = 7;
 pub const COUNTER_COUNT: u32 = 8;
+
+/// Guard classes: the value of the GUARD_EXES map for an executable, by (dev, inode).
+/// Not listed: refused in guard mode.
+pub const CLASS_OTHER: u16 = 0;
+/// Listed under `[guard] allow`: may step the clock.
+pub const CLASS_ALLOW: u16 = 1;
+/// Listed under `[guard] slew_instead`: a time agent whose refused step clockguard slews in.
+pub const CLASS_SLEW_INSTEAD: u16 = 2;
+/// clockguard itself (its tgid is in `Config::self_tgid`): always allowed.
+pub const CLASS_SELF: u16 = 3;
+
+/// `ClockEvent::guard_action`: what the guard decided for this call.
+/// No guard hook ran (not a step, or the hooks are not attached).
+pub const GUARD_NONE: u16 = 0;
+pub const GUARD_ALLOWED: u16 = 1;
+/// Refused: the caller got EPERM.
+pub const GUARD_DENIED: u16 = 2;
+/// Not enforcing (observe mode): guard mode would have refused it.
+pub const GUARD_WOULD_DENY: u16 = 3;
+
+/// What the guard judged: a step of CLOCK_REALTIME (settime hook, ADJ_SETOFFSET), or a
+/// change of the kernel's discipline (frequency, tick, PLL offset) that only clockguard may
+/// make when `CONFIG_GUARD_EXCLUSIVE_DISCIPLINE` is set.
+pub const GUARDED_STEP: u16 = 1;
+pub const GUARDED_DISCIPLINE: u16 = 2;
+
+/// `struct __kernel_timex` mode bits (include/uapi/linux/timex.h).
+pub const ADJ_OFFSET: u32 = 0x0001;
+pub const ADJ_FREQUENCY: u32 = 0x0002;
+pub const ADJ_MAXERROR: u32 = 0x0004;
+pub const ADJ_ESTERROR: u32 = 0x0008;
+pub const ADJ_STATUS: u32 = 0x0010;
+pub const ADJ_TIMECONST: u32 = 0x0020;
+pub const ADJ_TAI: u32 = 0x0080;
+pub const ADJ_SETOFFSET: u32 = 0x0100;
+pub const ADJ_MICRO: u32 = 0x1000;
+pub const ADJ_NANO: u32 = 0x2000;
+pub const ADJ_TICK: u32 = 0x4000;
+/// ADJ_OFFSET_SINGLESHOT is 0x8001 (adjtime(3)); with ADJ_OFFSET_READONLY it is
+/// ADJ_OFFSET_SS_READ, a read that changes nothing.
+pub const ADJ_ADJTIME: u32 = 0x8000;
+pub const ADJ_OFFSET_READONLY: u32 = 0x2000;
+/// The modes that change the kernel's discipline: frequency, tick, PLL offset, adjtime().
+pub const DISCIPLINE_MODES: u32 = ADJ_OFFSET | ADJ_FREQUENCY | ADJ_TICK | ADJ_ADJTIME;
+
+/// Key of the GUARD_EXES map: an executable by the kernel's identity of its inode. `dev` is
+/// the kernel's internal dev_t of the inode's super block (major << 20 | minor), not the
+/// userspace encoding that stat() returns.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ExeKey {
+    pub ino: u64,
+    pub dev: u32,
+    pub _pad: u32,
+}
+
+/// Byte offsets, read from the running kernel's BTF by the daemon, of the chain
+/// `current->mm->exe_file->f_inode->{i_ino, i_sb->s_dev}` (Rust eBPF has no CO-RE).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExeOffsets {
+    pub task_mm: u32,
+    pub mm_exe_file: u32,
+    pub file_f_inode: u32,
+    pub inode_i_ino: u32,
+    pub inode_i_sb: u32,
+    pub sb_s_dev: u32,
+}
 
 /// Index 0 of the `CONFIG` array: a `Config` set by the daemon before attaching.
 #[repr(C)]
@@ -70,12 +147,24 @@ pub struct Config {
     /// sched_process_exec: offset of the `__data_loc char[] filename`.
     pub exec_filename_offset: u16,
     pub _reserved: u16,
+    pub _pad: u16,
+    /// clockguard's own tgid: always allowed (CLASS_SELF).
+    pub self_tgid: u32,
+    /// Valid when CONFIG_EXE_LAYOUT is set.
+    pub exe_offsets: ExeOffsets,
 }
 
 /// Emit read-only adjtimex calls (modes == 0) instead of only counting them.
 pub const CONFIG_EMIT_READONLY: u32 = 1 << 0;
 /// The fork/exec layouts in `Config` are valid (parsed from tracefs).
 pub const CONFIG_PROCINFO_LAYOUT: u32 = 1 << 1;
+/// Guard mode: refuse what the policy does not allow (EPERM). Without it the guard hooks
+/// only record what they would have done.
+pub const CONFIG_GUARD_ENFORCE: u32 = 1 << 2;
+/// Only clockguard may change the kernel's frequency, tick or PLL offset.
+pub const CONFIG_GUARD_EXCLUSIVE_DISCIPLINE: u32 = 1 << 3;
+/// `Config::exe_offsets` are valid: the guard can identify the caller's executable.
+pub const CONFIG_EXE_LAYOUT: u32 = 1 << 4;
 
 /// The fields of `struct __kernel_timex` (include/uapi/linux/timex.h) that select or carry a
 /// change. Units are the kernel's: `offset` µs (ns with ADJ_NANO), `freq` scaled ppm
@@ -158,6 +247,14 @@ pub struct ClockEvent {
     pub parent_comm: [u8; COMM_LEN],
     /// The file name given to execve (FLAG_HAS_PROCINFO), NUL-terminated.
     pub exe: [u8; EXE_LEN],
+    /// The caller's executable as the guard identified it (FLAG_HAS_EXE_ID).
+    pub exe_ino: u64,
+    pub exe_dev: u32,
+    /// GUARD_* decision, CLASS_* of the caller, GUARDED_* of what was judged.
+    pub guard_action: u16,
+    pub guard_class: u16,
+    pub guarded: u16,
+    pub _pad: [u16; 3],
 }
 
 /// What the kernel remembers of a process from its fork and exec (the `PROCS` LRU map, keyed
@@ -238,7 +335,9 @@ mod tests {
     fn layout_is_stable() {
         // The ABI is shared with the kernel object: a size change must be deliberate.
         assert_eq!(core::mem::size_of::<TimexArgs>(), 72);
-        assert_eq!(core::mem::size_of::<ClockEvent>(), 352);
+        assert_eq!(core::mem::size_of::<ClockEvent>(), 376);
+        assert_eq!(core::mem::size_of::<Config>(), 44);
+        assert_eq!(core::mem::size_of::<ExeKey>(), 16);
         assert_eq!(core::mem::size_of::<ProcInfo>(), 152);
     }
 }

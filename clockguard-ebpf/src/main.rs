@@ -18,9 +18,9 @@ mod programs {
         helpers::{
             bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_user, generated,
         },
-        macros::{fentry, lsm, map, tracepoint},
-        maps::{Array, LruHashMap, PerCpuArray, RingBuf, StackTrace},
-        programs::{FEntryContext, LsmContext, TracePointContext},
+        macros::{fentry, fexit, lsm, map, tracepoint},
+        maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
+        programs::{FEntryContext, FExitContext, LsmContext, TracePointContext},
         EbpfContext,
     };
     use clockguard_ebpf::*;
@@ -505,13 +505,186 @@ mod programs {
         0
     }
 
-    /// The BPF-LSM `settime` hook (settimeofday, clock_settime, stime). Attaching it is the
-    /// daemon's probe of whether the kernel can enforce a guard at all (BPF LSM active,
-    /// BPF_PROG_LOAD allowed); until guard mode lands it passes on the verdict of any program
-    /// before it (its last argument) and refuses nothing.
+    /// The guard's policy: executables by (dev, inode) → CLASS_*. Written by the daemon.
+    #[map]
+    static GUARD_EXES: HashMap<ExeKey, u16> = HashMap::with_max_entries(1024, 0);
+
+    /// `modes` of the adjtimex/clock_adjtime call each thread is in (by tid), between the
+    /// fentry and fexit of do_adjtimex, for the `capable` hook to judge. Only calls that
+    /// step or change the discipline are kept.
+    #[map]
+    static ADJTIMEX_MODES: LruHashMap<u32, u32> = LruHashMap::with_max_entries(4096, 0);
+
+    const EPERM: i32 = 1;
+    const CAP_SYS_TIME: i32 = 25;
+
+    #[inline(always)]
+    fn read_kernel<T>(base: u64, offset: u32) -> Option<T> {
+        unsafe { aya_ebpf::helpers::bpf_probe_read_kernel((base + offset as u64) as *const T) }.ok()
+    }
+
+    /// The current task's executable: `current->mm->exe_file->f_inode`'s (dev, ino), through
+    /// the offsets the daemon read from BTF. None for kernel threads (no mm).
+    #[inline(always)]
+    fn current_exe(cfg: &Config) -> Option<ExeKey> {
+        if cfg.flags & CONFIG_EXE_LAYOUT == 0 {
+            return None;
+        }
+        let off = &cfg.exe_offsets;
+        let task = unsafe { generated::bpf_get_current_task() };
+        let mm: u64 = read_kernel(task, off.task_mm)?;
+        if mm == 0 {
+            return None;
+        }
+        let file: u64 = read_kernel(mm, off.mm_exe_file)?;
+        if file == 0 {
+            return None;
+        }
+        let inode: u64 = read_kernel(file, off.file_f_inode)?;
+        let ino: u64 = read_kernel(inode, off.inode_i_ino)?;
+        let sb: u64 = read_kernel(inode, off.inode_i_sb)?;
+        let dev: u32 = read_kernel(sb, off.sb_s_dev)?;
+        Some(ExeKey { ino, dev, _pad: 0 })
+    }
+
+    /// The guard's decision for the current task about a `guarded` change (GUARDED_*):
+    /// recorded in the thread's pending event, counted, and returned as the LSM verdict.
+    #[inline(always)]
+    fn judge(guarded: u16) -> i32 {
+        let Some(cfg) = config() else { return 0 };
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        let exe = current_exe(cfg);
+        let class = if cfg.self_tgid != 0 && tgid == cfg.self_tgid {
+            CLASS_SELF
+        } else if let Some(key) = &exe {
+            unsafe { GUARD_EXES.get(key) }
+                .copied()
+                .unwrap_or(CLASS_OTHER)
+        } else {
+            count(COUNTER_GUARD_NO_EXE);
+            CLASS_OTHER
+        };
+        let allowed = match guarded {
+            // The discipline is clockguard's alone when the option is set.
+            GUARDED_DISCIPLINE => class == CLASS_SELF,
+            _ => class == CLASS_SELF || class == CLASS_ALLOW,
+        };
+        let enforce = cfg.flags & CONFIG_GUARD_ENFORCE != 0;
+        let action = if allowed {
+            GUARD_ALLOWED
+        } else if enforce {
+            count(COUNTER_GUARD_DENIED);
+            GUARD_DENIED
+        } else {
+            count(COUNTER_GUARD_WOULD_DENY);
+            GUARD_WOULD_DENY
+        };
+        let tid = bpf_get_current_pid_tgid() as u32;
+        if let Some(pending) = PENDING.get_ptr_mut(tid) {
+            let e = unsafe { &mut *pending };
+            e.guard_action = action;
+            e.guard_class = class;
+            e.guarded = guarded;
+            if let Some(key) = exe {
+                e.exe_ino = key.ino;
+                e.exe_dev = key.dev;
+                e.flags |= FLAG_HAS_EXE_ID;
+            }
+        }
+        if action == GUARD_DENIED {
+            -EPERM
+        } else {
+            0
+        }
+    }
+
+    #[repr(C)]
+    struct KernelTimezone {
+        minuteswest: i32,
+        dsttime: i32,
+    }
+
+    /// The BPF-LSM `settime` hook: settimeofday, clock_settime(CLOCK_REALTIME), stime.
+    /// Arguments: (const struct timespec64 *ts, const struct timezone *tz, int ret).
+    ///
+    /// Policy for a timezone-only settimeofday (ts == NULL): the first such call after boot
+    /// shifts the clock by `tz_minuteswest` (warp_clock, for an RTC kept in local time), so a
+    /// non-zero `minuteswest` is judged as a step; with 0 it cannot move the clock and passes.
     #[lsm(hook = "settime")]
     pub fn settime(ctx: LsmContext) -> i32 {
-        ctx.arg::<i32>(2)
+        let previous: i32 = ctx.arg(2);
+        if previous != 0 {
+            return previous;
+        }
+        let ts: u64 = ctx.arg(0);
+        if ts == 0 {
+            let tz: u64 = ctx.arg(1);
+            if tz == 0 {
+                return 0;
+            }
+            match read_kernel::<KernelTimezone>(tz, 0) {
+                Some(z) if z.minuteswest == 0 => return 0,
+                _ => {}
+            }
+        }
+        judge(GUARDED_STEP)
+    }
+
+    /// do_adjtimex(struct __kernel_timex *txc): every adjtimex/clock_adjtime(CLOCK_REALTIME)
+    /// goes through it with a kernel copy of the caller's timex (no TOCTOU). Keeps `modes`
+    /// for the `capable` hook when the call steps (ADJ_SETOFFSET) or, with the exclusive
+    /// option, changes the discipline.
+    #[fentry(function = "do_adjtimex")]
+    pub fn do_adjtimex(ctx: FEntryContext) -> u32 {
+        let txc: u64 = ctx.arg(0);
+        let Some(modes) = read_kernel::<u32>(txc, 0) else {
+            return 0;
+        };
+        let exclusive = config()
+            .map(|c| c.flags & CONFIG_GUARD_EXCLUSIVE_DISCIPLINE != 0)
+            .unwrap_or(false);
+        let adjtime_read = modes & ADJ_ADJTIME != 0 && modes & ADJ_OFFSET_READONLY != 0;
+        if modes & ADJ_SETOFFSET != 0
+            || (exclusive && modes & DISCIPLINE_MODES != 0 && !adjtime_read)
+        {
+            let tid = bpf_get_current_pid_tgid() as u32;
+            let _ = ADJTIMEX_MODES.insert(tid, modes, BPF_ANY as u64);
+        }
+        0
+    }
+
+    /// The call is over: forget its modes, so a later `capable(CAP_SYS_TIME)` of the same
+    /// thread (settimeofday's own check, RTC ioctls) is not judged as an adjtimex.
+    #[fexit(function = "do_adjtimex")]
+    pub fn do_adjtimex_exit(_ctx: FExitContext) -> u32 {
+        let tid = bpf_get_current_pid_tgid() as u32;
+        let _ = ADJTIMEX_MODES.remove(tid);
+        0
+    }
+
+    /// The BPF-LSM `capable` hook: (const struct cred *, struct user_namespace *, int cap,
+    /// unsigned int opts, int ret). ADJ_SETOFFSET never reaches `settime`; the kernel only
+    /// asks capable(CAP_SYS_TIME) in timekeeping_validate_timex, so the step is refused here,
+    /// and only while the thread is inside a do_adjtimex that steps.
+    #[lsm(hook = "capable")]
+    pub fn capable(ctx: LsmContext) -> i32 {
+        let previous: i32 = ctx.arg(4);
+        if previous != 0 {
+            return previous;
+        }
+        let cap: i32 = ctx.arg(2);
+        if cap != CAP_SYS_TIME {
+            return 0;
+        }
+        let tid = bpf_get_current_pid_tgid() as u32;
+        let Some(modes) = (unsafe { ADJTIMEX_MODES.get(&tid) }).copied() else {
+            return 0;
+        };
+        if modes & ADJ_SETOFFSET != 0 {
+            judge(GUARDED_STEP)
+        } else {
+            judge(GUARDED_DISCIPLINE)
+        }
     }
 
     #[panic_handler]

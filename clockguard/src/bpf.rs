@@ -6,8 +6,8 @@ use std::{collections::BTreeMap, fs, io, path::Path, sync::Arc};
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
-    maps::{Array, MapData, PerCpuArray, RingBuf, StackTraceMap},
-    programs::{FEntry, Lsm, TracePoint},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
+    programs::{FEntry, FExit, Lsm, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 use clockguard_ebpf as abi;
@@ -82,6 +82,11 @@ pub struct Probes {
     ebpf: Ebpf,
     pub hooks: Vec<HookStatus>,
     kernel_symbols: Option<BTreeMap<u64, String>>,
+    /// What the CONFIG map holds (the guard flags are changed after attaching).
+    config: abi::Config,
+    /// Why the guard cannot identify a caller's executable (no kernel BTF, a member
+    /// missing), or None when it can.
+    pub exe_layout_error: Option<String>,
 }
 
 pub struct LoadOptions<'a> {
@@ -105,7 +110,18 @@ impl Probes {
         }
         let mut config = abi::Config {
             flags,
+            self_tgid: std::process::id(),
             ..Default::default()
+        };
+        let exe_layout_error = match crate::btf::KernelBtf::from_sys()
+            .and_then(|btf| crate::guard::exe_offsets(&btf))
+        {
+            Ok(offsets) => {
+                config.exe_offsets = offsets;
+                config.flags |= abi::CONFIG_EXE_LAYOUT;
+                None
+            }
+            Err(err) => Some(format!("{err:#}")),
         };
         let layout_problem = match read_procinfo_layout(opts.tracefs) {
             Ok(layout) => {
@@ -150,26 +166,94 @@ impl Probes {
         });
         hooks.push(fentry);
 
-        let mut lsm = HookStatus::new("settime", "lsm", "security_settime64".into());
-        lsm.settle(disabled("settime"), || {
-            attach_lsm(&mut ebpf, "settime", btf()?)
+        // The guard: ADJ_SETOFFSET is judged in the LSM `capable` hook while the thread is
+        // inside do_adjtimex (fentry keeps the modes, fexit forgets them).
+        let mut adjtimex = HookStatus::new("do_adjtimex", "fentry", "do_adjtimex()".into());
+        adjtimex.settle(disabled("do_adjtimex"), || {
+            attach_fentry(&mut ebpf, "do_adjtimex", btf()?)
         });
-        // Loading "succeeds" where bpf is not an active LSM, but the hook is never called:
-        // say so.
-        if lsm.attached && !bpf_lsm_active() {
-            lsm.error = Some(
-                "attached, but `bpf` is not in /sys/kernel/security/lsm: the hook is never \
-                 called (boot with lsm=...,bpf)"
-                    .into(),
-            );
+        hooks.push(adjtimex);
+        let mut adjtimex_exit =
+            HookStatus::new("do_adjtimex_exit", "fexit", "do_adjtimex()".into());
+        adjtimex_exit.settle(disabled("do_adjtimex_exit"), || {
+            attach_fexit(&mut ebpf, "do_adjtimex_exit", "do_adjtimex", btf()?)
+        });
+        hooks.push(adjtimex_exit);
+
+        let lsm_active = bpf_lsm_active();
+        for (hook, target) in [
+            ("settime", "security_settime64"),
+            ("capable", "security_capable"),
+        ] {
+            let mut lsm = HookStatus::new(hook, "lsm", target.into());
+            lsm.settle(disabled(hook), || attach_lsm(&mut ebpf, hook, btf()?));
+            // Loading "succeeds" where bpf is not an active LSM, but the hook is never
+            // called: say so.
+            if lsm.attached && !lsm_active {
+                lsm.error = Some(
+                    "attached, but `bpf` is not in /sys/kernel/security/lsm: the hook is \
+                     never called (boot with lsm=...,bpf)"
+                        .into(),
+                );
+            }
+            hooks.push(lsm);
         }
-        hooks.push(lsm);
 
         Ok(Probes {
             ebpf,
             hooks,
             kernel_symbols: None,
+            config,
+            exe_layout_error,
         })
+    }
+
+    /// The outcome of the hook named `name`.
+    pub fn hook(&self, name: &str) -> Option<&HookStatus> {
+        self.hooks.iter().find(|h| h.name == name)
+    }
+
+    /// Writes the guard's policy into the kernel: the executables by inode, then the flags
+    /// (enforce, exclusive discipline). The map is filled before enforcement is switched
+    /// on, so an allowed program is never refused in between.
+    pub fn set_guard(
+        &mut self,
+        enforce: bool,
+        exclusive_discipline: bool,
+        policy: &[crate::guard::PolicyEntry],
+    ) -> Result<()> {
+        let mut exes: HashMap<_, ExeKeyPod, u16> = HashMap::try_from(
+            self.ebpf
+                .map_mut("GUARD_EXES")
+                .context("no GUARD_EXES map")?,
+        )?;
+        let stale: Vec<ExeKeyPod> = exes.keys().filter_map(|k| k.ok()).collect();
+        for key in stale {
+            if !policy.iter().any(|e| e.key == Some(key.0)) {
+                exes.remove(&key)?;
+            }
+        }
+        for entry in policy {
+            if let Some(key) = entry.key {
+                exes.insert(ExeKeyPod(key), entry.class_id, 0)
+                    .with_context(|| {
+                        format!("cannot add {} to the guard policy", entry.path.display())
+                    })?;
+            }
+        }
+        let mut config = self.config;
+        config.flags &= !(abi::CONFIG_GUARD_ENFORCE | abi::CONFIG_GUARD_EXCLUSIVE_DISCIPLINE);
+        if enforce {
+            config.flags |= abi::CONFIG_GUARD_ENFORCE;
+            if exclusive_discipline {
+                config.flags |= abi::CONFIG_GUARD_EXCLUSIVE_DISCIPLINE;
+            }
+        }
+        let mut config_map: Array<_, ConfigPod> =
+            Array::try_from(self.ebpf.map_mut("CONFIG").context("no CONFIG map")?)?;
+        config_map.set(0, ConfigPod(config), 0)?;
+        self.config = config;
+        Ok(())
     }
 
     /// The ring buffer of events, taken out of the object (the daemon polls it).
@@ -189,6 +273,9 @@ impl Probes {
             kernel_events: sum(abi::COUNTER_EVENTS)?,
             pending_full: sum(abi::COUNTER_PENDING_FULL)?,
             clock_syscalls: sum(abi::COUNTER_SYSCALLS)?,
+            guard_denied: sum(abi::COUNTER_GUARD_DENIED)?,
+            guard_would_deny: sum(abi::COUNTER_GUARD_WOULD_DENY)?,
+            guard_unidentified_callers: sum(abi::COUNTER_GUARD_NO_EXE)?,
         })
     }
 
@@ -230,6 +317,12 @@ pub struct Counters {
     pub kernel_events: u64,
     pub pending_full: u64,
     pub clock_syscalls: u64,
+    /// Clock changes the guard refused (EPERM).
+    pub guard_denied: u64,
+    /// Clock changes guard mode would have refused (seen in observe mode).
+    pub guard_would_deny: u64,
+    /// Guard decisions on a caller whose executable could not be read (kernel threads).
+    pub guard_unidentified_callers: u64,
 }
 
 /// abi::Config as a map value (aya::Pod is foreign to the ABI crate).
@@ -238,6 +331,13 @@ pub struct Counters {
 struct ConfigPod(abi::Config);
 // SAFETY: repr(C) plain integers.
 unsafe impl aya::Pod for ConfigPod {}
+
+/// abi::ExeKey as a map key.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct ExeKeyPod(abi::ExeKey);
+// SAFETY: repr(C) plain integers, explicit padding field.
+unsafe impl aya::Pod for ExeKeyPod {}
 
 type AttachError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -262,6 +362,14 @@ fn attach_tracepoint(ebpf: &mut Ebpf, category: &str, name: &str) -> Result<(), 
 /// fentry programs are named after the kernel function they attach to.
 fn attach_fentry(ebpf: &mut Ebpf, function: &str, btf: &Btf) -> Result<(), AttachError> {
     let prog: &mut FEntry = program(ebpf, function)?;
+    prog.load(function, btf)?;
+    prog.attach()?;
+    Ok(())
+}
+
+/// An fexit program `name` on the kernel function `function`.
+fn attach_fexit(ebpf: &mut Ebpf, name: &str, function: &str, btf: &Btf) -> Result<(), AttachError> {
+    let prog: &mut FExit = program(ebpf, name)?;
     prog.load(function, btf)?;
     prog.attach()?;
     Ok(())

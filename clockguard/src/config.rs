@@ -44,6 +44,73 @@ pub struct Config {
     pub log_level: String,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub guard: GuardConfig,
+}
+
+/// `[guard]`: who may step the clock, and how a refused step is slewed in.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Executables (paths) that may step the clock. clockguard itself always may.
+    #[serde(default)]
+    pub allow: Vec<PathBuf>,
+    /// Time agents whose refused step clockguard applies as a slew.
+    #[serde(default = "default_slew_instead")]
+    pub slew_instead: Vec<PathBuf>,
+    /// Only clockguard may change the kernel's frequency, tick or PLL offset (two daemons
+    /// fighting over the kernel discipline is a classic failure).
+    #[serde(default)]
+    pub exclusive_discipline: bool,
+    /// Start in observe mode when another time service (chronyd, ntpd, systemd-timesyncd)
+    /// is running or configured, as Oracle CTSS does.
+    #[serde(default = "default_true")]
+    pub defer_to_time_services: bool,
+    /// Fastest slew, in ppm (chrony's maxslewrate default: 83333 ppm = 83.3 ms/s).
+    #[serde(default = "default_max_slew_ppm")]
+    pub max_slew_ppm: f64,
+    /// Largest correction slewed in, in seconds; beyond it a step is refused with an alert
+    /// (Oracle CTSS: 24 h).
+    #[serde(default = "default_max_correction_s")]
+    pub max_correction_s: f64,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            allow: Vec::new(),
+            slew_instead: default_slew_instead(),
+            exclusive_discipline: false,
+            defer_to_time_services: true,
+            max_slew_ppm: default_max_slew_ppm(),
+            max_correction_s: default_max_correction_s(),
+        }
+    }
+}
+
+/// Guest agents (qemu-ga, VirtualBox, VMware) and one-shot NTP tools, at the paths Debian,
+/// RHEL and SUSE install them; paths that do not exist are skipped (shown in `status`).
+fn default_slew_instead() -> Vec<PathBuf> {
+    [
+        "/usr/sbin/qemu-ga",
+        "/usr/bin/qemu-ga",
+        "/usr/sbin/VBoxService",
+        "/usr/bin/VBoxService",
+        "/opt/VBoxGuestAdditions/sbin/VBoxService",
+        "/usr/bin/vmtoolsd",
+        "/usr/sbin/ntpdate",
+        "/usr/bin/sntp",
+        "/usr/sbin/sntp",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect()
+}
+fn default_max_slew_ppm() -> f64 {
+    83_333.0
+}
+fn default_max_correction_s() -> f64 {
+    86_400.0
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -115,6 +182,39 @@ impl Config {
                 self.audit.max_journal_bytes
             );
         }
+        // The kernel takes ±10 % through the tick and ±500 ppm through the frequency.
+        if !(1.0..=100_500.0).contains(&self.guard.max_slew_ppm) {
+            bail!(
+                "guard.max_slew_ppm = {} is out of range (1 to 100500 ppm: the kernel's tick \
+                 and frequency limits)",
+                self.guard.max_slew_ppm
+            );
+        }
+        if !(self.guard.max_correction_s > 0.0 && self.guard.max_correction_s <= 1e9) {
+            bail!(
+                "guard.max_correction_s = {} is out of range (more than 0, at most 1e9 s)",
+                self.guard.max_correction_s
+            );
+        }
+        for path in self.guard.allow.iter().chain(&self.guard.slew_instead) {
+            if !path.is_absolute() {
+                bail!(
+                    "guard: executable {} is not an absolute path",
+                    path.display()
+                );
+            }
+        }
+        if let Some(path) = self
+            .guard
+            .allow
+            .iter()
+            .find(|p| self.guard.slew_instead.contains(p))
+        {
+            bail!(
+                "guard: {} is listed in both allow and slew_instead",
+                path.display()
+            );
+        }
         Ok(())
     }
 
@@ -172,6 +272,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 1") && err.contains("enforce"), "{err}");
+    }
+
+    #[test]
+    fn guard_defaults_and_checks() {
+        let c = Config::parse(EMBEDDED_DEFAULT, "embedded").unwrap();
+        assert_eq!(c.guard, GuardConfig::default());
+        assert!(c
+            .guard
+            .slew_instead
+            .contains(&PathBuf::from("/usr/sbin/qemu-ga")));
+        let err = Config::parse("[guard]\nmax_slew_ppm = 200000\n", "t.toml").unwrap_err();
+        assert!(format!("{err:#}").contains("max_slew_ppm"), "{err:#}");
+        let err = Config::parse("[guard]\nallow = [\"date\"]\n", "t.toml").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("not an absolute path"),
+            "{err:#}"
+        );
+        let err = Config::parse(
+            "[guard]\nallow = [\"/bin/x\"]\nslew_instead = [\"/bin/x\"]\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("both"), "{err:#}");
     }
 
     #[test]

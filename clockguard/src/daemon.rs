@@ -1,7 +1,7 @@
 //! `clockguard run`: kernel hook → ring buffer → decode → enrich → journal → subscribers.
 //! Data flows one way; the control socket only reads the daemon's state through queries.
 
-use std::{collections::VecDeque, sync::Arc, time::Instant};
+use std::{collections::VecDeque, path::Path, sync::Arc, time::Instant};
 
 use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
@@ -16,13 +16,18 @@ use tokio::{
 use crate::{
     bpf::{self, HookStatus, LoadOptions, Probes},
     clock,
-    config::{Config, Mode},
+    config::Config,
     control::{self, Query},
     enrich::Enricher,
     fallback::{self, Reconciler},
+    guard::{self, Enforcement, PolicyEntry, TimeService},
     journal::Journal,
     record::{self, Record},
+    slew::{LinuxClock, SlewConfig, SlewHandle},
 };
+
+/// How often the slew engine measures its progress and re-programs the kernel.
+const SLEW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Records kept in memory for `clockguard events` (the journal has them all).
 const RECENT: usize = 256;
@@ -50,6 +55,11 @@ struct Daemon {
     unwritten: Vec<Record>,
     stats: Stats,
     last_tai_offset_s: i64,
+    enforcement: Enforcement,
+    policy: Vec<PolicyEntry>,
+    time_services: Vec<TimeService>,
+    /// The slew engine, running only while the guard enforces.
+    slew: Option<SlewHandle>,
 }
 
 #[derive(Default, serde::Serialize)]
@@ -60,6 +70,9 @@ struct Stats {
     records_lost_unwritable: u64,
     fallback_jumps: u64,
     fallback_unexplained: u64,
+    /// Refused steps of `slew_instead` agents handed to the slew engine, and refused by it.
+    slews_requested: u64,
+    slews_refused: u64,
 }
 
 pub async fn run(config: Config, config_origin: String) -> Result<()> {
@@ -142,6 +155,61 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
     }
     hooks.push(fallback_status);
 
+    let policy = guard::resolve_policy(&config.guard);
+    let time_services = guard::other_time_services(Path::new("/"), Path::new("/proc"));
+    let no_layout = "no eBPF object loaded".to_string();
+    let enforcement = guard::decide(
+        config.mode,
+        &config.guard,
+        &time_services,
+        &guard::GuardHooks {
+            settime: probes.as_ref().and_then(|p| p.hook("settime")),
+            capable: probes.as_ref().and_then(|p| p.hook("capable")),
+            // Both halves are needed: the one that failed, if any, says why.
+            adjtimex: probes.as_ref().and_then(|p| {
+                let exit = p.hook("do_adjtimex_exit").filter(|h| !h.attached);
+                exit.or_else(|| p.hook("do_adjtimex"))
+            }),
+            bpf_lsm_active: bpf::bpf_lsm_active(),
+            exe_layout_error: match &probes {
+                Some(p) => p.exe_layout_error.as_deref(),
+                None => Some(&no_layout),
+            },
+        },
+    );
+    if let Some(p) = probes.as_mut() {
+        // Written in observe mode too: the hooks then record what guard mode would refuse.
+        p.set_guard(
+            enforcement.active,
+            config.guard.exclusive_discipline,
+            &policy,
+        )?;
+    }
+    for entry in policy.iter().filter(|e| e.problem.is_none()) {
+        tracing::info!("guard policy: {} {}", entry.class, entry.path.display());
+    }
+    if enforcement.active {
+        tracing::info!("guard: {}", enforcement.reason);
+    } else {
+        tracing::warn!("guard: {}", enforcement.reason);
+    }
+    for gap in &enforcement.gaps {
+        tracing::warn!("guard: {gap}");
+    }
+    let slew = if enforcement.active {
+        let slew_config = SlewConfig {
+            max_slew_ppm: config.guard.max_slew_ppm,
+            max_correction_ns: (config.guard.max_correction_s * 1e9) as i64,
+        };
+        let state = config.runtime_dir.join("slew-state.json");
+        Some(
+            SlewHandle::spawn(slew_config, LinuxClock, SLEW_INTERVAL, Some(state))
+                .map_err(|e| anyhow::anyhow!("cannot start the slew engine: {e}"))?,
+        )
+    } else {
+        None
+    };
+
     let (query_tx, mut query_rx) = mpsc::channel(64);
     let (live, _) = broadcast::channel(LIVE_BACKLOG);
     tokio::spawn(control::serve(listener, query_tx, live.clone()));
@@ -162,11 +230,15 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
         stats: Stats::default(),
         last_tai_offset_s: clock::tai_offset_s(),
         config,
+        enforcement,
+        policy,
+        time_services,
+        slew,
     };
     tracing::info!(
         "clockguard {} running in {} mode (config: {}), journal {}",
         env!("CARGO_PKG_VERSION"),
-        daemon.config.mode.as_str(),
+        daemon.enforcement.mode,
         daemon.config_origin,
         daemon.journal.path().display()
     );
@@ -182,7 +254,7 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
                 // stays flat whatever the burst, and queries are answered in between.
                 let batch = drain(guard.get_inner_mut(), BATCH);
                 let more = batch.len() == BATCH;
-                daemon.process(batch);
+                daemon.process(batch).await;
                 if !more {
                     guard.clear_ready();
                 }
@@ -198,11 +270,14 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
         loop {
             let batch = drain(ring.get_mut(), BATCH);
             let more = batch.len() == BATCH;
-            daemon.process(batch);
+            daemon.process(batch).await;
             if !more {
                 break;
             }
         }
+    }
+    if let Some(slew) = &daemon.slew {
+        slew.shutdown().await;
     }
     daemon.flush_unwritten();
     daemon.journal.sync().ok();
@@ -221,12 +296,7 @@ fn drain(ring: &mut RingBuf<MapData>, max: usize) -> Vec<Option<ClockEvent>> {
 }
 
 impl Daemon {
-    fn verdict(&self) -> &'static str {
-        // Nothing is refused in this version (see `enforcement` in status).
-        "observed"
-    }
-
-    fn process(&mut self, batch: Vec<Option<ClockEvent>>) {
+    async fn process(&mut self, batch: Vec<Option<ClockEvent>>) {
         if batch.is_empty() {
             return;
         }
@@ -246,7 +316,12 @@ impl Daemon {
             } else {
                 0
             };
-            let mut record = record::decode(&event, tai_now, change, self.verdict());
+            let mut record = record::decode(&event, tai_now, change);
+            if record.verdict == "denied"
+                && event.guard_class == clockguard_ebpf::CLASS_SLEW_INSTEAD
+            {
+                self.slew_instead(&mut record).await;
+            }
             if let Some(delta) = record.delta_ns {
                 self.reconciler.explained(delta);
             }
@@ -278,7 +353,7 @@ impl Daemon {
             requested: json!({}),
             delta_ns: Some(unexplained),
             result: "0".into(),
-            verdict: self.verdict().into(),
+            verdict: "observed".into(),
             clock_was_set: true,
             ..Default::default()
         };
@@ -340,23 +415,59 @@ impl Daemon {
         }
     }
 
-    fn enforcement(&self) -> Value {
-        let reason = match self.config.mode {
-            Mode::Observe => "observe mode: clock changes are audited, none is refused".to_string(),
-            Mode::Guard => {
-                let lsm = self.hooks.iter().find(|h| h.kind == "lsm");
-                match lsm {
-                    Some(h) if !h.attached => format!(
-                        "guard mode requested but enforcement is OFF: the BPF-LSM hook could not attach ({})",
-                        h.error.as_deref().unwrap_or("unknown reason")
-                    ),
-                    _ => "guard mode requested but enforcement is OFF: refusing steps is not \
-                          implemented in this version; clock changes are audited only"
-                        .to_string(),
-                }
-            }
+    /// A `slew_instead` agent's step was refused in the kernel: apply what it asked for as a
+    /// slew. Agents repeat their request while the clock is still off (VBoxService every
+    /// 10 s, a cron'd ntpdate), each time measured against the clock as it is then, so a new
+    /// request replaces what is still pending instead of adding to it.
+    async fn slew_instead(&mut self, record: &mut Record) {
+        let Some(slew) = &self.slew else { return };
+        let Some(requested) = record.requested_delta_ns else {
+            record.slew = Some(json!({"refused": "the requested time is unknown"}));
+            return;
         };
-        json!({"active": false, "reason": reason})
+        self.stats.slews_requested += 1;
+        let pending = slew.status().remaining_ns;
+        match slew.correct(requested - pending).await {
+            Ok(status) => {
+                record.verdict = "slewed".into();
+                record.slew = Some(json!({
+                    "correction_ns": requested,
+                    "replaced_pending_ns": pending,
+                    "rate_ppm": status.rate_ppm,
+                    "eta_s": status.eta_s,
+                }));
+                tracing::info!(
+                    "refused a {:+.6} s step by {} (pid {}): slewing it in instead",
+                    requested as f64 / 1e9,
+                    record.comm.as_deref().unwrap_or("?"),
+                    record.pid.unwrap_or(0)
+                );
+            }
+            Err(err) => {
+                self.stats.slews_refused += 1;
+                tracing::error!(
+                    "ALERT: refused a {:+.6} s step by {} (pid {}) and will not slew it: {err}",
+                    requested as f64 / 1e9,
+                    record.comm.as_deref().unwrap_or("?"),
+                    record.pid.unwrap_or(0)
+                );
+                record.slew = Some(json!({"refused": err.to_string()}));
+            }
+        }
+    }
+
+    fn enforcement(&self) -> Value {
+        json!({
+            "active": self.enforcement.active,
+            "mode": self.enforcement.mode,
+            "reason": self.enforcement.reason,
+            "gaps": self.enforcement.gaps,
+            "exclusive_discipline": self.enforcement.active && self.config.guard.exclusive_discipline,
+            "self_exe": guard::self_exe(),
+            "policy": self.policy,
+            "other_time_services": self.time_services,
+            "slew": self.slew.as_ref().map(|s| s.status()),
+        })
     }
 
     fn status(&self) -> Value {
@@ -372,7 +483,8 @@ impl Daemon {
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "pid": std::process::id(),
-            "mode": self.config.mode.as_str(),
+            "mode": self.enforcement.mode,
+            "mode_configured": self.config.mode.as_str(),
             "config": self.config_origin,
             "started": self.started_wall,
             "uptime_s": self.started.elapsed().as_secs_f64(),

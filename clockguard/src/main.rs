@@ -1,14 +1,17 @@
 //! clockguard: an eBPF clock guard. One binary: the daemon (`run`) and its CLI.
 
 mod bpf;
+mod btf;
 mod clock;
 mod config;
 mod control;
 mod daemon;
 mod enrich;
 mod fallback;
+mod guard;
 mod journal;
 mod record;
+mod slew;
 
 use std::{
     io::{self, Write},

@@ -24,10 +24,23 @@ pub struct Record {
     /// The measured jump of CLOCK_REALTIME against CLOCK_MONOTONIC across the change, in ns;
     /// null when it cannot be measured.
     pub delta_ns: Option<i64>,
+    /// The step the caller asked for, in ns: the requested time minus the clock at the call
+    /// (settimeofday, clock_settime), or the ADJ_SETOFFSET offset. Null when not a step.
+    #[serde(default)]
+    pub requested_delta_ns: Option<i64>,
     /// "0" or the errno name ("EINVAL", "EPERM").
     pub result: String,
-    /// observed | allowed | denied
+    /// observed: no guard decision (not a step, or no guard hook) | allowed | denied (the
+    /// caller got EPERM) | slewed (denied, and clockguard slews the requested delta in
+    /// instead) | would-deny (observe mode: guard mode would have refused it)
     pub verdict: String,
+    /// The guard's judgement: {"class": allow|slew_instead|self|other, "judged":
+    /// step|discipline}, when a guard hook ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<Value>,
+    /// What the slew engine did with a refused step of a `slew_instead` agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slew: Option<Value>,
     /// The kernel ran clock_was_set(): CLOCK_REALTIME really moved.
     pub clock_was_set: bool,
     pub pid: Option<u32>,
@@ -56,21 +69,10 @@ pub struct Ancestor {
     pub exe: Option<String>,
 }
 
-// adjtimex `modes` bits (include/uapi/linux/timex.h).
-pub const ADJ_OFFSET: u32 = 0x0001;
-pub const ADJ_FREQUENCY: u32 = 0x0002;
-pub const ADJ_MAXERROR: u32 = 0x0004;
-pub const ADJ_ESTERROR: u32 = 0x0008;
-pub const ADJ_STATUS: u32 = 0x0010;
-pub const ADJ_TIMECONST: u32 = 0x0020;
-pub const ADJ_TAI: u32 = 0x0080;
-pub const ADJ_SETOFFSET: u32 = 0x0100;
-pub const ADJ_MICRO: u32 = 0x1000;
-pub const ADJ_NANO: u32 = 0x2000;
-pub const ADJ_TICK: u32 = 0x4000;
-/// ADJ_OFFSET_SINGLESHOT is 0x8001 (adjtime(3)); with 0x2000 it is ADJ_OFFSET_SS_READ, a read.
-pub const ADJ_ADJTIME: u32 = 0x8000;
-pub const ADJ_OFFSET_READONLY: u32 = 0x2000;
+use abi::{
+    ADJ_ADJTIME, ADJ_ESTERROR, ADJ_FREQUENCY, ADJ_MAXERROR, ADJ_MICRO, ADJ_NANO, ADJ_OFFSET,
+    ADJ_OFFSET_READONLY, ADJ_SETOFFSET, ADJ_STATUS, ADJ_TAI, ADJ_TICK, ADJ_TIMECONST,
+};
 
 const MODE_NAMES: &[(u32, &str)] = &[
     (ADJ_OFFSET, "ADJ_OFFSET"),
@@ -396,6 +398,74 @@ pub fn measured_delta_ns(event: &ClockEvent, tai_change_s: i64) -> Option<i64> {
     })
 }
 
+/// The step a syscall asked for (ns): the requested time minus `wall_ns`, the clock at the
+/// call; or the ADJ_SETOFFSET offset. None when the call is not a step or the request is
+/// unknown (argument fault).
+pub fn requested_delta_ns(event: &ClockEvent, wall_ns: i64) -> Option<i64> {
+    if event.kind != abi::EVENT_SYSCALL || event.flags & abi::FLAG_ARG_FAULT != 0 {
+        return None;
+    }
+    if event.flags & abi::FLAG_HAS_TIME != 0 && (0..1_000_000_000).contains(&event.req_nsec) {
+        let requested = event
+            .req_sec
+            .checked_mul(1_000_000_000)?
+            .checked_add(event.req_nsec)?;
+        return requested.checked_sub(wall_ns);
+    }
+    if event.flags & abi::FLAG_HAS_TIMEX != 0 {
+        let t = &event.timex;
+        if t.modes & ADJ_ADJTIME == 0 && t.modes & ADJ_SETOFFSET != 0 {
+            let sub_ns = if t.modes & ADJ_NANO != 0 {
+                t.time_usec
+            } else {
+                t.time_usec.checked_mul(1000)?
+            };
+            return t.time_sec.checked_mul(1_000_000_000)?.checked_add(sub_ns);
+        }
+    }
+    None
+}
+
+/// The verdict the kernel's guard hooks recorded (see `Record::verdict`); the daemon turns
+/// "denied" into "slewed" when it slews the request in.
+pub fn verdict(event: &ClockEvent) -> &'static str {
+    match event.guard_action {
+        abi::GUARD_ALLOWED => "allowed",
+        abi::GUARD_DENIED => "denied",
+        abi::GUARD_WOULD_DENY => "would-deny",
+        _ => "observed",
+    }
+}
+
+pub fn class_name(class: u16) -> &'static str {
+    match class {
+        abi::CLASS_ALLOW => "allow",
+        abi::CLASS_SLEW_INSTEAD => "slew_instead",
+        abi::CLASS_SELF => "self",
+        _ => "other",
+    }
+}
+
+fn guard_json(event: &ClockEvent) -> Option<Value> {
+    if event.guard_action == abi::GUARD_NONE {
+        return None;
+    }
+    let judged = match event.guarded {
+        abi::GUARDED_DISCIPLINE => "discipline",
+        _ => "step",
+    };
+    let mut out = json!({"class": class_name(event.guard_class), "judged": judged});
+    if event.flags & abi::FLAG_HAS_EXE_ID != 0 {
+        out["exe_dev"] = json!(format!(
+            "{}:{}",
+            event.exe_dev >> 20,
+            event.exe_dev & 0xfffff
+        ));
+        out["exe_ino"] = json!(event.exe_ino);
+    }
+    Some(out)
+}
+
 /// Resolution of the measured jump (ns): each offset is read as TAI between two monotonic
 /// reads, which leaves a few ns of jitter.
 pub const MEASUREMENT_RESOLUTION_NS: i64 = 1_000;
@@ -403,7 +473,7 @@ pub const MEASUREMENT_RESOLUTION_NS: i64 = 1_000;
 /// Decodes the kernel's part of a record: everything but the procfs enrichment and `seq`.
 /// `tai_offset_s` is CLOCK_TAI − CLOCK_REALTIME (s) to convert the kernel's TAI-based
 /// offsets to UTC; `tai_change_s` see `measured_delta_ns`.
-pub fn decode(event: &ClockEvent, tai_offset_s: i64, tai_change_s: i64, verdict: &str) -> Record {
+pub fn decode(event: &ClockEvent, tai_offset_s: i64, tai_change_s: i64) -> Record {
     let is_kernel = event.kind == abi::EVENT_CLOCK_WAS_SET;
     // Wall time of the call on the clock as it was before it.
     let offset_before = if event.flags & abi::FLAG_HAS_OFFSET_BEFORE != 0 {
@@ -430,8 +500,11 @@ pub fn decode(event: &ClockEvent, tai_offset_s: i64, tai_change_s: i64, verdict:
             requested_json(event)
         },
         delta_ns: measured_delta_ns(event, tai_change_s),
+        requested_delta_ns: requested_delta_ns(event, wall_ns),
         result: result_name(event.ret),
-        verdict: verdict.into(),
+        verdict: verdict(event).into(),
+        guard: guard_json(event),
+        slew: None,
         clock_was_set: is_kernel || event.flags & abi::FLAG_CLOCK_WAS_SET != 0,
         pid: Some(event.tgid),
         tid: Some(event.tid),
@@ -476,7 +549,7 @@ mod tests {
         let mut e = settime_event(0, 2_000_000_000, -(libc::EINVAL as i64));
         e.offset_before_ns = 5_000_000_000;
         e.offset_after_ns = 5_000_000_000;
-        let r = decode(&e, 37, 0, "observed");
+        let r = decode(&e, 37, 0);
         assert_eq!(r.result, "EINVAL");
         assert_eq!(r.kind, "step");
         assert_eq!(r.syscall.as_deref(), Some("clock_settime"));
@@ -496,7 +569,7 @@ mod tests {
         e.offset_before_ns = 1_600_000_037_000_000_000;
         e.offset_after_ns = e.offset_before_ns - 11_000_000_000;
         e.enter_mono_ns = 1_000;
-        let r = decode(&e, 37, 0, "observed");
+        let r = decode(&e, 37, 0);
         assert_eq!(r.delta_ns, Some(-11_000_000_000));
         assert!(r.clock_was_set);
         assert_eq!(r.time, "2020-09-13T12:26:40.000001000Z");
@@ -553,7 +626,7 @@ mod tests {
         e.syscall = abi::SYSCALL_SETTIMEOFDAY;
         e.flags = abi::FLAG_HAS_TZ;
         e.tz_minuteswest = -60;
-        let r = decode(&e, 0, 0, "observed");
+        let r = decode(&e, 0, 0);
         assert_eq!(r.kind, "tz");
         assert_eq!(r.requested["tz"]["minuteswest"], json!(-60));
         assert_eq!(r.delta_ns, None, "no offset_before: not measurable");
@@ -567,7 +640,7 @@ mod tests {
         // A leap second inserted: TAI − MONOTONIC unchanged, the TAI offset grows by 1 s.
         e.offset_before_ns = 42;
         e.offset_after_ns = 42;
-        let r = decode(&e, 38, 1, "observed");
+        let r = decode(&e, 38, 1);
         assert_eq!(r.source, "kernel");
         assert_eq!(r.delta_ns, Some(-1_000_000_000));
         assert!(r.clock_was_set);
@@ -599,5 +672,59 @@ mod tests {
         assert_eq!(result_name(-(libc::EPERM as i64)), "EPERM");
         assert_eq!(result_name(0), "0");
         assert_eq!(result_name(-4095), "E4095");
+    }
+
+    #[test]
+    fn requested_delta_is_the_request_minus_the_clock_at_the_call() {
+        let mut e = settime_event(1_600_000_002, 500_000_000, 0);
+        e.offset_before_ns = 1_600_000_037_000_000_000;
+        e.enter_mono_ns = 1_000;
+        // Clock at the call: 1.6e18 ns + 1 µs; asked for 1.6e18 + 2.5 s.
+        let r = decode(&e, 37, 0);
+        assert_eq!(r.requested_delta_ns, Some(2_500_000_000 - 1_000));
+
+        let mut t = ClockEvent::zeroed();
+        t.kind = abi::EVENT_SYSCALL;
+        t.syscall = abi::SYSCALL_ADJTIMEX;
+        t.flags = abi::FLAG_HAS_TIMEX;
+        t.timex.modes = ADJ_SETOFFSET;
+        t.timex.time_sec = -3;
+        t.timex.time_usec = 250_000;
+        assert_eq!(requested_delta_ns(&t, 0), Some(-2_750_000_000));
+        t.timex.modes = ADJ_FREQUENCY;
+        assert_eq!(
+            requested_delta_ns(&t, 0),
+            None,
+            "a frequency change is no step"
+        );
+        e.flags |= abi::FLAG_ARG_FAULT;
+        assert_eq!(requested_delta_ns(&e, 0), None);
+    }
+
+    #[test]
+    fn guard_decision_becomes_the_verdict() {
+        let mut e = settime_event(1_700_000_000, 0, -(libc::EPERM as i64));
+        assert_eq!(decode(&e, 37, 0).verdict, "observed");
+        assert!(decode(&e, 37, 0).guard.is_none());
+        e.guard_action = abi::GUARD_DENIED;
+        e.guard_class = abi::CLASS_SLEW_INSTEAD;
+        e.guarded = abi::GUARDED_STEP;
+        e.flags |= abi::FLAG_HAS_EXE_ID;
+        e.exe_dev = (8 << 20) | 1;
+        e.exe_ino = 4242;
+        let r = decode(&e, 37, 0);
+        assert_eq!(r.verdict, "denied");
+        assert_eq!(r.result, "EPERM");
+        assert_eq!(
+            r.guard,
+            Some(
+                json!({"class": "slew_instead", "judged": "step", "exe_dev": "8:1", "exe_ino": 4242})
+            )
+        );
+        e.guard_action = abi::GUARD_WOULD_DENY;
+        assert_eq!(decode(&e, 37, 0).verdict, "would-deny");
+        e.guard_action = abi::GUARD_ALLOWED;
+        e.guard_class = abi::CLASS_SELF;
+        assert_eq!(decode(&e, 37, 0).verdict, "allowed");
     }
 }

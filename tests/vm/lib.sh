@@ -7,7 +7,14 @@ STATE="$CG_TEST_TMP/state"
 RUNTIME="$CG_TEST_TMP/run"
 DAEMON_PID=""
 
-fail() { echo "FAIL: $*" >&2; exit 1; }
+fail() {
+    echo "FAIL: $*" >&2
+    if [[ -s "$CG_TEST_TMP/daemon.log" ]]; then
+        echo "--- last lines of the daemon's log:" >&2
+        tail -n 15 "$CG_TEST_TMP/daemon.log" >&2
+    fi
+    exit 1
+}
 need_vm() { [[ "${CG_IN_VM:-0}" == 1 ]] || fail "this test changes the clock: VM only"; }
 
 # start_daemon [extra args...]: runs `clockguard run` on the test's dirs, waits for status.

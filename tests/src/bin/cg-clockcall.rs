@@ -23,7 +23,13 @@ const USAGE: &str = "usage: cg-clockcall COMMAND
   storm N                  N calls, the three invalid kinds in turn
   setoffset NS             adjtimex(ADJ_SETOFFSET|ADJ_NANO) by NS ns (test VM only)
   set-status HEX           adjtimex(ADJ_STATUS) to HEX, e.g. 0x10 = STA_INS (test VM only)
+  settime-by NS            clock_settime(CLOCK_REALTIME, now + NS ns) (test VM only)
+  freq PPM                 adjtimex(ADJ_FREQUENCY) to PPM (test VM only)
   offset                   CLOCK_REALTIME - CLOCK_MONOTONIC now, ns (changes only by steps)
+  offset-raw               CLOCK_REALTIME - CLOCK_MONOTONIC_RAW now, ns (moves with slews too)
+  sample STOPFILE          every 1 ms until STOPFILE exists (at most 10 min): the largest
+                           change of REALTIME - MONOTONIC between samples (a step) and
+                           every backward move of CLOCK_REALTIME
   latency N --runtime-dir DIR
                            syscall-to-journal latency through the daemon's event stream
 Prints one JSON object.";
@@ -85,7 +91,24 @@ fn run(args: &[String]) -> Result<Value, String> {
                 .map_err(|e| format!("HEX: {e}"))?;
             set_status(status)
         }
+        "settime-by" | "freq" => {
+            if std::env::var("CG_IN_VM").as_deref() != Ok("1") {
+                return Err(format!(
+                    "{cmd} changes the clock: test VM only (CG_IN_VM=1)"
+                ));
+            }
+            let value = args.get(1).ok_or("missing value")?;
+            if cmd == "freq" {
+                set_frequency(value.parse().map_err(|e| format!("PPM: {e}"))?)
+            } else {
+                settime_by(value.parse().map_err(|e| format!("NS: {e}"))?)
+            }
+        }
         "offset" => Ok(json!({"realtime_minus_monotonic_ns": realtime_minus_monotonic_ns()})),
+        "offset-raw" => Ok(json!({"realtime_minus_raw_ns": realtime_minus_raw_ns()})),
+        "sample" => Ok(sample(std::path::Path::new(
+            args.get(1).ok_or("missing STOPFILE")?,
+        ))),
         "latency" => {
             let n = count_arg(args)?;
             let dir = args
@@ -216,6 +239,83 @@ fn realtime_minus_monotonic_ns() -> i64 {
     let r = read_ns(libc::CLOCK_REALTIME);
     let m2 = read_ns(libc::CLOCK_MONOTONIC);
     r - (m1 + (m2 - m1) / 2)
+}
+
+/// REALTIME − MONOTONIC_RAW: unlike REALTIME − MONOTONIC it moves while the clock slews
+/// (MONOTONIC_RAW is never adjusted), so it shows a slew's progress.
+fn realtime_minus_raw_ns() -> i64 {
+    let m1 = read_ns(libc::CLOCK_MONOTONIC_RAW);
+    let r = read_ns(libc::CLOCK_REALTIME);
+    let m2 = read_ns(libc::CLOCK_MONOTONIC_RAW);
+    r - (m1 + (m2 - m1) / 2)
+}
+
+/// The 1 ms sampler of the guard tests: a step shows as a change of REALTIME − MONOTONIC
+/// between two samples (slews move both clocks alike); a backward move as REALTIME
+/// decreasing.
+fn sample(stop: &std::path::Path) -> Value {
+    let start = Instant::now();
+    let mut samples = 0u64;
+    let mut prev_real = read_ns(libc::CLOCK_REALTIME);
+    let mut prev_offset = realtime_minus_monotonic_ns();
+    let mut max_step_ns = 0i64;
+    let mut backward_moves = 0u64;
+    let mut worst_backward_ns = 0i64;
+    while !stop.exists() && start.elapsed() < Duration::from_secs(600) {
+        std::thread::sleep(Duration::from_millis(1));
+        let real = read_ns(libc::CLOCK_REALTIME);
+        let offset = realtime_minus_monotonic_ns();
+        samples += 1;
+        // The offset is read between two MONOTONIC reads: a few µs of jitter, not a step.
+        let step = offset - prev_offset;
+        if step.abs() > max_step_ns.abs() {
+            max_step_ns = step;
+        }
+        if real < prev_real {
+            backward_moves += 1;
+            worst_backward_ns = worst_backward_ns.min(real - prev_real);
+        }
+        prev_real = real;
+        prev_offset = offset;
+    }
+    json!({
+        "samples": samples,
+        "seconds": start.elapsed().as_secs_f64(),
+        "max_step_ns": max_step_ns,
+        "backward_moves": backward_moves,
+        "worst_backward_ns": worst_backward_ns,
+    })
+}
+
+fn settime_by(ns: i64) -> Result<Value, String> {
+    let target = read_ns(libc::CLOCK_REALTIME) + ns;
+    let ts = libc::timespec {
+        tv_sec: target.div_euclid(1_000_000_000),
+        tv_nsec: target.rem_euclid(1_000_000_000),
+    };
+    // SAFETY: valid timespec.
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
+        return Err(format!(
+            "clock_settime: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(json!({"pid": std::process::id(), "settime_by_ns": ns}))
+}
+
+fn set_frequency(ppm: f64) -> Result<Value, String> {
+    let mut tx = timex();
+    tx.modes = libc::ADJ_FREQUENCY;
+    // Scaled ppm: ppm << 16.
+    tx.freq = (ppm * 65536.0) as libc::c_long;
+    // SAFETY: valid timex pointer.
+    if unsafe { libc::adjtimex(&mut tx) } < 0 {
+        return Err(format!(
+            "adjtimex(ADJ_FREQUENCY): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(json!({"pid": std::process::id(), "freq_ppm": ppm}))
 }
 
 fn set_status(status: i32) -> Result<Value, String> {
