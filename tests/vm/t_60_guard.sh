@@ -125,6 +125,18 @@ audit_json | jq -e 'select(.comm == "cg-allowed" and .verdict == "allowed") | .g
     || fail "allowed record: $(audit_json | jq -c 'select(.comm == "cg-allowed")')"
 "$ALLOWED" settime-by -1000000000 >/dev/null
 
+# exclusive_discipline: only clockguard may change the frequency, tick or PLL offset; not
+# even an allowed executable. Reads still pass.
+stop_daemon
+printf 'exclusive_discipline = true\n' >>"$CG_TEST_TMP/guard.toml"
+start_daemon --config "$CG_TEST_TMP/guard.toml"
+status_json | jq -e '.enforcement.active and .enforcement.exclusive_discipline' >/dev/null \
+    || fail "exclusive discipline not on: $(status_json | jq -c .enforcement)"
+expect_refused freq-other "$CALL" freq 10
+expect_refused freq-allowed "$ALLOWED" freq 10
+"$CALL" adjtimex-read 1 | jq -e '.ok == 1' >/dev/null || fail "a read was refused"
+wait_records 2 '.kind == "frequency" and .verdict == "denied" and .guard.judged == "discipline"'
+
 # The guard lives as long as the daemon (pinning it is a later step): stopped, it refuses
 # nothing.
 stop_daemon
