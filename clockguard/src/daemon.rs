@@ -155,60 +155,7 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
     }
     hooks.push(fallback_status);
 
-    let policy = guard::resolve_policy(&config.guard);
-    let time_services = guard::other_time_services(Path::new("/"), Path::new("/proc"));
-    let no_layout = "no eBPF object loaded".to_string();
-    let enforcement = guard::decide(
-        config.mode,
-        &config.guard,
-        &time_services,
-        &guard::GuardHooks {
-            settime: probes.as_ref().and_then(|p| p.hook("settime")),
-            capable: probes.as_ref().and_then(|p| p.hook("capable")),
-            // Both halves are needed: the one that failed, if any, says why.
-            adjtimex: probes.as_ref().and_then(|p| {
-                let exit = p.hook("do_adjtimex_exit").filter(|h| !h.attached);
-                exit.or_else(|| p.hook("do_adjtimex"))
-            }),
-            bpf_lsm_active: bpf::bpf_lsm_active(),
-            exe_layout_error: match &probes {
-                Some(p) => p.exe_layout_error.as_deref(),
-                None => Some(&no_layout),
-            },
-        },
-    );
-    if let Some(p) = probes.as_mut() {
-        // Written in observe mode too: the hooks then record what guard mode would refuse.
-        p.set_guard(
-            enforcement.active,
-            config.guard.exclusive_discipline,
-            &policy,
-        )?;
-    }
-    for entry in policy.iter().filter(|e| e.problem.is_none()) {
-        tracing::info!("guard policy: {} {}", entry.class, entry.path.display());
-    }
-    if enforcement.active {
-        tracing::info!("guard: {}", enforcement.reason);
-    } else {
-        tracing::warn!("guard: {}", enforcement.reason);
-    }
-    for gap in &enforcement.gaps {
-        tracing::warn!("guard: {gap}");
-    }
-    let slew = if enforcement.active {
-        let slew_config = SlewConfig {
-            max_slew_ppm: config.guard.max_slew_ppm,
-            max_correction_ns: (config.guard.max_correction_s * 1e9) as i64,
-        };
-        let state = config.runtime_dir.join("slew-state.json");
-        Some(
-            SlewHandle::spawn(slew_config, LinuxClock, SLEW_INTERVAL, Some(state))
-                .map_err(|e| anyhow::anyhow!("cannot start the slew engine: {e}"))?,
-        )
-    } else {
-        None
-    };
+    let guard = start_guard(&config, probes.as_mut())?;
 
     let (query_tx, mut query_rx) = mpsc::channel(64);
     let (live, _) = broadcast::channel(LIVE_BACKLOG);
@@ -230,10 +177,10 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
         stats: Stats::default(),
         last_tai_offset_s: clock::tai_offset_s(),
         config,
-        enforcement,
-        policy,
-        time_services,
-        slew,
+        enforcement: guard.enforcement,
+        policy: guard.policy,
+        time_services: guard.time_services,
+        slew: guard.slew,
     };
     tracing::info!(
         "clockguard {} running in {} mode (config: {}), journal {}",
@@ -283,6 +230,81 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
     daemon.journal.sync().ok();
     tracing::info!("clockguard stopped");
     Ok(())
+}
+
+/// The guard as this kernel and configuration allow it.
+struct GuardSetup {
+    enforcement: Enforcement,
+    policy: Vec<PolicyEntry>,
+    time_services: Vec<TimeService>,
+    /// The slew engine, running only while the guard enforces.
+    slew: Option<SlewHandle>,
+}
+
+/// Decides whether the guard enforces (and says why in the log), writes the policy into
+/// the kernel, and starts the slew engine when it does.
+fn start_guard(config: &Config, probes: Option<&mut Probes>) -> Result<GuardSetup> {
+    let policy = guard::resolve_policy(&config.guard);
+    let time_services = guard::other_time_services(Path::new("/"), Path::new("/proc"));
+    let no_layout = "no eBPF object loaded".to_string();
+    let enforcement = guard::decide(
+        config.mode,
+        &config.guard,
+        &time_services,
+        &guard::GuardHooks {
+            settime: probes.as_deref().and_then(|p| p.hook("settime")),
+            capable: probes.as_deref().and_then(|p| p.hook("capable")),
+            // Both halves are needed: the one that failed, if any, says why.
+            adjtimex: probes.as_deref().and_then(|p| {
+                let exit = p.hook("do_adjtimex_exit").filter(|h| !h.attached);
+                exit.or_else(|| p.hook("do_adjtimex"))
+            }),
+            bpf_lsm_active: bpf::bpf_lsm_active(),
+            exe_layout_error: match &probes {
+                Some(p) => p.exe_layout_error.as_deref(),
+                None => Some(&no_layout),
+            },
+        },
+    );
+    if let Some(p) = probes {
+        // Written in observe mode too: the hooks then record what guard mode would refuse.
+        p.set_guard(
+            enforcement.active,
+            config.guard.exclusive_discipline,
+            &policy,
+        )?;
+    }
+    for entry in policy.iter().filter(|e| e.problem.is_none()) {
+        tracing::info!("guard policy: {} {}", entry.class, entry.path.display());
+    }
+    if enforcement.active {
+        tracing::info!("guard: {}", enforcement.reason);
+    } else {
+        tracing::warn!("guard: {}", enforcement.reason);
+    }
+    for gap in &enforcement.gaps {
+        tracing::warn!("guard: {gap}");
+    }
+    let slew = if enforcement.active {
+        let slew_config = SlewConfig {
+            max_slew_ppm: config.guard.max_slew_ppm,
+            max_correction_ns: (config.guard.max_correction_s * 1e9) as i64,
+        };
+        let state = config.runtime_dir.join("slew-state.json");
+        Some(
+            SlewHandle::spawn(slew_config, LinuxClock, SLEW_INTERVAL, Some(state))
+                .map_err(|e| anyhow::anyhow!("cannot start the slew engine: {e}"))?,
+        )
+    } else {
+        None
+    };
+
+    Ok(GuardSetup {
+        enforcement,
+        policy,
+        time_services,
+        slew,
+    })
 }
 
 /// Up to `max` events from the ring buffer, decoded; an undecodable record is `None`.
