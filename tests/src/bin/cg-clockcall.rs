@@ -233,21 +233,23 @@ fn read_ns(clock: libc::clockid_t) -> i64 {
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
-/// REALTIME read between two MONOTONIC reads, against their midpoint.
-fn realtime_minus_monotonic_ns() -> i64 {
-    let m1 = read_ns(libc::CLOCK_MONOTONIC);
+/// REALTIME read between two reads of `reference`, against their midpoint (ns).
+fn realtime_minus(reference: libc::clockid_t) -> i64 {
+    let m1 = read_ns(reference);
     let r = read_ns(libc::CLOCK_REALTIME);
-    let m2 = read_ns(libc::CLOCK_MONOTONIC);
+    let m2 = read_ns(reference);
     r - (m1 + (m2 - m1) / 2)
+}
+
+/// REALTIME − MONOTONIC: changes only by steps (slews move both clocks alike).
+fn realtime_minus_monotonic_ns() -> i64 {
+    realtime_minus(libc::CLOCK_MONOTONIC)
 }
 
 /// REALTIME − MONOTONIC_RAW: unlike REALTIME − MONOTONIC it moves while the clock slews
 /// (MONOTONIC_RAW is never adjusted), so it shows a slew's progress.
 fn realtime_minus_raw_ns() -> i64 {
-    let m1 = read_ns(libc::CLOCK_MONOTONIC_RAW);
-    let r = read_ns(libc::CLOCK_REALTIME);
-    let m2 = read_ns(libc::CLOCK_MONOTONIC_RAW);
-    r - (m1 + (m2 - m1) / 2)
+    realtime_minus(libc::CLOCK_MONOTONIC_RAW)
 }
 
 /// The 1 ms sampler of the guard tests: a step shows as a change of REALTIME − MONOTONIC
