@@ -317,18 +317,7 @@ pub fn requested_json(event: &ClockEvent) -> Value {
                 out.insert("tick_us".into(), json!(t.tick));
             }
             if modes & ADJ_SETOFFSET != 0 {
-                let sub_ns = if nano {
-                    t.time_usec
-                } else {
-                    t.time_usec.saturating_mul(1000)
-                };
-                out.insert(
-                    "setoffset_ns".into(),
-                    json!(t
-                        .time_sec
-                        .saturating_mul(1_000_000_000)
-                        .saturating_add(sub_ns)),
-                );
+                out.insert("setoffset_ns".into(), json!(setoffset_ns(t)));
             }
         }
     }
@@ -398,6 +387,17 @@ pub fn measured_delta_ns(event: &ClockEvent, tai_change_s: i64) -> Option<i64> {
     })
 }
 
+/// The ADJ_SETOFFSET offset of a timex in ns: `time` is sec + µs, or sec + ns with
+/// ADJ_NANO. None when it does not fit in i64 ns.
+fn setoffset_ns(t: &abi::TimexArgs) -> Option<i64> {
+    let sub_ns = if t.modes & ADJ_NANO != 0 {
+        t.time_usec
+    } else {
+        t.time_usec.checked_mul(1000)?
+    };
+    t.time_sec.checked_mul(1_000_000_000)?.checked_add(sub_ns)
+}
+
 /// The step a syscall asked for (ns): the requested time minus `wall_ns`, the clock at the
 /// call; or the ADJ_SETOFFSET offset. None when the call is not a step or the request is
 /// unknown (argument fault).
@@ -415,12 +415,7 @@ pub fn requested_delta_ns(event: &ClockEvent, wall_ns: i64) -> Option<i64> {
     if event.flags & abi::FLAG_HAS_TIMEX != 0 {
         let t = &event.timex;
         if t.modes & ADJ_ADJTIME == 0 && t.modes & ADJ_SETOFFSET != 0 {
-            let sub_ns = if t.modes & ADJ_NANO != 0 {
-                t.time_usec
-            } else {
-                t.time_usec.checked_mul(1000)?
-            };
-            return t.time_sec.checked_mul(1_000_000_000)?.checked_add(sub_ns);
+            return setoffset_ns(t);
         }
     }
     None
