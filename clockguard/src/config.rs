@@ -46,6 +46,66 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub guard: GuardConfig,
+    #[serde(default)]
+    pub ntp: NtpConfig,
+}
+
+/// `[ntp]`: the NTP client (slew-only discipline) and server.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NtpConfig {
+    /// Servers: "host", "host:port", "1.2.3.4", "[::1]:123". Names are resolved at start
+    /// and again while a server stays unreachable.
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// Pools: each name gives up to `pool_size` servers.
+    #[serde(default)]
+    pub pools: Vec<String>,
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Start each source with a burst of 4 requests 2 s apart.
+    #[serde(default = "default_true")]
+    pub iburst: bool,
+    /// log2 of the shortest and longest poll interval, s (4 = 16 s, 10 = 1024 s).
+    #[serde(default = "default_minpoll")]
+    pub minpoll: i8,
+    #[serde(default = "default_maxpoll")]
+    pub maxpoll: i8,
+    /// Answer NTP clients on this address ("0.0.0.0:123"); unset: no server.
+    #[serde(default)]
+    pub serve: Option<String>,
+    /// Serve at this stratum while no source is selected (chrony's `local stratum`), so an
+    /// isolated cluster keeps one time; unset: answer "unsynchronised" instead.
+    #[serde(default)]
+    pub local_stratum: Option<u8>,
+    /// Per-client rate limit: the average interval (log2 s) and burst (chrony's
+    /// `ratelimit interval 3 burst 8`).
+    #[serde(default = "default_rate_limit_interval")]
+    pub rate_limit_interval: i8,
+    #[serde(default = "default_rate_limit_burst")]
+    pub rate_limit_burst: u32,
+}
+
+impl Default for NtpConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every [ntp] key has a default")
+    }
+}
+
+fn default_pool_size() -> usize {
+    4
+}
+fn default_minpoll() -> i8 {
+    4
+}
+fn default_maxpoll() -> i8 {
+    10
+}
+fn default_rate_limit_interval() -> i8 {
+    3
+}
+fn default_rate_limit_burst() -> u32 {
+    8
 }
 
 /// `[guard]`: who may step the clock, and how a refused step is slewed in.
@@ -166,6 +226,50 @@ fn default_true() -> bool {
     true
 }
 
+impl NtpConfig {
+    fn validate(&self) -> Result<()> {
+        // RFC 5905 allows 2^3..2^17 s; clockguard polls at least every 16 s.
+        if !(4..=17).contains(&self.minpoll) || !(self.minpoll..=17).contains(&self.maxpoll) {
+            bail!(
+                "ntp: minpoll = {} and maxpoll = {} must satisfy 4 <= minpoll <= maxpoll <= 17",
+                self.minpoll,
+                self.maxpoll
+            );
+        }
+        if let Some(stratum) = self.local_stratum {
+            if !(1..=15).contains(&stratum) {
+                bail!("ntp.local_stratum = {stratum} is out of range (1 to 15)");
+            }
+        }
+        if let Some(serve) = &self.serve {
+            serve.parse::<std::net::SocketAddr>().map_err(|_| {
+                anyhow::anyhow!(
+                    "ntp.serve = {serve:?} is not an ADDRESS:PORT (e.g. \"0.0.0.0:123\")"
+                )
+            })?;
+        }
+        if !(-4..=12).contains(&self.rate_limit_interval) || self.rate_limit_burst == 0 {
+            bail!(
+                "ntp: rate_limit_interval = {} (-4 to 12) or rate_limit_burst = {} (at least 1) \
+                 is out of range",
+                self.rate_limit_interval,
+                self.rate_limit_burst
+            );
+        }
+        if self.pool_size == 0 || self.pool_size > 16 {
+            bail!(
+                "ntp.pool_size = {} is out of range (1 to 16)",
+                self.pool_size
+            );
+        }
+        for server in self.servers.iter().chain(&self.pools) {
+            crate::ntp::client::split_host_port(server)
+                .map_err(|why| anyhow::anyhow!("ntp: server {server:?}: {why}"))?;
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// Parses TOML text; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config> {
@@ -196,6 +300,7 @@ impl Config {
                 self.guard.max_correction_s
             );
         }
+        self.ntp.validate()?;
         for path in self.guard.allow.iter().chain(&self.guard.slew_instead) {
             if !path.is_absolute() {
                 bail!(

@@ -1,7 +1,8 @@
 //! The control socket (runtime_dir/control.sock, 0600): newline-delimited JSON.
 //!
 //! Requests: `{"cmd":"status"}` → one status object; `{"cmd":"events","follow":bool}` →
-//! the recent records, one per line, then (follow) every new record as it is journaled.
+//! the recent records, one per line, then (follow) every new record as it is journaled;
+//! `{"cmd":"tracking"}` and `{"cmd":"sources"}` → the NTP service's state (chronyc's).
 //! A bad request gets `{"error": "..."}` and the connection is closed.
 
 use std::{
@@ -13,6 +14,8 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+use crate::ntp::client::NtpHandle;
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
@@ -35,6 +38,8 @@ pub enum Request {
         #[serde(default)]
         follow: bool,
     },
+    Tracking {},
+    Sources {},
 }
 
 /// What a connection asks of the daemon's main loop.
@@ -69,6 +74,7 @@ pub async fn serve(
     listener: UnixListener,
     queries: mpsc::Sender<Query>,
     live: broadcast::Sender<Arc<str>>,
+    ntp: Option<NtpHandle>,
 ) {
     loop {
         let stream = match listener.accept().await {
@@ -82,8 +88,9 @@ pub async fn serve(
         };
         let queries = queries.clone();
         let live = live.subscribe();
+        let ntp = ntp.clone();
         tokio::spawn(async move {
-            if let Err(err) = handle(stream, queries, live).await {
+            if let Err(err) = handle(stream, queries, live, ntp).await {
                 tracing::debug!("control connection: {err:#}");
             }
         });
@@ -94,6 +101,7 @@ async fn handle(
     stream: UnixStream,
     queries: mpsc::Sender<Query>,
     mut live: broadcast::Receiver<Arc<str>>,
+    ntp: Option<NtpHandle>,
 ) -> Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read.take(MAX_REQUEST as u64 + 1));
@@ -111,6 +119,16 @@ async fn handle(
             let (tx, rx) = oneshot::channel();
             queries.send(Query::Status(tx)).await?;
             write_line(&mut write, &rx.await?.to_string()).await?;
+        }
+        Request::Tracking {} | Request::Sources {} => {
+            let answer = match (&ntp, &request) {
+                (None, _) => {
+                    json!({"error": "the NTP service is off (no [ntp] servers or serve in the configuration)"})
+                }
+                (Some(ntp), Request::Tracking {}) => ntp.tracking().await,
+                (Some(ntp), _) => ntp.sources().await,
+            };
+            write_line(&mut write, &answer.to_string()).await?;
         }
         Request::Events { follow } => {
             let (tx, rx) = oneshot::channel();
@@ -210,6 +228,10 @@ mod tests {
         assert!(matches!(
             parse_request("{\"cmd\":\"events\",\"follow\":true}"),
             Ok(Request::Events { follow: true })
+        ));
+        assert!(matches!(
+            parse_request("{\"cmd\":\"tracking\"}"),
+            Ok(Request::Tracking {})
         ));
         assert!(parse_request("{\"cmd\":\"reboot\"}")
             .unwrap_err()

@@ -22,6 +22,7 @@ use crate::{
     fallback::{self, Reconciler},
     guard::{self, Enforcement, PolicyEntry, TimeService},
     journal::Journal,
+    ntp,
     record::{self, Record},
     slew::{LinuxClock, SlewConfig, SlewHandle},
 };
@@ -157,9 +158,22 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
 
     let guard = start_guard(&config, probes.as_mut())?;
 
+    let ntp = ntp::client::spawn(&config.ntp, guard.slew.clone(), &config.state_dir).await?;
+    if ntp.is_some() && guard.slew.is_none() {
+        tracing::info!(
+            "NTP: measuring only ({} mode): the clock is disciplined in guard mode",
+            guard.enforcement.mode
+        );
+    }
+
     let (query_tx, mut query_rx) = mpsc::channel(64);
     let (live, _) = broadcast::channel(LIVE_BACKLOG);
-    tokio::spawn(control::serve(listener, query_tx, live.clone()));
+    tokio::spawn(control::serve(
+        listener,
+        query_tx,
+        live.clone(),
+        ntp.clone(),
+    ));
 
     let mut daemon = Daemon {
         started: Instant::now(),
@@ -222,6 +236,10 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
                 break;
             }
         }
+    }
+    // The NTP service first: it writes the drift file and stops asking for corrections.
+    if let Some(ntp) = &ntp {
+        ntp.shutdown().await;
     }
     if let Some(slew) = &daemon.slew {
         slew.shutdown().await;
@@ -449,7 +467,7 @@ impl Daemon {
         };
         self.stats.slews_requested += 1;
         let pending = slew.status().remaining_ns;
-        match slew.correct(requested - pending).await {
+        match slew.replace(requested).await {
             Ok(status) => {
                 record.verdict = "slewed".into();
                 record.slew = Some(json!({

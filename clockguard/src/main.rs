@@ -10,6 +10,7 @@ mod enrich;
 mod fallback;
 mod guard;
 mod journal;
+mod ntp;
 mod record;
 mod slew;
 
@@ -77,6 +78,20 @@ enum Command {
     },
     /// The daemon's hooks (attached or not, and why), mode and counters.
     Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// The NTP discipline: reference, offset, frequency (chronyc tracking).
+    Tracking {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// The NTP sources: state, stratum, poll, reach, offset (chronyc sources).
+    Sources {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -185,26 +200,32 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { json, daemon } => {
-            let cfg = dirs(daemon.config.as_deref(), None, daemon.runtime_dir)?;
-            let mut status = None;
-            runtime()?.block_on(control::request(
-                &cfg.runtime_dir,
-                &json!({"cmd": "status"}),
-                |line| {
-                    status = Some(serde_json::from_str::<Value>(line)?);
-                    Ok(())
-                },
-            ))?;
-            let status = status.context("the daemon closed the connection without a status")?;
-            if json {
-                println!("{status}");
-            } else {
-                print_status(&status);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Status { json, daemon } => ask(&daemon, "status", json, print_status),
+        Command::Tracking { json, daemon } => ask(&daemon, "tracking", json, print_tracking),
+        Command::Sources { json, daemon } => ask(&daemon, "sources", json, print_sources),
     }
+}
+
+/// One request with a one-object answer, printed as JSON or by `print`.
+fn ask(daemon: &DaemonArgs, cmd: &str, json: bool, print: fn(&Value)) -> Result<ExitCode> {
+    let cfg = dirs(daemon.config.as_deref(), None, daemon.runtime_dir.clone())?;
+    let mut answer = None;
+    runtime()?.block_on(control::request(
+        &cfg.runtime_dir,
+        &json!({ "cmd": cmd }),
+        |line| {
+            answer = Some(serde_json::from_str::<Value>(line)?);
+            Ok(())
+        },
+    ))?;
+    let answer = answer
+        .with_context(|| format!("the daemon closed the connection without a {cmd} answer"))?;
+    if json {
+        println!("{answer}");
+    } else {
+        print(&answer);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Parses --since: an RFC 3339 time, or an age ("10m", "2h 30m") before now.
@@ -364,6 +385,92 @@ fn print_status(s: &Value) {
         num(&s["daemon"]["records_journaled"]),
         num(&s["daemon"]["fallback_unexplained"])
     );
+}
+
+/// Seconds with a sign and the unit that reads best (chronyc prints seconds too).
+fn seconds(v: &Value) -> String {
+    match v.as_f64() {
+        Some(s) if s.abs() >= 1.0 => format!("{s:+.6} s"),
+        Some(s) if s.abs() >= 1e-3 => format!("{:+.3} ms", s * 1e3),
+        Some(s) => format!("{:+.1} us", s * 1e6),
+        None => "-".into(),
+    }
+}
+
+fn print_tracking(t: &Value) {
+    let text = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| "-".into());
+    let ppm = |v: &Value| v.as_f64().map_or("-".into(), |p| format!("{p:+.3} ppm"));
+    let synced = t["synchronized"].as_bool() == Some(true);
+    println!(
+        "Reference         : {} ({}){}",
+        text(&t["reference"]),
+        text(&t["reference_address"]),
+        if synced {
+            String::new()
+        } else {
+            format!(", NOT synchronised: {}", text(&t["unsynchronized_reason"]))
+        }
+    );
+    println!("Stratum           : {}", t["stratum"]);
+    println!("Ref time (UTC)    : {}", text(&t["ref_time"]));
+    println!(
+        "System time       : {} (positive: the clock is ahead of NTP time)",
+        seconds(&t["offset_s"])
+    );
+    println!("Last offset       : {}", seconds(&t["last_offset_s"]));
+    println!("RMS offset        : {}", seconds(&t["rms_offset_s"]));
+    println!(
+        "Frequency         : {} (kernel, against the raw clock)",
+        ppm(&t["frequency_ppm"])
+    );
+    println!("Residual freq     : {}", ppm(&t["residual_freq_ppm"]));
+    println!("Skew              : {}", ppm(&t["skew_ppm"]));
+    println!("Root delay        : {}", seconds(&t["root_delay_s"]));
+    println!("Root dispersion   : {}", seconds(&t["root_dispersion_s"]));
+    println!("Update interval   : {}", seconds(&t["update_interval_s"]));
+    println!("Leap status       : {}", text(&t["leap_status"]));
+    let slew = &t["slew"];
+    if t["disciplining"].as_bool() == Some(true) {
+        println!(
+            "Slewing           : {} left at {} (never a step)",
+            seconds(&(slew["remaining_ns"].as_f64().map(|n| n / 1e9).into())),
+            ppm(&slew["rate_ppm"])
+        );
+    } else {
+        println!("Slewing           : no (observe mode: measuring only)");
+    }
+}
+
+fn print_sources(s: &Value) {
+    println!(
+        "{:<14} {:<24} {:>2} {:>4} {:>4} {:>8}  {:>14} {:>12}",
+        "STATE", "NAME/ADDRESS", "ST", "POLL", "REACH", "LASTRX", "OFFSET", "+/- ERROR"
+    );
+    for row in s["sources"].as_array().into_iter().flatten() {
+        let name = format!(
+            "{} ({})",
+            row["name"].as_str().unwrap_or("?"),
+            row["address"].as_str().unwrap_or("?")
+        );
+        println!(
+            "{:<14} {:<24} {:>2} {:>4} {:>4} {:>8}  {:>14} {:>12}",
+            row["state"].as_str().unwrap_or("?"),
+            name,
+            row["stratum"]
+                .as_u64()
+                .map_or("-".into(), |n| n.to_string()),
+            row["poll"],
+            row["reach"].as_str().unwrap_or("0"),
+            row["last_rx_s"]
+                .as_f64()
+                .map_or("-".into(), |s| format!("{s:.0}s")),
+            seconds(&row["offset_s"]),
+            seconds(&row["error_s"]).trim_start_matches('+').to_string(),
+        );
+    }
+    for name in s["unresolved"].as_array().into_iter().flatten() {
+        println!("{:<14} {}", "unresolved", name.as_str().unwrap_or("?"));
+    }
 }
 
 #[cfg(test)]

@@ -195,26 +195,34 @@ impl Slew {
         self.base
     }
 
-    /// Adds a correction of `delta_ns` ns (positive: the clock must gain it) to what is
-    /// still pending. Refused, changing nothing but the `refused` counter, when
-    /// |pending + delta| > max_correction_ns.
-    pub fn add(&mut self, delta_ns: i64, now: Sample) -> Result<(), SlewError> {
-        let pending = self.remaining_ns();
-        let total = pending as i128 + delta_ns as i128;
-        if total.abs() > self.config.max_correction_ns as i128 {
+    /// Makes `total_ns` the whole correction still to apply, replacing what is pending (the
+    /// progress up to `now` is accounted first). Refused like `add` beyond max_correction.
+    pub fn replace(&mut self, total_ns: i64, now: Sample) -> Result<(), SlewError> {
+        if total_ns.unsigned_abs() > self.config.max_correction_ns.unsigned_abs() {
             self.refused += 1;
             return Err(SlewError::TooLarge {
-                requested_ns: delta_ns,
-                pending_ns: pending,
+                requested_ns: total_ns,
+                pending_ns: self.remaining_ns(),
                 max_ns: self.config.max_correction_ns,
             });
         }
-        if !self.active() {
-            self.last = Some(now);
-        }
-        self.remaining += delta_ns as f64;
+        self.account_until(now);
+        self.remaining = total_ns as f64;
         self.corrections += 1;
         Ok(())
+    }
+
+    /// Accounts the progress up to `now` between two updates, keeping the controller's
+    /// horizon (a partial interval says nothing about the update cadence).
+    fn account_until(&mut self, now: Sample) {
+        if self.active() {
+            if let Some(last) = self.last {
+                let horizon = self.horizon_ns;
+                self.account(last, now);
+                self.horizon_ns = horizon;
+            }
+        }
+        self.last = Some(now);
     }
 
     /// Accounts the progress since the last sample and returns the rate to program now
@@ -229,6 +237,18 @@ impl Slew {
             self.account(last, now);
         }
         self.last = Some(now);
+        self.retarget()
+    }
+
+    /// A new base rate (the NTP discipline's frequency estimate): the progress so far is
+    /// accounted at the old base, then the rate to program now is returned as by `update`.
+    pub fn set_base(&mut self, base: KernelRate, now: Sample) -> Option<KernelRate> {
+        self.account_until(now);
+        self.base = base;
+        self.retarget()
+    }
+
+    fn retarget(&mut self) -> Option<KernelRate> {
         let target = if self.remaining.abs() < FINISH_NS {
             self.base
         } else {
@@ -361,9 +381,12 @@ impl KernelClock for LinuxClock {
 }
 
 enum Request {
-    Correct {
-        delta_ns: i64,
+    Replace {
+        total_ns: i64,
         reply: oneshot::Sender<Result<SlewStatus, SlewError>>,
+    },
+    SetBase {
+        base: KernelRate,
     },
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -426,14 +449,24 @@ impl SlewHandle {
         Ok(SlewHandle { requests, status })
     }
 
-    /// Adds a correction of `delta_ns` ns (positive: the clock must gain it).
-    pub async fn correct(&self, delta_ns: i64) -> Result<SlewStatus, SlewError> {
+    /// Makes `total_ns` ns the whole correction still to apply (positive: the clock must
+    /// gain it), replacing what is pending: callers measure the clock as it is now, so
+    /// their new figure already includes what was slewed so far.
+    pub async fn replace(&self, total_ns: i64) -> Result<SlewStatus, SlewError> {
         let (reply, rx) = oneshot::channel();
-        let request = Request::Correct { delta_ns, reply };
+        let request = Request::Replace { total_ns, reply };
         match self.requests.send(request) {
             Ok(()) => rx.await.unwrap_or(Err(SlewError::Stopped)),
             Err(_) => Err(SlewError::Stopped),
         }
+    }
+
+    /// Makes `base` the rate the clock runs at when not slewing (the discipline's
+    /// frequency); a slew in progress continues on top of it.
+    pub fn set_base(&self, base: KernelRate) -> Result<(), SlewError> {
+        self.requests
+            .send(Request::SetBase { base })
+            .map_err(|_| SlewError::Stopped)
     }
 
     /// The latest status.
@@ -493,13 +526,20 @@ impl<K: KernelClock> Driver<K> {
                 rx.recv().await // idle: no ticking at all
             };
             match request {
-                Some(Request::Correct { delta_ns, reply }) => {
+                Some(Request::Replace { total_ns, reply }) => {
                     let was_active = self.core.active();
-                    let result = self.correct(delta_ns);
+                    let result = self.replace(total_ns);
                     if !was_active && self.core.active() {
                         ticker.reset(); // first update one interval from now
                     }
                     let _ = reply.send(result);
+                }
+                Some(Request::SetBase { base }) => {
+                    let was_active = self.core.active();
+                    self.set_base(base);
+                    if !was_active && self.core.active() {
+                        ticker.reset();
+                    }
                 }
                 Some(Request::Shutdown { reply }) => {
                     self.stop();
@@ -511,13 +551,13 @@ impl<K: KernelClock> Driver<K> {
         }
     }
 
-    fn correct(&mut self, delta_ns: i64) -> Result<SlewStatus, SlewError> {
+    fn replace(&mut self, total_ns: i64) -> Result<SlewStatus, SlewError> {
         let now = self.kernel.sample();
         let was_active = self.core.active();
-        let result = self.core.add(delta_ns, now);
+        let result = self.core.replace(total_ns, now);
         match &result {
             // The caller reports the outcome; this is for debugging the engine.
-            Ok(()) => debug!("correction of {:+} ns accepted", delta_ns),
+            Ok(()) => debug!("correction of {:+} ns accepted", total_ns),
             Err(err) => debug!("{err}"),
         }
         // While active, the new total is picked up at the next tick (a mid-interval update
@@ -528,6 +568,28 @@ impl<K: KernelClock> Driver<K> {
         let status = self.core.status();
         self.status_tx.send_replace(status.clone());
         result.map(|()| status)
+    }
+
+    fn set_base(&mut self, base: KernelRate) {
+        if !base.is_valid() || base == self.core.base() {
+            return;
+        }
+        let now = self.kernel.sample();
+        let previous = (self.core.programmed, self.core.base);
+        if let Some(rate) = self.core.set_base(base, now) {
+            // The state file holds the base to restore after a crash: keep it current.
+            if self.state_written {
+                self.write_state(base);
+            }
+            if let Err(err) = self.program(rate) {
+                error!("setting the base clock rate to {rate:?}: {err}");
+                self.core.program_failed(previous.0);
+                self.core.base = previous.1;
+                return;
+            }
+        }
+        debug!("base rate {:+.3} ppm", base.ppm());
+        self.status_tx.send_replace(self.core.status());
     }
 
     fn tick(&mut self) {
@@ -712,7 +774,7 @@ mod tests {
     /// (after update n, ns). Returns the first and last samples.
     fn run(core: &mut Slew, sim: &mut SimClock, delta_ns: i64, jump: (usize, i64)) -> [Sample; 2] {
         let start = sim.sample();
-        core.add(delta_ns, start).unwrap();
+        core.replace(delta_ns, start).unwrap();
         let mut now = start;
         for n in 0..1_000_000 {
             if let Some(rate) = core.update(now) {
@@ -788,7 +850,7 @@ mod tests {
     }
 
     #[test]
-    fn refuses_too_large_and_accumulates() {
+    fn refuses_too_large_and_replaces() {
         let config = SlewConfig {
             max_slew_ppm: 83_333.0,
             max_correction_ns: 10 * S,
@@ -798,8 +860,8 @@ mod tests {
             raw_ns: 0,
             realtime_ns: 0,
         };
-        assert_eq!(core.add(S / 2, now), Ok(()));
-        let err = core.add(12 * S, now).unwrap_err();
+        assert_eq!(core.replace(S / 2, now), Ok(()));
+        let err = core.replace(12 * S, now).unwrap_err();
         let (requested_ns, pending_ns, max_ns) = (12 * S, S / 2, 10 * S);
         assert_eq!(
             err,
@@ -812,14 +874,66 @@ mod tests {
         let msg = "refusing a correction of +12.000000 s: with +0.500000 s still pending it \
                    exceeds max_correction (10 s)";
         assert_eq!(err.to_string(), msg);
-        assert!(core.add(i64::MIN, now).is_err());
+        assert!(core.replace(i64::MIN, now).is_err());
         let st = core.status();
         assert_eq!((st.remaining_ns, st.corrections, st.refused), (S / 2, 1, 2));
-        assert_eq!(core.add(-3 * S, now), Ok(()));
-        assert_eq!(core.add(-7 * S, now), Ok(()));
-        assert_eq!(core.remaining_ns(), -9 * S - S / 2);
-        assert!(core.add(-S, now).is_err());
-        assert_eq!(core.remaining_ns(), -9 * S - S / 2);
+        // A new total replaces the pending one; it is not added to it.
+        assert_eq!(core.replace(-3 * S, now), Ok(()));
+        assert_eq!(core.replace(-10 * S, now), Ok(()));
+        assert_eq!(core.remaining_ns(), -10 * S);
+        assert!(core.replace(-10 * S - 1, now).is_err());
+        assert_eq!(core.remaining_ns(), -10 * S);
+    }
+
+    #[test]
+    fn a_new_base_rate_is_programmed_and_a_slew_runs_on_top_of_it() {
+        let mut sim = SimClock::new(NOMINAL, 250_000_000);
+        let mut core = Slew::new(SlewConfig::default(), NOMINAL);
+        // Idle: the new base is programmed at once and the engine stays idle.
+        let base = KernelRate::from_ppm(12.5);
+        assert_eq!(core.set_base(base, sim.sample()), Some(base));
+        sim.set_rate(base).unwrap();
+        assert!(!core.active());
+        // A slew of +1 s on top of the base ends back at the base, having absorbed the
+        // second; the base's own rate is not counted as progress.
+        let [first, last] = run(&mut core, &mut sim, S, (usize::MAX, 0));
+        assert_eq!(sim.rate(), base);
+        let (took, gained) = took_gained([first, last]);
+        let base_part = base.ppm() * took * 1e3;
+        assert!(
+            (gained as f64 - base_part - S as f64).abs() < 2_000.0,
+            "gained {gained}"
+        );
+        // A base change in the middle of a slew: accounted at the old base up to the
+        // change, and the slew still absorbs exactly what was asked.
+        let start = sim.sample();
+        core.replace(S, start).unwrap();
+        let mut now = start;
+        let new_base = KernelRate::from_ppm(-40.0);
+        for n in 0..1_000 {
+            let rate = if n == 10 {
+                core.set_base(new_base, now)
+            } else {
+                core.update(now)
+            };
+            if let Some(rate) = rate {
+                sim.set_rate(rate).unwrap();
+            }
+            if !core.active() {
+                break;
+            }
+            now = sim.sample();
+        }
+        assert_eq!(sim.rate(), new_base);
+        assert_eq!(core.status().external_steps, 0);
+        let (_, gained) = took_gained([start, now]);
+        // Base parts: 10 updates of 250 ms at +12.5 ppm, the rest at −40 ppm.
+        let rest_s = (now.raw_ns - start.raw_ns) as f64 / 1e9 - 2.5;
+        let base_part = 12.5 * 2.5 * 1e3 - 40.0 * rest_s * 1e3;
+        assert!(
+            (gained as f64 - base_part - S as f64).abs() < 2_000.0,
+            "gained {gained}"
+        );
     }
 
     #[test]
@@ -876,17 +990,17 @@ mod tests {
         let sim = SimClock::new(base, 100_000_000);
         let (_dir, path) = temp_state();
         let handle = spawn(&sim, &path).unwrap();
-        let st = handle.correct(2 * S).await.unwrap();
+        let st = handle.replace(2 * S).await.unwrap();
         assert!(st.active && st.rate_ppm > 83_000.0, "{st:?}");
         assert_eq!(read_json(&path), base);
         let st = wait_idle(&handle).await;
         assert!((st.absorbed_ns - 2 * S).abs() <= 1_000, "{st:?}");
         assert_eq!(sim.sim().sets.last(), Some(&base));
         assert!(!path.exists());
-        assert!(handle.correct(100 * 86_400 * S).await.is_err());
+        assert!(handle.replace(100 * 86_400 * S).await.is_err());
         assert_eq!(handle.status().refused, 1);
         handle.shutdown().await;
-        assert_eq!(handle.correct(S).await, Err(SlewError::Stopped));
+        assert_eq!(handle.replace(S).await, Err(SlewError::Stopped));
     }
 
     #[tokio::test]
@@ -898,7 +1012,7 @@ mod tests {
         let handle = spawn(&sim, &path).unwrap();
         assert_eq!(sim.sim().sets, vec![saved]);
         assert!(!path.exists());
-        handle.correct(-S).await.unwrap();
+        handle.replace(-S).await.unwrap();
         wait_idle(&handle).await;
         assert_eq!(sim.rate(), saved);
         std::fs::write(&path, "garbage").unwrap();
@@ -911,7 +1025,7 @@ mod tests {
         let (_dir, path) = temp_state();
         let handle = spawn(&sim, &path).unwrap();
         sim.sim().fail_sets = 3;
-        let st = handle.correct(S).await.unwrap();
+        let st = handle.replace(S).await.unwrap();
         assert_eq!(st.rate_ppm, 0.0); // not programmed yet
         let st = wait_idle(&handle).await;
         assert!(
@@ -919,7 +1033,7 @@ mod tests {
             "{st:?}"
         );
         assert_eq!(sim.rate(), NOMINAL);
-        handle.correct(10 * S).await.unwrap();
+        handle.replace(10 * S).await.unwrap();
         assert!(path.exists() && sim.rate() != NOMINAL);
         handle.shutdown().await;
         assert_eq!(sim.rate(), NOMINAL);

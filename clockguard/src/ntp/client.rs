@@ -1,0 +1,846 @@
+//! The NTP service's I/O shell: resolves the configured servers, polls them over UDP,
+//! feeds the replies to the sans-IO [`Engine`], applies its estimate through the slew
+//! engine (never a step), keeps the drift file, and answers NTP clients when `serve` is set.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use tokio::{
+    net::UdpSocket,
+    sync::{mpsc, oneshot, watch},
+    time::Instant,
+};
+
+use super::{
+    engine::{Engine, SystemEstimate},
+    packet::{Leap, NtpTimestamp},
+    server::{self, DropReason, RateLimiter, Response, ServerClock},
+    source::{Rejected, SourceConfig},
+};
+use crate::{
+    clock,
+    config::NtpConfig,
+    record,
+    slew::{KernelClock, KernelRate, LinuxClock, SlewError, SlewHandle},
+};
+
+/// The fitted frequency is given to the kernel once its standard error is below this
+/// (s/s); until then the clock keeps the drift file's (or the kernel's) frequency, because
+/// a slope fitted over a few seconds of jittery samples is worse than none.
+const FREQ_APPLY_MAX_SIGMA: f64 = 10e-6;
+/// Corrections smaller than this are not worth a request to the slew engine, ns.
+const MIN_CORRECTION_NS: i64 = 1_000;
+/// Re-resolve a server's name after this many unanswered requests.
+const RERESOLVE_AFTER: u64 = 8;
+/// Retry names that did not resolve after this long.
+const RESOLVE_RETRY: Duration = Duration::from_secs(64);
+/// Offsets kept for the RMS offset.
+const RMS_WINDOW: usize = 32;
+/// The drift file is rewritten at most this often.
+const DRIFT_WRITE_INTERVAL: Duration = Duration::from_secs(3600);
+const DRIFT_FILE: &str = "ntp.drift";
+/// Largest datagram read; anything longer is truncated and so fails to parse.
+const MAX_DATAGRAM: usize = 1024;
+
+/// "host", "host:port", "1.2.3.4", "1.2.3.4:123", "[::1]" or "[::1]:123" → (host, port).
+pub fn split_host_port(text: &str) -> Result<(String, u16), String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty server name".into());
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok((addr.ip().to_string(), addr.port()));
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok((ip.to_string(), 123));
+    }
+    if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or("missing ']' after an IPv6 address")?;
+        host.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("{host:?} is not an IPv6 address"))?;
+        let port = match after.strip_prefix(':') {
+            Some(port) => port.parse().map_err(|_| format!("bad port {port:?}"))?,
+            None if after.is_empty() => 123,
+            None => return Err(format!("unexpected {after:?} after ']'")),
+        };
+        return Ok((host.to_string(), port));
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => (
+            host,
+            port.parse().map_err(|_| format!("bad port {port:?}"))?,
+        ),
+        None => (text, 123),
+    };
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_';
+    if host.is_empty() || !host.chars().all(valid) {
+        return Err(format!("{host:?} is not a host name"));
+    }
+    Ok((host.to_string(), port))
+}
+
+enum NtpQuery {
+    Tracking(oneshot::Sender<Value>),
+    Sources(oneshot::Sender<Value>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// What the daemon keeps of the NTP service.
+#[derive(Clone)]
+pub struct NtpHandle {
+    queries: mpsc::Sender<NtpQuery>,
+}
+
+impl NtpHandle {
+    pub async fn tracking(&self) -> Value {
+        self.ask(NtpQuery::Tracking).await
+    }
+
+    pub async fn sources(&self) -> Value {
+        self.ask(NtpQuery::Sources).await
+    }
+
+    async fn ask(&self, query: fn(oneshot::Sender<Value>) -> NtpQuery) -> Value {
+        let (tx, rx) = oneshot::channel();
+        if self.queries.send(query(tx)).await.is_err() {
+            return json!({"error": "the NTP service has stopped"});
+        }
+        rx.await
+            .unwrap_or_else(|_| json!({"error": "the NTP service has stopped"}))
+    }
+
+    /// Writes the drift file and stops.
+    pub async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.queries.send(NtpQuery::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Starts the NTP service when the configuration has servers or `serve`. `slew`: the
+/// clock is disciplined only when given (guard mode in force); otherwise it is measured.
+pub async fn spawn(
+    config: &NtpConfig,
+    slew: Option<SlewHandle>,
+    state_dir: &Path,
+) -> Result<Option<NtpHandle>> {
+    if config.servers.is_empty() && config.pools.is_empty() && config.serve.is_none() {
+        return Ok(None);
+    }
+    let drift_path = state_dir.join(DRIFT_FILE);
+    let drift = read_drift(&drift_path);
+    let prior_freq = drift.map_or(0.0, |(ppm, _)| ppm * 1e-6);
+    if let (Some(slew), Some((ppm, _))) = (&slew, drift) {
+        if let Err(err) = slew.set_base(KernelRate::from_ppm(ppm)) {
+            tracing::warn!("NTP: cannot set the drift file's frequency: {err}");
+        }
+    }
+    let (server_clock_tx, server_clock) =
+        watch::channel(unsynchronised_clock(config.local_stratum));
+    let server_counters = Arc::new(Mutex::new(ServerCounters::default()));
+    let serving = match &config.serve {
+        Some(addr) => {
+            let socket = UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("ntp.serve: cannot bind {addr}"))?;
+            tracing::info!("NTP: serving on {}", socket.local_addr()?);
+            let limiter =
+                RateLimiter::new(config.rate_limit_interval, config.rate_limit_burst, 4096);
+            tokio::spawn(serve(
+                socket,
+                server_clock.clone(),
+                limiter,
+                server_counters.clone(),
+            ));
+            Some(addr.clone())
+        }
+        None => None,
+    };
+    let epoch_ns = clock::realtime_ns() - clock::read_ns(libc::CLOCK_MONOTONIC_RAW);
+    let source_config = SourceConfig {
+        minpoll: config.minpoll,
+        maxpoll: config.maxpoll,
+        iburst: config.iburst,
+    };
+    let (datagrams_tx, datagrams) = mpsc::channel(256);
+    let (queries, query_rx) = mpsc::channel(16);
+    let mut names: Vec<Name> = Vec::new();
+    for server in &config.servers {
+        names.push(Name::new(server, 1));
+    }
+    for pool in &config.pools {
+        names.push(Name::new(pool, config.pool_size));
+    }
+    let client = Client {
+        engine: Engine::new(epoch_ns, source_config, prior_freq),
+        names,
+        sockets: Vec::new(),
+        next_poll: Vec::new(),
+        datagrams_tx,
+        slew,
+        drift_path,
+        last_drift_write: None,
+        tracking: Tracking::default(),
+        server_clock: server_clock_tx,
+        server_counters,
+        serving,
+        local_stratum: config.local_stratum,
+        too_large_alerted: false,
+    };
+    tokio::spawn(client.run(datagrams, query_rx));
+    Ok(Some(NtpHandle { queries }))
+}
+
+/// A configured server or pool name and the sources it gave.
+struct Name {
+    text: String,
+    host: String,
+    port: u16,
+    wanted: usize,
+    sources: Vec<usize>,
+    next_resolve: Option<Instant>,
+}
+
+impl Name {
+    fn new(text: &str, wanted: usize) -> Name {
+        let (host, port) = split_host_port(text).expect("validated with the configuration");
+        Name {
+            text: text.to_string(),
+            host,
+            port,
+            wanted,
+            sources: Vec::new(),
+            next_resolve: Some(Instant::now()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Tracking {
+    /// Offsets (system clock − NTP time, s) measured at each clock update.
+    offsets: std::collections::VecDeque<f64>,
+    last_update: Option<(i64, i64)>,
+    update_interval_s: Option<f64>,
+    applied_freq: Option<f64>,
+    corrections: u64,
+    corrections_refused: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+struct ServerCounters {
+    answered: u64,
+    kiss_rate: u64,
+    malformed: u64,
+    not_a_request: u64,
+    rate_limited: u64,
+    send_errors: u64,
+}
+
+struct Client {
+    engine: Engine,
+    names: Vec<Name>,
+    /// Per source id.
+    sockets: Vec<Option<Arc<UdpSocket>>>,
+    next_poll: Vec<Instant>,
+    datagrams_tx: mpsc::Sender<(usize, Vec<u8>, i64)>,
+    slew: Option<SlewHandle>,
+    drift_path: PathBuf,
+    last_drift_write: Option<Instant>,
+    tracking: Tracking,
+    server_clock: watch::Sender<ServerClock>,
+    server_counters: Arc<Mutex<ServerCounters>>,
+    serving: Option<String>,
+    local_stratum: Option<u8>,
+    too_large_alerted: bool,
+}
+
+fn raw_ns() -> i64 {
+    clock::read_ns(libc::CLOCK_MONOTONIC_RAW)
+}
+
+/// 64 random bits from the kernel (getrandom(2)); the request cookie must be unguessable
+/// so that an off-path attacker cannot forge a reply.
+fn random_cookie() -> NtpTimestamp {
+    let mut bytes = [0u8; 8];
+    // SAFETY: valid buffer of the given length.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != bytes.len() as isize {
+        // Never expected after boot; fall back to the clock's low bits mixed.
+        let t = raw_ns() as u64;
+        bytes = (t ^ t.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15).to_le_bytes();
+    }
+    NtpTimestamp(u64::from_le_bytes(bytes))
+}
+
+impl Client {
+    async fn run(
+        mut self,
+        mut datagrams: mpsc::Receiver<(usize, Vec<u8>, i64)>,
+        mut queries: mpsc::Receiver<NtpQuery>,
+    ) {
+        loop {
+            self.resolve_due().await;
+            let next = self
+                .next_poll
+                .iter()
+                .copied()
+                .chain(self.names.iter().filter_map(|n| n.next_resolve))
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => self.poll_due(),
+                Some((id, bytes, raw_rx)) = datagrams.recv() => self.on_datagram(id, &bytes, raw_rx).await,
+                query = queries.recv() => match query {
+                    Some(NtpQuery::Tracking(reply)) => { let _ = reply.send(self.tracking_report()); }
+                    Some(NtpQuery::Sources(reply)) => { let _ = reply.send(self.sources_report()); }
+                    Some(NtpQuery::Shutdown(reply)) => {
+                        self.write_drift();
+                        let _ = reply.send(());
+                        return;
+                    }
+                    None => return,
+                },
+            }
+        }
+    }
+
+    async fn resolve_due(&mut self) {
+        let now = Instant::now();
+        for index in 0..self.names.len() {
+            // Unreachable sources of a name make it due again.
+            let stale = self.names[index].sources.iter().any(|&id| {
+                let s = &self.engine.sources()[id];
+                s.reach() == 0 && s.counters.sent >= RERESOLVE_AFTER
+            });
+            let name = &mut self.names[index];
+            if stale && name.next_resolve.is_none() {
+                name.next_resolve = Some(now);
+            }
+            if name.next_resolve.is_none_or(|t| t > now) {
+                continue;
+            }
+            name.next_resolve = None;
+            let query = format!("{}:{}", name.host, name.port);
+            let lookup = tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::net::lookup_host(query.clone()),
+            )
+            .await;
+            let addrs: Vec<SocketAddr> = match lookup {
+                Ok(Ok(addrs)) => addrs.collect(),
+                Ok(Err(err)) => {
+                    tracing::warn!("NTP: cannot resolve {}: {err}", name.text);
+                    Vec::new()
+                }
+                Err(_) => {
+                    tracing::warn!("NTP: resolving {} timed out", name.text);
+                    Vec::new()
+                }
+            };
+            if addrs.is_empty() {
+                self.names[index].next_resolve = Some(now + RESOLVE_RETRY);
+                continue;
+            }
+            self.adopt(index, addrs).await;
+        }
+    }
+
+    /// Points the name's sources at `addrs`: unreachable ones move to a new address, new
+    /// ones are added up to the name's count.
+    async fn adopt(&mut self, index: usize, addrs: Vec<SocketAddr>) {
+        let in_use: Vec<SocketAddr> = self.engine.sources().iter().map(|s| s.addr).collect();
+        let mut fresh = addrs.into_iter().filter(|a| !in_use.contains(a));
+        let name_text = self.names[index].text.clone();
+        let existing = self.names[index].sources.clone();
+        for id in existing {
+            let source = &self.engine.sources()[id];
+            if source.reach() != 0 || source.counters.sent < RERESOLVE_AFTER {
+                continue;
+            }
+            if let Some(addr) = fresh.next() {
+                tracing::info!(
+                    "NTP: {name_text}: {} unreachable, trying {addr}",
+                    source.addr
+                );
+                let new_id = self.add_source(&name_text, addr).await;
+                // The old source stays listed (unreachable) but is no longer polled.
+                self.sockets[id] = None;
+                self.names[index].sources.retain(|&s| s != id);
+                if let Some(new_id) = new_id {
+                    self.names[index].sources.push(new_id);
+                }
+            }
+        }
+        while self.names[index].sources.len() < self.names[index].wanted {
+            let Some(addr) = fresh.next() else { break };
+            if let Some(id) = self.add_source(&name_text, addr).await {
+                self.names[index].sources.push(id);
+            }
+        }
+    }
+
+    async fn add_source(&mut self, name: &str, addr: SocketAddr) -> Option<usize> {
+        let bind: SocketAddr = if addr.is_ipv4() {
+            "0.0.0.0:0".parse().expect("literal")
+        } else {
+            "[::]:0".parse().expect("literal")
+        };
+        let socket = match UdpSocket::bind(bind).await {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::error!("NTP: cannot open a socket for {addr}: {err}");
+                return None;
+            }
+        };
+        // Connected: the kernel drops datagrams from any other address.
+        if let Err(err) = socket.connect(addr).await {
+            tracing::warn!("NTP: cannot reach {name} at {addr}: {err}");
+            return None;
+        }
+        let id = self.engine.add_source(name.to_string(), addr);
+        let socket = Arc::new(socket);
+        let tx = self.datagrams_tx.clone();
+        let reader = socket.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            loop {
+                match reader.recv(&mut buf).await {
+                    Ok(n) => {
+                        let raw_rx = raw_ns();
+                        if tx.send((id, buf[..n].to_vec(), raw_rx)).await.is_err() {
+                            return;
+                        }
+                    }
+                    // ICMP port unreachable and the like: the reach register tells.
+                    Err(err) => {
+                        tracing::debug!("NTP: {addr}: {err}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                if Arc::strong_count(&reader) == 1 {
+                    return; // the source was retired
+                }
+            }
+        });
+        tracing::info!("NTP: source {name} at {addr}");
+        self.sockets.push(Some(socket));
+        // Sources start a little apart so that their bursts do not collide.
+        self.next_poll
+            .push(Instant::now() + Duration::from_millis(100 * id as u64 % 2000));
+        Some(id)
+    }
+
+    fn poll_due(&mut self) {
+        let now = Instant::now();
+        for id in 0..self.next_poll.len() {
+            if self.next_poll[id] > now {
+                continue;
+            }
+            let interval = self.engine.sources()[id].interval_s();
+            self.next_poll[id] = now + Duration::from_secs_f64(interval);
+            let Some(socket) = self.sockets[id].clone() else {
+                self.next_poll[id] = now + Duration::from_secs(86_400 * 365);
+                continue;
+            };
+            let cookie = random_cookie();
+            let Some(request) = self.engine.request(id, cookie, raw_ns()) else {
+                continue; // denied by KoD
+            };
+            if let Err(err) = socket.try_send(&request) {
+                tracing::debug!("NTP: sending to {}: {err}", self.engine.sources()[id].addr);
+            }
+        }
+        // A source that stopped answering leaves the selection without a reply to say so.
+        let was_synchronised = self.engine.unsynchronised_why().is_none();
+        self.engine.update(raw_ns());
+        if was_synchronised && self.engine.unsynchronised_why().is_some() {
+            self.server_clock
+                .send_replace(unsynchronised_clock(self.local_stratum));
+        }
+    }
+
+    async fn on_datagram(&mut self, id: usize, bytes: &[u8], raw_rx: i64) {
+        match self.engine.receive(id, bytes, raw_rx) {
+            Ok(_) => {
+                // The poll interval may have changed with the sample.
+                let interval = self.engine.sources()[id].interval_s();
+                let last_sent = self.next_poll[id]
+                    .checked_sub(Duration::from_secs_f64(interval))
+                    .unwrap_or(self.next_poll[id]);
+                self.next_poll[id] = last_sent
+                    .max(Instant::now() - Duration::from_secs(interval as u64))
+                    + Duration::from_secs_f64(interval);
+                self.apply().await;
+            }
+            Err(why) => {
+                let source = &self.engine.sources()[id];
+                match why {
+                    Rejected::Unsynchronised | Rejected::Kiss => {
+                        tracing::debug!("NTP: {}: {why:?}", source.addr)
+                    }
+                    _ => tracing::info!(
+                        "NTP: dropped a {} datagram from {} ({} bytes)",
+                        rejected_text(why),
+                        source.addr,
+                        bytes.len()
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Brings the clock to the estimate: the base rate to the fitted frequency (once it is
+    /// known well enough), and the remaining difference to the slew engine, which replaces
+    /// whatever correction it still had pending.
+    async fn apply(&mut self) {
+        let system = match self.engine.system() {
+            Some(system) if self.engine.unsynchronised_why().is_none() => system.clone(),
+            _ => {
+                self.server_clock
+                    .send_replace(unsynchronised_clock(self.local_stratum));
+                return;
+            }
+        };
+        let now = LinuxClock.sample();
+        let target_ns = now.raw_ns as i128
+            + self.engine.epoch_ns() as i128
+            + (system.offset_at(now.raw_ns) * 1e9).round() as i128;
+        let error_ns =
+            (target_ns - now.realtime_ns as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+        let offset_s = -(error_ns as f64) / 1e9;
+        self.record_update(offset_s, now.raw_ns);
+        self.publish_server_clock(&system, now.realtime_ns);
+        let Some(slew) = self.slew.clone() else {
+            return;
+        };
+        if system.freq_sigma <= FREQ_APPLY_MAX_SIGMA {
+            let changed = self
+                .tracking
+                .applied_freq
+                .is_none_or(|f| (f - system.freq).abs() > 1e-9);
+            if changed {
+                match slew.set_base(KernelRate::from_ppm(system.freq * 1e6)) {
+                    Ok(()) => self.tracking.applied_freq = Some(system.freq),
+                    Err(err) => tracing::error!("NTP: cannot set the frequency: {err}"),
+                }
+                self.write_drift_if_due();
+            }
+        }
+        if (error_ns - slew.status().remaining_ns).abs() < MIN_CORRECTION_NS {
+            return;
+        }
+        match slew.replace(error_ns).await {
+            Ok(_) => {
+                self.tracking.corrections += 1;
+                self.too_large_alerted = false;
+            }
+            Err(err @ SlewError::TooLarge { .. }) => {
+                self.tracking.corrections_refused += 1;
+                if !std::mem::replace(&mut self.too_large_alerted, true) {
+                    tracing::error!("ALERT: NTP: the clock is {offset_s:+.3} s off: {err}");
+                }
+            }
+            Err(err) => tracing::error!("NTP: {err}"),
+        }
+    }
+
+    fn record_update(&mut self, offset_s: f64, raw: i64) {
+        let t = &mut self.tracking;
+        if t.offsets.len() == RMS_WINDOW {
+            t.offsets.pop_front();
+        }
+        t.offsets.push_back(offset_s);
+        if let Some((last_raw, _)) = t.last_update {
+            t.update_interval_s = Some((raw - last_raw) as f64 / 1e9);
+        }
+        t.last_update = Some((raw, clock::realtime_ns()));
+    }
+
+    fn publish_server_clock(&self, system: &SystemEstimate, realtime_ns: i64) {
+        // What is still to slew is error the clients should know about.
+        let pending_s = self
+            .slew
+            .as_ref()
+            .map_or(0.0, |s| s.status().remaining_ns.abs() as f64 / 1e9);
+        let unslewed_s = if self.slew.is_none() {
+            self.tracking.offsets.back().map_or(0.0, |o| o.abs())
+        } else {
+            pending_s
+        };
+        self.server_clock.send_replace(ServerClock {
+            leap: system.leap,
+            stratum: system.stratum,
+            precision: -20,
+            reference_id: system.reference_id,
+            reference_ts: NtpTimestamp::from_unix_ns(realtime_ns),
+            root_delay_s: system.root_delay_s,
+            root_dispersion_s: system.root_dispersion_s + unslewed_s,
+        });
+    }
+
+    fn write_drift_if_due(&mut self) {
+        if self
+            .last_drift_write
+            .is_none_or(|t| t.elapsed() >= DRIFT_WRITE_INTERVAL)
+        {
+            self.write_drift();
+        }
+    }
+
+    /// `freq_ppm skew_ppm`, as chrony's driftfile.
+    fn write_drift(&mut self) {
+        let Some(system) = self.engine.system() else {
+            return;
+        };
+        if system.freq_sigma > FREQ_APPLY_MAX_SIGMA {
+            return;
+        }
+        let text = format!("{:.6} {:.6}\n", system.freq * 1e6, system.freq_sigma * 1e6);
+        let tmp = self.drift_path.with_extension("drift.tmp");
+        match std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &self.drift_path)) {
+            Ok(()) => self.last_drift_write = Some(Instant::now()),
+            Err(err) => tracing::warn!("NTP: writing {}: {err}", self.drift_path.display()),
+        }
+    }
+
+    fn tracking_report(&self) -> Value {
+        let now = LinuxClock.sample();
+        let system = self.engine.system();
+        let synchronized = system.is_some() && self.engine.unsynchronised_why().is_none();
+        let offset_s = system.map(|s| {
+            let local = now.raw_ns as i128 + self.engine.epoch_ns() as i128;
+            let target = local + (s.offset_at(now.raw_ns) * 1e9).round() as i128;
+            (now.realtime_ns as i128 - target) as f64 / 1e9
+        });
+        let offsets = &self.tracking.offsets;
+        let rms = (!offsets.is_empty())
+            .then(|| (offsets.iter().map(|o| o * o).sum::<f64>() / offsets.len() as f64).sqrt());
+        let peer = system.map(|s| &self.engine.sources()[s.peer]);
+        let applied = self.tracking.applied_freq;
+        json!({
+            "synchronized": synchronized,
+            "unsynchronized_reason": self.engine.unsynchronised_why(),
+            "disciplining": self.slew.is_some(),
+            "reference": peer.map(|p| p.name.clone()),
+            "reference_address": peer.map(|p| p.addr.to_string()),
+            "reference_id": system.map(|s| format!("{:02X}{:02X}{:02X}{:02X}", s.reference_id[0], s.reference_id[1], s.reference_id[2], s.reference_id[3])),
+            "stratum": system.map(|s| s.stratum),
+            "ref_time": self.tracking.last_update.map(|(_, wall)| record::rfc3339_ns(wall)),
+            "offset_s": offset_s,
+            "last_offset_s": offsets.back(),
+            "rms_offset_s": rms,
+            "frequency_ppm": applied.map(|f| f * 1e6),
+            "estimated_frequency_ppm": system.map(|s| s.freq * 1e6),
+            "residual_freq_ppm": system.zip(applied).map(|(s, a)| (s.freq - a) * 1e6),
+            "skew_ppm": system.map(|s| s.freq_sigma * 1e6),
+            "root_delay_s": system.map(|s| s.root_delay_s),
+            "root_dispersion_s": system.map(|s| s.root_dispersion_s),
+            "update_interval_s": self.tracking.update_interval_s,
+            "leap_status": system.map_or("not synchronised", |s| leap_status(s.leap)),
+            "corrections": self.tracking.corrections,
+            "corrections_refused": self.tracking.corrections_refused,
+            "slew": self.slew.as_ref().map(|s| s.status()),
+            "server": self.serving.as_ref().map(|addr| json!({
+                "listen": addr,
+                "counters": *self.server_counters.lock().expect("not poisoned"),
+            })),
+        })
+    }
+
+    fn sources_report(&self) -> Value {
+        let now = LinuxClock.sample();
+        let clock_s = (now.realtime_ns - now.raw_ns - self.engine.epoch_ns()) as f64 / 1e9;
+        let rows: Vec<Value> = (0..self.engine.sources().len())
+            .map(|id| {
+                let state = self.engine.source_state(id);
+                self.engine.sources()[id].report(now.raw_ns, clock_s, state)
+            })
+            .collect();
+        let unresolved: Vec<&str> = self
+            .names
+            .iter()
+            .filter(|n| n.sources.is_empty())
+            .map(|n| n.text.as_str())
+            .collect();
+        json!({ "sources": rows, "unresolved": unresolved })
+    }
+}
+
+fn leap_status(leap: Leap) -> &'static str {
+    match leap {
+        Leap::None => "normal",
+        Leap::AddSecond => "insert second",
+        Leap::DeleteSecond => "delete second",
+        Leap::Unsynchronized => "not synchronised",
+    }
+}
+
+fn rejected_text(why: Rejected) -> &'static str {
+    match why {
+        Rejected::Malformed => "malformed",
+        Rejected::NotAReply => "non-reply",
+        Rejected::BadOrigin => "spoofed (bad origin timestamp)",
+        Rejected::Duplicate => "duplicate",
+        Rejected::Kiss => "kiss-o'-death",
+        Rejected::Unsynchronised => "unsynchronised",
+        Rejected::Bogus => "bogus-timestamp",
+    }
+}
+
+/// What we serve while no source is selected.
+fn unsynchronised_clock(local_stratum: Option<u8>) -> ServerClock {
+    match local_stratum {
+        Some(stratum) => ServerClock {
+            leap: Leap::None,
+            stratum,
+            precision: -20,
+            reference_id: *b"LOCL",
+            reference_ts: NtpTimestamp::from_unix_ns(clock::realtime_ns()),
+            root_delay_s: 0.0,
+            root_dispersion_s: 0.0,
+        },
+        None => ServerClock {
+            leap: Leap::Unsynchronized,
+            stratum: 16,
+            precision: -20,
+            reference_id: *b"INIT",
+            reference_ts: NtpTimestamp::ZERO,
+            root_delay_s: 0.0,
+            root_dispersion_s: 0.0,
+        },
+    }
+}
+
+async fn serve(
+    socket: UdpSocket,
+    clock_rx: watch::Receiver<ServerClock>,
+    mut limiter: RateLimiter,
+    counters: Arc<Mutex<ServerCounters>>,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(err) => {
+                tracing::warn!("NTP server: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let rx = NtpTimestamp::from_unix_ns(clock::realtime_ns());
+        let mono = clock::read_ns(libc::CLOCK_MONOTONIC);
+        let clock = clock_rx.borrow().clone();
+        let response = server::respond(&buf[..n], from.ip(), rx, mono, &clock, &mut limiter);
+        let reply = {
+            let mut c = counters.lock().expect("not poisoned");
+            match response {
+                Response::Reply(packet) => {
+                    if packet.stratum == 0 {
+                        c.kiss_rate += 1;
+                    } else {
+                        c.answered += 1;
+                    }
+                    Some(packet)
+                }
+                Response::Drop(DropReason::Malformed) => {
+                    c.malformed += 1;
+                    None
+                }
+                Response::Drop(DropReason::NotARequest) => {
+                    c.not_a_request += 1;
+                    None
+                }
+                Response::Drop(DropReason::RateLimited) => {
+                    c.rate_limited += 1;
+                    None
+                }
+            }
+        };
+        if let Some(mut packet) = reply {
+            packet.transmit_ts = NtpTimestamp::from_unix_ns(clock::realtime_ns());
+            if socket.send_to(&packet.to_bytes(), from).await.is_err() {
+                counters.lock().expect("not poisoned").send_errors += 1;
+            }
+        }
+    }
+}
+
+/// The drift file's frequency and skew (ppm); a missing or bad file is None (and said).
+fn read_drift(path: &Path) -> Option<(f64, f64)> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(err) => {
+            tracing::warn!("NTP: reading {}: {err}", path.display());
+            return None;
+        }
+    };
+    let mut fields = text.split_whitespace().map(str::parse::<f64>);
+    match (fields.next(), fields.next()) {
+        (Some(Ok(freq)), Some(Ok(skew)))
+            if freq.abs() <= 500.0 && (0.0..=500.0).contains(&skew) =>
+        {
+            tracing::info!("NTP: drift file {}: {freq:+.3} ppm", path.display());
+            Some((freq, skew))
+        }
+        _ => {
+            tracing::warn!(
+                "NTP: {}: not a drift file (expected \"FREQ_PPM SKEW_PPM\", |freq| <= 500): ignored",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(
+            split_host_port("pool.ntp.org"),
+            Ok(("pool.ntp.org".into(), 123))
+        );
+        assert_eq!(split_host_port("ntp1:1123"), Ok(("ntp1".into(), 1123)));
+        assert_eq!(split_host_port("10.0.0.1"), Ok(("10.0.0.1".into(), 123)));
+        assert_eq!(
+            split_host_port("10.0.0.1:124"),
+            Ok(("10.0.0.1".into(), 124))
+        );
+        assert_eq!(split_host_port("[::1]:5"), Ok(("::1".into(), 5)));
+        assert_eq!(split_host_port("[::1]"), Ok(("::1".into(), 123)));
+        assert_eq!(split_host_port("::1"), Ok(("::1".into(), 123)));
+        assert!(split_host_port("").is_err());
+        assert!(split_host_port("host:99999")
+            .unwrap_err()
+            .contains("bad port"));
+        assert!(split_host_port("a b")
+            .unwrap_err()
+            .contains("not a host name"));
+        assert!(split_host_port("[::1").unwrap_err().contains("']'"));
+    }
+
+    #[test]
+    fn drift_file_is_read_and_bad_ones_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ntp.drift");
+        assert_eq!(read_drift(&path), None);
+        std::fs::write(&path, "-12.5 0.25\n").unwrap();
+        assert_eq!(read_drift(&path), Some((-12.5, 0.25)));
+        std::fs::write(&path, "garbage\n").unwrap();
+        assert_eq!(read_drift(&path), None);
+        std::fs::write(&path, "900 1\n").unwrap();
+        assert_eq!(read_drift(&path), None);
+    }
+}

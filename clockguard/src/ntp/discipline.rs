@@ -1,0 +1,301 @@
+//! The clock discipline: a weighted least-squares line through the combined offsets of the
+//! selected sources against CLOCK_MONOTONIC_RAW, as chrony's regression does.
+//!
+//! Why a regression against the raw clock rather than a PLL/FLL on the system clock: the
+//! raw clock is never steered (not by clockguard's slews, not by anyone's frequency
+//! changes), so every sample lies on one line, offset(raw) = a + b·(raw − raw_ref), whatever
+//! the slew engine did in between. The fit gives both the time (a) and the frequency error
+//! of the oscillator (b) directly; there is no loop whose gain and damping interact with
+//! the slew, and so no overshoot or ringing. Applying the estimate is the slew engine's job:
+//! the base rate is set to b and the difference between the fitted time and
+//! CLOCK_REALTIME is slewed away, at the kernel's fastest rate when it is large.
+//!
+//! A prior on b (the drift file, or the last estimate before a reset) regularises fits of
+//! one or two samples. Three consecutive samples that disagree with the fit mean the
+//! reference moved (a server that stepped): the window restarts from them.
+
+use std::collections::VecDeque;
+
+/// A combined sample.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Point {
+    /// CLOCK_MONOTONIC_RAW at the sample, ns.
+    pub raw_ns: i64,
+    /// Reference time − local timescale (raw + a constant), s.
+    pub offset_s: f64,
+    /// Standard error of `offset_s`, s (> 0).
+    pub error_s: f64,
+}
+
+/// The fitted line.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fit {
+    /// The instant the line is anchored at (weighted mean of the samples), raw ns.
+    pub ref_raw_ns: i64,
+    /// Offset at `ref_raw_ns`, s.
+    pub offset_s: f64,
+    /// Frequency of the reference against the raw clock, s/s (1e-6 = 1 ppm).
+    pub freq: f64,
+    /// Standard error of `freq`, s/s (chronyc's "skew").
+    pub freq_sigma: f64,
+    /// Standard error of `offset_s` at `ref_raw_ns`, s.
+    pub offset_sigma_s: f64,
+    /// Weighted RMS of the residuals, s.
+    pub residual_rms_s: f64,
+    /// Samples in the fit.
+    pub samples: usize,
+    /// Raw time of the newest sample, ns.
+    pub last_raw_ns: i64,
+}
+
+impl Fit {
+    /// The fitted offset at `raw_ns`, s.
+    pub fn offset_at(&self, raw_ns: i64) -> f64 {
+        self.offset_s + self.freq * ((raw_ns - self.ref_raw_ns) as f64 / 1e9)
+    }
+
+    /// Standard error of the fitted offset at `raw_ns`, s.
+    pub fn sigma_at(&self, raw_ns: i64) -> f64 {
+        let dt = (raw_ns - self.ref_raw_ns) as f64 / 1e9;
+        (self.offset_sigma_s.powi(2) + (self.freq_sigma * dt).powi(2)).sqrt()
+    }
+}
+
+/// What [`Discipline::add`] did with a sample.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Outcome {
+    /// In the fit; `residual_s` is the sample minus the prediction before it was added.
+    Accepted { residual_s: f64 },
+    /// Held back: it disagrees with the fit (a spike), `residual_s` away.
+    Outlier { residual_s: f64 },
+    /// The reference moved: the fit restarted from the last outliers.
+    Reset { residual_s: f64 },
+}
+
+#[derive(Clone, Debug)]
+pub struct Discipline {
+    max_samples: usize,
+    samples: VecDeque<Point>,
+    /// Consecutive outliers, newest last.
+    outliers: Vec<Point>,
+    prior_freq: f64,
+    prior_sigma: f64,
+    fit: Option<Fit>,
+}
+
+/// Consecutive outliers that mean the reference moved.
+const OUTLIERS_FOR_RESET: usize = 3;
+/// A sample is an outlier beyond this many standard errors from the prediction.
+const OUTLIER_SIGMAS: f64 = 5.0;
+/// Outlier threshold floor, s: below it nothing is an outlier (samples agreeing within
+/// 100 µs are never thrown away, however tight the fit).
+const OUTLIER_FLOOR_S: f64 = 100e-6;
+/// Least frequency uncertainty kept in a prior after a reset, s/s.
+const MIN_PRIOR_SIGMA: f64 = 0.1e-6;
+
+impl Discipline {
+    /// `prior_freq` (s/s) with standard error `prior_sigma` (s/s): what is known of the
+    /// oscillator before any sample (the drift file, or 0 ± 500 ppm).
+    pub fn new(max_samples: usize, prior_freq: f64, prior_sigma: f64) -> Discipline {
+        Discipline {
+            max_samples: max_samples.max(2),
+            samples: VecDeque::new(),
+            outliers: Vec::new(),
+            prior_freq,
+            prior_sigma: prior_sigma.max(1e-12),
+            fit: None,
+        }
+    }
+
+    pub fn fit(&self) -> Option<Fit> {
+        self.fit
+    }
+
+    /// Adds a sample (in raw-time order).
+    pub fn add(&mut self, point: Point) -> Outcome {
+        let Some(fit) = self.fit else {
+            self.samples.push_back(point);
+            self.refit();
+            return Outcome::Accepted { residual_s: 0.0 };
+        };
+        let residual_s = point.offset_s - fit.offset_at(point.raw_ns);
+        let sigma = (fit.sigma_at(point.raw_ns).powi(2)
+            + point.error_s.powi(2)
+            + fit.residual_rms_s.powi(2))
+        .sqrt();
+        if residual_s.abs() > (OUTLIER_SIGMAS * sigma).max(OUTLIER_FLOOR_S) {
+            self.outliers.push(point);
+            if self.outliers.len() < OUTLIERS_FOR_RESET {
+                return Outcome::Outlier { residual_s };
+            }
+            // Keep the frequency: a reference that steps has not changed its rate.
+            self.prior_freq = fit.freq;
+            self.prior_sigma = fit.freq_sigma.max(MIN_PRIOR_SIGMA);
+            self.samples = std::mem::take(&mut self.outliers).into();
+            self.refit();
+            return Outcome::Reset { residual_s };
+        }
+        self.outliers.clear();
+        self.samples.push_back(point);
+        while self.samples.len() > self.max_samples {
+            self.samples.pop_front();
+        }
+        self.refit();
+        Outcome::Accepted { residual_s }
+    }
+
+    /// Weighted least squares of offset = a + b·x (x = raw − mean, s) with the prior as a
+    /// pseudo-observation on b: minimise Σ w(y − a − b·x)² + (b − b0)²/σ0². With x centred
+    /// on the weighted mean, a = Σwy/Σw and b = (Σwxy + b0/σ0²)/(Σwx² + 1/σ0²).
+    fn refit(&mut self) {
+        let Some(last) = self.samples.back() else {
+            self.fit = None;
+            return;
+        };
+        let first_raw = self.samples[0].raw_ns;
+        let x_of = |p: &Point| (p.raw_ns - first_raw) as f64 / 1e9;
+        let weight = |p: &Point| 1.0 / p.error_s.max(1e-9).powi(2);
+        let sw: f64 = self.samples.iter().map(weight).sum();
+        let mean_x = self
+            .samples
+            .iter()
+            .map(|p| weight(p) * x_of(p))
+            .sum::<f64>()
+            / sw;
+        let mean_y = self
+            .samples
+            .iter()
+            .map(|p| weight(p) * p.offset_s)
+            .sum::<f64>()
+            / sw;
+        let (mut sxx, mut sxy) = (0.0, 0.0);
+        for p in &self.samples {
+            let (x, y) = (x_of(p) - mean_x, p.offset_s - mean_y);
+            sxx += weight(p) * x * x;
+            sxy += weight(p) * x * y;
+        }
+        let prior = 1.0 / self.prior_sigma.powi(2);
+        let freq = (sxy + self.prior_freq * prior) / (sxx + prior);
+        let n = self.samples.len();
+        let mut chi2 = 0.0;
+        for p in &self.samples {
+            let r = p.offset_s - mean_y - freq * (x_of(p) - mean_x);
+            chi2 += weight(p) * r * r;
+        }
+        // Scale the formal errors by the observed scatter when there are degrees of
+        // freedom left (the sample errors are estimates, not truths).
+        let scale = if n > 2 {
+            (chi2 / (n - 2) as f64).max(1.0)
+        } else {
+            1.0
+        };
+        self.fit = Some(Fit {
+            ref_raw_ns: first_raw + (mean_x * 1e9).round() as i64,
+            offset_s: mean_y,
+            freq,
+            freq_sigma: (scale / (sxx + prior)).sqrt(),
+            offset_sigma_s: (scale / sw).sqrt(),
+            residual_rms_s: (chi2 / sw).sqrt(),
+            samples: n,
+            last_raw_ns: last.raw_ns,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1_000_000_000;
+
+    fn point(t_s: i64, offset_s: f64) -> Point {
+        Point {
+            raw_ns: t_s * S,
+            offset_s,
+            error_s: 10e-6,
+        }
+    }
+
+    /// Deterministic noise in [−1, 1] (a tiny LCG: tests must not be flaky).
+    fn noise(state: &mut u64) -> f64 {
+        *state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+    }
+
+    #[test]
+    fn one_sample_uses_the_prior_frequency() {
+        let mut d = Discipline::new(16, 12e-6, 1e-6);
+        d.add(point(100, 11.0));
+        let fit = d.fit().unwrap();
+        assert_eq!(fit.freq, 12e-6);
+        assert!((fit.offset_at(200 * S) - (11.0 + 12e-6 * 100.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn frequency_and_offset_are_found_through_noise() {
+        // 100 ppm oscillator error, 11 s offset, ±20 µs noise, 16 s polls.
+        let mut d = Discipline::new(16, 0.0, 500e-6);
+        let mut rng = 7;
+        for i in 0..32 {
+            let t = i * 16;
+            let outcome = d.add(point(t, 11.0 + 100e-6 * t as f64 + 20e-6 * noise(&mut rng)));
+            assert!(
+                matches!(outcome, Outcome::Accepted { .. }),
+                "{i}: {outcome:?}"
+            );
+        }
+        let fit = d.fit().unwrap();
+        assert_eq!(fit.samples, 16, "window is bounded");
+        assert!((fit.freq - 100e-6).abs() < 0.2e-6, "freq {}", fit.freq);
+        let now = 31 * 16 * S;
+        let truth = 11.0 + 100e-6 * (31 * 16) as f64;
+        assert!((fit.offset_at(now) - truth).abs() < 20e-6);
+        assert!(fit.residual_rms_s < 20e-6 && fit.residual_rms_s > 1e-6);
+        assert!(fit.freq_sigma < 1e-6);
+    }
+
+    #[test]
+    fn a_spike_is_held_back() {
+        let mut d = Discipline::new(16, 0.0, 500e-6);
+        for i in 0..8 {
+            d.add(point(i * 16, 0.5));
+        }
+        let outcome = d.add(point(8 * 16, 0.5 + 0.05));
+        assert!(
+            matches!(outcome, Outcome::Outlier { residual_s } if (residual_s - 0.05).abs() < 1e-6)
+        );
+        assert!(matches!(
+            d.add(point(9 * 16, 0.5)),
+            Outcome::Accepted { .. }
+        ));
+        assert!((d.fit().unwrap().offset_at(9 * 16 * S) - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_reference_that_steps_is_followed_after_three_samples() {
+        let mut d = Discipline::new(16, 0.0, 500e-6);
+        for i in 0..8 {
+            d.add(point(i * 16, 1.0 + 50e-6 * (i * 16) as f64));
+        }
+        let freq_before = d.fit().unwrap().freq;
+        let stepped = |i: i64| 3.0 + 50e-6 * (i * 16) as f64;
+        assert!(matches!(
+            d.add(point(8 * 16, stepped(8))),
+            Outcome::Outlier { .. }
+        ));
+        assert!(matches!(
+            d.add(point(9 * 16, stepped(9))),
+            Outcome::Outlier { .. }
+        ));
+        assert!(matches!(
+            d.add(point(10 * 16, stepped(10))),
+            Outcome::Reset { .. }
+        ));
+        let fit = d.fit().unwrap();
+        assert_eq!(fit.samples, 3);
+        assert!((fit.freq - freq_before).abs() < 1e-8, "frequency kept");
+        assert!((fit.offset_at(10 * 16 * S) - stepped(10)).abs() < 1e-6);
+    }
+}

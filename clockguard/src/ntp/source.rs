@@ -1,0 +1,415 @@
+//! One NTP server as the client sees it: the request/response exchange (origin check, KoD,
+//! reachability, polling) and its per-source clock filter (a [`Discipline`] regression of
+//! its samples against CLOCK_MONOTONIC_RAW, weighted by excess delay). Sans-IO: times come
+//! in as arguments, datagrams as bytes.
+
+use std::{collections::VecDeque, net::SocketAddr};
+
+use serde::Serialize;
+
+use super::{
+    discipline::{Discipline, Fit, Outcome, Point},
+    packet::{Leap, Mode, NtpTimestamp, Packet},
+};
+
+/// Seconds to wait between the requests of an initial burst (chrony's iburst: 2 s).
+pub const BURST_INTERVAL_S: f64 = 2.0;
+/// Requests in an initial burst.
+const BURST_REQUESTS: u8 = 4;
+/// Frequency tolerance of a server's clock, s/s (RFC 5905 PHI: 15 ppm): dispersion grows
+/// at this rate with the age of a sample.
+pub const PHI: f64 = 15e-6;
+/// Samples a source needs before it may be selected.
+pub const MIN_SAMPLES: usize = 3;
+/// Samples in a source's regression (its clock filter).
+const MAX_SAMPLES: usize = 16;
+/// Delays kept to find the minimum delay (the least-queued path).
+const DELAY_WINDOW: usize = 8;
+/// Floor of a sample's error, s (timestamping in user space).
+const MIN_ERROR_S: f64 = 1e-6;
+/// Consecutive good samples before the poll interval doubles.
+const POLL_UP_AFTER: u32 = 4;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceConfig {
+    /// log2 of the shortest and longest poll interval, s.
+    pub minpoll: i8,
+    pub maxpoll: i8,
+    /// Start with a burst of requests 2 s apart.
+    pub iburst: bool,
+}
+
+/// Why a datagram from the source was not used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejected {
+    /// Not a parsable NTP packet (truncated, bad version, bad extension field).
+    Malformed,
+    /// Not a server reply (mode ≠ 4).
+    NotAReply,
+    /// The origin timestamp is not the cookie of the outstanding request: a spoofed or
+    /// stale reply.
+    BadOrigin,
+    /// A reply to a request that was already answered (duplicate or replay).
+    Duplicate,
+    /// Kiss-o'-Death.
+    Kiss,
+    /// The server says it is unsynchronised (leap 3, stratum 0 or ≥ 16).
+    Unsynchronised,
+    /// Timestamps that cannot be (negative delay, receive after transmit).
+    Bogus,
+}
+
+/// One measurement.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Sample {
+    /// CLOCK_MONOTONIC_RAW halfway between our transmit and receive, ns.
+    pub raw_ns: i64,
+    /// Server time − local timescale (raw + epoch), s.
+    pub offset_s: f64,
+    /// Round-trip delay, s.
+    pub delay_s: f64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SourceCounters {
+    pub sent: u64,
+    pub received: u64,
+    pub accepted: u64,
+    pub malformed: u64,
+    pub not_a_reply: u64,
+    pub bad_origin: u64,
+    pub duplicate: u64,
+    pub kiss: u64,
+    pub unsynchronised: u64,
+    pub bogus: u64,
+    pub outliers: u64,
+    pub resets: u64,
+}
+
+struct Pending {
+    cookie: NtpTimestamp,
+    sent_raw_ns: i64,
+}
+
+/// What the server said about itself in its last valid reply.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServerInfo {
+    pub stratum: u8,
+    pub leap: &'static str,
+    pub reference_id: String,
+    pub root_delay_s: f64,
+    pub root_dispersion_s: f64,
+    pub precision_s: f64,
+}
+
+pub struct Source {
+    pub name: String,
+    pub addr: SocketAddr,
+    config: SourceConfig,
+    poll: i8,
+    good_in_a_row: u32,
+    reach: u8,
+    burst_left: u8,
+    pending: Option<Pending>,
+    answered: Option<NtpTimestamp>,
+    delays: VecDeque<f64>,
+    filter: Discipline,
+    last_sample: Option<Sample>,
+    last_outcome: Option<Outcome>,
+    server: Option<ServerInfo>,
+    server_leap: Leap,
+    /// The KoD code that stopped this source (DENY, RSTR).
+    denied: Option<String>,
+    pub counters: SourceCounters,
+}
+
+/// Where a server's reference ID names an address (stratum ≥ 2) or a code (stratum 1).
+pub fn reference_id_text(stratum: u8, id: [u8; 4]) -> String {
+    if stratum <= 1 {
+        id.iter()
+            .take_while(|&&b| b != 0)
+            .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
+            .collect()
+    } else {
+        std::net::Ipv4Addr::from(id).to_string()
+    }
+}
+
+fn leap_text(leap: Leap) -> &'static str {
+    match leap {
+        Leap::None => "normal",
+        Leap::AddSecond => "insert second",
+        Leap::DeleteSecond => "delete second",
+        Leap::Unsynchronized => "not synchronised",
+    }
+}
+
+impl Source {
+    /// `prior_freq` (s/s): the system's current frequency estimate, the filter's prior.
+    pub fn new(name: String, addr: SocketAddr, config: SourceConfig, prior_freq: f64) -> Source {
+        let poll = config.minpoll;
+        let burst_left = if config.iburst { BURST_REQUESTS } else { 0 };
+        Source {
+            name,
+            addr,
+            config,
+            poll,
+            good_in_a_row: 0,
+            reach: 0,
+            burst_left,
+            pending: None,
+            answered: None,
+            delays: VecDeque::new(),
+            filter: Discipline::new(MAX_SAMPLES, prior_freq, 500e-6),
+            last_sample: None,
+            last_outcome: None,
+            server: None,
+            server_leap: Leap::Unsynchronized,
+            denied: None,
+            counters: SourceCounters::default(),
+        }
+    }
+
+    pub fn reach(&self) -> u8 {
+        self.reach
+    }
+
+    pub fn denied(&self) -> Option<&str> {
+        self.denied.as_deref()
+    }
+
+    pub fn fit(&self) -> Option<Fit> {
+        self.filter.fit()
+    }
+
+    pub fn last_sample(&self) -> Option<Sample> {
+        self.last_sample
+    }
+
+    pub fn server(&self) -> Option<&ServerInfo> {
+        self.server.as_ref()
+    }
+
+    pub fn server_leap(&self) -> Leap {
+        self.server_leap
+    }
+
+    /// Seconds from one request to the next.
+    pub fn interval_s(&self) -> f64 {
+        if self.burst_left > 0 {
+            BURST_INTERVAL_S
+        } else {
+            2f64.powi(self.poll as i32)
+        }
+    }
+
+    /// The request to send now, with `cookie` (random) as its transmit timestamp. An
+    /// outstanding request that was not answered is forgotten (and the reach register
+    /// says so).
+    pub fn request(&mut self, cookie: NtpTimestamp, raw_now_ns: i64) -> Option<[u8; 48]> {
+        if self.denied.is_some() {
+            return None;
+        }
+        self.reach <<= 1;
+        self.burst_left = self.burst_left.saturating_sub(1);
+        self.pending = Some(Pending {
+            cookie,
+            sent_raw_ns: raw_now_ns,
+        });
+        self.counters.sent += 1;
+        Some(Packet::client_request(cookie, self.poll).to_bytes())
+    }
+
+    /// A datagram from the source's address, received at `raw_rx_ns`. `epoch_ns` is the
+    /// local timescale's offset from the raw clock (local = raw + epoch, Unix ns).
+    pub fn receive(
+        &mut self,
+        bytes: &[u8],
+        raw_rx_ns: i64,
+        epoch_ns: i64,
+    ) -> Result<Sample, Rejected> {
+        self.counters.received += 1;
+        let result = self.check(bytes, raw_rx_ns, epoch_ns);
+        if let Err(why) = result {
+            let counter = match why {
+                Rejected::Malformed => &mut self.counters.malformed,
+                Rejected::NotAReply => &mut self.counters.not_a_reply,
+                Rejected::BadOrigin => &mut self.counters.bad_origin,
+                Rejected::Duplicate => &mut self.counters.duplicate,
+                Rejected::Kiss => &mut self.counters.kiss,
+                Rejected::Unsynchronised => &mut self.counters.unsynchronised,
+                Rejected::Bogus => &mut self.counters.bogus,
+            };
+            *counter += 1;
+        }
+        result
+    }
+
+    fn check(&mut self, bytes: &[u8], raw_rx_ns: i64, epoch_ns: i64) -> Result<Sample, Rejected> {
+        let packet = Packet::parse(bytes).map_err(|_| Rejected::Malformed)?;
+        if packet.mode != Mode::Server {
+            return Err(Rejected::NotAReply);
+        }
+        let Some(pending) = self.pending.as_ref() else {
+            return Err(if self.answered == Some(packet.origin_ts) {
+                Rejected::Duplicate
+            } else {
+                Rejected::BadOrigin
+            });
+        };
+        if packet.origin_ts != pending.cookie {
+            return Err(Rejected::BadOrigin);
+        }
+        let sent_raw_ns = pending.sent_raw_ns;
+        // Authentic from here on (it knew the cookie): the exchange is over.
+        self.answered = self.pending.take().map(|p| p.cookie);
+        if let Some(code) = packet.kiss_code() {
+            self.on_kiss(code, packet.poll);
+            return Err(Rejected::Kiss);
+        }
+        self.reach |= 1;
+        self.server_leap = packet.leap;
+        self.server = Some(ServerInfo {
+            stratum: packet.stratum,
+            leap: leap_text(packet.leap),
+            reference_id: reference_id_text(packet.stratum, packet.reference_id),
+            root_delay_s: packet.root_delay.to_secs_f64(),
+            root_dispersion_s: packet.root_dispersion.to_secs_f64(),
+            precision_s: 2f64.powi(packet.precision as i32),
+        });
+        if packet.leap == Leap::Unsynchronized || packet.stratum == 0 || packet.stratum >= 16 {
+            return Err(Rejected::Unsynchronised);
+        }
+        let local = |raw: i64| raw + epoch_ns;
+        let t1 = local(sent_raw_ns);
+        let t4 = local(raw_rx_ns);
+        let t2 = packet.receive_ts.to_unix_ns(t1);
+        let t3 = packet.transmit_ts.to_unix_ns(t4);
+        let server_ns = t3 - t2;
+        let delay_ns = (t4 - t1) - server_ns;
+        if server_ns < 0 || t4 < t1 || delay_ns < 0 {
+            return Err(Rejected::Bogus);
+        }
+        let offset_ns = ((t2 as i128 - t1 as i128) + (t3 as i128 - t4 as i128)) / 2;
+        let sample = Sample {
+            raw_ns: sent_raw_ns + (raw_rx_ns - sent_raw_ns) / 2,
+            offset_s: offset_ns as f64 / 1e9,
+            delay_s: delay_ns as f64 / 1e9,
+        };
+        self.add_sample(sample);
+        self.counters.accepted += 1;
+        Ok(sample)
+    }
+
+    fn add_sample(&mut self, sample: Sample) {
+        self.delays.push_back(sample.delay_s);
+        if self.delays.len() > DELAY_WINDOW {
+            self.delays.pop_front();
+        }
+        let min_delay = self.delays.iter().copied().fold(f64::INFINITY, f64::min);
+        // A sample that queued longer than the fastest recent one carries up to that extra
+        // delay as error (the queueing may have been on either leg).
+        let precision = self.server.as_ref().map_or(0.0, |s| s.precision_s);
+        let error_s = MIN_ERROR_S + precision + (sample.delay_s - min_delay) / 2.0;
+        let outcome = self.filter.add(Point {
+            raw_ns: sample.raw_ns,
+            offset_s: sample.offset_s,
+            error_s,
+        });
+        match outcome {
+            Outcome::Accepted { .. } => {
+                self.good_in_a_row += 1;
+                if self.good_in_a_row >= POLL_UP_AFTER && self.poll < self.config.maxpoll {
+                    self.poll += 1;
+                    self.good_in_a_row = 0;
+                }
+            }
+            Outcome::Outlier { .. } | Outcome::Reset { .. } => {
+                if matches!(outcome, Outcome::Reset { .. }) {
+                    self.counters.resets += 1;
+                } else {
+                    self.counters.outliers += 1;
+                }
+                self.good_in_a_row = 0;
+                self.poll = (self.poll - 1).max(self.config.minpoll);
+            }
+        }
+        self.last_sample = Some(sample);
+        self.last_outcome = Some(outcome);
+    }
+
+    /// RATE: poll less often (at least as slowly as the server asks). DENY/RSTR: stop.
+    fn on_kiss(&mut self, code: [u8; 4], server_poll: i8) {
+        let text = reference_id_text(1, code);
+        match &code {
+            b"DENY" | b"RSTR" => {
+                tracing::warn!(
+                    "NTP source {}: kiss-o'-death {text}: no longer polled",
+                    self.name
+                );
+                self.denied = Some(text);
+            }
+            b"RATE" => {
+                let slower = (self.poll + 1).max(server_poll).min(self.config.maxpoll);
+                tracing::info!(
+                    "NTP source {}: kiss-o'-death RATE: polling every {} s",
+                    self.name,
+                    1u64 << slower.max(0)
+                );
+                self.poll = slower;
+                self.burst_left = 0;
+            }
+            // Unknown codes: RFC 5905 says to treat the packet as a non-answer.
+            _ => {}
+        }
+    }
+
+    /// The source's offset (s) at `raw_ns`, its root distance (s) and jitter (s), when it
+    /// can take part in selection.
+    pub fn estimate(&self, raw_ns: i64) -> Option<(f64, f64, f64)> {
+        let fit = self.filter.fit()?;
+        let server = self.server.as_ref()?;
+        if self.denied.is_some()
+            || self.reach == 0
+            || fit.samples < MIN_SAMPLES
+            || self.server_leap == Leap::Unsynchronized
+        {
+            return None;
+        }
+        let last = self.last_sample?;
+        let age_s = ((raw_ns - fit.last_raw_ns) as f64 / 1e9).max(0.0);
+        let jitter = fit.residual_rms_s.max(fit.sigma_at(raw_ns));
+        let distance = server.root_delay_s / 2.0
+            + server.root_dispersion_s
+            + last.delay_s / 2.0
+            + PHI * age_s
+            + jitter;
+        Some((fit.offset_at(raw_ns), distance, jitter))
+    }
+
+    /// The `clockguard sources` row (chronyc's vocabulary). `clock_s`: CLOCK_REALTIME −
+    /// local timescale now, s, so that offsets are against the system clock (positive: the
+    /// server is ahead).
+    pub fn report(&self, raw_now_ns: i64, clock_s: f64, state: &str) -> serde_json::Value {
+        let fit = self.filter.fit();
+        serde_json::json!({
+            "name": self.name,
+            "address": self.addr.to_string(),
+            "state": state,
+            "stratum": self.server.as_ref().map(|s| s.stratum),
+            "reference_id": self.server.as_ref().map(|s| s.reference_id.clone()),
+            "poll": self.poll,
+            "reach": format!("{:o}", self.reach),
+            "last_rx_s": self.last_sample.map(|s| (raw_now_ns - s.raw_ns) as f64 / 1e9),
+            "offset_s": fit.map(|f| f.offset_at(raw_now_ns) - clock_s),
+            "error_s": fit.map(|f| f.sigma_at(raw_now_ns).max(f.residual_rms_s)),
+            "frequency_ppm": fit.map(|f| f.freq * 1e6),
+            "skew_ppm": fit.map(|f| f.freq_sigma * 1e6),
+            "last_delay_s": self.last_sample.map(|s| s.delay_s),
+            "samples": fit.map_or(0, |f| f.samples),
+            "kiss_denied": self.denied,
+            "counters": self.counters,
+        })
+    }
+}
