@@ -418,7 +418,10 @@ fn print_tracking(t: &Value) {
         seconds(&t["offset_s"])
     );
     println!("Last offset       : {}", seconds(&t["last_offset_s"]));
-    println!("RMS offset        : {}", seconds(&t["rms_offset_s"]));
+    println!(
+        "RMS offset        : {}",
+        seconds(&t["rms_offset_s"]).trim_start_matches('+')
+    );
     println!(
         "Frequency         : {} (kernel, against the raw clock)",
         ppm(&t["frequency_ppm"])

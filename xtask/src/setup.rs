@@ -61,6 +61,7 @@ pub fn setup(verbose: bool) -> Result<()> {
     debian_packages(&mut s, llvm)?;
     bpf_linker(&mut s, llvm)?;
     virtme_ng(&mut s)?;
+    chrony_unpacked(&mut s)?;
 
     if s.done.is_empty() {
         println!(
@@ -166,6 +167,46 @@ fn debian_packages(s: &mut Setup, llvm: u32) -> Result<()> {
         Some(k) => s.ok(format!("kernel image {}", k.display())),
         None => bail!("no /boot/vmlinuz-* although linux-image-amd64 is installed"),
     }
+    Ok(())
+}
+
+/// chronyd for the VM tests (a real NTP peer: client and server), unpacked from Debian's
+/// package into target/tools/chrony rather than installed: installing chrony would remove
+/// systemd-timesyncd from this machine and start a daemon that disciplines its clock.
+pub fn chronyd_path() -> PathBuf {
+    util::repo_root().join("target/tools/chrony/usr/sbin/chronyd")
+}
+
+fn chrony_unpacked(s: &mut Setup) -> Result<()> {
+    let chronyd = chronyd_path();
+    if output_ok(cmd(&chronyd).arg("-v")).is_some() {
+        s.ok(format!("{} (unpacked, not installed)", chronyd.display()));
+        return Ok(());
+    }
+    s.doing(format!(
+        "unpacking Debian's chrony into {} (not installed: the VM tests run it)",
+        chronyd.display()
+    ));
+    let dir = util::repo_root().join("target/tools");
+    fs::create_dir_all(&dir)?;
+    let download = |dir: &Path| run(cmd("apt-get").current_dir(dir).args(["download", "chrony"]));
+    if download(&dir).is_err() {
+        // A fresh machine may have no package lists yet.
+        run(root_cmd("apt-get", &[("DEBIAN_FRONTEND", "noninteractive")]).arg("update"))?;
+        download(&dir).context("apt-get download chrony failed")?;
+    }
+    let deb = fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("chrony_") && n.ends_with(".deb"))
+        })
+        .max()
+        .context("apt-get download chrony left no chrony_*.deb")?;
+    run(cmd("dpkg-deb").arg("-x").arg(&deb).arg(dir.join("chrony")))?;
+    output_ok(cmd(&chronyd).arg("-v"))
+        .with_context(|| format!("{} does not run after unpacking", chronyd.display()))?;
     Ok(())
 }
 

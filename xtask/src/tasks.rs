@@ -27,13 +27,16 @@ pub fn build(release: bool) -> Result<()> {
     }
     util::run(&mut c).context("build failed")?;
     let dir = bin_dir(release);
-    for b in ["clockguard", "cg-clockcall"] {
+    for b in ["clockguard", "cg-clockcall", "cg-ntpref"] {
         let p = dir.join(b);
         if !util::is_executable(&p) {
             bail!("build succeeded but {} is missing", p.display());
         }
     }
-    println!("build: {}/{{clockguard,cg-clockcall}}", dir.display());
+    println!(
+        "build: {}/{{clockguard,cg-clockcall,cg-ntpref}}",
+        dir.display()
+    );
     Ok(())
 }
 

@@ -152,7 +152,8 @@ pub async fn spawn(
             let socket = UdpSocket::bind(addr)
                 .await
                 .with_context(|| format!("ntp.serve: cannot bind {addr}"))?;
-            tracing::info!("NTP: serving on {}", socket.local_addr()?);
+            let bound = socket.local_addr()?;
+            tracing::info!("NTP: serving on {bound}");
             let limiter =
                 RateLimiter::new(config.rate_limit_interval, config.rate_limit_burst, 4096);
             tokio::spawn(serve(
@@ -161,7 +162,7 @@ pub async fn spawn(
                 limiter,
                 server_counters.clone(),
             ));
-            Some(addr.clone())
+            Some(bound.to_string())
         }
         None => None,
     };
@@ -487,7 +488,9 @@ impl Client {
                     Rejected::Unsynchronised | Rejected::Kiss => {
                         tracing::debug!("NTP: {}: {why:?}", source.addr)
                     }
-                    _ => tracing::info!(
+                    // Counted per source (`clockguard sources`); at debug level only, so
+                    // that a flood of forged datagrams cannot flood the log.
+                    _ => tracing::debug!(
                         "NTP: dropped a {} datagram from {} ({} bytes)",
                         rejected_text(why),
                         source.addr,
@@ -539,9 +542,16 @@ impl Client {
             return;
         }
         match slew.replace(error_ns).await {
-            Ok(_) => {
+            Ok(status) => {
                 self.tracking.corrections += 1;
                 self.too_large_alerted = false;
+                if error_ns.abs() >= 1_000_000 {
+                    tracing::info!(
+                        "NTP: the clock is {offset_s:+.6} s off: slewing at {:+.0} ppm (about {:.0} s)",
+                        status.rate_ppm,
+                        status.eta_s.unwrap_or(0.0)
+                    );
+                }
             }
             Err(err @ SlewError::TooLarge { .. }) => {
                 self.tracking.corrections_refused += 1;

@@ -133,8 +133,8 @@ impl Engine {
                 // Keep the last estimate: it extrapolates (the clock holds its frequency);
                 // only the reason changes, and the status says we are not synchronised.
                 let why = why.to_string();
-                if self.unsynchronised_why.as_deref() != Some(why.as_str()) {
-                    tracing::warn!("NTP: cannot synchronise: {why}");
+                if self.unsynchronised_why.is_none() {
+                    tracing::warn!("NTP: lost synchronisation: {why}");
                 }
                 self.unsynchronised_why = Some(why);
                 return;

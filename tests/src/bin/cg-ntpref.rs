@@ -32,13 +32,15 @@ use serde_json::{json, Value};
 
 const USAGE: &str = "usage: cg-ntpref COMMAND
   serve --listen ADDR:PORT --params FILE [--offset-s S] [--freq-ppm P] [--stratum N]
-        [--refid ABCD|A.B.C.D] [--leap none|ins|del|unsync]
+        [--refid ABCD|A.B.C.D] [--leap none|ins|del|unsync] [--hostile N]
         NTPv4 server (mode 4 replies to mode 3 requests) whose clock is the reference
         clock ref(raw) = K + raw + offset + (raw - raw0) * P * 1e-6, K = REALTIME - RAW
         and raw0 = RAW at start. Port 0 binds an ephemeral port. Writes FILE (JSON:
         k_ns, raw0_ns, offset_ns, freq_ppm, listen), prints {\"listening\": ADDR:PORT},
         serves until SIGTERM/SIGINT, then prints {\"served\": .., \"ignored\": ..}.
         Defaults: offset 0 s, 0 ppm, stratum 1, refid CGRF, leap none.
+        --hostile N: every Nth reply is preceded by a truncated copy (20 bytes), a copy
+        with a wrong origin timestamp (spoofed) and followed by a duplicate of itself.
   offset --params FILE
         CLOCK_REALTIME - ref(now) in ns (negative: the system clock is behind)
   watch --params FILE --until-abs-ns N --stopfile F [--interval-ms 100] [--hold-s 0]
@@ -444,11 +446,14 @@ struct Server {
     stratum: u8,
     refid: [u8; 4],
     leap: u8,
+    /// Every Nth reply comes with bad datagrams around it (0: never).
+    hostile_every: u64,
 }
 
 #[derive(Default, Debug)]
 struct ServeCounts {
     served: u64,
+    hostile: u64,
     ignored: u64,
     send_errors: u64,
     recv_errors: u64,
@@ -516,10 +521,22 @@ impl Server {
                 continue;
             };
             let mut bytes = reply.encode();
+            let hostile = self.hostile_every > 0 && (counts.served + 1) % self.hostile_every == 0;
+            if hostile {
+                counts.hostile += 1;
+                let mut spoofed = bytes;
+                spoofed[24] ^= 0x80; // the origin timestamp (bytes 24..32) no longer matches
+                spoofed[40..48].copy_from_slice(&unix_ns_to_ntp(self.clock.now()).to_be_bytes());
+                let _ = sock.send_to(&bytes[..20], peer);
+                let _ = sock.send_to(&spoofed, peer);
+            }
             bytes[40..48].copy_from_slice(&unix_ns_to_ntp(self.clock.now()).to_be_bytes());
             match sock.send_to(&bytes, peer) {
                 Ok(_) => counts.served += 1,
                 Err(_) => counts.send_errors += 1,
+            }
+            if hostile {
+                let _ = sock.send_to(&bytes, peer);
             }
         }
         Ok(counts)
@@ -568,9 +585,11 @@ fn serve_cmd(args: &[String]) -> Result<Value, String> {
             "--stratum",
             "--refid",
             "--leap",
+            "--hostile",
         ],
         0,
     )?;
+    let hostile_every: u64 = opts.parsed("--hostile", 0)?;
     let listen = resolve(opts.required("--listen")?)?;
     let params = PathBuf::from(opts.required("--params")?);
     let offset_ns = match opts.get("--offset-s") {
@@ -593,6 +612,7 @@ fn serve_cmd(args: &[String]) -> Result<Value, String> {
         stratum,
         refid,
         leap,
+        hostile_every,
     };
     write_atomically(&params, &server.clock.to_json(&bound))?;
     let mut out = std::io::stdout();
@@ -602,6 +622,7 @@ fn serve_cmd(args: &[String]) -> Result<Value, String> {
     let counts = server.serve(&sock, &STOP)?;
     Ok(json!({
         "served": counts.served,
+        "hostile": counts.hostile,
         "ignored": counts.ignored,
         "send_errors": counts.send_errors,
         "recv_errors": counts.recv_errors,
@@ -797,21 +818,18 @@ fn exchange(sock: &UdpSocket, timeout: Duration) -> Result<Sample, String> {
             Ok(Some(r)) => r,
             Ok(None) if stale > 0 => {
                 return Err(format!(
-                    "no matching reply within {} ms ({stale} with a wrong origin)",
+                    "no matching reply within {} ms ({stale} short or with a wrong origin)",
                     timeout.as_millis()
                 ))
             }
             Ok(None) => return Err(format!("no reply within {} ms", timeout.as_millis())),
             Err(e) => return Err(format!("recv: {e}")),
         };
-        let Some(reply) = Packet::decode(&buf[..len]) else {
-            return Err(format!("short reply: {len} bytes"));
-        };
-        if reply.origin != cookie {
-            // A late reply to an earlier request, or a forgery: keep waiting.
+        let Some(reply) = Packet::decode(&buf[..len]).filter(|r| r.origin == cookie) else {
+            // Truncated, a late reply to an earlier request, or a forgery: keep waiting.
             stale += 1;
             continue;
-        }
+        };
         if reply.mode != MODE_SERVER {
             return Err(format!("reply mode {}, not 4", reply.mode));
         }
@@ -1140,6 +1158,7 @@ mod tests {
             stratum: 1,
             refid: *b"CGRF",
             leap: 0,
+            hostile_every: 0,
         };
         let mut req = [0u8; PACKET_LEN];
         req[0] = 3 << 3 | 3; // v3, mode 3
@@ -1177,7 +1196,7 @@ mod tests {
     }
 
     impl TestServer {
-        fn start(offset_ns: i64, leap: u8) -> TestServer {
+        fn start(offset_ns: i64, leap: u8, hostile_every: u64) -> TestServer {
             let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
             let addr = sock.local_addr().unwrap();
             assert_ne!(addr.port(), 0);
@@ -1187,6 +1206,7 @@ mod tests {
                 stratum: 1,
                 refid: *b"CGRF",
                 leap,
+                hostile_every,
             };
             let flag = stop.clone();
             let thread = std::thread::spawn(move || server.serve(&sock, &flag).unwrap());
@@ -1211,7 +1231,7 @@ mod tests {
 
     #[test]
     fn loopback_query_measures_the_offset() {
-        let server = TestServer::start(5_000_000_000, 0);
+        let server = TestServer::start(5_000_000_000, 0, 0);
         let (report, ok) = query(server.addr, 4, Duration::from_secs(1), QUERY_SPACING);
         println!("loopback query, server 5 s ahead: {report}");
         assert!(ok, "{report}");
@@ -1250,8 +1270,21 @@ mod tests {
     }
 
     #[test]
+    fn a_hostile_server_sends_bad_datagrams_that_a_careful_client_skips() {
+        let server = TestServer::start(1_000_000_000, 0, 1);
+        let (report, ok) = query(server.addr, 2, Duration::from_secs(1), QUERY_SPACING);
+        assert!(ok, "{report}");
+        assert_eq!(report["replies"], 2, "{report}");
+        let offset = report["offset_ns"].as_i64().unwrap();
+        assert!((offset - 1_000_000_000).abs() < 5_000_000, "{report}");
+        assert_eq!(report["errors"], json!([]), "{report}");
+        let counts = server.stop();
+        assert_eq!((counts.served, counts.hostile), (2, 2), "{counts:?}");
+    }
+
+    #[test]
     fn query_rejects_an_unsynchronised_server() {
-        let server = TestServer::start(0, LEAP_UNSYNC);
+        let server = TestServer::start(0, LEAP_UNSYNC, 0);
         let (report, ok) = query(server.addr, 1, Duration::from_millis(500), QUERY_SPACING);
         assert!(!ok, "{report}");
         assert_eq!(report["replies"], 0);

@@ -1,0 +1,50 @@
+# NTP in observe mode (like chronyd -x): against a reference server on loopback that is 11 s
+# ahead, clockguard measures the offset (-11 s: the clock is behind) and reports it in
+# `tracking` and `sources`, but never touches this machine's clock (no slew engine, no
+# frequency set). Its own server answers on loopback and says how far it is off.
+set -euo pipefail
+CG="$CG_BIN_DIR/clockguard"
+REF="$CG_BIN_DIR/cg-ntpref"
+STATE="$CG_TEST_TMP/state"; RUNTIME="$CG_TEST_TMP/run"
+PARAMS="$CG_TEST_TMP/ref.json"
+"$REF" serve --listen 127.0.0.1:0 --params "$PARAMS" --offset-s 11 >"$CG_TEST_TMP/ref.log" 2>&1 &
+ref=$!
+daemon=""
+trap 'kill "$ref" 2>/dev/null; [[ -n "$daemon" ]] && { kill -TERM "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null; }; true' EXIT
+for _ in $(seq 1 100); do [[ -s "$PARAMS" ]] && break; sleep 0.1; done
+listen=$(jq -r .listen "$PARAMS")
+cat >"$CG_TEST_TMP/ntp.toml" <<EOF2
+mode = "observe"
+[ntp]
+servers = ["$listen"]
+serve = "127.0.0.1:0"
+EOF2
+"$CG" run --config "$CG_TEST_TMP/ntp.toml" --state-dir "$STATE" --runtime-dir "$RUNTIME" >"$CG_TEST_TMP/daemon.log" 2>&1 &
+daemon=$!
+t=""
+for _ in $(seq 1 200); do
+    t=$("$CG" tracking --json --runtime-dir "$RUNTIME" 2>/dev/null || true)
+    [[ "$(echo "$t" | jq -r '.synchronized // false' 2>/dev/null)" == true ]] && break
+    sleep 0.1
+done
+"$CG" tracking --runtime-dir "$RUNTIME"
+"$CG" sources --runtime-dir "$RUNTIME"
+echo "$t" | jq -e '.synchronized == true and .disciplining == false and .slew == null and .frequency_ppm == null' >/dev/null \
+    || { echo "observe mode: $t"; exit 1; }
+# The offset as the reference itself sees it (CLOCK_REALTIME - ref), and as clockguard does.
+truth=$("$REF" offset --params "$PARAMS" | jq .offset_ns)
+measured=$(echo "$t" | jq '.offset_s * 1e9 | round')
+d=$(( measured - truth )); d=${d#-}
+[[ "$d" -lt 5000000 ]] || { echo "measured $measured ns, reference says $truth ns"; exit 1; }
+echo "METRIC ntp-observe measured_ns=$measured truth_ns=$truth"
+"$CG" sources --json --runtime-dir "$RUNTIME" | jq -e '.sources[0].state == "selected" and .sources[0].stratum == 1 and (.sources[0].offset_s - 11 | fabs) < 0.005' >/dev/null \
+    || { echo "sources: $("$CG" sources --json --runtime-dir "$RUNTIME")"; exit 1; }
+grep -q "NTP: measuring only" "$CG_TEST_TMP/daemon.log" || { echo "not said in the log"; exit 1; }
+# The server (on the ephemeral port it bound) answers with this machine's clock and says
+# it is 11 s from its source: root dispersion >= 11 s, so no client would select it.
+served=$("$CG" tracking --json --runtime-dir "$RUNTIME" | jq -r .server.listen)
+[[ "$served" =~ ^127\.0\.0\.1:[0-9]+$ && "$served" != 127.0.0.1:0 ]] || { echo "server listen: $served"; exit 1; }
+q=$("$REF" query "$served" --count 1)
+echo "query: $q"
+echo "$q" | jq -e '.stratum == 2 and (.offset_ns | fabs) < 5000000' >/dev/null || { echo "served: $q"; exit 1; }
+echo ok
