@@ -28,7 +28,7 @@ use crate::{
 };
 
 /// How often the slew engine measures its progress and re-programs the kernel.
-const SLEW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+pub(crate) const SLEW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Records kept in memory for `clockguard events` (the journal has them all).
 const RECENT: usize = 256;

@@ -433,18 +433,8 @@ impl SlewHandle {
                 base = saved;
             }
         }
-        let core = Slew::new(config, base);
-        let (status_tx, status) = watch::channel(core.status());
+        let (driver, status) = Driver::new(Slew::new(config, base), kernel, state_file);
         let (requests, rx) = mpsc::unbounded_channel();
-        let driver = Driver {
-            core,
-            kernel,
-            state_file,
-            state_written: false,
-            failing: false,
-            stopped: false,
-            status_tx,
-        };
         tokio::spawn(driver.run(rx, interval.max(Duration::from_millis(1))));
         Ok(SlewHandle { requests, status })
     }
@@ -499,7 +489,11 @@ fn read_state(path: &Path) -> io::Result<Option<KernelRate>> {
     }
 }
 
-struct Driver<K: KernelClock> {
+/// The engine's task: the core, the kernel it programs and the state file. [`Driver::run`]
+/// is its loop; the NTP simulation tests call `replace`, `set_base` and `tick` directly, on
+/// the schedule `run` keeps (a tick every interval while active, the first one interval
+/// after becoming active).
+pub(crate) struct Driver<K: KernelClock> {
     core: Slew,
     kernel: K,
     state_file: Option<PathBuf>,
@@ -510,6 +504,29 @@ struct Driver<K: KernelClock> {
 }
 
 impl<K: KernelClock> Driver<K> {
+    pub(crate) fn new(
+        core: Slew,
+        kernel: K,
+        state_file: Option<PathBuf>,
+    ) -> (Driver<K>, watch::Receiver<SlewStatus>) {
+        let (status_tx, status) = watch::channel(core.status());
+        let driver = Driver {
+            core,
+            kernel,
+            state_file,
+            state_written: false,
+            failing: false,
+            stopped: false,
+            status_tx,
+        };
+        (driver, status)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn core(&self) -> &Slew {
+        &self.core
+    }
+
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>, interval: Duration) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -551,7 +568,7 @@ impl<K: KernelClock> Driver<K> {
         }
     }
 
-    fn replace(&mut self, total_ns: i64) -> Result<SlewStatus, SlewError> {
+    pub(crate) fn replace(&mut self, total_ns: i64) -> Result<SlewStatus, SlewError> {
         let now = self.kernel.sample();
         let was_active = self.core.active();
         let result = self.core.replace(total_ns, now);
@@ -570,7 +587,7 @@ impl<K: KernelClock> Driver<K> {
         result.map(|()| status)
     }
 
-    fn set_base(&mut self, base: KernelRate) {
+    pub(crate) fn set_base(&mut self, base: KernelRate) {
         if !base.is_valid() || base == self.core.base() {
             return;
         }
@@ -592,7 +609,7 @@ impl<K: KernelClock> Driver<K> {
         self.status_tx.send_replace(self.core.status());
     }
 
-    fn tick(&mut self) {
+    pub(crate) fn tick(&mut self) {
         let now = self.kernel.sample();
         self.update(now);
         if !self.core.active() {

@@ -27,7 +27,7 @@ use crate::{
     clock,
     config::NtpConfig,
     record,
-    slew::{KernelClock, KernelRate, LinuxClock, SlewError, SlewHandle},
+    slew::{KernelClock, KernelRate, LinuxClock, Sample, SlewError, SlewHandle},
 };
 
 /// The fitted frequency is given to the kernel once its standard error is below this
@@ -186,6 +186,7 @@ pub async fn spawn(
         names,
         sockets: Vec::new(),
         next_poll: Vec::new(),
+        last_poll: Vec::new(),
         datagrams_tx,
         slew,
         drift_path,
@@ -252,6 +253,8 @@ struct Client {
     /// Per source id.
     sockets: Vec<Option<Arc<UdpSocket>>>,
     next_poll: Vec<Instant>,
+    /// When each source's last request was sent.
+    last_poll: Vec<Instant>,
     datagrams_tx: mpsc::Sender<(usize, Vec<u8>, i64)>,
     slew: Option<SlewHandle>,
     drift_path: PathBuf,
@@ -437,6 +440,7 @@ impl Client {
         // Sources start a little apart so that their bursts do not collide.
         self.next_poll
             .push(Instant::now() + Duration::from_millis(100 * id as u64 % 2000));
+        self.last_poll.push(Instant::now());
         Some(id)
     }
 
@@ -448,6 +452,7 @@ impl Client {
             }
             let interval = self.engine.sources()[id].interval_s();
             self.next_poll[id] = now + Duration::from_secs_f64(interval);
+            self.last_poll[id] = now;
             let Some(socket) = self.sockets[id].clone() else {
                 self.next_poll[id] = now + Duration::from_secs(86_400 * 365);
                 continue;
@@ -472,14 +477,10 @@ impl Client {
     async fn on_datagram(&mut self, id: usize, bytes: &[u8], raw_rx: i64) {
         match self.engine.receive(id, bytes, raw_rx) {
             Ok(_) => {
-                // The poll interval may have changed with the sample.
-                let interval = self.engine.sources()[id].interval_s();
-                let last_sent = self.next_poll[id]
-                    .checked_sub(Duration::from_secs_f64(interval))
-                    .unwrap_or(self.next_poll[id]);
-                self.next_poll[id] = last_sent
-                    .max(Instant::now() - Duration::from_secs(interval as u64))
-                    + Duration::from_secs_f64(interval);
+                // The poll interval may have changed with the sample: the next request is
+                // one new interval after the last one (not before now).
+                let interval = Duration::from_secs_f64(self.engine.sources()[id].interval_s());
+                self.next_poll[id] = (self.last_poll[id] + interval).max(Instant::now());
                 self.apply().await;
             }
             Err(why) => {
@@ -514,31 +515,26 @@ impl Client {
             }
         };
         let now = LinuxClock.sample();
-        let target_ns = now.raw_ns as i128
-            + self.engine.epoch_ns() as i128
-            + (system.offset_at(now.raw_ns) * 1e9).round() as i128;
-        let error_ns =
-            (target_ns - now.realtime_ns as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+        let Adjustment { error_ns, new_freq } = adjustment(
+            &system,
+            self.engine.epoch_ns(),
+            now,
+            self.tracking.applied_freq,
+        );
         let offset_s = -(error_ns as f64) / 1e9;
         self.record_update(offset_s, now.raw_ns);
         self.publish_server_clock(&system, now.realtime_ns);
         let Some(slew) = self.slew.clone() else {
             return;
         };
-        if system.freq_sigma <= FREQ_APPLY_MAX_SIGMA {
-            let changed = self
-                .tracking
-                .applied_freq
-                .is_none_or(|f| (f - system.freq).abs() > 1e-9);
-            if changed {
-                match slew.set_base(KernelRate::from_ppm(system.freq * 1e6)) {
-                    Ok(()) => self.tracking.applied_freq = Some(system.freq),
-                    Err(err) => tracing::error!("NTP: cannot set the frequency: {err}"),
-                }
-                self.write_drift_if_due();
+        if let Some(freq) = new_freq {
+            match slew.set_base(KernelRate::from_ppm(freq * 1e6)) {
+                Ok(()) => self.tracking.applied_freq = Some(freq),
+                Err(err) => tracing::error!("NTP: cannot set the frequency: {err}"),
             }
+            self.write_drift_if_due();
         }
-        if (error_ns - slew.status().remaining_ns).abs() < MIN_CORRECTION_NS {
+        if !correction_wanted(error_ns, slew.status().remaining_ns) {
             return;
         }
         match slew.replace(error_ns).await {
@@ -683,6 +679,42 @@ impl Client {
             .collect();
         json!({ "sources": rows, "unresolved": unresolved })
     }
+}
+
+/// What bringing the clock to the estimate takes (the decision of `Client::apply`, pure so
+/// that the simulation tests drive the clock through the same code).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Adjustment {
+    /// Reference time − CLOCK_REALTIME now, ns: the whole correction still to slew.
+    pub error_ns: i64,
+    /// The base frequency (s/s) to give the kernel: the fitted one once its standard error
+    /// is within `FREQ_APPLY_MAX_SIGMA` and it differs from the one applied.
+    pub new_freq: Option<f64>,
+}
+
+/// The adjustment for `system` when the clocks read `now`; `epoch_ns` is the engine's
+/// (local timescale = raw + epoch), `applied_freq` the base frequency given so far.
+pub(crate) fn adjustment(
+    system: &SystemEstimate,
+    epoch_ns: i64,
+    now: Sample,
+    applied_freq: Option<f64>,
+) -> Adjustment {
+    let target_ns = now.raw_ns as i128
+        + epoch_ns as i128
+        + (system.offset_at(now.raw_ns) * 1e9).round() as i128;
+    let error_ns =
+        (target_ns - now.realtime_ns as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+    let new_freq = (system.freq_sigma <= FREQ_APPLY_MAX_SIGMA
+        && applied_freq.is_none_or(|f| (f - system.freq).abs() > 1e-9))
+    .then_some(system.freq);
+    Adjustment { error_ns, new_freq }
+}
+
+/// Whether `error_ns` is worth a request to the slew engine, which has `remaining_ns`
+/// still to apply.
+pub(crate) fn correction_wanted(error_ns: i64, remaining_ns: i64) -> bool {
+    (error_ns - remaining_ns).abs() >= MIN_CORRECTION_NS
 }
 
 fn leap_status(leap: Leap) -> &'static str {

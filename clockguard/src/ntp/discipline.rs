@@ -59,6 +59,12 @@ impl Fit {
         let dt = (raw_ns - self.ref_raw_ns) as f64 / 1e9;
         (self.offset_sigma_s.powi(2) + (self.freq_sigma * dt).powi(2)).sqrt()
     }
+
+    /// Expected standard deviation of a new sample (of error `error_s`) at `raw_ns` from
+    /// the fitted line: the line's own error there, the sample's and the scatter so far.
+    pub fn prediction_sigma(&self, raw_ns: i64, error_s: f64) -> f64 {
+        (self.sigma_at(raw_ns).powi(2) + error_s.powi(2) + self.residual_rms_s.powi(2)).sqrt()
+    }
 }
 
 /// What [`Discipline::add`] did with a sample.
@@ -119,10 +125,7 @@ impl Discipline {
             return Outcome::Accepted { residual_s: 0.0 };
         };
         let residual_s = point.offset_s - fit.offset_at(point.raw_ns);
-        let sigma = (fit.sigma_at(point.raw_ns).powi(2)
-            + point.error_s.powi(2)
-            + fit.residual_rms_s.powi(2))
-        .sqrt();
+        let sigma = fit.prediction_sigma(point.raw_ns, point.error_s);
         if residual_s.abs() > (OUTLIER_SIGMAS * sigma).max(OUTLIER_FLOOR_S) {
             self.outliers.push(point);
             if self.outliers.len() < OUTLIERS_FOR_RESET {

@@ -8,4 +8,6 @@ pub mod engine;
 pub mod packet;
 pub mod select;
 pub mod server;
+#[cfg(test)]
+mod sim;
 pub mod source;

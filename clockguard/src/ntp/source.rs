@@ -29,6 +29,10 @@ const DELAY_WINDOW: usize = 8;
 const MIN_ERROR_S: f64 = 1e-6;
 /// Consecutive good samples before the poll interval doubles.
 const POLL_UP_AFTER: u32 = 4;
+/// A sample further than this many expected standard deviations from the filter's
+/// prediction (yet not an outlier) halves the poll interval: the oscillator's frequency
+/// wandered more over the interval than the fitted line could extrapolate.
+const POLL_DOWN_SIGMAS: f64 = 2.0;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct SourceConfig {
@@ -312,17 +316,27 @@ impl Source {
         // delay as error (the queueing may have been on either leg).
         let precision = self.server.as_ref().map_or(0.0, |s| s.precision_s);
         let error_s = MIN_ERROR_S + precision + (sample.delay_s - min_delay) / 2.0;
+        let before = self.filter.fit();
         let outcome = self.filter.add(Point {
             raw_ns: sample.raw_ns,
             offset_s: sample.offset_s,
             error_s,
         });
         match outcome {
-            Outcome::Accepted { .. } => {
-                self.good_in_a_row += 1;
-                if self.good_in_a_row >= POLL_UP_AFTER && self.poll < self.config.maxpoll {
-                    self.poll += 1;
+            Outcome::Accepted { residual_s } => {
+                let sigma = before.map_or(f64::INFINITY, |f| {
+                    f.prediction_sigma(sample.raw_ns, error_s)
+                });
+                if residual_s.abs() > POLL_DOWN_SIGMAS * sigma {
+                    // Polled too seldom to follow the oscillator: poll more often.
                     self.good_in_a_row = 0;
+                    self.poll = (self.poll - 1).max(self.config.minpoll);
+                } else {
+                    self.good_in_a_row += 1;
+                    if self.good_in_a_row >= POLL_UP_AFTER && self.poll < self.config.maxpoll {
+                        self.poll += 1;
+                        self.good_in_a_row = 0;
+                    }
                 }
             }
             Outcome::Outlier { .. } | Outcome::Reset { .. } => {
