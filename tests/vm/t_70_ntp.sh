@@ -20,6 +20,7 @@ echo "offset before: $("$REF" offset --params "$PARAMS")"
 
 cat >"$CG_TEST_TMP/ntp.toml" <<EOF2
 mode = "guard"
+log_level = "info,clockguard::ntp=debug"
 [guard]
 defer_to_time_services = false
 # The kernel's fastest: 10 % through the tick + 500 ppm through the frequency.
@@ -45,7 +46,7 @@ cat "$CG_TEST_TMP/watch.json"
 cat "$CG_TEST_TMP/sampler.json"
 "$CG" tracking --runtime-dir "$RUNTIME"
 "$CG" sources --runtime-dir "$RUNTIME"
-grep -E "NTP|slew" "$CG_TEST_TMP/daemon.log" | sed 's/\x1b\[[0-9;]*m//g' | head -40
+grep -E "NTP|slew" "$CG_TEST_TMP/daemon.log" | sed 's/\x1b\[[0-9;]*m//g' | head -80
 
 jq -e '.converged == true' "$CG_TEST_TMP/watch.json" >/dev/null \
     || fail "did not converge under 1 ms: $(cat "$CG_TEST_TMP/watch.json")"
@@ -69,7 +70,8 @@ audit_json | jq -e -s '[.[] | select(.kind == "step" and .verdict != "denied")] 
     || fail "a step was journaled: $(audit_json | jq -c 'select(.kind == "step")' | head -3)"
 
 # clockguard's server: its time against the reference = query offset + (system - ref).
-query=$("$REF" query 127.0.0.1:12301 --count 2)
+query=$("$REF" query 127.0.0.1:12301 --count 2) \
+    || fail "no valid answer from clockguard's server: $query; $("$CG" tracking --json --runtime-dir "$RUNTIME" | jq -c '{synchronized, stratum, leap_status, server}')"
 system_minus_ref=$("$REF" offset --params "$PARAMS" | jq .offset_ns)
 echo "query: $query"
 served_minus_ref=$(( $(echo "$query" | jq .offset_ns) + system_minus_ref ))

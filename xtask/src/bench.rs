@@ -25,7 +25,15 @@ const ROWS: &[(&str, RowFn)] = &[
     ("clock_settime cost", row_settime_cost),
     ("daemon RSS", row_daemon_rss),
     ("syscall to journal latency", row_latency),
+    ("NTP server at 1000 requests/s", row_ntp_server_load),
 ];
+
+/// The NTP server load row: loopback port, rate and clients (each client stays under the
+/// per-client limit configured for the row, so every request deserves an answer).
+const NTP_LOAD_PORT: u16 = 12399;
+const NTP_LOAD_RATE: &str = "1000";
+const NTP_LOAD_SECONDS: &str = "20";
+const NTP_LOAD_CLIENTS: &str = "100";
 
 const SETTIME_CALLS: &str = "200000";
 const STORM_CALLS: &str = "100000";
@@ -126,6 +134,11 @@ impl Ctx {
     /// (Re)start the daemon in observe mode with fresh state and runtime dirs, and wait
     /// until `clockguard status` answers.
     fn start_daemon(&mut self) -> Result<()> {
+        self.start_daemon_with(None)
+    }
+
+    /// As `start_daemon`, with a configuration file.
+    fn start_daemon_with(&mut self, config: Option<&Path>) -> Result<()> {
         self.stop_daemon();
         self.starts += 1;
         let n = self.starts;
@@ -142,6 +155,7 @@ impl Ctx {
             .arg("--runtime-dir")
             .arg(&runtime_dir)
             .args(["--mode", "observe"])
+            .args(config.iter().flat_map(|c| [Path::new("--config"), c]))
             .stdin(Stdio::null())
             .stdout(logf.try_clone()?)
             .stderr(logf);
@@ -362,6 +376,72 @@ fn row_daemon_rss(ctx: &mut Ctx) -> Result<Row> {
     row.set("ring_buffer_drops", opt(drops));
     row.set("journal_settle_s", num((settle * 10.0).round() / 10.0));
     row.set("storm_output", storm);
+    Ok(row)
+}
+
+/// CPU ticks (utime + stime, 1/100 s) a process has used.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').context("bad /proc/PID/stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .context("bad /proc/PID/stat")
+    };
+    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+    Ok(field(11)? + field(12)?)
+}
+
+/// The daemon's NTP server answering 1000 requests per second from 100 loopback clients:
+/// its CPU share and RSS while it does (the host clock is not touched: observe mode).
+fn row_ntp_server_load(ctx: &mut Ctx) -> Result<Row> {
+    let config = ctx.root.join("ntp-load.toml");
+    fs::write(
+        &config,
+        format!(
+            "mode = \"observe\"\n[ntp]\nserve = \"127.0.0.1:{NTP_LOAD_PORT}\"\n\
+             # 100 clients at 10 requests/s each: allow 16/s, bursts of 16.\n\
+             rate_limit_interval = -4\nrate_limit_burst = 16\n"
+        ),
+    )?;
+    ctx.start_daemon_with(Some(&config))?;
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = ctx.daemon()?.pid();
+    let rss_before = ctx.daemon_rss_kib()?;
+    let ticks_before = cpu_ticks(pid)?;
+    let started = Instant::now();
+    let out = capture(
+        root_cmd(ctx.bin("cg-ntpref"), &[])
+            .arg("load")
+            .arg(format!("127.0.0.1:{NTP_LOAD_PORT}"))
+            .args(["--rate", NTP_LOAD_RATE, "--seconds", NTP_LOAD_SECONDS])
+            .args(["--clients", NTP_LOAD_CLIENTS]),
+    )?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let ticks = cpu_ticks(pid)? - ticks_before;
+    let rss_after = ctx.daemon_rss_kib()?;
+    let load = last_object(&out).context("cg-ntpref load printed no JSON object")?;
+    ctx.stop_daemon();
+    let mut row = Row::new();
+    row.set("requests_per_s", num(NTP_LOAD_RATE.parse()?));
+    row.set("clients", num(NTP_LOAD_CLIENTS.parse()?));
+    row.set("sent", load["sent"].clone());
+    row.set("answered", load["replies"].clone());
+    row.set(
+        "kod_or_unanswered",
+        num(num_field(&load, "kod")? + num_field(&load, "unanswered")?),
+    );
+    row.set(
+        "cpu_percent",
+        num((ticks as f64 / elapsed * 1000.0).round() / 10.0),
+    );
+    row.set("rss_before_kib", num(rss_before as f64));
+    row.set("rss_after_kib", num(rss_after as f64));
+    row.set("load_output", load);
     Ok(row)
 }
 

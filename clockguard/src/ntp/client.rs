@@ -476,7 +476,13 @@ impl Client {
 
     async fn on_datagram(&mut self, id: usize, bytes: &[u8], raw_rx: i64) {
         match self.engine.receive(id, bytes, raw_rx) {
-            Ok(_) => {
+            Ok(sample) => {
+                tracing::debug!(
+                    "NTP: {}: offset {:+.9} s (against the raw timescale), delay {:.6} s",
+                    self.engine.sources()[id].addr,
+                    sample.offset_s,
+                    sample.delay_s
+                );
                 // The poll interval may have changed with the sample: the next request is
                 // one new interval after the last one (not before now).
                 let interval = Duration::from_secs_f64(self.engine.sources()[id].interval_s());
@@ -522,6 +528,13 @@ impl Client {
             self.tracking.applied_freq,
         );
         let offset_s = -(error_ns as f64) / 1e9;
+        tracing::debug!(
+            "NTP: estimate {:+.9} s ± {:.6} s at {:+.3} ± {:.3} ppm; the clock is {offset_s:+.9} s off",
+            system.offset_at(now.raw_ns),
+            system.freq_sigma,
+            system.freq * 1e6,
+            system.freq_sigma * 1e6
+        );
         self.record_update(offset_s, now.raw_ns);
         self.publish_server_clock(&system, now.realtime_ns);
         let Some(slew) = self.slew.clone() else {

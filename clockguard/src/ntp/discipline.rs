@@ -23,8 +23,14 @@ pub struct Point {
     pub raw_ns: i64,
     /// Reference time − local timescale (raw + a constant), s.
     pub offset_s: f64,
-    /// Standard error of `offset_s`, s (> 0).
+    /// Standard error of `offset_s` apart from queueing (timestamping, the server's
+    /// precision), s (> 0).
     pub error_s: f64,
+    /// Round-trip delay, s. A sample that queued longer than the fastest one in the window
+    /// carries half the extra delay as error (the queueing may have been on either leg);
+    /// the weights are recomputed as the fastest sample changes, so a slow first sample is
+    /// not trusted once faster ones arrive.
+    pub delay_s: f64,
 }
 
 /// The fitted line.
@@ -81,12 +87,28 @@ pub enum Outcome {
 #[derive(Clone, Debug)]
 pub struct Discipline {
     max_samples: usize,
-    samples: VecDeque<Point>,
+    samples: VecDeque<Held>,
     /// Consecutive outliers, newest last.
-    outliers: Vec<Point>,
+    outliers: Vec<Held>,
     prior_freq: f64,
     prior_sigma: f64,
     fit: Option<Fit>,
+}
+
+/// A sample in the window, with its error as it was judged when it came (against the
+/// fastest recent sample then). Its weight uses the larger of that and its error against
+/// the fastest sample now: an error can grow when a faster sample comes, never shrink.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    point: Point,
+    error_when_added_s: f64,
+}
+
+impl Held {
+    fn error(&self, min_delay: f64) -> f64 {
+        self.error_when_added_s
+            .max(effective_error(&self.point, min_delay))
+    }
 }
 
 /// Consecutive outliers that mean the reference moved.
@@ -96,6 +118,8 @@ const OUTLIER_SIGMAS: f64 = 5.0;
 /// Outlier threshold floor, s: below it nothing is an outlier (samples agreeing within
 /// 100 µs are never thrown away, however tight the fit).
 const OUTLIER_FLOOR_S: f64 = 100e-6;
+/// The fastest of this many recent samples is the delay without queueing.
+const DELAY_WINDOW: usize = 8;
 /// Least frequency uncertainty kept in a prior after a reset, s/s.
 const MIN_PRIOR_SIGMA: f64 = 0.1e-6;
 
@@ -117,18 +141,46 @@ impl Discipline {
         self.fit
     }
 
+    /// The least delay in the window and `point`, s.
+    fn min_delay(&self, point: Option<&Point>) -> f64 {
+        let recent = self.samples.len().saturating_sub(DELAY_WINDOW);
+        self.samples
+            .iter()
+            .skip(recent)
+            .map(|h| &h.point)
+            .chain(point)
+            .map(|p| p.delay_s)
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    /// The whole standard error of `point` (s) against the fastest sample of the window.
+    pub fn error_of(&self, point: &Point) -> f64 {
+        effective_error(point, self.min_delay(Some(point)))
+    }
+
     /// Adds a sample (in raw-time order).
     pub fn add(&mut self, point: Point) -> Outcome {
-        let Some(fit) = self.fit else {
-            self.samples.push_back(point);
+        let held = Held {
+            point,
+            error_when_added_s: self.error_of(&point),
+        };
+        if self.fit.is_none() {
+            self.samples.push_back(held);
             self.refit();
             return Outcome::Accepted { residual_s: 0.0 };
-        };
+        }
+        // A faster sample than any in the window first re-weighs the window: the earlier
+        // samples queued, and the prediction is only as good as they were.
+        if point.delay_s < self.min_delay(None) {
+            self.refit_with(point.delay_s);
+        }
+        let fit = self.fit.expect("refit keeps a fit for a non-empty window");
         let residual_s = point.offset_s - fit.offset_at(point.raw_ns);
-        let sigma = fit.prediction_sigma(point.raw_ns, point.error_s);
+        let sigma = fit.prediction_sigma(point.raw_ns, self.error_of(&point));
         if residual_s.abs() > (OUTLIER_SIGMAS * sigma).max(OUTLIER_FLOOR_S) {
-            self.outliers.push(point);
+            self.outliers.push(held);
             if self.outliers.len() < OUTLIERS_FOR_RESET {
+                self.refit();
                 return Outcome::Outlier { residual_s };
             }
             // Keep the frequency: a reference that steps has not changed its rate.
@@ -139,7 +191,7 @@ impl Discipline {
             return Outcome::Reset { residual_s };
         }
         self.outliers.clear();
-        self.samples.push_back(point);
+        self.samples.push_back(held);
         while self.samples.len() > self.max_samples {
             self.samples.pop_front();
         }
@@ -147,43 +199,48 @@ impl Discipline {
         Outcome::Accepted { residual_s }
     }
 
+    fn refit(&mut self) {
+        self.refit_with(self.min_delay(None));
+    }
+
     /// Weighted least squares of offset = a + b·x (x = raw − mean, s) with the prior as a
     /// pseudo-observation on b: minimise Σ w(y − a − b·x)² + (b − b0)²/σ0². With x centred
     /// on the weighted mean, a = Σwy/Σw and b = (Σwxy + b0/σ0²)/(Σwx² + 1/σ0²).
-    fn refit(&mut self) {
+    fn refit_with(&mut self, min_delay: f64) {
         let Some(last) = self.samples.back() else {
             self.fit = None;
             return;
         };
-        let first_raw = self.samples[0].raw_ns;
-        let x_of = |p: &Point| (p.raw_ns - first_raw) as f64 / 1e9;
-        let weight = |p: &Point| 1.0 / p.error_s.max(1e-9).powi(2);
+        let last_raw_ns = last.point.raw_ns;
+        let first_raw = self.samples[0].point.raw_ns;
+        let x_of = |h: &Held| (h.point.raw_ns - first_raw) as f64 / 1e9;
+        let weight = |h: &Held| 1.0 / h.error(min_delay).max(1e-9).powi(2);
         let sw: f64 = self.samples.iter().map(weight).sum();
         let mean_x = self
             .samples
             .iter()
-            .map(|p| weight(p) * x_of(p))
+            .map(|h| weight(h) * x_of(h))
             .sum::<f64>()
             / sw;
         let mean_y = self
             .samples
             .iter()
-            .map(|p| weight(p) * p.offset_s)
+            .map(|h| weight(h) * h.point.offset_s)
             .sum::<f64>()
             / sw;
         let (mut sxx, mut sxy) = (0.0, 0.0);
-        for p in &self.samples {
-            let (x, y) = (x_of(p) - mean_x, p.offset_s - mean_y);
-            sxx += weight(p) * x * x;
-            sxy += weight(p) * x * y;
+        for h in &self.samples {
+            let (x, y) = (x_of(h) - mean_x, h.point.offset_s - mean_y);
+            sxx += weight(h) * x * x;
+            sxy += weight(h) * x * y;
         }
         let prior = 1.0 / self.prior_sigma.powi(2);
         let freq = (sxy + self.prior_freq * prior) / (sxx + prior);
         let n = self.samples.len();
         let mut chi2 = 0.0;
-        for p in &self.samples {
-            let r = p.offset_s - mean_y - freq * (x_of(p) - mean_x);
-            chi2 += weight(p) * r * r;
+        for h in &self.samples {
+            let r = h.point.offset_s - mean_y - freq * (x_of(h) - mean_x);
+            chi2 += weight(h) * r * r;
         }
         // Scale the formal errors by the observed scatter when there are degrees of
         // freedom left (the sample errors are estimates, not truths).
@@ -200,9 +257,13 @@ impl Discipline {
             offset_sigma_s: (scale / sw).sqrt(),
             residual_rms_s: (chi2 / sw).sqrt(),
             samples: n,
-            last_raw_ns: last.raw_ns,
+            last_raw_ns,
         });
     }
+}
+
+fn effective_error(point: &Point, min_delay: f64) -> f64 {
+    point.error_s + (point.delay_s - min_delay).max(0.0) / 2.0
 }
 
 #[cfg(test)]
@@ -216,6 +277,7 @@ mod tests {
             raw_ns: t_s * S,
             offset_s,
             error_s: 10e-6,
+            delay_s: 0.001,
         }
     }
 
@@ -257,6 +319,35 @@ mod tests {
         assert!((fit.offset_at(now) - truth).abs() < 20e-6);
         assert!(fit.residual_rms_s < 20e-6 && fit.residual_rms_s > 1e-6);
         assert!(fit.freq_sigma < 1e-6);
+    }
+
+    #[test]
+    fn a_slow_first_sample_is_outweighed_once_faster_ones_arrive() {
+        // Seen in the test VM: the first reply of a burst queued 25 ms (offset 8 ms off),
+        // the next ones took about 1 ms. The slow one must neither make the fast ones
+        // outliers nor tilt the frequency.
+        let mut d = Discipline::new(16, 0.0, 500e-6);
+        let at = |t: i64, offset_s: f64, delay_s: f64| Point {
+            raw_ns: t * S,
+            offset_s,
+            error_s: 1e-6,
+            delay_s,
+        };
+        d.add(at(0, 10.9916455, 0.025));
+        for (t, offset, delay) in [
+            (2, 11.000216, 0.0008),
+            (4, 11.000602, 0.0017),
+            (6, 11.000144, 0.0014),
+        ] {
+            let outcome = d.add(at(t, offset, delay));
+            assert!(
+                matches!(outcome, Outcome::Accepted { .. }),
+                "{t}: {outcome:?}"
+            );
+        }
+        let fit = d.fit().unwrap();
+        assert!(fit.freq.abs() < 100e-6, "freq {} ppm", fit.freq * 1e6);
+        assert!((fit.offset_at(6 * S) - 11.0003).abs() < 0.0005, "{fit:?}");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! its samples against CLOCK_MONOTONIC_RAW, weighted by excess delay). Sans-IO: times come
 //! in as arguments, datagrams as bytes.
 
-use std::{collections::VecDeque, net::SocketAddr};
+use std::net::SocketAddr;
 
 use serde::Serialize;
 
@@ -23,8 +23,6 @@ pub const PHI: f64 = 15e-6;
 pub const MIN_SAMPLES: usize = 3;
 /// Samples in a source's regression (its clock filter).
 const MAX_SAMPLES: usize = 16;
-/// Delays kept to find the minimum delay (the least-queued path).
-const DELAY_WINDOW: usize = 8;
 /// Floor of a sample's error, s (timestamping in user space).
 const MIN_ERROR_S: f64 = 1e-6;
 /// Consecutive good samples before the poll interval doubles.
@@ -117,7 +115,6 @@ pub struct Source {
     burst_left: u8,
     pending: Option<Pending>,
     answered: Option<NtpTimestamp>,
-    delays: VecDeque<f64>,
     filter: Discipline,
     last_sample: Option<Sample>,
     last_outcome: Option<Outcome>,
@@ -164,7 +161,6 @@ impl Source {
             burst_left,
             pending: None,
             answered: None,
-            delays: VecDeque::new(),
             filter: Discipline::new(MAX_SAMPLES, prior_freq, 500e-6),
             last_sample: None,
             last_outcome: None,
@@ -307,21 +303,16 @@ impl Source {
     }
 
     fn add_sample(&mut self, sample: Sample) {
-        self.delays.push_back(sample.delay_s);
-        if self.delays.len() > DELAY_WINDOW {
-            self.delays.pop_front();
-        }
-        let min_delay = self.delays.iter().copied().fold(f64::INFINITY, f64::min);
-        // A sample that queued longer than the fastest recent one carries up to that extra
-        // delay as error (the queueing may have been on either leg).
         let precision = self.server.as_ref().map_or(0.0, |s| s.precision_s);
-        let error_s = MIN_ERROR_S + precision + (sample.delay_s - min_delay) / 2.0;
-        let before = self.filter.fit();
-        let outcome = self.filter.add(Point {
+        let point = Point {
             raw_ns: sample.raw_ns,
             offset_s: sample.offset_s,
-            error_s,
-        });
+            error_s: MIN_ERROR_S + precision,
+            delay_s: sample.delay_s,
+        };
+        let error_s = self.filter.error_of(&point);
+        let before = self.filter.fit();
+        let outcome = self.filter.add(point);
         match outcome {
             Outcome::Accepted { residual_s } => {
                 let sigma = before.map_or(f64::INFINITY, |f| {
