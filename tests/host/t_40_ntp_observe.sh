@@ -1,7 +1,9 @@
 # NTP in observe mode (like chronyd -x): against a reference server on loopback that is 11 s
 # ahead, clockguard measures the offset (-11 s: the clock is behind) and reports it in
 # `tracking` and `sources`, but never touches this machine's clock (no slew engine, no
-# frequency set). Its own server answers on loopback and says how far it is off.
+# frequency set). Its own server answers on loopback and says how far it is off. Then a
+# server without sources: with local_stratum it serves at that stratum (chrony's `local`),
+# so an isolated cluster keeps one time.
 set -euo pipefail
 CG="$CG_BIN_DIR/clockguard"
 REF="$CG_BIN_DIR/cg-ntpref"
@@ -47,4 +49,23 @@ served=$("$CG" tracking --json --runtime-dir "$RUNTIME" | jq -r .server.listen)
 q=$("$REF" query "$served" --count 1)
 echo "query: $q"
 echo "$q" | jq -e '.stratum == 2 and (.offset_ns | fabs) < 5000000' >/dev/null || { echo "served: $q"; exit 1; }
+
+kill -TERM "$daemon"; wait "$daemon" || true
+cat >"$CG_TEST_TMP/local.toml" <<EOF2
+mode = "observe"
+[ntp]
+serve = "127.0.0.1:0"
+local_stratum = 10
+EOF2
+"$CG" run --config "$CG_TEST_TMP/local.toml" --state-dir "$STATE" --runtime-dir "$RUNTIME" >"$CG_TEST_TMP/daemon2.log" 2>&1 &
+daemon=$!
+served=""
+for _ in $(seq 1 100); do
+    served=$("$CG" tracking --json --runtime-dir "$RUNTIME" 2>/dev/null | jq -r '.server.listen // empty' || true)
+    [[ -n "$served" ]] && break
+    sleep 0.1
+done
+q=$("$REF" query "$served" --count 1) || { echo "local stratum server: $q"; exit 1; }
+echo "local stratum: $q"
+echo "$q" | jq -e '.stratum == 10 and .refid == "LOCL" and (.offset_ns | fabs) < 5000000' >/dev/null || { echo "local stratum: $q"; exit 1; }
 echo ok

@@ -26,6 +26,7 @@ const ROWS: &[(&str, RowFn)] = &[
     ("daemon RSS", row_daemon_rss),
     ("syscall to journal latency", row_latency),
     ("NTP server at 1000 requests/s", row_ntp_server_load),
+    ("NTP from 11 s off (VM)", row_ntp_converge_vm),
 ];
 
 /// The NTP server load row: loopback port, rate and clients (each client stays under the
@@ -442,6 +443,51 @@ fn row_ntp_server_load(ctx: &mut Ctx) -> Result<Row> {
     row.set("rss_before_kib", num(rss_before as f64));
     row.set("rss_after_kib", num(rss_after as f64));
     row.set("load_output", load);
+    Ok(row)
+}
+
+/// In the test VM, side by side: clockguard and chronyd from 11 s behind a reference
+/// (tests/bench/vm_ntp_converge.sh). Times are on CLOCK_MONOTONIC_RAW.
+fn row_ntp_converge_vm(_ctx: &mut Ctx) -> Result<Row> {
+    let command = [
+        "bash".to_string(),
+        "tests/bench/vm_ntp_converge.sh".to_string(),
+    ];
+    let run = crate::vm::run_in_vm(&command, true)?;
+    let results: Vec<Value> = run
+        .lines
+        .iter()
+        .filter_map(|l| l.trim().strip_prefix("RESULT "))
+        .filter_map(|json| serde_json::from_str(json).ok())
+        .collect();
+    if results.is_empty() {
+        bail!(
+            "the VM script printed no RESULT line (exit {:?}); last lines:\n{}",
+            run.code,
+            run.lines[run.lines.len().saturating_sub(20)..].join("\n")
+        );
+    }
+    let mut row = Row::new();
+    for r in &results {
+        let client = r["client"].as_str().unwrap_or("?");
+        row.set(
+            &format!("{client}_converged_after_s"),
+            r["converged_after_s"].clone(),
+        );
+        row.set(
+            &format!("{client}_held_rms_ns"),
+            r["rms_offset_after_converged_ns"].clone(),
+        );
+        row.set(
+            &format!("{client}_held_max_ns"),
+            r["max_abs_offset_after_converged_ns"].clone(),
+        );
+        row.set(
+            &format!("{client}_largest_step_ns"),
+            r["max_step_ns"].clone(),
+        );
+    }
+    row.set("results", Value::Array(results));
     Ok(row)
 }
 

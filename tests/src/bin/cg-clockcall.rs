@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use clockguard_tests::read_ns;
 use serde_json::{json, Value};
 
 const USAGE: &str = "usage: cg-clockcall COMMAND
@@ -221,16 +222,6 @@ fn adjtimex_read() -> i32 {
     } else {
         errno()
     }
-}
-
-fn read_ns(clock: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
 /// REALTIME read between two reads of `reference`, against their midpoint (ns).

@@ -28,6 +28,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use clockguard_tests::read_ns;
 use serde_json::{json, Value};
 
 const USAGE: &str = "usage: cg-ntpref COMMAND
@@ -45,7 +46,8 @@ const USAGE: &str = "usage: cg-ntpref COMMAND
         CLOCK_REALTIME - ref(now) in ns (negative: the system clock is behind)
   watch --params FILE --until-abs-ns N --stopfile F [--interval-ms 100] [--hold-s 0]
         samples the offset every interval until |offset| < N has held for the hold
-        time, F exists or 15 minutes passed; always exits 0
+        time, F exists or 15 minutes passed; times on CLOCK_MONOTONIC_RAW (the
+        slewed clocks run up to 10 % fast); always exits 0
   query ADDR:PORT [--count 4] [--timeout-ms 1000]
         SNTP client: N mode-3 requests 200 ms apart; offset (server - CLOCK_REALTIME)
         and delay of the reply with the smallest delay; exit 1 without a valid reply
@@ -197,16 +199,6 @@ fn seconds_to_ns(name: &str, text: &str) -> Result<i64, String> {
 
 // ---------------------------------------------------------------------------------------
 // Clocks and NTP timestamps
-
-fn read_ns(clock: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
-}
 
 fn realtime_ns() -> i64 {
     read_ns(libc::CLOCK_REALTIME)
@@ -765,17 +757,27 @@ fn watch(
     hold: Duration,
 ) -> Value {
     let start = Instant::now();
+    // Durations on CLOCK_MONOTONIC_RAW: Instant (CLOCK_MONOTONIC) runs up to 10 % fast or
+    // slow while the clock is slewed, which is what is being watched.
+    let start_raw = raw_ns();
     let mut samples = 0u64;
-    // The current run below the limit: its start (since `start`) and its largest |offset|.
+    // The current run below the limit: its start (since `start`), its largest |offset| and
+    // the sum of its squared offsets (ns², for the RMS) over `run_samples`.
     let mut run: Option<(Duration, i64)> = None;
+    let (mut run_sum_sq, mut run_samples) = (0f64, 0u64);
     let mut last_offset;
     let reason = loop {
-        let at = start.elapsed();
+        let at = Duration::from_nanos((raw_ns() - start_raw).max(0) as u64);
         last_offset = clock.sample_offset().offset_ns;
         samples += 1;
         if last_offset.abs() < limit {
+            if run.is_none() {
+                (run_sum_sq, run_samples) = (0.0, 0);
+            }
             let (since, max) = run.get_or_insert((at, 0));
             *max = (*max).max(last_offset.abs());
+            run_sum_sq += (last_offset as f64).powi(2);
+            run_samples += 1;
             if at - *since >= hold {
                 break "converged";
             }
@@ -799,6 +801,8 @@ fn watch(
         "converged_after_s": run.map(|(since, _)| since.as_secs_f64()),
         "final_offset_ns": last_offset,
         "max_abs_offset_after_converged_ns": run.map(|(_, max)| max),
+        "rms_offset_after_converged_ns": run
+            .map(|_| (run_sum_sq / run_samples.max(1) as f64).sqrt().round() as i64),
         "samples": samples,
         "stopped_by": reason,
         "elapsed_s": start.elapsed().as_secs_f64(),
