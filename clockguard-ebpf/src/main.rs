@@ -630,6 +630,12 @@ mod programs {
         judge(GUARDED_STEP)
     }
 
+    /// Offsets in `struct __kernel_timex` (UAPI, fixed layout): `time.tv_sec` and
+    /// `time.tv_usec` (ns with ADJ_NANO), after modes, pad, offset, freq, maxerror,
+    /// esterror, status, pad, constant, precision and tolerance.
+    const TIMEX_TIME_SEC: u32 = 72;
+    const TIMEX_TIME_FRAC: u32 = 80;
+
     /// do_adjtimex(struct __kernel_timex *txc): every adjtimex/clock_adjtime(CLOCK_REALTIME)
     /// goes through it with a kernel copy of the caller's timex (no TOCTOU). Keeps `modes`
     /// for the `capable` hook when the call steps (ADJ_SETOFFSET) or, with the exclusive
@@ -644,11 +650,22 @@ mod programs {
             .map(|c| c.flags & CONFIG_GUARD_EXCLUSIVE_DISCIPLINE != 0)
             .unwrap_or(false);
         let adjtime_read = modes & ADJ_ADJTIME != 0 && modes & ADJ_OFFSET_READONLY != 0;
-        if modes & ADJ_SETOFFSET != 0
-            || (exclusive && modes & DISCIPLINE_MODES != 0 && !adjtime_read)
+        let mut guarded = modes;
+        if modes & ADJ_SETOFFSET != 0 {
+            // A zero offset cannot move the clock: chronyd sends one at start to learn
+            // whether the kernel has ADJ_SETOFFSET (refused, it decides it has not). Let it
+            // pass, as a timezone-only settimeofday with minuteswest 0 does.
+            let sec = read_kernel::<i64>(txc, TIMEX_TIME_SEC).unwrap_or(1);
+            let frac = read_kernel::<i64>(txc, TIMEX_TIME_FRAC).unwrap_or(1);
+            if sec == 0 && frac == 0 {
+                guarded &= !ADJ_SETOFFSET;
+            }
+        }
+        if guarded & ADJ_SETOFFSET != 0
+            || (exclusive && guarded & DISCIPLINE_MODES != 0 && !adjtime_read)
         {
             let tid = bpf_get_current_pid_tgid() as u32;
-            let _ = ADJTIMEX_MODES.insert(tid, modes, BPF_ANY as u64);
+            let _ = ADJTIMEX_MODES.insert(tid, guarded, BPF_ANY as u64);
         }
         0
     }

@@ -61,6 +61,8 @@ struct Daemon {
     time_services: Vec<TimeService>,
     /// The slew engine, running only while the guard enforces.
     slew: Option<SlewHandle>,
+    /// The NTP service runs (servers or `serve` configured).
+    ntp_running: bool,
 }
 
 #[derive(Default, serde::Serialize)]
@@ -195,6 +197,7 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
         policy: guard.policy,
         time_services: guard.time_services,
         slew: guard.slew,
+        ntp_running: ntp.is_some(),
     };
     tracing::info!(
         "clockguard {} running in {} mode (config: {}), journal {}",
@@ -540,6 +543,14 @@ impl Daemon {
             "hooks": self.hooks,
             "ring_buffer_drops": counters.map(|c| c.ring_buffer_drops),
             "kernel": counters,
+            "ntp": {
+                "running": self.ntp_running,
+                "servers": self.config.ntp.servers,
+                "pools": self.config.ntp.pools,
+                "serve": self.config.ntp.serve,
+                // The clock is disciplined only with the slew engine, i.e. in guard mode.
+                "disciplining": self.ntp_running && self.slew.is_some(),
+            },
             "daemon": self.stats,
         })
     }

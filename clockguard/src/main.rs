@@ -343,6 +343,23 @@ fn print_status(s: &Value) {
         },
         text(&s["enforcement"]["reason"])
     );
+    let ntp = &s["ntp"];
+    if ntp["running"].as_bool() == Some(true) {
+        println!(
+            "ntp: {} ({} servers, {} pools{}); `clockguard tracking` and `sources` for details",
+            if ntp["disciplining"].as_bool() == Some(true) {
+                "disciplining the clock, slew only"
+            } else {
+                "measuring only"
+            },
+            ntp["servers"].as_array().map_or(0, Vec::len),
+            ntp["pools"].as_array().map_or(0, Vec::len),
+            ntp["serve"]
+                .as_str()
+                .map(|a| format!(", serving on {a}"))
+                .unwrap_or_default()
+        );
+    }
     if let Some(err) = s["ebpf_load_error"].as_str() {
         println!("eBPF: not loaded: {err}");
     }

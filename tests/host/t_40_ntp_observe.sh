@@ -42,6 +42,8 @@ echo "METRIC ntp-observe measured_ns=$measured truth_ns=$truth"
 "$CG" sources --json --runtime-dir "$RUNTIME" | jq -e '.sources[0].state == "selected" and .sources[0].stratum == 1 and (.sources[0].offset_s - 11 | fabs) < 0.005' >/dev/null \
     || { echo "sources: $("$CG" sources --json --runtime-dir "$RUNTIME")"; exit 1; }
 grep -q "NTP: measuring only" "$CG_TEST_TMP/daemon.log" || { echo "not said in the log"; exit 1; }
+"$CG" status --json --runtime-dir "$RUNTIME" | jq -e '.ntp.running == true and .ntp.disciplining == false' >/dev/null \
+    || { echo "status: $("$CG" status --json --runtime-dir "$RUNTIME" | jq -c .ntp)"; exit 1; }
 # The server (on the ephemeral port it bound) answers with this machine's clock and says
 # it is 11 s from its source: root dispersion >= 11 s, so no client would select it.
 served=$("$CG" tracking --json --runtime-dir "$RUNTIME" | jq -r .server.listen)

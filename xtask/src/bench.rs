@@ -436,9 +436,10 @@ fn row_ntp_server_load(ctx: &mut Ctx) -> Result<Row> {
         "kod_or_unanswered",
         num(num_field(&load, "kod")? + num_field(&load, "unanswered")?),
     );
+    // 100 ticks are one CPU second: ticks per second of wall time is the percentage.
     row.set(
         "cpu_percent",
-        num((ticks as f64 / elapsed * 1000.0).round() / 10.0),
+        num((ticks as f64 / elapsed * 10.0).round() / 10.0),
     );
     row.set("rss_before_kib", num(rss_before as f64));
     row.set("rss_after_kib", num(rss_after as f64));
@@ -571,7 +572,7 @@ pub fn bench() -> Result<i32> {
             table.push([name.to_string(), String::new(), status.clone()]);
         }
         for (k, v) in values {
-            if v.is_object() {
+            if v.is_object() || v.is_array() {
                 continue; // raw tool output: JSON only
             }
             table.push([name.to_string(), k.clone(), fmt_value(v)]);
