@@ -210,6 +210,8 @@ struct Name {
     wanted: usize,
     sources: Vec<usize>,
     next_resolve: Option<Instant>,
+    /// When the name was last looked up.
+    resolved_at: Option<Instant>,
 }
 
 impl Name {
@@ -222,6 +224,7 @@ impl Name {
             wanted,
             sources: Vec::new(),
             next_resolve: Some(Instant::now()),
+            resolved_at: None,
         }
     }
 }
@@ -326,13 +329,19 @@ impl Client {
                 s.reach() == 0 && s.counters.sent >= RERESOLVE_AFTER
             });
             let name = &mut self.names[index];
-            if stale && name.next_resolve.is_none() {
+            // At most once per RESOLVE_RETRY for the same stale source: a literal address
+            // or a name that keeps giving the same addresses must not spin the loop.
+            let rested = name
+                .resolved_at
+                .is_none_or(|t| now.duration_since(t) >= RESOLVE_RETRY);
+            if stale && rested && name.next_resolve.is_none() {
                 name.next_resolve = Some(now);
             }
             if name.next_resolve.is_none_or(|t| t > now) {
                 continue;
             }
             name.next_resolve = None;
+            name.resolved_at = Some(now);
             let query = format!("{}:{}", name.host, name.port);
             let lookup = tokio::time::timeout(
                 Duration::from_secs(5),
@@ -489,22 +498,14 @@ impl Client {
                 self.next_poll[id] = (self.last_poll[id] + interval).max(Instant::now());
                 self.apply().await;
             }
-            Err(why) => {
-                let source = &self.engine.sources()[id];
-                match why {
-                    Rejected::Unsynchronised | Rejected::Kiss => {
-                        tracing::debug!("NTP: {}: {why:?}", source.addr)
-                    }
-                    // Counted per source (`clockguard sources`); at debug level only, so
-                    // that a flood of forged datagrams cannot flood the log.
-                    _ => tracing::debug!(
-                        "NTP: dropped a {} datagram from {} ({} bytes)",
-                        rejected_text(why),
-                        source.addr,
-                        bytes.len()
-                    ),
-                }
-            }
+            // Counted per source (`clockguard sources`); at debug level only, so that a
+            // flood of forged datagrams cannot flood the log.
+            Err(why) => tracing::debug!(
+                "NTP: dropped a {} datagram from {} ({} bytes)",
+                rejected_text(why),
+                self.engine.sources()[id].addr,
+                bytes.len()
+            ),
         }
     }
 
