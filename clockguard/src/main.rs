@@ -449,6 +449,15 @@ fn print_tracking(t: &Value) {
     println!("Root dispersion   : {}", seconds(&t["root_dispersion_s"]));
     println!("Update interval   : {}", seconds(&t["update_interval_s"]));
     println!("Leap status       : {}", text(&t["leap_status"]));
+    let last = &t["last_convergence"];
+    if last.is_object() {
+        println!(
+            "Last convergence  : {} to within 1 ms in {:.1} s (done {})",
+            seconds(&last["from_offset_s"]),
+            last["took_s"].as_f64().unwrap_or(0.0),
+            text(&last["ended"])
+        );
+    }
     let slew = &t["slew"];
     if t["disciplining"].as_bool() == Some(true) {
         println!(

@@ -45,6 +45,9 @@ const RMS_WINDOW: usize = 32;
 /// The drift file is rewritten at most this often.
 const DRIFT_WRITE_INTERVAL: Duration = Duration::from_secs(3600);
 const DRIFT_FILE: &str = "ntp.drift";
+/// Within this of NTP time (s), the clock has converged; checked every CONVERGENCE_CHECK.
+const CONVERGED_S: f64 = 1e-3;
+const CONVERGENCE_CHECK: Duration = Duration::from_secs(1);
 /// Largest datagram read; anything longer is truncated and so fails to parse.
 const MAX_DATAGRAM: usize = 1024;
 
@@ -238,6 +241,21 @@ struct Tracking {
     applied_freq: Option<f64>,
     corrections: u64,
     corrections_refused: u64,
+    /// A correction of 1 ms or more in progress: (CLOCK_MONOTONIC_RAW when it started, ns;
+    /// the offset then, s).
+    converging: Option<(i64, f64)>,
+    last_convergence: Option<Convergence>,
+}
+
+/// How long the clock took to come within `CONVERGED_S` of NTP time.
+#[derive(Clone, Debug, serde::Serialize)]
+struct Convergence {
+    /// System clock − NTP time when the correction started, s.
+    from_offset_s: f64,
+    /// Time taken, s (CLOCK_MONOTONIC_RAW: the slewed clocks run up to 10 % fast).
+    took_s: f64,
+    /// When it came within (RFC 3339).
+    ended: String,
 }
 
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
@@ -294,6 +312,7 @@ impl Client {
         mut datagrams: mpsc::Receiver<(usize, Vec<u8>, i64)>,
         mut queries: mpsc::Receiver<NtpQuery>,
     ) {
+        let mut convergence_check = tokio::time::interval(CONVERGENCE_CHECK);
         loop {
             self.resolve_due().await;
             let next = self
@@ -305,6 +324,9 @@ impl Client {
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => self.poll_due(),
+                _ = convergence_check.tick(), if self.tracking.converging.is_some() => {
+                    self.check_convergence()
+                }
                 Some((id, bytes, raw_rx)) = datagrams.recv() => self.on_datagram(id, &bytes, raw_rx).await,
                 query = queries.recv() => match query {
                     Some(NtpQuery::Tracking(reply)) => { let _ = reply.send(self.tracking_report()); }
@@ -573,8 +595,39 @@ impl Client {
         }
     }
 
+    /// While a correction of 1 ms or more runs: has the clock come within 1 ms of the
+    /// estimate? Then say how long it took (the issue's "reports the convergence time").
+    fn check_convergence(&mut self) {
+        let Some((started_raw, from_offset_s)) = self.tracking.converging else {
+            return;
+        };
+        let Some(system) = self.engine.system() else {
+            return;
+        };
+        let now = LinuxClock.sample();
+        let error_ns = adjustment(system, self.engine.epoch_ns(), now, None).error_ns;
+        if (error_ns as f64 / 1e9).abs() >= CONVERGED_S {
+            return;
+        }
+        let took_s = (now.raw_ns - started_raw) as f64 / 1e9;
+        tracing::info!(
+            "NTP: the clock is within {} ms of NTP time, {took_s:.1} s after it was \
+             {from_offset_s:+.6} s off (slewed, never stepped)",
+            CONVERGED_S * 1e3
+        );
+        self.tracking.converging = None;
+        self.tracking.last_convergence = Some(Convergence {
+            from_offset_s,
+            took_s,
+            ended: record::rfc3339_ns(now.realtime_ns),
+        });
+    }
+
     fn record_update(&mut self, offset_s: f64, raw: i64) {
         let t = &mut self.tracking;
+        if offset_s.abs() >= CONVERGED_S && t.converging.is_none() && self.slew.is_some() {
+            t.converging = Some((raw, offset_s));
+        }
         if t.offsets.len() == RMS_WINDOW {
             t.offsets.pop_front();
         }
@@ -668,6 +721,8 @@ impl Client {
             "leap_status": system.map_or("not synchronised", |s| leap_status(s.leap)),
             "corrections": self.tracking.corrections,
             "corrections_refused": self.tracking.corrections_refused,
+            "last_convergence": self.tracking.last_convergence,
+            "converging_from_offset_s": self.tracking.converging.map(|(_, from)| from),
             "slew": self.slew.as_ref().map(|s| s.status()),
             "server": self.serving.as_ref().map(|addr| json!({
                 "listen": addr,
