@@ -403,6 +403,37 @@ mod tests {
     }
 
     #[test]
+    fn ntp_defaults_and_bad_values_name_the_key() {
+        let c = Config::parse("", "t").unwrap();
+        assert_eq!((c.ntp.minpoll, c.ntp.maxpoll, c.ntp.iburst), (4, 10, true));
+        assert!(c.ntp.servers.is_empty() && c.ntp.serve.is_none());
+        let ok = "[ntp]\nservers = [\"ntp1.example\", \"10.0.0.1:1123\", \"[::1]\"]\n\
+                  serve = \"0.0.0.0:123\"\nlocal_stratum = 10\n";
+        Config::parse(ok, "t").unwrap();
+        for (text, says) in [
+            ("[ntp]\nminpoll = 3\n", "minpoll = 3"),
+            ("[ntp]\nminpoll = 8\nmaxpoll = 6\n", "maxpoll = 6"),
+            ("[ntp]\nserve = \"123\"\n", "ntp.serve"),
+            ("[ntp]\nlocal_stratum = 16\n", "local_stratum = 16"),
+            ("[ntp]\nservers = [\"bad name\"]\n", "not a host name"),
+            ("[ntp]\nservers = [\"host:99999\"]\n", "bad port"),
+            ("[ntp]\nrate_limit_burst = 0\n", "rate_limit_burst = 0"),
+            ("[ntp]\npool_size = 0\n", "pool_size = 0"),
+        ] {
+            let err = format!("{:#}", Config::parse(text, "f.toml").unwrap_err());
+            assert!(
+                err.contains(says) && err.contains("f.toml"),
+                "{text:?}: {err}"
+            );
+        }
+        let err = format!(
+            "{:#}",
+            Config::parse("[ntp]\nserver = []\n", "f.toml").unwrap_err()
+        );
+        assert!(err.contains("line 2") && err.contains("server"), "{err}");
+    }
+
+    #[test]
     fn tiny_journal_limit_is_refused() {
         let err = Config::parse("[audit]\nmax_journal_bytes = 10\n", "t.toml").unwrap_err();
         assert!(format!("{err:#}").contains("max_journal_bytes"));

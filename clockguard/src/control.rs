@@ -14,13 +14,13 @@ use std::{
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use serde_json::{json, Value};
-
-use crate::ntp::client::NtpHandle;
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
     sync::{broadcast, mpsc, oneshot},
 };
+
+use crate::ntp::client::NtpHandle;
 
 pub const SOCKET_NAME: &str = "control.sock";
 /// A request line longer than this is refused (no unbounded buffering).

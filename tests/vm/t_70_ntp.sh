@@ -61,11 +61,13 @@ echo "METRIC ntp-sampler $(jq -r '"samples=\(.samples) max_step_ns=\(.max_step_n
 tracking=$("$CG" tracking --json --runtime-dir "$RUNTIME")
 echo "$tracking" | jq -e '.synchronized == true and .disciplining == true and (.offset_s | fabs) < 0.001 and .stratum == 2 and .leap_status == "normal"' >/dev/null \
     || fail "tracking: $tracking"
-# clockguard reports its own convergence time: from about -11 s, and close to what the
-# reference saw (the reference's clock starts a few seconds earlier, at the daemon's start).
+# clockguard reports its own convergence time: from about -11 s, no faster than a perfect
+# slew at the kernel's fastest (11 s / 10.05 % = 109.5 s), and not later than the reference
+# saw it (the watch reports the start of the final run under 1 ms, which can be later than
+# the first time under 1 ms that clockguard reports).
 echo "$tracking" | jq -e --argjson seen "$(jq .converged_after_s "$CG_TEST_TMP/watch.json")" \
-    '(.last_convergence.from_offset_s + 11 | fabs) < 0.01 and (.last_convergence.took_s - $seen | fabs) < 15' >/dev/null \
-    || fail "convergence report: $(echo "$tracking" | jq -c .last_convergence)"
+    '(.last_convergence.from_offset_s + 11 | fabs) < 0.01 and .last_convergence.took_s > 109 and .last_convergence.took_s < $seen + 5' >/dev/null \
+    || fail "convergence report: $(echo "$tracking" | jq -c .last_convergence), the reference saw $(jq .converged_after_s "$CG_TEST_TMP/watch.json") s"
 echo "METRIC ntp-reported-convergence took_s=$(echo "$tracking" | jq .last_convergence.took_s)"
 sources=$("$CG" sources --json --runtime-dir "$RUNTIME")
 echo "$sources" | jq -e '.sources[0].state == "selected" and .sources[0].counters.malformed > 0 and .sources[0].counters.bad_origin > 0 and .sources[0].counters.duplicate > 0' >/dev/null \

@@ -130,18 +130,22 @@ struct Clocks {
     /// Fraction of a ns gained, in 1 / (65536e6) ns.
     frac: i128,
     rate: KernelRate,
+    /// CLOCK_REALTIME runs this much faster than `rate` says, in 1/65536 ppm (the test
+    /// VM's kernel measured +67.75 ppm at the nominal setting).
+    bias_scaled_ppm: i64,
 }
 
 #[derive(Clone)]
 struct SimKernel(Arc<Mutex<Clocks>>);
 
 impl SimKernel {
-    fn new(raw_ns: i64, realtime_ns: i64) -> SimKernel {
+    fn new(raw_ns: i64, realtime_ns: i64, bias_ppm: f64) -> SimKernel {
         SimKernel(Arc::new(Mutex::new(Clocks {
             raw_ns,
             realtime_ns,
             frac: 0,
             rate: KernelRate::from_ppm(0.0),
+            bias_scaled_ppm: (bias_ppm * 65536.0).round() as i64,
         })))
     }
 
@@ -155,8 +159,9 @@ impl SimKernel {
         let d = raw_ns - c.raw_ns;
         assert!(d >= 0, "raw time went backward");
         let rate = c.rate;
-        let scaled =
-            (rate.tick_us - KernelRate::NOMINAL_TICK_US) * 100 * 65536 + rate.freq_scaled_ppm;
+        let scaled = (rate.tick_us - KernelRate::NOMINAL_TICK_US) * 100 * 65536
+            + rate.freq_scaled_ppm
+            + c.bias_scaled_ppm;
         let den = 65_536_000_000i128;
         let acc = c.frac + d as i128 * scaled as i128;
         c.frac = acc.rem_euclid(den);
@@ -245,6 +250,8 @@ struct Scenario {
     inject: bool,
     /// The realtime rate range is recorded from this true time on (ns since the start).
     watch_rates_from_ns: i64,
+    /// The simulated kernel's realtime runs this much faster than its setting, ppm.
+    kernel_bias_ppm: f64,
 }
 
 impl Scenario {
@@ -259,6 +266,7 @@ impl Scenario {
             duration_ns,
             inject: false,
             watch_rates_from_ns: 0,
+            kernel_bias_ppm: 0.0,
         }
     }
 }
@@ -331,7 +339,7 @@ fn addr(id: usize) -> SocketAddr {
 impl Sim {
     fn new(sc: Scenario) -> Sim {
         let realtime0 = T0_UNIX_NS + sc.start_offset_ns;
-        let kernel = SimKernel::new(RAW0_NS, realtime0);
+        let kernel = SimKernel::new(RAW0_NS, realtime0, sc.kernel_bias_ppm);
         let base = kernel.clocks().rate;
         let core = Slew::new(SlewConfig::default(), base);
         let (driver, _status) = Driver::new(core, kernel.clone(), None);
@@ -745,6 +753,39 @@ fn converges_from_11_s_by_slewing_and_holds_the_time() {
         counters(&still, 0).sent
     );
     assert!(rms < 5e3 && max < 10e3, "RMS {rms} ns, max {max} ns");
+}
+
+/// A kernel whose CLOCK_REALTIME runs faster against the raw clock than its setting says
+/// (the test VM: +67.75 ppm at the nominal setting). The fit is against the raw clock and
+/// cannot see it; the slew engine counts it as progress and keeps correcting, so the clock
+/// holds about one slew interval's worth of it (67.75 ppm × 250 ms ≈ 17 µs) off.
+#[test]
+fn a_kernel_rate_bias_costs_one_slew_interval_of_it() {
+    for bias_ppm in [67.75, 400.0] {
+        let sc = Scenario {
+            kernel_bias_ppm: bias_ppm,
+            wander: 0.0,
+            ..Scenario::new(vec![ServerSpec::lan(10e3)], 2 * HOUR)
+        };
+        let run = simulate(sc);
+        let settled = settled_at(&run.trace, 0, MS).expect("converged under 1 ms");
+        let (rms, mean, max) = stats(&run.trace, HOUR, 2 * HOUR);
+        eprintln!(
+            "kernel rate bias {bias_ppm:+} ppm: within 1 ms after {:.0} s; 1 h..2 h: RMS \
+             {:.1} µs, mean {:+.1} µs, max {:.1} µs",
+            secs(settled),
+            rms / 1e3,
+            mean / 1e3,
+            max / 1e3,
+        );
+        // Uncorrected between polls it would be 1..69 ms (16..1024 s at 67.75 ppm).
+        let interval_worth_ns = bias_ppm * 1e-6 * SLEW_INTERVAL_NS as f64;
+        assert!(
+            (mean - interval_worth_ns).abs() < 0.25 * interval_worth_ns + 5e3,
+            "mean {mean} ns, expected about {interval_worth_ns} ns"
+        );
+        assert!(max < 1.5 * interval_worth_ns + 20e3, "max {max} ns");
+    }
 }
 
 /// The steady state of the first test over 16 seeds (one seed can be lucky): 6 h each,
