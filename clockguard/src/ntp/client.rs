@@ -4,6 +4,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
+    os::fd::AsRawFd,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
@@ -50,6 +51,114 @@ const CONVERGED_S: f64 = 1e-3;
 const CONVERGENCE_CHECK: Duration = Duration::from_secs(1);
 /// Largest datagram read; anything longer is truncated and so fails to parse.
 const MAX_DATAGRAM: usize = 1024;
+
+/// Asks the kernel to stamp every datagram `socket` receives with CLOCK_REALTIME as it
+/// arrives (SO_TIMESTAMPNS), so that receive times do not include the wake-up of the task
+/// that reads it (under load, or in a slow VM, that is hundreds of µs, all on one leg).
+fn enable_rx_timestamps(socket: &UdpSocket) {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid fd and option value of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(
+            "NTP: SO_TIMESTAMPNS: {}; receive times are taken in user space",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// One datagram: its length, its sender and the kernel's receive time (CLOCK_REALTIME ns;
+/// None when the kernel gave none).
+async fn recv_stamped(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, Option<i64>)> {
+    loop {
+        socket.readable().await?;
+        match socket.try_io(tokio::io::Interest::READABLE, || {
+            recvmsg_stamped(socket.as_raw_fd(), buf)
+        }) {
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
+            result => return result,
+        }
+    }
+}
+
+fn recvmsg_stamped(
+    fd: std::os::fd::RawFd,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, Option<i64>)> {
+    // SAFETY: plain C structs, all-zero is valid; every pointer in `msg` points at a live
+    // local of the stated size; the cmsg walk stays within msg_controllen (CMSG_* macros).
+    unsafe {
+        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut control = [0u64; 16];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        let n = libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT);
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut stamp = None;
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::timespec);
+                stamp = Some(ts.tv_sec * 1_000_000_000 + ts.tv_nsec);
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        let from = match addr.ss_family as libc::c_int {
+            libc::AF_INET => {
+                let a = &*(&addr as *const libc::sockaddr_storage as *const libc::sockaddr_in);
+                SocketAddr::from((
+                    std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                    u16::from_be(a.sin_port),
+                ))
+            }
+            libc::AF_INET6 => {
+                let a = &*(&addr as *const libc::sockaddr_storage as *const libc::sockaddr_in6);
+                SocketAddr::from((
+                    std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
+                    u16::from_be(a.sin6_port),
+                ))
+            }
+            family => {
+                return Err(std::io::Error::other(format!(
+                    "datagram from address family {family}"
+                )))
+            }
+        };
+        Ok((n as usize, from, stamp))
+    }
+}
+
+/// CLOCK_MONOTONIC_RAW (ns) when a datagram stamped `stamp` (CLOCK_REALTIME, ns) arrived:
+/// now, less the time it waited (read on REALTIME: while slewing that is off by the slew
+/// rate, at most 10 %, of the wait).
+fn raw_at_arrival(stamp: Option<i64>) -> i64 {
+    let now = LinuxClock.sample();
+    let waited = stamp.map_or(0, |s| (now.realtime_ns - s).clamp(0, 1_000_000_000));
+    now.raw_ns - waited
+}
 
 /// "host", "host:port", "1.2.3.4", "1.2.3.4:123", "[::1]" or "[::1]:123" → (host, port).
 pub fn split_host_port(text: &str) -> Result<(String, u16), String> {
@@ -157,6 +266,7 @@ pub async fn spawn(
                 .with_context(|| format!("ntp.serve: cannot bind {addr}"))?;
             let bound = socket.local_addr()?;
             tracing::info!("NTP: serving on {bound}");
+            enable_rx_timestamps(&socket);
             let limiter =
                 RateLimiter::new(config.rate_limit_interval, config.rate_limit_burst, 4096);
             tokio::spawn(serve(
@@ -441,6 +551,7 @@ impl Client {
             tracing::warn!("NTP: cannot reach {name} at {addr}: {err}");
             return None;
         }
+        enable_rx_timestamps(&socket);
         let id = self.engine.add_source(name.to_string(), addr);
         let socket = Arc::new(socket);
         let tx = self.datagrams_tx.clone();
@@ -448,9 +559,9 @@ impl Client {
         tokio::spawn(async move {
             let mut buf = vec![0u8; MAX_DATAGRAM];
             loop {
-                match reader.recv(&mut buf).await {
-                    Ok(n) => {
-                        let raw_rx = raw_ns();
+                match recv_stamped(&reader, &mut buf).await {
+                    Ok((n, _, stamp)) => {
+                        let raw_rx = raw_at_arrival(stamp);
                         if tx.send((id, buf[..n].to_vec(), raw_rx)).await.is_err() {
                             return;
                         }
@@ -839,7 +950,7 @@ async fn serve(
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        let (n, from) = match socket.recv_from(&mut buf).await {
+        let (n, from, stamp) = match recv_stamped(&socket, &mut buf).await {
             Ok(x) => x,
             Err(err) => {
                 tracing::warn!("NTP server: {err}");
@@ -847,7 +958,7 @@ async fn serve(
                 continue;
             }
         };
-        let rx = NtpTimestamp::from_unix_ns(clock::realtime_ns());
+        let rx = NtpTimestamp::from_unix_ns(stamp.unwrap_or_else(clock::realtime_ns));
         let mono = clock::read_ns(libc::CLOCK_MONOTONIC);
         let clock = clock_rx.borrow().clone();
         let response = server::respond(&buf[..n], from.ip(), rx, mono, &clock, &mut limiter);
@@ -940,6 +1051,38 @@ mod tests {
             .unwrap_err()
             .contains("not a host name"));
         assert!(split_host_port("[::1").unwrap_err().contains("']'"));
+    }
+
+    #[tokio::test]
+    async fn datagrams_carry_the_kernel_receive_time() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        enable_rx_timestamps(&server);
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let before = clock::realtime_ns();
+        client
+            .send_to(b"0123456789", server.local_addr().unwrap())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut buf = [0u8; 64];
+        let (n, from, stamp) = recv_stamped(&server, &mut buf).await.unwrap();
+        let after = clock::realtime_ns();
+        assert_eq!((n, &buf[..n]), (10, &b"0123456789"[..]));
+        assert_eq!(from, client.local_addr().unwrap());
+        let stamp = stamp.expect("SO_TIMESTAMPNS gives a stamp on loopback");
+        // Stamped on arrival, not when read 20 ms later.
+        assert!(
+            before <= stamp && stamp <= after,
+            "{before} {stamp} {after}"
+        );
+        assert!(
+            after - stamp >= 15_000_000,
+            "read {} ns after arrival",
+            after - stamp
+        );
+        // The raw time of arrival lies as far back.
+        let raw = raw_at_arrival(Some(stamp));
+        assert!(raw_ns() - raw >= 15_000_000);
     }
 
     #[test]

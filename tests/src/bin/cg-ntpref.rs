@@ -491,10 +491,11 @@ impl Server {
     fn serve(&self, sock: &UdpSocket, stop: &AtomicBool) -> Result<ServeCounts, String> {
         sock.set_read_timeout(Some(Duration::from_millis(200)))
             .map_err(|e| format!("SO_RCVTIMEO: {e}"))?;
+        enable_rx_timestamps(sock)?;
         let mut counts = ServeCounts::default();
         let mut buf = vec![0u8; 65536];
         while !stop.load(Ordering::Relaxed) {
-            let (len, peer) = match sock.recv_from(&mut buf) {
+            let (len, peer, stamp) = match recv_stamped(sock, &mut buf) {
                 Ok(r) => r,
                 Err(e)
                     if matches!(
@@ -512,7 +513,11 @@ impl Server {
                     continue;
                 }
             };
-            let rx_ns = self.clock.now();
+            // The kernel's receive stamp (CLOCK_REALTIME) taken back to the raw clock:
+            // the wake-up of this thread is not part of the network delay.
+            let (real, raw) = realtime_and_raw();
+            let waited = stamp.map_or(0, |s| (real - s).clamp(0, 1_000_000_000));
+            let rx_ns = self.clock.at(raw - waited);
             let Some(reply) = self.reply(&buf[..len], rx_ns) else {
                 counts.ignored += 1;
                 continue;
@@ -537,6 +542,86 @@ impl Server {
             }
         }
         Ok(counts)
+    }
+}
+
+/// Turns on SO_TIMESTAMPNS: the kernel stamps each datagram with CLOCK_REALTIME on arrival.
+fn enable_rx_timestamps(sock: &UdpSocket) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid fd and option value of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "SO_TIMESTAMPNS: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// recv_from with the kernel's receive stamp (CLOCK_REALTIME ns, when there is one).
+fn recv_stamped(
+    sock: &UdpSocket,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, Option<i64>)> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain C structs, all-zero is valid; every pointer in `msg` points at a live
+    // local of the stated size; the cmsg walk stays within msg_controllen.
+    unsafe {
+        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut control = [0u64; 16];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, 0);
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut stamp = None;
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::timespec);
+                stamp = Some(ts.tv_sec * 1_000_000_000 + ts.tv_nsec);
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        let peer = match addr.ss_family as libc::c_int {
+            libc::AF_INET => {
+                let a = &*(&addr as *const libc::sockaddr_storage as *const libc::sockaddr_in);
+                SocketAddr::from((
+                    std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                    u16::from_be(a.sin_port),
+                ))
+            }
+            libc::AF_INET6 => {
+                let a = &*(&addr as *const libc::sockaddr_storage as *const libc::sockaddr_in6);
+                SocketAddr::from((
+                    std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
+                    u16::from_be(a.sin6_port),
+                ))
+            }
+            family => return Err(std::io::Error::other(format!("address family {family}"))),
+        };
+        Ok((n as usize, peer, stamp))
     }
 }
 
