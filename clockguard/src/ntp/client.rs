@@ -55,6 +55,8 @@ const MAX_DATAGRAM: usize = 1024;
 /// Asks the kernel to stamp every datagram `socket` receives with CLOCK_REALTIME as it
 /// arrives (SO_TIMESTAMPNS), so that receive times do not include the wake-up of the task
 /// that reads it (under load, or in a slow VM, that is hundreds of µs, all on one leg).
+/// The kernel switches timestamping on through deferred work when the first socket asks;
+/// datagrams read before that carry the time of the read, as without the option.
 fn enable_rx_timestamps(socket: &UdpSocket) {
     let on: libc::c_int = 1;
     // SAFETY: a valid fd and option value of the size given.
@@ -1058,13 +1060,19 @@ mod tests {
         let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         enable_rx_timestamps(&server);
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut buf = [0u8; 64];
+        // The kernel turns receive timestamping on through deferred work the first time a
+        // socket asks; until then recvmsg stamps with the time of the read. Warm up first.
+        let to = server.local_addr().unwrap();
+        client.send_to(b"warm-up", to).await.unwrap();
+        recv_stamped(&server, &mut buf).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let before = clock::realtime_ns();
         client
             .send_to(b"0123456789", server.local_addr().unwrap())
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let mut buf = [0u8; 64];
         let (n, from, stamp) = recv_stamped(&server, &mut buf).await.unwrap();
         let after = clock::realtime_ns();
         assert_eq!((n, &buf[..n]), (10, &b"0123456789"[..]));
