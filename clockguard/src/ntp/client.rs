@@ -383,8 +383,8 @@ struct ServerCounters {
 struct Client {
     engine: Engine,
     names: Vec<Name>,
-    /// Per source id.
-    sockets: Vec<Option<Arc<UdpSocket>>>,
+    /// Per source id; None once the source is retired.
+    sockets: Vec<Option<SourceIo>>,
     next_poll: Vec<Instant>,
     /// When each source's last request was sent.
     last_poll: Vec<Instant>,
@@ -398,6 +398,19 @@ struct Client {
     serving: Option<String>,
     local_stratum: Option<u8>,
     too_large_alerted: bool,
+}
+
+/// A source's socket and the task that reads it; dropping it (the source retired, or the
+/// service stopped) stops the task.
+struct SourceIo {
+    socket: Arc<UdpSocket>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SourceIo {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 fn raw_ns() -> i64 {
@@ -558,7 +571,7 @@ impl Client {
         let socket = Arc::new(socket);
         let tx = self.datagrams_tx.clone();
         let reader = socket.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; MAX_DATAGRAM];
             loop {
                 match recv_stamped(&reader, &mut buf).await {
@@ -574,13 +587,10 @@ impl Client {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
-                if Arc::strong_count(&reader) == 1 {
-                    return; // the source was retired
-                }
             }
         });
         tracing::info!("NTP: source {name} at {addr}");
-        self.sockets.push(Some(socket));
+        self.sockets.push(Some(SourceIo { socket, reader }));
         // Sources start a little apart so that their bursts do not collide.
         self.next_poll
             .push(Instant::now() + Duration::from_millis(100 * id as u64 % 2000));
@@ -597,7 +607,7 @@ impl Client {
             let interval = self.engine.sources()[id].interval_s();
             self.next_poll[id] = now + Duration::from_secs_f64(interval);
             self.last_poll[id] = now;
-            let Some(socket) = self.sockets[id].clone() else {
+            let Some(socket) = self.sockets[id].as_ref().map(|io| io.socket.clone()) else {
                 self.next_poll[id] = now + Duration::from_secs(86_400 * 365);
                 continue;
             };
