@@ -22,7 +22,7 @@ use super::{
     engine::{Engine, SystemEstimate},
     packet::{Leap, NtpTimestamp},
     server::{self, DropReason, RateLimiter, Response, ServerClock},
-    source::{Rejected, SourceConfig},
+    source::{leap_text, Rejected, SourceConfig},
 };
 use crate::{
     clock,
@@ -812,11 +812,9 @@ impl Client {
         let now = LinuxClock.sample();
         let system = self.engine.system();
         let synchronized = system.is_some() && self.engine.unsynchronised_why().is_none();
-        let offset_s = system.map(|s| {
-            let local = now.raw_ns as i128 + self.engine.epoch_ns() as i128;
-            let target = local + (s.offset_at(now.raw_ns) * 1e9).round() as i128;
-            (now.realtime_ns as i128 - target) as f64 / 1e9
-        });
+        // System clock − NTP time: the opposite of the correction still to make.
+        let offset_s = system
+            .map(|s| -(adjustment(s, self.engine.epoch_ns(), now, None).error_ns as f64) / 1e9);
         let offsets = &self.tracking.offsets;
         let rms = (!offsets.is_empty())
             .then(|| (offsets.iter().map(|o| o * o).sum::<f64>() / offsets.len() as f64).sqrt());
@@ -841,7 +839,7 @@ impl Client {
             "root_delay_s": system.map(|s| s.root_delay_s),
             "root_dispersion_s": system.map(|s| s.root_dispersion_s),
             "update_interval_s": self.tracking.update_interval_s,
-            "leap_status": system.map_or("not synchronised", |s| leap_status(s.leap)),
+            "leap_status": system.map_or("not synchronised", |s| leap_text(s.leap)),
             "corrections": self.tracking.corrections,
             "corrections_refused": self.tracking.corrections_refused,
             "last_convergence": self.tracking.last_convergence,
@@ -907,15 +905,6 @@ pub(crate) fn adjustment(
 /// still to apply.
 pub(crate) fn correction_wanted(error_ns: i64, remaining_ns: i64) -> bool {
     (error_ns - remaining_ns).abs() >= MIN_CORRECTION_NS
-}
-
-fn leap_status(leap: Leap) -> &'static str {
-    match leap {
-        Leap::None => "normal",
-        Leap::AddSecond => "insert second",
-        Leap::DeleteSecond => "delete second",
-        Leap::Unsynchronized => "not synchronised",
-    }
 }
 
 fn rejected_text(why: Rejected) -> &'static str {

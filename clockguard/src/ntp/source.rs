@@ -137,7 +137,8 @@ pub fn reference_id_text(stratum: u8, id: [u8; 4]) -> String {
     }
 }
 
-fn leap_text(leap: Leap) -> &'static str {
+/// The leap indicator in chronyc's words (`sources` and `tracking` both use it).
+pub fn leap_text(leap: Leap) -> &'static str {
     match leap {
         Leap::None => "normal",
         Leap::AddSecond => "insert second",
