@@ -62,7 +62,77 @@ pub const COUNTER_GUARD_WOULD_DENY: u32 = 6;
 /// Guard decisions for which the caller's executable could not be read (kernel thread, or
 /// a read through the exe offsets failed): treated as "other", i.e. not allowed.
 pub const COUNTER_GUARD_NO_EXE: u32 = 7;
-pub const COUNTER_COUNT: u32 = 8;
+/// Late hrtimer expiries (at or over the threshold) sent to TIMER_EVENTS.
+pub const COUNTER_TIMER_LATE_EVENTS: u32 = 8;
+/// Late hrtimer expiries that could not be sent (TIMER_EVENTS full): counted in the
+/// histogram all the same, but without their own event.
+pub const COUNTER_TIMER_LATE_DROPS: u32 = 9;
+/// hrtimer expiries whose fields could not be read (should stay 0).
+pub const COUNTER_TIMER_READ_FAULTS: u32 = 10;
+pub const COUNTER_COUNT: u32 = 11;
+
+/// Buckets of the per-CPU hrtimer lateness histogram (`LATENESS`): bucket 0 counts
+/// expiries exactly on time; bucket i (1..=63) those late by [2^(i-1), 2^i) ns.
+pub const LATENESS_BUCKETS: u32 = 64;
+
+/// The histogram bucket of a lateness in ns (see LATENESS_BUCKETS). Shared by the kernel
+/// program and the daemon, so both agree on the bucket edges.
+#[inline(always)]
+pub fn lateness_bucket(lateness_ns: u64) -> u32 {
+    // 64 − leading zeros = the bit length of the value: 0 → 0, 1 → 1, 2..3 → 2, ...
+    // Capped so that the index always lies inside the map.
+    let bits = 64 - lateness_ns.leading_zeros();
+    if bits >= LATENESS_BUCKETS {
+        LATENESS_BUCKETS - 1
+    } else {
+        bits
+    }
+}
+
+/// Index 0 of the `TIMER_CONFIG` array: where the hrtimer hook finds its fields (byte
+/// offsets from the kernel's BTF; Rust eBPF has no CO-RE) and its threshold. The hook does
+/// nothing until the daemon sets TIMER_CONFIG_VALID.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimerConfig {
+    pub flags: u32,
+    /// `struct hrtimer`: `_softexpires` (ktime_t), `function` (pointer), `base` (pointer).
+    pub hrtimer_softexpires: u16,
+    pub hrtimer_function: u16,
+    pub hrtimer_base: u16,
+    /// `struct hrtimer_clock_base`: `clockid` (clockid_t).
+    pub clock_base_clockid: u16,
+    pub _pad: u32,
+    /// Expiries late by this much or more (ns) are also sent as a TimerLateEvent.
+    pub late_threshold_ns: u64,
+}
+
+pub const TIMER_CONFIG_VALID: u32 = 1 << 0;
+
+/// An hrtimer that expired late by `TimerConfig::late_threshold_ns` or more.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimerLateEvent {
+    /// CLOCK_MONOTONIC ns when the expiry ran (the hrtimer base's `now`).
+    pub mono_ns: u64,
+    /// now − the timer's soft expiry, ns.
+    pub lateness_ns: u64,
+    /// Kernel address of the timer's callback (symbolised by the daemon).
+    pub function: u64,
+    pub cpu: u32,
+    pub _pad: u32,
+}
+
+impl TimerLateEvent {
+    #[cfg(not(target_arch = "bpf"))]
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < core::mem::size_of::<Self>() {
+            return None;
+        }
+        // SAFETY: length checked; plain integers, any bit pattern is valid.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
+    }
+}
 
 /// Guard classes: the value of the GUARD_EXES map for an executable, by (dev, inode).
 /// Not listed: refused in guard mode.
@@ -339,5 +409,19 @@ mod tests {
         assert_eq!(core::mem::size_of::<Config>(), 44);
         assert_eq!(core::mem::size_of::<ExeKey>(), 16);
         assert_eq!(core::mem::size_of::<ProcInfo>(), 152);
+        assert_eq!(core::mem::size_of::<TimerConfig>(), 24);
+        assert_eq!(core::mem::size_of::<TimerLateEvent>(), 32);
+    }
+
+    #[test]
+    fn lateness_buckets_are_powers_of_two() {
+        assert_eq!(lateness_bucket(0), 0);
+        assert_eq!(lateness_bucket(1), 1);
+        assert_eq!(lateness_bucket(2), 2);
+        assert_eq!(lateness_bucket(3), 2);
+        assert_eq!(lateness_bucket(4), 3);
+        // 5 s lies in [2^32, 2^33) ns.
+        assert_eq!(lateness_bucket(5_000_000_000), 33);
+        assert_eq!(lateness_bucket(u64::MAX), LATENESS_BUCKETS - 1);
     }
 }

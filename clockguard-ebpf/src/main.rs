@@ -18,9 +18,11 @@ mod programs {
         helpers::{
             bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_user, generated,
         },
-        macros::{fentry, fexit, lsm, map, tracepoint},
+        macros::{btf_tracepoint, fentry, fexit, lsm, map, tracepoint},
         maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, StackTrace},
-        programs::{FEntryContext, FExitContext, LsmContext, TracePointContext},
+        programs::{
+            BtfTracePointContext, FEntryContext, FExitContext, LsmContext, TracePointContext,
+        },
         EbpfContext,
     };
     use clockguard_ebpf::*;
@@ -702,6 +704,77 @@ mod programs {
         } else {
             judge(GUARDED_DISCIPLINE)
         }
+    }
+
+    /// Where the hrtimer hook finds its fields, and its threshold. Set by the daemon.
+    #[map]
+    static TIMER_CONFIG: Array<TimerConfig> = Array::with_max_entries(1, 0);
+
+    /// Per-CPU log2 histogram of hrtimer expiry lateness (see LATENESS_BUCKETS), summed by
+    /// the daemon. Per CPU, so an expiry costs one increment and no lock or atomic.
+    #[map]
+    static LATENESS: PerCpuArray<u64> = PerCpuArray::with_max_entries(LATENESS_BUCKETS, 0);
+
+    /// Expiries late by the threshold or more. Their own small ring buffer, so that a burst
+    /// of late timers after a stall can never crowd out clock events (and vice versa).
+    #[map]
+    static TIMER_EVENTS: RingBuf = RingBuf::with_byte_size(64 << 10, 0);
+
+    const CLOCK_MONOTONIC: i32 = 1;
+
+    /// Every hrtimer expiry: lateness = the base's `now` − the timer's soft expiry, into the
+    /// histogram; only an expiry at or over the threshold reaches the ring buffer.
+    ///
+    /// Only CLOCK_MONOTONIC timers count: a REALTIME or TAI timer "expires late" by the size
+    /// of any forward step, and a BOOTTIME one by the length of a suspend, which says
+    /// nothing about timer delivery (steps and suspends are reported on their own).
+    /// An expiry that interrupts this program on the same CPU (a hard timer during a soft
+    /// one) is skipped by the kernel's recursion guard, so the per-CPU adds never race.
+    #[btf_tracepoint(function = "hrtimer_expire_entry")]
+    pub fn hrtimer_expire_entry(ctx: BtfTracePointContext) -> u32 {
+        let Some(cfg) = TIMER_CONFIG.get(0) else {
+            return 0;
+        };
+        if cfg.flags & TIMER_CONFIG_VALID == 0 {
+            return 0;
+        }
+        let timer: u64 = ctx.arg(0);
+        let now_ptr: u64 = ctx.arg(1);
+        let (Some(base), Some(now), Some(soft)) = (
+            read_kernel::<u64>(timer, cfg.hrtimer_base as u32),
+            read_kernel::<i64>(now_ptr, 0),
+            read_kernel::<i64>(timer, cfg.hrtimer_softexpires as u32),
+        ) else {
+            count(COUNTER_TIMER_READ_FAULTS);
+            return 0;
+        };
+        let Some(clockid) = read_kernel::<i32>(base, cfg.clock_base_clockid as u32) else {
+            count(COUNTER_TIMER_READ_FAULTS);
+            return 0;
+        };
+        if clockid != CLOCK_MONOTONIC {
+            return 0;
+        }
+        let lateness = if now > soft { (now - soft) as u64 } else { 0 };
+        if let Some(bucket) = LATENESS.get_ptr_mut(lateness_bucket(lateness)) {
+            unsafe { *bucket += 1 };
+        }
+        if lateness < cfg.late_threshold_ns {
+            return 0;
+        }
+        let event = TimerLateEvent {
+            mono_ns: now as u64,
+            lateness_ns: lateness,
+            function: read_kernel::<u64>(timer, cfg.hrtimer_function as u32).unwrap_or(0),
+            cpu: unsafe { generated::bpf_get_smp_processor_id() },
+            _pad: 0,
+        };
+        if TIMER_EVENTS.output::<TimerLateEvent>(&event, 0).is_ok() {
+            count(COUNTER_TIMER_LATE_EVENTS);
+        } else {
+            count(COUNTER_TIMER_LATE_DROPS);
+        }
+        0
     }
 
     #[panic_handler]

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, fs, io, path::Path, sync::Arc};
 use anyhow::{anyhow, Context, Result};
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
-    programs::{FEntry, FExit, Lsm, TracePoint},
+    programs::{BtfTracePoint, FEntry, FExit, Lsm, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
 use clockguard_ebpf as abi;
@@ -93,6 +93,8 @@ pub struct LoadOptions<'a> {
     pub disabled_hooks: &'a [String],
     pub emit_readonly: bool,
     pub tracefs: &'a Path,
+    /// hrtimer expiries late by this much or more are sent as events (ns).
+    pub timer_late_threshold_ns: u64,
 }
 
 impl Probes {
@@ -180,6 +182,25 @@ impl Probes {
         });
         hooks.push(adjtimex_exit);
 
+        let mut hrtimer = HookStatus::new(
+            "hrtimer_expire_entry",
+            "tp_btf",
+            "timer:hrtimer_expire_entry".into(),
+        );
+        hrtimer.settle(disabled("hrtimer_expire_entry"), || {
+            let kernel_btf = crate::btf::KernelBtf::from_sys()?;
+            let timer_config =
+                crate::timers::hrtimer_offsets(&kernel_btf, opts.timer_late_threshold_ns)?;
+            let mut map: Array<_, TimerConfigPod> =
+                Array::try_from(ebpf.map_mut("TIMER_CONFIG").ok_or("no TIMER_CONFIG map")?)?;
+            map.set(0, TimerConfigPod(timer_config), 0)?;
+            let prog: &mut BtfTracePoint = program(&mut ebpf, "hrtimer_expire_entry")?;
+            prog.load("hrtimer_expire_entry", btf()?)?;
+            prog.attach()?;
+            Ok(())
+        });
+        hooks.push(hrtimer);
+
         let lsm_active = bpf_lsm_active();
         for (hook, target) in [
             ("settime", "security_settime64"),
@@ -262,6 +283,24 @@ impl Probes {
         Ok(RingBuf::try_from(map)?)
     }
 
+    /// The ring buffer of late hrtimer expiries, taken out of the object.
+    pub fn take_timer_events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("TIMER_EVENTS")
+            .context("no TIMER_EVENTS map")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// The hrtimer lateness histogram (LATENESS_BUCKETS buckets), summed over CPUs.
+    pub fn lateness_histogram(&self) -> Result<Vec<u64>> {
+        let map: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(self.ebpf.map("LATENESS").context("no LATENESS map")?)?;
+        (0..abi::LATENESS_BUCKETS)
+            .map(|bucket| Ok(map.get(&bucket, 0)?.iter().copied().sum()))
+            .collect()
+    }
+
     /// The kernel-side counters (COUNTER_*), summed over CPUs.
     pub fn counters(&self) -> Result<Counters> {
         let map: PerCpuArray<_, u64> =
@@ -276,6 +315,9 @@ impl Probes {
             guard_denied: sum(abi::COUNTER_GUARD_DENIED)?,
             guard_would_deny: sum(abi::COUNTER_GUARD_WOULD_DENY)?,
             guard_unidentified_callers: sum(abi::COUNTER_GUARD_NO_EXE)?,
+            timer_late_events: sum(abi::COUNTER_TIMER_LATE_EVENTS)?,
+            timer_late_drops: sum(abi::COUNTER_TIMER_LATE_DROPS)?,
+            timer_read_faults: sum(abi::COUNTER_TIMER_READ_FAULTS)?,
         })
     }
 
@@ -293,10 +335,7 @@ impl Probes {
         let Ok(stack) = stacks.get(&id, 0) else {
             return Vec::new();
         };
-        if self.kernel_symbols.is_none() {
-            self.kernel_symbols = Some(aya::util::kernel_symbols().unwrap_or_default());
-        }
-        let symbols = self.kernel_symbols.as_ref().unwrap();
+        let symbols = symbols(&mut self.kernel_symbols);
         stack
             .frames()
             .iter()
@@ -307,6 +346,27 @@ impl Probes {
                 _ => Some(format!("{:#x}", frame.ip)),
             })
             .collect()
+    }
+}
+
+/// /proc/kallsyms, read into `cache` on first use.
+fn symbols(cache: &mut Option<BTreeMap<u64, String>>) -> &BTreeMap<u64, String> {
+    cache.get_or_insert_with(|| aya::util::kernel_symbols().unwrap_or_default())
+}
+
+impl Probes {
+    /// The kernel function at `address` ("tick_sched_timer"), or the address in hex.
+    pub fn kernel_symbol(&mut self, address: u64) -> String {
+        match symbols(&mut self.kernel_symbols)
+            .range(..=address)
+            .next_back()
+        {
+            // Module symbols read "name\t[module]" in kallsyms.
+            Some((start, name)) if *start != 0 && address - start < 1 << 20 => {
+                name.replace('\t', " ")
+            }
+            _ => format!("{address:#x}"),
+        }
     }
 }
 
@@ -323,6 +383,11 @@ pub struct Counters {
     pub guard_would_deny: u64,
     /// Guard decisions on a caller whose executable could not be read (kernel threads).
     pub guard_unidentified_callers: u64,
+    /// hrtimer expiries late by the threshold or more, sent as events / lost (ring full).
+    pub timer_late_events: u64,
+    pub timer_late_drops: u64,
+    /// hrtimer expiries whose fields could not be read.
+    pub timer_read_faults: u64,
 }
 
 /// abi::Config as a map value (aya::Pod is foreign to the ABI crate).
@@ -331,6 +396,13 @@ pub struct Counters {
 struct ConfigPod(abi::Config);
 // SAFETY: repr(C) plain integers.
 unsafe impl aya::Pod for ConfigPod {}
+
+/// abi::TimerConfig as a map value.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct TimerConfigPod(abi::TimerConfig);
+// SAFETY: repr(C) plain integers, explicit padding field.
+unsafe impl aya::Pod for TimerConfigPod {}
 
 /// abi::ExeKey as a map key.
 #[repr(transparent)]

@@ -48,6 +48,53 @@ pub struct Config {
     pub guard: GuardConfig,
     #[serde(default)]
     pub ntp: NtpConfig,
+    #[serde(default)]
+    pub timers: TimersConfig,
+}
+
+/// `[timers]`: timer lateness, stalls and clocksource watching.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TimersConfig {
+    /// An hrtimer expiry late by this much (ms) or more is an event, and a machine or CPU
+    /// whose timers ran that late is journaled as a stall.
+    #[serde(default = "default_stall_threshold_ms")]
+    pub stall_threshold_ms: f64,
+    /// How often the clocks (REALTIME, MONOTONIC, MONOTONIC_RAW, BOOTTIME), steal time and
+    /// the clocksource are sampled, ms.
+    #[serde(default = "default_sample_interval_ms")]
+    pub sample_interval_ms: u64,
+}
+
+impl Default for TimersConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every [timers] key has a default")
+    }
+}
+
+fn default_stall_threshold_ms() -> f64 {
+    100.0
+}
+fn default_sample_interval_ms() -> u64 {
+    1000
+}
+
+impl TimersConfig {
+    fn validate(&self) -> Result<()> {
+        if !(self.stall_threshold_ms >= 1.0 && self.stall_threshold_ms <= 60_000.0) {
+            bail!(
+                "timers.stall_threshold_ms = {} is out of range (1 to 60000 ms)",
+                self.stall_threshold_ms
+            );
+        }
+        if !(100..=60_000).contains(&self.sample_interval_ms) {
+            bail!(
+                "timers.sample_interval_ms = {} is out of range (100 to 60000 ms)",
+                self.sample_interval_ms
+            );
+        }
+        Ok(())
+    }
 }
 
 /// `[ntp]`: the NTP client (slew-only discipline) and server.
@@ -300,6 +347,7 @@ impl Config {
                 self.guard.max_correction_s
             );
         }
+        self.timers.validate()?;
         self.ntp.validate()?;
         for path in self.guard.allow.iter().chain(&self.guard.slew_instead) {
             if !path.is_absolute() {
@@ -437,5 +485,29 @@ mod tests {
     fn tiny_journal_limit_is_refused() {
         let err = Config::parse("[audit]\nmax_journal_bytes = 10\n", "t.toml").unwrap_err();
         assert!(format!("{err:#}").contains("max_journal_bytes"));
+    }
+
+    #[test]
+    fn timers_defaults_and_bad_values_name_the_key() {
+        let c = Config::parse("", "t").unwrap();
+        assert_eq!(c.timers.stall_threshold_ms, 100.0);
+        assert_eq!(c.timers.sample_interval_ms, 1000);
+        for (text, says) in [
+            (
+                "[timers]\nstall_threshold_ms = 0.5\n",
+                "stall_threshold_ms = 0.5",
+            ),
+            (
+                "[timers]\nsample_interval_ms = 10\n",
+                "sample_interval_ms = 10",
+            ),
+            ("[timers]\nstall_ms = 10\n", "line 2"),
+        ] {
+            let err = format!("{:#}", Config::parse(text, "f.toml").unwrap_err());
+            assert!(
+                err.contains(says) && err.contains("f.toml"),
+                "{text:?}: {err}"
+            );
+        }
     }
 }

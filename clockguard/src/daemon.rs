@@ -5,7 +5,7 @@ use std::{collections::VecDeque, path::Path, sync::Arc, time::Instant};
 
 use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
-use clockguard_ebpf::ClockEvent;
+use clockguard_ebpf::{ClockEvent, TimerLateEvent};
 use serde_json::{json, Value};
 use tokio::{
     io::{unix::AsyncFd, Interest},
@@ -25,6 +25,8 @@ use crate::{
     ntp,
     record::{self, Record},
     slew::{LinuxClock, SlewConfig, SlewHandle},
+    timers::{self, LateTimer, LatenessSummary, TimerWatch},
+    vmfacts::VmFacts,
 };
 
 /// How often the slew engine measures its progress and re-programs the kernel.
@@ -63,6 +65,7 @@ struct Daemon {
     slew: Option<SlewHandle>,
     /// The NTP service runs (servers or `serve` configured).
     ntp_running: bool,
+    timers: TimerWatch,
 }
 
 #[derive(Default, serde::Serialize)]
@@ -100,6 +103,7 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
         disabled_hooks: &config.audit.disabled_hooks,
         emit_readonly: config.audit.journal_readonly,
         tracefs,
+        timer_late_threshold_ns: (config.timers.stall_threshold_ms * 1e6) as u64,
     }) {
         Ok(p) => (Some(p), None),
         Err(err) => {
@@ -127,6 +131,27 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
         }
         None => None,
     };
+
+    let mut timer_events: Option<AsyncFd<RingBuf<MapData>>> = match probes.as_mut() {
+        Some(p) if p.hook("hrtimer_expire_entry").is_some_and(|h| h.attached) => {
+            let ring = p.take_timer_events()?;
+            // SAFETY: as for the events ring above.
+            let registered = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
+            Some(registered.map_err(|e| anyhow::anyhow!("cannot poll the timer ring: {e}"))?)
+        }
+        _ => None,
+    };
+    let vm = VmFacts::read(Path::new("/sys"), Path::new("/proc"));
+    if let Some(hypervisor) = &vm.hypervisor {
+        tracing::info!(
+            "running in a {hypervisor} virtual machine, clocksource {}",
+            vm.clocksource.as_deref().unwrap_or("?")
+        );
+    }
+    let mut sampler = tokio::time::interval(std::time::Duration::from_millis(
+        config.timers.sample_interval_ms,
+    ));
+    sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let (jump_tx, mut jump_rx) = mpsc::channel(16);
     let mut fallback_status = HookStatus {
@@ -177,6 +202,7 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
         ntp.clone(),
     ));
 
+    let config_timers = config.timers.clone();
     let mut daemon = Daemon {
         started: Instant::now(),
         started_wall: record::rfc3339_ns(clock::realtime_ns()),
@@ -198,6 +224,7 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
         time_services: guard.time_services,
         slew: guard.slew,
         ntp_running: ntp.is_some(),
+        timers: TimerWatch::new(&config_timers, vm.hypervisor),
     };
     tracing::info!(
         "clockguard {} running in {} mode (config: {}), journal {}",
@@ -223,6 +250,16 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
                     guard.clear_ready();
                 }
             }
+            ready = async { timer_events.as_mut().unwrap().readable_mut().await }, if timer_events.is_some() => {
+                let mut guard = ready?;
+                let batch = drain_timer_events(guard.get_inner_mut(), BATCH);
+                let more = batch.len() == BATCH;
+                daemon.on_late_timers(batch);
+                if !more {
+                    guard.clear_ready();
+                }
+            }
+            _ = sampler.tick() => daemon.on_sample(),
             Some(jump) = jump_rx.recv() => daemon.on_fallback_jump(jump),
             Some(query) = query_rx.recv() => daemon.answer(query),
             _ = sigterm.recv() => break,
@@ -338,7 +375,58 @@ fn drain(ring: &mut RingBuf<MapData>, max: usize) -> Vec<Option<ClockEvent>> {
     out
 }
 
+/// Up to `max` late-timer events from their ring buffer (short records are skipped).
+fn drain_timer_events(ring: &mut RingBuf<MapData>, max: usize) -> Vec<TimerLateEvent> {
+    let mut out = Vec::new();
+    while out.len() < max {
+        let Some(item) = ring.next() else { break };
+        out.extend(TimerLateEvent::from_bytes(&item));
+    }
+    out
+}
+
 impl Daemon {
+    fn on_late_timers(&mut self, batch: Vec<TimerLateEvent>) {
+        for event in batch {
+            let function = match (event.function, self.probes.as_mut()) {
+                (0, _) | (_, None) => None,
+                (address, Some(probes)) => Some(probes.kernel_symbol(address)),
+            };
+            self.timers.late(LateTimer {
+                cpu: Some(event.cpu),
+                mono_ns: event.mono_ns as i64,
+                lateness_ns: event.lateness_ns as i64,
+                function,
+            });
+        }
+    }
+
+    /// The sampler's tick: clocks, steal and clocksource; closes stalls that are over.
+    fn on_sample(&mut self) {
+        let sys = Path::new("/sys");
+        let sample = timers::read_sample(sys);
+        // While clockguard slews, the kernel's rate changes between samples.
+        let slew_ppm_limit = match &self.slew {
+            Some(_) => self.config.guard.max_slew_ppm,
+            None => 0.0,
+        };
+        let kernel_sees_timers = self
+            .hooks
+            .iter()
+            .any(|h| h.name == "hrtimer_expire_entry" && h.attached);
+        let records = self.timers.sample(
+            sample,
+            timers::read_steal_ns(Path::new("/proc")),
+            timers::online_cpus(sys),
+            slew_ppm_limit,
+            kernel_sees_timers,
+            clock::realtime_minus_monotonic_ns(),
+        );
+        if !records.is_empty() {
+            self.journal_and_publish(records);
+        }
+    }
+
     async fn process(&mut self, batch: Vec<Option<ClockEvent>>) {
         if batch.is_empty() {
             return;
@@ -551,7 +639,30 @@ impl Daemon {
                 // The clock is disciplined only with the slew engine, i.e. in guard mode.
                 "disciplining": self.ntp_running && self.slew.is_some(),
             },
+            "timers": self.timers_status(counters.as_ref()),
+            "vm": VmFacts::read(Path::new("/sys"), Path::new("/proc")),
             "daemon": self.stats,
+        })
+    }
+
+    fn timers_status(&self, counters: Option<&bpf::Counters>) -> Value {
+        let histogram = self
+            .probes
+            .as_ref()
+            .filter(|_| {
+                self.hooks
+                    .iter()
+                    .any(|h| h.name == "hrtimer_expire_entry" && h.attached)
+            })
+            .and_then(|p| p.lateness_histogram().ok());
+        json!({
+            "stall_threshold_ms": self.config.timers.stall_threshold_ms,
+            "sample_interval_ms": self.config.timers.sample_interval_ms,
+            "lateness": histogram.map(|h| LatenessSummary::from_buckets(&h)),
+            "late_events": counters.map(|c| c.timer_late_events),
+            "late_events_lost": counters.map(|c| c.timer_late_drops),
+            "read_faults": counters.map(|c| c.timer_read_faults),
+            "found": self.timers.stats,
         })
     }
 }

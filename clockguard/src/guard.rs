@@ -190,29 +190,31 @@ const TIME_UNITS: &[(&str, &str)] = &[
     ("systemd-timesyncd", "systemd-timesyncd.service"),
 ];
 
+/// Every process under `proc` as (pid, comm). A process that exits while we look is
+/// skipped, not an error.
+pub fn process_comms(proc: &Path) -> Vec<(u32, String)> {
+    let Ok(dir) = std::fs::read_dir(proc) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let comm = std::fs::read_to_string(entry.path().join("comm")).ok()?;
+            Some((pid, comm.trim().to_string()))
+        })
+        .collect()
+}
+
 /// Other time services running (in `proc`) or configured (under `root`): what makes
 /// clockguard defer to observe mode. Our own process is never one of them.
 pub fn other_time_services(root: &Path, proc: &Path) -> Vec<TimeService> {
     let mut found = Vec::new();
-    if let Ok(dir) = std::fs::read_dir(proc) {
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            // The process may exit while we look: a missing comm is skipped, not an error.
-            let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else {
-                continue;
-            };
-            if let Some((name, _)) = TIME_DAEMONS.iter().find(|(_, c)| *c == comm.trim()) {
-                found.push(TimeService {
-                    name: name.to_string(),
-                    evidence: format!("running: pid {pid}"),
-                });
-            }
+    for (pid, comm) in process_comms(proc) {
+        if let Some((name, _)) = TIME_DAEMONS.iter().find(|(_, c)| *c == comm) {
+            found.push(TimeService {
+                name: name.to_string(),
+                evidence: format!("running: pid {pid}"),
+            });
         }
     }
     for (name, file) in TIME_CONFIGS {

@@ -13,6 +13,8 @@ mod journal;
 mod ntp;
 mod record;
 mod slew;
+mod timers;
+mod vmfacts;
 
 use std::{
     io::{self, Write},
@@ -304,11 +306,13 @@ fn format_delta(delta_ns: Option<i64>) -> String {
 }
 
 fn audit_row(r: &Record) -> String {
-    let who = match (&r.exe, &r.unit) {
-        (Some(exe), Some(unit)) => format!("{exe} ({unit})"),
-        (Some(exe), None) => exe.clone(),
-        (None, Some(unit)) => format!("? ({unit})"),
-        (None, None) => "?".into(),
+    let who = match (&r.exe, &r.unit, &r.cause) {
+        (Some(exe), Some(unit), _) => format!("{exe} ({unit})"),
+        (Some(exe), None, _) => exe.clone(),
+        (None, Some(unit), _) => format!("? ({unit})"),
+        // No process moved time (a stall, a suspend): say why instead.
+        (None, None, Some(cause)) => format!("cause: {cause}"),
+        (None, None, None) => "?".into(),
     };
     format!(
         "{:<30} {:<8} {:<13} {:<9} {:>15} {:<7} {:>7} {:<15} {}",
@@ -401,6 +405,79 @@ fn print_status(s: &Value) {
         "records journaled: {}   unexplained jumps (fallback): {}",
         num(&s["daemon"]["records_journaled"]),
         num(&s["daemon"]["fallback_unexplained"])
+    );
+    print_timers(&s["timers"], &s["vm"]);
+}
+
+/// A duration in ns as the unit that reads best.
+fn duration_ns(v: &Value) -> String {
+    match v.as_f64() {
+        Some(ns) if ns >= 1e9 => format!("{:.3} s", ns / 1e9),
+        Some(ns) if ns >= 1e6 => format!("{:.1} ms", ns / 1e6),
+        Some(ns) => format!("{:.1} us", ns / 1e3),
+        None => "?".into(),
+    }
+}
+
+fn print_timers(timers: &Value, vm: &Value) {
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let lateness = &timers["lateness"];
+    if lateness.is_object() {
+        println!(
+            "timer lateness: p50 <= {}  p99 <= {}  p99.9 <= {}  max <= {}  ({} expiries)",
+            duration_ns(&lateness["p50_le_ns"]),
+            duration_ns(&lateness["p99_le_ns"]),
+            duration_ns(&lateness["p999_le_ns"]),
+            duration_ns(&lateness["max_le_ns"]),
+            lateness["expiries"]
+        );
+    } else {
+        println!("timer lateness: unknown (the hrtimer hook is not attached)");
+    }
+    let found = &timers["found"];
+    let last = &found["last_stall"];
+    println!(
+        "stalls: {}{}   suspends: {}   clocksource switches: {}   clocksource jumps: {}",
+        found["stalls"],
+        if last.is_object() {
+            format!(
+                " (last: {} {}, CPUs {})",
+                duration_ns(&last["duration_ns"]),
+                text(&last["cause"]),
+                last["cpus"]
+            )
+        } else {
+            String::new()
+        },
+        found["suspends"],
+        found["clocksource_changes"],
+        found["clocksource_jumps"]
+    );
+    let agents: Vec<&str> = vm["time_agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    println!(
+        "machine: {}, clocksource {} (available: {}), time agents: {}",
+        match vm["hypervisor"].as_str() {
+            Some(h) => format!("{h} virtual machine"),
+            None => "bare metal".into(),
+        },
+        text(&vm["clocksource"]),
+        vm["available_clocksources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" "),
+        if agents.is_empty() {
+            "none".to_string()
+        } else {
+            agents.join(", ")
+        }
     );
 }
 

@@ -12,13 +12,22 @@ pub struct Record {
     pub seq: u64,
     /// When the change was made (RFC 3339 with ns, UTC), on the clock as it was before it.
     pub time: String,
-    /// `syscall`, `kernel` (clock_was_set outside a traced syscall) or `fallback` (the
-    /// userspace detector saw a jump no hook explained).
+    /// `syscall`, `kernel` (clock_was_set outside a traced syscall), `fallback` (the
+    /// userspace detector saw a jump no hook explained) or `timers` (a stall, suspend or
+    /// clocksource event).
     pub source: String,
     pub syscall: Option<String>,
     pub clock: Option<String>,
-    /// step | slew | frequency | tick | status | params | tai | tz | read | unknown
+    /// step | slew | frequency | tick | status | params | tai | tz | read | unknown; from the
+    /// timers: stall | suspend | clocksource_change | clocksource_jump
     pub kind: String,
+    /// Why time moved, when clockguard can tell (timers: vm_paused, hypervisor_steal,
+    /// machine_stall, cpu_stall, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    /// The measurements behind a timers record (CPUs, steal, late timers, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
     /// The requested value, as the caller passed it (see `requested_json`).
     pub requested: Value,
     /// The measured jump of CLOCK_REALTIME against CLOCK_MONOTONIC across the change, in ns;
@@ -486,6 +495,8 @@ pub fn decode(event: &ClockEvent, tai_offset_s: i64, tai_change_s: i64) -> Recor
         syscall: syscall_name(event.syscall).map(String::from),
         clock: Some(clock_name(event.clock_id)),
         kind: event_kind(event).into(),
+        cause: None,
+        detail: None,
         requested: if is_kernel {
             json!({
                 "bases": event.clock_was_set_bases,

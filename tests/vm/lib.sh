@@ -65,3 +65,25 @@ assert_close() {
     local d=$(( a - b )); d=${d#-}
     [[ "$d" -le "$tol" ]] || fail "$a and $b differ by $d (more than $tol)"
 }
+
+# vm_pause SECONDS: asks the host (cargo xtask vm) to stop this whole VM (SIGSTOP to QEMU)
+# for SECONDS and resume it; prints the pause the host measured, in seconds.
+vm_pause() {
+    [[ -n "${CG_VM_CONTROL:-}" && -d "$CG_VM_CONTROL" ]] ||
+        fail "CG_VM_CONTROL is not set: run the VM through cargo xtask vm/test"
+    rm -f "$CG_VM_CONTROL/pause-done"
+    echo "$1" >"$CG_VM_CONTROL/pause-request.tmp"
+    mv "$CG_VM_CONTROL/pause-request.tmp" "$CG_VM_CONTROL/pause-request"
+    for _ in $(seq 1 600); do
+        if [[ -f "$CG_VM_CONTROL/pause-done" ]]; then
+            local answer
+            answer=$(cat "$CG_VM_CONTROL/pause-done")
+            rm -f "$CG_VM_CONTROL/pause-done"
+            [[ "$answer" == paused_s=* ]] || fail "the host could not pause the VM: $answer"
+            echo "${answer#paused_s=}"
+            return 0
+        fi
+        sleep 0.1
+    done
+    fail "the host did not answer the pause request within 60 s"
+}

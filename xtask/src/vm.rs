@@ -88,7 +88,12 @@ pub fn run_in_vm(command: &[String], capture: bool) -> Result<VmRun> {
     let memory = std::env::var("CLOCKGUARD_VM_MEMORY").unwrap_or_else(|_| "2G".into());
 
     let repo_s = repo.to_string_lossy().into_owned();
+    let pause = PauseService::create(&target)?;
     let mut exports = vec![
+        (
+            "CG_VM_CONTROL".to_string(),
+            pause.dir.to_string_lossy().into_owned(),
+        ),
         (
             "CG_BIN_DIR".to_string(),
             bin_dir.to_string_lossy().into_owned(),
@@ -185,6 +190,7 @@ pub fn run_in_vm(command: &[String], capture: bool) -> Result<VmRun> {
         if let Some(st) = child.try_wait()? {
             break Some(util::exit_code(st));
         }
+        pause.poll(child.id());
         if start.elapsed() > timeout {
             eprintln!(
                 "vm: TIMEOUT after {}s: killing the VM (set CLOCKGUARD_VM_TIMEOUT to change)",
@@ -208,11 +214,71 @@ pub fn run_in_vm(command: &[String], capture: bool) -> Result<VmRun> {
         }
     );
     let lines = std::mem::take(&mut *lines.lock().unwrap());
+    let _ = fs::remove_dir_all(&pause.dir);
     Ok(VmRun {
         code,
         lines,
         elapsed,
     })
+}
+
+/// Pauses the whole VM from outside on the guest's request, as a host under load, a live
+/// migration or a snapshot does: the guest writes a number of seconds to
+/// `$CG_VM_CONTROL/pause-request`; the host stops QEMU with SIGSTOP, resumes it with SIGCONT
+/// that much later, and answers in `pause-done` with the measured pause (`paused_s=5.001`)
+/// or `error=...`.
+struct PauseService {
+    dir: PathBuf,
+}
+
+impl PauseService {
+    fn create(target: &std::path::Path) -> Result<PauseService> {
+        let dir = target
+            .join("vm-control")
+            .join(std::process::id().to_string());
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(PauseService { dir })
+    }
+
+    /// Serves one pending request, if any (called from the VM's wait loop).
+    fn poll(&self, vng_pid: u32) {
+        let request = self.dir.join("pause-request");
+        let Ok(text) = fs::read_to_string(&request) else {
+            return;
+        };
+        let _ = fs::remove_file(&request);
+        let answer = match self.pause(vng_pid, text.trim()) {
+            Ok(seconds) => format!("paused_s={seconds:.6}\n"),
+            Err(err) => format!("error={err:#}\n"),
+        };
+        eprintln!("vm: pause request {:?}: {}", text.trim(), answer.trim());
+        // Written whole, then renamed: the guest never reads half an answer.
+        let partial = self.dir.join("pause-done.tmp");
+        if fs::write(&partial, answer).is_ok() {
+            let _ = fs::rename(&partial, self.dir.join("pause-done"));
+        }
+    }
+
+    fn pause(&self, vng_pid: u32, request: &str) -> Result<f64> {
+        let seconds: f64 = request
+            .parse()
+            .ok()
+            .filter(|s| (0.0..=60.0).contains(s))
+            .with_context(|| format!("{request:?} is not a number of seconds (0 to 60)"))?;
+        let qemu = util::descendants(vng_pid)
+            .into_iter()
+            .find(|pid| {
+                fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|comm| comm.starts_with("qemu-system"))
+            })
+            .context("no qemu-system process under vng")?;
+        util::send_signal(&[qemu], "STOP");
+        let stopped = Instant::now();
+        std::thread::sleep(Duration::from_secs_f64(seconds));
+        util::send_signal(&[qemu], "CONT");
+        Ok(stopped.elapsed().as_secs_f64())
+    }
 }
 
 /// `cargo xtask vm [-- CMD...]`: returns the exit code to forward.

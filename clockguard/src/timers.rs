@@ -1,0 +1,793 @@
+//! Timer and clock health: stalls (a paused or starved VM, a stalled CPU), suspends,
+//! clocksource switches and jumps. These move time under running programs as surely as a
+//! step does, without anyone calling settimeofday.
+//!
+//! Two inputs, both plain data so the logic is tested without a kernel:
+//! - late hrtimer expiries from the `hrtimer_expire_entry` hook (lateness = the base's now
+//!   − the soft expiry, CLOCK_MONOTONIC timers only), grouped into stall episodes;
+//! - a sample of CLOCK_MONOTONIC, MONOTONIC_RAW, BOOTTIME, the steal time, the kernel's rate
+//!   setting and the clocksource, taken every `sample_interval_ms`.
+
+use std::{
+    collections::{BTreeSet, VecDeque},
+    path::Path,
+};
+
+use anyhow::{Context, Result};
+use clockguard_ebpf::{TimerConfig, LATENESS_BUCKETS, TIMER_CONFIG_VALID};
+use serde::Serialize;
+
+use crate::btf::KernelBtf;
+
+/// The hrtimer hook's configuration: field offsets from the running kernel's BTF.
+pub fn hrtimer_offsets(btf: &KernelBtf, late_threshold_ns: u64) -> Result<TimerConfig> {
+    let offset = |strukt: &str, member: &str| -> Result<u16> {
+        let at = btf.member_offset(strukt, member)?;
+        u16::try_from(at).with_context(|| format!("struct {strukt}.{member} at byte {at}"))
+    };
+    Ok(TimerConfig {
+        flags: TIMER_CONFIG_VALID,
+        hrtimer_softexpires: offset("hrtimer", "_softexpires")?,
+        hrtimer_function: offset("hrtimer", "function")?,
+        hrtimer_base: offset("hrtimer", "base")?,
+        clock_base_clockid: offset("hrtimer_clock_base", "clockid")?,
+        _pad: 0,
+        late_threshold_ns,
+    })
+}
+
+/// The upper edge of a lateness bucket, ns: bucket 0 holds expiries exactly on time,
+/// bucket i those in [2^(i-1), 2^i), i.e. at most 2^i − 1 ns late.
+pub fn bucket_le_ns(bucket: usize) -> u64 {
+    match bucket {
+        0 => 0,
+        b if b >= 64 => u64::MAX,
+        b => (1u64 << b) - 1,
+    }
+}
+
+/// The lateness histogram as `status` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LatenessSummary {
+    /// hrtimer expiries (CLOCK_MONOTONIC timers) since the hook attached.
+    pub expiries: u64,
+    /// Upper bucket edges (ns) under which 50 %, 99 %, 99.9 % and all expiries fell.
+    pub p50_le_ns: u64,
+    pub p99_le_ns: u64,
+    pub p999_le_ns: u64,
+    pub max_le_ns: u64,
+    /// The non-empty buckets: (upper edge ns, count).
+    pub buckets: Vec<(u64, u64)>,
+}
+
+impl LatenessSummary {
+    pub fn from_buckets(counts: &[u64]) -> LatenessSummary {
+        let expiries: u64 = counts.iter().sum();
+        let quantile = |q: f64| -> u64 {
+            let want = (q * expiries as f64).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (bucket, &count) in counts.iter().enumerate() {
+                seen += count;
+                if seen >= want {
+                    return bucket_le_ns(bucket);
+                }
+            }
+            0
+        };
+        let max_bucket = counts.iter().rposition(|&c| c > 0);
+        LatenessSummary {
+            expiries,
+            p50_le_ns: quantile(0.5),
+            p99_le_ns: quantile(0.99),
+            p999_le_ns: quantile(0.999),
+            max_le_ns: max_bucket.map_or(0, bucket_le_ns),
+            buckets: counts
+                .iter()
+                .enumerate()
+                .filter(|(_, &c)| c > 0)
+                .map(|(b, &c)| (bucket_le_ns(b), c))
+                .collect(),
+        }
+    }
+}
+
+const _: () = assert!(LATENESS_BUCKETS == 64);
+
+/// One hrtimer that expired late (from the kernel), or the sampler's own wakeup that came
+/// late (`cpu` None: used only where the hook is not attached).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LateTimer {
+    pub cpu: Option<u32>,
+    /// CLOCK_MONOTONIC when it finally ran, ns.
+    pub mono_ns: i64,
+    pub lateness_ns: i64,
+    /// The timer's callback ("tick_sched_timer").
+    pub function: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StallCause {
+    /// Every CPU of a virtual machine stopped at once, and the hypervisor did not account
+    /// it as steal: the guest was paused, migrated, snapshotted or descheduled by the host.
+    VmPaused,
+    /// The hypervisor ran something else: the steal time grew by at least half the stall.
+    HypervisorSteal,
+    /// Every CPU of a physical machine stopped (SMI, firmware, an NMI storm).
+    MachineStall,
+    /// Some CPUs only: interrupts off too long, or a CPU hog above the timer's priority.
+    CpuStall,
+    /// Only the sampler saw it (no hrtimer hook), and the steal time does not explain it.
+    Unknown,
+}
+
+impl StallCause {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StallCause::VmPaused => "vm_paused",
+            StallCause::HypervisorSteal => "hypervisor_steal",
+            StallCause::MachineStall => "machine_stall",
+            StallCause::CpuStall => "cpu_stall",
+            StallCause::Unknown => "unknown",
+        }
+    }
+
+    fn explain(self) -> &'static str {
+        match self {
+            StallCause::VmPaused => {
+                "every CPU of this virtual machine stopped at once without steal time: the \
+                 guest was paused, migrated or descheduled by the host"
+            }
+            StallCause::HypervisorSteal => {
+                "the hypervisor ran other work (steal time grew by at least half the stall)"
+            }
+            StallCause::MachineStall => {
+                "every CPU stopped at once on a physical machine (SMI, firmware, NMI)"
+            }
+            StallCause::CpuStall => {
+                "timers on some CPUs only ran late: interrupts off or a CPU hog"
+            }
+            StallCause::Unknown => "the sampler woke late; no kernel hook saw the timers",
+        }
+    }
+}
+
+/// A time during which timers did not run: what `audit` journals as kind "stall".
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Stall {
+    /// CLOCK_MONOTONIC when the stall began and ended, ns.
+    pub started_mono_ns: i64,
+    pub ended_mono_ns: i64,
+    /// How long timers were held up: the largest lateness seen, ns.
+    pub duration_ns: i64,
+    pub cause: StallCause,
+    pub explanation: &'static str,
+    /// The CPUs whose timers ran late, and how many are online.
+    pub cpus: Vec<u32>,
+    pub online_cpus: u32,
+    /// Steal time accounted during the stall, ns (None: no steal data).
+    pub steal_ns: Option<i64>,
+    pub hypervisor: Option<String>,
+    pub late_timers: u32,
+    /// Up to 5 of the callbacks that ran late.
+    pub timers: Vec<String>,
+}
+
+/// Late expiries belonging to one stall, while it is still open.
+struct Episode {
+    started_mono_ns: i64,
+    last_event_mono_ns: i64,
+    duration_ns: i64,
+    cpus: BTreeSet<u32>,
+    late_timers: u32,
+    timers: Vec<String>,
+}
+
+/// An episode closes once no late timer arrived for this long (ns): the burst of late
+/// expiries after a resume lasts a few ms.
+const EPISODE_QUIET_NS: i64 = 500_000_000;
+/// Steal samples kept (one per sample interval).
+const STEAL_HISTORY: usize = 64;
+
+/// Groups late timers into stalls and says why each happened.
+pub struct StallDetector {
+    threshold_ns: i64,
+    hypervisor: Option<String>,
+    open: Option<Episode>,
+    /// (CLOCK_MONOTONIC ns, cumulative steal ns) per sample, oldest first.
+    steal: VecDeque<(i64, i64)>,
+}
+
+impl StallDetector {
+    pub fn new(threshold_ns: i64, hypervisor: Option<String>) -> Self {
+        StallDetector {
+            threshold_ns,
+            hypervisor,
+            open: None,
+            steal: VecDeque::with_capacity(STEAL_HISTORY),
+        }
+    }
+
+    pub fn steal_sample(&mut self, mono_ns: i64, steal_ns: i64) {
+        if self.steal.len() == STEAL_HISTORY {
+            self.steal.pop_front();
+        }
+        self.steal.push_back((mono_ns, steal_ns));
+    }
+
+    pub fn late(&mut self, timer: LateTimer) {
+        if timer.lateness_ns < self.threshold_ns {
+            return;
+        }
+        let started = timer.mono_ns - timer.lateness_ns;
+        let episode = self.open.get_or_insert_with(|| Episode {
+            started_mono_ns: started,
+            last_event_mono_ns: timer.mono_ns,
+            duration_ns: 0,
+            cpus: BTreeSet::new(),
+            late_timers: 0,
+            timers: Vec::new(),
+        });
+        episode.started_mono_ns = episode.started_mono_ns.min(started);
+        episode.last_event_mono_ns = episode.last_event_mono_ns.max(timer.mono_ns);
+        episode.duration_ns = episode.duration_ns.max(timer.lateness_ns);
+        episode.late_timers += 1;
+        if let Some(cpu) = timer.cpu {
+            episode.cpus.insert(cpu);
+        }
+        if let Some(function) = timer.function {
+            if episode.timers.len() < 5 && !episode.timers.contains(&function) {
+                episode.timers.push(function);
+            }
+        }
+    }
+
+    /// Closes the open episode once it has been quiet long enough; `now_mono_ns` is the
+    /// current CLOCK_MONOTONIC and `online_cpus` the CPUs online now.
+    pub fn tick(&mut self, now_mono_ns: i64, online_cpus: u32) -> Option<Stall> {
+        let quiet = now_mono_ns - self.open.as_ref()?.last_event_mono_ns >= EPISODE_QUIET_NS;
+        if !quiet {
+            return None;
+        }
+        let episode = self.open.take()?;
+        let steal_ns = self.steal_since(episode.started_mono_ns);
+        let whole_machine = episode.cpus.len() as u32 >= online_cpus.max(1);
+        let cause = if steal_ns.is_some_and(|s| s * 2 >= episode.duration_ns) {
+            StallCause::HypervisorSteal
+        } else if episode.cpus.is_empty() {
+            StallCause::Unknown
+        } else if whole_machine && self.hypervisor.is_some() {
+            StallCause::VmPaused
+        } else if whole_machine {
+            StallCause::MachineStall
+        } else {
+            StallCause::CpuStall
+        };
+        Some(Stall {
+            started_mono_ns: episode.started_mono_ns,
+            ended_mono_ns: episode.started_mono_ns + episode.duration_ns,
+            duration_ns: episode.duration_ns,
+            cause,
+            explanation: cause.explain(),
+            cpus: episode.cpus.into_iter().collect(),
+            online_cpus,
+            steal_ns,
+            hypervisor: self.hypervisor.clone(),
+            late_timers: episode.late_timers,
+            timers: episode.timers,
+        })
+    }
+
+    /// Steal accounted from the last sample at or before `from` to the newest sample.
+    fn steal_since(&self, from_mono_ns: i64) -> Option<i64> {
+        let before = self
+            .steal
+            .iter()
+            .rev()
+            .find(|(mono, _)| *mono <= from_mono_ns)?;
+        let newest = self.steal.back()?;
+        Some(newest.1 - before.1)
+    }
+}
+
+/// One reading of the clocks and what moves them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClockSample {
+    pub mono_ns: i64,
+    pub raw_ns: i64,
+    pub boot_ns: i64,
+    /// The kernel's rate setting (tick and frequency), ppm of MONOTONIC against RAW.
+    pub kernel_rate_ppm: Option<f64>,
+    pub clocksource: Option<String>,
+}
+
+/// What the clock sampler found besides stalls.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ClockFinding {
+    /// BOOTTIME advanced past MONOTONIC: the machine was suspended this long.
+    Suspend { at_mono_ns: i64, duration_ns: i64 },
+    /// The kernel switched clocksource (the watchdog marked one unstable, or an admin did).
+    ClocksourceChange {
+        at_mono_ns: i64,
+        from: String,
+        to: String,
+    },
+    /// MONOTONIC moved against MONOTONIC_RAW by more than the kernel's rate setting (and
+    /// any slew in progress) allows: a jump of the timekeeping, not a discipline.
+    ClocksourceJump {
+        at_mono_ns: i64,
+        /// MONOTONIC's excess over what the rate explains, over the interval, ns.
+        divergence_ns: i64,
+        allowance_ns: i64,
+        interval_ns: i64,
+    },
+}
+
+/// BOOTTIME − MONOTONIC growing by more than this (ns) is a suspend, not read noise.
+const SUSPEND_MIN_NS: i64 = 1_000_000;
+/// The kernel's PLL (ADJ_OFFSET by ntpd) slews up to 500 ppm on top of the frequency.
+const PLL_SLEW_PPM: f64 = 500.0;
+/// Read jitter of the samples (ns): two clock reads, each a few µs apart at worst.
+const SAMPLE_NOISE_NS: i64 = 100_000;
+
+/// Compares each clock sample with the one before.
+#[derive(Default)]
+pub struct ClockWatch {
+    last: Option<ClockSample>,
+}
+
+impl ClockWatch {
+    /// `slew_ppm_limit`: the fastest rate clockguard's own slew engine may set between the
+    /// samples (0 when it is not running): the kernel's setting at the two ends does not
+    /// show the rates in between.
+    pub fn sample(&mut self, now: ClockSample, slew_ppm_limit: f64) -> Vec<ClockFinding> {
+        let mut found = Vec::new();
+        let Some(last) = self.last.replace(now.clone()) else {
+            return found;
+        };
+        let suspended = (now.boot_ns - now.mono_ns) - (last.boot_ns - last.mono_ns);
+        if suspended > SUSPEND_MIN_NS {
+            found.push(ClockFinding::Suspend {
+                at_mono_ns: now.mono_ns,
+                duration_ns: suspended,
+            });
+        }
+        if let (Some(from), Some(to)) = (&last.clocksource, &now.clocksource) {
+            if from != to {
+                found.push(ClockFinding::ClocksourceChange {
+                    at_mono_ns: now.mono_ns,
+                    from: from.clone(),
+                    to: to.clone(),
+                });
+            }
+        }
+        if let (Some(rate_then), Some(rate_now)) = (last.kernel_rate_ppm, now.kernel_rate_ppm) {
+            let interval = now.raw_ns - last.raw_ns;
+            let mean_rate = (rate_then + rate_now) / 2.0;
+            let expected = interval as f64 * (1.0 + mean_rate * 1e-6);
+            let divergence = (now.mono_ns - last.mono_ns) as f64 - expected;
+            let spread_ppm = (rate_now - rate_then).abs() / 2.0 + PLL_SLEW_PPM + slew_ppm_limit;
+            let allowance = (interval as f64 * spread_ppm * 1e-6) as i64 + SAMPLE_NOISE_NS;
+            if divergence.abs() as i64 > allowance {
+                found.push(ClockFinding::ClocksourceJump {
+                    at_mono_ns: now.mono_ns,
+                    divergence_ns: divergence as i64,
+                    allowance_ns: allowance,
+                    interval_ns: interval,
+                });
+            }
+        }
+        found
+    }
+}
+
+/// What the timer watch counted, for `status`.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TimerStats {
+    pub stalls: u64,
+    pub suspends: u64,
+    pub clocksource_changes: u64,
+    pub clocksource_jumps: u64,
+    pub last_stall: Option<Stall>,
+}
+
+/// The stall detector and the clock sampler together, turning what they find into journal
+/// records.
+pub struct TimerWatch {
+    stalls: StallDetector,
+    clocks: ClockWatch,
+    interval_ns: i64,
+    threshold_ns: i64,
+    last_sample_mono_ns: Option<i64>,
+    pub stats: TimerStats,
+}
+
+impl TimerWatch {
+    pub fn new(config: &crate::config::TimersConfig, hypervisor: Option<String>) -> Self {
+        let threshold_ns = (config.stall_threshold_ms * 1e6) as i64;
+        TimerWatch {
+            stalls: StallDetector::new(threshold_ns, hypervisor),
+            clocks: ClockWatch::default(),
+            interval_ns: config.sample_interval_ms as i64 * 1_000_000,
+            threshold_ns,
+            last_sample_mono_ns: None,
+            stats: TimerStats::default(),
+        }
+    }
+
+    pub fn late(&mut self, timer: LateTimer) {
+        self.stalls.late(timer);
+    }
+
+    /// One sample interval went by. `kernel_sees_timers`: the hrtimer hook is attached;
+    /// without it the sampler's own late wakeup stands in for the kernel's late timers.
+    /// `wall_minus_mono_ns` dates the records (CLOCK_REALTIME − CLOCK_MONOTONIC now).
+    pub fn sample(
+        &mut self,
+        sample: ClockSample,
+        steal_ns: Option<i64>,
+        online_cpus: u32,
+        slew_ppm_limit: f64,
+        kernel_sees_timers: bool,
+        wall_minus_mono_ns: i64,
+    ) -> Vec<crate::record::Record> {
+        let now = sample.mono_ns;
+        if let Some(steal) = steal_ns {
+            self.stalls.steal_sample(now, steal);
+        }
+        if let (Some(last), false) = (self.last_sample_mono_ns, kernel_sees_timers) {
+            let late_by = now - last - self.interval_ns;
+            if late_by >= self.threshold_ns {
+                self.stalls.late(LateTimer {
+                    cpu: None,
+                    mono_ns: now,
+                    lateness_ns: late_by,
+                    function: Some("clockguard's sampler".into()),
+                });
+            }
+        }
+        self.last_sample_mono_ns = Some(now);
+        let mut records: Vec<_> = self
+            .clocks
+            .sample(sample, slew_ppm_limit)
+            .into_iter()
+            .map(|finding| self.clock_record(finding, wall_minus_mono_ns))
+            .collect();
+        if let Some(stall) = self.stalls.tick(now, online_cpus) {
+            self.stats.stalls += 1;
+            records.push(stall_record(&stall, wall_minus_mono_ns));
+            self.stats.last_stall = Some(stall);
+        }
+        records
+    }
+
+    fn clock_record(
+        &mut self,
+        finding: ClockFinding,
+        wall_minus_mono_ns: i64,
+    ) -> crate::record::Record {
+        let (at, kind, delta, cause) = match &finding {
+            ClockFinding::Suspend {
+                at_mono_ns,
+                duration_ns,
+            } => {
+                self.stats.suspends += 1;
+                (*at_mono_ns, "suspend", Some(*duration_ns), "suspend")
+            }
+            ClockFinding::ClocksourceChange { at_mono_ns, .. } => {
+                self.stats.clocksource_changes += 1;
+                (
+                    *at_mono_ns,
+                    "clocksource_change",
+                    None,
+                    "clocksource_switched",
+                )
+            }
+            ClockFinding::ClocksourceJump {
+                at_mono_ns,
+                divergence_ns,
+                ..
+            } => {
+                self.stats.clocksource_jumps += 1;
+                (
+                    *at_mono_ns,
+                    "clocksource_jump",
+                    Some(*divergence_ns),
+                    "monotonic_vs_raw",
+                )
+            }
+        };
+        tracing::warn!("timers: {kind}: {finding:?}");
+        timers_record(
+            at + wall_minus_mono_ns,
+            kind,
+            delta,
+            cause,
+            serde_json::to_value(&finding).ok(),
+        )
+    }
+}
+
+fn timers_record(
+    wall_ns: i64,
+    kind: &str,
+    delta_ns: Option<i64>,
+    cause: &str,
+    detail: Option<serde_json::Value>,
+) -> crate::record::Record {
+    crate::record::Record {
+        time: crate::record::rfc3339_ns(wall_ns),
+        source: "timers".into(),
+        clock: Some("CLOCK_MONOTONIC".into()),
+        kind: kind.into(),
+        cause: Some(cause.into()),
+        detail,
+        requested: serde_json::json!({}),
+        delta_ns,
+        result: "0".into(),
+        verdict: "observed".into(),
+        ..Default::default()
+    }
+}
+
+/// A stall as a journal record: dated when it began, `delta_ns` = how long timers stood.
+pub fn stall_record(stall: &Stall, wall_minus_mono_ns: i64) -> crate::record::Record {
+    tracing::warn!(
+        "stall of {:.3} s ({}): {}; CPUs {:?} of {}, {} late timers ({})",
+        stall.duration_ns as f64 / 1e9,
+        stall.cause.as_str(),
+        stall.explanation,
+        stall.cpus,
+        stall.online_cpus,
+        stall.late_timers,
+        stall.timers.join(", ")
+    );
+    timers_record(
+        stall.started_mono_ns + wall_minus_mono_ns,
+        "stall",
+        Some(stall.duration_ns),
+        stall.cause.as_str(),
+        serde_json::to_value(stall).ok(),
+    )
+}
+
+/// Cumulative steal time of all CPUs, ns: the 8th value of /proc/stat's "cpu" line, in
+/// USER_HZ ticks (`ticks_per_s`). None when the line is missing or too short (old kernels).
+pub fn parse_steal_ns(stat: &str, ticks_per_s: i64) -> Option<i64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let steal: i64 = line.split_whitespace().nth(8)?.parse().ok()?;
+    Some(steal * (1_000_000_000 / ticks_per_s.max(1)))
+}
+
+pub fn read_steal_ns(proc: &Path) -> Option<i64> {
+    // SAFETY: sysconf has no memory side effects.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    parse_steal_ns(&std::fs::read_to_string(proc.join("stat")).ok()?, ticks)
+}
+
+/// How many CPUs a kernel CPU list names ("0-3,5,7-8" → 7).
+pub fn parse_cpu_list(list: &str) -> Option<u32> {
+    let mut count = 0;
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        count += match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) = (a.parse().ok()?, b.parse().ok()?);
+                b.checked_sub(a)? + 1
+            }
+            None => part.parse::<u32>().map(|_| 1).ok()?,
+        };
+    }
+    Some(count)
+}
+
+pub fn online_cpus(sys: &Path) -> u32 {
+    std::fs::read_to_string(sys.join("devices/system/cpu/online"))
+        .ok()
+        .and_then(|list| parse_cpu_list(&list))
+        .unwrap_or(1)
+}
+
+/// Reads the clocks, the kernel's rate setting and the clocksource now.
+pub fn read_sample(sys: &Path) -> ClockSample {
+    use crate::{
+        clock::read_ns,
+        slew::{KernelClock, LinuxClock},
+    };
+    ClockSample {
+        mono_ns: read_ns(libc::CLOCK_MONOTONIC),
+        raw_ns: read_ns(libc::CLOCK_MONOTONIC_RAW),
+        boot_ns: read_ns(libc::CLOCK_BOOTTIME),
+        kernel_rate_ppm: LinuxClock.read_rate().ok().map(|rate| rate.ppm()),
+        clocksource: crate::vmfacts::current_clocksource(sys),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: i64 = 1_000_000;
+    const S: i64 = 1_000_000_000;
+
+    fn late(cpu: u32, mono_ns: i64, lateness_ns: i64, function: &str) -> LateTimer {
+        LateTimer {
+            cpu: Some(cpu),
+            mono_ns,
+            lateness_ns,
+            function: Some(function.into()),
+        }
+    }
+
+    #[test]
+    fn a_paused_guest_is_one_stall_of_the_largest_lateness() {
+        let mut d = StallDetector::new(100 * MS, Some("KVM".into()));
+        d.steal_sample(99 * S, 7 * S);
+        // Resumed at 105 s after a 5 s pause: the tick and watchdog timers of both CPUs.
+        d.late(late(0, 105 * S, 4_998 * MS, "tick_sched_timer"));
+        d.late(late(1, 105 * S + MS, 3_100 * MS, "watchdog_timer_fn"));
+        d.late(late(0, 105 * S + 2 * MS, 2 * MS, "tick_sched_timer")); // under threshold
+        d.steal_sample(106 * S, 7 * S);
+        assert_eq!(d.tick(105 * S + 100 * MS, 2), None, "still open");
+        let stall = d.tick(106 * S, 2).expect("closed after 500 ms quiet");
+        assert_eq!(stall.duration_ns, 4_998 * MS);
+        assert_eq!(stall.cause, StallCause::VmPaused);
+        assert_eq!(stall.cpus, vec![0, 1]);
+        assert_eq!(stall.late_timers, 2);
+        assert_eq!(stall.steal_ns, Some(0));
+        assert_eq!(stall.timers, vec!["tick_sched_timer", "watchdog_timer_fn"]);
+        assert_eq!(stall.started_mono_ns, 105 * S - 4_998 * MS);
+        assert_eq!(d.tick(107 * S, 2), None, "reported once");
+    }
+
+    #[test]
+    fn the_cause_follows_steal_cpus_and_hypervisor() {
+        let run = |hypervisor: Option<&str>, cpus: &[u32], steal_s: i64| {
+            let mut d = StallDetector::new(100 * MS, hypervisor.map(Into::into));
+            d.steal_sample(7 * S, 0);
+            for &cpu in cpus {
+                d.late(late(cpu, 10 * S, 2 * S, "tick_sched_timer"));
+            }
+            if cpus.is_empty() {
+                // The sampler's own late wakeup (no hook): no CPU known.
+                d.late(LateTimer {
+                    cpu: None,
+                    ..late(0, 10 * S, 2 * S, "sampler")
+                });
+            }
+            d.steal_sample(11 * S, steal_s * S);
+            d.tick(11 * S, 4).unwrap().cause
+        };
+        assert_eq!(run(Some("KVM"), &[0, 1, 2, 3], 0), StallCause::VmPaused);
+        assert_eq!(
+            run(Some("KVM"), &[0, 1, 2, 3], 1),
+            StallCause::HypervisorSteal
+        );
+        assert_eq!(run(None, &[0, 1, 2, 3], 0), StallCause::MachineStall);
+        assert_eq!(run(Some("KVM"), &[2], 0), StallCause::CpuStall);
+        assert_eq!(run(None, &[], 0), StallCause::Unknown);
+    }
+
+    #[test]
+    fn steal_is_measured_from_before_the_stall_began() {
+        // A sample taken right after the resume already holds the stall's steal: the
+        // baseline must be the one before the stall started.
+        let mut d = StallDetector::new(100 * MS, Some("KVM".into()));
+        d.steal_sample(S, 10 * S);
+        d.steal_sample(5 * S + MS, 14 * S); // after the resume, before the events arrive
+        d.late(late(0, 5 * S, 4 * S, "tick_sched_timer"));
+        let stall = d.tick(6 * S, 1).unwrap();
+        assert_eq!(stall.steal_ns, Some(4 * S));
+        assert_eq!(stall.cause, StallCause::HypervisorSteal);
+    }
+
+    #[test]
+    fn without_steal_history_the_steal_is_unknown() {
+        let mut d = StallDetector::new(100 * MS, None);
+        d.late(late(0, 5 * S, 300 * MS, "x"));
+        let stall = d.tick(6 * S, 1).unwrap();
+        assert_eq!(stall.steal_ns, None);
+        assert_eq!(stall.cause, StallCause::MachineStall);
+    }
+
+    #[test]
+    fn lateness_quantiles_are_bucket_edges() {
+        let mut counts = vec![0u64; 64];
+        counts[10] = 990; // < 1024 ns
+        counts[20] = 9; // < ~1 ms
+        counts[33] = 1; // ~5 s
+        let s = LatenessSummary::from_buckets(&counts);
+        assert_eq!(s.expiries, 1000);
+        assert_eq!(s.p50_le_ns, 1023);
+        assert_eq!(s.p99_le_ns, 1023);
+        assert_eq!(s.p999_le_ns, (1 << 20) - 1);
+        assert_eq!(s.max_le_ns, (1 << 33) - 1);
+        assert_eq!(s.buckets.len(), 3);
+        assert_eq!(LatenessSummary::from_buckets(&[0; 64]).max_le_ns, 0);
+    }
+
+    fn sample(mono_s: f64, raw_s: f64, boot_s: f64, rate_ppm: f64, cs: &str) -> ClockSample {
+        ClockSample {
+            mono_ns: (mono_s * 1e9) as i64,
+            raw_ns: (raw_s * 1e9) as i64,
+            boot_ns: (boot_s * 1e9) as i64,
+            kernel_rate_ppm: Some(rate_ppm),
+            clocksource: Some(cs.into()),
+        }
+    }
+
+    #[test]
+    fn a_disciplined_clock_is_quiet() {
+        let mut w = ClockWatch::default();
+        assert!(w
+            .sample(sample(10.0, 10.0, 10.0, 100.0, "tsc"), 0.0)
+            .is_empty());
+        // 1 s of raw at +100 ppm: MONOTONIC gains 100 µs; plus 300 µs of PLL slew.
+        let found = w.sample(sample(11.0004, 11.0, 11.0004, 100.0, "tsc"), 0.0);
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn suspend_switch_and_jump_are_found() {
+        let mut w = ClockWatch::default();
+        w.sample(sample(10.0, 10.0, 10.0, 0.0, "kvm-clock"), 0.0);
+        let found = w.sample(sample(11.0, 11.0, 71.0, 0.0, "tsc"), 0.0);
+        assert_eq!(
+            found,
+            vec![
+                ClockFinding::Suspend {
+                    at_mono_ns: 11 * S,
+                    duration_ns: 60 * S
+                },
+                ClockFinding::ClocksourceChange {
+                    at_mono_ns: 11 * S,
+                    from: "kvm-clock".into(),
+                    to: "tsc".into()
+                },
+            ]
+        );
+        // MONOTONIC jumps 15 ms against RAW in one second (the ocfs2 cluster's kvmclock).
+        let found = w.sample(sample(12.015, 12.0, 72.015, 0.0, "tsc"), 0.0);
+        let [ClockFinding::ClocksourceJump {
+            divergence_ns,
+            allowance_ns,
+            ..
+        }] = found.as_slice()
+        else {
+            panic!("{found:?}")
+        };
+        assert!((divergence_ns - 15 * MS).abs() < 1000, "{divergence_ns}");
+        assert_eq!(*allowance_ns, 600_000);
+    }
+
+    #[test]
+    fn a_slew_in_progress_widens_the_allowance() {
+        let mut w = ClockWatch::default();
+        w.sample(sample(10.0, 10.0, 10.0, 0.0, "tsc"), 0.0);
+        // 50 ms gained in 1 s while clockguard slews at up to 83 333 ppm: explained.
+        let found = w.sample(sample(11.05, 11.0, 11.05, 0.0, "tsc"), 83_333.0);
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn proc_stat_and_cpu_lists_parse() {
+        let stat = "cpu  4705 150 1120 1664397 2013 0 163 4242 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n";
+        assert_eq!(parse_steal_ns(stat, 100), Some(42_420_000_000));
+        assert_eq!(parse_steal_ns("cpu  1 2 3\n", 100), None);
+        assert_eq!(parse_cpu_list("0-3,5,7-8\n"), Some(7));
+        assert_eq!(parse_cpu_list("0"), Some(1));
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("x"), None);
+    }
+
+    #[test]
+    fn offsets_of_this_kernel() {
+        let btf = KernelBtf::from_sys().expect("this machine has /sys/kernel/btf/vmlinux");
+        let c = hrtimer_offsets(&btf, 1).unwrap();
+        // struct hrtimer opens with its timerqueue node (rb_node + expires).
+        assert!(c.hrtimer_softexpires >= 32, "{c:?}");
+        assert!(c.hrtimer_function > c.hrtimer_softexpires, "{c:?}");
+        assert!(c.hrtimer_base > c.hrtimer_softexpires, "{c:?}");
+        assert_eq!(c.flags, TIMER_CONFIG_VALID);
+    }
+}

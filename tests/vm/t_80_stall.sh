@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Timer health: the whole VM stopped from outside (SIGSTOP to QEMU for 5 s, then SIGCONT,
+# as a host under load or a live migration does) is journaled as a stall of about 5 s,
+# with its cause, and shows in the hrtimer lateness histogram.
+source "$(dirname "$0")/lib.sh"
+need_vm
+
+start_daemon --mode observe
+status_json | jq -e '.hooks[] | select(.name == "hrtimer_expire_entry") | .attached' >/dev/null ||
+    fail "the hrtimer hook is not attached: $(status_json | jq -c '.hooks[] | select(.name == "hrtimer_expire_entry")')"
+vm=$(status_json | jq -c .vm)
+echo "vm facts: $vm"
+[[ $(jq -r .hypervisor <<<"$vm") != null ]] || fail "no hypervisor recognised in the VM: $vm"
+[[ $(jq -r .clocksource <<<"$vm") != null ]] || fail "no clocksource: $vm"
+expiries_before=$(status_json | jq '.timers.lateness.expiries')
+
+paused_s=$(vm_pause 5)
+echo "the host paused the VM for $paused_s s"
+
+wait_records 1 '.kind == "stall" and .delta_ns > 1000000000'
+stall=$(audit_json | jq -c 'select(.kind == "stall" and .delta_ns > 1000000000)' | tail -n 1)
+echo "stall record: $stall"
+[[ $(jq -r .source <<<"$stall") == timers ]] || fail "source is not timers: $stall"
+[[ $(jq -r .cause <<<"$stall") == vm_paused ]] || fail "cause is not vm_paused: $stall"
+delta_ns=$(jq .delta_ns <<<"$stall")
+paused_ns=$(awk -v s="$paused_s" 'BEGIN { printf "%.0f", s * 1e9 }')
+# Within 10 % of the pause the host measured.
+assert_close "$delta_ns" "$paused_ns" $(( paused_ns / 10 ))
+jq -e '.detail.cpus | length >= 1' <<<"$stall" >/dev/null || fail "no CPU named: $stall"
+jq -e '.detail.timers | length >= 1' <<<"$stall" >/dev/null || fail "no late timer named: $stall"
+
+"$CG" audit --state-dir "$STATE" | grep -E 'timers +- +stall .*cause: vm_paused' ||
+    fail "audit does not show the stall: $("$CG" audit --state-dir "$STATE")"
+"$CG" status --runtime-dir "$RUNTIME" | grep -E '^stalls: [1-9].*vm_paused' ||
+    fail "status does not show the stall"
+
+timers=$(status_json | jq -c .timers)
+echo "timers: $(jq -c '{late_events, found, p99_le_ns: .lateness.p99_le_ns, max_le_ns: .lateness.max_le_ns}' <<<"$timers")"
+# The pause lies in the histogram's top: a bucket at or above 2^32 ns (4.3 s).
+jq -e '.lateness.max_le_ns >= 4294967295' <<<"$timers" >/dev/null ||
+    fail "no expiry late by 4 s or more in the histogram: $timers"
+jq -e --argjson before "$expiries_before" '.lateness.expiries > $before' <<<"$timers" >/dev/null ||
+    fail "the histogram did not grow: $timers"
+jq -e '.found.stalls >= 1 and .late_events >= 1' <<<"$timers" >/dev/null || fail "not counted: $timers"
+echo "PASS: a ${paused_s} s pause became a $(awk -v d="$delta_ns" 'BEGIN { printf "%.3f", d / 1e9 }') s stall (vm_paused)"
