@@ -740,14 +740,25 @@ mod programs {
         }
         let timer: u64 = ctx.arg(0);
         let now_ptr: u64 = ctx.arg(1);
-        let (Some(base), Some(now), Some(soft)) = (
-            read_kernel::<u64>(timer, cfg.hrtimer_base as u32),
+        // One read for `_softexpires`, `function` and `base`: they are 8-byte neighbours
+        // (the daemon checks that before it sets TIMER_CONFIG_VALID). Every helper call
+        // counts on this path: it runs on every timer expiry of the machine.
+        let (Some(now), Some(block)) = (
             read_kernel::<i64>(now_ptr, 0),
-            read_kernel::<i64>(timer, cfg.hrtimer_softexpires as u32),
+            read_kernel::<[u64; 3]>(timer, cfg.hrtimer_softexpires as u32),
         ) else {
             count(COUNTER_TIMER_READ_FAULTS);
             return 0;
         };
+        let soft = block[0] as i64;
+        let field = |offset: u16| {
+            if offset == cfg.hrtimer_softexpires + 8 {
+                block[1]
+            } else {
+                block[2]
+            }
+        };
+        let base = field(cfg.hrtimer_base);
         let Some(clockid) = read_kernel::<i32>(base, cfg.clock_base_clockid as u32) else {
             count(COUNTER_TIMER_READ_FAULTS);
             return 0;
@@ -765,7 +776,7 @@ mod programs {
         let event = TimerLateEvent {
             mono_ns: now as u64,
             lateness_ns: lateness,
-            function: read_kernel::<u64>(timer, cfg.hrtimer_function as u32).unwrap_or(0),
+            function: field(cfg.hrtimer_function),
             cpu: unsafe { generated::bpf_get_smp_processor_id() },
             _pad: 0,
         };

@@ -283,6 +283,26 @@ impl Probes {
         Ok(RingBuf::try_from(map)?)
     }
 
+    /// Runs and total run time of each attached program, as the kernel counts them while
+    /// statistics are enabled (BPF_ENABLE_STATS); zero otherwise.
+    pub fn hook_costs(&self) -> Vec<HookCost> {
+        self.ebpf
+            .programs()
+            .filter(|(name, _)| self.hooks.iter().any(|h| h.name == *name && h.attached))
+            .filter_map(|(name, prog)| {
+                let info = prog.info().ok()?;
+                let runs = info.run_count();
+                let run_time_ns = info.run_time().as_nanos() as u64;
+                Some(HookCost {
+                    name: name.to_string(),
+                    runs,
+                    run_time_ns,
+                    ns_per_run: (runs > 0).then(|| run_time_ns as f64 / runs as f64),
+                })
+            })
+            .collect()
+    }
+
     /// The ring buffer of late hrtimer expiries, taken out of the object.
     pub fn take_timer_events(&mut self) -> Result<RingBuf<MapData>> {
         let map = self
@@ -368,6 +388,15 @@ impl Probes {
             _ => format!("{address:#x}"),
         }
     }
+}
+
+/// What one eBPF program cost so far (kernel statistics).
+#[derive(Clone, Debug, Serialize)]
+pub struct HookCost {
+    pub name: String,
+    pub runs: u64,
+    pub run_time_ns: u64,
+    pub ns_per_run: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize)]

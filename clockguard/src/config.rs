@@ -240,6 +240,11 @@ pub struct AuditConfig {
     /// kernel hook explained.
     #[serde(default = "default_true")]
     pub fallback_detector: bool,
+    /// Have the kernel time every run of clockguard's eBPF programs (BPF_ENABLE_STATS) and
+    /// show the cost per run in `status`. Timing costs two clock reads per run, so it is
+    /// off unless you are measuring.
+    #[serde(default)]
+    pub measure_hook_cost: bool,
 }
 
 impl Default for AuditConfig {
@@ -250,6 +255,7 @@ impl Default for AuditConfig {
             keep_journals: default_keep_journals(),
             disabled_hooks: Vec::new(),
             fallback_detector: true,
+            measure_hook_cost: false,
         }
     }
 }

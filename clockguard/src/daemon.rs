@@ -66,6 +66,8 @@ struct Daemon {
     /// The NTP service runs (servers or `serve` configured).
     ntp_running: bool,
     timers: TimerWatch,
+    /// Keeps the kernel's per-program statistics on (`measure_hook_cost`) while held.
+    hook_stats: Option<std::os::fd::OwnedFd>,
 }
 
 #[derive(Default, serde::Serialize)]
@@ -203,6 +205,17 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
     ));
 
     let config_timers = config.timers.clone();
+    let hook_stats = if config.audit.measure_hook_cost {
+        match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+            Ok(fd) => Some(fd),
+            Err(err) => {
+                tracing::warn!("measure_hook_cost: the kernel refused BPF_ENABLE_STATS: {err}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let mut daemon = Daemon {
         started: Instant::now(),
         started_wall: record::rfc3339_ns(clock::realtime_ns()),
@@ -225,6 +238,7 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
         slew: guard.slew,
         ntp_running: ntp.is_some(),
         timers: TimerWatch::new(&config_timers, vm.hypervisor),
+        hook_stats,
     };
     tracing::info!(
         "clockguard {} running in {} mode (config: {}), journal {}",
@@ -639,6 +653,11 @@ impl Daemon {
                 // The clock is disciplined only with the slew engine, i.e. in guard mode.
                 "disciplining": self.ntp_running && self.slew.is_some(),
             },
+            "hook_costs": self
+                .hook_stats
+                .as_ref()
+                .and(self.probes.as_ref())
+                .map(|p| p.hook_costs()),
             "timers": self.timers_status(counters.as_ref()),
             "vm": VmFacts::read(Path::new("/sys"), Path::new("/proc")),
             "daemon": self.stats,

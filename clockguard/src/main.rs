@@ -2,6 +2,7 @@
 
 mod bpf;
 mod btf;
+mod check;
 mod clock;
 mod config;
 mod control;
@@ -94,6 +95,14 @@ enum Command {
     },
     /// The NTP sources: state, stratum, poll, reach, offset (chronyc sources).
     Sources {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Is this host's time setup sound? PASS/WARN/FAIL per finding, with the remedy;
+    /// exit status 2 when anything FAILs (to gate deployments).
+    Check {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -205,23 +214,71 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Status { json, daemon } => ask(&daemon, "status", json, print_status),
         Command::Tracking { json, daemon } => ask(&daemon, "tracking", json, print_tracking),
         Command::Sources { json, daemon } => ask(&daemon, "sources", json, print_sources),
+        Command::Check { json, daemon } => run_check(&daemon, json),
     }
 }
 
-/// One request with a one-object answer, printed as JSON or by `print`.
-fn ask(daemon: &DaemonArgs, cmd: &str, json: bool, print: fn(&Value)) -> Result<ExitCode> {
-    let cfg = dirs(daemon.config.as_deref(), None, daemon.runtime_dir.clone())?;
+/// The daemon's one-object answer to `cmd`.
+fn query(runtime_dir: &Path, cmd: &str) -> Result<Value> {
     let mut answer = None;
     runtime()?.block_on(control::request(
-        &cfg.runtime_dir,
+        runtime_dir,
         &json!({ "cmd": cmd }),
         |line| {
             answer = Some(serde_json::from_str::<Value>(line)?);
             Ok(())
         },
     ))?;
-    let answer = answer
-        .with_context(|| format!("the daemon closed the connection without a {cmd} answer"))?;
+    answer.with_context(|| format!("the daemon closed the connection without a {cmd} answer"))
+}
+
+/// `clockguard check`: gathers the facts, judges them, prints one line per finding.
+fn run_check(daemon: &DaemonArgs, json: bool) -> Result<ExitCode> {
+    let (mut cfg, _) = Config::load(daemon.config.as_deref())?;
+    if let Some(r) = &daemon.runtime_dir {
+        cfg.runtime_dir = r.clone();
+    }
+    let (status, daemon_error) = match query(&cfg.runtime_dir, "status") {
+        Ok(status) => (Some(status), None),
+        Err(err) => (None, Some(format!("{err:#}"))),
+    };
+    // Only a running NTP service answers `sources`.
+    let sources = status
+        .as_ref()
+        .filter(|s| s["ntp"]["running"].as_bool() == Some(true))
+        .and_then(|_| query(&cfg.runtime_dir, "sources").ok());
+    let facts = check::Facts {
+        config: &cfg,
+        time_services: guard::other_time_services(Path::new("/"), Path::new("/proc")),
+        adjtime: std::fs::read_to_string("/etc/adjtime").ok(),
+        lsm_list: std::fs::read_to_string("/sys/kernel/security/lsm").ok(),
+        status,
+        sources,
+        daemon_error,
+    };
+    let findings = check::run(&facts);
+    let overall = check::overall(&findings);
+    if json {
+        println!("{}", json!({ "overall": overall, "findings": findings }));
+    } else {
+        for f in &findings {
+            println!("{:<4}  {:<17} {}", f.verdict.as_str(), f.check, f.message);
+            if let Some(remedy) = &f.remedy {
+                println!("{:<4}  {:<17} remedy: {remedy}", "", "");
+            }
+        }
+        println!("overall: {}", overall.as_str());
+    }
+    Ok(match overall {
+        check::Verdict::Fail => ExitCode::from(2),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+/// One request with a one-object answer, printed as JSON or by `print`.
+fn ask(daemon: &DaemonArgs, cmd: &str, json: bool, print: fn(&Value)) -> Result<ExitCode> {
+    let cfg = dirs(daemon.config.as_deref(), None, daemon.runtime_dir.clone())?;
+    let answer = query(&cfg.runtime_dir, cmd)?;
     if json {
         println!("{answer}");
     } else {

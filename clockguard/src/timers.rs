@@ -25,11 +25,22 @@ pub fn hrtimer_offsets(btf: &KernelBtf, late_threshold_ns: u64) -> Result<TimerC
         let at = btf.member_offset(strukt, member)?;
         u16::try_from(at).with_context(|| format!("struct {strukt}.{member} at byte {at}"))
     };
+    let softexpires = offset("hrtimer", "_softexpires")?;
+    let function = offset("hrtimer", "function")?;
+    let base = offset("hrtimer", "base")?;
+    // The hook reads the three in one 24-byte block starting at _softexpires.
+    let neighbours = [softexpires + 8, softexpires + 16];
+    if !neighbours.contains(&function) || !neighbours.contains(&base) || function == base {
+        anyhow::bail!(
+            "struct hrtimer has _softexpires at {softexpires}, function at {function}, base at \
+             {base}: not the 8-byte neighbours the hook reads in one block"
+        );
+    }
     Ok(TimerConfig {
         flags: TIMER_CONFIG_VALID,
-        hrtimer_softexpires: offset("hrtimer", "_softexpires")?,
-        hrtimer_function: offset("hrtimer", "function")?,
-        hrtimer_base: offset("hrtimer", "base")?,
+        hrtimer_softexpires: softexpires,
+        hrtimer_function: function,
+        hrtimer_base: base,
         clock_base_clockid: offset("hrtimer_clock_base", "clockid")?,
         _pad: 0,
         late_threshold_ns,

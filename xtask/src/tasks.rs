@@ -27,16 +27,14 @@ pub fn build(release: bool) -> Result<()> {
     }
     util::run(&mut c).context("build failed")?;
     let dir = bin_dir(release);
-    for b in ["clockguard", "cg-clockcall", "cg-ntpref"] {
+    const BINARIES: [&str; 4] = ["clockguard", "cg-clockcall", "cg-ntpref", "cg-timerload"];
+    for b in BINARIES {
         let p = dir.join(b);
         if !util::is_executable(&p) {
             bail!("build succeeded but {} is missing", p.display());
         }
     }
-    println!(
-        "build: {}/{{clockguard,cg-clockcall,cg-ntpref}}",
-        dir.display()
-    );
+    println!("build: {}/{{{}}}", dir.display(), BINARIES.join(","));
     Ok(())
 }
 

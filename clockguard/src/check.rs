@@ -1,0 +1,588 @@
+//! `clockguard check`: is this host's time setup sound? One verdict per finding (PASS,
+//! WARN, FAIL) with the remedy, so it can gate a deployment (exit status 2 on FAIL).
+//!
+//! The judgement is pure: it reads a [`Facts`] gathered beforehand (files, the LSM list,
+//! and the daemon's `status` and `sources` when it runs), so every rule is unit-tested.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{config::Config, guard::TimeService};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    Pass,
+    Warn,
+    Fail,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Warn => "WARN",
+            Verdict::Fail => "FAIL",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Finding {
+    /// A stable name for scripts ("time_services", "rtc_local_time", ...).
+    pub check: &'static str,
+    pub verdict: Verdict,
+    pub message: String,
+    /// What to do about it (None on PASS).
+    pub remedy: Option<String>,
+}
+
+/// What the checks look at.
+pub struct Facts<'a> {
+    pub config: &'a Config,
+    /// Other time services configured, enabled or running.
+    pub time_services: Vec<TimeService>,
+    /// /etc/adjtime, when it exists.
+    pub adjtime: Option<String>,
+    /// /sys/kernel/security/lsm, when readable.
+    pub lsm_list: Option<String>,
+    /// The daemon's `status` and `sources` answers (None: not running, or not reachable).
+    pub status: Option<Value>,
+    pub sources: Option<Value>,
+    /// Why the daemon could not be asked.
+    pub daemon_error: Option<String>,
+}
+
+/// p99 timer lateness above this (ns) is worth a warning; at the stall threshold it fails.
+const LATENESS_WARN_NS: u64 = 10_000_000;
+
+fn finding(
+    check: &'static str,
+    verdict: Verdict,
+    message: String,
+    remedy: Option<String>,
+) -> Finding {
+    Finding {
+        check,
+        verdict,
+        message,
+        remedy,
+    }
+}
+
+pub fn run(facts: &Facts) -> Vec<Finding> {
+    let mut out = vec![
+        time_services(facts),
+        rtc_local_time(facts),
+        bpf_lsm(facts),
+        daemon_hooks(facts),
+    ];
+    out.extend(ntp_sources(facts));
+    out.extend(kvm_clock(facts));
+    out.extend(timer_lateness(facts));
+    out
+}
+
+/// The worst verdict of all findings (PASS when there are none).
+pub fn overall(findings: &[Finding]) -> Verdict {
+    findings
+        .iter()
+        .map(|f| f.verdict)
+        .max()
+        .unwrap_or(Verdict::Pass)
+}
+
+fn time_services(facts: &Facts) -> Finding {
+    let mut names: Vec<&str> = facts
+        .time_services
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    names.sort();
+    names.dedup();
+    let evidence = facts
+        .time_services
+        .iter()
+        .map(|s| format!("{} ({})", s.name, s.evidence))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let clockguard_ntp = !facts.config.ntp.servers.is_empty() || !facts.config.ntp.pools.is_empty();
+    match names.len() {
+        0 if clockguard_ntp => finding(
+            "time_services",
+            Verdict::Pass,
+            "no other time service; clockguard's own NTP client disciplines the clock".into(),
+            None,
+        ),
+        0 => finding(
+            "time_services",
+            Verdict::Warn,
+            "no time service is configured: nothing keeps this clock on time".into(),
+            Some(
+                "set [ntp] servers in clockguard's config (slew only), or install one time \
+                 daemon"
+                    .into(),
+            ),
+        ),
+        1 => finding(
+            "time_services",
+            Verdict::Pass,
+            format!("one time service: {evidence}"),
+            None,
+        ),
+        _ => finding(
+            "time_services",
+            Verdict::Fail,
+            format!(
+                "{} time services are configured at once: {evidence}. They conflict at boot: \
+                 each one steers the kernel clock and steps it back when the other moved it",
+                names.len()
+            ),
+            Some({
+                // Keep chrony when it is one of them (it slews fastest), else the first.
+                let keep = names
+                    .iter()
+                    .copied()
+                    .find(|n| *n == "chronyd")
+                    .unwrap_or(names[0]);
+                let others: Vec<&str> = names
+                    .iter()
+                    .copied()
+                    .filter(|n| *n != keep)
+                    .map(unit_of)
+                    .collect();
+                format!(
+                    "keep one time service (e.g. {keep}) and disable and remove the others: \
+                     `systemctl disable --now {}`, then remove their packages or \
+                     configuration files, and run clockguard check again",
+                    others.join(" ")
+                )
+            }),
+        ),
+    }
+}
+
+fn unit_of(service: &str) -> &'static str {
+    match service {
+        "chronyd" => "chrony",
+        "ntpd" => "ntp",
+        "openntpd" => "openntpd",
+        "systemd-timesyncd" => "systemd-timesyncd",
+        _ => "<the unit>",
+    }
+}
+
+fn rtc_local_time(facts: &Facts) -> Finding {
+    // /etc/adjtime: line 3 is UTC or LOCAL (hwclock(8)); no file means UTC.
+    let local = facts
+        .adjtime
+        .as_deref()
+        .and_then(|text| text.lines().nth(2))
+        .is_some_and(|line| line.trim() == "LOCAL");
+    if local {
+        finding(
+            "rtc_local_time",
+            Verdict::Warn,
+            "the RTC keeps local time (/etc/adjtime says LOCAL): every DST change and every \
+             boot before NTP answers puts the clock off by the zone's offset"
+                .into(),
+            Some("`timedatectl set-local-rtc 0` (or `hwclock --systohc --utc`)".into()),
+        )
+    } else {
+        finding(
+            "rtc_local_time",
+            Verdict::Pass,
+            "the RTC keeps UTC".into(),
+            None,
+        )
+    }
+}
+
+fn bpf_lsm(facts: &Facts) -> Finding {
+    let guard_wanted = facts.config.mode == crate::config::Mode::Guard;
+    match facts.lsm_list.as_deref().map(str::trim) {
+        Some(list) if list.split(',').any(|l| l == "bpf") => finding(
+            "bpf_lsm",
+            Verdict::Pass,
+            format!("the BPF LSM is active ({list})"),
+            None,
+        ),
+        None => finding(
+            "bpf_lsm",
+            Verdict::Warn,
+            "cannot read /sys/kernel/security/lsm: is securityfs mounted? Whether guard mode \
+             can refuse a step is unknown"
+                .into(),
+            Some("`mount -t securityfs securityfs /sys/kernel/security`, then check again".into()),
+        ),
+        list => finding(
+            "bpf_lsm",
+            if guard_wanted {
+                Verdict::Fail
+            } else {
+                Verdict::Warn
+            },
+            format!(
+                "the BPF LSM is not active{}: guard mode cannot refuse a step{}",
+                list.map(|l| format!(" (active: {l})")).unwrap_or_default(),
+                if guard_wanted {
+                    ", and the config asks for guard mode"
+                } else {
+                    ""
+                }
+            ),
+            Some(format!(
+                "boot with lsm={}bpf on the kernel command line (GRUB_CMDLINE_LINUX in \
+                 /etc/default/grub, then update-grub and reboot)",
+                list.filter(|l| !l.is_empty())
+                    .map(|l| format!("{l},"))
+                    .unwrap_or_default()
+            )),
+        ),
+    }
+}
+
+fn daemon_hooks(facts: &Facts) -> Finding {
+    let Some(status) = &facts.status else {
+        return finding(
+            "clockguard_hooks",
+            Verdict::Warn,
+            format!(
+                "clockguard is not running ({}): nothing audits or guards the clock",
+                facts.daemon_error.as_deref().unwrap_or("no answer")
+            ),
+            Some("start it: `systemctl start clockguard` (or `clockguard run`)".into()),
+        );
+    };
+    let missing: Vec<String> = status["hooks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h["attached"].as_bool() != Some(true))
+        .map(|h| {
+            format!(
+                "{} ({})",
+                h["name"].as_str().unwrap_or("?"),
+                h["error"].as_str().unwrap_or("not attached")
+            )
+        })
+        .collect();
+    let guard_configured = status["mode_configured"] == "guard";
+    let enforcing = status["enforcement"]["active"].as_bool() == Some(true);
+    if guard_configured && !enforcing {
+        return finding(
+            "clockguard_hooks",
+            Verdict::Fail,
+            format!(
+                "guard mode is configured but not enforced: {}",
+                status["enforcement"]["reason"].as_str().unwrap_or("?")
+            ),
+            Some("see `clockguard status` for each hook and the reason".into()),
+        );
+    }
+    if missing.is_empty() {
+        finding(
+            "clockguard_hooks",
+            Verdict::Pass,
+            "every clockguard hook is attached".into(),
+            None,
+        )
+    } else {
+        finding(
+            "clockguard_hooks",
+            Verdict::Warn,
+            format!("hooks missing: {}", missing.join("; ")),
+            Some(
+                "a locked-down kernel refuses fentry/LSM (EPERM); hooks disabled in the \
+                 config are listed too: see `clockguard status`"
+                    .into(),
+            ),
+        )
+    }
+}
+
+fn ntp_sources(facts: &Facts) -> Option<Finding> {
+    let configured = facts.config.ntp.servers.len() + facts.config.ntp.pools.len();
+    if configured == 0 {
+        return None;
+    }
+    let report = facts.sources.as_ref()?;
+    let sources = report["sources"].as_array()?;
+    // `reach` is the octal reach register as text ("377"); "0": no answer in the last 8.
+    let answered = |s: &Value| {
+        s["reach"]
+            .as_str()
+            .is_some_and(|r| !r.trim_matches('0').is_empty())
+    };
+    let reachable: Vec<&Value> = sources.iter().filter(|s| answered(s)).collect();
+    let mut unreachable: Vec<String> = sources
+        .iter()
+        .filter(|s| !answered(s))
+        .map(|s| s["name"].as_str().unwrap_or("?").to_string())
+        .collect();
+    // Names that did not resolve have no source at all.
+    unreachable.extend(
+        report["unresolved"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n.as_str())
+            .map(|n| format!("{n} (does not resolve)")),
+    );
+    Some(if reachable.is_empty() {
+        finding(
+            "ntp_sources",
+            Verdict::Fail,
+            format!(
+                "no NTP server answers ({} configured{})",
+                configured,
+                if unreachable.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", unreachable.join(", "))
+                }
+            ),
+            Some("check the names, the route and UDP port 123 (firewall) to them".into()),
+        )
+    } else if !unreachable.is_empty() {
+        finding(
+            "ntp_sources",
+            Verdict::Warn,
+            format!(
+                "{} of {} NTP sources unreachable: {}",
+                unreachable.len(),
+                reachable.len() + unreachable.len(),
+                unreachable.join(", ")
+            ),
+            Some("check those servers, or remove them from [ntp]".into()),
+        )
+    } else {
+        finding(
+            "ntp_sources",
+            Verdict::Pass,
+            match sources.len() {
+                1 => "the NTP source answers".to_string(),
+                n => format!("all {n} NTP sources answer"),
+            },
+            None,
+        )
+    })
+}
+
+fn kvm_clock(facts: &Facts) -> Option<Finding> {
+    let status = facts.status.as_ref()?;
+    if status["vm"]["clocksource"] != "kvm-clock" {
+        return None;
+    }
+    let found = &status["timers"]["found"];
+    let jumps = found["clocksource_jumps"].as_u64().unwrap_or(0);
+    let stalls = found["stalls"].as_u64().unwrap_or(0);
+    Some(if jumps + stalls > 0 {
+        finding(
+            "kvm_clock",
+            Verdict::Fail,
+            format!(
+                "kvm-clock is the clocksource and clockguard saw {jumps} clocksource jumps \
+                 and {stalls} stalls"
+            ),
+            Some(
+                "with an invariant TSC, boot with clocksource=tsc tsc=reliable (the field's \
+                 fix for kvmclock jumps); otherwise look at the host's load and its kvmclock"
+                    .into(),
+            ),
+        )
+    } else {
+        finding(
+            "kvm_clock",
+            Verdict::Pass,
+            "kvm-clock is the clocksource and no jump was seen".into(),
+            None,
+        )
+    })
+}
+
+fn timer_lateness(facts: &Facts) -> Option<Finding> {
+    let status = facts.status.as_ref()?;
+    let lateness = &status["timers"]["lateness"];
+    let p99 = lateness["p99_le_ns"].as_u64()?;
+    let expiries = lateness["expiries"].as_u64().unwrap_or(0);
+    let stall_ns = (status["timers"]["stall_threshold_ms"].as_f64()? * 1e6) as u64;
+    let text = format!(
+        "99 % of {expiries} timer expiries ran within {:.3} ms of their time",
+        p99 as f64 / 1e6
+    );
+    Some(if p99 >= stall_ns {
+        finding(
+            "timer_lateness",
+            Verdict::Fail,
+            format!("{text}: timers routinely stall"),
+            Some(
+                "find what holds the CPUs (steal time in top, an RT hog, interrupts off); \
+                 on a VM, the host's load"
+                    .into(),
+            ),
+        )
+    } else if p99 >= LATENESS_WARN_NS {
+        finding(
+            "timer_lateness",
+            Verdict::Warn,
+            format!("{text}: the tail is long"),
+            Some("look at CPU load and steal time".into()),
+        )
+    } else {
+        finding("timer_lateness", Verdict::Pass, text, None)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, "t").unwrap()
+    }
+
+    fn facts<'a>(config: &'a Config) -> Facts<'a> {
+        Facts {
+            config,
+            time_services: Vec::new(),
+            adjtime: None,
+            lsm_list: Some("lockdown,capability,landlock,yama,apparmor,bpf".into()),
+            status: Some(json!({
+                "hooks": [{"name": "settime", "attached": true}],
+                "mode_configured": "observe",
+                "enforcement": {"active": false, "reason": "observe mode"},
+                "vm": {"clocksource": "tsc"},
+                "timers": {"stall_threshold_ms": 100.0, "found": {"stalls": 0},
+                           "lateness": {"p99_le_ns": 131071, "expiries": 5000}},
+            })),
+            sources: None,
+            daemon_error: None,
+        }
+    }
+
+    fn service(name: &str, evidence: &str) -> TimeService {
+        TimeService {
+            name: name.into(),
+            evidence: evidence.into(),
+        }
+    }
+
+    fn verdict_of(findings: &[Finding], check: &str) -> Verdict {
+        findings
+            .iter()
+            .find(|f| f.check == check)
+            .unwrap_or_else(|| panic!("no {check} in {findings:?}"))
+            .verdict
+    }
+
+    #[test]
+    fn chrony_and_ntp_both_configured_fail_with_a_remedy() {
+        let c = config("");
+        let mut f = facts(&c);
+        f.time_services = vec![
+            service("chronyd", "configured: /etc/chrony/chrony.conf"),
+            service("ntpd", "configured: /etc/ntp.conf"),
+        ];
+        let findings = run(&f);
+        let bad = findings
+            .iter()
+            .find(|x| x.check == "time_services")
+            .unwrap();
+        assert_eq!(bad.verdict, Verdict::Fail);
+        assert!(bad.message.contains("chrony.conf") && bad.message.contains("ntp.conf"));
+        assert!(bad
+            .remedy
+            .as_deref()
+            .unwrap()
+            .contains("systemctl disable --now ntp"));
+        assert_eq!(overall(&findings), Verdict::Fail);
+    }
+
+    #[test]
+    fn a_clean_host_passes() {
+        let c = config("[ntp]\nservers = [\"10.0.0.1\"]\n");
+        let mut f = facts(&c);
+        f.sources = Some(json!({"sources": [{"name": "10.0.0.1", "reach": "377"}]}));
+        let findings = run(&f);
+        assert_eq!(overall(&findings), Verdict::Pass, "{findings:?}");
+        assert_eq!(verdict_of(&findings, "ntp_sources"), Verdict::Pass);
+        assert!(findings.iter().all(|x| x.remedy.is_none()));
+    }
+
+    #[test]
+    fn rtc_in_local_time_warns() {
+        let c = config("");
+        let mut f = facts(&c);
+        f.adjtime = Some("0.0 0 0.0\n0\nLOCAL\n".into());
+        assert_eq!(verdict_of(&run(&f), "rtc_local_time"), Verdict::Warn);
+        f.adjtime = Some("0.0 0 0.0\n0\nUTC\n".into());
+        assert_eq!(verdict_of(&run(&f), "rtc_local_time"), Verdict::Pass);
+    }
+
+    #[test]
+    fn no_bpf_lsm_fails_only_when_guard_is_configured() {
+        let observe = config("");
+        let mut f = facts(&observe);
+        f.lsm_list = Some("lockdown,capability,apparmor".into());
+        let findings = run(&f);
+        let lsm = findings.iter().find(|x| x.check == "bpf_lsm").unwrap();
+        assert_eq!(lsm.verdict, Verdict::Warn);
+        assert!(lsm
+            .remedy
+            .as_deref()
+            .unwrap()
+            .contains("lsm=lockdown,capability,apparmor,bpf"));
+        let guard = config("mode = \"guard\"\n");
+        let mut f = facts(&guard);
+        f.lsm_list = Some("capability".into());
+        assert_eq!(verdict_of(&run(&f), "bpf_lsm"), Verdict::Fail);
+    }
+
+    #[test]
+    fn hooks_missing_or_guard_not_enforced() {
+        let c = config("");
+        let mut f = facts(&c);
+        f.status.as_mut().unwrap()["hooks"] =
+            json!([{"name": "settime", "attached": false, "error": "EPERM"}]);
+        assert_eq!(verdict_of(&run(&f), "clockguard_hooks"), Verdict::Warn);
+        f.status.as_mut().unwrap()["mode_configured"] = json!("guard");
+        assert_eq!(verdict_of(&run(&f), "clockguard_hooks"), Verdict::Fail);
+        f.status = None;
+        f.daemon_error = Some("no such socket".into());
+        let findings = run(&f);
+        assert_eq!(verdict_of(&findings, "clockguard_hooks"), Verdict::Warn);
+        // Without the daemon the checks that need it are left out, not guessed.
+        assert!(findings.iter().all(|x| x.check != "timer_lateness"));
+    }
+
+    #[test]
+    fn unreachable_ntp_servers() {
+        let c = config("[ntp]\nservers = [\"a\", \"b\"]\n");
+        let mut f = facts(&c);
+        f.sources = Some(json!({"sources": [{"name": "a", "reach": "0"}], "unresolved": ["b"]}));
+        assert_eq!(verdict_of(&run(&f), "ntp_sources"), Verdict::Fail);
+        f.sources =
+            Some(json!({"sources": [{"name": "a", "reach": "7"}, {"name": "b", "reach": "0"}]}));
+        let findings = run(&f);
+        let x = findings.iter().find(|x| x.check == "ntp_sources").unwrap();
+        assert_eq!(x.verdict, Verdict::Warn);
+        assert!(x.message.contains('b'));
+    }
+
+    #[test]
+    fn kvm_clock_with_jumps_fails_and_lateness_tail_is_judged() {
+        let c = config("");
+        let mut f = facts(&c);
+        let status = f.status.as_mut().unwrap();
+        status["vm"]["clocksource"] = json!("kvm-clock");
+        status["timers"]["found"] = json!({"stalls": 2, "clocksource_jumps": 1});
+        status["timers"]["lateness"]["p99_le_ns"] = json!(16_777_215u64);
+        let findings = run(&f);
+        assert_eq!(verdict_of(&findings, "kvm_clock"), Verdict::Fail);
+        assert_eq!(verdict_of(&findings, "timer_lateness"), Verdict::Warn);
+        f.status.as_mut().unwrap()["timers"]["lateness"]["p99_le_ns"] = json!(268_435_455u64);
+        assert_eq!(verdict_of(&run(&f), "timer_lateness"), Verdict::Fail);
+    }
+}
