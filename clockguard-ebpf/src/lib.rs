@@ -75,6 +75,16 @@ pub const COUNTER_COUNT: u32 = 11;
 /// expiries exactly on time; bucket i (1..=63) those late by [2^(i-1), 2^i) ns.
 pub const LATENESS_BUCKETS: u32 = 64;
 
+/// The value of the one-entry per-CPU `LATENESS` map: one lookup per expiry updates both
+/// the bucket and the sum (Prometheus histograms carry the sum).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LatenessHistogram {
+    pub buckets: [u64; LATENESS_BUCKETS as usize],
+    /// Sum of all lateness, ns (wraps after 584 years of accumulated lateness).
+    pub sum_ns: u64,
+}
+
 /// The histogram bucket of a lateness in ns (see LATENESS_BUCKETS). Shared by the kernel
 /// program and the daemon, so both agree on the bucket edges.
 #[inline(always)]
@@ -411,6 +421,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<ProcInfo>(), 152);
         assert_eq!(core::mem::size_of::<TimerConfig>(), 24);
         assert_eq!(core::mem::size_of::<TimerLateEvent>(), 32);
+        assert_eq!(core::mem::size_of::<LatenessHistogram>(), 65 * 8);
     }
 
     #[test]

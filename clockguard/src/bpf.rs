@@ -2,7 +2,7 @@
 //! kernel refuses (fentry and LSM on a locked-down kernel: EPERM) never takes the others
 //! down. Every hook's outcome, with the kernel's reason, is kept for `clockguard status`.
 
-use std::{collections::BTreeMap, fs, io, path::Path, sync::Arc};
+use std::{fs, io, path::Path, sync::Arc};
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
@@ -81,7 +81,7 @@ const TRACEPOINTS: &[(&str, &str)] = &[
 pub struct Probes {
     ebpf: Ebpf,
     pub hooks: Vec<HookStatus>,
-    kernel_symbols: Option<BTreeMap<u64, String>>,
+    kernel_symbols: crate::ksyms::KernelSymbols,
     /// What the CONFIG map holds (the guard flags are changed after attaching).
     config: abi::Config,
     /// Why the guard cannot identify a caller's executable (no kernel BTF, a member
@@ -223,7 +223,7 @@ impl Probes {
         Ok(Probes {
             ebpf,
             hooks,
-            kernel_symbols: None,
+            kernel_symbols: Default::default(),
             config,
             exe_layout_error,
         })
@@ -312,13 +312,21 @@ impl Probes {
         Ok(RingBuf::try_from(map)?)
     }
 
-    /// The hrtimer lateness histogram (LATENESS_BUCKETS buckets), summed over CPUs.
-    pub fn lateness_histogram(&self) -> Result<Vec<u64>> {
-        let map: PerCpuArray<_, u64> =
+    /// The hrtimer lateness histogram, summed over CPUs.
+    pub fn lateness_histogram(&self) -> Result<abi::LatenessHistogram> {
+        let map: PerCpuArray<_, LatenessPod> =
             PerCpuArray::try_from(self.ebpf.map("LATENESS").context("no LATENESS map")?)?;
-        (0..abi::LATENESS_BUCKETS)
-            .map(|bucket| Ok(map.get(&bucket, 0)?.iter().copied().sum()))
-            .collect()
+        let mut total = abi::LatenessHistogram {
+            buckets: [0; abi::LATENESS_BUCKETS as usize],
+            sum_ns: 0,
+        };
+        for cpu in map.get(&0, 0)?.iter() {
+            for (sum, count) in total.buckets.iter_mut().zip(cpu.0.buckets) {
+                *sum += count;
+            }
+            total.sum_ns = total.sum_ns.wrapping_add(cpu.0.sum_ns);
+        }
+        Ok(total)
     }
 
     /// The kernel-side counters (COUNTER_*), summed over CPUs.
@@ -355,38 +363,30 @@ impl Probes {
         let Ok(stack) = stacks.get(&id, 0) else {
             return Vec::new();
         };
-        let symbols = symbols(&mut self.kernel_symbols);
-        stack
-            .frames()
-            .iter()
-            .filter_map(|frame| match symbols.range(..=frame.ip).next_back() {
+        let ips: Vec<u64> = stack.frames().iter().map(|frame| frame.ip).collect();
+        let symbols = self.kernel_symbols.lookup(&ips);
+        ips.iter()
+            .zip(symbols)
+            .filter_map(|(ip, symbol)| match symbol {
                 // Our own program and its trampoline head every stack: not the cause.
-                Some((_, name)) if name.ends_with("[bpf]") => None,
-                Some((addr, name)) if *addr != 0 => Some(format!("{name}+{:#x}", frame.ip - addr)),
-                _ => Some(format!("{:#x}", frame.ip)),
+                Some(s) if s.name.ends_with("[bpf]") => None,
+                Some(s) => Some(format!("{}+{:#x}", s.name, ip - s.start)),
+                None => Some(format!("{ip:#x}")),
             })
             .collect()
     }
-}
 
-/// /proc/kallsyms, read into `cache` on first use.
-fn symbols(cache: &mut Option<BTreeMap<u64, String>>) -> &BTreeMap<u64, String> {
-    cache.get_or_insert_with(|| aya::util::kernel_symbols().unwrap_or_default())
-}
-
-impl Probes {
-    /// The kernel function at `address` ("tick_sched_timer"), or the address in hex.
-    pub fn kernel_symbol(&mut self, address: u64) -> String {
-        match symbols(&mut self.kernel_symbols)
-            .range(..=address)
-            .next_back()
-        {
-            // Module symbols read "name\t[module]" in kallsyms.
-            Some((start, name)) if *start != 0 && address - start < 1 << 20 => {
-                name.replace('\t', " ")
-            }
-            _ => format!("{address:#x}"),
-        }
+    /// The kernel functions at `addresses` ("tick_sched_timer"), or each address in hex.
+    pub fn kernel_functions(&mut self, addresses: &[u64]) -> Vec<String> {
+        let symbols = self.kernel_symbols.lookup(addresses);
+        addresses
+            .iter()
+            .zip(symbols)
+            .map(|(address, symbol)| match symbol {
+                Some(s) => s.name,
+                None => format!("{address:#x}"),
+            })
+            .collect()
     }
 }
 
@@ -425,6 +425,13 @@ pub struct Counters {
 struct ConfigPod(abi::Config);
 // SAFETY: repr(C) plain integers.
 unsafe impl aya::Pod for ConfigPod {}
+
+/// abi::LatenessHistogram as a map value.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct LatenessPod(abi::LatenessHistogram);
+// SAFETY: repr(C) plain integers, no padding.
+unsafe impl aya::Pod for LatenessPod {}
 
 /// abi::TimerConfig as a map value.
 #[repr(transparent)]

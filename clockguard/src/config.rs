@@ -50,6 +50,17 @@ pub struct Config {
     pub ntp: NtpConfig,
     #[serde(default)]
     pub timers: TimersConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve GET /metrics on this address ("127.0.0.1:9474"); unset: off.
+    #[serde(default)]
+    pub listen: Option<String>,
 }
 
 /// `[timers]`: timer lateness, stalls and clocksource watching.
@@ -354,6 +365,13 @@ impl Config {
             );
         }
         self.timers.validate()?;
+        if let Some(listen) = &self.metrics.listen {
+            listen.parse::<std::net::SocketAddr>().map_err(|_| {
+                anyhow::anyhow!(
+                    "metrics.listen = {listen:?} is not an ADDRESS:PORT (e.g. \"127.0.0.1:9474\")"
+                )
+            })?;
+        }
         self.ntp.validate()?;
         for path in self.guard.allow.iter().chain(&self.guard.slew_instead) {
             if !path.is_absolute() {
@@ -508,6 +526,7 @@ mod tests {
                 "sample_interval_ms = 10",
             ),
             ("[timers]\nstall_ms = 10\n", "line 2"),
+            ("[metrics]\nlisten = \"9474\"\n", "metrics.listen"),
         ] {
             let err = format!("{:#}", Config::parse(text, "f.toml").unwrap_err());
             assert!(

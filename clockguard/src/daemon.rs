@@ -81,6 +81,25 @@ struct Stats {
     /// Refused steps of `slew_instead` agents handed to the slew engine, and refused by it.
     slews_requested: u64,
     slews_refused: u64,
+    /// Times the clock moved under running programs, by cause (see `jump_cause`).
+    jumps: std::collections::BTreeMap<String, u64>,
+}
+
+/// Why a journaled record counts as a time jump (for the metrics and the failover), or
+/// None: a step that really moved the clock (`step`), an in-kernel one (`kernel`: leap
+/// second, resume), one no hook explained (`unexplained`), and the timers' findings by
+/// cause (`vm_paused`, `suspend`, ...). A refused step moved nothing: it is not one.
+fn jump_cause(record: &Record) -> Option<String> {
+    match record.source.as_str() {
+        "timers" if record.kind == "stall" => record.cause.clone(),
+        "timers" if record.kind != "clocksource_change" => Some(record.kind.clone()),
+        "fallback" => Some("unexplained".into()),
+        "kernel" if record.delta_ns.is_some_and(|d| d != 0) => Some("kernel".into()),
+        "syscall" if record.kind == "step" && record.delta_ns.is_some_and(|d| d != 0) => {
+            Some("step".into())
+        }
+        _ => None,
+    }
 }
 
 pub async fn run(config: Config, config_origin: String) -> Result<()> {
@@ -196,6 +215,18 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
     }
 
     let (query_tx, mut query_rx) = mpsc::channel(64);
+    if let Some(listen) = &config.metrics.listen {
+        let listener = crate::metrics::bind(listen).await?;
+        tracing::info!(
+            "metrics: serving GET /metrics on {}",
+            listener.local_addr()?
+        );
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            query_tx.clone(),
+            ntp.clone(),
+        ));
+    }
     let (live, _) = broadcast::channel(LIVE_BACKLOG);
     tokio::spawn(control::serve(
         listener,
@@ -401,16 +432,21 @@ fn drain_timer_events(ring: &mut RingBuf<MapData>, max: usize) -> Vec<TimerLateE
 
 impl Daemon {
     fn on_late_timers(&mut self, batch: Vec<TimerLateEvent>) {
-        for event in batch {
-            let function = match (event.function, self.probes.as_mut()) {
-                (0, _) | (_, None) => None,
-                (address, Some(probes)) => Some(probes.kernel_symbol(address)),
-            };
+        // One pass over kallsyms names the whole batch's callbacks.
+        let addresses: Vec<u64> = batch.iter().map(|e| e.function).collect();
+        let functions = match self.probes.as_mut() {
+            Some(probes) => probes.kernel_functions(&addresses),
+            None => Vec::new(),
+        };
+        for (index, event) in batch.into_iter().enumerate() {
             self.timers.late(LateTimer {
                 cpu: Some(event.cpu),
                 mono_ns: event.mono_ns as i64,
                 lateness_ns: event.lateness_ns as i64,
-                function,
+                function: functions
+                    .get(index)
+                    .filter(|_| event.function != 0)
+                    .cloned(),
             });
         }
     }
@@ -530,6 +566,9 @@ impl Daemon {
             return;
         }
         self.stats.records_journaled += records.len() as u64;
+        for cause in records.iter().filter_map(jump_cause) {
+            *self.stats.jumps.entry(cause).or_default() += 1;
+        }
         for record in records {
             let line: Arc<str> = match serde_json::to_string(&record) {
                 Ok(s) => s.into(),
@@ -677,7 +716,7 @@ impl Daemon {
         json!({
             "stall_threshold_ms": self.config.timers.stall_threshold_ms,
             "sample_interval_ms": self.config.timers.sample_interval_ms,
-            "lateness": histogram.map(|h| LatenessSummary::from_buckets(&h)),
+            "lateness": histogram.map(|h| LatenessSummary::from_buckets(&h.buckets, h.sum_ns)),
             "late_events": counters.map(|c| c.timer_late_events),
             "late_events_lost": counters.map(|c| c.timer_late_drops),
             "read_faults": counters.map(|c| c.timer_read_faults),

@@ -11,6 +11,8 @@ mod enrich;
 mod fallback;
 mod guard;
 mod journal;
+mod ksyms;
+mod metrics;
 mod ntp;
 mod record;
 mod slew;

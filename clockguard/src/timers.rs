@@ -62,6 +62,8 @@ pub fn bucket_le_ns(bucket: usize) -> u64 {
 pub struct LatenessSummary {
     /// hrtimer expiries (CLOCK_MONOTONIC timers) since the hook attached.
     pub expiries: u64,
+    /// Their total lateness, ns.
+    pub sum_ns: u64,
     /// Upper bucket edges (ns) under which 50 %, 99 %, 99.9 % and all expiries fell.
     pub p50_le_ns: u64,
     pub p99_le_ns: u64,
@@ -72,7 +74,7 @@ pub struct LatenessSummary {
 }
 
 impl LatenessSummary {
-    pub fn from_buckets(counts: &[u64]) -> LatenessSummary {
+    pub fn from_buckets(counts: &[u64], sum_ns: u64) -> LatenessSummary {
         let expiries: u64 = counts.iter().sum();
         let quantile = |q: f64| -> u64 {
             let want = (q * expiries as f64).ceil().max(1.0) as u64;
@@ -88,6 +90,7 @@ impl LatenessSummary {
         let max_bucket = counts.iter().rposition(|&c| c > 0);
         LatenessSummary {
             expiries,
+            sum_ns,
             p50_le_ns: quantile(0.5),
             p99_le_ns: quantile(0.99),
             p999_le_ns: quantile(0.999),
@@ -707,14 +710,14 @@ mod tests {
         counts[10] = 990; // < 1024 ns
         counts[20] = 9; // < ~1 ms
         counts[33] = 1; // ~5 s
-        let s = LatenessSummary::from_buckets(&counts);
+        let s = LatenessSummary::from_buckets(&counts, 7);
         assert_eq!(s.expiries, 1000);
         assert_eq!(s.p50_le_ns, 1023);
         assert_eq!(s.p99_le_ns, 1023);
         assert_eq!(s.p999_le_ns, (1 << 20) - 1);
         assert_eq!(s.max_le_ns, (1 << 33) - 1);
         assert_eq!(s.buckets.len(), 3);
-        assert_eq!(LatenessSummary::from_buckets(&[0; 64]).max_le_ns, 0);
+        assert_eq!(LatenessSummary::from_buckets(&[0; 64], 0).max_le_ns, 0);
     }
 
     fn sample(mono_s: f64, raw_s: f64, boot_s: f64, rate_ppm: f64, cs: &str) -> ClockSample {

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Timer health: the whole VM stopped from outside (SIGSTOP to QEMU for 5 s, then SIGCONT,
 # as a host under load or a live migration does) is journaled as a stall of about 5 s,
-# with its cause, and shows in the hrtimer lateness histogram.
+# with its cause, and shows in the hrtimer lateness histogram and the Prometheus metrics.
 source "$(dirname "$0")/lib.sh"
 need_vm
 
-start_daemon --mode observe
+PROMTOOL="$CG_REPO/target/tools/prometheus/usr/bin/promtool"
+printf 'mode = "observe"\n[metrics]\nlisten = "127.0.0.1:19474"\n' >"$CG_TEST_TMP/metrics.toml"
+start_daemon --config "$CG_TEST_TMP/metrics.toml"
 status_json | jq -e '.hooks[] | select(.name == "hrtimer_expire_entry") | .attached' >/dev/null ||
     fail "the hrtimer hook is not attached: $(status_json | jq -c '.hooks[] | select(.name == "hrtimer_expire_entry")')"
 vm=$(status_json | jq -c .vm)
@@ -42,4 +44,13 @@ jq -e '.lateness.max_le_ns >= 4294967295' <<<"$timers" >/dev/null ||
 jq -e --argjson before "$expiries_before" '.lateness.expiries > $before' <<<"$timers" >/dev/null ||
     fail "the histogram did not grow: $timers"
 jq -e '.found.stalls >= 1 and .late_events >= 1' <<<"$timers" >/dev/null || fail "not counted: $timers"
+metrics=$(curl -sf http://127.0.0.1:19474/metrics) || fail "no /metrics"
+"$PROMTOOL" check metrics <<<"$metrics" || fail "promtool rejects the exposition"
+for want in '^clockguard_stalls_total [1-9]' '^clockguard_time_jumps_total\{cause="vm_paused"\} [1-9]' \
+    '^clockguard_last_stall_seconds [45]\.' '^clockguard_timer_lateness_seconds_bucket\{le="4.294967295"\} '; do
+    grep -Eq "$want" <<<"$metrics" || fail "no metric line matching $want"
+done
+# The histogram's top: expiries above 4.29 s are in +Inf minus the 4.29 s bucket.
+above=$(awk '/^clockguard_timer_lateness_seconds_bucket\{le="4.294967295"\}/ { b = $2 } /^clockguard_timer_lateness_seconds_bucket\{le="\+Inf"\}/ { i = $2 } END { print i - b }' <<<"$metrics")
+[[ "$above" -ge 1 ]] || fail "no expiry above 4.29 s in the metrics histogram"
 echo "PASS: a ${paused_s} s pause became a $(awk -v d="$delta_ns" 'BEGIN { printf "%.3f", d / 1e9 }') s stall (vm_paused)"

@@ -61,7 +61,20 @@ pub fn setup(verbose: bool) -> Result<()> {
     debian_packages(&mut s, llvm)?;
     bpf_linker(&mut s, llvm)?;
     virtme_ng(&mut s)?;
-    chrony_unpacked(&mut s)?;
+    unpacked(
+        &mut s,
+        "chrony",
+        &chronyd_path(),
+        &["-v"],
+        "the VM tests run it",
+    )?;
+    unpacked(
+        &mut s,
+        "prometheus",
+        &promtool_path(),
+        &["--version"],
+        "the metrics test checks the exposition with promtool",
+    )?;
 
     if s.done.is_empty() {
         println!(
@@ -177,36 +190,51 @@ pub fn chronyd_path() -> PathBuf {
     util::repo_root().join("target/tools/chrony/usr/sbin/chronyd")
 }
 
-fn chrony_unpacked(s: &mut Setup) -> Result<()> {
-    let chronyd = chronyd_path();
-    if output_ok(cmd(&chronyd).arg("-v")).is_some() {
-        s.ok(format!("{} (unpacked, not installed)", chronyd.display()));
+/// promtool, Prometheus's own checker of the metrics exposition format, unpacked from
+/// Debian's prometheus package (installing it would start a Prometheus server).
+pub fn promtool_path() -> PathBuf {
+    util::repo_root().join("target/tools/prometheus/usr/bin/promtool")
+}
+
+/// Unpacks Debian's `package` into target/tools/PACKAGE (not installed: no maintainer
+/// script, no daemon) unless `binary` there already runs with `check_args`.
+fn unpacked(
+    s: &mut Setup,
+    package: &str,
+    binary: &Path,
+    check_args: &[&str],
+    why: &str,
+) -> Result<()> {
+    if output_ok(cmd(binary).args(check_args)).is_some() {
+        s.ok(format!("{} (unpacked, not installed)", binary.display()));
         return Ok(());
     }
     s.doing(format!(
-        "unpacking Debian's chrony into {} (not installed: the VM tests run it)",
-        chronyd.display()
+        "unpacking Debian's {package} into {} (not installed: {why})",
+        binary.display()
     ));
     let dir = util::repo_root().join("target/tools");
     fs::create_dir_all(&dir)?;
-    let download = |dir: &Path| run(cmd("apt-get").current_dir(dir).args(["download", "chrony"]));
+    let download = |dir: &Path| run(cmd("apt-get").current_dir(dir).args(["download", package]));
     if download(&dir).is_err() {
         // A fresh machine may have no package lists yet.
         run(root_cmd("apt-get", &[("DEBIAN_FRONTEND", "noninteractive")]).arg("update"))?;
-        download(&dir).context("apt-get download chrony failed")?;
+        download(&dir).with_context(|| format!("apt-get download {package} failed"))?;
     }
+    let prefix = format!("{package}_");
     let deb = fs::read_dir(&dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("chrony_") && n.ends_with(".deb"))
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
         })
         .max()
-        .context("apt-get download chrony left no chrony_*.deb")?;
-    run(cmd("dpkg-deb").arg("-x").arg(&deb).arg(dir.join("chrony")))?;
-    output_ok(cmd(&chronyd).arg("-v"))
-        .with_context(|| format!("{} does not run after unpacking", chronyd.display()))?;
+        .with_context(|| format!("apt-get download {package} left no {prefix}*.deb"))?;
+    run(cmd("dpkg-deb").arg("-x").arg(&deb).arg(dir.join(package)))?;
+    let _ = fs::remove_file(&deb);
+    output_ok(cmd(binary).args(check_args))
+        .with_context(|| format!("{} does not run after unpacking", binary.display()))?;
     Ok(())
 }
 

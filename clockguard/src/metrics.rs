@@ -1,0 +1,493 @@
+//! Prometheus metrics (`[metrics] listen`, off by default): the daemon's status and the NTP
+//! tracking state, encoded by the prometheus-client crate (OpenMetrics text) and served on
+//! GET /metrics. Names follow Prometheus conventions: base units in the name (`_seconds`),
+//! counters end in `_total`.
+//!
+//! The exposition is built from the same `status` object `clockguard status --json`
+//! prints, so the two never disagree.
+
+use std::{
+    fmt,
+    sync::atomic::{AtomicI64, AtomicU64},
+    time::Duration,
+};
+
+use anyhow::Result;
+use prometheus_client::{
+    encoding::{text::encode, EncodeMetric, MetricEncoder, NoLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, MetricType},
+    registry::{Registry, Unit},
+};
+use serde_json::Value;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::{mpsc, oneshot},
+};
+
+use crate::{control::Query, ntp::client::NtpHandle, timers::bucket_le_ns};
+
+type Labels = Vec<(String, String)>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// The lateness histogram's exposed buckets: bucket indices 10..=36, i.e. upper edges
+/// from 1 µs to 69 s (2^i − 1 ns), then +Inf. A fixed set, so that rates across scrapes
+/// line up; the kernel's finer and coarser buckets fold into the neighbours.
+const EXPOSED_BUCKETS: std::ops::RangeInclusive<usize> = 10..=36;
+
+/// A histogram whose buckets were counted elsewhere (in the kernel).
+#[derive(Debug)]
+struct CountedHistogram {
+    sum: f64,
+    count: u64,
+    /// (upper edge, count in this bucket only), the last one +Inf.
+    buckets: Vec<(f64, u64)>,
+}
+
+impl EncodeMetric for CountedHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// The kernel's log2 buckets (counts per bucket) folded into EXPOSED_BUCKETS, in seconds.
+fn lateness_histogram(counts: &[u64], sum_ns: u64) -> CountedHistogram {
+    let mut buckets = Vec::new();
+    let mut carried = 0;
+    for (index, &count) in counts.iter().enumerate() {
+        carried += count;
+        if index >= *EXPOSED_BUCKETS.start() && index <= *EXPOSED_BUCKETS.end() {
+            buckets.push((bucket_le_ns(index) as f64 / 1e9, carried));
+            carried = 0;
+        }
+    }
+    buckets.push((f64::INFINITY, carried));
+    CountedHistogram {
+        sum: sum_ns as f64 / 1e9,
+        count: counts.iter().sum(),
+        buckets,
+    }
+}
+
+fn counter(value: u64) -> Counter {
+    let c = Counter::default();
+    c.inc_by(value);
+    c
+}
+
+fn gauge(value: f64) -> FloatGauge {
+    let g = FloatGauge::default();
+    g.set(value);
+    g
+}
+
+fn int_gauge(value: i64) -> Gauge<i64, AtomicI64> {
+    let g = Gauge::<i64, AtomicI64>::default();
+    g.set(value);
+    g
+}
+
+/// The OpenMetrics text for a status object and, when NTP runs, its tracking object.
+pub fn exposition(status: &Value, tracking: Option<&Value>) -> Result<String> {
+    let mut r = Registry::with_prefix("clockguard");
+    let u = |v: &Value| v.as_u64().unwrap_or(0);
+
+    // A gauge of 1 rather than an OpenMetrics `info`: the Prometheus text parser (promtool)
+    // knows no info type.
+    let build = Family::<Labels, Gauge>::default();
+    build
+        .get_or_create(&vec![
+            (
+                "version".to_string(),
+                status["version"].as_str().unwrap_or("?").to_string(),
+            ),
+            (
+                "mode".to_string(),
+                status["mode"].as_str().unwrap_or("?").to_string(),
+            ),
+        ])
+        .set(1);
+    r.register("build_info", "clockguard's version and mode", build);
+    r.register(
+        "guard_enforcing",
+        "1 while the guard refuses clock steps in the kernel",
+        int_gauge((status["enforcement"]["active"].as_bool() == Some(true)) as i64),
+    );
+    let hooks = Family::<Labels, Gauge>::default();
+    for hook in status["hooks"].as_array().into_iter().flatten() {
+        let labels = vec![
+            (
+                "hook".to_string(),
+                hook["name"].as_str().unwrap_or("?").to_string(),
+            ),
+            (
+                "kind".to_string(),
+                hook["kind"].as_str().unwrap_or("?").to_string(),
+            ),
+        ];
+        hooks
+            .get_or_create(&labels)
+            .set((hook["attached"].as_bool() == Some(true)) as i64);
+    }
+    r.register("hook_attached", "1 if the hook is attached", hooks);
+
+    let kernel = &status["kernel"];
+    r.register(
+        "ring_buffer_drops",
+        "Clock events the kernel could not deliver (ring buffer full)",
+        counter(u(&kernel["ring_buffer_drops"])),
+    );
+    r.register(
+        "clock_syscalls",
+        "Clock-setting syscalls seen (read-only adjtimex included)",
+        counter(u(&kernel["clock_syscalls"])),
+    );
+    r.register(
+        "steps_refused",
+        "Clock steps the guard refused (the caller got EPERM)",
+        counter(u(&kernel["guard_denied"])),
+    );
+    r.register(
+        "steps_would_refuse",
+        "Clock steps guard mode would have refused, seen in observe mode",
+        counter(u(&kernel["guard_would_deny"])),
+    );
+    r.register(
+        "journal_records",
+        "Records written to the journal",
+        counter(u(&status["daemon"]["records_journaled"])),
+    );
+    let jumps = Family::<Labels, Counter>::default();
+    for (cause, n) in status["daemon"]["jumps"].as_object().into_iter().flatten() {
+        jumps
+            .get_or_create(&vec![("cause".to_string(), cause.clone())])
+            .inc_by(u(n));
+    }
+    r.register(
+        "time_jumps",
+        "Times the clock moved under running programs, by cause (step, kernel, unexplained, \
+         vm_paused, hypervisor_steal, machine_stall, cpu_stall, suspend, clocksource_jump)",
+        jumps,
+    );
+
+    let timers = &status["timers"];
+    let found = &timers["found"];
+    r.register(
+        "stalls",
+        "Stalls: times when timers did not run for stall_threshold_ms or more",
+        counter(u(&found["stalls"])),
+    );
+    if let Some(duration) = found["last_stall"]["duration_ns"].as_f64() {
+        r.register_with_unit(
+            "last_stall",
+            "How long the last stall held timers up",
+            Unit::Seconds,
+            gauge(duration / 1e9),
+        );
+    }
+    r.register(
+        "timer_late_events_lost",
+        "Late hrtimer expiries that could not be sent (ring buffer full)",
+        counter(u(&timers["late_events_lost"])),
+    );
+    let lateness = &timers["lateness"];
+    if lateness.is_object() {
+        let mut counts = vec![0u64; 64];
+        for pair in lateness["buckets"].as_array().into_iter().flatten() {
+            // (upper edge ns, count): the edge is 2^i − 1, so i = bit length of edge.
+            let (Some(le), Some(count)) = (pair[0].as_u64(), pair[1].as_u64()) else {
+                continue;
+            };
+            let index = (64 - le.leading_zeros()) as usize;
+            counts[index.min(63)] += count;
+        }
+        r.register_with_unit(
+            "timer_lateness",
+            "How late CLOCK_MONOTONIC hrtimers expired (now - soft expiry)",
+            Unit::Seconds,
+            lateness_histogram(&counts, u(&lateness["sum_ns"])),
+        );
+    }
+
+    if let Some(t) = tracking.filter(|t| t.get("error").is_none()) {
+        r.register(
+            "ntp_synchronized",
+            "1 while a source is selected",
+            int_gauge((t["synchronized"].as_bool() == Some(true)) as i64),
+        );
+        if let Some(offset) = t["offset_s"].as_f64() {
+            r.register_with_unit(
+                "ntp_offset",
+                "System clock minus NTP time (positive: the clock is ahead)",
+                Unit::Seconds,
+                gauge(offset),
+            );
+        }
+        if let Some(freq) = t["frequency_ppm"].as_f64() {
+            r.register_with_unit(
+                "ntp_frequency",
+                "Frequency correction applied to the kernel clock, ppm",
+                Unit::Other("ppm".into()),
+                gauge(freq),
+            );
+        }
+        if let Some(dispersion) = t["root_dispersion_s"].as_f64() {
+            r.register_with_unit(
+                "ntp_root_dispersion",
+                "Root dispersion of the time served",
+                Unit::Seconds,
+                gauge(dispersion),
+            );
+        }
+        if let Some(stratum) = t["stratum"].as_i64() {
+            r.register("ntp_stratum", "Stratum", int_gauge(stratum));
+        }
+    }
+    if let Some(remaining) = status["enforcement"]["slew"]["remaining_ns"].as_f64() {
+        r.register_with_unit(
+            "slew_remaining",
+            "Correction the slew engine still has to apply",
+            Unit::Seconds,
+            gauge(remaining / 1e9),
+        );
+    }
+
+    let mut text = String::new();
+    encode(&mut text, &r)?;
+    Ok(text)
+}
+
+/// The Prometheus text format (0.0.4) of an OpenMetrics exposition, for scrapers and tools
+/// that do not ask for OpenMetrics (promtool, curl): the same samples; a counter family's
+/// HELP and TYPE carry the `_total` name its samples have, and the OpenMetrics-only
+/// `# UNIT` and `# EOF` lines go.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// Binds the metrics listener (config errors are caught at load; this is the bind).
+pub async fn bind(listen: &str) -> Result<TcpListener> {
+    TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("metrics: cannot listen on {listen}: {e}"))
+}
+
+pub async fn serve(listener: TcpListener, queries: mpsc::Sender<Query>, ntp: Option<NtpHandle>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                tracing::warn!("metrics accept: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (queries, ntp) = (queries.clone(), ntp.clone());
+        tokio::spawn(async move {
+            let answered =
+                tokio::time::timeout(Duration::from_secs(10), handle(stream, queries, ntp)).await;
+            if let Ok(Err(err)) = answered {
+                tracing::debug!("metrics connection: {err:#}");
+            }
+        });
+    }
+}
+
+/// A request head longer than this is refused.
+const MAX_HEAD: usize = 8192;
+
+/// The request line's method and path, once the head is complete; Err on a bad request.
+pub fn parse_head(head: &[u8]) -> Result<Option<(String, String)>, &'static str> {
+    let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return if head.len() >= MAX_HEAD {
+            Err("request head too large")
+        } else {
+            Ok(None)
+        };
+    };
+    let text = std::str::from_utf8(&head[..end]).map_err(|_| "request head is not UTF-8")?;
+    let line = text.lines().next().unwrap_or("");
+    let mut parts = line.split(' ');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(method), Some(path), Some(version)) if version.starts_with("HTTP/1.") => {
+            Ok(Some((method.to_string(), path.to_string())))
+        }
+        _ => Err("not an HTTP/1.x request line"),
+    }
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    queries: mpsc::Sender<Query>,
+    ntp: Option<NtpHandle>,
+) -> Result<()> {
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let request: Result<(String, String), &str> = loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&chunk[..n]);
+        match parse_head(&head) {
+            Ok(Some(request)) => break Ok(request),
+            Ok(None) => continue,
+            Err(why) => break Err(why),
+        }
+    };
+    let (status_line, content_type, body) = match request {
+        Err(why) => ("400 Bad Request", "text/plain", format!("{why}\n")),
+        Ok((method, _)) if method != "GET" && method != "HEAD" => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET\n".to_string(),
+        ),
+        Ok((_, path)) if path != "/metrics" && !path.starts_with("/metrics?") => (
+            "404 Not Found",
+            "text/plain",
+            "clockguard serves /metrics\n".to_string(),
+        ),
+        Ok(_) => {
+            let (tx, rx) = oneshot::channel();
+            queries.send(Query::Status(tx)).await?;
+            let status = rx.await?;
+            let tracking = match &ntp {
+                Some(ntp) => Some(ntp.tracking().await),
+                None => None,
+            };
+            let text = exposition(&status, tracking.as_ref())?;
+            // Prometheus asks for OpenMetrics in its Accept header; anything else gets the
+            // classic text format.
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            if head.contains("application/openmetrics-text") {
+                (
+                    "200 OK",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    text,
+                )
+            } else {
+                (
+                    "200 OK",
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    prometheus_text(&text),
+                )
+            }
+        }
+    };
+    let response = format!(
+        "HTTP/1.1 {status_line}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_exposition_names_units_and_counters_by_convention() {
+        let status = json!({
+            "version": "0.1.0", "mode": "guard",
+            "enforcement": {"active": true, "slew": {"remaining_ns": 2_500_000_000i64}},
+            "hooks": [{"name": "settime", "kind": "lsm", "attached": true},
+                      {"name": "clock_was_set", "kind": "fentry", "attached": false}],
+            "kernel": {"ring_buffer_drops": 3, "clock_syscalls": 10, "guard_denied": 2,
+                       "guard_would_deny": 0},
+            "daemon": {"records_journaled": 12, "jumps": {"step": 4, "vm_paused": 1}},
+            "timers": {"found": {"stalls": 1, "last_stall": {"duration_ns": 5_002_000_000i64}},
+                       "late_events_lost": 0,
+                       "lateness": {"sum_ns": 5_000_100_000u64,
+                                    "buckets": [[1023, 90], [131071, 9], [8589934591u64, 1]]}},
+        });
+        let tracking = json!({"synchronized": true, "offset_s": -0.000012,
+                              "frequency_ppm": 12.5, "root_dispersion_s": 0.001, "stratum": 2});
+        let text = exposition(&status, Some(&tracking)).unwrap();
+        for line in [
+            "clockguard_steps_refused_total 2",
+            "clockguard_ring_buffer_drops_total 3",
+            "clockguard_time_jumps_total{cause=\"step\"} 4",
+            "clockguard_time_jumps_total{cause=\"vm_paused\"} 1",
+            "clockguard_hook_attached{hook=\"clock_was_set\",kind=\"fentry\"} 0",
+            "clockguard_guard_enforcing 1",
+            "clockguard_stalls_total 1",
+            "clockguard_last_stall_seconds 5.002",
+            "clockguard_slew_remaining_seconds 2.5",
+            "clockguard_ntp_offset_seconds -0.000012",
+            "clockguard_ntp_synchronized 1",
+            "clockguard_timer_lateness_seconds_count 100",
+            "clockguard_timer_lateness_seconds_sum 5.0001",
+            // 90 expiries under 1 µs: all in the first exposed bucket.
+            "clockguard_timer_lateness_seconds_bucket{le=\"0.000001023\"} 90",
+            "clockguard_timer_lateness_seconds_bucket{le=\"+Inf\"} 100",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+        // The 5 s expiry lies above 4.29 s and within 8.59 s.
+        assert!(text.contains("clockguard_timer_lateness_seconds_bucket{le=\"4.294967295\"} 99"));
+        assert!(text.contains("clockguard_timer_lateness_seconds_bucket{le=\"8.589934591\"} 100"));
+    }
+
+    #[test]
+    fn without_ntp_or_hook_those_metrics_are_absent() {
+        let text = exposition(&json!({"timers": {"found": {}}}), None).unwrap();
+        assert!(!text.contains("ntp_offset"));
+        assert!(!text.contains("timer_lateness"));
+        assert!(text.contains("clockguard_stalls_total 0"));
+    }
+
+    #[test]
+    fn the_text_format_names_counter_families_by_their_samples() {
+        let text = exposition(&json!({"kernel": {"guard_denied": 2}}), None).unwrap();
+        let classic = prometheus_text(&text);
+        assert!(classic.contains("# TYPE clockguard_steps_refused_total counter\n"));
+        assert!(classic.contains("# HELP clockguard_steps_refused_total Clock steps"));
+        assert!(classic.contains("clockguard_steps_refused_total 2\n"));
+        assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"));
+        // Gauges keep their names.
+        assert!(classic.contains("# TYPE clockguard_guard_enforcing gauge\n"));
+    }
+
+    #[test]
+    fn request_heads() {
+        assert_eq!(
+            parse_head(b"GET /metrics HTTP/1.1\r\nHost: x\r\n"),
+            Ok(None)
+        );
+        assert_eq!(
+            parse_head(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Ok(Some(("GET".into(), "/metrics".into())))
+        );
+        assert!(parse_head(b"\x16\x03\x01 tls hello\r\n\r\n").is_err());
+        assert!(parse_head(&[b'a'; MAX_HEAD]).is_err());
+    }
+}
