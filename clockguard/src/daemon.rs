@@ -81,6 +81,8 @@ struct Stats {
     /// Refused steps of `slew_instead` agents handed to the slew engine, and refused by it.
     slews_requested: u64,
     slews_refused: u64,
+    /// clockguard's own read-only adjtimex calls, seen with journal_readonly and skipped.
+    own_reads_not_journaled: u64,
     /// Times the clock moved under running programs, by cause (see `jump_cause`).
     jumps: std::collections::BTreeMap<String, u64>,
 }
@@ -498,6 +500,12 @@ impl Daemon {
                 0
             };
             let mut record = record::decode(&event, tai_now, change);
+            // clockguard's own reads of the kernel's rate (the clock sampler, each
+            // sample_interval_ms) would fill a journal_readonly journal with itself.
+            if record.kind == "read" && event.tgid == std::process::id() {
+                self.stats.own_reads_not_journaled += 1;
+                continue;
+            }
             if record.verdict == "denied"
                 && event.guard_class == clockguard_ebpf::CLASS_SLEW_INSTEAD
             {

@@ -47,6 +47,12 @@ for _ in $(seq 1 50); do
     [[ "$n" -ge 20 ]] && break; sleep 0.1
 done
 [[ "$n" -eq 20 ]] || { echo "journal_readonly: $n of 20 reads journaled"; exit 1; }
+# clockguard's own reads (its clock sampler reads the kernel's rate every second) are not.
+sleep 2.5
+own=$("$CG" audit --json --state-dir "$STATE" | jq -c --argjson p "$daemon" 'select(.pid == $p)' | wc -l)
+[[ "$own" -eq 0 ]] || { echo "clockguard journaled $own of its own reads"; exit 1; }
+"$CG" status --json --runtime-dir "$RUNTIME" | jq -e '.daemon.own_reads_not_journaled >= 2' >/dev/null \
+    || { echo "own reads not counted: $("$CG" status --json --runtime-dir "$RUNTIME" | jq -c .daemon)"; exit 1; }
 # A config typo is refused with its line, and the daemon does not start.
 printf '[audit]\njournal_reads = true\n' >"$CG_TEST_TMP/bad.toml"
 if out=$("$CG" run --config "$CG_TEST_TMP/bad.toml" --state-dir "$STATE" --runtime-dir "$CG_TEST_TMP/run2" 2>&1); then

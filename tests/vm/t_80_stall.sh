@@ -2,6 +2,7 @@
 # Timer health: the whole VM stopped from outside (SIGSTOP to QEMU for 5 s, then SIGCONT,
 # as a host under load or a live migration does) is journaled as a stall of about 5 s,
 # with its cause, and shows in the hrtimer lateness histogram and the Prometheus metrics.
+# Then a clocksource switch there and back is journaled twice, and never as a jump.
 source "$(dirname "$0")/lib.sh"
 need_vm
 
@@ -53,4 +54,20 @@ done
 # The histogram's top: expiries above 4.29 s are in +Inf minus the 4.29 s bucket.
 above=$(awk '/^clockguard_timer_lateness_seconds_bucket\{le="4.294967295"\}/ { b = $2 } /^clockguard_timer_lateness_seconds_bucket\{le="\+Inf"\}/ { i = $2 } END { print i - b }' <<<"$metrics")
 [[ "$above" -ge 1 ]] || fail "no expiry above 4.29 s in the metrics histogram"
+# A clocksource switch (as the watchdog does when it finds one unstable) is journaled, and
+# it is not mistaken for a clocksource jump.
+CS=/sys/devices/system/clocksource/clocksource0
+original=$(cat "$CS/current_clocksource")
+other=$(tr ' ' '\n' <"$CS/available_clocksource" | grep -vx "$original" | grep -m1 .) ||
+    fail "only one clocksource available: $(cat "$CS/available_clocksource")"
+trap 'echo "$original" >"$CS/current_clocksource"; stop_daemon' EXIT
+echo "$other" >"$CS/current_clocksource"
+wait_records 1 ".kind == \"clocksource_change\" and .detail.to == \"$other\""
+echo "$original" >"$CS/current_clocksource"
+wait_records 1 ".kind == \"clocksource_change\" and .detail.to == \"$original\""
+audit_json | jq -c 'select(.kind == "clocksource_change")'
+jumps=$(audit_json | jq -c 'select(.kind == "clocksource_jump")' | wc -l)
+[[ "$jumps" -eq 0 ]] || fail "a clocksource switch was taken for a jump: $(audit_json | jq -c 'select(.kind == "clocksource_jump")')"
+status_json | jq -e '.timers.found.clocksource_changes == 2' >/dev/null ||
+    fail "switches not counted: $(status_json | jq -c .timers.found)"
 echo "PASS: a ${paused_s} s pause became a $(awk -v d="$delta_ns" 'BEGIN { printf "%.3f", d / 1e9 }') s stall (vm_paused)"
