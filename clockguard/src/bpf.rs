@@ -115,8 +115,13 @@ impl Probes {
             self_tgid: std::process::id(),
             ..Default::default()
         };
-        let exe_layout_error = match crate::btf::KernelBtf::from_sys()
-            .and_then(|btf| crate::guard::exe_offsets(&btf))
+        // Parsed once (several MB) for every offset the hooks need: the guard's and the
+        // hrtimer hook's.
+        let kernel_btf = crate::btf::KernelBtf::from_sys();
+        let exe_layout_error = match kernel_btf
+            .as_ref()
+            .map_err(|err| anyhow!("{err:#}"))
+            .and_then(crate::guard::exe_offsets)
         {
             Ok(offsets) => {
                 config.exe_offsets = offsets;
@@ -188,9 +193,9 @@ impl Probes {
             "timer:hrtimer_expire_entry".into(),
         );
         hrtimer.settle(disabled("hrtimer_expire_entry"), || {
-            let kernel_btf = crate::btf::KernelBtf::from_sys()?;
+            let kernel_btf = kernel_btf.as_ref().map_err(|err| format!("{err:#}"))?;
             let timer_config =
-                crate::timers::hrtimer_offsets(&kernel_btf, opts.timer_late_threshold_ns)?;
+                crate::timers::hrtimer_offsets(kernel_btf, opts.timer_late_threshold_ns)?;
             let mut map: Array<_, TimerConfigPod> =
                 Array::try_from(ebpf.map_mut("TIMER_CONFIG").ok_or("no TIMER_CONFIG map")?)?;
             map.set(0, TimerConfigPod(timer_config), 0)?;

@@ -237,7 +237,6 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
         ntp.clone(),
     ));
 
-    let config_timers = config.timers.clone();
     let hook_stats = if config.audit.measure_hook_cost {
         match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
             Ok(fd) => Some(fd),
@@ -250,6 +249,7 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
         None
     };
     let mut daemon = Daemon {
+        timers: TimerWatch::new(&config.timers, vm.hypervisor),
         started: Instant::now(),
         started_wall: record::rfc3339_ns(clock::realtime_ns()),
         config_origin,
@@ -270,7 +270,6 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
         time_services: guard.time_services,
         slew: guard.slew,
         ntp_running: ntp.is_some(),
-        timers: TimerWatch::new(&config_timers, vm.hypervisor),
         hook_stats,
     };
     tracing::info!(
@@ -462,10 +461,7 @@ impl Daemon {
             Some(_) => self.config.guard.max_slew_ppm,
             None => 0.0,
         };
-        let kernel_sees_timers = self
-            .hooks
-            .iter()
-            .any(|h| h.name == "hrtimer_expire_entry" && h.attached);
+        let kernel_sees_timers = self.timer_hook_attached();
         let records = self.timers.sample(
             sample,
             timers::read_steal_ns(Path::new("/proc")),
@@ -711,15 +707,17 @@ impl Daemon {
         })
     }
 
+    fn timer_hook_attached(&self) -> bool {
+        self.hooks
+            .iter()
+            .any(|h| h.name == "hrtimer_expire_entry" && h.attached)
+    }
+
     fn timers_status(&self, counters: Option<&bpf::Counters>) -> Value {
         let histogram = self
             .probes
             .as_ref()
-            .filter(|_| {
-                self.hooks
-                    .iter()
-                    .any(|h| h.name == "hrtimer_expire_entry" && h.attached)
-            })
+            .filter(|_| self.timer_hook_attached())
             .and_then(|p| p.lateness_histogram().ok());
         json!({
             "stall_threshold_ms": self.config.timers.stall_threshold_ms,
