@@ -69,7 +69,11 @@ pub const COUNTER_TIMER_LATE_EVENTS: u32 = 8;
 pub const COUNTER_TIMER_LATE_DROPS: u32 = 9;
 /// hrtimer expiries whose fields could not be read (should stay 0).
 pub const COUNTER_TIMER_READ_FAULTS: u32 = 10;
-pub const COUNTER_COUNT: u32 = 11;
+/// Exits of tracked processes that did not fit in SERVICE_EVENTS (the daemon was behind).
+pub const COUNTER_SERVICE_EXIT_DROPS: u32 = 11;
+/// Children of tracked processes that could not be added to TRACKED (map full).
+pub const COUNTER_TRACKED_FULL: u32 = 12;
+pub const COUNTER_COUNT: u32 = 13;
 
 /// Buckets of the per-CPU hrtimer lateness histogram (`LATENESS`): bucket 0 counts
 /// expiries exactly on time; bucket i (1..=63) those late by [2^(i-1), 2^i) ns.
@@ -226,7 +230,8 @@ pub struct Config {
     pub fork_child_pid_offset: u16,
     /// sched_process_exec: offset of the `__data_loc char[] filename`.
     pub exec_filename_offset: u16,
-    pub _reserved: u16,
+    /// `struct task_struct`: `exit_code` (int), from BTF; valid with CONFIG_EXIT_CODE_LAYOUT.
+    pub task_exit_code_offset: u16,
     pub _pad: u16,
     /// clockguard's own tgid: always allowed (CLASS_SELF).
     pub self_tgid: u32,
@@ -245,6 +250,63 @@ pub const CONFIG_GUARD_ENFORCE: u32 = 1 << 2;
 pub const CONFIG_GUARD_EXCLUSIVE_DISCIPLINE: u32 = 1 << 3;
 /// `Config::exe_offsets` are valid: the guard can identify the caller's executable.
 pub const CONFIG_EXE_LAYOUT: u32 = 1 << 4;
+/// `Config::task_exit_code_offset` is valid: service exits carry their wait status.
+pub const CONFIG_EXIT_CODE_LAYOUT: u32 = 1 << 5;
+
+/// A process of a tracked service (TRACKED map: tgid → service index) exited; sent by the
+/// sched_process_exit hook, filtered in the kernel: untracked exits cost one map lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceExitEvent {
+    /// CLOCK_MONOTONIC ns at the exit.
+    pub mono_ns: u64,
+    pub tgid: u32,
+    /// Index of the service in the configuration.
+    pub service: u32,
+    /// The task's wait status (SERVICE_EXIT_HAS_CODE): the killing signal in the low 7
+    /// bits, 0x80 for a core dump, the exit status in bits 8..16.
+    pub exit_code: i32,
+    pub flags: u32,
+    /// From what fork/exec recorded (SERVICE_EXIT_HAS_PROCINFO): the forking process and
+    /// the executable (as passed to execve). A worker forked and exec'd since the daemon's
+    /// last /proc scan is still named.
+    pub ppid: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+    pub exe: [u8; EXE_LEN],
+}
+
+impl Default for ServiceExitEvent {
+    fn default() -> Self {
+        ServiceExitEvent {
+            mono_ns: 0,
+            tgid: 0,
+            service: 0,
+            exit_code: 0,
+            flags: 0,
+            ppid: 0,
+            _pad: 0,
+            comm: [0; COMM_LEN],
+            exe: [0; EXE_LEN],
+        }
+    }
+}
+
+pub const SERVICE_EXIT_HAS_CODE: u32 = 1 << 0;
+pub const SERVICE_EXIT_HAS_PROCINFO: u32 = 1 << 1;
+/// `exe` is set (the process exec'd while the hooks were attached).
+pub const SERVICE_EXIT_HAS_EXE: u32 = 1 << 2;
+
+impl ServiceExitEvent {
+    #[cfg(not(target_arch = "bpf"))]
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < core::mem::size_of::<Self>() {
+            return None;
+        }
+        // SAFETY: length checked; plain integers, any bit pattern is valid.
+        Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
+    }
+}
 
 /// The fields of `struct __kernel_timex` (include/uapi/linux/timex.h) that select or carry a
 /// change. Units are the kernel's: `offset` µs (ns with ADJ_NANO), `freq` scaled ppm

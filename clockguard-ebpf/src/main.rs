@@ -364,6 +364,17 @@ mod programs {
         Some(unsafe { (ctx.as_ptr() as *const u8).add((loc & 0xffff) as usize) })
     }
 
+    /// Processes of tracked services (`[[service]]`): tgid → service index. The daemon adds
+    /// the processes it matched; fork adds their children at once (a new worker is tracked
+    /// before it can die); exit removes them. Thread ids of tracked processes pass through
+    /// too (fork cannot tell a thread from a process here) and leave at the thread's exit.
+    #[map]
+    static TRACKED: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
+
+    /// Exits of tracked processes, with their wait status.
+    #[map]
+    static SERVICE_EVENTS: RingBuf = RingBuf::with_byte_size(64 << 10, 0);
+
     #[tracepoint(category = "sched", name = "sched_process_fork")]
     pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
         let Some(cfg) = config() else { return 0 };
@@ -374,10 +385,16 @@ mod programs {
         else {
             return 0;
         };
+        let child = child_pid as u32;
+        let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+        if let Some(&service) = unsafe { TRACKED.get(&parent) } {
+            if TRACKED.insert(&child, &service, BPF_ANY as u64).is_err() {
+                count(COUNTER_TRACKED_FULL);
+            }
+        }
         let Some(zero) = ZERO_PROC.get_ptr(0) else {
             return 0;
         };
-        let child = child_pid as u32;
         if PROCS
             .insert(child, unsafe { &*zero }, BPF_ANY as u64)
             .is_err()
@@ -790,6 +807,70 @@ mod programs {
         } else {
             count(COUNTER_TIMER_LATE_DROPS);
         }
+        0
+    }
+
+    /// Every task exit costs one lookup; a tracked process's exit becomes a
+    /// ServiceExitEvent with its wait status (`exit_code` is set by do_exit before this
+    /// tracepoint; a group exit gives every thread the group's code).
+    #[tracepoint(category = "sched", name = "sched_process_exit")]
+    pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        let tid = pid_tgid as u32;
+        let tgid = (pid_tgid >> 32) as u32;
+        let Some(&service) = (unsafe { TRACKED.get(&tid) }) else {
+            return 0;
+        };
+        let _ = TRACKED.remove(&tid);
+        if tid != tgid {
+            // A thread of a tracked process: the process lives on.
+            return 0;
+        }
+        // Built in the ring buffer itself: 176 bytes are too many for the BPF stack once
+        // zero-filled (bpf-linker rejects large stack memsets).
+        let Some(mut slot) = SERVICE_EVENTS.reserve::<ServiceExitEvent>(0) else {
+            count(COUNTER_SERVICE_EXIT_DROPS);
+            return 0;
+        };
+        let event = unsafe { &mut *slot.as_mut_ptr() };
+        event.mono_ns = unsafe { generated::bpf_ktime_get_ns() };
+        event.tgid = tgid;
+        event.service = service;
+        // Volatile: LLVM would merge the zero stores into a memset, which BPF cannot call.
+        unsafe {
+            core::ptr::write_volatile(&mut event.exit_code, 0);
+            core::ptr::write_volatile(&mut event.flags, 0);
+            core::ptr::write_volatile(&mut event.ppid, 0);
+            core::ptr::write_volatile(&mut event._pad, 0);
+        }
+        unsafe {
+            generated::bpf_get_current_comm(event.comm.as_mut_ptr() as *mut c_void, COMM_LEN as u32)
+        };
+        if let Some(info) = unsafe { PROCS.get(tgid) } {
+            event.ppid = info.ppid;
+            event.flags |= SERVICE_EXIT_HAS_PROCINFO;
+            if info.has_exe != 0 {
+                // The raw helper copies without a memmove, which BPF cannot call.
+                unsafe {
+                    generated::bpf_probe_read_kernel(
+                        event.exe.as_mut_ptr() as *mut c_void,
+                        EXE_LEN as u32,
+                        info.exe.as_ptr() as *const c_void,
+                    )
+                };
+                event.flags |= SERVICE_EXIT_HAS_EXE;
+            }
+        }
+        if let Some(cfg) = config() {
+            if cfg.flags & CONFIG_EXIT_CODE_LAYOUT != 0 {
+                let task = unsafe { generated::bpf_get_current_task() };
+                if let Some(code) = read_kernel::<i32>(task, cfg.task_exit_code_offset as u32) {
+                    event.exit_code = code;
+                    event.flags |= SERVICE_EXIT_HAS_CODE;
+                }
+            }
+        }
+        slot.submit(0);
         0
     }
 

@@ -76,7 +76,11 @@ const TRACEPOINTS: &[(&str, &str)] = &[
     ("syscalls", "sys_exit_clock_adjtime"),
     ("sched", "sched_process_fork"),
     ("sched", "sched_process_exec"),
+    ("sched", "sched_process_exit"),
 ];
+
+/// The tracepoints that read fields at offsets parsed from tracefs (`read_procinfo_layout`).
+const NEEDS_PROCINFO_LAYOUT: &[&str] = &["sched_process_fork", "sched_process_exec"];
 
 pub struct Probes {
     ebpf: Ebpf,
@@ -130,6 +134,19 @@ impl Probes {
             }
             Err(err) => Some(format!("{err:#}")),
         };
+        // Without it a service's exit is still reported, with an unknown status.
+        match kernel_btf
+            .as_ref()
+            .map_err(|err| anyhow!("{err:#}"))
+            .and_then(|btf| btf.member_offset("task_struct", "exit_code"))
+            .and_then(|at| Ok(u16::try_from(at)?))
+        {
+            Ok(offset) => {
+                config.task_exit_code_offset = offset;
+                config.flags |= abi::CONFIG_EXIT_CODE_LAYOUT;
+            }
+            Err(err) => tracing::warn!("exit statuses of tracked services unknown: {err:#}"),
+        }
         let layout_problem = match read_procinfo_layout(opts.tracefs) {
             Ok(layout) => {
                 layout.apply(&mut config);
@@ -151,7 +168,7 @@ impl Probes {
             let mut status =
                 HookStatus::new(program, "tracepoint", format!("{category}:{program}"));
             status.settle(disabled(program), || {
-                if category == "sched" {
+                if NEEDS_PROCINFO_LAYOUT.contains(&program) {
                     if let Some(problem) = &layout_problem {
                         return Err(problem.clone().into());
                     }
@@ -317,6 +334,39 @@ impl Probes {
         Ok(RingBuf::try_from(map)?)
     }
 
+    /// The ring buffer of tracked services' exits, taken out of the object.
+    pub fn take_service_events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("SERVICE_EVENTS")
+            .context("no SERVICE_EVENTS map")?;
+        Ok(RingBuf::try_from(map)?)
+    }
+
+    /// Brings the kernel's TRACKED map (tgid → service index) in line with a scan of /proc:
+    /// adds what the scan matched, and removes the processes that no longer exist (an exit
+    /// missed while nothing was attached). Entries the kernel added at fork since the scan
+    /// are kept. Returns how many processes the kernel tracks.
+    pub fn sync_tracked(&mut self, matched: &std::collections::HashMap<u32, u32>) -> Result<usize> {
+        let mut tracked: HashMap<_, u32, u32> =
+            HashMap::try_from(self.ebpf.map_mut("TRACKED").context("no TRACKED map")?)?;
+        let present: Vec<(u32, u32)> = tracked.iter().filter_map(|e| e.ok()).collect();
+        for (pid, _) in &present {
+            if !matched.contains_key(pid) && !Path::new(&format!("/proc/{pid}")).exists() {
+                // Gone: an exit missed while the hook was not attached.
+                tracked.remove(pid).ok();
+            }
+        }
+        for (pid, service) in matched {
+            if !present.contains(&(*pid, *service)) {
+                tracked
+                    .insert(pid, service, 0)
+                    .with_context(|| format!("cannot track pid {pid}"))?;
+            }
+        }
+        Ok(tracked.keys().filter(|k| k.is_ok()).count())
+    }
+
     /// The hrtimer lateness histogram, summed over CPUs.
     pub fn lateness_histogram(&self) -> Result<abi::LatenessHistogram> {
         let map: PerCpuArray<_, LatenessPod> =
@@ -351,6 +401,8 @@ impl Probes {
             timer_late_events: sum(abi::COUNTER_TIMER_LATE_EVENTS)?,
             timer_late_drops: sum(abi::COUNTER_TIMER_LATE_DROPS)?,
             timer_read_faults: sum(abi::COUNTER_TIMER_READ_FAULTS)?,
+            service_exit_drops: sum(abi::COUNTER_SERVICE_EXIT_DROPS)?,
+            tracked_full: sum(abi::COUNTER_TRACKED_FULL)?,
         })
     }
 
@@ -422,6 +474,9 @@ pub struct Counters {
     pub timer_late_drops: u64,
     /// hrtimer expiries whose fields could not be read.
     pub timer_read_faults: u64,
+    /// Exits of tracked processes lost (their ring full) / children not tracked (map full).
+    pub service_exit_drops: u64,
+    pub tracked_full: u64,
 }
 
 /// abi::Config as a map value (aya::Pod is foreign to the ABI crate).

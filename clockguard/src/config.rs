@@ -52,6 +52,168 @@ pub struct Config {
     pub timers: TimersConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// `[[service]]` tables: services whose deaths after a time jump drive the failover.
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceConfig>,
+}
+
+/// `[[service]]`: a tracked service. Its processes are those matching `unit`, `pidfile`,
+/// `exe` or `comm`, and all their descendants (workers).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// The name `status`, `service-check` and the journal use.
+    pub name: String,
+    /// A systemd unit ("dovecot.service"): the processes in its cgroup.
+    #[serde(default)]
+    pub unit: Option<String>,
+    /// A pid file holding the main process's pid.
+    #[serde(default)]
+    pub pidfile: Option<PathBuf>,
+    /// An executable path.
+    #[serde(default)]
+    pub exe: Option<PathBuf>,
+    /// Process names as the kernel keeps them (at most 15 characters).
+    #[serde(default)]
+    pub comm: Vec<String>,
+    /// Health probe: a TCP connect to ADDRESS:PORT ("127.0.0.1:143").
+    #[serde(default)]
+    pub probe: Option<String>,
+    /// With a probe: what the server's first bytes must start with ("* OK" for IMAP).
+    #[serde(default)]
+    pub probe_expect: Option<String>,
+    /// Time between health checks, ms (a probe, or "is a process running" without one).
+    #[serde(default = "default_check_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "default_probe_timeout_ms")]
+    pub probe_timeout_ms: u64,
+    /// Consecutive failed checks that make the service faulty, and good ones that make it
+    /// healthy again (keepalived's fall and rise).
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// A death or failed check within this many seconds after a time jump (step, refused
+    /// step, stall, clocksource jump) is charged to the jump.
+    #[serde(default = "default_jump_window_s")]
+    pub jump_window_s: f64,
+    /// A fault lasts at least this long (s) before good checks count toward `rise`; after a
+    /// backward jump, at least as long as the jump, so the old timeline has caught up.
+    #[serde(default = "default_hold_s")]
+    pub hold_s: f64,
+    /// Also fault on a death that no time jump explains (default: only reported).
+    #[serde(default)]
+    pub on_any_death: bool,
+    /// keepalived track_file (weight 0: non-zero is FAULT): clockguard writes 1 while the
+    /// service is faulty, 0 when healthy, by rename (never by deleting it).
+    #[serde(default)]
+    pub track_file: Option<PathBuf>,
+    /// Command run on each of the service's events (argv; the event in CLOCKGUARD_*
+    /// variables and as JSON on stdin).
+    #[serde(default)]
+    pub notify: Vec<String>,
+    /// Command that restarts the service, run once a time-jump fault's hold is over.
+    #[serde(default)]
+    pub restart: Vec<String>,
+}
+
+fn default_check_interval_ms() -> u64 {
+    1000
+}
+fn default_probe_timeout_ms() -> u64 {
+    1000
+}
+fn default_fall() -> u32 {
+    2
+}
+fn default_rise() -> u32 {
+    3
+}
+fn default_jump_window_s() -> f64 {
+    60.0
+}
+fn default_hold_s() -> f64 {
+    10.0
+}
+
+impl ServiceConfig {
+    fn validate(&self) -> Result<()> {
+        let valid_name = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.@-".contains(c));
+        if !valid_name {
+            bail!("the name must be 1 to 64 letters, digits or _.@-");
+        }
+        if self.unit.is_none()
+            && self.pidfile.is_none()
+            && self.exe.is_none()
+            && self.comm.is_empty()
+            && self.probe.is_none()
+        {
+            bail!("nothing to track: set unit, pidfile, exe, comm or probe");
+        }
+        if let Some(comm) = self.comm.iter().find(|c| c.is_empty() || c.len() > 15) {
+            bail!("comm {comm:?} is empty or longer than 15 bytes (the kernel's limit)");
+        }
+        for (key, path) in [
+            ("pidfile", &self.pidfile),
+            ("exe", &self.exe),
+            ("track_file", &self.track_file),
+        ] {
+            if let Some(path) = path.as_ref().filter(|p| !p.is_absolute()) {
+                bail!("{key} = {} is not an absolute path", path.display());
+            }
+        }
+        for (key, argv) in [("notify", &self.notify), ("restart", &self.restart)] {
+            if argv
+                .first()
+                .is_some_and(|cmd| !Path::new(cmd).is_absolute())
+            {
+                bail!("{key}: the command {:?} is not an absolute path", argv[0]);
+            }
+        }
+        if let Some(probe) = &self.probe {
+            probe.parse::<std::net::SocketAddr>().map_err(|_| {
+                anyhow::anyhow!("probe = {probe:?} is not an ADDRESS:PORT (e.g. \"127.0.0.1:143\")")
+            })?;
+        }
+        if self.probe_expect.is_some() && self.probe.is_none() {
+            bail!("probe_expect is set without a probe");
+        }
+        if !(100..=3_600_000).contains(&self.interval_ms) {
+            bail!(
+                "interval_ms = {} is out of range (100 to 3600000)",
+                self.interval_ms
+            );
+        }
+        // A probe slower than interval_ms delays the next one (no overlap).
+        if !(10..=60_000).contains(&self.probe_timeout_ms) {
+            bail!(
+                "probe_timeout_ms = {} is out of range (10 to 60000)",
+                self.probe_timeout_ms
+            );
+        }
+        if !(1..=100).contains(&self.fall) || !(1..=100).contains(&self.rise) {
+            bail!(
+                "fall = {} and rise = {} must be 1 to 100",
+                self.fall,
+                self.rise
+            );
+        }
+        if !(self.jump_window_s > 0.0 && self.jump_window_s <= 86_400.0) {
+            bail!(
+                "jump_window_s = {} is out of range (more than 0, at most 86400)",
+                self.jump_window_s
+            );
+        }
+        if !(self.hold_s >= 0.0 && self.hold_s <= 86_400.0) {
+            bail!("hold_s = {} is out of range (0 to 86400)", self.hold_s);
+        }
+        Ok(())
+    }
 }
 
 /// `[metrics]`: the Prometheus endpoint.
@@ -334,12 +496,50 @@ impl NtpConfig {
     }
 }
 
+/// The line (from 1) of the `name = "NAME"` inside a `[[service]]` table, if found.
+fn line_of_service(text: &str, name: &str) -> Option<usize> {
+    let mut in_service = false;
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_service = line.replace(' ', "") == "[[service]]";
+            continue;
+        }
+        if !in_service {
+            continue;
+        }
+        if let Some((key, value)) = line.split_once('=') {
+            if key.trim() == "name" && value.trim().trim_matches(|c| c == '"' || c == '\'') == name
+            {
+                return Some(index + 1);
+            }
+        }
+    }
+    None
+}
+
 impl Config {
     /// Parses TOML text; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config> {
         let config: Config = toml::from_str(text)
             .map_err(|err| anyhow::anyhow!("{origin}: {}", err.to_string().trim_end()))?;
         config.validate().with_context(|| origin.to_string())?;
+        let mut names = std::collections::HashSet::new();
+        for service in &config.services {
+            // Name the table by its line: the table itself has no key to point at.
+            let line = line_of_service(text, &service.name)
+                .map(|n| format!(" (line {n})"))
+                .unwrap_or_default();
+            service
+                .validate()
+                .with_context(|| format!("{origin}: service {:?}{line}", service.name))?;
+            if !names.insert(&service.name) {
+                bail!(
+                    "{origin}: service {:?}{line} is defined twice",
+                    service.name
+                );
+            }
+        }
         Ok(config)
     }
 
@@ -441,6 +641,59 @@ mod tests {
         assert!(err.contains("t.toml"), "{err}");
         assert!(err.contains("line 4"), "{err}");
         assert!(err.contains("journal_reads"), "{err}");
+    }
+
+    #[test]
+    fn services_parse_with_defaults_and_bad_ones_name_their_line() {
+        let text = "mode = \"observe\"\n\n[[service]]\nname = \"dovecot\"\npidfile = \"/run/dovecot/master.pid\"\nprobe = \"127.0.0.1:143\"\nprobe_expect = \"* OK\"\ntrack_file = \"/run/cg/dovecot\"\n\n[[service]]\nname = \"web\"\ncomm = [\"nginx\"]\n";
+        let c = Config::parse(text, "t.toml").unwrap();
+        assert_eq!(c.services.len(), 2);
+        let dovecot = &c.services[0];
+        assert_eq!(
+            (dovecot.fall, dovecot.rise, dovecot.interval_ms),
+            (2, 3, 1000)
+        );
+        assert_eq!(dovecot.jump_window_s, 60.0);
+        assert_eq!(c.services[1].comm, vec!["nginx".to_string()]);
+
+        let bad = |text: &str| format!("{:#}", Config::parse(text, "t.toml").unwrap_err());
+        let err = bad("[[service]]\nname = \"a\"\ncomm = [\"a\"]\n\n[[service]]\nname = \"b\"\nprobe = \"localhost\"\n");
+        assert!(
+            err.contains("service \"b\" (line 6)") && err.contains("probe"),
+            "{err}"
+        );
+        let err = bad("[[service]]\nname = \"a\"\n");
+        assert!(err.contains("nothing to track"), "{err}");
+        let err = bad("[[service]]\nname = \"a\"\ncomm = [\"a-very-long-process-name\"]\n");
+        assert!(err.contains("15 bytes"), "{err}");
+        let err = bad("[[service]]\nname = \"a\"\ncomm = [\"x\"]\ntrack_file = \"rel\"\n");
+        assert!(
+            err.contains("track_file") && err.contains("absolute"),
+            "{err}"
+        );
+        let err = bad("[[service]]\nname = \"a\"\ncomm = [\"x\"]\n[[service]]\nname = \"a\"\ncomm = [\"y\"]\n");
+        assert!(err.contains("twice"), "{err}");
+        let err = bad("[[service]]\nname = \"a\"\ncomm = [\"x\"]\nrise = 0\n");
+        assert!(err.contains("rise"), "{err}");
+        let err = bad("[[service]]\nname = \"a\"\ncomm = [\"x\"]\nfal = 2\n");
+        assert!(err.contains("line 4") && err.contains("fal"), "{err}");
+    }
+
+    /// The commented [[service]] example of the embedded config parses once uncommented.
+    #[test]
+    fn embedded_service_example_parses() {
+        let example: String = EMBEDDED_DEFAULT
+            .lines()
+            .skip_while(|l| *l != "# [[service]]")
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(example.starts_with("[[service]]"), "{example}");
+        let c = Config::parse(&example, "example").unwrap();
+        let dovecot = &c.services[0];
+        assert_eq!(dovecot.unit.as_deref(), Some("dovecot.service"));
+        assert_eq!(dovecot.probe_expect.as_deref(), Some("* OK"));
+        assert_eq!(dovecot.restart.len(), 3);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::{collections::VecDeque, path::Path, sync::Arc, time::Instant};
 
 use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
-use clockguard_ebpf::{ClockEvent, TimerLateEvent};
+use clockguard_ebpf::{ClockEvent, ServiceExitEvent, TimerLateEvent};
 use serde_json::{json, Value};
 use tokio::{
     io::{unix::AsyncFd, Interest},
@@ -24,6 +24,8 @@ use crate::{
     journal::Journal,
     ntp,
     record::{self, Record},
+    service_io::{self, ProcessInfo},
+    services::{self, CheckOutcome, Tracker},
     slew::{LinuxClock, SlewConfig, SlewHandle},
     timers::{self, LateTimer, LatenessSummary, TimerWatch},
     vmfacts::VmFacts,
@@ -68,6 +70,9 @@ struct Daemon {
     timers: TimerWatch,
     /// Keeps the kernel's per-program statistics on (`measure_hook_cost`) while held.
     hook_stats: Option<std::os::fd::OwnedFd>,
+    /// Tracked services (`[[service]]`), and their processes as the last scan found them.
+    services: Tracker,
+    service_processes: std::collections::HashMap<u32, ProcessInfo>,
 }
 
 #[derive(Default, serde::Serialize)]
@@ -85,6 +90,8 @@ struct Stats {
     own_reads_not_journaled: u64,
     /// Times the clock moved under running programs, by cause (see `jump_cause`).
     jumps: std::collections::BTreeMap<String, u64>,
+    /// Track files that could not be written.
+    track_file_errors: u64,
 }
 
 /// Why a journaled record counts as a time jump (for the metrics and the failover), or
@@ -102,6 +109,27 @@ fn jump_cause(record: &Record) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// Why a journaled record may explain a tracked service's death: a time jump, or a
+/// refused step (the guard stopped it, but whatever it asked for may still be slewed in).
+fn service_trigger(record: &Record) -> Option<String> {
+    jump_cause(record).or_else(|| {
+        let refused = record.source == "syscall"
+            && record.kind == "step"
+            && matches!(record.verdict.as_str(), "denied" | "slewed");
+        refused.then(|| "refused_step".to_string())
+    })
+}
+
+/// How often tracked services' processes are scanned (and, for a service without a probe,
+/// checked: is a process running?).
+const SERVICE_SCAN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// A notify or restart command still running after this long is killed.
+const SERVICE_COMMAND_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+fn mono_ns() -> i64 {
+    clock::read_ns(libc::CLOCK_MONOTONIC)
 }
 
 pub async fn run(config: Config, config_origin: String) -> Result<()> {
@@ -164,6 +192,62 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
         }
         _ => None,
     };
+    // Tracked services: their track files are checked before anything is written, their
+    // exits come from the kernel, their probes run as tasks of their own.
+    let mut faulted = Vec::new();
+    for service in &config.services {
+        let carried = match &service.track_file {
+            Some(path) => {
+                service_io::prepare_track_file(&service.name, path)?;
+                service_io::read_track_file(path) == Some(true)
+            }
+            None => false,
+        };
+        faulted.push(carried);
+    }
+    let tracker = Tracker::new(&config.services, &faulted, mono_ns());
+    let mut service_events: Option<AsyncFd<RingBuf<MapData>>> = match probes.as_mut() {
+        Some(p)
+            if !config.services.is_empty()
+                && p.hook("sched_process_exit").is_some_and(|h| h.attached) =>
+        {
+            let ring = p.take_service_events()?;
+            // SAFETY: as for the events ring above.
+            let registered = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
+            Some(registered.map_err(|e| anyhow::anyhow!("cannot poll the service ring: {e}"))?)
+        }
+        _ => None,
+    };
+    if !config.services.is_empty() && service_events.is_none() {
+        tracing::warn!(
+            "tracked services: the sched_process_exit hook is not attached; deaths are not \
+             seen, only health checks run"
+        );
+    }
+    let (check_tx, mut check_rx) = mpsc::channel::<(usize, CheckOutcome)>(64);
+    for (index, service) in config.services.iter().enumerate() {
+        if let Some(probe) = &service.probe {
+            // Validated when the configuration was parsed.
+            let addr: std::net::SocketAddr = probe.parse()?;
+            tokio::spawn(probe_loop(
+                index,
+                addr,
+                service.probe_expect.clone(),
+                service.interval_ms,
+                service.probe_timeout_ms,
+                check_tx.clone(),
+            ));
+        }
+    }
+    drop(check_tx);
+    // The first scan runs before the loop (below).
+    let mut service_scan = tokio::time::interval_at(
+        tokio::time::Instant::now() + SERVICE_SCAN_INTERVAL,
+        SERVICE_SCAN_INTERVAL,
+    );
+    service_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let have_services = !config.services.is_empty();
+
     let vm = VmFacts::read(Path::new("/sys"), Path::new("/proc"));
     if let Some(hypervisor) = &vm.hypervisor {
         tracing::info!(
@@ -271,7 +355,13 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
         slew: guard.slew,
         ntp_running: ntp.is_some(),
         hook_stats,
+        services: tracker,
+        service_processes: Default::default(),
     };
+    if have_services {
+        // Track the services' processes before the first exit can be missed.
+        daemon.on_service_scan();
+    }
     tracing::info!(
         "clockguard {} running in {} mode (config: {}), journal {}",
         env!("CARGO_PKG_VERSION"),
@@ -305,6 +395,20 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
                     guard.clear_ready();
                 }
             }
+            ready = async { service_events.as_mut().unwrap().readable_mut().await }, if service_events.is_some() => {
+                let mut guard = ready?;
+                let batch = drain_service_events(guard.get_inner_mut(), BATCH);
+                let more = batch.len() == BATCH;
+                daemon.on_service_exits(batch);
+                if !more {
+                    guard.clear_ready();
+                }
+            }
+            Some((service, outcome)) = check_rx.recv() => {
+                let actions = daemon.services.on_check(service, outcome);
+                daemon.apply_service_actions(actions);
+            }
+            _ = service_scan.tick(), if have_services => daemon.on_service_scan(),
             _ = sampler.tick() => daemon.on_sample(),
             Some(jump) = jump_rx.recv() => daemon.on_fallback_jump(jump),
             Some(query) = query_rx.recv() => daemon.answer(query),
@@ -419,6 +523,46 @@ fn drain(ring: &mut RingBuf<MapData>, max: usize) -> Vec<Option<ClockEvent>> {
         out.push(ClockEvent::from_bytes(&item));
     }
     out
+}
+
+/// Up to `max` exits of tracked processes from their ring buffer.
+fn drain_service_events(ring: &mut RingBuf<MapData>, max: usize) -> Vec<ServiceExitEvent> {
+    let mut out = Vec::new();
+    while out.len() < max {
+        let Some(item) = ring.next() else { break };
+        out.extend(ServiceExitEvent::from_bytes(&item));
+    }
+    out
+}
+
+/// Probes one service every `interval_ms` and hands each result to the daemon.
+async fn probe_loop(
+    service: usize,
+    addr: std::net::SocketAddr,
+    expect: Option<String>,
+    interval_ms: u64,
+    timeout_ms: u64,
+    results: mpsc::Sender<(usize, CheckOutcome)>,
+) {
+    let mut every = tokio::time::interval(std::time::Duration::from_millis(interval_ms));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let result = service_io::probe(
+            addr,
+            expect.as_deref(),
+            std::time::Duration::from_millis(timeout_ms),
+        )
+        .await;
+        let outcome = CheckOutcome {
+            ok: result.is_ok(),
+            detail: result.unwrap_or_else(|e| e),
+            mono_ns: mono_ns(),
+        };
+        if results.send((service, outcome)).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Up to `max` late-timer events from their ring buffer (short records are skipped).
@@ -573,6 +717,18 @@ impl Daemon {
         for cause in records.iter().filter_map(jump_cause) {
             *self.stats.jumps.entry(cause).or_default() += 1;
         }
+        // Time jumps, for the tracked services (their own records never are one).
+        let jumps: Vec<services::Jump> = if self.services.len() > 0 {
+            let now = mono_ns();
+            records
+                .iter()
+                .filter_map(|r| {
+                    service_trigger(r).map(|cause| services::Jump::from_record(r, cause, now))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         for record in records {
             let line: Arc<str> = match serde_json::to_string(&record) {
                 Ok(s) => s.into(),
@@ -583,6 +739,174 @@ impl Daemon {
             }
             self.recent.push_back(line.clone());
             let _ = self.live.send(line);
+        }
+        for jump in jumps {
+            let actions = self.services.on_jump(jump);
+            self.apply_service_actions(actions);
+        }
+    }
+
+    /// Exits of tracked processes, from the kernel.
+    fn on_service_exits(&mut self, batch: Vec<ServiceExitEvent>) {
+        for event in batch {
+            let scanned = self.service_processes.remove(&event.tgid);
+            let exe = if event.flags & clockguard_ebpf::SERVICE_EXIT_HAS_EXE != 0 {
+                record::text(&event.exe)
+            } else {
+                scanned.as_ref().and_then(|p| p.exe.clone())
+            };
+            let ppid = if event.flags & clockguard_ebpf::SERVICE_EXIT_HAS_PROCINFO != 0 {
+                Some(event.ppid)
+            } else {
+                scanned.as_ref().map(|p| p.ppid)
+            };
+            let status = if event.flags & clockguard_ebpf::SERVICE_EXIT_HAS_CODE != 0 {
+                services::ExitStatus::from_wait_status(event.exit_code)
+            } else {
+                services::ExitStatus::Unknown
+            };
+            let death = services::Death {
+                service: event.service as usize,
+                mono_ns: event.mono_ns as i64,
+                pid: event.tgid,
+                ppid,
+                comm: record::text(&event.comm).unwrap_or_default(),
+                exe,
+                status,
+            };
+            let actions = self.services.on_death(death);
+            self.apply_service_actions(actions);
+        }
+    }
+
+    /// Every SERVICE_SCAN_INTERVAL: which processes belong to the services (the kernel
+    /// tracks them from here on, and their children from fork), the "is it running" check
+    /// of services without a probe, and the trackers' clock.
+    fn on_service_scan(&mut self) {
+        let found = service_io::scan(Path::new("/proc"), &self.config.services);
+        let mut per_service = vec![0usize; self.services.len()];
+        for info in found.values() {
+            per_service[info.service as usize] += 1;
+        }
+        if let Some(probes) = self.probes.as_mut() {
+            let wanted = found
+                .iter()
+                .map(|(pid, info)| (*pid, info.service))
+                .collect();
+            if let Err(err) = probes.sync_tracked(&wanted) {
+                tracing::warn!("tracked services: {err:#}");
+            }
+        }
+        self.service_processes = found;
+        let now = mono_ns();
+        let mut actions = Vec::new();
+        for (index, count) in per_service.into_iter().enumerate() {
+            self.services.set_processes(index, count);
+            if self.services.config(index).probe.is_none() {
+                actions.extend(self.services.on_check(
+                    index,
+                    CheckOutcome {
+                        ok: count > 0,
+                        detail: format!("{count} processes running"),
+                        mono_ns: now,
+                    },
+                ));
+            }
+        }
+        actions.extend(self.services.tick(now));
+        self.apply_service_actions(actions);
+    }
+
+    fn apply_service_actions(&mut self, actions: Vec<services::Action>) {
+        for action in actions {
+            match action {
+                services::Action::Journal {
+                    service,
+                    mut record,
+                    mono_ns,
+                    notify,
+                } => {
+                    record.time =
+                        record::rfc3339_ns(mono_ns + clock::realtime_minus_monotonic_ns());
+                    let name = self.services.config(service).name.clone();
+                    let line = format!(
+                        "service {name}: {} {}{}{}",
+                        record.kind,
+                        record
+                            .comm
+                            .as_deref()
+                            .map(|c| format!("{c} (pid {}) ", record.pid.unwrap_or(0)))
+                            .unwrap_or_default(),
+                        record.result,
+                        record
+                            .cause
+                            .as_deref()
+                            .map(|c| format!(" (cause: {c})"))
+                            .unwrap_or_default(),
+                    );
+                    if record.verdict == "fault" {
+                        tracing::warn!("{line}");
+                    } else {
+                        tracing::info!("{line}");
+                    }
+                    let fallback_json = serde_json::to_string(&record).unwrap_or_default();
+                    let env = notify_env(&name, &record);
+                    self.journal_and_publish(vec![*record]);
+                    let argv = &self.services.config(service).notify;
+                    if notify && !argv.is_empty() {
+                        // The journaled line (with its seq) when it was written.
+                        let json = match self.unwritten.is_empty() {
+                            true => self
+                                .recent
+                                .back()
+                                .map(|l| l.to_string())
+                                .unwrap_or(fallback_json),
+                            false => fallback_json,
+                        };
+                        service_io::spawn_command(
+                            argv,
+                            env,
+                            json,
+                            format!("service {name}: notify"),
+                            SERVICE_COMMAND_LIMIT,
+                        );
+                    }
+                }
+                services::Action::TrackFile { service, fault } => {
+                    let config = self.services.config(service);
+                    let Some(path) = &config.track_file else {
+                        continue;
+                    };
+                    match service_io::write_track_file(path, fault) {
+                        Ok(()) => tracing::info!(
+                            "service {}: track file {} = {} ({})",
+                            config.name,
+                            path.display(),
+                            u8::from(fault),
+                            if fault { "FAULT" } else { "healthy" }
+                        ),
+                        Err(err) => {
+                            self.stats.track_file_errors += 1;
+                            tracing::error!(
+                                "service {}: cannot write track file {}: {err}",
+                                config.name,
+                                path.display()
+                            );
+                        }
+                    }
+                }
+                services::Action::Restart { service } => {
+                    let config = self.services.config(service);
+                    let env = vec![("CLOCKGUARD_SERVICE".to_string(), config.name.clone())];
+                    service_io::spawn_command(
+                        &config.restart,
+                        env,
+                        String::new(),
+                        format!("service {}: restart", config.name),
+                        SERVICE_COMMAND_LIMIT,
+                    );
+                }
+            }
         }
     }
 
@@ -702,6 +1026,7 @@ impl Daemon {
                 .and(self.probes.as_ref())
                 .map(|p| p.hook_costs()),
             "timers": self.timers_status(counters.as_ref()),
+            "services": self.services.status(mono_ns()),
             "vm": VmFacts::read(Path::new("/sys"), Path::new("/proc")),
             "daemon": self.stats,
         })
@@ -729,6 +1054,48 @@ impl Daemon {
             "found": self.timers.stats,
         })
     }
+}
+
+/// The event in CLOCKGUARD_* variables for a service's notify command.
+fn notify_env(service: &str, record: &Record) -> Vec<(String, String)> {
+    let jump = record
+        .detail
+        .as_ref()
+        .and_then(|d| d.get("jump"))
+        .filter(|j| !j.is_null());
+    let text = |v: Option<&Value>| match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    let mut env = vec![
+        ("CLOCKGUARD_SERVICE", service.to_string()),
+        ("CLOCKGUARD_EVENT", record.kind.clone()),
+        ("CLOCKGUARD_VERDICT", record.verdict.clone()),
+        ("CLOCKGUARD_RESULT", record.result.clone()),
+        ("CLOCKGUARD_TIME", record.time.clone()),
+        (
+            "CLOCKGUARD_PID",
+            record.pid.map(|p| p.to_string()).unwrap_or_default(),
+        ),
+        ("CLOCKGUARD_COMM", record.comm.clone().unwrap_or_default()),
+        ("CLOCKGUARD_EXE", record.exe.clone().unwrap_or_default()),
+        (
+            "CLOCKGUARD_JUMP_CAUSE",
+            record.cause.clone().unwrap_or_default(),
+        ),
+        (
+            "CLOCKGUARD_JUMP_DELTA_NS",
+            record.delta_ns.map(|d| d.to_string()).unwrap_or_default(),
+        ),
+    ];
+    if let Some(jump) = jump {
+        env.push(("CLOCKGUARD_JUMP_SEQ", text(jump.get("seq"))));
+        env.push(("CLOCKGUARD_JUMP_PID", text(jump.get("pid"))));
+        env.push(("CLOCKGUARD_JUMP_COMM", text(jump.get("comm"))));
+        env.push(("CLOCKGUARD_JUMP_EXE", text(jump.get("exe"))));
+    }
+    env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 /// sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET, when set.

@@ -15,6 +15,8 @@ mod ksyms;
 mod metrics;
 mod ntp;
 mod record;
+mod service_io;
+mod services;
 mod slew;
 mod timers;
 mod vmfacts;
@@ -107,6 +109,14 @@ enum Command {
     Check {
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// For keepalived's track_script: exit status 0 while the tracked service NAME is not
+    /// in fault (healthy, or not checked yet), 1 when it is or the daemon does not answer.
+    ServiceCheck {
+        /// The service's `name` in the configuration.
+        name: String,
         #[command(flatten)]
         daemon: DaemonArgs,
     },
@@ -217,6 +227,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Tracking { json, daemon } => ask(&daemon, "tracking", json, print_tracking),
         Command::Sources { json, daemon } => ask(&daemon, "sources", json, print_sources),
         Command::Check { json, daemon } => run_check(&daemon, json),
+        Command::ServiceCheck { name, daemon } => service_check(&daemon, &name),
     }
 }
 
@@ -275,6 +286,62 @@ fn run_check(daemon: &DaemonArgs, json: bool) -> Result<ExitCode> {
         check::Verdict::Fail => ExitCode::from(2),
         _ => ExitCode::SUCCESS,
     })
+}
+
+/// `clockguard service-check NAME`: one line, and the exit status keepalived reads.
+fn service_check(daemon: &DaemonArgs, name: &str) -> Result<ExitCode> {
+    let cfg = dirs(daemon.config.as_deref(), None, daemon.runtime_dir.clone())?;
+    let status = query(&cfg.runtime_dir, "status")?;
+    let services = status["services"].as_array().cloned().unwrap_or_default();
+    let Some(service) = services.iter().find(|s| s["name"] == name) else {
+        let known: Vec<&str> = services.iter().filter_map(|s| s["name"].as_str()).collect();
+        bail!(
+            "no tracked service {name:?} (the daemon tracks: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+    };
+    println!("{}", service_line(service));
+    Ok(match service["state"].as_str() {
+        Some("fault") => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+/// "dovecot: fault (died_from_time_jump, 3.2 s, hold 6.8 s), 7 processes, last: ..."
+fn service_line(s: &Value) -> String {
+    let state = s["state"].as_str().unwrap_or("?");
+    let why = match state {
+        "fault" => format!(
+            " ({}, for {:.1} s{})",
+            s["reason"].as_str().unwrap_or("?"),
+            s["fault_for_s"].as_f64().unwrap_or(0.0),
+            match s["hold_left_s"].as_f64() {
+                Some(h) if h > 0.0 => format!(", held {h:.1} s more"),
+                _ => String::new(),
+            }
+        ),
+        _ => String::new(),
+    };
+    let last = s["last_event"]["summary"]
+        .as_str()
+        .map(|e| {
+            format!(
+                "; last: {e} ({:.0} s ago)",
+                s["last_event"]["age_s"].as_f64().unwrap_or(0.0)
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "{}: {state}{why}, {} processes, check {}: {}{last}",
+        s["name"].as_str().unwrap_or("?"),
+        s["processes"],
+        s["check"]["target"].as_str().unwrap_or("?"),
+        s["check"]["last"]["detail"].as_str().unwrap_or("not yet"),
+    )
 }
 
 /// One request with a one-object answer, printed as JSON or by `print`.
@@ -466,6 +533,13 @@ fn print_status(s: &Value) {
         num(&s["daemon"]["fallback_unexplained"])
     );
     print_timers(&s["timers"], &s["vm"]);
+    let services = s["services"].as_array().cloned().unwrap_or_default();
+    if !services.is_empty() {
+        println!();
+        for service in &services {
+            println!("service {}", service_line(service));
+        }
+    }
 }
 
 /// A duration in ns as the unit that reads best.

@@ -69,6 +69,10 @@ pub struct Record {
     /// Kernel stack (function names) for in-kernel changes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stack: Vec<String>,
+    /// CLOCK_MONOTONIC ns when the change was made (the kernel's clock), for correlating
+    /// it with other kernel events in the daemon; not journaled.
+    #[serde(skip)]
+    pub mono_ns: Option<i64>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -261,7 +265,8 @@ fn time_value(sec: i64, nsec: i64) -> Value {
     Value::Null
 }
 
-fn text(bytes: &[u8]) -> Option<String> {
+/// A NUL-terminated kernel string (comm, exe) as text; None when empty.
+pub fn text(bytes: &[u8]) -> Option<String> {
     let bytes = c_str_bytes(bytes);
     (!bytes.is_empty()).then(|| String::from_utf8_lossy(bytes).into_owned())
 }
@@ -529,6 +534,7 @@ pub fn decode(event: &ClockEvent, tai_offset_s: i64, tai_change_s: i64) -> Recor
         cgroup: None,
         unit: None,
         stack: Vec::new(),
+        mono_ns: Some(event.exit_mono_ns.max(event.enter_mono_ns) as i64),
     }
 }
 

@@ -18,8 +18,11 @@ fail() {
 need_vm() { [[ "${CG_IN_VM:-0}" == 1 ]] || fail "this test changes the clock: VM only"; }
 
 # start_daemon [extra args...]: runs `clockguard run` on the test's dirs, waits for status.
+# With DAEMON_NETNS set, the daemon runs in that network namespace.
 start_daemon() {
-    "$CG" run --state-dir "$STATE" --runtime-dir "$RUNTIME" "$@" >"$CG_TEST_TMP/daemon.log" 2>&1 &
+    local netns=()
+    [[ -n "${DAEMON_NETNS:-}" ]] && netns=(ip netns exec "$DAEMON_NETNS")
+    "${netns[@]}" "$CG" run --state-dir "$STATE" --runtime-dir "$RUNTIME" "$@" >"$CG_TEST_TMP/daemon.log" 2>&1 &
     DAEMON_PID=$!
     for _ in $(seq 1 200); do
         if "$CG" status --json --runtime-dir "$RUNTIME" >/dev/null 2>&1; then

@@ -22,6 +22,14 @@ const DEB_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "network namespaces in VM tests"),
     ("procps", "ps/pgrep in tests"),
     ("jq", "JSON checks in the end-to-end tests"),
+    (
+        "keepalived",
+        "VRRP peer of the failover test (never started on the host)",
+    ),
+    (
+        "dovecot-imapd",
+        "kills its workers on a backward jump: the failover test's service",
+    ),
 ];
 
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
