@@ -104,6 +104,12 @@ pub struct ServiceConfig {
     /// Also fault on a death that no time jump explains (default: only reported).
     #[serde(default)]
     pub on_any_death: bool,
+    /// A log file the service writes, and text whose appearance in a new line of it counts
+    /// like a death ("Time just moved backwards"). Plain substrings, not regexes.
+    #[serde(default)]
+    pub log_file: Option<PathBuf>,
+    #[serde(default)]
+    pub log_patterns: Vec<String>,
     /// keepalived track_file (weight 0: non-zero is FAULT): clockguard writes 1 while the
     /// service is faulty, 0 when healthy, by rename (never by deleting it).
     #[serde(default)]
@@ -152,8 +158,9 @@ impl ServiceConfig {
             && self.exe.is_none()
             && self.comm.is_empty()
             && self.probe.is_none()
+            && self.log_file.is_none()
         {
-            bail!("nothing to track: set unit, pidfile, exe, comm or probe");
+            bail!("nothing to track: set unit, pidfile, exe, comm, probe or log_file");
         }
         if let Some(comm) = self.comm.iter().find(|c| c.is_empty() || c.len() > 15) {
             bail!("comm {comm:?} is empty or longer than 15 bytes (the kernel's limit)");
@@ -162,6 +169,7 @@ impl ServiceConfig {
             ("pidfile", &self.pidfile),
             ("exe", &self.exe),
             ("track_file", &self.track_file),
+            ("log_file", &self.log_file),
         ] {
             if let Some(path) = path.as_ref().filter(|p| !p.is_absolute()) {
                 bail!("{key} = {} is not an absolute path", path.display());
@@ -182,6 +190,12 @@ impl ServiceConfig {
         }
         if self.probe_expect.is_some() && self.probe.is_none() {
             bail!("probe_expect is set without a probe");
+        }
+        if self.log_file.is_some() == self.log_patterns.is_empty() {
+            bail!("log_file and log_patterns go together: set both or neither");
+        }
+        if self.log_patterns.iter().any(|p| p.is_empty()) {
+            bail!("log_patterns: an empty pattern would match every line");
         }
         if !(100..=3_600_000).contains(&self.interval_ms) {
             bail!(
@@ -673,6 +687,8 @@ mod tests {
         );
         let err = bad("[[service]]\nname = \"a\"\ncomm = [\"x\"]\n[[service]]\nname = \"a\"\ncomm = [\"y\"]\n");
         assert!(err.contains("twice"), "{err}");
+        let err = bad("[[service]]\nname = \"a\"\nlog_file = \"/var/log/a\"\n");
+        assert!(err.contains("log_patterns"), "{err}");
         let err = bad("[[service]]\nname = \"a\"\ncomm = [\"x\"]\nrise = 0\n");
         assert!(err.contains("rise"), "{err}");
         let err = bad("[[service]]\nname = \"a\"\ncomm = [\"x\"]\nfal = 2\n");

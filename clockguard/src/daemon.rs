@@ -240,6 +240,18 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
         }
     }
     drop(check_tx);
+    let (log_tx, mut log_rx) = mpsc::channel::<services::LogMatch>(64);
+    for (index, service) in config.services.iter().enumerate() {
+        if let Some(path) = &service.log_file {
+            tokio::spawn(log_loop(
+                index,
+                service_io::LogTail::new(path),
+                service.log_patterns.clone(),
+                log_tx.clone(),
+            ));
+        }
+    }
+    drop(log_tx);
     // The first scan runs before the loop (below).
     let mut service_scan = tokio::time::interval_at(
         tokio::time::Instant::now() + SERVICE_SCAN_INTERVAL,
@@ -408,6 +420,10 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
                 let actions = daemon.services.on_check(service, outcome);
                 daemon.apply_service_actions(actions);
             }
+            Some(found) = log_rx.recv() => {
+                let actions = daemon.services.on_log_match(found);
+                daemon.apply_service_actions(actions);
+            }
             _ = service_scan.tick(), if have_services => daemon.on_service_scan(),
             _ = sampler.tick() => daemon.on_sample(),
             Some(jump) = jump_rx.recv() => daemon.on_fallback_jump(jump),
@@ -561,6 +577,53 @@ async fn probe_loop(
         };
         if results.send((service, outcome)).await.is_err() {
             return;
+        }
+    }
+}
+
+/// How often a service's log file is read for new lines.
+const LOG_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Follows one service's log file and hands each line with one of `patterns` to the
+/// daemon. A read error is logged when it starts and when it ends, not every poll.
+async fn log_loop(
+    service: usize,
+    mut tail: service_io::LogTail,
+    patterns: Vec<String>,
+    matches: mpsc::Sender<services::LogMatch>,
+) {
+    let mut every = tokio::time::interval(LOG_POLL_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        every.tick().await;
+        let lines = match tail.read_new_lines() {
+            Ok(lines) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!("{} is readable again", tail.path().display());
+                }
+                lines
+            }
+            Err(err) => {
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!("cannot read {}: {err}", tail.path().display());
+                }
+                continue;
+            }
+        };
+        for line in lines {
+            let Some(pattern) = patterns.iter().find(|p| line.contains(p.as_str())) else {
+                continue;
+            };
+            let found = services::LogMatch {
+                service,
+                mono_ns: mono_ns(),
+                pattern: pattern.clone(),
+                line,
+            };
+            if matches.send(found).await.is_err() {
+                return;
+            }
         }
     }
 }
@@ -874,22 +937,25 @@ impl Daemon {
                 }
                 services::Action::TrackFile { service, fault } => {
                     let config = self.services.config(service);
-                    let Some(path) = &config.track_file else {
+                    let Some(path) = config.track_file.clone() else {
                         continue;
                     };
-                    match service_io::write_track_file(path, fault) {
-                        Ok(()) => tracing::info!(
-                            "service {}: track file {} = {} ({})",
-                            config.name,
-                            path.display(),
-                            u8::from(fault),
-                            if fault { "FAULT" } else { "healthy" }
-                        ),
+                    let name = config.name.clone();
+                    match service_io::write_track_file(&path, fault) {
+                        Ok(()) => {
+                            self.services
+                                .track_file_written(service, fault, clock::realtime_ns());
+                            tracing::info!(
+                                "service {name}: track file {} = {} ({})",
+                                path.display(),
+                                u8::from(fault),
+                                if fault { "FAULT" } else { "healthy" }
+                            );
+                        }
                         Err(err) => {
                             self.stats.track_file_errors += 1;
                             tracing::error!(
-                                "service {}: cannot write track file {}: {err}",
-                                config.name,
+                                "service {name}: cannot write track file {}: {err}",
                                 path.display()
                             );
                         }

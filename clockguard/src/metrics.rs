@@ -174,6 +174,40 @@ pub fn exposition(status: &Value, tracking: Option<&Value>) -> Result<String> {
         jumps,
     );
 
+    let services = status["services"].as_array().cloned().unwrap_or_default();
+    if !services.is_empty() {
+        let healthy = Family::<Labels, Gauge>::default();
+        let deaths = Family::<Labels, Counter>::default();
+        for service in &services {
+            let name = service["name"].as_str().unwrap_or("?").to_string();
+            healthy
+                .get_or_create(&vec![("service".to_string(), name.clone())])
+                .set((service["state"] != "fault") as i64);
+            let after_jump = u(&service["deaths_after_time_jump"]);
+            for (label, n) in [
+                ("true", after_jump),
+                ("false", u(&service["deaths"]).saturating_sub(after_jump)),
+            ] {
+                deaths
+                    .get_or_create(&vec![
+                        ("service".to_string(), name.clone()),
+                        ("after_time_jump".to_string(), label.to_string()),
+                    ])
+                    .inc_by(n);
+            }
+        }
+        r.register(
+            "service_healthy",
+            "0 while the tracked service is in fault (its keepalived track file says 1)",
+            healthy,
+        );
+        r.register(
+            "service_deaths",
+            "Deaths (exits with a non-zero status or a signal) of a tracked service's processes",
+            deaths,
+        );
+    }
+
     let timers = &status["timers"];
     let found = &timers["found"];
     r.register(
@@ -427,6 +461,8 @@ mod tests {
                        "late_events_lost": 0,
                        "lateness": {"sum_ns": 5_000_100_000u64,
                                     "buckets": [[1023, 90], [131071, 9], [8589934591u64, 1]]}},
+            "services": [{"name": "dovecot", "state": "fault", "deaths": 3,
+                          "deaths_after_time_jump": 1}],
         });
         let tracking = json!({"synchronized": true, "offset_s": -0.000012,
                               "frequency_ppm": 12.5, "root_dispersion_s": 0.001, "stratum": 2});
@@ -448,6 +484,9 @@ mod tests {
             // 90 expiries under 1 µs: all in the first exposed bucket.
             "clockguard_timer_lateness_seconds_bucket{le=\"0.000001023\"} 90",
             "clockguard_timer_lateness_seconds_bucket{le=\"+Inf\"} 100",
+            "clockguard_service_healthy{service=\"dovecot\"} 0",
+            "clockguard_service_deaths_total{service=\"dovecot\",after_time_jump=\"true\"} 1",
+            "clockguard_service_deaths_total{service=\"dovecot\",after_time_jump=\"false\"} 2",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");

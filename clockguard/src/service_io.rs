@@ -194,6 +194,69 @@ pub fn prepare_track_file(service: &str, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Follows a log file: the lines appended since the last read. Starts at the end of an
+/// existing file (old lines are history); a file that appears later, is replaced (rotated:
+/// another inode) or shrinks (truncated) is read from its start.
+pub struct LogTail {
+    path: PathBuf,
+    inode: Option<u64>,
+    offset: u64,
+    /// The start of a line whose end has not been written yet.
+    partial: Vec<u8>,
+}
+
+/// Bytes read from a log per call, at most: a huge burst is read over several calls.
+const LOG_READ_LIMIT: u64 = 1 << 20;
+
+impl LogTail {
+    pub fn new(path: &Path) -> LogTail {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(path).ok();
+        LogTail {
+            path: path.to_path_buf(),
+            inode: meta.as_ref().map(|m| m.ino()),
+            offset: meta.map_or(0, |m| m.len()),
+            partial: Vec::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The complete lines appended since the last call (none while the file is absent).
+    pub fn read_new_lines(&mut self) -> io::Result<Vec<String>> {
+        use std::io::{Read, Seek, SeekFrom};
+        use std::os::unix::fs::MetadataExt;
+        let mut file = match fs::File::open(&self.path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(err),
+        };
+        let meta = file.metadata()?;
+        if self.inode != Some(meta.ino()) || meta.len() < self.offset {
+            self.inode = Some(meta.ino());
+            self.offset = 0;
+            self.partial.clear();
+        }
+        file.seek(SeekFrom::Start(self.offset))?;
+        let mut bytes = Vec::new();
+        let n = file.take(LOG_READ_LIMIT).read_to_end(&mut bytes)?;
+        self.offset += n as u64;
+        self.partial.extend_from_slice(&bytes);
+        let Some(last_newline) = self.partial.iter().rposition(|&b| b == b'\n') else {
+            return Ok(Vec::new());
+        };
+        let rest = self.partial.split_off(last_newline + 1);
+        let complete = std::mem::replace(&mut self.partial, rest);
+        Ok(complete
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(|line| String::from_utf8_lossy(line).into_owned())
+            .collect())
+    }
+}
+
 /// One TCP health probe: connect, and with `expect`, read the server's first bytes and
 /// compare. Ok(what was seen) or Err(why it failed), both one line for the journal.
 pub async fn probe(
@@ -370,6 +433,40 @@ mod tests {
         assert_eq!(read_track_file(&path), Some(false));
         // Only the track file is left: the temporary file was renamed over it.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn log_tails_follow_appends_rotation_and_truncation() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dovecot.log");
+        let append = |text: &str| {
+            let mut f = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap();
+            f.write_all(text.as_bytes()).unwrap();
+        };
+        // Not there yet: nothing, and the file is read from its start once it appears.
+        let mut tail = LogTail::new(&path);
+        assert!(tail.read_new_lines().unwrap().is_empty());
+        append("one\ntw");
+        assert_eq!(tail.read_new_lines().unwrap(), vec!["one"]);
+        append("o\nthree\n");
+        assert_eq!(tail.read_new_lines().unwrap(), vec!["two", "three"]);
+        // A tail started on an existing file skips its history.
+        let mut late = LogTail::new(&path);
+        append("four\n");
+        assert_eq!(late.read_new_lines().unwrap(), vec!["four"]);
+        // Rotated: a new file under the name is read from its start.
+        fs::rename(&path, dir.path().join("dovecot.log.1")).unwrap();
+        append("five\n");
+        assert_eq!(late.read_new_lines().unwrap(), vec!["five"]);
+        // Truncated in place (copytruncate).
+        fs::write(&path, "").unwrap();
+        append("six\n");
+        assert_eq!(late.read_new_lines().unwrap(), vec!["six"]);
     }
 
     #[tokio::test]

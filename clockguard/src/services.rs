@@ -164,6 +164,19 @@ pub struct Death {
     pub status: ExitStatus,
 }
 
+/// A new line of a service's log file containing one of its `log_patterns`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LogMatch {
+    pub service: usize,
+    /// CLOCK_MONOTONIC ns when the line was read.
+    pub mono_ns: i64,
+    pub pattern: String,
+    pub line: String,
+}
+
+/// Log lines kept in a record at most (bytes).
+const MAX_LOG_LINE: usize = 512;
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Health {
     Unknown,
@@ -218,6 +231,10 @@ struct Service {
     /// The restart is still due for the current time-jump fault.
     restart_due: bool,
     last_event: Option<Value>,
+    /// What the track file was last set to, and when (CLOCK_REALTIME ns); when it was last
+    /// set to 1.
+    track_written: Option<(bool, i64)>,
+    track_fault_written_ns: Option<i64>,
 }
 
 pub struct Tracker {
@@ -254,6 +271,8 @@ impl Tracker {
                 deaths_after_time_jump: 0,
                 restart_due: false,
                 last_event: None,
+                track_written: None,
+                track_fault_written_ns: None,
             })
             .collect();
         Tracker {
@@ -279,6 +298,16 @@ impl Tracker {
     pub fn set_processes(&mut self, service: usize, count: usize) {
         if let Some(s) = self.services.get_mut(service) {
             s.processes = count;
+        }
+    }
+
+    /// The daemon wrote the service's track file (`fault`: 1) at `wall_ns`.
+    pub fn track_file_written(&mut self, service: usize, fault: bool, wall_ns: i64) {
+        if let Some(s) = self.services.get_mut(service) {
+            s.track_written = Some((fault, wall_ns));
+            if fault {
+                s.track_fault_written_ns = Some(wall_ns);
+            }
         }
     }
 
@@ -328,6 +357,41 @@ impl Tracker {
                 actions
             }
         }
+    }
+
+    /// A log line of the service matched one of its patterns: like a death, charged to a
+    /// time jump within the window (a fault), else journaled (a fault with on_any_death).
+    pub fn on_log_match(&mut self, found: LogMatch) -> Vec<Action> {
+        let service = found.service;
+        if service >= self.services.len() {
+            return Vec::new();
+        }
+        let jump = self.jump_explaining(service, found.mono_ns);
+        let faults = jump.is_some() || self.services[service].config.on_any_death;
+        let kind = match jump {
+            Some(_) => "log_match_after_time_jump",
+            None => "log_match",
+        };
+        let mut record = self.service_record(service, kind, jump.as_ref());
+        let mut line = found.line;
+        if line.len() > MAX_LOG_LINE {
+            let mut end = MAX_LOG_LINE;
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            line.truncate(end);
+        }
+        record.result = line;
+        record.verdict = if faults { "fault" } else { "observed" }.into();
+        let s = &self.services[service];
+        record.detail = Some(json!({
+            "service": s.config.name,
+            "pattern": found.pattern,
+            "file": s.config.log_file,
+            "jump": jump.as_ref().map(|j| jump_json(j, found.mono_ns)),
+            "track_file": s.config.track_file.as_ref().filter(|_| faults),
+        }));
+        self.report(service, record, found.mono_ns, faults, jump.as_ref())
     }
 
     /// A health check's result (a probe, or whether a process runs).
@@ -518,15 +582,29 @@ impl Tracker {
             "jump": jump.map(|j| jump_json(j, death.mono_ns)),
             "track_file": s.config.track_file.as_ref().filter(|_| faults),
         }));
-        self.note_event(service, kind, &record, death.mono_ns);
+        self.report(service, record, death.mono_ns, faults, jump)
+    }
+
+    /// Journals a death-like record (notified when it faults) and, when it `faults`,
+    /// puts the service in fault for the record's kind.
+    fn report(
+        &mut self,
+        service: usize,
+        record: Record,
+        mono_ns: i64,
+        faults: bool,
+        jump: Option<&Jump>,
+    ) -> Vec<Action> {
+        let kind = record.kind.clone();
+        self.note_event(service, &kind, &record, mono_ns);
         let mut actions = vec![Action::Journal {
             service,
             record: Box::new(record),
-            mono_ns: death.mono_ns,
+            mono_ns,
             notify: faults,
         }];
         if faults {
-            actions.extend(self.fault(service, kind, death.mono_ns, jump));
+            actions.extend(self.fault(service, &kind, mono_ns, jump));
         }
         actions
     }
@@ -650,6 +728,9 @@ impl Tracker {
                         "rise": s.config.rise,
                     },
                     "track_file": s.config.track_file,
+                    "track_file_value": s.track_written.map(|(fault, _)| u8::from(fault)),
+                    "track_file_written": s.track_written.map(|(_, ns)| crate::record::rfc3339_ns(ns)),
+                    "track_file_fault_written": s.track_fault_written_ns.map(crate::record::rfc3339_ns),
                     "clean_exits": s.clean_exits,
                     "deaths": s.deaths,
                     "deaths_after_time_jump": s.deaths_after_time_jump,
@@ -937,6 +1018,28 @@ mod tests {
         assert!(t.on_check(0, check(true, 2 * S)).is_empty());
         let actions = t.on_check(0, check(true, 3 * S));
         assert_eq!(track(&actions), Some(false));
+    }
+
+    #[test]
+    fn a_log_line_after_a_jump_faults_like_a_death() {
+        let mut t = healthy_tracker();
+        let line = |mono_ns: i64| LogMatch {
+            service: 0,
+            mono_ns,
+            pattern: "moved backwards".into(),
+            line: "imap(339): Fatal: Time just moved backwards by 10.0 seconds".into(),
+        };
+        // Without a jump: journaled, no fault.
+        let actions = t.on_log_match(line(5 * S));
+        assert_eq!(journaled(&actions)[0].kind, "log_match");
+        assert_eq!(track(&actions), None);
+        t.on_jump(step(7, 10 * S, -10));
+        let actions = t.on_log_match(line(11 * S));
+        let r = journaled(&actions)[0];
+        assert_eq!(r.kind, "log_match_after_time_jump");
+        assert!(r.result.contains("Fatal: Time just moved backwards"));
+        assert_eq!(r.detail.as_ref().unwrap()["pattern"], "moved backwards");
+        assert_eq!(track(&actions), Some(true));
     }
 
     #[test]

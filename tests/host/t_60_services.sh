@@ -16,6 +16,8 @@ cp "$(command -v bash)" "$CG_TEST_TMP/cgsvc-strict"
 PORT=19143
 cat >"$CG_TEST_TMP/services.toml" <<EOF
 mode = "observe"
+[metrics]
+listen = "127.0.0.1:19475"
 [[service]]
 name = "relaxed"
 comm = ["cgsvc-master"]
@@ -125,6 +127,12 @@ if "$CG" service-check strict --runtime-dir "$RUNTIME"; then fail "service-check
 unknown=$("$CG" service-check nosuch --runtime-dir "$RUNTIME" 2>&1) && fail "service-check of an unknown name passed"
 grep -q 'no tracked service "nosuch" (the daemon tracks: relaxed, strict, imap)' <<<"$unknown" ||
     fail "service-check of an unknown name does not say so: $unknown"
+metrics=$(curl -sf http://127.0.0.1:19475/metrics) || fail "no /metrics"
+"$CG_REPO/target/tools/prometheus/usr/bin/promtool" check metrics <<<"$metrics" || fail "promtool rejects the exposition"
+for want in '^clockguard_service_healthy\{service="strict"\} 0$' '^clockguard_service_healthy\{service="relaxed"\} 1$' \
+    '^clockguard_service_deaths_total\{service="relaxed",after_time_jump="false"\} [4-9]$'; do
+    grep -Eq "$want" <<<"$metrics" || fail "no metric line matching $want: $(grep service <<<"$metrics")"
+done
 ls -A "$CG_TEST_TMP/track" | grep -v '^\(relaxed\|strict\|imap\)$' && fail "temporary track files left behind"
 
 # 4. The probe: the greeting server stops, the service faults after fall = 2 checks.

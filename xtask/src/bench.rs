@@ -28,6 +28,7 @@ const ROWS: &[(&str, RowFn)] = &[
     ("NTP server at 1000 requests/s", row_ntp_server_load),
     ("NTP from 11 s off (VM)", row_ntp_converge_vm),
     ("hrtimer workload, timer hook", row_timer_hook),
+    ("failover from a time jump (VM)", row_failover_vm),
 ];
 
 /// The timer-hook row: threads sleeping 50 µs in a loop and a 10 kHz timerfd, for this many
@@ -540,24 +541,7 @@ fn row_timer_hook(ctx: &mut Ctx) -> Result<Row> {
 /// In the test VM, side by side: clockguard and chronyd from 11 s behind a reference
 /// (tests/bench/vm_ntp_converge.sh). Times are on CLOCK_MONOTONIC_RAW.
 fn row_ntp_converge_vm(_ctx: &mut Ctx) -> Result<Row> {
-    let command = [
-        "bash".to_string(),
-        "tests/bench/vm_ntp_converge.sh".to_string(),
-    ];
-    let run = crate::vm::run_in_vm(&command, true)?;
-    let results: Vec<Value> = run
-        .lines
-        .iter()
-        .filter_map(|l| l.trim().strip_prefix("RESULT "))
-        .filter_map(|json| serde_json::from_str(json).ok())
-        .collect();
-    if results.is_empty() {
-        bail!(
-            "the VM script printed no RESULT line (exit {:?}); last lines:\n{}",
-            run.code,
-            run.lines[run.lines.len().saturating_sub(20)..].join("\n")
-        );
-    }
+    let results = vm_results("tests/bench/vm_ntp_converge.sh")?;
     let mut row = Row::new();
     for r in &results {
         let client = r["client"].as_str().unwrap_or("?");
@@ -577,6 +561,75 @@ fn row_ntp_converge_vm(_ctx: &mut Ctx) -> Result<Row> {
             &format!("{client}_largest_step_ns"),
             r["max_step_ns"].clone(),
         );
+    }
+    row.set("results", Value::Array(results));
+    Ok(row)
+}
+
+/// Runs a bench script in the test VM and returns its `RESULT {json}` lines.
+fn vm_results(script: &str) -> Result<Vec<Value>> {
+    let command = ["bash".to_string(), script.to_string()];
+    let run = crate::vm::run_in_vm(&command, true)?;
+    let results: Vec<Value> = run
+        .lines
+        .iter()
+        .filter_map(|l| l.trim().strip_prefix("RESULT "))
+        .filter_map(|json| serde_json::from_str(json).ok())
+        .collect();
+    if results.is_empty() {
+        bail!(
+            "{script} printed no RESULT line (exit {:?}); last lines:\n{}",
+            run.code,
+            run.lines[run.lines.len().saturating_sub(20)..].join("\n")
+        );
+    }
+    Ok(results)
+}
+
+/// The p-th percentile (0..=100, nearest rank) of `values`, None when empty.
+fn percentile(values: &[f64], p: f64) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+/// In the test VM, side by side: an IMAP worker killed by a backward step, and the time to
+/// the VIP answering on the other node with keepalived following clockguard's track file,
+/// polling `clockguard service-check`, or polling port 143 (tests/bench/vm_failover.sh).
+fn row_failover_vm(_ctx: &mut Ctx) -> Result<Row> {
+    let results = vm_results("tests/bench/vm_failover.sh")?;
+    let mut row = Row::new();
+    for r in &results {
+        let mode = r["mode"].as_str().unwrap_or("?");
+        let series = |key: &str| -> Vec<f64> {
+            r[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_f64)
+                .collect()
+        };
+        let to_vip = series("death_to_vip_ms");
+        let to_track = series("death_to_track_file_ms");
+        row.set(&format!("{mode}_rounds"), r["rounds"].clone());
+        row.set(&format!("{mode}_failovers"), r["failovers"].clone());
+        let p50 = |v: &[f64]| (!v.is_empty()).then(|| median(v));
+        row.set(&format!("{mode}_death_to_vip_p50_ms"), opt(p50(&to_vip)));
+        row.set(
+            &format!("{mode}_death_to_vip_p99_ms"),
+            opt(percentile(&to_vip, 99.0)),
+        );
+        if mode == "track_file" {
+            row.set("death_to_track_file_p50_ms", opt(p50(&to_track)));
+            row.set(
+                "death_to_track_file_p99_ms",
+                opt(percentile(&to_track, 99.0)),
+            );
+        }
     }
     row.set("results", Value::Array(results));
     Ok(row)
@@ -726,6 +779,16 @@ mod tests {
         // The last object wins; a trailing non-object JSON line is skipped.
         let v = last_object("{\"a\":1}\n{\"a\":2}\n[3]\n42\n").unwrap();
         assert_eq!(v, json!({"a": 2}));
+    }
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let v = [5.0, 1.0, 4.0, 2.0, 3.0];
+        assert_eq!(percentile(&v, 50.0), Some(3.0));
+        assert_eq!(percentile(&v, 80.0), Some(4.0));
+        assert_eq!(percentile(&v, 99.0), Some(5.0));
+        assert_eq!(percentile(&v, 0.0), Some(1.0));
+        assert_eq!(percentile(&[], 50.0), None);
     }
 
     #[test]
