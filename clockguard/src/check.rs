@@ -79,6 +79,7 @@ pub fn run(facts: &Facts) -> Vec<Finding> {
     ];
     out.extend(ntp_sources(facts));
     out.extend(kvm_clock(facts));
+    out.extend(clocksource_stability(facts));
     out.extend(timer_lateness(facts));
     out
 }
@@ -369,6 +370,43 @@ fn ntp_sources(facts: &Facts) -> Option<Finding> {
     })
 }
 
+/// What the kernel's clocksource watchdog said since boot (/dev/kmsg, through the daemon).
+fn clocksource_stability(facts: &Facts) -> Option<Finding> {
+    let messages = facts.status.as_ref()?["vm"]["kernel_clock_messages"].as_array()?;
+    let unstable: Vec<&str> = messages
+        .iter()
+        .filter(|m| {
+            matches!(
+                m["kind"].as_str(),
+                Some("clocksource_unstable" | "tsc_unstable")
+            )
+        })
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    Some(match unstable.last() {
+        Some(last) => finding(
+            "clocksource_stability",
+            Verdict::Warn,
+            format!(
+                "the kernel marked a clocksource unstable {} time(s) since boot, last: {last}",
+                unstable.len()
+            ),
+            Some(
+                "the kernel switched to another clocksource: look at the host's load and \
+                 time setup; on KVM prefer a host with an invariant TSC and the stable \
+                 kvmclock bit"
+                    .into(),
+            ),
+        ),
+        None => finding(
+            "clocksource_stability",
+            Verdict::Pass,
+            "no clocksource marked unstable by the kernel".into(),
+            None,
+        ),
+    })
+}
+
 fn kvm_clock(facts: &Facts) -> Option<Finding> {
     let status = facts.status.as_ref()?;
     if status["vm"]["clocksource"] != "kvm-clock" {
@@ -377,6 +415,20 @@ fn kvm_clock(facts: &Facts) -> Option<Finding> {
     let found = &status["timers"]["found"];
     let jumps = found["clocksource_jumps"].as_u64().unwrap_or(0);
     let stalls = found["stalls"].as_u64().unwrap_or(0);
+    if jumps + stalls == 0 && status["vm"]["kvmclock_stable_bit"] == false {
+        return Some(finding(
+            "kvm_clock",
+            Verdict::Warn,
+            "kvm-clock is the clocksource and the host does not promise it stable \
+             (KVM_FEATURE_CLOCKSOURCE_STABLE_BIT is clear): CPUs may see it warp"
+                .into(),
+            Some(
+                "with an invariant TSC, boot with clocksource=tsc tsc=reliable; otherwise \
+                 watch `clockguard status` for clocksource jumps"
+                    .into(),
+            ),
+        ));
+    }
     Some(if jumps + stalls > 0 {
         finding(
             "kvm_clock",
@@ -569,6 +621,33 @@ mod tests {
         let x = findings.iter().find(|x| x.check == "ntp_sources").unwrap();
         assert_eq!(x.verdict, Verdict::Warn);
         assert!(x.message.contains('b'));
+    }
+
+    #[test]
+    fn kernel_instability_warns_and_an_unpromised_kvmclock_too() {
+        let c = config("");
+        let mut f = facts(&c);
+        let status = f.status.as_mut().unwrap();
+        status["vm"]["kernel_clock_messages"] = json!([
+            {"kind": "clocksource_switch", "text": "clocksource: Switched to clocksource kvm-clock"},
+        ]);
+        assert_eq!(verdict_of(&run(&f), "clocksource_stability"), Verdict::Pass);
+        let status = f.status.as_mut().unwrap();
+        status["vm"]["kernel_clock_messages"] = json!([
+            {"kind": "tsc_unstable", "text": "tsc: Marking TSC unstable due to clocksource watchdog"},
+        ]);
+        status["vm"]["clocksource"] = json!("kvm-clock");
+        status["vm"]["kvmclock_stable_bit"] = json!(false);
+        let findings = run(&f);
+        let x = findings
+            .iter()
+            .find(|x| x.check == "clocksource_stability")
+            .unwrap();
+        assert_eq!(x.verdict, Verdict::Warn);
+        assert!(x.message.contains("Marking TSC unstable"), "{}", x.message);
+        assert_eq!(verdict_of(&findings, "kvm_clock"), Verdict::Warn);
+        f.status.as_mut().unwrap()["vm"]["kvmclock_stable_bit"] = json!(true);
+        assert_eq!(verdict_of(&run(&f), "kvm_clock"), Verdict::Pass);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::{
     fallback::{self, Reconciler},
     guard::{self, Enforcement, PolicyEntry, TimeService},
     journal::Journal,
+    kmsg::{self, ClockMessage},
     ntp,
     record::{self, Record},
     service_io::{self, ProcessInfo},
@@ -73,7 +74,13 @@ struct Daemon {
     /// Tracked services (`[[service]]`), and their processes as the last scan found them.
     services: Tracker,
     service_processes: std::collections::HashMap<u32, ProcessInfo>,
+    /// The kernel's recent messages about its clocks (/dev/kmsg), oldest first; None when
+    /// /dev/kmsg cannot be read.
+    kernel_clock_messages: Option<VecDeque<ClockMessage>>,
 }
+
+/// Kernel clock messages kept for `status`.
+const KERNEL_CLOCK_MESSAGES: usize = 32;
 
 #[derive(Default, serde::Serialize)]
 struct Stats {
@@ -101,7 +108,15 @@ struct Stats {
 fn jump_cause(record: &Record) -> Option<String> {
     match record.source.as_str() {
         "timers" if record.kind == "stall" => record.cause.clone(),
-        "timers" if record.kind != "clocksource_change" => Some(record.kind.clone()),
+        // A switch or the watchdog's verdict moves no clock by itself.
+        "timers"
+            if !matches!(
+                record.kind.as_str(),
+                "clocksource_change" | "clocksource_unstable"
+            ) =>
+        {
+            Some(record.kind.clone())
+        }
         "fallback" => Some("unexplained".into()),
         "kernel" if record.delta_ns.is_some_and(|d| d != 0) => Some("kernel".into()),
         "syscall" if record.kind == "step" && record.delta_ns.is_some_and(|d| d != 0) => {
@@ -260,6 +275,36 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
     service_scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let have_services = !config.services.is_empty();
 
+    // The kernel's own word on its clocks: the boot's history now, new messages as logged.
+    let (mut kernel_messages, history) = match kmsg::open() {
+        Ok(mut file) => {
+            let history = kmsg::read_available(&mut file, true).unwrap_or_else(|err| {
+                tracing::warn!("/dev/kmsg: {err}");
+                Vec::new()
+            });
+            // SAFETY: the File owns its fd for as long as the AsyncFd lives.
+            match unsafe { AsyncFd::register_with_interest(file, Interest::READABLE) } {
+                Ok(fd) => (Some(fd), history),
+                Err(err) => {
+                    tracing::warn!("cannot poll /dev/kmsg: {err}");
+                    (None, history)
+                }
+            }
+        }
+        Err(err) => {
+            tracing::warn!(
+                "cannot read /dev/kmsg ({err}): the kernel's clocksource messages are not followed"
+            );
+            (None, Vec::new())
+        }
+    };
+    for message in history.iter().filter(|m| m.is_instability()) {
+        tracing::warn!(
+            "before clockguard started, the kernel logged: {}",
+            message.text
+        );
+    }
+
     let vm = VmFacts::read(Path::new("/sys"), Path::new("/proc"));
     if let Some(hypervisor) = &vm.hypervisor {
         tracing::info!(
@@ -369,7 +414,9 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
         hook_stats,
         services: tracker,
         service_processes: Default::default(),
+        kernel_clock_messages: kernel_messages.is_some().then(VecDeque::new),
     };
+    daemon.on_kernel_messages(history);
     if have_services {
         // Track the services' processes before the first exit can be missed.
         daemon.on_service_scan();
@@ -425,6 +472,18 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
                 daemon.apply_service_actions(actions);
             }
             _ = service_scan.tick(), if have_services => daemon.on_service_scan(),
+            ready = async { kernel_messages.as_mut().unwrap().readable_mut().await }, if kernel_messages.is_some() => {
+                let mut guard = ready?;
+                match kmsg::read_available(guard.get_inner_mut(), false) {
+                    Ok(messages) => daemon.on_kernel_messages(messages),
+                    Err(err) => {
+                        tracing::warn!("/dev/kmsg: {err}; no longer followed");
+                        kernel_messages = None;
+                        continue;
+                    }
+                }
+                guard.clear_ready();
+            }
             _ = sampler.tick() => daemon.on_sample(),
             Some(jump) = jump_rx.recv() => daemon.on_fallback_jump(jump),
             Some(query) = query_rx.recv() => daemon.answer(query),
@@ -809,6 +868,42 @@ impl Daemon {
         }
     }
 
+    /// The kernel's clock messages: kept for `status`; the watchdog marking a clocksource
+    /// unstable while clockguard runs is journaled (source timers, kind
+    /// clocksource_unstable), as the kernel switches clocksource right after.
+    fn on_kernel_messages(&mut self, messages: Vec<ClockMessage>) {
+        let mut records = Vec::new();
+        for message in messages {
+            if message.is_instability() && !message.before_start {
+                tracing::warn!("the kernel: {}", message.text);
+                records.push(Record {
+                    time: record::rfc3339_ns(clock::realtime_ns()),
+                    source: "timers".into(),
+                    kind: "clocksource_unstable".into(),
+                    cause: Some(message.kind.into()),
+                    detail: Some(json!({
+                        "kernel_message": message.text,
+                        "kmsg_seq": message.seq,
+                        "uptime_s": message.uptime_s,
+                        "clocksource": crate::vmfacts::current_clocksource(Path::new("/sys")),
+                    })),
+                    requested: json!({}),
+                    result: "0".into(),
+                    verdict: "observed".into(),
+                    ..Default::default()
+                });
+            }
+            let kept = self.kernel_clock_messages.get_or_insert_with(VecDeque::new);
+            if kept.len() == KERNEL_CLOCK_MESSAGES {
+                kept.pop_front();
+            }
+            kept.push_back(message);
+        }
+        if !records.is_empty() {
+            self.journal_and_publish(records);
+        }
+    }
+
     /// Exits of tracked processes, from the kernel.
     fn on_service_exits(&mut self, batch: Vec<ServiceExitEvent>) {
         for event in batch {
@@ -1093,9 +1188,17 @@ impl Daemon {
                 .map(|p| p.hook_costs()),
             "timers": self.timers_status(counters.as_ref()),
             "services": self.services.status(mono_ns()),
-            "vm": VmFacts::read(Path::new("/sys"), Path::new("/proc")),
+            "vm": self.vm_status(),
             "daemon": self.stats,
         })
+    }
+
+    /// The machine's facts and the kernel's recent clock messages (null when /dev/kmsg
+    /// cannot be read).
+    fn vm_status(&self) -> Value {
+        let mut vm = json!(VmFacts::read(Path::new("/sys"), Path::new("/proc")));
+        vm["kernel_clock_messages"] = json!(self.kernel_clock_messages);
+        vm
     }
 
     fn timer_hook_attached(&self) -> bool {

@@ -11,6 +11,7 @@ mod enrich;
 mod fallback;
 mod guard;
 mod journal;
+mod kmsg;
 mod ksyms;
 mod metrics;
 mod ntp;

@@ -386,7 +386,8 @@ mod tests {
     }
 
     /// A fake /proc: a dovecot master (matched by pid file), its worker and a grandchild,
-    /// an unrelated nginx (matched by comm), and a kernel thread with a matching name.
+    /// an nginx (matched by comm), a kernel thread with a matching name, and a daemon
+    /// matched by its executable (a deleted one, as after an upgrade in place).
     #[test]
     fn scan_finds_roots_and_their_descendants() {
         let root = tempfile::tempdir().unwrap();
@@ -404,18 +405,22 @@ mod tests {
         add(500, "nginx", 1);
         add(501, "nginx", 2);
         add(600, "bash", 1);
+        add(700, "cgtestd", 1);
+        std::os::unix::fs::symlink("/usr/sbin/cgtestd (deleted)", proc_root.join("700/exe"))
+            .unwrap();
         fs::create_dir_all(proc_root.join("self")).unwrap();
         let pidfile = root.path().join("master.pid");
         fs::write(&pidfile, "273\n").unwrap();
         let text = format!(
-            "[[service]]\nname = \"dovecot\"\npidfile = \"{}\"\n[[service]]\nname = \"web\"\ncomm = [\"nginx\"]\n",
+            "[[service]]\nname = \"dovecot\"\npidfile = \"{}\"\n[[service]]\nname = \"web\"\ncomm = [\"nginx\"]\n[[service]]\nname = \"t\"\nexe = \"/usr/sbin/cgtestd\"\n",
             pidfile.display()
         );
         let services = crate::config::Config::parse(&text, "t").unwrap().services;
         let found = scan(&proc_root, &services);
         let mut pids: Vec<(u32, u32)> = found.iter().map(|(p, i)| (*p, i.service)).collect();
         pids.sort_unstable();
-        assert_eq!(pids, vec![(273, 0), (339, 0), (400, 0), (500, 1)]);
+        assert_eq!(pids, vec![(273, 0), (339, 0), (400, 0), (500, 1), (700, 2)]);
+        assert_eq!(found[&700].exe.as_deref(), Some("/usr/sbin/cgtestd"));
         assert_eq!(found[&339].comm, "imap");
         assert_eq!(found[&339].ppid, 273);
     }

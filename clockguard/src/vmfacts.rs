@@ -18,7 +18,13 @@ pub struct VmFacts {
     pub available_clocksources: Vec<String>,
     /// Guest agents that can set the clock, running now: "qemu-ga (pid 312)".
     pub time_agents: Vec<String>,
+    /// Under KVM: whether the host promises a kvm-clock without per-CPU warps
+    /// (KVM_FEATURE_CLOCKSOURCE_STABLE_BIT, CPUID 0x40000001 EAX bit 24). None elsewhere.
+    pub kvmclock_stable_bit: Option<bool>,
 }
+
+/// KVM_FEATURE_CLOCKSOURCE_STABLE_BIT in CPUID leaf 0x40000001 EAX.
+const KVM_FEATURE_CLOCKSOURCE_STABLE_BIT: u32 = 24;
 
 /// Hypervisor signatures of CPUID leaf 0x40000000 (EBX, ECX, EDX).
 const CPUID_SIGNATURES: &[(&[u8; 12], &str)] = &[
@@ -69,6 +75,17 @@ fn cpuid_hypervisor() -> (bool, Option<[u8; 12]>) {
 #[cfg(not(target_arch = "x86_64"))]
 fn cpuid_hypervisor() -> (bool, Option<[u8; 12]>) {
     (false, None)
+}
+
+/// KVM's feature bits (CPUID leaf 0x40000001 EAX); only meaningful under KVM.
+#[cfg(target_arch = "x86_64")]
+fn cpuid_kvm_features() -> u32 {
+    std::arch::x86_64::__cpuid(0x4000_0001).eax
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn cpuid_kvm_features() -> u32 {
+    0
 }
 
 fn read_trimmed(path: &Path) -> Option<String> {
@@ -127,6 +144,8 @@ impl VmFacts {
             available_clocksources: read_trimmed(&clocksources.join("available_clocksource"))
                 .map(|list| list.split_whitespace().map(String::from).collect())
                 .unwrap_or_default(),
+            kvmclock_stable_bit: (signature == Some(*b"KVMKVMKVM\0\0\0"))
+                .then(|| cpuid_kvm_features() & (1 << KVM_FEATURE_CLOCKSOURCE_STABLE_BIT) != 0),
             time_agents: crate::guard::process_comms(proc)
                 .into_iter()
                 .filter(|(_, comm)| TIME_AGENTS.contains(&comm.as_str()))

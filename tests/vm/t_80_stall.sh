@@ -70,4 +70,18 @@ jumps=$(audit_json | jq -c 'select(.kind == "clocksource_jump")' | wc -l)
 [[ "$jumps" -eq 0 ]] || fail "a clocksource switch was taken for a jump: $(audit_json | jq -c 'select(.kind == "clocksource_jump")')"
 status_json | jq -e '.timers.found.clocksource_changes == 2' >/dev/null ||
     fail "switches not counted: $(status_json | jq -c .timers.found)"
+# The kernel's own words on the switch, followed live from /dev/kmsg.
+messages=$(status_json | jq -c '.vm.kernel_clock_messages')
+echo "kernel clock messages: $messages"
+jq -e --arg cs "$other" 'any(.[]; .kind == "clocksource_switch" and .before_start == false
+    and (.text | endswith("Switched to clocksource " + $cs)))' <<<"$messages" >/dev/null ||
+    fail "the kernel's switch to $other is not in status.vm.kernel_clock_messages"
+# A program cannot pass for the clocksource watchdog: a line it writes into /dev/kmsg has a
+# facility of its own and is not taken for the kernel's verdict.
+echo "clocksource: timekeeping watchdog on CPU0: Marking clocksource 'cgtest' as unstable because the skew is too large:" >/dev/kmsg
+sleep 1
+[[ $(audit_json | jq -c 'select(.kind == "clocksource_unstable")' | wc -l) == 0 ]] ||
+    fail "a line written into /dev/kmsg was journaled as the kernel's: $(audit_json | jq -c 'select(.kind == "clocksource_unstable")')"
+status_json | jq -e '[.vm.kernel_clock_messages[] | select(.text | contains("cgtest"))] | length == 0' >/dev/null ||
+    fail "a line written into /dev/kmsg is listed as the kernel's"
 echo "PASS: a ${paused_s} s pause became a $(awk -v d="$delta_ns" 'BEGIN { printf "%.3f", d / 1e9 }') s stall (vm_paused)"
