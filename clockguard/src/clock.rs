@@ -11,13 +11,21 @@ pub fn read_ns(clock: libc::clockid_t) -> i64 {
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
-/// `clock` − CLOCK_MONOTONIC in ns, read between two monotonic reads (error: half the
-/// read gap, well under a µs).
+/// `clock` − CLOCK_MONOTONIC in ns, read between two monotonic reads; the error is half
+/// the read gap. Of a few tries the tightest counts: one preempted between its reads (a
+/// busy VM, a vCPU descheduled) would be off by milliseconds, and a fallback jump
+/// measured against it would look unexplained.
 fn minus_monotonic_ns(clock: libc::clockid_t) -> i64 {
-    let m1 = read_ns(libc::CLOCK_MONOTONIC);
-    let c = read_ns(clock);
-    let m2 = read_ns(libc::CLOCK_MONOTONIC);
-    c - (m1 + (m2 - m1) / 2)
+    (0..5)
+        .map(|_| {
+            let m1 = read_ns(libc::CLOCK_MONOTONIC);
+            let c = read_ns(clock);
+            let m2 = read_ns(libc::CLOCK_MONOTONIC);
+            (m2 - m1, c - (m1 + (m2 - m1) / 2))
+        })
+        .min_by_key(|(gap, _)| *gap)
+        .map(|(_, offset)| offset)
+        .unwrap_or_default()
 }
 
 /// CLOCK_TAI − CLOCK_MONOTONIC in ns: what the kernel side measures (bpf_ktime_get_tai_ns

@@ -27,7 +27,8 @@ before=$(offset_ns)
 date -s "@$(( $(date +%s) + 5 ))" >/dev/null
 after=$(offset_ns)
 check_one '.comm == "date" and .kind == "step"' $(( after - before )) "date-s"
-audit_json | jq -e 'select(.comm == "date") | .syscall == "clock_settime" and .exe == "/usr/bin/date" and .parent_comm == "bash" and .ppid != null' >/dev/null \
+# -s and all(): jq 1.6's -e judges only the last input, whatever matched before it.
+audit_json | jq -e -s 'map(select(.comm == "date")) | length == 1 and all(.[]; .syscall == "clock_settime" and .exe == "/usr/bin/date" and .parent_comm == "bash" and .ppid != null)' >/dev/null \
     || fail "date -s attribution: $(audit_json | jq -c 'select(.comm == "date")')"
 
 # 2. An adjtimex(ADJ_SETOFFSET) caller: three seconds back.
@@ -36,7 +37,7 @@ before=$(offset_ns)
 after=$(offset_ns)
 check_one '.comm == "cg-clockcall" and .kind == "step"' $(( after - before )) "adjtimex-setoffset"
 # glibc's adjtimex() enters the kernel as clock_adjtime(CLOCK_REALTIME).
-audit_json | jq -e 'select(.comm == "cg-clockcall" and .kind == "step") | (.syscall == "adjtimex" or .syscall == "clock_adjtime") and .clock == "CLOCK_REALTIME" and any(.requested.modes[]; . == "ADJ_SETOFFSET") and .requested.setoffset_ns == -3000000000' >/dev/null \
+audit_json | jq -e -s 'map(select(.comm == "cg-clockcall" and .kind == "step")) | length >= 1 and all(.[]; (.syscall == "adjtimex" or .syscall == "clock_adjtime") and .clock == "CLOCK_REALTIME" and any(.requested.modes[]; . == "ADJ_SETOFFSET") and .requested.setoffset_ns == -3000000000)' >/dev/null \
     || fail "setoffset request not decoded"
 
 # 3. hwclock --hctosys: the system clock from the RTC (which kept the real time).
