@@ -447,7 +447,7 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
             }
             ready = async { timer_events.as_mut().unwrap().readable_mut().await }, if timer_events.is_some() => {
                 let mut guard = ready?;
-                let batch = drain_timer_events(guard.get_inner_mut(), BATCH);
+                let batch = drain_decoded(guard.get_inner_mut(), BATCH, TimerLateEvent::from_bytes);
                 let more = batch.len() == BATCH;
                 daemon.on_late_timers(batch);
                 if !more {
@@ -456,7 +456,7 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
             }
             ready = async { service_events.as_mut().unwrap().readable_mut().await }, if service_events.is_some() => {
                 let mut guard = ready?;
-                let batch = drain_service_events(guard.get_inner_mut(), BATCH);
+                let batch = drain_decoded(guard.get_inner_mut(), BATCH, ServiceExitEvent::from_bytes);
                 let more = batch.len() == BATCH;
                 daemon.on_service_exits(batch);
                 if !more {
@@ -600,16 +600,6 @@ fn drain(ring: &mut RingBuf<MapData>, max: usize) -> Vec<Option<ClockEvent>> {
     out
 }
 
-/// Up to `max` exits of tracked processes from their ring buffer.
-fn drain_service_events(ring: &mut RingBuf<MapData>, max: usize) -> Vec<ServiceExitEvent> {
-    let mut out = Vec::new();
-    while out.len() < max {
-        let Some(item) = ring.next() else { break };
-        out.extend(ServiceExitEvent::from_bytes(&item));
-    }
-    out
-}
-
 /// Probes one service every `interval_ms` and hands each result to the daemon.
 async fn probe_loop(
     service: usize,
@@ -687,12 +677,17 @@ async fn log_loop(
     }
 }
 
-/// Up to `max` late-timer events from their ring buffer (short records are skipped).
-fn drain_timer_events(ring: &mut RingBuf<MapData>, max: usize) -> Vec<TimerLateEvent> {
+/// Up to `max` records from a ring buffer, decoded by `decode`; short records (another
+/// ABI) are skipped.
+fn drain_decoded<T>(
+    ring: &mut RingBuf<MapData>,
+    max: usize,
+    decode: fn(&[u8]) -> Option<T>,
+) -> Vec<T> {
     let mut out = Vec::new();
     while out.len() < max {
         let Some(item) = ring.next() else { break };
-        out.extend(TimerLateEvent::from_bytes(&item));
+        out.extend(decode(&item));
     }
     out
 }
