@@ -415,20 +415,6 @@ fn kvm_clock(facts: &Facts) -> Option<Finding> {
     let found = &status["timers"]["found"];
     let jumps = found["clocksource_jumps"].as_u64().unwrap_or(0);
     let stalls = found["stalls"].as_u64().unwrap_or(0);
-    if jumps + stalls == 0 && status["vm"]["kvmclock_stable_bit"] == false {
-        return Some(finding(
-            "kvm_clock",
-            Verdict::Warn,
-            "kvm-clock is the clocksource and the host does not promise it stable \
-             (KVM_FEATURE_CLOCKSOURCE_STABLE_BIT is clear): CPUs may see it warp"
-                .into(),
-            Some(
-                "with an invariant TSC, boot with clocksource=tsc tsc=reliable; otherwise \
-                 watch `clockguard status` for clocksource jumps"
-                    .into(),
-            ),
-        ));
-    }
     Some(if jumps + stalls > 0 {
         finding(
             "kvm_clock",
@@ -440,6 +426,19 @@ fn kvm_clock(facts: &Facts) -> Option<Finding> {
             Some(
                 "with an invariant TSC, boot with clocksource=tsc tsc=reliable (the field's \
                  fix for kvmclock jumps); otherwise look at the host's load and its kvmclock"
+                    .into(),
+            ),
+        )
+    } else if status["vm"]["kvmclock_stable_bit"] == false {
+        finding(
+            "kvm_clock",
+            Verdict::Warn,
+            "kvm-clock is the clocksource and the host does not promise it stable \
+             (KVM_FEATURE_CLOCKSOURCE_STABLE_BIT is clear): CPUs may see it warp"
+                .into(),
+            Some(
+                "with an invariant TSC, boot with clocksource=tsc tsc=reliable; otherwise \
+                 watch `clockguard status` for clocksource jumps"
                     .into(),
             ),
         )

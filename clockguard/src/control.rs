@@ -2,7 +2,9 @@
 //!
 //! Requests: `{"cmd":"status"}` → one status object; `{"cmd":"events","follow":bool}` →
 //! the recent records, one per line, then (follow) every new record as it is journaled;
-//! `{"cmd":"tracking"}` and `{"cmd":"sources"}` → the NTP service's state (chronyc's).
+//! `{"cmd":"tracking"}` and `{"cmd":"sources"}` → the NTP service's state (chronyc's);
+//! `{"cmd":"services"}` → the tracked services only (what `service-check` polls, as a
+//! keepalived track_script, every second: no /proc or DMI reads of a full status).
 //! A bad request gets `{"error": "..."}` and the connection is closed.
 
 use std::{
@@ -40,11 +42,14 @@ pub enum Request {
     },
     Tracking {},
     Sources {},
+    Services {},
 }
 
 /// What a connection asks of the daemon's main loop.
 pub enum Query {
     Status(oneshot::Sender<Value>),
+    /// The tracked services' part of the status.
+    Services(oneshot::Sender<Value>),
     /// The recent records (JSON lines), oldest first.
     Recent(oneshot::Sender<Vec<Arc<str>>>),
 }
@@ -118,6 +123,11 @@ async fn handle(
         Request::Status {} => {
             let (tx, rx) = oneshot::channel();
             queries.send(Query::Status(tx)).await?;
+            write_line(&mut write, &rx.await?.to_string()).await?;
+        }
+        Request::Services {} => {
+            let (tx, rx) = oneshot::channel();
+            queries.send(Query::Services(tx)).await?;
             write_line(&mut write, &rx.await?.to_string()).await?;
         }
         Request::Tracking {} | Request::Sources {} => {
@@ -232,6 +242,10 @@ mod tests {
         assert!(matches!(
             parse_request("{\"cmd\":\"tracking\"}"),
             Ok(Request::Tracking {})
+        ));
+        assert!(matches!(
+            parse_request("{\"cmd\":\"services\"}"),
+            Ok(Request::Services {})
         ));
         assert!(parse_request("{\"cmd\":\"reboot\"}")
             .unwrap_err()

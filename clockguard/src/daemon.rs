@@ -1002,22 +1002,26 @@ impl Daemon {
                     } else {
                         tracing::info!("{line}");
                     }
-                    let fallback_json = serde_json::to_string(&record).unwrap_or_default();
-                    let env = notify_env(&name, &record);
+                    // The notify command's input, taken before the record moves into the
+                    // journal (only when there is a command to run).
+                    let argv = self.services.config(service).notify.clone();
+                    let notify_input = (notify && !argv.is_empty()).then(|| {
+                        let unjournaled = serde_json::to_string(&record).unwrap_or_default();
+                        (notify_env(&name, &record), unjournaled)
+                    });
                     self.journal_and_publish(vec![*record]);
-                    let argv = &self.services.config(service).notify;
-                    if notify && !argv.is_empty() {
+                    if let Some((env, unjournaled)) = notify_input {
                         // The journaled line (with its seq) when it was written.
                         let json = match self.unwritten.is_empty() {
                             true => self
                                 .recent
                                 .back()
                                 .map(|l| l.to_string())
-                                .unwrap_or(fallback_json),
-                            false => fallback_json,
+                                .unwrap_or(unjournaled),
+                            false => unjournaled,
                         };
                         service_io::spawn_command(
-                            argv,
+                            &argv,
                             env,
                             json,
                             format!("service {name}: notify"),
@@ -1076,6 +1080,9 @@ impl Daemon {
         match query {
             Query::Status(reply) => {
                 let _ = reply.send(self.status());
+            }
+            Query::Services(reply) => {
+                let _ = reply.send(json!({ "services": self.services.status(mono_ns()) }));
             }
             Query::Recent(reply) => {
                 let _ = reply.send(self.recent.iter().cloned().collect());

@@ -292,8 +292,8 @@ fn run_check(daemon: &DaemonArgs, json: bool) -> Result<ExitCode> {
 /// `clockguard service-check NAME`: one line, and the exit status keepalived reads.
 fn service_check(daemon: &DaemonArgs, name: &str) -> Result<ExitCode> {
     let cfg = dirs(daemon.config.as_deref(), None, daemon.runtime_dir.clone())?;
-    let status = query(&cfg.runtime_dir, "status")?;
-    let services = status["services"].as_array().cloned().unwrap_or_default();
+    let answer = query(&cfg.runtime_dir, "services")?;
+    let services = answer["services"].as_array().cloned().unwrap_or_default();
     let Some(service) = services.iter().find(|s| s["name"] == name) else {
         let known: Vec<&str> = services.iter().filter_map(|s| s["name"].as_str()).collect();
         bail!(

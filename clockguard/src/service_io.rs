@@ -75,8 +75,14 @@ pub fn scan(proc_root: &Path, services: &[ServiceConfig]) -> HashMap<u32, Proces
 
     let mut found: HashMap<u32, ProcessInfo> = HashMap::new();
     let mut roots: Vec<(u32, u32)> = Vec::new();
+    // Executables read for matching, kept so a matched process's is not read twice.
+    let mut exes: HashMap<u32, Option<String>> = HashMap::new();
     for (&pid, proc) in &procs {
-        let exe = any_exe.then(|| exe_of(pid)).flatten();
+        let exe = if any_exe {
+            exes.entry(pid).or_insert_with(|| exe_of(pid)).clone()
+        } else {
+            None
+        };
         let cgroup = if any_unit {
             fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup")).ok()
         } else {
@@ -117,7 +123,7 @@ pub fn scan(proc_root: &Path, services: &[ServiceConfig]) -> HashMap<u32, Proces
                 service,
                 ppid: proc.ppid,
                 comm: proc.comm.clone(),
-                exe: exe_of(pid),
+                exe: exes.remove(&pid).unwrap_or_else(|| exe_of(pid)),
             },
         );
         for &child in children.get(&pid).into_iter().flatten() {
