@@ -421,8 +421,10 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
         // Track the services' processes before the first exit can be missed.
         daemon.on_service_scan();
     }
+    let (head_seq, head_hash) = daemon.journal.head();
     tracing::info!(
-        "clockguard {} running in {} mode (config: {}), journal {}",
+        "clockguard {} running in {} mode (config: {}), journal {} (head seq {head_seq}, \
+         hash {head_hash})",
         env!("CARGO_PKG_VERSION"),
         daemon.enforcement.mode,
         daemon.config_origin,
@@ -511,7 +513,8 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
     }
     daemon.flush_unwritten();
     daemon.journal.sync().ok();
-    tracing::info!("clockguard stopped");
+    let (head_seq, head_hash) = daemon.journal.head();
+    tracing::info!("clockguard stopped; journal head seq {head_seq}, hash {head_hash}");
     Ok(())
 }
 
@@ -1168,6 +1171,8 @@ impl Daemon {
             "journal": {
                 "path": self.journal.path(),
                 "next_seq": self.journal.next_seq(),
+                "head_seq": self.journal.head().0,
+                "head_hash": self.journal.head().1,
             },
             "enforcement": self.enforcement(),
             "ebpf_load_error": self.load_error,

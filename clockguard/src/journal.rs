@@ -3,6 +3,14 @@
 //! `journal.jsonl` is the current file, `journal.jsonl.1` the newest rotated one, up to
 //! `.N`. A line torn by a crash is terminated at the next open and skipped (with a report)
 //! when reading; the records before and after it are kept. Nothing is ever truncated.
+//!
+//! Tamper evidence: every record ends with `"prev"`, the hash of the record before it, and
+//! `"hash"`, the SHA-256 of its own line up to that field (`prev` included), so a record
+//! edited, removed or moved anywhere breaks the chain at that place, which
+//! `clockguard audit --verify` ([`verify`]) names. The first record's `prev` is
+//! [`GENESIS`]. A root user who rewrites the whole chain from some record on is not caught
+//! by the files alone: the daemon's head (`status`: journal.head_seq/head_hash, and its log
+//! at start and stop) is the outside reference `--verify` compares the files with.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -12,16 +20,22 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
 
 use crate::record::Record;
 
 pub const JOURNAL_FILE: &str = "journal.jsonl";
+
+/// The `prev` of the first record of a chain.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 pub struct Journal {
     dir: PathBuf,
     file: File,
     size: u64,
     next_seq: u64,
+    /// The hash of the last record written: the next record's `prev`.
+    head_hash: String,
     max_bytes: u64,
     keep: u32,
 }
@@ -45,15 +59,22 @@ impl Journal {
             file.write_all(b"\n")?;
             size += 1;
         }
-        let last_seq = last_seq_in(&path)?
-            .or(last_seq_in(&rotated_path(dir, 1))?)
-            .unwrap_or(0);
+        let last = match last_link_in(&path)? {
+            Some(link) => Some(link),
+            None => last_link_in(&rotated_path(dir, 1))?,
+        };
+        let (last_seq, head_hash) = match last {
+            // A record written before the journal was chained starts a new chain.
+            Some(link) => (link.seq, link.hash.unwrap_or_else(|| GENESIS.into())),
+            None => (0, GENESIS.into()),
+        };
         Ok((
             Journal {
                 dir: dir.to_path_buf(),
                 file,
                 size,
                 next_seq: last_seq + 1,
+                head_hash,
                 max_bytes,
                 keep,
             },
@@ -70,25 +91,62 @@ impl Journal {
         self.next_seq
     }
 
-    /// Numbers the records and appends them, one write per file; rotates first when the
-    /// batch would take the file past `max_bytes`.
-    pub fn append(&mut self, records: &mut [Record]) -> Result<()> {
+    /// The last record written: its seq (0 when none) and hash.
+    pub fn head(&self) -> (u64, &str) {
+        (self.next_seq - 1, &self.head_hash)
+    }
+
+    /// Numbers and chains the records and appends them, one write per file; rotates first
+    /// when the batch would take the file past `max_bytes`. On an error, `records` keeps
+    /// only those not written (to be retried), and the chain goes on from the last written.
+    pub fn append(&mut self, records: &mut Vec<Record>) -> Result<()> {
         let mut buf = Vec::with_capacity(records.len() * 512);
-        for record in records.iter_mut() {
-            record.seq = self.next_seq;
+        let mut head = self.head_hash.clone();
+        // Records [..written] are in the file; those in `buf` are not yet.
+        let mut written = 0;
+        for (index, seq) in (0..records.len()).zip(self.next_seq..) {
             let start = buf.len();
-            serde_json::to_writer(&mut buf, record)?;
-            buf.push(b'\n');
+            let record = &mut records[index];
+            record.seq = seq;
+            record.prev = Some(head);
+            record.hash = None;
+            serde_json::to_writer(&mut buf, &*record)?;
+            let hash = hex_sha256(&buf[start..]);
+            // The hashed line ends `..."prev":"…"}`: `hash` goes before the closing brace.
+            buf.pop();
+            writeln!(buf, ",\"hash\":\"{hash}\"}}")?;
+            record.hash = Some(hash.clone());
+            head = hash;
             let line_len = (buf.len() - start) as u64;
             if self.size > 0 && self.size + start as u64 + line_len > self.max_bytes {
                 // Flush what fits in the current file, then rotate.
-                self.write_all(&buf[..start])?;
+                if let Err(err) = self.write_all(&buf[..start]) {
+                    records.drain(..written);
+                    return Err(err);
+                }
+                written = index;
+                self.commit(&records[..written]);
                 buf.drain(..start);
-                self.rotate()?;
+                if let Err(err) = self.rotate() {
+                    records.drain(..written);
+                    return Err(err);
+                }
             }
-            self.next_seq += 1;
         }
-        self.write_all(&buf)
+        if let Err(err) = self.write_all(&buf) {
+            records.drain(..written);
+            return Err(err);
+        }
+        self.commit(records);
+        Ok(())
+    }
+
+    /// The chain's head after `records` (the last of them) were written.
+    fn commit(&mut self, records: &[Record]) {
+        if let Some(last) = records.last() {
+            self.next_seq = last.seq + 1;
+            self.head_hash = last.hash.clone().unwrap_or_else(|| GENESIS.into());
+        }
     }
 
     fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
@@ -152,8 +210,8 @@ fn last_byte(path: &Path) -> Result<Option<u8>> {
     Ok(Some(b[0]))
 }
 
-/// The seq of the last valid record of a file (None when it has none or does not exist).
-fn last_seq_in(path: &Path) -> Result<Option<u64>> {
+/// The last valid record of a file (None when it has none or does not exist).
+fn last_link_in(path: &Path) -> Result<Option<Link>> {
     let Ok(mut f) = File::open(path) else {
         return Ok(None);
     };
@@ -164,16 +222,31 @@ fn last_seq_in(path: &Path) -> Result<Option<u64>> {
     let mut buf = Vec::with_capacity(tail as usize);
     f.read_to_end(&mut buf)?;
     for line in buf.split(|&b| b == b'\n').rev() {
-        if let Ok(record) = serde_json::from_slice::<SeqOnly>(line) {
-            return Ok(Some(record.seq));
+        if let Ok(link) = serde_json::from_slice::<Link>(line) {
+            return Ok(Some(link));
         }
     }
     Ok(None)
 }
 
+/// A record's place in the chain (what `--verify` reads of each line).
 #[derive(serde::Deserialize)]
-struct SeqOnly {
+struct Link {
     seq: u64,
+    #[serde(default)]
+    prev: Option<String>,
+    #[serde(default)]
+    hash: Option<String>,
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let digest = Sha256::digest(bytes);
+    let mut hex = String::with_capacity(64);
+    for byte in digest {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
 }
 
 /// The journal files of `dir`, oldest first.
@@ -233,6 +306,148 @@ pub fn read_records(dir: &Path, mut each: impl FnMut(Record)) -> Result<Vec<Stri
     Ok(problems)
 }
 
+/// What `audit --verify` found in a journal.
+#[derive(Debug, Default)]
+pub struct Verification {
+    pub files: usize,
+    /// Records read, and of them those carrying a hash.
+    pub records: u64,
+    pub chained: u64,
+    /// The last chained record: seq and hash (compared with the daemon's head).
+    pub last: Option<(u64, String)>,
+    /// Where the chain is broken (tampering, or damage): `file:line: what`, in file order.
+    pub failures: Vec<String>,
+    /// What is irregular but no break: a line torn by a crash that the chain goes on
+    /// around, records from before the journal was chained, a start rotated out.
+    pub notes: Vec<String>,
+}
+
+/// Walks the hash chain of the journal in `dir`, oldest record first.
+pub fn verify(dir: &Path) -> Result<Verification> {
+    let mut found = Verification::default();
+    // The last chained record read: seq, hash, and where it is.
+    let mut previous: Option<(u64, String, String)> = None;
+    // Lines that are no record, since the last record read.
+    let mut unreadable: Vec<String> = Vec::new();
+    for path in journal_files(dir) {
+        found.files += 1;
+        let file = File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut reader = BufReader::new(file);
+        let mut line = Vec::new();
+        let mut number = 0u64;
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                break;
+            }
+            number += 1;
+            let text = line.strip_suffix(b"\n").unwrap_or(&line);
+            if text.is_empty() {
+                continue;
+            }
+            let place = format!("{}:{number}", path.display());
+            let link = match serde_json::from_slice::<Link>(text) {
+                Ok(link) => link,
+                Err(err) => {
+                    unreadable.push(format!("{place}: not a journal record ({err})"));
+                    continue;
+                }
+            };
+            let first_record = found.records == 0;
+            found.records += 1;
+            let Some(hash) = link.hash else {
+                match &previous {
+                    Some((seq, _, at)) => found.failures.push(format!(
+                        "{place}: record seq {} has no hash, but the chain began before it \
+                         (seq {seq} at {at}): its hash was removed",
+                        link.seq
+                    )),
+                    None => found.notes.push(format!(
+                        "{place}: record seq {} was written before the journal was chained",
+                        link.seq
+                    )),
+                }
+                found.notes.append(&mut unreadable);
+                continue;
+            };
+            found.chained += 1;
+            if !line_matches_hash(text, &hash) {
+                found.failures.push(format!(
+                    "{place}: record seq {} was edited: its content does not match its hash",
+                    link.seq
+                ));
+            }
+            let prev = link.prev.as_deref().unwrap_or("");
+            let broken = match &previous {
+                Some((seq, hash, at)) if prev != hash => Some(format!(
+                    "{place}: record seq {} does not follow the record before it (seq {seq} \
+                     at {at}): {}",
+                    link.seq,
+                    chain_break(*seq, link.seq)
+                )),
+                Some(_) => None,
+                None if prev == GENESIS => None,
+                None if first_record => {
+                    found.notes.push(format!(
+                        "{place}: the chain begins at seq {}; the records before it were \
+                         rotated out",
+                        link.seq
+                    ));
+                    None
+                }
+                None => Some(format!(
+                    "{place}: record seq {} follows a record that is not in the journal",
+                    link.seq
+                )),
+            };
+            match broken {
+                Some(failure) => {
+                    found.failures.append(&mut unreadable);
+                    found.failures.push(failure);
+                }
+                None => {
+                    for torn in unreadable.drain(..) {
+                        found.notes.push(format!(
+                            "{torn}; torn by a crash while writing (the chain goes on around it)"
+                        ));
+                    }
+                }
+            }
+            previous = Some((link.seq, hash, place));
+        }
+    }
+    // After the last record, only the daemon's head can tell a torn write from an edit.
+    found.notes.append(&mut unreadable);
+    found.last = previous.map(|(seq, hash, _)| (seq, hash));
+    Ok(found)
+}
+
+/// Whether a journal line is intact: it ends with its `hash` field, and that is the hash
+/// of the line without it.
+fn line_matches_hash(line: &[u8], hash: &str) -> bool {
+    let suffix = format!(",\"hash\":\"{hash}\"}}");
+    let Some(body) = line.strip_suffix(suffix.as_bytes()) else {
+        return false;
+    };
+    let mut hashed = body.to_vec();
+    hashed.push(b'}');
+    hex_sha256(&hashed) == hash
+}
+
+/// What a record whose `prev` is not the hash of the record read before it (seq
+/// `before`) says about the journal.
+fn chain_break(before: u64, seq: u64) -> String {
+    if seq == before + 2 {
+        format!("record seq {} is missing", before + 1)
+    } else if seq > before + 2 {
+        format!("records seq {} to {} are missing", before + 1, seq - 1)
+    } else if seq <= before {
+        "the records are out of order".into()
+    } else {
+        format!("seq {before} is not the record it was written after: it was replaced")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,8 +475,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (mut j, problems) = Journal::open(tmp.path(), 1 << 20, 2).unwrap();
         assert!(problems.is_empty());
-        j.append(&mut [rec("a"), rec("b")]).unwrap();
-        j.append(&mut [rec("c")]).unwrap();
+        j.append(&mut vec![rec("a"), rec("b")]).unwrap();
+        j.append(&mut vec![rec("c")]).unwrap();
         let (records, problems) = read(tmp.path());
         assert!(problems.is_empty());
         let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
@@ -273,11 +488,11 @@ mod tests {
     fn seq_continues_after_reopen() {
         let tmp = tempfile::tempdir().unwrap();
         let (mut j, _) = Journal::open(tmp.path(), 1 << 20, 2).unwrap();
-        j.append(&mut [rec("a"), rec("b")]).unwrap();
+        j.append(&mut vec![rec("a"), rec("b")]).unwrap();
         drop(j);
         let (mut j, _) = Journal::open(tmp.path(), 1 << 20, 2).unwrap();
         assert_eq!(j.next_seq(), 3);
-        j.append(&mut [rec("c")]).unwrap();
+        j.append(&mut vec![rec("c")]).unwrap();
         let (records, _) = read(tmp.path());
         assert_eq!(records.last().unwrap().seq, 3);
     }
@@ -286,7 +501,7 @@ mod tests {
     fn torn_last_line_is_reported_skipped_and_earlier_records_kept() {
         let tmp = tempfile::tempdir().unwrap();
         let (mut j, _) = Journal::open(tmp.path(), 1 << 20, 2).unwrap();
-        j.append(&mut [rec("a"), rec("b")]).unwrap();
+        j.append(&mut vec![rec("a"), rec("b")]).unwrap();
         drop(j);
         // A crash in the middle of a write: half a record, no newline.
         let path = tmp.path().join(JOURNAL_FILE);
@@ -297,7 +512,7 @@ mod tests {
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("torn"), "{}", problems[0]);
         assert_eq!(j.next_seq(), 3, "the torn record never counted");
-        j.append(&mut [rec("c")]).unwrap();
+        j.append(&mut vec![rec("c")]).unwrap();
         let (records, problems) = read(tmp.path());
         let comms: Vec<&str> = records.iter().map(|r| r.comm.as_deref().unwrap()).collect();
         assert_eq!(comms, vec!["a", "b", "c"]);
@@ -312,7 +527,7 @@ mod tests {
         // Room for about three records per file, two rotated files kept.
         let (mut j, _) = Journal::open(tmp.path(), one_line * 3, 2).unwrap();
         for i in 0..8 {
-            j.append(&mut [rec(&format!("r{i}"))]).unwrap();
+            j.append(&mut vec![rec(&format!("r{i}"))]).unwrap();
         }
         let files = journal_files(tmp.path());
         assert_eq!(files.len(), 3, "{files:?}");
@@ -340,6 +555,187 @@ mod tests {
         assert_eq!(
             records.iter().map(|r| r.seq).collect::<Vec<_>>(),
             vec![1, 2, 3, 4, 5]
+        );
+    }
+
+    fn lines(path: &Path) -> Vec<String> {
+        fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    fn write_lines(path: &Path, lines: &[String]) {
+        fs::write(path, lines.join("\n") + "\n").unwrap();
+    }
+
+    /// A journal of `n` records in one file.
+    fn journal_of(n: usize) -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(tmp.path(), 1 << 20, 2).unwrap();
+        let mut batch: Vec<Record> = (0..n).map(|i| rec(&format!("r{i}"))).collect();
+        j.append(&mut batch).unwrap();
+        let path = tmp.path().join(JOURNAL_FILE);
+        (tmp, path)
+    }
+
+    #[test]
+    fn records_are_chained_and_the_line_is_what_subscribers_get() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut j, _) = Journal::open(tmp.path(), 1 << 20, 2).unwrap();
+        let mut batch = vec![rec("a"), rec("b")];
+        j.append(&mut batch).unwrap();
+        assert_eq!(batch[0].prev.as_deref(), Some(GENESIS));
+        assert_eq!(batch[1].prev, batch[0].hash);
+        assert_eq!(j.head(), (2, batch[1].hash.as_deref().unwrap()));
+        // The daemon publishes the record re-serialised: byte for byte the journal line.
+        let on_disk = lines(&j.path());
+        assert_eq!(on_disk[1], serde_json::to_string(&batch[1]).unwrap());
+        assert!(on_disk[1].ends_with(&format!(
+            ",\"hash\":\"{}\"}}",
+            batch[1].hash.as_ref().unwrap()
+        )));
+        drop(j);
+        // The chain goes on across a restart.
+        let (mut j, _) = Journal::open(tmp.path(), 1 << 20, 2).unwrap();
+        let mut next = vec![rec("c")];
+        j.append(&mut next).unwrap();
+        assert_eq!(next[0].prev, batch[1].hash);
+        let found = verify(tmp.path()).unwrap();
+        assert!(found.failures.is_empty(), "{:?}", found.failures);
+        assert_eq!((found.records, found.chained), (3, 3));
+        assert_eq!(found.last, Some((3, next[0].hash.clone().unwrap())));
+    }
+
+    #[test]
+    fn verify_passes_across_rotations_and_notes_the_rotated_out_start() {
+        let tmp = tempfile::tempdir().unwrap();
+        let one_line = serde_json::to_vec(&rec("x")).unwrap().len() as u64 + 160;
+        let (mut j, _) = Journal::open(tmp.path(), one_line * 3, 2).unwrap();
+        for i in 0..12 {
+            j.append(&mut vec![rec(&format!("r{i}"))]).unwrap();
+        }
+        let found = verify(tmp.path()).unwrap();
+        assert!(found.failures.is_empty(), "{:?}", found.failures);
+        assert_eq!(found.files, 3);
+        assert_eq!(found.last.as_ref().unwrap().0, 12);
+        assert_eq!(found.notes.len(), 1, "{:?}", found.notes);
+        assert!(found.notes[0].contains("rotated out"), "{}", found.notes[0]);
+    }
+
+    #[test]
+    fn an_edited_record_is_named() {
+        let (tmp, path) = journal_of(4);
+        let mut on_disk = lines(&path);
+        on_disk[2] = on_disk[2].replace("\"comm\":\"r2\"", "\"comm\":\"rX\"");
+        write_lines(&path, &on_disk);
+        let found = verify(tmp.path()).unwrap();
+        assert_eq!(found.failures.len(), 1, "{:?}", found.failures);
+        assert!(
+            found.failures[0].contains("journal.jsonl:3: record seq 3 was edited"),
+            "{}",
+            found.failures[0]
+        );
+    }
+
+    #[test]
+    fn a_removed_record_is_named() {
+        let (tmp, path) = journal_of(5);
+        let mut on_disk = lines(&path);
+        on_disk.remove(2);
+        write_lines(&path, &on_disk);
+        let found = verify(tmp.path()).unwrap();
+        assert_eq!(found.failures.len(), 1, "{:?}", found.failures);
+        assert!(
+            found.failures[0].contains("journal.jsonl:3: record seq 4 does not follow")
+                && found.failures[0].contains("record seq 3 is missing"),
+            "{}",
+            found.failures[0]
+        );
+    }
+
+    #[test]
+    fn reordered_records_are_found() {
+        let (tmp, path) = journal_of(5);
+        let mut on_disk = lines(&path);
+        on_disk.swap(1, 2);
+        write_lines(&path, &on_disk);
+        let found = verify(tmp.path()).unwrap();
+        assert!(
+            found.failures.iter().any(|f| f.contains("out of order")),
+            "{:?}",
+            found.failures
+        );
+        assert!(
+            found.failures[0].contains("journal.jsonl:2:"),
+            "{:?}",
+            found.failures
+        );
+    }
+
+    #[test]
+    fn an_edit_with_a_recomputed_hash_breaks_the_next_link() {
+        let (tmp, path) = journal_of(4);
+        let mut on_disk = lines(&path);
+        let mut forged: Record = serde_json::from_str(&on_disk[1]).unwrap();
+        forged.comm = Some("innocent".into());
+        forged.hash = None;
+        let body = serde_json::to_vec(&forged).unwrap();
+        forged.hash = Some(hex_sha256(&body));
+        on_disk[1] = serde_json::to_string(&forged).unwrap();
+        write_lines(&path, &on_disk);
+        let found = verify(tmp.path()).unwrap();
+        assert_eq!(found.failures.len(), 1, "{:?}", found.failures);
+        assert!(
+            found.failures[0].contains("journal.jsonl:3: record seq 3")
+                && found.failures[0].contains("seq 2 is not the record it was written after"),
+            "{}",
+            found.failures[0]
+        );
+    }
+
+    #[test]
+    fn a_torn_line_is_a_note_and_legacy_records_start_the_chain() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join(JOURNAL_FILE);
+        // A record from before the chain, then a write torn by a crash.
+        let legacy = serde_json::to_string(&Record {
+            seq: 1,
+            ..rec("old")
+        })
+        .unwrap();
+        fs::write(&path, format!("{legacy}\n{{\"seq\":2,\"time\":\"2026")).unwrap();
+        let (mut j, problems) = Journal::open(tmp.path(), 1 << 20, 2).unwrap();
+        assert_eq!(problems.len(), 1);
+        j.append(&mut vec![rec("a"), rec("b")]).unwrap();
+        let found = verify(tmp.path()).unwrap();
+        assert!(found.failures.is_empty(), "{:?}", found.failures);
+        assert_eq!((found.records, found.chained), (3, 2));
+        assert!(found
+            .notes
+            .iter()
+            .any(|n| n.contains("before the journal was chained")));
+        assert!(
+            found
+                .notes
+                .iter()
+                .any(|n| n.contains(":2: not a journal record")),
+            "{:?}",
+            found.notes
+        );
+        // Stripping the chain from a record after it began is a break.
+        let mut on_disk = lines(&path);
+        let mut stripped: Record = serde_json::from_str(&on_disk[3]).unwrap();
+        (stripped.prev, stripped.hash) = (None, None);
+        on_disk[3] = serde_json::to_string(&stripped).unwrap();
+        write_lines(&path, &on_disk);
+        let found = verify(tmp.path()).unwrap();
+        assert_eq!(found.failures.len(), 1, "{:?}", found.failures);
+        assert!(
+            found.failures[0].contains("its hash was removed"),
+            "{:?}",
+            found.failures
         );
     }
 }

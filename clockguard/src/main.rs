@@ -70,8 +70,16 @@ enum Command {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+        /// Check the hash chain instead of printing: exit status 2 when a record was
+        /// edited, removed or reordered (each is named by file and line).
+        #[arg(long, conflicts_with_all = ["since", "json"])]
+        verify: bool,
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// The running daemon's runtime directory, whose journal head --verify compares the
+        /// files with [default: runtime_dir of the config].
+        #[arg(long)]
+        runtime_dir: Option<PathBuf>,
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -193,11 +201,17 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Audit {
             since,
             json,
+            verify,
             state_dir,
+            runtime_dir,
             config,
         } => {
-            let cfg = dirs(config.as_deref(), state_dir, None)?;
-            audit(&cfg.state_dir, since.as_deref(), json)
+            let cfg = dirs(config.as_deref(), state_dir, runtime_dir)?;
+            if verify {
+                audit_verify(&cfg.state_dir, &cfg.runtime_dir)
+            } else {
+                audit(&cfg.state_dir, since.as_deref(), json)
+            }
         }
         Command::Events {
             follow,
@@ -371,16 +385,96 @@ fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
     }
 }
 
-fn audit(state_dir: &Path, since: Option<&str>, json: bool) -> Result<ExitCode> {
-    let since = since.map(parse_since).transpose()?;
-    if !state_dir.join(journal::JOURNAL_FILE).exists()
-        && journal::journal_files(state_dir).is_empty()
-    {
+fn require_journal(state_dir: &Path) -> Result<()> {
+    if journal::journal_files(state_dir).is_empty() {
         bail!(
             "no journal in {} (has `clockguard run` run with this state dir?)",
             state_dir.display()
         );
     }
+    Ok(())
+}
+
+/// `audit --verify`: the hash chain of the files, then their end against the head of the
+/// daemon that writes them (removing the last records leaves a chain that is intact).
+fn audit_verify(state_dir: &Path, runtime_dir: &Path) -> Result<ExitCode> {
+    require_journal(state_dir)?;
+    let mut found = journal::verify(state_dir)?;
+    match query(runtime_dir, "status") {
+        Ok(status) => compare_with_daemon_head(state_dir, &status, &mut found),
+        Err(_) => found.notes.push(format!(
+            "no daemon answers in {}: the end of the journal is not compared with its head",
+            runtime_dir.display()
+        )),
+    }
+    for note in &found.notes {
+        println!("note: {note}");
+    }
+    for failure in &found.failures {
+        println!("FAIL: {failure}");
+    }
+    let span = match &found.last {
+        Some((seq, hash)) => format!(", the last seq {seq} (hash {hash})"),
+        None => String::new(),
+    };
+    println!(
+        "journal {}: {} file(s), {} records ({} chained){span}: {}",
+        state_dir.display(),
+        found.files,
+        found.records,
+        found.chained,
+        if found.failures.is_empty() {
+            "the hash chain is intact".to_string()
+        } else {
+            format!("{} break(s) in the hash chain", found.failures.len())
+        }
+    );
+    Ok(if found.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn compare_with_daemon_head(state_dir: &Path, status: &Value, found: &mut journal::Verification) {
+    let same_dir = status["state_dir"]
+        .as_str()
+        .and_then(|d| std::fs::canonicalize(d).ok())
+        .is_some_and(|d| std::fs::canonicalize(state_dir).is_ok_and(|s| s == d));
+    let head_seq = status["journal"]["head_seq"].as_u64();
+    let head_hash = status["journal"]["head_hash"].as_str();
+    let (Some(head_seq), Some(head_hash), true) = (head_seq, head_hash, same_dir) else {
+        found.notes.push(
+            "the running daemon writes another journal: the end of this one is not compared".into(),
+        );
+        return;
+    };
+    let last_seq = found.last.as_ref().map_or(0, |(seq, _)| *seq);
+    let last_hash = found.last.as_ref().map(|(_, hash)| hash.as_str());
+    if last_seq < head_seq {
+        found.failures.push(format!(
+            "the journal ends at seq {last_seq}, but the daemon has written up to seq \
+             {head_seq}: the last records were removed"
+        ));
+    } else if last_seq > head_seq {
+        found.failures.push(format!(
+            "the journal goes on to seq {last_seq}, but the daemon wrote up to seq {head_seq}: \
+             the records after it were not written by the daemon"
+        ));
+    } else if head_seq > 0 && last_hash != Some(head_hash) {
+        found.failures.push(format!(
+            "the last record (seq {last_seq}) is not the one the daemon wrote (hash {head_hash})"
+        ));
+    } else {
+        found.notes.push(format!(
+            "the journal ends at the daemon's head, seq {head_seq}"
+        ));
+    }
+}
+
+fn audit(state_dir: &Path, since: Option<&str>, json: bool) -> Result<ExitCode> {
+    let since = since.map(parse_since).transpose()?;
+    require_journal(state_dir)?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     if !json {
         writeln!(out, "{}", audit_header())?;

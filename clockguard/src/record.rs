@@ -69,6 +69,13 @@ pub struct Record {
     /// Kernel stack (function names) for in-kernel changes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stack: Vec<String>,
+    /// The hash chain (journal.rs): `hash` of the record before this one, and this
+    /// record's own SHA-256 (hex) over its line up to `hash`, `prev` included. Always the
+    /// last two fields, so the line's bytes are what is hashed, not a re-serialisation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
     /// CLOCK_MONOTONIC ns when the change was made (the kernel's clock), for correlating
     /// it with other kernel events in the daemon; not journaled.
     #[serde(skip)]
@@ -534,6 +541,8 @@ pub fn decode(event: &ClockEvent, tai_offset_s: i64, tai_change_s: i64) -> Recor
         cgroup: None,
         unit: None,
         stack: Vec::new(),
+        prev: None,
+        hash: None,
         mono_ns: Some(event.exit_mono_ns.max(event.enter_mono_ns) as i64),
     }
 }
