@@ -52,6 +52,8 @@ pub struct Config {
     pub timers: TimersConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub control: ControlConfig,
     /// `[[service]]` tables: services whose deaths after a time jump drive the failover.
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
@@ -237,6 +239,17 @@ pub struct MetricsConfig {
     /// Serve GET /metrics on this address ("127.0.0.1:9474"); unset: off.
     #[serde(default)]
     pub listen: Option<String>,
+}
+
+/// `[control]`: who may use the control socket (runtime_dir/control.sock).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// A group (name or gid) whose members may use the read-only requests (status, events,
+    /// tracking, sources, services): the socket becomes 0660 root:GROUP. Unset: 0600, root
+    /// only. Changing the daemon (reload) always needs root.
+    #[serde(default)]
+    pub read_group: Option<String>,
 }
 
 /// `[timers]`: timer lateness, stalls and clocksource watching.
@@ -512,19 +525,25 @@ impl NtpConfig {
 
 /// The line (from 1) of the `name = "NAME"` inside a `[[service]]` table, if found.
 fn line_of_service(text: &str, name: &str) -> Option<usize> {
-    let mut in_service = false;
+    line_of_key(text, "[[service]]", "name", Some(name))
+}
+
+/// The line (from 1) where `key` is set inside the table whose header is `table`
+/// ("[guard]", "[[service]]"), with this value if one is given.
+fn line_of_key(text: &str, table: &str, key: &str, value: Option<&str>) -> Option<usize> {
+    let mut in_table = false;
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.starts_with('[') {
-            in_service = line.replace(' ', "") == "[[service]]";
+            in_table = line.replace(' ', "") == table;
             continue;
         }
-        if !in_service {
+        if !in_table {
             continue;
         }
-        if let Some((key, value)) = line.split_once('=') {
-            if key.trim() == "name" && value.trim().trim_matches(|c| c == '"' || c == '\'') == name
-            {
+        if let Some((name, set_to)) = line.split_once('=') {
+            let set_to = set_to.trim().trim_matches(|c| c == '"' || c == '\'');
+            if name.trim() == key && value.is_none_or(|v| v == set_to) {
                 return Some(index + 1);
             }
         }
@@ -532,12 +551,44 @@ fn line_of_service(text: &str, name: &str) -> Option<usize> {
     None
 }
 
+/// The key a validation message starts with: `table.key = ...` or `table: key = ...`.
+fn key_named_by(message: &str) -> Option<(&str, &str)> {
+    let (head, _) = message.split_once(" = ")?;
+    let (table, key) = head.split_once(": ").or_else(|| head.split_once('.'))?;
+    let word = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+    (word(table) && word(key)).then_some((table, key))
+}
+
+/// Line and column (from 1) of a byte offset.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1;
+    (line, column)
+}
+
 impl Config {
     /// Parses TOML text; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config> {
-        let config: Config = toml::from_str(text)
-            .map_err(|err| anyhow::anyhow!("{origin}: {}", err.to_string().trim_end()))?;
-        config.validate().with_context(|| origin.to_string())?;
+        let config: Config = toml::from_str(text).map_err(|err| {
+            let message = err.message().trim_end();
+            match err.span() {
+                Some(span) => {
+                    let (line, column) = line_and_column(text, span.start);
+                    anyhow::anyhow!("{origin}: line {line}, column {column}: {message}")
+                }
+                None => anyhow::anyhow!("{origin}: {message}"),
+            }
+        })?;
+        if let Err(err) = config.validate() {
+            let message = format!("{err:#}");
+            let line = key_named_by(&message)
+                .and_then(|(table, key)| line_of_key(text, &format!("[{table}]"), key, None));
+            match line {
+                Some(line) => bail!("{origin}: line {line}: {message}"),
+                None => bail!("{origin}: {message}"),
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for service in &config.services {
             // Name the table by its line: the table itself has no key to point at.
@@ -628,6 +679,32 @@ impl Config {
                 "embedded default".into(),
             )),
         }
+    }
+}
+
+/// Where the daemon's configuration comes from: the file (or the default) and the command
+/// line's overrides, so a reload (SIGHUP, `clockguard reload`) reads it as `run` did.
+#[derive(Clone, Debug, Default)]
+pub struct ConfigSource {
+    pub path: Option<PathBuf>,
+    pub mode: Option<Mode>,
+    pub state_dir: Option<PathBuf>,
+    pub runtime_dir: Option<PathBuf>,
+}
+
+impl ConfigSource {
+    pub fn load(&self) -> Result<(Config, String)> {
+        let (mut config, origin) = Config::load(self.path.as_deref())?;
+        if let Some(mode) = self.mode {
+            config.mode = mode;
+        }
+        if let Some(dir) = &self.state_dir {
+            config.state_dir = dir.clone();
+        }
+        if let Some(dir) = &self.runtime_dir {
+            config.runtime_dir = dir.clone();
+        }
+        Ok((config, origin))
     }
 }
 
@@ -778,6 +855,39 @@ mod tests {
     fn tiny_journal_limit_is_refused() {
         let err = Config::parse("[audit]\nmax_journal_bytes = 10\n", "t.toml").unwrap_err();
         assert!(format!("{err:#}").contains("max_journal_bytes"));
+    }
+
+    #[test]
+    fn bad_values_name_their_line_on_one_line() {
+        for (text, says) in [
+            (
+                "[guard]\nallow = []\n\nmax_slew_ppm = 0\n",
+                "t.toml: line 4: guard.max_slew_ppm = 0",
+            ),
+            (
+                "[ntp]\nminpoll = 9\nmaxpoll = 5\n",
+                "t.toml: line 2: ntp: minpoll = 9",
+            ),
+            (
+                "[ntp]\nminpoll = \"x\"\n",
+                "t.toml: line 2, column 11: invalid type",
+            ),
+            (
+                "mode = \"observe\"\n[control]\nread_grup = \"adm\"\n",
+                "t.toml: line 3, column 1: unknown field `read_grup`",
+            ),
+        ] {
+            let err = format!("{:#}", Config::parse(text, "t.toml").unwrap_err());
+            assert!(err.starts_with(says), "{text:?}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        assert_eq!(
+            key_named_by("timers.sample_interval_ms = 5 is"),
+            Some(("timers", "sample_interval_ms"))
+        );
+        assert_eq!(key_named_by("guard: executable x is not absolute"), None);
+        let c = Config::parse("[control]\nread_group = \"adm\"\n", "t").unwrap();
+        assert_eq!(c.control.read_group.as_deref(), Some("adm"));
     }
 
     #[test]

@@ -5,7 +5,14 @@
 //! `{"cmd":"tracking"}` and `{"cmd":"sources"}` → the NTP service's state (chronyc's);
 //! `{"cmd":"services"}` → the tracked services only (what `service-check` polls, as a
 //! keepalived track_script, every second: no /proc or DMI reads of a full status).
+//! `{"cmd":"reload"}` → the daemon reads its configuration again (as on SIGHUP) and says
+//! what it applied; the only request that changes anything, so root only.
 //! A bad request gets `{"error": "..."}` and the connection is closed.
+//!
+//! Who may ask: the socket is 0600 root, or 0660 root:`[control] read_group`. Besides the
+//! file mode, each connection's peer credentials (SO_PEERCRED, SO_PEERGROUPS) are checked
+//! against the same rule, so a socket made world-writable by hand (or reached through a
+//! descriptor passed on) still changes nothing for anyone but root.
 
 use std::{
     os::unix::fs::PermissionsExt,
@@ -18,7 +25,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::{UnixListener, UnixStream},
+    net::{unix::UCred, UnixListener, UnixStream},
     sync::{broadcast, mpsc, oneshot},
 };
 
@@ -43,6 +50,118 @@ pub enum Request {
     Tracking {},
     Sources {},
     Services {},
+    Reload {},
+}
+
+impl Request {
+    fn name(&self) -> &'static str {
+        match self {
+            Request::Status {} => "status",
+            Request::Events { .. } => "events",
+            Request::Tracking {} => "tracking",
+            Request::Sources {} => "sources",
+            Request::Services {} => "services",
+            Request::Reload {} => "reload",
+        }
+    }
+
+    /// Whether the request changes the daemon (root only).
+    fn changes_the_daemon(&self) -> bool {
+        matches!(self, Request::Reload {})
+    }
+}
+
+/// Who may use the socket: root (and the daemon's own user) for everything, members of
+/// the read group for the read-only requests.
+#[derive(Clone, Copy, Debug)]
+pub struct Access {
+    pub admin_uid: u32,
+    pub read_gid: Option<u32>,
+}
+
+/// What a peer may do.
+#[derive(Debug, PartialEq)]
+pub enum Peer {
+    Admin,
+    Reader,
+    Refused(String),
+}
+
+impl Access {
+    /// Judges a peer by its credentials: uid, primary gid, supplementary groups.
+    pub fn judge(&self, uid: u32, gid: u32, groups: &[u32]) -> Peer {
+        if uid == 0 || uid == self.admin_uid {
+            return Peer::Admin;
+        }
+        match self.read_gid {
+            Some(read) if gid == read || groups.contains(&read) => Peer::Reader,
+            Some(read) => Peer::Refused(format!(
+                "permission denied: uid {uid} is not root and not in the read group (gid {read})"
+            )),
+            None => Peer::Refused(format!(
+                "permission denied: uid {uid} is not root (no [control] read_group is configured)"
+            )),
+        }
+    }
+}
+
+/// `[control] read_group`: a group name or a numeric gid.
+pub fn resolve_group(group: &str) -> Result<u32> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(group)
+        .with_context(|| format!("control.read_group = {group:?} is not a group name"))?;
+    let mut entry: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; getgrnam_r writes only into `entry` and
+    // `buf` (of the length given).
+    let rc = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut entry,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() {
+        bail!("control.read_group = {group:?}: no such group");
+    }
+    Ok(entry.gr_gid)
+}
+
+/// The peer's supplementary groups (SO_PEERGROUPS, Linux 4.13), empty when unknown.
+fn peer_groups(stream: &UnixStream) -> Vec<u32> {
+    use std::os::fd::AsRawFd;
+    let mut groups = vec![0u32; 64];
+    loop {
+        let mut len = (groups.len() * 4) as libc::socklen_t;
+        // SAFETY: the buffer holds `len` bytes; the kernel writes at most that many.
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            groups.truncate(len as usize / 4);
+            return groups;
+        }
+        // ERANGE: the kernel said how much room it needs.
+        let needed = len as usize / 4;
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::ERANGE)
+            || needed <= groups.len()
+            || needed > 65_536
+        {
+            return Vec::new();
+        }
+        groups.resize(needed, 0);
+    }
 }
 
 /// What a connection asks of the daemon's main loop.
@@ -52,10 +171,16 @@ pub enum Query {
     Services(oneshot::Sender<Value>),
     /// The recent records (JSON lines), oldest first.
     Recent(oneshot::Sender<Vec<Arc<str>>>),
+    /// Read the configuration again, for this peer.
+    Reload {
+        peer: Option<UCred>,
+        reply: oneshot::Sender<Value>,
+    },
 }
 
-/// Binds the socket, refusing to take over one that a running daemon still answers on.
-pub async fn bind(runtime_dir: &Path) -> Result<UnixListener> {
+/// Binds the socket, refusing to take over one that a running daemon still answers on;
+/// 0600, or 0660 with the read group as its group.
+pub async fn bind(runtime_dir: &Path, read_gid: Option<u32>) -> Result<UnixListener> {
     std::fs::create_dir_all(runtime_dir)
         .with_context(|| format!("cannot create runtime directory {}", runtime_dir.display()))?;
     let path = socket_path(runtime_dir);
@@ -71,12 +196,21 @@ pub async fn bind(runtime_dir: &Path) -> Result<UnixListener> {
     }
     let listener =
         UnixListener::bind(&path).with_context(|| format!("cannot bind {}", path.display()))?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let mode = match read_gid {
+        Some(gid) => {
+            std::os::unix::fs::chown(&path, None, Some(gid))
+                .with_context(|| format!("cannot give {} to gid {gid}", path.display()))?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
 }
 
 pub async fn serve(
     listener: UnixListener,
+    access: Access,
     queries: mpsc::Sender<Query>,
     live: broadcast::Sender<Arc<str>>,
     ntp: Option<NtpHandle>,
@@ -91,11 +225,21 @@ pub async fn serve(
                 continue;
             }
         };
+        let (peer, cred) = match stream.peer_cred() {
+            Ok(cred) => (
+                access.judge(cred.uid(), cred.gid(), &peer_groups(&stream)),
+                Some(cred),
+            ),
+            Err(err) => (
+                Peer::Refused(format!("the peer's credentials are unknown ({err})")),
+                None,
+            ),
+        };
         let queries = queries.clone();
         let live = live.subscribe();
         let ntp = ntp.clone();
         tokio::spawn(async move {
-            if let Err(err) = handle(stream, queries, live, ntp).await {
+            if let Err(err) = handle(stream, peer, cred, queries, live, ntp).await {
                 tracing::debug!("control connection: {err:#}");
             }
         });
@@ -104,11 +248,18 @@ pub async fn serve(
 
 async fn handle(
     stream: UnixStream,
+    peer: Peer,
+    cred: Option<UCred>,
     queries: mpsc::Sender<Query>,
     mut live: broadcast::Receiver<Arc<str>>,
     ntp: Option<NtpHandle>,
 ) -> Result<()> {
     let (read, mut write) = stream.into_split();
+    if let Peer::Refused(why) = &peer {
+        tracing::warn!("control socket: refused {}: {why}", describe(cred));
+        write_line(&mut write, &json!({ "error": why }).to_string()).await?;
+        return Ok(());
+    }
     let mut reader = BufReader::new(read.take(MAX_REQUEST as u64 + 1));
     let mut line = String::new();
     reader.read_line(&mut line).await?;
@@ -119,7 +270,22 @@ async fn handle(
             return Ok(());
         }
     };
+    if request.changes_the_daemon() && peer != Peer::Admin {
+        let why = format!(
+            "permission denied: `{}` changes the daemon and needs root; this user may only \
+             read",
+            request.name()
+        );
+        tracing::warn!("control socket: refused {}: {why}", describe(cred));
+        write_line(&mut write, &json!({ "error": why }).to_string()).await?;
+        return Ok(());
+    }
     match request {
+        Request::Reload {} => {
+            let (reply, answer) = oneshot::channel();
+            queries.send(Query::Reload { peer: cred, reply }).await?;
+            write_line(&mut write, &answer.await?.to_string()).await?;
+        }
         Request::Status {} => {
             let (tx, rx) = oneshot::channel();
             queries.send(Query::Status(tx)).await?;
@@ -173,6 +339,18 @@ async fn handle(
     Ok(())
 }
 
+/// "pid 123 (uid 1000)", for the log.
+fn describe(cred: Option<UCred>) -> String {
+    match cred {
+        Some(cred) => format!(
+            "pid {} (uid {})",
+            cred.pid().map_or("?".into(), |p| p.to_string()),
+            cred.uid()
+        ),
+        None => "a peer of unknown credentials".into(),
+    }
+}
+
 fn seq_of(record: &str) -> Option<u64> {
     #[derive(Deserialize)]
     struct Seq {
@@ -205,12 +383,18 @@ pub async fn request(
     mut each: impl FnMut(&str) -> Result<()>,
 ) -> Result<()> {
     let path = socket_path(runtime_dir);
-    let stream = UnixStream::connect(&path).await.with_context(|| {
-        format!(
-            "cannot reach the clockguard daemon at {} (is `clockguard run` running?)",
+    let stream = match UnixStream::connect(&path).await {
+        Ok(stream) => stream,
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+            "permission denied on {}: the control socket is root's (and the group's of \
+             [control] read_group, when set)",
             path.display()
-        )
-    })?;
+        ),
+        Err(err) => bail!(
+            "cannot reach the clockguard daemon at {} (is `clockguard run` running?): {err}",
+            path.display()
+        ),
+    };
     let (read, mut write) = stream.into_split();
     write_line(&mut write, &request.to_string()).await?;
     let mut lines = BufReader::new(read).lines();
@@ -255,5 +439,44 @@ mod tests {
             .unwrap_err()
             .contains("longer"));
         assert!(parse_request("{\"cmd\":\"status\",\"x\":1}").is_err());
+        let reload = parse_request("{\"cmd\":\"reload\"}").unwrap();
+        assert!(reload.changes_the_daemon());
+        assert!(!Request::Status {}.changes_the_daemon());
+    }
+
+    #[test]
+    fn peers_are_judged_by_uid_and_groups() {
+        let root_only = Access {
+            admin_uid: 0,
+            read_gid: None,
+        };
+        assert_eq!(root_only.judge(0, 0, &[]), Peer::Admin);
+        assert!(
+            matches!(root_only.judge(1000, 1000, &[]), Peer::Refused(why) if why.contains("uid 1000 is not root"))
+        );
+        let with_group = Access {
+            admin_uid: 0,
+            read_gid: Some(4),
+        };
+        assert_eq!(with_group.judge(1000, 4, &[]), Peer::Reader);
+        assert_eq!(with_group.judge(1000, 1000, &[27, 4]), Peer::Reader);
+        assert!(
+            matches!(with_group.judge(1000, 1000, &[27]), Peer::Refused(why) if why.contains("gid 4"))
+        );
+        // A daemon run by an unprivileged user (tests, capabilities) administers itself.
+        let as_user = Access {
+            admin_uid: 1000,
+            read_gid: None,
+        };
+        assert_eq!(as_user.judge(1000, 1000, &[]), Peer::Admin);
+        assert!(matches!(as_user.judge(1001, 1000, &[]), Peer::Refused(_)));
+    }
+
+    #[test]
+    fn groups_resolve_by_name_or_number() {
+        assert_eq!(resolve_group("root").unwrap(), 0);
+        assert_eq!(resolve_group("4242").unwrap(), 4242);
+        let err = resolve_group("no-such-group-cg").unwrap_err().to_string();
+        assert!(err.contains("no such group"), "{err}");
     }
 }

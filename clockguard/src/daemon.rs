@@ -16,7 +16,7 @@ use tokio::{
 use crate::{
     bpf::{self, HookStatus, LoadOptions, Probes},
     clock,
-    config::Config,
+    config::{Config, ConfigSource},
     control::{self, Query},
     enrich::Enricher,
     fallback::{self, Reconciler},
@@ -48,6 +48,8 @@ const MAX_UNWRITTEN: usize = 65_536;
 struct Daemon {
     config: Config,
     config_origin: String,
+    /// Where the configuration is read from again on a reload.
+    config_source: ConfigSource,
     started: Instant,
     started_wall: String,
     probes: Option<Probes>,
@@ -147,7 +149,7 @@ fn mono_ns() -> i64 {
     clock::read_ns(libc::CLOCK_MONOTONIC)
 }
 
-pub async fn run(config: Config, config_origin: String) -> Result<()> {
+pub async fn run(config: Config, config_origin: String, config_source: ConfigSource) -> Result<()> {
     let (journal, journal_problems) = Journal::open(
         &config.state_dir,
         config.audit.max_journal_bytes,
@@ -156,7 +158,13 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
     for problem in journal_problems {
         tracing::warn!("{problem}");
     }
-    let listener = control::bind(&config.runtime_dir).await?;
+    let read_gid = config
+        .control
+        .read_group
+        .as_deref()
+        .map(control::resolve_group)
+        .transpose()?;
+    let listener = control::bind(&config.runtime_dir, read_gid).await?;
 
     let tracefs = match bpf::ensure_tracefs() {
         Ok(path) => path,
@@ -371,8 +379,14 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
         ));
     }
     let (live, _) = broadcast::channel(LIVE_BACKLOG);
+    let access = control::Access {
+        // SAFETY: geteuid cannot fail.
+        admin_uid: unsafe { libc::geteuid() },
+        read_gid,
+    };
     tokio::spawn(control::serve(
         listener,
+        access,
         query_tx,
         live.clone(),
         ntp.clone(),
@@ -394,6 +408,7 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
         started: Instant::now(),
         started_wall: record::rfc3339_ns(clock::realtime_ns()),
         config_origin,
+        config_source,
         probes,
         load_error,
         hooks,
@@ -434,6 +449,15 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    // systemd's watchdog: pinged from this loop, so a loop that hangs is restarted.
+    let watchdog_period = systemd_watchdog_period();
+    // Without the watchdog the interval exists but its branch is off.
+    let mut watchdog =
+        tokio::time::interval(watchdog_period.unwrap_or(std::time::Duration::from_secs(3600)));
+    if let Some(period) = watchdog_period {
+        tracing::info!("systemd watchdog: pinging every {period:?}");
+    }
     loop {
         tokio::select! {
             ready = async { events.as_mut().unwrap().readable_mut().await }, if events.is_some() => {
@@ -489,10 +513,15 @@ pub async fn run(config: Config, config_origin: String) -> Result<()> {
             _ = sampler.tick() => daemon.on_sample(),
             Some(jump) = jump_rx.recv() => daemon.on_fallback_jump(jump),
             Some(query) = query_rx.recv() => daemon.answer(query),
+            _ = watchdog.tick(), if watchdog_period.is_some() => notify_systemd("WATCHDOG=1"),
+            _ = sighup.recv() => {
+                daemon.reload(None);
+            }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
         }
     }
+    notify_systemd("STOPPING=1");
     // Whatever is still in the ring buffer is journaled before leaving.
     if let Some(ring) = events.as_mut() {
         loop {
@@ -1090,7 +1119,119 @@ impl Daemon {
             Query::Recent(reply) => {
                 let _ = reply.send(self.recent.iter().cloned().collect());
             }
+            Query::Reload { peer, reply } => {
+                let _ = reply.send(self.reload(peer));
+            }
         }
+    }
+
+    /// Reads the configuration again (SIGHUP, or `clockguard reload` from `peer`). The
+    /// guard policy (allow, slew_instead, exclusive_discipline) is written into the kernel
+    /// at once; other changes are listed as taking effect at the next restart. An invalid
+    /// file changes nothing. Journaled as source "daemon", kind "reload", with the
+    /// requester.
+    fn reload(&mut self, peer: Option<tokio::net::unix::UCred>) -> Value {
+        notify_systemd(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}",
+            clock::read_ns(libc::CLOCK_MONOTONIC) / 1000
+        ));
+        let answer = match self.config_source.load() {
+            Ok((new, origin)) => self.apply_config(new, origin),
+            Err(err) => {
+                let why = format!("{err:#}; the configuration in use is kept");
+                tracing::error!("reload: {why}");
+                json!({ "error": why })
+            }
+        };
+        notify_systemd("READY=1");
+        let mut record = Record {
+            time: record::rfc3339_ns(clock::realtime_ns()),
+            source: "daemon".into(),
+            kind: "reload".into(),
+            detail: Some(answer.clone()),
+            result: if answer.get("error").is_some() {
+                "EINVAL".into()
+            } else {
+                "0".into()
+            },
+            verdict: "observed".into(),
+            pid: peer.and_then(|p| p.pid()).map(|p| p as u32),
+            uid: peer.map(|p| p.uid()),
+            ..Default::default()
+        };
+        if let Some(pid) = record.pid {
+            record.comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .ok()
+                .map(|c| c.trim_end().to_string());
+            self.enricher.enrich(&mut record, 0);
+        }
+        self.journal_and_publish(vec![record]);
+        answer
+    }
+
+    fn apply_config(&mut self, new: Config, origin: String) -> Value {
+        let changed = changed_keys(&self.config, &new);
+        let (applied, needs_restart): (Vec<String>, Vec<String>) = changed
+            .into_iter()
+            .partition(|key| RELOADABLE.contains(&key.as_str()));
+        if !applied.is_empty() {
+            let policy = guard::resolve_policy(&new.guard);
+            if let Some(probes) = self.probes.as_mut() {
+                let written = probes.set_guard(
+                    self.enforcement.active,
+                    new.guard.exclusive_discipline,
+                    &policy,
+                );
+                if let Err(err) = written {
+                    // Put back what was in force: the maps may hold half of the new policy.
+                    let restored = probes.set_guard(
+                        self.enforcement.active,
+                        self.config.guard.exclusive_discipline,
+                        &self.policy,
+                    );
+                    let why = format!(
+                        "cannot write the new guard policy into the kernel ({err:#}); the \
+                         policy in use is {}",
+                        if restored.is_ok() {
+                            "kept"
+                        } else {
+                            "damaged: restart clockguard"
+                        }
+                    );
+                    tracing::error!("reload: {why}");
+                    return json!({ "error": why });
+                }
+            }
+            for entry in &policy {
+                match &entry.problem {
+                    None => {
+                        tracing::info!("guard policy: {} {}", entry.class, entry.path.display())
+                    }
+                    Some(problem) => tracing::warn!(
+                        "guard policy: {} {}: {problem}",
+                        entry.class,
+                        entry.path.display()
+                    ),
+                }
+            }
+            self.policy = policy;
+            self.config.guard.allow = new.guard.allow;
+            self.config.guard.slew_instead = new.guard.slew_instead;
+            self.config.guard.exclusive_discipline = new.guard.exclusive_discipline;
+        }
+        for key in &needs_restart {
+            tracing::warn!("reload: {key} changed; it takes effect at the next restart");
+        }
+        tracing::info!(
+            "reloaded {origin}: applied {}",
+            if applied.is_empty() {
+                "nothing".to_string()
+            } else {
+                applied.join(", ")
+            }
+        );
+        self.config_origin = origin.clone();
+        json!({ "config": origin, "applied": applied, "needs_restart": needs_restart })
     }
 
     /// A `slew_instead` agent's step was refused in the kernel: apply what it asked for as a
@@ -1272,6 +1413,50 @@ fn notify_env(service: &str, record: &Record) -> Vec<(String, String)> {
         env.push(("CLOCKGUARD_JUMP_EXE", text(jump.get("exe"))));
     }
     env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// The configuration keys a reload applies at once; other changes wait for a restart.
+const RELOADABLE: &[&str] = &[
+    "guard.allow",
+    "guard.slew_instead",
+    "guard.exclusive_discipline",
+];
+
+/// The keys (`section.key`, or `key` at the top level) whose values differ.
+fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    let (Ok(Value::Object(old)), Ok(Value::Object(new))) =
+        (serde_json::to_value(old), serde_json::to_value(new))
+    else {
+        return vec!["(configuration)".into()];
+    };
+    let mut changed = Vec::new();
+    for (key, before) in &old {
+        let after = &new[key];
+        match (before, after) {
+            (Value::Object(before), Value::Object(after)) => {
+                for (inner, value) in before {
+                    if after.get(inner) != Some(value) {
+                        changed.push(format!("{key}.{inner}"));
+                    }
+                }
+            }
+            _ if before != after => changed.push(key.clone()),
+            _ => {}
+        }
+    }
+    changed
+}
+
+/// systemd's watchdog period, half of WATCHDOG_USEC (as sd_watchdog_enabled(3) advises),
+/// when the watchdog is on for this process.
+fn systemd_watchdog_period() -> Option<std::time::Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    (usec > 0).then(|| std::time::Duration::from_micros(usec / 2))
 }
 
 /// sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET, when set.

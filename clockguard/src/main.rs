@@ -32,7 +32,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
-use crate::{config::Config, record::Record};
+use crate::{
+    config::{Config, ConfigSource},
+    record::Record,
+};
 
 #[derive(Parser)]
 #[command(
@@ -121,6 +124,13 @@ enum Command {
         #[command(flatten)]
         daemon: DaemonArgs,
     },
+    /// Reload the daemon's configuration (as SIGHUP does) and say what changed: the guard
+    /// policy takes effect at once, other changes at the next restart. An invalid file is
+    /// refused with its line, and the configuration in use is kept. Needs root.
+    Reload {
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
     /// For keepalived's track_script: exit status 0 while the tracked service NAME is not
     /// in fault (healthy, or not checked yet), 1 when it is or the daemon does not answer.
     ServiceCheck {
@@ -160,14 +170,13 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// The directories from the config, overridden by the command line.
 fn dirs(config: Option<&Path>, state: Option<PathBuf>, runtime: Option<PathBuf>) -> Result<Config> {
-    let (mut cfg, _) = Config::load(config)?;
-    if let Some(s) = state {
-        cfg.state_dir = s;
-    }
-    if let Some(r) = runtime {
-        cfg.runtime_dir = r;
-    }
-    Ok(cfg)
+    let source = ConfigSource {
+        path: config.map(Path::to_path_buf),
+        mode: None,
+        state_dir: state,
+        runtime_dir: runtime,
+    };
+    Ok(source.load()?.0)
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode> {
@@ -178,16 +187,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             state_dir,
             runtime_dir,
         } => {
-            let (mut cfg, origin) = Config::load(config.as_deref())?;
-            if let Some(m) = mode {
-                cfg.mode = m;
-            }
-            if let Some(s) = state_dir {
-                cfg.state_dir = s;
-            }
-            if let Some(r) = runtime_dir {
-                cfg.runtime_dir = r;
-            }
+            let source = ConfigSource {
+                path: config,
+                mode,
+                state_dir,
+                runtime_dir,
+            };
+            let (cfg, origin) = source.load()?;
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log_level))
                 .with_context(|| format!("bad log_level {:?}", cfg.log_level))?;
@@ -195,7 +201,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 .with_env_filter(filter)
                 .with_writer(io::stderr)
                 .init();
-            runtime()?.block_on(daemon::run(cfg, origin))?;
+            runtime()?.block_on(daemon::run(cfg, origin, source))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit {
@@ -243,7 +249,33 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Sources { json, daemon } => ask(&daemon, "sources", json, print_sources),
         Command::Check { json, daemon } => run_check(&daemon, json),
         Command::ServiceCheck { name, daemon } => service_check(&daemon, &name),
+        Command::Reload { daemon } => reload(&daemon),
     }
+}
+
+fn reload(daemon: &DaemonArgs) -> Result<ExitCode> {
+    let cfg = dirs(daemon.config.as_deref(), None, daemon.runtime_dir.clone())?;
+    let answer = query(&cfg.runtime_dir, "reload")?;
+    let list = |key: &str| {
+        let keys: Vec<&str> = answer[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if keys.is_empty() {
+            "nothing".to_string()
+        } else {
+            keys.join(", ")
+        }
+    };
+    println!(
+        "reloaded {}: applied {}; at the next restart: {}",
+        answer["config"].as_str().unwrap_or("?"),
+        list("applied"),
+        list("needs_restart")
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The daemon's one-object answer to `cmd`.

@@ -13,13 +13,14 @@ pub struct Record {
     /// When the change was made (RFC 3339 with ns, UTC), on the clock as it was before it.
     pub time: String,
     /// `syscall`, `kernel` (clock_was_set outside a traced syscall), `fallback` (the
-    /// userspace detector saw a jump no hook explained) or `timers` (a stall, suspend or
-    /// clocksource event).
+    /// userspace detector saw a jump no hook explained), `timers` (a stall, suspend or
+    /// clocksource event), `service` (a tracked service) or `daemon` (clockguard's own
+    /// acts: a configuration reload).
     pub source: String,
     pub syscall: Option<String>,
     pub clock: Option<String>,
     /// step | slew | frequency | tick | status | params | tai | tz | read | unknown; from the
-    /// timers: stall | suspend | clocksource_change | clocksource_jump
+    /// timers: stall | suspend | clocksource_change | clocksource_jump; from the daemon: reload
     pub kind: String,
     /// Why time moved, when clockguard can tell (timers: vm_paused, hypervisor_steal,
     /// machine_stall, cpu_stall, ...).

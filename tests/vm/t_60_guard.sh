@@ -2,7 +2,7 @@
 # an adjtimex(ADJ_SETOFFSET) caller are each refused (the caller sees EPERM) and journaled
 # as denied with the requested delta; a 1 ms sampler sees no step and no backward move.
 # qemu-ga's refused +2 s step is slewed in (2 s ± 50 ms within 60 s, no jump). An allowed
-# executable steps normally.
+# executable steps normally, and no longer once a reload (SIGHUP) took it off the list.
 source "$(dirname "$0")/lib.sh"
 need_vm
 
@@ -128,16 +128,27 @@ echo "$recs" | jq -e -s 'length == 1 and .[0].verdict == "allowed" and .[0].guar
 "$ALLOWED" settime-by -1000000000 >/dev/null
 
 # exclusive_discipline: only clockguard may change the frequency, tick or PLL offset; not
-# even an allowed executable. Reads still pass.
-stop_daemon
+# even an allowed executable. Reads still pass. Turned on by a reload of the running
+# daemon: the kernel's policy changes at once.
 printf 'exclusive_discipline = true\n' >>"$CG_TEST_TMP/guard.toml"
-start_daemon --config "$CG_TEST_TMP/guard.toml"
+out=$("$CG" reload --runtime-dir "$RUNTIME") || fail "reload: $out"
+echo "$out"
+[[ "$out" == *"applied guard.exclusive_discipline;"* ]] || fail "reload said: $out"
 status_json | jq -e '.enforcement.active and .enforcement.exclusive_discipline' >/dev/null \
     || fail "exclusive discipline not on: $(status_json | jq -c .enforcement)"
 expect_refused freq-other "$CALL" freq 10
 expect_refused freq-allowed "$ALLOWED" freq 10
 "$CALL" adjtimex-read 1 | jq -e '.ok == 1' >/dev/null || fail "a read was refused"
 wait_records 2 '.kind == "frequency" and .verdict == "denied" and .guard.judged == "discipline"'
+# Taken off the allow list by SIGHUP, the executable may no longer step.
+sed -i "s|^allow = .*|allow = []|" "$CG_TEST_TMP/guard.toml"
+kill -HUP "$DAEMON_PID"
+for _ in $(seq 1 50); do
+    [[ "$(status_json | jq '[.enforcement.policy[] | select(.class == "allow")] | length')" == 0 ]] && break
+    sleep 0.1
+done
+expect_refused step-after-reload "$ALLOWED" settime-by 1000000000
+wait_records 1 '.comm == "cg-allowed" and .verdict == "denied"'
 
 # The guard lives as long as the daemon (pinning it is a later step): stopped, it refuses
 # nothing.
