@@ -2,12 +2,19 @@
 //! kernel refuses (fentry and LSM on a locked-down kernel: EPERM) never takes the others
 //! down. Every hook's outcome, with the kernel's reason, is kept for `clockguard status`.
 
-use std::{fs, io, path::Path, sync::Arc};
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap},
-    programs::{BtfTracePoint, FEntry, FExit, Lsm, TracePoint},
+    programs::{
+        links::{FdLink, PinnedLink},
+        BtfTracePoint, FEntry, FExit, Lsm, TracePoint,
+    },
     Btf, Ebpf, EbpfLoader,
 };
 use clockguard_ebpf as abi;
@@ -30,6 +37,12 @@ pub struct HookStatus {
     pub error: Option<String>,
     /// The errno behind `error`, when there is one ("EPERM").
     pub errno: Option<String>,
+    /// Its link is pinned in bpffs: it stays attached if the daemon dies (guard mode).
+    #[serde(default)]
+    pub pinned: bool,
+    /// Taken over from a previous daemon that left it pinned (its program kept running).
+    #[serde(default)]
+    pub adopted: bool,
 }
 
 impl HookStatus {
@@ -41,18 +54,48 @@ impl HookStatus {
             attached: false,
             error: None,
             errno: None,
+            pinned: false,
+            adopted: false,
         }
     }
 
-    /// Records the outcome of one hook: disabled by the configuration, attached, or the
-    /// kernel's reason for refusing it.
-    fn settle(&mut self, disabled: bool, attach: impl FnOnce() -> Result<(), AttachError>) {
+    /// Records the outcome of one hook: disabled by the configuration, adopted from the
+    /// pins of a previous daemon, attached (and pinned, with `pins`), or the kernel's
+    /// reason for refusing it. `attach` gets the path to pin its link at.
+    fn settle(
+        &mut self,
+        disabled: bool,
+        pins: &mut Option<Pins>,
+        attach: impl FnOnce(Option<&Path>) -> Result<Option<PinnedLink>, AttachError>,
+    ) {
         if disabled {
             self.error = Some("disabled in the configuration".into());
             return;
         }
-        match attach() {
-            Ok(()) => self.attached = true,
+        if let Some(pins) = pins.as_mut() {
+            if pins.adoptable.contains(&self.name) {
+                match PinnedLink::from_pin(pins.link_path(&self.name)) {
+                    Ok(link) => {
+                        pins.links.push(link);
+                        (self.attached, self.pinned, self.adopted) = (true, true, true);
+                        return;
+                    }
+                    Err(err) => tracing::warn!(
+                        "cannot adopt the pinned hook {}: {err}; attaching it anew",
+                        self.name
+                    ),
+                }
+            }
+        }
+        let pin_at = pins.as_ref().map(|p| p.link_path(&self.name));
+        match attach(pin_at.as_deref()) {
+            Ok(link) => {
+                self.attached = true;
+                if let (Some(link), Some(pins)) = (link, pins.as_mut()) {
+                    pins.links.push(link);
+                    self.pinned = true;
+                }
+            }
             Err(err) => self.failed(err.as_ref()),
         }
     }
@@ -82,9 +125,31 @@ const TRACEPOINTS: &[(&str, &str)] = &[
 /// The tracepoints that read fields at offsets parsed from tracefs (`read_procinfo_layout`).
 const NEEDS_PROCINFO_LAYOUT: &[&str] = &["sched_process_fork", "sched_process_exec"];
 
+/// The guard's pins (guard mode): see pinning.rs.
+pub struct Pins {
+    /// This build's directory, /sys/fs/bpf/clockguard/<build>.
+    pub dir: PathBuf,
+    /// Hooks a previous daemon left pinned here, to adopt.
+    adoptable: Vec<String>,
+    /// Pins of other builds (or incomplete ones), released once the guard is in place.
+    stale: Vec<PathBuf>,
+    /// The pinned links, held while the daemon runs.
+    links: Vec<PinnedLink>,
+}
+
+impl Pins {
+    fn link_path(&self, hook: &str) -> PathBuf {
+        self.dir.join("links").join(hook)
+    }
+}
+
 pub struct Probes {
     ebpf: Ebpf,
     pub hooks: Vec<HookStatus>,
+    /// In guard mode, until released (clean stop, or the guard not enforcing).
+    pins: Option<Pins>,
+    /// Links unpinned by `release_pins`: attached as long as the daemon holds them.
+    released_links: Vec<FdLink>,
     kernel_symbols: crate::ksyms::KernelSymbols,
     /// What the CONFIG map holds (the guard flags are changed after attaching).
     config: abi::Config,
@@ -99,13 +164,43 @@ pub struct LoadOptions<'a> {
     pub tracefs: &'a Path,
     /// hrtimer expiries late by this much or more are sent as events (ns).
     pub timer_late_threshold_ns: u64,
+    /// Pin every link and map in bpffs, adopting a previous daemon's (guard mode).
+    pub pin: bool,
 }
 
 impl Probes {
     /// Loads the object and attaches every hook not disabled. Fails only when the object
     /// itself cannot be loaded (no BPF at all); a refused hook is recorded, not fatal.
     pub fn load(opts: &LoadOptions) -> Result<Probes> {
-        let mut ebpf = EbpfLoader::new()
+        let map_names = object_map_names()?;
+        let mut pins = if opts.pin {
+            match prepare_pins(&map_names) {
+                Ok(pins) => Some(pins),
+                Err(err) => {
+                    tracing::warn!("the guard is not pinned, it ends with the daemon: {err:#}");
+                    None
+                }
+            }
+        } else {
+            // Not guarding: a guard an earlier daemon left pinned must not outlive its mode.
+            let released = crate::pinning::release_all(Path::new(crate::pinning::PIN_ROOT));
+            if released > 0 {
+                tracing::warn!(
+                    "released the guard an earlier clockguard left pinned ({released} \
+                     director{}): this daemon does not run in guard mode",
+                    if released == 1 { "y" } else { "ies" }
+                );
+            }
+            None
+        };
+        let mut loader = EbpfLoader::new();
+        if let Some(pins) = &pins {
+            // Every map by name: a previous daemon's when pinned, else created and pinned.
+            for name in &map_names {
+                loader.map_pin_path(name.as_str(), pins.dir.join("maps").join(name));
+            }
+        }
+        let mut ebpf = loader
             .load(EBPF_OBJECT)
             .map_err(|e| anyhow!("{}", describe_error(&e).0))
             .context("cannot load clockguard's eBPF object (maps)")?;
@@ -156,6 +251,13 @@ impl Probes {
         };
         let mut config_map: Array<_, ConfigPod> =
             Array::try_from(ebpf.map_mut("CONFIG").context("no CONFIG map")?)?;
+        if pins.as_ref().is_some_and(|p| !p.adoptable.is_empty()) {
+            // The adopted programs keep enforcing until the guard is decided again.
+            if let Ok(ConfigPod(previous)) = config_map.get(&0, 0) {
+                config.flags |= previous.flags
+                    & (abi::CONFIG_GUARD_ENFORCE | abi::CONFIG_GUARD_EXCLUSIVE_DISCIPLINE);
+            }
+        }
         config_map.set(0, ConfigPod(config), 0)?;
         let mut last_offset: Array<_, i64> =
             Array::try_from(ebpf.map_mut("LAST_OFFSET").context("no LAST_OFFSET map")?)?;
@@ -167,13 +269,13 @@ impl Probes {
         for &(category, program) in TRACEPOINTS {
             let mut status =
                 HookStatus::new(program, "tracepoint", format!("{category}:{program}"));
-            status.settle(disabled(program), || {
+            status.settle(disabled(program), &mut pins, |pin| {
                 if NEEDS_PROCINFO_LAYOUT.contains(&program) {
                     if let Some(problem) = &layout_problem {
                         return Err(problem.clone().into());
                     }
                 }
-                attach_tracepoint(&mut ebpf, category, program)
+                attach_tracepoint(&mut ebpf, category, program, pin)
             });
             hooks.push(status);
         }
@@ -185,22 +287,22 @@ impl Probes {
                 .map_err(|err| Box::new(err.clone()) as AttachError)
         };
         let mut fentry = HookStatus::new("clock_was_set", "fentry", "clock_was_set()".into());
-        fentry.settle(disabled("clock_was_set"), || {
-            attach_fentry(&mut ebpf, "clock_was_set", btf()?)
+        fentry.settle(disabled("clock_was_set"), &mut pins, |pin| {
+            attach_fentry(&mut ebpf, "clock_was_set", btf()?, pin)
         });
         hooks.push(fentry);
 
         // The guard: ADJ_SETOFFSET is judged in the LSM `capable` hook while the thread is
         // inside do_adjtimex (fentry keeps the modes, fexit forgets them).
         let mut adjtimex = HookStatus::new("do_adjtimex", "fentry", "do_adjtimex()".into());
-        adjtimex.settle(disabled("do_adjtimex"), || {
-            attach_fentry(&mut ebpf, "do_adjtimex", btf()?)
+        adjtimex.settle(disabled("do_adjtimex"), &mut pins, |pin| {
+            attach_fentry(&mut ebpf, "do_adjtimex", btf()?, pin)
         });
         hooks.push(adjtimex);
         let mut adjtimex_exit =
             HookStatus::new("do_adjtimex_exit", "fexit", "do_adjtimex()".into());
-        adjtimex_exit.settle(disabled("do_adjtimex_exit"), || {
-            attach_fexit(&mut ebpf, "do_adjtimex_exit", "do_adjtimex", btf()?)
+        adjtimex_exit.settle(disabled("do_adjtimex_exit"), &mut pins, |pin| {
+            attach_fexit(&mut ebpf, "do_adjtimex_exit", "do_adjtimex", btf()?, pin)
         });
         hooks.push(adjtimex_exit);
 
@@ -209,7 +311,7 @@ impl Probes {
             "tp_btf",
             "timer:hrtimer_expire_entry".into(),
         );
-        hrtimer.settle(disabled("hrtimer_expire_entry"), || {
+        hrtimer.settle(disabled("hrtimer_expire_entry"), &mut pins, |pin| {
             let kernel_btf = kernel_btf.as_ref().map_err(|err| format!("{err:#}"))?;
             let timer_config =
                 crate::timers::hrtimer_offsets(kernel_btf, opts.timer_late_threshold_ns)?;
@@ -218,8 +320,8 @@ impl Probes {
             map.set(0, TimerConfigPod(timer_config), 0)?;
             let prog: &mut BtfTracePoint = program(&mut ebpf, "hrtimer_expire_entry")?;
             prog.load("hrtimer_expire_entry", btf()?)?;
-            prog.attach()?;
-            Ok(())
+            let link = prog.attach()?;
+            pin_link(pin, || Ok(prog.take_link(link)?.into()))
         });
         hooks.push(hrtimer);
 
@@ -229,7 +331,9 @@ impl Probes {
             ("capable", "security_capable"),
         ] {
             let mut lsm = HookStatus::new(hook, "lsm", target.into());
-            lsm.settle(disabled(hook), || attach_lsm(&mut ebpf, hook, btf()?));
+            lsm.settle(disabled(hook), &mut pins, |pin| {
+                attach_lsm(&mut ebpf, hook, btf()?, pin)
+            });
             // Loading "succeeds" where bpf is not an active LSM, but the hook is never
             // called: say so.
             if lsm.attached && !lsm_active {
@@ -242,9 +346,19 @@ impl Probes {
             hooks.push(lsm);
         }
 
+        if let Some(pins) = &pins {
+            // Pinned hooks not adopted (disabled since): their programs stop now.
+            for name in &pins.adoptable {
+                if !hooks.iter().any(|h| h.name == *name && h.adopted) {
+                    let _ = fs::remove_file(pins.link_path(name));
+                }
+            }
+        }
         Ok(Probes {
             ebpf,
             hooks,
+            pins,
+            released_links: Vec::new(),
             kernel_symbols: Default::default(),
             config,
             exe_layout_error,
@@ -254,6 +368,48 @@ impl Probes {
     /// The outcome of the hook named `name`.
     pub fn hook(&self, name: &str) -> Option<&HookStatus> {
         self.hooks.iter().find(|h| h.name == name)
+    }
+
+    /// The pin directory while the guard is pinned.
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pins.as_ref().map(|p| p.dir.as_path())
+    }
+
+    /// Releases the pins of other builds (an upgrade) or incomplete ones: called once this
+    /// daemon's guard is in place, so the two overlap. Returns the directories released.
+    pub fn release_stale_pins(&mut self) -> Vec<PathBuf> {
+        let Some(pins) = self.pins.as_mut() else {
+            return Vec::new();
+        };
+        let mut released = Vec::new();
+        for dir in std::mem::take(&mut pins.stale) {
+            match crate::pinning::release(&dir) {
+                Ok(()) => released.push(dir),
+                Err(err) => tracing::warn!("{err:#}"),
+            }
+        }
+        released
+    }
+
+    /// Unpins every link and map: the hooks stay attached while the daemon runs, and end
+    /// with it (a clean stop, or a guard that does not enforce).
+    pub fn release_pins(&mut self) {
+        self.release_stale_pins();
+        let Some(pins) = self.pins.take() else {
+            return;
+        };
+        for link in pins.links {
+            match link.unpin() {
+                Ok(link) => self.released_links.push(link),
+                Err(err) => tracing::warn!("cannot unpin a link in {}: {err}", pins.dir.display()),
+            }
+        }
+        for hook in &mut self.hooks {
+            hook.pinned = false;
+        }
+        if let Err(err) = crate::pinning::release(&pins.dir) {
+            tracing::warn!("{err:#}");
+        }
     }
 
     /// Writes the guard's policy into the kernel: the executables by inode, then the flags
@@ -520,35 +676,104 @@ where
     Ok(prog.try_into()?)
 }
 
-fn attach_tracepoint(ebpf: &mut Ebpf, category: &str, name: &str) -> Result<(), AttachError> {
+/// The attached link taken out of its program and pinned at `pin`, when given; else the
+/// link stays with its program (and ends with the daemon).
+fn pin_link(
+    pin: Option<&Path>,
+    take: impl FnOnce() -> Result<FdLink, AttachError>,
+) -> Result<Option<PinnedLink>, AttachError> {
+    let Some(path) = pin else {
+        return Ok(None);
+    };
+    Ok(Some(take()?.pin(path)?))
+}
+
+fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    category: &str,
+    name: &str,
+    pin: Option<&Path>,
+) -> Result<Option<PinnedLink>, AttachError> {
     let prog: &mut TracePoint = program(ebpf, name)?;
     prog.load()?;
-    prog.attach(category, name)?;
-    Ok(())
+    let link = prog.attach(category, name)?;
+    // Before BPF perf links (Linux 5.15) a tracepoint's link is a perf event fd, which
+    // cannot be pinned: it stays with the daemon.
+    let pin = pin.filter(|_| aya::features().bpf_perf_link());
+    pin_link(pin, || Ok(FdLink::try_from(prog.take_link(link)?)?))
 }
 
 /// fentry programs are named after the kernel function they attach to.
-fn attach_fentry(ebpf: &mut Ebpf, function: &str, btf: &Btf) -> Result<(), AttachError> {
+fn attach_fentry(
+    ebpf: &mut Ebpf,
+    function: &str,
+    btf: &Btf,
+    pin: Option<&Path>,
+) -> Result<Option<PinnedLink>, AttachError> {
     let prog: &mut FEntry = program(ebpf, function)?;
     prog.load(function, btf)?;
-    prog.attach()?;
-    Ok(())
+    let link = prog.attach()?;
+    pin_link(pin, || Ok(prog.take_link(link)?.into()))
 }
 
 /// An fexit program `name` on the kernel function `function`.
-fn attach_fexit(ebpf: &mut Ebpf, name: &str, function: &str, btf: &Btf) -> Result<(), AttachError> {
+fn attach_fexit(
+    ebpf: &mut Ebpf,
+    name: &str,
+    function: &str,
+    btf: &Btf,
+    pin: Option<&Path>,
+) -> Result<Option<PinnedLink>, AttachError> {
     let prog: &mut FExit = program(ebpf, name)?;
     prog.load(function, btf)?;
-    prog.attach()?;
-    Ok(())
+    let link = prog.attach()?;
+    pin_link(pin, || Ok(prog.take_link(link)?.into()))
 }
 
 /// LSM programs are named after their hook.
-fn attach_lsm(ebpf: &mut Ebpf, hook: &str, btf: &Btf) -> Result<(), AttachError> {
+fn attach_lsm(
+    ebpf: &mut Ebpf,
+    hook: &str,
+    btf: &Btf,
+    pin: Option<&Path>,
+) -> Result<Option<PinnedLink>, AttachError> {
     let prog: &mut Lsm = program(ebpf, hook)?;
     prog.load(hook, btf)?;
-    prog.attach()?;
-    Ok(())
+    let link = prog.attach()?;
+    pin_link(pin, || Ok(prog.take_link(link)?.into()))
+}
+
+/// The names of the object's maps (to pin each by name before loading).
+fn object_map_names() -> Result<Vec<String>> {
+    let object = aya_obj::Object::parse(EBPF_OBJECT)
+        .map_err(|e| anyhow!("cannot parse clockguard's eBPF object: {e}"))?;
+    let mut names: Vec<String> = object
+        .maps
+        .keys()
+        .filter(|name| !name.starts_with('.'))
+        .cloned()
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Mounts bpffs if needed, looks at what earlier daemons pinned, and makes this build's
+/// directories.
+fn prepare_pins(map_names: &[String]) -> Result<Pins> {
+    crate::pinning::ensure_bpffs()?;
+    let root = Path::new(crate::pinning::PIN_ROOT);
+    let dir = crate::pinning::build_dir(root, EBPF_OBJECT);
+    let found = crate::pinning::survey(root, &dir, map_names)?;
+    for sub in ["links", "maps"] {
+        fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
+    }
+    Ok(Pins {
+        dir,
+        adoptable: found.adoptable,
+        stale: found.stale,
+        links: Vec::new(),
+    })
 }
 
 /// Is `bpf` among the active LSMs?
@@ -685,6 +910,22 @@ pub fn ensure_tracefs() -> Result<&'static Path> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_map_the_daemon_and_the_guard_share_is_pinned_by_name() {
+        let names = object_map_names().unwrap();
+        for map in [
+            "CONFIG",
+            "COUNTERS",
+            "EVENTS",
+            "GUARD_EXES",
+            "PENDING",
+            "STACKS",
+        ] {
+            assert!(names.iter().any(|n| n == map), "{map} not in {names:?}");
+        }
+        assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
+    }
 
     const FORK_6_1: &str = "name: sched_process_fork
 ID: 300

@@ -255,14 +255,16 @@ async fn handle(
     ntp: Option<NtpHandle>,
 ) -> Result<()> {
     let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST as u64 + 1));
+    let mut line = String::new();
+    // Read before any refusal: a peer whose request is not read yet could see its own write
+    // fail (EPIPE) instead of the answer.
+    reader.read_line(&mut line).await?;
     if let Peer::Refused(why) = &peer {
         tracing::warn!("control socket: refused {}: {why}", describe(cred));
         write_line(&mut write, &json!({ "error": why }).to_string()).await?;
         return Ok(());
     }
-    let mut reader = BufReader::new(read.take(MAX_REQUEST as u64 + 1));
-    let mut line = String::new();
-    reader.read_line(&mut line).await?;
     let request = match parse_request(&line) {
         Ok(r) => r,
         Err(message) => {
@@ -396,7 +398,14 @@ pub async fn request(
         ),
     };
     let (read, mut write) = stream.into_split();
-    write_line(&mut write, &request.to_string()).await?;
+    if let Err(err) = write_line(&mut write, &request.to_string()).await {
+        // The daemon may have answered (a refusal) and closed already: read that first.
+        if err.downcast_ref::<std::io::Error>().map(|e| e.kind())
+            != Some(std::io::ErrorKind::BrokenPipe)
+        {
+            return Err(err);
+        }
+    }
     let mut lines = BufReader::new(read).lines();
     while let Some(line) = lines.next_line().await? {
         if let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(&line) {

@@ -79,6 +79,8 @@ struct Daemon {
     /// The kernel's recent messages about its clocks (/dev/kmsg), oldest first; None when
     /// /dev/kmsg cannot be read.
     kernel_clock_messages: Option<VecDeque<ClockMessage>>,
+    /// When the heartbeat file was last written.
+    last_heartbeat: Option<Instant>,
 }
 
 /// Kernel clock messages kept for `status`.
@@ -178,6 +180,8 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
         emit_readonly: config.audit.journal_readonly,
         tracefs,
         timer_late_threshold_ns: (config.timers.stall_threshold_ms * 1e6) as u64,
+        // Only a guard that can enforce is worth keeping in force without the daemon.
+        pin: config.mode == crate::config::Mode::Guard && bpf::bpf_lsm_active(),
     }) {
         Ok(p) => (Some(p), None),
         Err(err) => {
@@ -333,6 +337,8 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
         attached: false,
         error: None,
         errno: None,
+        pinned: false,
+        adopted: false,
     };
     if config.audit.fallback_detector {
         match fallback::open() {
@@ -356,6 +362,7 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
     hooks.push(fallback_status);
 
     let guard = start_guard(&config, probes.as_mut())?;
+    let previous_heartbeat = read_heartbeat(&config.runtime_dir);
 
     let ntp = ntp::client::spawn(&config.ntp, guard.slew.clone(), &config.state_dir).await?;
     if ntp.is_some() && guard.slew.is_none() {
@@ -425,12 +432,14 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
         policy: guard.policy,
         time_services: guard.time_services,
         slew: guard.slew,
+        last_heartbeat: None,
         ntp_running: ntp.is_some(),
         hook_stats,
         services: tracker,
         service_processes: Default::default(),
         kernel_clock_messages: kernel_messages.is_some().then(VecDeque::new),
     };
+    daemon.journal_start(previous_heartbeat, guard.pins);
     daemon.on_kernel_messages(history);
     if have_services {
         // Track the services' processes before the first exit can be missed.
@@ -540,6 +549,19 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
     if let Some(slew) = &daemon.slew {
         slew.shutdown().await;
     }
+    // A clean stop ends the guard with the daemon (a crash leaves it pinned, in force).
+    let guard_released = match daemon.probes.as_mut() {
+        Some(probes) if probes.pin_dir().is_some() => {
+            probes.release_pins();
+            true
+        }
+        _ => false,
+    };
+    daemon.journal_and_publish(vec![daemon_record(
+        "stop",
+        json!({ "guard_released": guard_released }),
+    )]);
+    let _ = std::fs::remove_file(daemon.config.runtime_dir.join(HEARTBEAT_FILE));
     daemon.flush_unwritten();
     daemon.journal.sync().ok();
     let (head_seq, head_hash) = daemon.journal.head();
@@ -554,6 +576,9 @@ struct GuardSetup {
     time_services: Vec<TimeService>,
     /// The slew engine, running only while the guard enforces.
     slew: Option<SlewHandle>,
+    /// What became of the pinned guard: this daemon's pins, the hooks adopted, the pins of
+    /// other builds released (null when not pinned).
+    pins: Value,
 }
 
 /// Decides whether the guard enforces (and says why in the log), writes the policy into
@@ -581,6 +606,7 @@ fn start_guard(config: &Config, probes: Option<&mut Probes>) -> Result<GuardSetu
             },
         },
     );
+    let mut pins = Value::Null;
     if let Some(p) = probes {
         // Written in observe mode too: the hooks then record what guard mode would refuse.
         p.set_guard(
@@ -588,6 +614,29 @@ fn start_guard(config: &Config, probes: Option<&mut Probes>) -> Result<GuardSetu
             config.guard.exclusive_discipline,
             &policy,
         )?;
+        if enforcement.active {
+            // This guard is in place: an older build's pinned one may go.
+            let released = p.release_stale_pins();
+            if let Some(dir) = p.pin_dir() {
+                let adopted: Vec<&str> = p
+                    .hooks
+                    .iter()
+                    .filter(|h| h.adopted)
+                    .map(|h| h.name.as_str())
+                    .collect();
+                if !adopted.is_empty() {
+                    tracing::warn!(
+                        "guard: adopted {} hooks a previous clockguard left pinned in {}",
+                        adopted.len(),
+                        dir.display()
+                    );
+                }
+                pins = json!({ "dir": dir, "adopted": adopted, "stale_released": released });
+            }
+        } else {
+            // Nothing to keep in force when the daemon is gone.
+            p.release_pins();
+        }
     }
     for entry in policy.iter().filter(|e| e.problem.is_none()) {
         tracing::info!("guard policy: {} {}", entry.class, entry.path.display());
@@ -619,6 +668,7 @@ fn start_guard(config: &Config, probes: Option<&mut Probes>) -> Result<GuardSetu
         policy,
         time_services,
         slew,
+        pins,
     })
 }
 
@@ -747,6 +797,12 @@ impl Daemon {
 
     /// The sampler's tick: clocks, steal and clocksource; closes stalls that are over.
     fn on_sample(&mut self) {
+        if self
+            .last_heartbeat
+            .is_none_or(|at| at.elapsed() >= HEARTBEAT_INTERVAL)
+        {
+            self.write_heartbeat();
+        }
         let sys = Path::new("/sys");
         let sample = timers::read_sample(sys);
         // While clockguard slews, the kernel's rate changes between samples.
@@ -1125,6 +1181,64 @@ impl Daemon {
         }
     }
 
+    /// Journals this start: how the previous run ended (a clean stop, or killed: then the
+    /// time it was last alive and the events lost while it was down) and what became of
+    /// the pinned guard. The events the adopted hooks wrote while no daemon ran follow it.
+    fn journal_start(&mut self, previous: Option<Heartbeat>, pins: Value) {
+        let drops_now = self
+            .probes
+            .as_ref()
+            .and_then(|p| p.counters().ok())
+            .map(|c| c.ring_buffer_drops);
+        let now_ns = clock::realtime_ns();
+        let mut detail = json!({ "pid": std::process::id(), "guard": pins });
+        match (self.journal.previous_run_ended_cleanly(), previous) {
+            (None, _) => detail["previous_stop"] = json!("first start"),
+            (Some(true), _) => detail["previous_stop"] = json!("clean"),
+            (Some(false), Some(heartbeat)) => {
+                let down_s = (now_ns - heartbeat.realtime_ns) as f64 / 1e9;
+                tracing::warn!(
+                    "the previous clockguard (pid {}) did not stop cleanly: last alive {}, \
+                     {down_s:.1} s ago",
+                    heartbeat.pid,
+                    record::rfc3339_ns(heartbeat.realtime_ns)
+                );
+                detail["previous_stop"] = json!("unclean");
+                detail["previous_pid"] = json!(heartbeat.pid);
+                detail["last_alive"] = json!(record::rfc3339_ns(heartbeat.realtime_ns));
+                // The heartbeat is written every HEARTBEAT_INTERVAL: down at most this long.
+                detail["down_at_most_s"] = json!(down_s);
+                detail["ring_buffer_drops_while_down"] =
+                    json!(drops_now.map(|now| now.saturating_sub(heartbeat.ring_buffer_drops)));
+            }
+            // Killed in an earlier boot, or by a version without the heartbeat.
+            (Some(false), None) => detail["previous_stop"] = json!("unknown"),
+        }
+        self.journal_and_publish(vec![daemon_record("start", detail)]);
+    }
+
+    /// The heartbeat file: when this daemon was last alive, for the next one to say how
+    /// long no daemon ran if this one is killed.
+    fn write_heartbeat(&mut self) {
+        self.last_heartbeat = Some(Instant::now());
+        let heartbeat = Heartbeat {
+            pid: std::process::id(),
+            realtime_ns: clock::realtime_ns(),
+            ring_buffer_drops: self
+                .probes
+                .as_ref()
+                .and_then(|p| p.counters().ok())
+                .map_or(0, |c| c.ring_buffer_drops),
+        };
+        let path = self.config.runtime_dir.join(HEARTBEAT_FILE);
+        let written = serde_json::to_vec(&heartbeat)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&path, bytes));
+        if let Err(err) = written {
+            tracing::debug!("cannot write {}: {err}", path.display());
+        }
+    }
+
     /// Reads the configuration again (SIGHUP, or `clockguard reload` from `peer`). The
     /// guard policy (allow, slew_instead, exclusive_discipline) is written into the kernel
     /// at once; other changes are listed as taking effect at the next restart. An invalid
@@ -1144,21 +1258,12 @@ impl Daemon {
             }
         };
         notify_systemd("READY=1");
-        let mut record = Record {
-            time: record::rfc3339_ns(clock::realtime_ns()),
-            source: "daemon".into(),
-            kind: "reload".into(),
-            detail: Some(answer.clone()),
-            result: if answer.get("error").is_some() {
-                "EINVAL".into()
-            } else {
-                "0".into()
-            },
-            verdict: "observed".into(),
-            pid: peer.and_then(|p| p.pid()).map(|p| p as u32),
-            uid: peer.map(|p| p.uid()),
-            ..Default::default()
-        };
+        let mut record = daemon_record("reload", answer.clone());
+        if answer.get("error").is_some() {
+            record.result = "EINVAL".into();
+        }
+        record.pid = peer.and_then(|p| p.pid()).map(|p| p as u32);
+        record.uid = peer.map(|p| p.uid());
         if let Some(pid) = record.pid {
             record.comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .ok()
@@ -1282,6 +1387,7 @@ impl Daemon {
             "reason": self.enforcement.reason,
             "gaps": self.enforcement.gaps,
             "exclusive_discipline": self.enforcement.active && self.config.guard.exclusive_discipline,
+            "pinned": self.probes.as_ref().and_then(|p| p.pin_dir()),
             "self_exe": guard::self_exe(),
             "policy": self.policy,
             "other_time_services": self.time_services,
@@ -1413,6 +1519,36 @@ fn notify_env(service: &str, record: &Record) -> Vec<(String, String)> {
         env.push(("CLOCKGUARD_JUMP_EXE", text(jump.get("exe"))));
     }
     env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// A record of clockguard's own (source "daemon"): start, stop, reload.
+fn daemon_record(kind: &str, detail: Value) -> Record {
+    Record {
+        time: record::rfc3339_ns(clock::realtime_ns()),
+        source: "daemon".into(),
+        kind: kind.into(),
+        detail: Some(detail),
+        result: "0".into(),
+        verdict: "observed".into(),
+        ..Default::default()
+    }
+}
+
+/// In the runtime directory (gone at reboot, like the pins).
+const HEARTBEAT_FILE: &str = "heartbeat.json";
+const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Heartbeat {
+    pid: u32,
+    realtime_ns: i64,
+    ring_buffer_drops: u64,
+}
+
+/// The previous daemon's heartbeat, if it left one.
+fn read_heartbeat(runtime_dir: &Path) -> Option<Heartbeat> {
+    let bytes = std::fs::read(runtime_dir.join(HEARTBEAT_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// The configuration keys a reload applies at once; other changes wait for a restart.

@@ -469,6 +469,8 @@ mod tests {
             attached,
             error: (!attached).then(|| "EPERM: load failed".to_string()),
             errno: None,
+            pinned: false,
+            adopted: false,
         }
     }
 

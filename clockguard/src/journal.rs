@@ -36,6 +36,9 @@ pub struct Journal {
     next_seq: u64,
     /// The hash of the last record written: the next record's `prev`.
     head_hash: String,
+    /// Whether the journal ended, when opened, with the daemon's "stop" record (None: it
+    /// was empty).
+    ended_with_stop: Option<bool>,
     max_bytes: u64,
     keep: u32,
 }
@@ -63,6 +66,9 @@ impl Journal {
             Some(link) => Some(link),
             None => last_link_in(&rotated_path(dir, 1))?,
         };
+        let ended_with_stop = last
+            .as_ref()
+            .map(|link| link.source == "daemon" && link.kind == "stop");
         let (last_seq, head_hash) = match last {
             // A record written before the journal was chained starts a new chain.
             Some(link) => (link.seq, link.hash.unwrap_or_else(|| GENESIS.into())),
@@ -75,6 +81,7 @@ impl Journal {
                 size,
                 next_seq: last_seq + 1,
                 head_hash,
+                ended_with_stop,
                 max_bytes,
                 keep,
             },
@@ -89,6 +96,11 @@ impl Journal {
     /// The seq the next record will get.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// Whether the previous daemon's last record was its clean "stop" (None: no record).
+    pub fn previous_run_ended_cleanly(&self) -> Option<bool> {
+        self.ended_with_stop
     }
 
     /// The last record written: its seq (0 when none) and hash.
@@ -237,6 +249,10 @@ struct Link {
     prev: Option<String>,
     #[serde(default)]
     hash: Option<String>,
+    #[serde(default)]
+    source: String,
+    #[serde(default)]
+    kind: String,
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {

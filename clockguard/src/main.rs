@@ -15,6 +15,7 @@ mod kmsg;
 mod ksyms;
 mod metrics;
 mod ntp;
+mod pinning;
 mod record;
 mod service_io;
 mod services;
@@ -620,14 +621,19 @@ fn print_status(s: &Value) {
     if let Some(err) = s["ebpf_load_error"].as_str() {
         println!("eBPF: not loaded: {err}");
     }
+    if let Some(dir) = s["enforcement"]["pinned"].as_str() {
+        println!("guard pinned in {dir}: it stays in force if the daemon dies");
+    }
     println!("journal: {}", text(&s["journal"]["path"]));
     println!();
     println!("{:<26} {:<11} {:<13} DETAIL", "HOOK", "KIND", "STATE");
     for hook in s["hooks"].as_array().into_iter().flatten() {
-        let state = if hook["attached"].as_bool() == Some(true) {
-            "attached"
-        } else {
-            "NOT attached"
+        let flag = |key: &str| hook[key].as_bool() == Some(true);
+        let state = match (flag("attached"), flag("adopted"), flag("pinned")) {
+            (false, _, _) => "NOT attached",
+            (true, true, _) => "adopted",
+            (true, false, true) => "pinned",
+            (true, false, false) => "attached",
         };
         // The first line only: a verifier log follows it in `status --json`.
         let detail = hook["error"]

@@ -44,6 +44,17 @@ stop_daemon() {
 }
 trap 'stop_daemon' EXIT
 
+# expect_refused LABEL COMMAND...: the command fails, and says EPERM in its own words.
+expect_refused() {
+    local label=$1; shift
+    if "$@" >"$CG_TEST_TMP/out" 2>&1; then
+        cat "$CG_TEST_TMP/out"; fail "$label: was not refused"
+    fi
+    grep -q "Operation not permitted" "$CG_TEST_TMP/out" \
+        || { cat "$CG_TEST_TMP/out"; fail "$label: failed, but not with EPERM"; }
+    echo "$label refused: $(head -c 200 "$CG_TEST_TMP/out")"
+}
+
 status_json() { "$CG" status --json --runtime-dir "$RUNTIME"; }
 audit_json() { "$CG" audit --json --state-dir "$STATE"; }
 
