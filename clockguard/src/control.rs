@@ -29,46 +29,15 @@ use tokio::{
     sync::{broadcast, mpsc, oneshot},
 };
 
-use crate::ntp::client::NtpHandle;
+use crate::{
+    control_protocol::{parse_request, Request, MAX_REQUEST},
+    ntp::client::NtpHandle,
+};
 
 pub const SOCKET_NAME: &str = "control.sock";
-/// A request line longer than this is refused (no unbounded buffering).
-const MAX_REQUEST: usize = 4096;
 
 pub fn socket_path(runtime_dir: &Path) -> PathBuf {
     runtime_dir.join(SOCKET_NAME)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "cmd", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Request {
-    Status {},
-    Events {
-        #[serde(default)]
-        follow: bool,
-    },
-    Tracking {},
-    Sources {},
-    Services {},
-    Reload {},
-}
-
-impl Request {
-    fn name(&self) -> &'static str {
-        match self {
-            Request::Status {} => "status",
-            Request::Events { .. } => "events",
-            Request::Tracking {} => "tracking",
-            Request::Sources {} => "sources",
-            Request::Services {} => "services",
-            Request::Reload {} => "reload",
-        }
-    }
-
-    /// Whether the request changes the daemon (root only).
-    fn changes_the_daemon(&self) -> bool {
-        matches!(self, Request::Reload {})
-    }
 }
 
 /// Who may use the socket: root (and the daemon's own user) for everything, members of
@@ -361,17 +330,6 @@ fn seq_of(record: &str) -> Option<u64> {
     serde_json::from_str::<Seq>(record).ok().map(|s| s.seq)
 }
 
-pub fn parse_request(line: &str) -> Result<Request, String> {
-    if line.len() > MAX_REQUEST {
-        return Err(format!("request longer than {MAX_REQUEST} bytes"));
-    }
-    let line = line.trim();
-    if line.is_empty() {
-        return Err("empty request".into());
-    }
-    serde_json::from_str(line).map_err(|e| format!("bad request: {e}"))
-}
-
 async fn write_line(write: &mut (impl AsyncWriteExt + Unpin), line: &str) -> Result<()> {
     write.write_all(line.as_bytes()).await?;
     write.write_all(b"\n").await?;
@@ -421,37 +379,6 @@ pub async fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn requests_parse_and_bad_ones_say_why() {
-        assert!(matches!(
-            parse_request("{\"cmd\":\"status\"}\n"),
-            Ok(Request::Status {})
-        ));
-        assert!(matches!(
-            parse_request("{\"cmd\":\"events\",\"follow\":true}"),
-            Ok(Request::Events { follow: true })
-        ));
-        assert!(matches!(
-            parse_request("{\"cmd\":\"tracking\"}"),
-            Ok(Request::Tracking {})
-        ));
-        assert!(matches!(
-            parse_request("{\"cmd\":\"services\"}"),
-            Ok(Request::Services {})
-        ));
-        assert!(parse_request("{\"cmd\":\"reboot\"}")
-            .unwrap_err()
-            .contains("reboot"));
-        assert!(parse_request("").unwrap_err().contains("empty"));
-        assert!(parse_request(&"x".repeat(5000))
-            .unwrap_err()
-            .contains("longer"));
-        assert!(parse_request("{\"cmd\":\"status\",\"x\":1}").is_err());
-        let reload = parse_request("{\"cmd\":\"reload\"}").unwrap();
-        assert!(reload.changes_the_daemon());
-        assert!(!Request::Status {}.changes_the_daemon());
-    }
 
     #[test]
     fn peers_are_judged_by_uid_and_groups() {

@@ -6,6 +6,7 @@ mod check;
 mod clock;
 mod config;
 mod control;
+mod control_protocol;
 mod daemon;
 mod enrich;
 mod fallback;

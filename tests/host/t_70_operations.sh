@@ -5,8 +5,9 @@
 # - Reload (`clockguard reload` and SIGHUP): a new guard policy takes effect and is listed
 #   as applied, other changes as needing a restart; an invalid file is refused with its
 #   line and the configuration in use is kept; each reload is journaled with who asked.
-# - The control socket: 0600 and root only by default; with `[control] read_group`, 0660
-#   and the group (primary or supplementary, SO_PEERGROUPS) may read but never reload.
+# - Nothing listens on the network by default. The control socket: 0600 and root only;
+#   the peer's credentials are checked past the file mode; with `[control] read_group`,
+#   0660, and the group (primary or supplementary, SO_PEERGROUPS) may read, never reload.
 # - The hash chain: `audit --verify` passes, then names a hand-edited record, and finds
 #   the last record removed by comparing with the daemon's head.
 set -euo pipefail
@@ -59,6 +60,10 @@ pings=$(grep -cx "WATCHDOG=1" "$CG_TEST_TMP/notify.log" || true)
 echo "METRIC watchdog-pings-in-1.5s $pings"
 # WATCHDOG_USEC 400 ms → a ping every 200 ms.
 [[ "$pings" -ge 4 ]] || fail "only $pings watchdog pings in 1.5 s"
+
+# Nothing listens on the network unless configured (no NTP server, no metrics here).
+listening=$(ss -H -lntup 2>/dev/null | grep "pid=$daemon," || true)
+[[ -z "$listening" ]] || fail "the daemon listens on the network: $listening"
 
 policy() { "$CG" status --json --runtime-dir "$RUNTIME" | jq -c '[.enforcement.policy[] | select(.class == "allow") | .path] | sort'; }
 [[ "$(policy)" == '["/usr/bin/true"]' ]] || fail "policy at start: $(policy)"

@@ -29,6 +29,7 @@ const ROWS: &[(&str, RowFn)] = &[
     ("NTP from 11 s off (VM)", row_ntp_converge_vm),
     ("hrtimer workload, timer hook", row_timer_hook),
     ("failover from a time jump (VM)", row_failover_vm),
+    ("soak: an hour of events and NTP traffic", row_soak),
 ];
 
 /// The timer-hook row: threads sleeping 50 µs in a loop and a 10 kHz timerfd, for this many
@@ -449,6 +450,120 @@ fn row_ntp_server_load(ctx: &mut Ctx) -> Result<Row> {
     );
     row.set("rss_before_kib", num(rss_before as f64));
     row.set("rss_after_kib", num(rss_after as f64));
+    row.set("load_output", load);
+    Ok(row)
+}
+
+/// The soak row's loopback NTP port.
+const SOAK_NTP_PORT: u16 = 12499;
+
+/// One daemon under a steady load for CG_SOAK_MINUTES (default 60): 100 audited clock
+/// calls per second from a new process each second (the enricher's cache churns), 200 NTP
+/// requests per second from 20 loopback clients, a `status` query every 10 s, and the
+/// journal rotating at 8 MiB. Its RSS is sampled every CG_SOAK_SAMPLE_S (default 60) s:
+/// after the warm-up (the first 5 minutes: caches fill, the journal first rotates) it must
+/// stay flat.
+fn row_soak(ctx: &mut Ctx) -> Result<Row> {
+    let env_u64 = |name: &str, default: u64| -> Result<u64> {
+        match std::env::var(name) {
+            Ok(v) => v
+                .parse()
+                .with_context(|| format!("{name}={v:?} is not a number")),
+            Err(_) => Ok(default),
+        }
+    };
+    let minutes = env_u64("CG_SOAK_MINUTES", 60)?;
+    let sample_every = Duration::from_secs(env_u64("CG_SOAK_SAMPLE_S", 60)?.max(1));
+    let config = ctx.root.join("soak.toml");
+    fs::write(
+        &config,
+        format!(
+            "mode = \"observe\"\n[audit]\nmax_journal_bytes = 8388608\nkeep_journals = 2\n\
+             [ntp]\nserve = \"127.0.0.1:{SOAK_NTP_PORT}\"\n\
+             # 20 clients at 10 requests/s each: allow 16/s, bursts of 16.\n\
+             rate_limit_interval = -4\nrate_limit_burst = 16\n"
+        ),
+    )?;
+    ctx.start_daemon_with(Some(&config))?;
+    std::thread::sleep(Duration::from_secs(2));
+    let total = Duration::from_secs(minutes * 60);
+    let ntp_load = root_cmd(ctx.bin("cg-ntpref"), &[])
+        .arg("load")
+        .arg(format!("127.0.0.1:{SOAK_NTP_PORT}"))
+        .args(["--rate", "200", "--clients", "20", "--seconds"])
+        .arg(total.as_secs().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start cg-ntpref load")?;
+    let started = Instant::now();
+    let mut series: Vec<(f64, u64)> = vec![(0.0, ctx.daemon_rss_kib()?)];
+    let mut next_sample = started + sample_every;
+    let mut next_query = started;
+    let (mut clock_calls, mut queries) = (0u64, 0u64);
+    while started.elapsed() < total {
+        let second = Instant::now();
+        ctx.clockcall(&["storm", "100"])?;
+        clock_calls += 100;
+        if second >= next_query {
+            ctx.status()?;
+            queries += 1;
+            next_query += Duration::from_secs(10);
+        }
+        if second >= next_sample {
+            let minute = started.elapsed().as_secs_f64() / 60.0;
+            let rss = ctx.daemon_rss_kib()?;
+            println!("bench: soak {minute:.1} min: RSS {rss} KiB");
+            series.push((minute, rss));
+            next_sample += sample_every;
+        }
+        if let Some(rest) = Duration::from_secs(1).checked_sub(second.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+    let minute = started.elapsed().as_secs_f64() / 60.0;
+    series.push((minute, ctx.daemon_rss_kib()?));
+    let load_out = ntp_load.wait_with_output()?;
+    let load = last_object(&String::from_utf8_lossy(&load_out.stdout))
+        .context("cg-ntpref load printed no JSON object")?;
+    let status = ctx.status()?;
+    ctx.stop_daemon();
+
+    let warm: Vec<f64> = series
+        .iter()
+        .filter(|(m, _)| *m >= 5.0_f64.min(minutes as f64 / 2.0))
+        .map(|(_, kib)| *kib as f64)
+        .collect();
+    let after_warmup = *warm.first().context("no RSS sample after the warm-up")?;
+    let end = *warm.last().context("no RSS sample")?;
+    let max = warm.iter().copied().fold(f64::MIN, f64::max);
+    let min = warm.iter().copied().fold(f64::MAX, f64::min);
+    let mut row = Row::new();
+    row.set("minutes", num(minutes as f64));
+    row.set("clock_calls", num(clock_calls as f64));
+    row.set(
+        "records_journaled",
+        status["daemon"]["records_journaled"].clone(),
+    );
+    row.set("ring_buffer_drops", status["ring_buffer_drops"].clone());
+    row.set("ntp_sent", load["sent"].clone());
+    row.set("ntp_answered", load["replies"].clone());
+    row.set("status_queries", num(queries as f64));
+    row.set("rss_start_kib", num(series[0].1 as f64));
+    row.set("rss_after_warmup_kib", num(after_warmup));
+    row.set("rss_end_kib", num(end));
+    row.set("rss_min_after_warmup_kib", num(min));
+    row.set("rss_max_after_warmup_kib", num(max));
+    row.set("growth_after_warmup_kib", num(end - after_warmup));
+    row.set(
+        "rss_series_kib",
+        Value::from(
+            series
+                .iter()
+                .map(|(m, kib)| json!({ "minute": (m * 10.0).round() / 10.0, "rss_kib": kib }))
+                .collect::<Vec<_>>(),
+        ),
+    );
     row.set("load_output", load);
     Ok(row)
 }

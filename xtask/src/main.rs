@@ -39,6 +39,11 @@ enum Cmd {
         /// Skip the VM suite (also: CLOCKGUARD_NO_VM=1).
         #[arg(long)]
         no_vm: bool,
+        /// Also run the fuzz targets (cargo fuzz, nightly): the NTP packet parser for
+        /// CG_FUZZ_RUNS inputs (default 10 million), the control protocol for
+        /// CG_FUZZ_SECONDS (default 60).
+        #[arg(long)]
+        fuzz: bool,
     },
     /// Boot the test VM once and run CMD in it (default `uname -a`) from the repo root.
     /// Env: CLOCKGUARD_VM_TIMEOUT (s, default 1800), CLOCKGUARD_VM_KERNEL,
@@ -58,7 +63,7 @@ fn main() {
         Cmd::Setup => setup::setup(true).map(|()| 0),
         Cmd::Build { release } => tasks::build(release).map(|()| 0),
         Cmd::Run { args } => tasks::run(&args).map(|()| 0),
-        Cmd::Test { no_vm } => tasks::test(no_vm),
+        Cmd::Test { no_vm, fuzz } => tasks::test(no_vm, fuzz),
         Cmd::Vm { cmd } => vm::vm(&cmd),
         Cmd::Bench => bench::bench(),
     };

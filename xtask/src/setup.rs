@@ -392,6 +392,19 @@ fn virtme_ng(s: &mut Setup) -> Result<()> {
     Ok(())
 }
 
+/// cargo-fuzz, for `cargo xtask test --fuzz` only (the fuzz targets build with nightly).
+pub fn ensure_cargo_fuzz() -> Result<()> {
+    if let Some(version) = output_ok(cmd("cargo").args(["+nightly", "fuzz", "--version"])) {
+        println!("ok: {}", version.trim());
+        return Ok(());
+    }
+    println!("setup: cargo install cargo-fuzz --locked");
+    if !util::status(cmd("cargo").args(["install", "cargo-fuzz", "--locked"]))?.success() {
+        bail!("cargo install cargo-fuzz failed");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

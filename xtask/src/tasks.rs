@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::{bail, Context, Result};
@@ -86,8 +86,11 @@ fn banner(msg: &str) {
 }
 
 /// `cargo xtask test [--no-vm]`.
-pub fn test(no_vm: bool) -> Result<i32> {
+pub fn test(no_vm: bool, fuzz: bool) -> Result<i32> {
     setup::setup(false)?;
+    if fuzz {
+        setup::ensure_cargo_fuzz()?;
+    }
     build(true)?;
     let repo = util::repo_root();
     let bins = bin_dir(true);
@@ -166,8 +169,18 @@ pub fn test(no_vm: bool) -> Result<i32> {
         });
     }
 
+    let fuzz_results = if fuzz {
+        run_fuzzers(&repo)?
+    } else {
+        Vec::new()
+    };
+
     println!("\n=== summary ===");
     println!("cargo test: {}", if unit_ok { "ok" } else { "FAILED" });
+    for result in &fuzz_results {
+        println!("fuzz {}", result.summary);
+    }
+    let fuzz_ok = fuzz_results.iter().all(|r| r.ok);
     let (mut passed, mut failed) = (0, 0);
     let mut suite_broken = false;
     for s in &suites {
@@ -204,6 +217,62 @@ pub fn test(no_vm: bool) -> Result<i32> {
         }
     }
     println!("{passed} passed, {failed} failed");
-    let ok = unit_ok && failed == 0 && !vm_failed && !suite_broken;
+    let ok = unit_ok && failed == 0 && !vm_failed && !suite_broken && fuzz_ok;
     Ok(if ok { 0 } else { 1 })
+}
+
+struct FuzzResult {
+    ok: bool,
+    summary: String,
+}
+
+/// Each fuzz target for its budget, from the seeds in fuzz/seeds/<target> and the corpus
+/// kept in target/fuzz-corpus/<target>; libFuzzer's log in target/fuzz-logs/<target>.log,
+/// a crashing input in fuzz/artifacts/<target>/.
+fn run_fuzzers(repo: &Path) -> Result<Vec<FuzzResult>> {
+    let runs = std::env::var("CG_FUZZ_RUNS").unwrap_or_else(|_| "10000000".into());
+    let seconds = std::env::var("CG_FUZZ_SECONDS").unwrap_or_else(|_| "60".into());
+    let targets = [
+        ("ntp_packet", format!("-runs={runs}")),
+        ("control_request", format!("-max_total_time={seconds}")),
+    ];
+    let logs = repo.join("target/fuzz-logs");
+    std::fs::create_dir_all(&logs)?;
+    let mut results = Vec::new();
+    for (target, budget) in targets {
+        println!("\n=== fuzz: {target} ({budget}) ===");
+        let corpus = repo.join("target/fuzz-corpus").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        let log_path = logs.join(format!("{target}.log"));
+        let log = std::fs::File::create(&log_path)?;
+        let status = util::status(
+            cmd("cargo")
+                .current_dir(repo.join("fuzz"))
+                .args(["+nightly", "fuzz", "run", target])
+                .arg(&corpus)
+                .arg(repo.join("fuzz/seeds").join(target))
+                .args(["--", &budget, "-print_final_stats=1"])
+                .stderr(log),
+        )?;
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        // libFuzzer's last words: "Done 10000000 runs in 41 second(s)".
+        let done = text.lines().rev().find(|l| l.starts_with("Done "));
+        let ok = status.success() && done.is_some();
+        let summary = match done {
+            Some(done) if ok => format!("{target}: {}, no crash", done.trim_start_matches("Done ")),
+            _ => {
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                for line in tail.iter().rev() {
+                    println!("{line}");
+                }
+                format!(
+                    "{target}: FAILED (exit {status}); log {}",
+                    log_path.display()
+                )
+            }
+        };
+        println!("fuzz {summary}");
+        results.push(FuzzResult { ok, summary });
+    }
+    Ok(results)
 }
