@@ -172,7 +172,12 @@ impl Probes {
     /// Loads the object and attaches every hook not disabled. Fails only when the object
     /// itself cannot be loaded (no BPF at all); a refused hook is recorded, not fatal.
     pub fn load(opts: &LoadOptions) -> Result<Probes> {
-        let map_names = object_map_names()?;
+        // Parsed only to pin: the loader parses the object again anyway.
+        let map_names = if opts.pin {
+            object_map_names()?
+        } else {
+            Vec::new()
+        };
         let mut pins = if opts.pin {
             match prepare_pins(&map_names) {
                 Ok(pins) => Some(pins),

@@ -290,13 +290,12 @@ pub fn journal_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Reads every record of the journal in `dir`, oldest first, calling `each` for each.
-/// Lines that are not records (torn by a crash, edited) are skipped and reported in the
-/// returned list as `file:line: reason`.
-pub fn read_records(dir: &Path, mut each: impl FnMut(Record)) -> Result<Vec<String>> {
-    let mut problems = Vec::new();
-    for path in journal_files(dir) {
-        let file = File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
+/// Calls `each(file, line number, line)` for every non-empty line of the journal in `dir`,
+/// oldest first (without its newline). Returns how many files there were.
+fn each_line(dir: &Path, mut each: impl FnMut(&Path, u64, &[u8])) -> Result<usize> {
+    let files = journal_files(dir);
+    for path in &files {
+        let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
         let mut reader = BufReader::new(file);
         let mut line = Vec::new();
         let mut number = 0u64;
@@ -307,18 +306,28 @@ pub fn read_records(dir: &Path, mut each: impl FnMut(Record)) -> Result<Vec<Stri
             }
             number += 1;
             let text = line.strip_suffix(b"\n").unwrap_or(&line);
-            if text.is_empty() {
-                continue;
-            }
-            match serde_json::from_slice::<Record>(text) {
-                Ok(record) => each(record),
-                Err(err) => problems.push(format!(
-                    "{}:{number}: skipped, not a journal record ({err})",
-                    path.display()
-                )),
+            if !text.is_empty() {
+                each(path, number, text);
             }
         }
     }
+    Ok(files.len())
+}
+
+/// Reads every record of the journal in `dir`, oldest first, calling `each` for each.
+/// Lines that are not records (torn by a crash, edited) are skipped and reported in the
+/// returned list as `file:line: reason`.
+pub fn read_records(dir: &Path, mut each: impl FnMut(Record)) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    each_line(dir, |path, number, text| {
+        match serde_json::from_slice::<Record>(text) {
+            Ok(record) => each(record),
+            Err(err) => problems.push(format!(
+                "{}:{number}: skipped, not a journal record ({err})",
+                path.display()
+            )),
+        }
+    })?;
     Ok(problems)
 }
 
@@ -345,93 +354,78 @@ pub fn verify(dir: &Path) -> Result<Verification> {
     let mut previous: Option<(u64, String, String)> = None;
     // Lines that are no record, since the last record read.
     let mut unreadable: Vec<String> = Vec::new();
-    for path in journal_files(dir) {
-        found.files += 1;
-        let file = File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let mut reader = BufReader::new(file);
-        let mut line = Vec::new();
-        let mut number = 0u64;
-        loop {
-            line.clear();
-            if reader.read_until(b'\n', &mut line)? == 0 {
-                break;
+    let files = each_line(dir, |path, number, text| {
+        let place = format!("{}:{number}", path.display());
+        let link = match serde_json::from_slice::<Link>(text) {
+            Ok(link) => link,
+            Err(err) => {
+                unreadable.push(format!("{place}: not a journal record ({err})"));
+                return;
             }
-            number += 1;
-            let text = line.strip_suffix(b"\n").unwrap_or(&line);
-            if text.is_empty() {
-                continue;
-            }
-            let place = format!("{}:{number}", path.display());
-            let link = match serde_json::from_slice::<Link>(text) {
-                Ok(link) => link,
-                Err(err) => {
-                    unreadable.push(format!("{place}: not a journal record ({err})"));
-                    continue;
-                }
-            };
-            let first_record = found.records == 0;
-            found.records += 1;
-            let Some(hash) = link.hash else {
-                match &previous {
-                    Some((seq, _, at)) => found.failures.push(format!(
-                        "{place}: record seq {} has no hash, but the chain began before it \
+        };
+        let first_record = found.records == 0;
+        found.records += 1;
+        let Some(hash) = link.hash else {
+            match &previous {
+                Some((seq, _, at)) => found.failures.push(format!(
+                    "{place}: record seq {} has no hash, but the chain began before it \
                          (seq {seq} at {at}): its hash was removed",
-                        link.seq
-                    )),
-                    None => found.notes.push(format!(
-                        "{place}: record seq {} was written before the journal was chained",
-                        link.seq
-                    )),
-                }
-                found.notes.append(&mut unreadable);
-                continue;
-            };
-            found.chained += 1;
-            if !line_matches_hash(text, &hash) {
-                found.failures.push(format!(
-                    "{place}: record seq {} was edited: its content does not match its hash",
+                    link.seq
+                )),
+                None => found.notes.push(format!(
+                    "{place}: record seq {} was written before the journal was chained",
+                    link.seq
+                )),
+            }
+            found.notes.append(&mut unreadable);
+            return;
+        };
+        found.chained += 1;
+        if !line_matches_hash(text, &hash) {
+            found.failures.push(format!(
+                "{place}: record seq {} was edited: its content does not match its hash",
+                link.seq
+            ));
+        }
+        let prev = link.prev.as_deref().unwrap_or("");
+        let broken = match &previous {
+            Some((seq, hash, at)) if prev != hash => Some(format!(
+                "{place}: record seq {} does not follow the record before it (seq {seq} \
+                     at {at}): {}",
+                link.seq,
+                chain_break(*seq, link.seq)
+            )),
+            Some(_) => None,
+            None if prev == GENESIS => None,
+            None if first_record => {
+                found.notes.push(format!(
+                    "{place}: the chain begins at seq {}; the records before it were \
+                         rotated out",
                     link.seq
                 ));
+                None
             }
-            let prev = link.prev.as_deref().unwrap_or("");
-            let broken = match &previous {
-                Some((seq, hash, at)) if prev != hash => Some(format!(
-                    "{place}: record seq {} does not follow the record before it (seq {seq} \
-                     at {at}): {}",
-                    link.seq,
-                    chain_break(*seq, link.seq)
-                )),
-                Some(_) => None,
-                None if prev == GENESIS => None,
-                None if first_record => {
+            None => Some(format!(
+                "{place}: record seq {} follows a record that is not in the journal",
+                link.seq
+            )),
+        };
+        match broken {
+            Some(failure) => {
+                found.failures.append(&mut unreadable);
+                found.failures.push(failure);
+            }
+            None => {
+                for torn in unreadable.drain(..) {
                     found.notes.push(format!(
-                        "{place}: the chain begins at seq {}; the records before it were \
-                         rotated out",
-                        link.seq
+                        "{torn}; torn by a crash while writing (the chain goes on around it)"
                     ));
-                    None
-                }
-                None => Some(format!(
-                    "{place}: record seq {} follows a record that is not in the journal",
-                    link.seq
-                )),
-            };
-            match broken {
-                Some(failure) => {
-                    found.failures.append(&mut unreadable);
-                    found.failures.push(failure);
-                }
-                None => {
-                    for torn in unreadable.drain(..) {
-                        found.notes.push(format!(
-                            "{torn}; torn by a crash while writing (the chain goes on around it)"
-                        ));
-                    }
                 }
             }
-            previous = Some((link.seq, hash, place));
         }
-    }
+        previous = Some((link.seq, hash, place));
+    })?;
+    found.files = files;
     // After the last record, only the daemon's head can tell a torn write from an edit.
     found.notes.append(&mut unreadable);
     found.last = previous.map(|(seq, hash, _)| (seq, hash));

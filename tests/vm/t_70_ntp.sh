@@ -65,10 +65,13 @@ echo "$tracking" | jq -e '.synchronized == true and .disciplining == true and (.
 # slew at the kernel's fastest (11 s / 10.05 % = 109.5 s), and not later than the reference
 # saw it (the watch reports the start of the final run under 1 ms, which can be later than
 # the first time under 1 ms that clockguard reports).
-echo "$tracking" | jq -e --argjson seen "$(jq .converged_after_s "$CG_TEST_TMP/watch.json")" \
-    '(.last_convergence.from_offset_s + 11 | fabs) < 0.01 and .last_convergence.took_s > 109 and .last_convergence.took_s < $seen + 5' >/dev/null \
-    || fail "convergence report: $(echo "$tracking" | jq -c .last_convergence), the reference saw $(jq .converged_after_s "$CG_TEST_TMP/watch.json") s"
-echo "METRIC ntp-reported-convergence took_s=$(echo "$tracking" | jq .last_convergence.took_s)"
+# The one from -11 s: a later excursion of a ms or two (TCG jitter) is corrected and
+# reported after it.
+from11=$(echo "$tracking" | jq -c '[.convergences[] | select((.from_offset_s + 11 | fabs) < 0.01)] | last')
+echo "$from11" | jq -e --argjson seen "$(jq .converged_after_s "$CG_TEST_TMP/watch.json")" \
+    '.took_s > 109 and .took_s < $seen + 5' >/dev/null \
+    || fail "convergence report: $(echo "$tracking" | jq -c .convergences), the reference saw $(jq .converged_after_s "$CG_TEST_TMP/watch.json") s"
+echo "METRIC ntp-reported-convergence took_s=$(echo "$from11" | jq .took_s)"
 sources=$("$CG" sources --json --runtime-dir "$RUNTIME")
 echo "$sources" | jq -e '.sources[0].state == "selected" and .sources[0].counters.malformed > 0 and .sources[0].counters.bad_origin > 0 and .sources[0].counters.duplicate > 0' >/dev/null \
     || fail "hostile datagrams not counted: $sources"

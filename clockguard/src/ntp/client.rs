@@ -356,8 +356,13 @@ struct Tracking {
     /// A correction of 1 ms or more in progress: (CLOCK_MONOTONIC_RAW when it started, ns;
     /// the offset then, s).
     converging: Option<(i64, f64)>,
-    last_convergence: Option<Convergence>,
+    /// The latest convergences, oldest first (the last is `last_convergence`): a small
+    /// excursion corrected after a large one does not hide how long the large one took.
+    convergences: std::collections::VecDeque<Convergence>,
 }
+
+/// Convergences kept for `tracking`.
+const CONVERGENCES_KEPT: usize = 8;
 
 /// How long the clock took to come within `CONVERGED_S` of NTP time.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -739,7 +744,11 @@ impl Client {
             CONVERGED_S * 1e3
         );
         self.tracking.converging = None;
-        self.tracking.last_convergence = Some(Convergence {
+        let kept = &mut self.tracking.convergences;
+        if kept.len() == CONVERGENCES_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(Convergence {
             from_offset_s,
             took_s,
             ended: record::rfc3339_ns(now.realtime_ns),
@@ -842,7 +851,8 @@ impl Client {
             "leap_status": system.map_or("not synchronised", |s| leap_text(s.leap)),
             "corrections": self.tracking.corrections,
             "corrections_refused": self.tracking.corrections_refused,
-            "last_convergence": self.tracking.last_convergence,
+            "last_convergence": self.tracking.convergences.back(),
+            "convergences": self.tracking.convergences,
             "converging_from_offset_s": self.tracking.converging.map(|(_, from)| from),
             "slew": self.slew.as_ref().map(|s| s.status()),
             "server": self.serving.as_ref().map(|addr| json!({
