@@ -85,7 +85,10 @@ echo "$out"
 [[ "$out" == *"line 6"* && "$out" == *"maxpol"* && "$out" == *"in use is kept"* ]] || fail "the refusal does not name the key and line: $out"
 [[ "$(policy)" == '["/usr/bin/false","/usr/bin/true"]' ]] || fail "policy changed by an invalid file: $(policy)"
 kill -HUP "$daemon"
-sleep 0.5
+for _ in $(seq 1 50); do
+    grep -q "reload: .*line 6.*maxpol.*in use is kept" "$CG_TEST_TMP/daemon.log" && break
+    sleep 0.1
+done
 kill -0 "$daemon" || fail "SIGHUP with an invalid file stopped the daemon"
 grep -q "reload: .*line 6.*maxpol.*in use is kept" "$CG_TEST_TMP/daemon.log" || fail "SIGHUP's refusal is not logged with the line"
 # ... and a valid file by SIGHUP.
