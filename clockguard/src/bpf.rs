@@ -397,11 +397,12 @@ impl Probes {
     }
 
     /// Unpins every link and map: the hooks stay attached while the daemon runs, and end
-    /// with it (a clean stop, or a guard that does not enforce).
-    pub fn release_pins(&mut self) {
+    /// with it (a clean stop, or a guard that does not enforce). Returns whether this
+    /// daemon's guard was pinned.
+    pub fn release_pins(&mut self) -> bool {
         self.release_stale_pins();
         let Some(pins) = self.pins.take() else {
-            return;
+            return false;
         };
         for link in pins.links {
             match link.unpin() {
@@ -415,6 +416,7 @@ impl Probes {
         if let Err(err) = crate::pinning::release(&pins.dir) {
             tracing::warn!("{err:#}");
         }
+        true
     }
 
     /// Writes the guard's policy into the kernel: the executables by inode, then the flags

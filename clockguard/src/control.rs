@@ -230,9 +230,7 @@ async fn handle(
     // fail (EPIPE) instead of the answer.
     reader.read_line(&mut line).await?;
     if let Peer::Refused(why) = &peer {
-        tracing::warn!("control socket: refused {}: {why}", describe(cred));
-        write_line(&mut write, &json!({ "error": why }).to_string()).await?;
-        return Ok(());
+        return refuse(&mut write, cred, why).await;
     }
     let request = match parse_request(&line) {
         Ok(r) => r,
@@ -247,9 +245,7 @@ async fn handle(
              read",
             request.name()
         );
-        tracing::warn!("control socket: refused {}: {why}", describe(cred));
-        write_line(&mut write, &json!({ "error": why }).to_string()).await?;
-        return Ok(());
+        return refuse(&mut write, cred, &why).await;
     }
     match request {
         Request::Reload {} => {
@@ -308,6 +304,16 @@ async fn handle(
         }
     }
     Ok(())
+}
+
+/// Logs a refused peer and gives it the reason as its answer.
+async fn refuse(
+    write: &mut (impl AsyncWriteExt + Unpin),
+    cred: Option<UCred>,
+    why: &str,
+) -> Result<()> {
+    tracing::warn!("control socket: refused {}: {why}", describe(cred));
+    write_line(write, &json!({ "error": why }).to_string()).await
 }
 
 /// "pid 123 (uid 1000)", for the log.

@@ -554,13 +554,7 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
         slew.shutdown().await;
     }
     // A clean stop ends the guard with the daemon (a crash leaves it pinned, in force).
-    let guard_released = match daemon.probes.as_mut() {
-        Some(probes) if probes.pin_dir().is_some() => {
-            probes.release_pins();
-            true
-        }
-        _ => false,
-    };
+    let guard_released = daemon.probes.as_mut().is_some_and(Probes::release_pins);
     daemon.journal_and_publish(vec![daemon_record(
         "stop",
         json!({ "guard_released": guard_released }),
@@ -1189,11 +1183,7 @@ impl Daemon {
     /// time it was last alive and the events lost while it was down) and what became of
     /// the pinned guard. The events the adopted hooks wrote while no daemon ran follow it.
     fn journal_start(&mut self, previous: Option<Heartbeat>, pins: Value) {
-        let drops_now = self
-            .probes
-            .as_ref()
-            .and_then(|p| p.counters().ok())
-            .map(|c| c.ring_buffer_drops);
+        let drops_now = self.ring_buffer_drops();
         let now_ns = clock::realtime_ns();
         let mut detail = json!({ "pid": std::process::id(), "guard": pins });
         match (self.journal.previous_run_ended_cleanly(), previous) {
@@ -1221,6 +1211,12 @@ impl Daemon {
         self.journal_and_publish(vec![daemon_record("start", detail)]);
     }
 
+    /// The kernel's count of events lost to a full ring buffer (None without eBPF).
+    fn ring_buffer_drops(&self) -> Option<u64> {
+        let counters = self.probes.as_ref()?.counters().ok()?;
+        Some(counters.ring_buffer_drops)
+    }
+
     /// The heartbeat file: when this daemon was last alive, for the next one to say how
     /// long no daemon ran if this one is killed.
     fn write_heartbeat(&mut self) {
@@ -1228,11 +1224,7 @@ impl Daemon {
         let heartbeat = Heartbeat {
             pid: std::process::id(),
             realtime_ns: clock::realtime_ns(),
-            ring_buffer_drops: self
-                .probes
-                .as_ref()
-                .and_then(|p| p.counters().ok())
-                .map_or(0, |c| c.ring_buffer_drops),
+            ring_buffer_drops: self.ring_buffer_drops().unwrap_or(0),
         };
         let path = self.config.runtime_dir.join(HEARTBEAT_FILE);
         let written = serde_json::to_vec(&heartbeat)
