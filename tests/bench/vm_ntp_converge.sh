@@ -3,7 +3,8 @@
 # (cg-ntpref), the time each client takes to bring |offset| under 1 ms and hold it 20 s,
 # the RMS and largest offset while held, and what a 1 ms sampler saw (the largest change of
 # REALTIME - MONOTONIC between samples: a step shows as ~11 s). Side by side in one boot:
-#   clockguard  guard mode, slew only, at 100500 ppm (the kernel's fastest) and 83333 ppm
+#   clockguard  guard mode, slew only, at 100500 ppm (the kernel's fastest) and 83333 ppm;
+#               and, with no NTP source, a slew_instead agent's refused +11 s step
 #   chronyd     Debian's 4.3 with Debian's `makestep 1 3` (it steps) and without (slews)
 # Prints one "RESULT {json}" line per client.
 set -euo pipefail
@@ -57,6 +58,27 @@ EOF2
 start_clockguard_100500ppm() { clockguard_with "$1" 100500; }
 start_clockguard_83333ppm() { clockguard_with "$1" 83333; }
 
+# No NTP source: a slew_instead agent (cg-clockcall) asks for the +11 s step, the guard
+# refuses it and slews it in. Timed from the refused call, not from the daemon's start.
+start_clockguard_refused_step() {
+    local dir=$1
+    cat >"$dir/cg.toml" <<EOF2
+mode = "guard"
+[guard]
+defer_to_time_services = false
+slew_instead = ["$CALL"]
+EOF2
+    "$CG" run --config "$dir/cg.toml" --state-dir "$dir/state" --runtime-dir "$dir/run" >"$dir/daemon.log" 2>&1 &
+    client=$!
+    for _ in $(seq 1 300); do
+        "$CG" status --json --runtime-dir "$dir/run" 2>/dev/null | jq -e '.enforcement.active' >/dev/null && break
+        sleep 0.1
+    done
+    if "$CALL" settime-by 11000000000 >"$dir/step.out" 2>&1; then
+        echo "clockguard_refused_step: the +11 s step was NOT refused" >&2
+    fi
+}
+
 chronyd_with() {
     local dir=$1 extra=$2
     printf 'server 127.0.0.1 port 12300 iburst\n%s\ncmdport 0\npidfile %s/chronyd.pid\n' "$extra" "$dir" >"$dir/chrony.conf"
@@ -66,6 +88,7 @@ chronyd_with() {
 start_chronyd_makestep() { chronyd_with "$1" "makestep 1 3"; }
 start_chronyd_slew_only() { chronyd_with "$1" ""; }
 
-for name in clockguard_100500ppm clockguard_83333ppm chronyd_makestep chronyd_slew_only; do
+# CG_BENCH_CLIENTS="name ..." runs only those.
+for name in ${CG_BENCH_CLIENTS:-clockguard_100500ppm clockguard_83333ppm clockguard_refused_step chronyd_makestep chronyd_slew_only}; do
     run_one "$name"
 done

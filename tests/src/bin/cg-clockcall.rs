@@ -26,6 +26,15 @@ const USAGE: &str = "usage: cg-clockcall COMMAND
   set-status HEX           adjtimex(ADJ_STATUS) to HEX, e.g. 0x10 = STA_INS (test VM only)
   settime-by NS            clock_settime(CLOCK_REALTIME, now + NS ns) (test VM only)
   freq PPM                 adjtimex(ADJ_FREQUENCY) to PPM (test VM only)
+  settime-loop N           N x clock_settime(CLOCK_REALTIME, now + 10 us): N real steps,
+                           each forward (test VM only)
+  freq-loop N              N x adjtimex(ADJ_FREQUENCY) to the frequency already set: a
+                           discipline call that changes nothing (test VM only)
+  capcheck-loop N          N x setuid(own uid): a capability check (CAP_SETUID) that is not
+                           about the clock, what every other program costs the capable hook
+  gettime-loop N           N x clock_gettime(CLOCK_REALTIME) through libc (the vDSO)
+  gettime-syscall-loop N   N x the clock_gettime syscall itself, for comparison
+  timex                    the kernel's discipline state (adjtimex read): status, freq
   offset                   CLOCK_REALTIME - CLOCK_MONOTONIC now, ns (changes only by steps)
   offset-raw               CLOCK_REALTIME - CLOCK_MONOTONIC_RAW now, ns (moves with slews too)
   sample STOPFILE          every 1 ms until STOPFILE exists (at most 10 min): the largest
@@ -92,6 +101,26 @@ fn run(args: &[String]) -> Result<Value, String> {
                 .map_err(|e| format!("HEX: {e}"))?;
             set_status(status)
         }
+        "capcheck-loop" => Ok(repeat(count_arg(args)?, |_| setuid_to_self())),
+        "gettime-loop" => Ok(repeat(count_arg(args)?, |_| {
+            std::hint::black_box(read_ns(libc::CLOCK_REALTIME));
+            0
+        })),
+        "gettime-syscall-loop" => Ok(repeat(count_arg(args)?, |_| gettime_syscall())),
+        "settime-loop" | "freq-loop" => {
+            if std::env::var("CG_IN_VM").as_deref() != Ok("1") {
+                return Err(format!(
+                    "{cmd} changes the clock: test VM only (CG_IN_VM=1)"
+                ));
+            }
+            let n = count_arg(args)?;
+            if cmd == "settime-loop" {
+                Ok(repeat(n, |_| settime_forward(10_000)))
+            } else {
+                let freq = current_frequency()?;
+                Ok(repeat(n, |_| write_frequency(freq)))
+            }
+        }
         "settime-by" | "freq" => {
             if std::env::var("CG_IN_VM").as_deref() != Ok("1") {
                 return Err(format!(
@@ -104,6 +133,20 @@ fn run(args: &[String]) -> Result<Value, String> {
             } else {
                 settime_by(value.parse().map_err(|e| format!("NS: {e}"))?)
             }
+        }
+        "timex" => {
+            let mut tx = timex();
+            // SAFETY: valid timex pointer; modes = 0 only reads.
+            let state = unsafe { libc::adjtimex(&mut tx) };
+            if state < 0 {
+                return Err(format!("adjtimex: {}", std::io::Error::last_os_error()));
+            }
+            Ok(json!({
+                "clock_state": state,
+                "status": tx.status,
+                "freq_ppm": tx.freq as f64 / 65536.0,
+                "tick_us": tx.tick,
+            }))
         }
         "offset" => Ok(json!({"realtime_minus_monotonic_ns": realtime_minus_monotonic_ns()})),
         "offset-raw" => Ok(json!({"realtime_minus_raw_ns": realtime_minus_raw_ns()})),
@@ -281,34 +324,95 @@ fn sample(stop: &std::path::Path) -> Value {
 }
 
 fn settime_by(ns: i64) -> Result<Value, String> {
+    match settime_forward(ns) {
+        0 => Ok(json!({"pid": std::process::id(), "settime_by_ns": ns})),
+        e => Err(format!(
+            "clock_settime: {}",
+            std::io::Error::from_raw_os_error(e)
+        )),
+    }
+}
+
+/// clock_settime(CLOCK_REALTIME, now + ns): a real step (errno on failure, 0 on success).
+fn settime_forward(ns: i64) -> i32 {
     let target = read_ns(libc::CLOCK_REALTIME) + ns;
     let ts = libc::timespec {
         tv_sec: target.div_euclid(1_000_000_000),
         tv_nsec: target.rem_euclid(1_000_000_000),
     };
     // SAFETY: valid timespec.
-    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
-        return Err(format!(
-            "clock_settime: {}",
-            std::io::Error::last_os_error()
-        ));
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } == 0 {
+        0
+    } else {
+        errno()
     }
-    Ok(json!({"pid": std::process::id(), "settime_by_ns": ns}))
+}
+
+/// The kernel's frequency offset now, in scaled ppm (ppm << 16).
+fn current_frequency() -> Result<libc::c_long, String> {
+    let mut tx = timex();
+    // SAFETY: valid timex pointer; modes = 0 only reads.
+    if unsafe { libc::adjtimex(&mut tx) } < 0 {
+        return Err(format!("adjtimex: {}", std::io::Error::last_os_error()));
+    }
+    Ok(tx.freq)
+}
+
+/// adjtimex(ADJ_FREQUENCY) to `scaled_ppm` (errno on failure, 0 on success).
+fn write_frequency(scaled_ppm: libc::c_long) -> i32 {
+    let mut tx = timex();
+    tx.modes = libc::ADJ_FREQUENCY;
+    tx.freq = scaled_ppm;
+    // SAFETY: valid timex pointer.
+    if unsafe { libc::adjtimex(&mut tx) } >= 0 {
+        0
+    } else {
+        errno()
+    }
+}
+
+/// setuid(own uid): the kernel asks capable(CAP_SETUID) first, whatever the uid.
+fn setuid_to_self() -> i32 {
+    // SAFETY: plain syscalls; setting the uid the process already has changes nothing. The
+    // raw syscall, so glibc's all-threads setxid broadcast is not in the measure.
+    let rc = unsafe { libc::syscall(libc::SYS_setuid, libc::getuid()) };
+    if rc == 0 {
+        0
+    } else {
+        errno()
+    }
+}
+
+/// clock_gettime(CLOCK_REALTIME) as a real syscall, past the vDSO.
+fn gettime_syscall() -> i32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out pointer.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_clock_gettime,
+            libc::CLOCK_REALTIME,
+            &mut ts as *mut libc::timespec,
+        )
+    };
+    if rc == 0 {
+        0
+    } else {
+        errno()
+    }
 }
 
 fn set_frequency(ppm: f64) -> Result<Value, String> {
-    let mut tx = timex();
-    tx.modes = libc::ADJ_FREQUENCY;
     // Scaled ppm: ppm << 16.
-    tx.freq = (ppm * 65536.0) as libc::c_long;
-    // SAFETY: valid timex pointer.
-    if unsafe { libc::adjtimex(&mut tx) } < 0 {
-        return Err(format!(
+    match write_frequency((ppm * 65536.0) as libc::c_long) {
+        0 => Ok(json!({"pid": std::process::id(), "freq_ppm": ppm})),
+        e => Err(format!(
             "adjtimex(ADJ_FREQUENCY): {}",
-            std::io::Error::last_os_error()
-        ));
+            std::io::Error::from_raw_os_error(e)
+        )),
     }
-    Ok(json!({"pid": std::process::id(), "freq_ppm": ppm}))
 }
 
 fn set_status(status: i32) -> Result<Value, String> {
