@@ -452,8 +452,17 @@ impl Client {
                 .chain(self.names.iter().filter_map(|n| n.next_resolve))
                 .min()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            // The moment a leap second the sources announced comes (1 ms after it by the
+            // estimate, so that the engine finds it passed).
+            let leap_due = self.engine.pending_leap_raw_ns().map(|raw| {
+                Instant::now() + Duration::from_nanos((raw - raw_ns()).max(0) as u64 + 1_000_000)
+            });
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => self.poll_due(),
+                _ = tokio::time::sleep_until(leap_due.unwrap_or(next)), if leap_due.is_some() => {
+                    self.engine.update(raw_ns());
+                    self.apply().await;
+                }
                 _ = convergence_check.tick(), if self.tracking.converging.is_some() => {
                     self.check_convergence()
                 }
@@ -849,6 +858,7 @@ impl Client {
             "root_dispersion_s": system.map(|s| s.root_dispersion_s),
             "update_interval_s": self.tracking.update_interval_s,
             "leap_status": system.map_or("not synchronised", |s| leap_text(s.leap)),
+            "leap_seconds": self.engine.leap_seconds(),
             "corrections": self.tracking.corrections,
             "corrections_refused": self.tracking.corrections_refused,
             "last_convergence": self.tracking.convergences.back(),

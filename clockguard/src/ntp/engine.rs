@@ -5,6 +5,9 @@
 
 use std::net::SocketAddr;
 
+use chrono::{DateTime, Datelike};
+use serde::Serialize;
+
 use super::{
     packet::{Leap, NtpTimestamp},
     select::{self, Candidate},
@@ -14,13 +17,61 @@ use super::{
 /// Root distance beyond which a source is not selectable, s (chrony's maxdistance: 3 s).
 const MAX_DISTANCE_S: f64 = 3.0;
 
+const NS_PER_S: i64 = 1_000_000_000;
+const SECONDS_PER_DAY: i64 = 86_400;
+
+/// A leap second the sources announced.
+///
+/// clockguard never lets the kernel apply it (STA_INS repeats 23:59:59: CLOCK_REALTIME
+/// goes back 1 s). Its timescale runs on through the leap; the servers that announced it
+/// are read 1 s later from then on, so their samples stay on one line; and UTC, which the
+/// clock follows, is the timescale less the leap: the clock is slewed by 1 s after it,
+/// as chrony's `leapsecmode slew` does.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LeapSecond {
+    /// +1: inserted (23:59:60), −1: deleted (23:59:59 skipped).
+    pub delta_s: i64,
+    /// The midnight UTC it comes before, Unix s.
+    pub at_unix_s: i64,
+    /// Where the leap is on the engine's timescale, Unix s: the midnight, with the leap
+    /// seconds passed before it; a deleted second goes at 23:59:59, a second earlier.
+    #[serde(skip)]
+    timescale_at_s: i64,
+    /// The leap is behind: UTC is the timescale less it.
+    pub passed: bool,
+    /// The sources that announced it (indices), which are read `delta_s` later after it.
+    pub sources: Vec<usize>,
+}
+
+impl LeapSecond {
+    /// As the leap indicator the servers use.
+    pub fn leap(&self) -> Leap {
+        if self.delta_s > 0 {
+            Leap::AddSecond
+        } else {
+            Leap::DeleteSecond
+        }
+    }
+}
+
+/// The midnight UTC after `unix_s` when a leap second may come then: the ends of June and
+/// December (as chrony accepts them; every leap second so far was at one of the two).
+fn leap_midnight_after(unix_s: i64) -> Option<i64> {
+    let day = DateTime::from_timestamp(unix_s, 0)?;
+    let last_day = (day.month() == 6 && day.day() == 30) || (day.month() == 12 && day.day() == 31);
+    last_day.then(|| (unix_s.div_euclid(SECONDS_PER_DAY) + 1) * SECONDS_PER_DAY)
+}
+
 /// The combined estimate of the selected sources.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SystemEstimate {
     /// CLOCK_MONOTONIC_RAW the estimate is anchored at, ns.
     pub raw_ns: i64,
-    /// Reference time − local timescale at `raw_ns`, s.
+    /// The engine's timescale − local timescale at `raw_ns`, s. It runs through leap
+    /// seconds; UTC is it less `leap_seconds_passed`.
     pub offset_s: f64,
+    /// Leap seconds passed since the engine started (+1 per inserted second).
+    pub leap_seconds_passed: i64,
     /// Reference frequency against the raw clock, s/s.
     pub freq: f64,
     /// Standard error of `freq`, s/s.
@@ -39,8 +90,13 @@ pub struct SystemEstimate {
 }
 
 impl SystemEstimate {
-    /// Reference time − local timescale at `raw_ns`, s.
+    /// Reference time (UTC) − local timescale at `raw_ns`, s.
     pub fn offset_at(&self, raw_ns: i64) -> f64 {
+        self.timescale_offset_at(raw_ns) - self.leap_seconds_passed as f64
+    }
+
+    /// The engine's timescale (through leap seconds) − local timescale at `raw_ns`, s.
+    fn timescale_offset_at(&self, raw_ns: i64) -> f64 {
         self.offset_s + self.freq * ((raw_ns - self.raw_ns) as f64 / 1e9)
     }
 }
@@ -56,6 +112,8 @@ pub struct Engine {
     system: Option<SystemEstimate>,
     /// Why there is no estimate (None while there is one).
     unsynchronised_why: Option<String>,
+    /// Leap seconds announced, the last one possibly still ahead.
+    leaps: Vec<LeapSecond>,
 }
 
 impl Engine {
@@ -67,6 +125,138 @@ impl Engine {
             prior_freq,
             system: None,
             unsynchronised_why: Some("no reply from any source yet".into()),
+            leaps: Vec::new(),
+        }
+    }
+
+    /// Leap seconds announced since the start, the last one possibly still ahead.
+    pub fn leap_seconds(&self) -> &[LeapSecond] {
+        &self.leaps
+    }
+
+    fn leap_seconds_passed(&self) -> i64 {
+        self.leaps
+            .iter()
+            .filter(|l| l.passed)
+            .map(|l| l.delta_s)
+            .sum()
+    }
+
+    /// The leap second still ahead, if the sources announced one.
+    pub fn pending_leap(&self) -> Option<&LeapSecond> {
+        self.leaps.last().filter(|l| !l.passed)
+    }
+
+    /// CLOCK_MONOTONIC_RAW (ns) at which the pending leap second comes, by the estimate.
+    pub fn pending_leap_raw_ns(&self) -> Option<i64> {
+        let leap = self.pending_leap()?;
+        let system = self.system.as_ref()?;
+        let timescale_now_ns = system.raw_ns as f64 + self.epoch_ns as f64 + system.offset_s * 1e9;
+        let to_go_ns = leap.timescale_at_s as f64 * 1e9 - timescale_now_ns;
+        Some(system.raw_ns + (to_go_ns / (1.0 + system.freq)).round() as i64)
+    }
+
+    /// Passes the pending leap second once the timescale has reached it at `raw_ns`: the
+    /// sources that announced it are read `delta_s` later from now on, and UTC (the
+    /// estimate's `offset_at`) moves by it.
+    fn pass_due_leap(&mut self, raw_ns: i64) {
+        let Some(system) = self.system.as_mut() else {
+            return;
+        };
+        let timescale_ns = raw_ns as i128
+            + self.epoch_ns as i128
+            + (system.timescale_offset_at(raw_ns) * 1e9) as i128;
+        let Some(leap) = self.leaps.last_mut().filter(|l| !l.passed) else {
+            return;
+        };
+        if timescale_ns < leap.timescale_at_s as i128 * NS_PER_S as i128 {
+            return;
+        }
+        leap.passed = true;
+        system.leap_seconds_passed += leap.delta_s;
+        system.leap = Leap::None;
+        for &id in &leap.sources {
+            self.sources[id].passed_leap(leap.delta_s);
+        }
+        tracing::info!(
+            "NTP: leap second {} at {}: the clock is slewed by {:+} s, never stepped",
+            if leap.delta_s > 0 {
+                "inserted"
+            } else {
+                "deleted"
+            },
+            crate::record::rfc3339_ns(leap.at_unix_s * NS_PER_S),
+            -leap.delta_s
+        );
+    }
+
+    /// The leap second the selected sources announce (a majority of them must), taken
+    /// on the day it can come; withdrawn when the majority stops announcing it before.
+    fn follow_leap_announcements(&mut self, utc_now_ns: i64) {
+        let Some(system) = self.system.as_ref() else {
+            return;
+        };
+        let truechimers = &system.truechimers;
+        let count = |leap: Leap| {
+            truechimers
+                .iter()
+                .filter(|&&id| self.sources[id].server_leap() == leap)
+                .count()
+        };
+        let majority = |n: usize| 2 * n > truechimers.len();
+        let announced = [Leap::AddSecond, Leap::DeleteSecond]
+            .into_iter()
+            .find(|&leap| majority(count(leap)));
+        let at = leap_midnight_after(utc_now_ns.div_euclid(NS_PER_S));
+        match (announced, at) {
+            (Some(leap), Some(at_unix_s)) => {
+                let delta_s = if leap == Leap::AddSecond { 1 } else { -1 };
+                let announcers: Vec<usize> = (0..self.sources.len())
+                    .filter(|&id| self.sources[id].server_leap() == leap)
+                    .collect();
+                match self.leaps.last_mut() {
+                    Some(pending) if !pending.passed && pending.delta_s == delta_s => {
+                        for id in announcers {
+                            if !pending.sources.contains(&id) {
+                                pending.sources.push(id);
+                            }
+                        }
+                    }
+                    Some(passed) if passed.passed && passed.at_unix_s == at_unix_s => {}
+                    _ => {
+                        self.leaps.retain(|l| l.passed);
+                        tracing::info!(
+                            "NTP: the sources announce a leap second ({}) before {}: the \
+                             clock will be slewed by {:+} s after it, never stepped",
+                            if delta_s > 0 { "inserted" } else { "deleted" },
+                            crate::record::rfc3339_ns(at_unix_s * NS_PER_S),
+                            -delta_s
+                        );
+                        let timescale_at_s =
+                            at_unix_s + self.leap_seconds_passed() - (delta_s < 0) as i64;
+                        self.leaps.push(LeapSecond {
+                            delta_s,
+                            at_unix_s,
+                            timescale_at_s,
+                            passed: false,
+                            sources: announcers,
+                        });
+                    }
+                }
+            }
+            _ => {
+                if let Some(withdrawn) = self.pending_leap() {
+                    tracing::warn!(
+                        "NTP: the sources no longer announce the leap second before {}",
+                        crate::record::rfc3339_ns(withdrawn.at_unix_s * NS_PER_S)
+                    );
+                    self.leaps.pop();
+                }
+            }
+        }
+        let leap = self.pending_leap().map_or(Leap::None, LeapSecond::leap);
+        if let Some(system) = self.system.as_mut() {
+            system.leap = leap;
         }
     }
 
@@ -76,8 +266,10 @@ impl Engine {
 
     pub fn add_source(&mut self, name: String, addr: SocketAddr) -> usize {
         let freq = self.system.as_ref().map_or(self.prior_freq, |s| s.freq);
+        // A server found after a leap second already counts it.
+        let shift = self.leap_seconds_passed();
         self.sources
-            .push(Source::new(name, addr, self.config.clone(), freq));
+            .push(Source::new(name, addr, self.config.clone(), freq, shift));
         self.sources.len() - 1
     }
 
@@ -106,6 +298,8 @@ impl Engine {
     /// A datagram from source `id`'s address; on a new sample, the system estimate is
     /// recomputed at `raw_rx_ns`.
     pub fn receive(&mut self, id: usize, bytes: &[u8], raw_rx_ns: i64) -> Result<Sample, Rejected> {
+        // A reply from after a leap second is read on the timescale from before it.
+        self.pass_due_leap(raw_rx_ns);
         let sample = self.sources[id].receive(bytes, raw_rx_ns, self.epoch_ns)?;
         self.update(raw_rx_ns);
         Ok(sample)
@@ -113,6 +307,7 @@ impl Engine {
 
     /// Selection and combining at `raw_ns`.
     pub fn update(&mut self, raw_ns: i64) {
+        self.pass_due_leap(raw_ns);
         let mut ids = Vec::new();
         let mut candidates = Vec::new();
         for (id, source) in self.sources.iter().enumerate() {
@@ -156,9 +351,11 @@ impl Engine {
             tracing::info!("NTP: selected source {} ({})", peer.name, peer.addr);
         }
         let delay = peer.last_sample().map_or(0.0, |s| s.delay_s);
+        let leap_seconds_passed = self.leap_seconds_passed();
         self.system = Some(SystemEstimate {
             raw_ns,
             offset_s: selection.offset_s,
+            leap_seconds_passed,
             freq: freq_sum / freq_weights,
             freq_sigma: (1.0 / freq_weights).sqrt(),
             peer: peer_id,
@@ -166,11 +363,14 @@ impl Engine {
             falsetickers: selection.falsetickers.iter().map(|&i| ids[i]).collect(),
             stratum: server.stratum.saturating_add(1).min(16),
             reference_id: reference_id_of(peer.addr),
-            leap: peer.server_leap(),
+            leap: Leap::None,
             root_delay_s: server.root_delay_s + delay,
             root_dispersion_s: server.root_dispersion_s + peer_candidate.jitter_s,
         });
         self.unsynchronised_why = None;
+        let utc_now_ns = raw_ns + self.epoch_ns + (selection.offset_s * 1e9) as i64
+            - leap_seconds_passed * NS_PER_S;
+        self.follow_leap_announcements(utc_now_ns);
     }
 
     /// The state chronyc's `sources` shows for source `id`.

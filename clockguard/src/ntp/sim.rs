@@ -211,6 +211,9 @@ struct ServerSpec {
     jitter_ns: f64,
     /// Probability that a packet (either leg) is lost.
     loss: f64,
+    /// A leap second the server announces until it applies it: (true time of the
+    /// midnight, ns since the start; +1 inserted, −1 deleted). With `offsets` to match.
+    leap: Option<(i64, i64)>,
 }
 
 impl ServerSpec {
@@ -223,7 +226,20 @@ impl ServerSpec {
             back_ns: 100 * US,
             jitter_ns,
             loss: 0.0,
+            leap: None,
         }
+    }
+
+    /// This server announces a leap second (+1 inserted, −1 deleted) before the midnight
+    /// `at` (true time, ns since the start) and applies it then, as a kernel does: an
+    /// inserted second is 23:59:59 twice (its clock goes 1 s back at the midnight), a
+    /// deleted one skips 23:59:59 (1 s forward a second before the midnight).
+    fn leaping(mut self, at: i64, delta_s: i64) -> ServerSpec {
+        let applied_at = if delta_s > 0 { at } else { at - S };
+        let offset = self.offset_at(applied_at);
+        self.offsets.push((applied_at, offset - delta_s * S));
+        self.leap = Some((applied_at, delta_s));
+        self
     }
 
     fn offset_at(&self, t: i64) -> i64 {
@@ -252,6 +268,9 @@ struct Scenario {
     watch_rates_from_ns: i64,
     /// The simulated kernel's realtime runs this much faster than its setting, ppm.
     kernel_bias_ppm: f64,
+    /// True time at the start, Unix ns (a continuous timescale: UTC less the leap seconds
+    /// the servers apply during the run).
+    t0_unix_ns: i64,
 }
 
 impl Scenario {
@@ -267,6 +286,7 @@ impl Scenario {
             inject: false,
             watch_rates_from_ns: 0,
             kernel_bias_ppm: 0.0,
+            t0_unix_ns: T0_UNIX_NS,
         }
     }
 }
@@ -338,7 +358,7 @@ fn addr(id: usize) -> SocketAddr {
 
 impl Sim {
     fn new(sc: Scenario) -> Sim {
-        let realtime0 = T0_UNIX_NS + sc.start_offset_ns;
+        let realtime0 = sc.t0_unix_ns + sc.start_offset_ns;
         let kernel = SimKernel::new(RAW0_NS, realtime0, sc.kernel_bias_ppm);
         let base = kernel.clocks().rate;
         let core = Slew::new(SlewConfig::default(), base);
@@ -393,12 +413,20 @@ impl Sim {
         loop {
             let flight = self.flights.keys().next().map(|k| k.0);
             let poll = self.next_poll.iter().copied().min();
+            // As the client's timer for a leap second (raw and true time differ by the
+            // oscillator's error: 100 ppm, well under the 1 ms margin here).
+            let raw_now = self.kernel.now().raw_ns;
+            let leap = self
+                .engine
+                .pending_leap_raw_ns()
+                .map(|raw| self.t + (raw - raw_now).max(0) + MS);
             let t = [
                 flight,
                 self.next_tick,
                 poll,
                 Some(self.next_obs),
                 self.next_check,
+                leap,
             ]
             .into_iter()
             .flatten()
@@ -421,8 +449,12 @@ impl Sim {
                 self.poll_due();
             } else if self.next_obs == t {
                 let now = self.kernel.now();
-                self.trace.push((t, now.realtime_ns - (T0_UNIX_NS + t)));
+                self.trace
+                    .push((t, now.realtime_ns - (self.sc.t0_unix_ns + t)));
                 self.next_obs = t + S;
+            } else if leap == Some(t) {
+                self.engine.update(self.kernel.now().raw_ns);
+                self.apply();
             }
             // Realtime is checked every 1 ms while the slew engine is at work.
             if self.next_check.is_none_or(|c| c <= t) {
@@ -522,9 +554,20 @@ impl Sim {
     /// A simulated server answers through the server's own code (its clock: true time +
     /// its offset).
     fn serve(&mut self, server: usize, bytes: &[u8]) {
-        let clock_ns = T0_UNIX_NS + self.t + self.sc.servers[server].offset_at(self.t);
+        let spec = &self.sc.servers[server];
+        let clock_ns = self.sc.t0_unix_ns + self.t + spec.offset_at(self.t);
+        let leap = match spec.leap {
+            Some((at, delta_s)) if self.t < at => {
+                if delta_s > 0 {
+                    Leap::AddSecond
+                } else {
+                    Leap::DeleteSecond
+                }
+            }
+            _ => Leap::None,
+        };
         let clock = ServerClock {
-            leap: Leap::None,
+            leap,
             stratum: 1,
             precision: -20,
             reference_id: *b"GPS\0",
@@ -610,7 +653,7 @@ impl Sim {
     /// Forged and broken datagrams "from" the source while its request is outstanding:
     /// they arrive before the genuine reply. An off-path attacker cannot know the cookie.
     fn inject_after_request(&mut self, id: usize) {
-        let evil_ns = T0_UNIX_NS + self.t + HOUR;
+        let evil_ns = self.sc.t0_unix_ns + self.t + HOUR;
         let forged = |origin: NtpTimestamp, mode: Mode| Packet {
             leap: Leap::None,
             version: 4,
@@ -941,6 +984,127 @@ fn a_server_that_steps_is_followed_by_a_slew() {
         run.rate_range_ppm
     );
     assert_eq!(run.slew_external_steps, 0);
+}
+
+/// 2026-12-31T22:00:00Z: two hours before a midnight where a leap second may come.
+const T0_BEFORE_NEW_YEAR_NS: i64 = 1_798_754_400 * S;
+
+/// The sources announce a leap second for the midnight (one inserted, then one deleted):
+/// the clock is on time before it, follows UTC after it within 1 ms about 12 s later
+/// (1 s at 83 333 ppm), never stepping, and the filter keeps its line (no reset).
+#[test]
+fn an_announced_leap_second_is_slewed_never_stepped() {
+    let midnight = 2 * HOUR;
+    for delta_s in [1, -1] {
+        let started = Instant::now();
+        let sc = Scenario {
+            start_offset_ns: 0,
+            wander: 0.0,
+            t0_unix_ns: T0_BEFORE_NEW_YEAR_NS,
+            watch_rates_from_ns: midnight - 2 * S,
+            ..Scenario::new(
+                vec![ServerSpec::lan(10e3).leaping(midnight, delta_s)],
+                3 * HOUR,
+            )
+        };
+        let run = simulate(sc);
+        let c = counters(&run, 0);
+        let leaps = run.engine.leap_seconds();
+        let after: Vec<(i64, i64)> = run
+            .trace
+            .iter()
+            .copied()
+            .filter(|&(t, _)| t >= midnight - S)
+            .collect();
+        // UTC after the leap is the continuous true time less the second inserted.
+        let utc_after = -delta_s * S;
+        let followed = settled_at(&after, utc_after, MS).expect("followed UTC") - midnight;
+        let (_, before_mean, before_max) = stats(&run.trace, HOUR, midnight - 2 * S);
+        let (_, after_mean, _) = stats(&run.trace, midnight + 60 * S, 3 * HOUR);
+        eprintln!(
+            "leap second {delta_s:+}: before it {:+.1} µs (max {:.1} µs); within 1 ms of \
+             UTC {:.1} s after it, then {:+.1} µs; realtime rate {:+.0}..{:+.0} ppm; {} \
+             outliers, {} resets; took {:?}",
+            before_mean / 1e3,
+            before_max / 1e3,
+            secs(followed),
+            (after_mean - utc_after as f64) / 1e3,
+            run.rate_range_ppm.0,
+            run.rate_range_ppm.1,
+            c.outliers,
+            c.resets,
+            started.elapsed()
+        );
+        assert_eq!(leaps.len(), 1, "{leaps:?}");
+        assert!(leaps[0].passed && leaps[0].delta_s == delta_s, "{leaps:?}");
+        assert_eq!(leaps[0].at_unix_s, 1_798_761_600, "2027-01-01T00:00:00Z");
+        assert!(before_max < 100e3, "off before the leap: {before_max} ns");
+        // The second deleted goes a second before the midnight; 1 s at 83 333 ppm is 12 s.
+        assert!(
+            (0.0..14.0).contains(&secs(followed)),
+            "followed after {followed} ns"
+        );
+        assert!(
+            (after_mean - utc_after as f64).abs() < 20e3,
+            "mean {after_mean} ns after"
+        );
+        // The server's timescale was carried through the leap: no reset, at most the one
+        // exchange that straddled it is an outlier.
+        assert_eq!(c.resets, 0, "{c:?}");
+        assert!(c.outliers <= 1, "{c:?}");
+        // Slewed: an inserted second makes the clock run slow, never backward.
+        let (slowest, fastest) = run.rate_range_ppm;
+        if delta_s > 0 {
+            assert!(
+                slowest >= -83_500.0 && fastest < 1_000.0,
+                "{slowest}..{fastest}"
+            );
+        } else {
+            assert!(
+                fastest <= 83_500.0 && slowest > -1_000.0,
+                "{slowest}..{fastest}"
+            );
+        }
+        assert_eq!(run.slew_external_steps, 0);
+    }
+}
+
+/// One server of three announces and applies a leap second the other two do not: no leap
+/// is taken (a majority must announce it), the clock stays on the majority's time, and the
+/// lone server ends as a falseticker.
+#[test]
+fn a_leap_second_announced_by_a_minority_is_not_taken() {
+    let midnight = 2 * HOUR;
+    let sc = Scenario {
+        start_offset_ns: 0,
+        wander: 0.0,
+        t0_unix_ns: T0_BEFORE_NEW_YEAR_NS,
+        ..Scenario::new(
+            vec![
+                ServerSpec::lan(10e3).leaping(midnight, 1),
+                ServerSpec::lan(10e3),
+                ServerSpec::lan(10e3),
+            ],
+            3 * HOUR,
+        )
+    };
+    let run = simulate(sc);
+    let (_, mean, max) = stats(&run.trace, midnight, 3 * HOUR);
+    let system = run.engine.system().expect("synchronised");
+    eprintln!(
+        "leap second from 1 of 3: after the midnight {:+.1} µs (max {:.1} µs); falsetickers {:?}",
+        mean / 1e3,
+        max / 1e3,
+        system.falsetickers
+    );
+    assert!(
+        run.engine.leap_seconds().is_empty(),
+        "{:?}",
+        run.engine.leap_seconds()
+    );
+    assert_eq!(system.leap, Leap::None);
+    assert!(max < 200e3, "left the majority's time: max {max} ns");
+    assert_eq!(system.falsetickers, vec![0]);
 }
 
 #[test]

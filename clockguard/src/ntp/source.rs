@@ -122,6 +122,10 @@ pub struct Source {
     server_leap: Leap,
     /// The KoD code that stopped this source (DENY, RSTR).
     denied: Option<String>,
+    /// Seconds added to the server's time to put it on the engine's timescale: the leap
+    /// seconds the server applied (+1 per inserted second) since the engine started, so
+    /// that its samples lie on one line across a leap.
+    timescale_shift_s: i64,
     pub counters: SourceCounters,
 }
 
@@ -149,7 +153,15 @@ pub fn leap_text(leap: Leap) -> &'static str {
 
 impl Source {
     /// `prior_freq` (s/s): the system's current frequency estimate, the filter's prior.
-    pub fn new(name: String, addr: SocketAddr, config: SourceConfig, prior_freq: f64) -> Source {
+    /// `timescale_shift_s`: the leap seconds (+1 inserted, −1 deleted) the engine has seen
+    /// pass, which this server's time already includes.
+    pub fn new(
+        name: String,
+        addr: SocketAddr,
+        config: SourceConfig,
+        prior_freq: f64,
+        timescale_shift_s: i64,
+    ) -> Source {
         let poll = config.minpoll;
         let burst_left = if config.iburst { BURST_REQUESTS } else { 0 };
         Source {
@@ -168,8 +180,15 @@ impl Source {
             server: None,
             server_leap: Leap::Unsynchronized,
             denied: None,
+            timescale_shift_s,
             counters: SourceCounters::default(),
         }
+    }
+
+    /// The server applied a leap second (`delta_s`: +1 inserted, −1 deleted): its time
+    /// from now on is read `delta_s` later, on the engine's timescale.
+    pub fn passed_leap(&mut self, delta_s: i64) {
+        self.timescale_shift_s += delta_s;
     }
 
     pub fn reach(&self) -> u8 {
@@ -292,7 +311,8 @@ impl Source {
         if server_ns < 0 || t4 < t1 || delay_ns < 0 {
             return Err(Rejected::Bogus);
         }
-        let offset_ns = ((t2 as i128 - t1 as i128) + (t3 as i128 - t4 as i128)) / 2;
+        let offset_ns = ((t2 as i128 - t1 as i128) + (t3 as i128 - t4 as i128)) / 2
+            + self.timescale_shift_s as i128 * 1_000_000_000;
         let sample = Sample {
             raw_ns: sent_raw_ns + (raw_rx_ns - sent_raw_ns) / 2,
             offset_s: offset_ns as f64 / 1e9,
@@ -396,9 +416,10 @@ impl Source {
 
     /// The `clockguard sources` row (chronyc's vocabulary). `clock_s`: CLOCK_REALTIME −
     /// local timescale now, s, so that offsets are against the system clock (positive: the
-    /// server is ahead).
+    /// server is ahead), in the server's own time (leap seconds included).
     pub fn report(&self, raw_now_ns: i64, clock_s: f64, state: &str) -> serde_json::Value {
         let fit = self.filter.fit();
+        let clock_s = clock_s + self.timescale_shift_s as f64;
         serde_json::json!({
             "name": self.name,
             "address": self.addr.to_string(),

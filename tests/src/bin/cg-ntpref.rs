@@ -33,13 +33,16 @@ use serde_json::{json, Value};
 
 const USAGE: &str = "usage: cg-ntpref COMMAND
   serve --listen ADDR:PORT --params FILE [--offset-s S] [--freq-ppm P] [--stratum N]
-        [--refid ABCD|A.B.C.D] [--leap none|ins|del|unsync] [--hostile N]
+        [--refid ABCD|A.B.C.D] [--leap none|ins|del|unsync [--leap-at UNIX_S]] [--hostile N]
         NTPv4 server (mode 4 replies to mode 3 requests) whose clock is the reference
         clock ref(raw) = K + raw + offset + (raw - raw0) * P * 1e-6, K = REALTIME - RAW
         and raw0 = RAW at start. Port 0 binds an ephemeral port. Writes FILE (JSON:
         k_ns, raw0_ns, offset_ns, freq_ppm, listen), prints {\"listening\": ADDR:PORT},
         serves until SIGTERM/SIGINT, then prints {\"served\": .., \"ignored\": ..}.
         Defaults: offset 0 s, 0 ppm, stratum 1, refid CGRF, leap none.
+        --leap-at UNIX_S (a midnight UTC, with --leap ins or del): the leap second is
+        announced until then and applied then, as a kernel does (an inserted second is
+        23:59:59 twice; a deleted one is skipped), and `offset`/`watch` read UTC with it.
         --hostile N: every Nth reply is preceded by a truncated copy (20 bytes), a copy
         with a wrong origin timestamp (spoofed) and followed by a duplicate of itself.
   offset --params FILE
@@ -247,6 +250,10 @@ struct RefClock {
     raw0_ns: i64,
     offset_ns: i64,
     freq_ppm: f64,
+    /// A leap second applied at a midnight UTC: (the midnight, Unix s; +1 inserted, −1
+    /// deleted). From then on the reference reads UTC with it, as a kernel does: an
+    /// inserted second is 23:59:59 twice, a deleted one is skipped.
+    leap: Option<(i64, i64)>,
 }
 
 /// One comparison of the system clock with the reference clock.
@@ -259,21 +266,48 @@ struct OffsetSample {
 impl RefClock {
     /// A reference clock starting now: `offset_ns` ahead of CLOCK_REALTIME, running
     /// `freq_ppm` fast against CLOCK_MONOTONIC_RAW.
-    fn start(offset_ns: i64, freq_ppm: f64) -> RefClock {
+    fn start(offset_ns: i64, freq_ppm: f64, leap: Option<(i64, i64)>) -> RefClock {
         let (real, raw) = realtime_and_raw();
         RefClock {
             k_ns: real - raw,
             raw0_ns: raw,
             offset_ns,
             freq_ppm,
+            leap,
         }
     }
 
-    /// ref(raw) in ns (Unix time).
-    fn at(&self, raw_ns: i64) -> i128 {
+    /// The reference's continuous time (no leap second applied) at `raw_ns`, Unix ns.
+    fn continuous_at(&self, raw_ns: i64) -> i128 {
         let elapsed = (raw_ns as i128 - self.raw0_ns as i128) as f64;
         let drift = (elapsed * self.freq_ppm / 1e6).round() as i128;
         self.k_ns as i128 + raw_ns as i128 + self.offset_ns as i128 + drift
+    }
+
+    /// Whether the leap second is behind at `raw_ns` (a deleted second goes at 23:59:59).
+    fn leap_applied(&self, raw_ns: i64) -> Option<i64> {
+        let (midnight_s, delta_s) = self.leap?;
+        let applied_s = if delta_s > 0 {
+            midnight_s
+        } else {
+            midnight_s - 1
+        };
+        (self.continuous_at(raw_ns) >= applied_s as i128 * NS_PER_S).then_some(delta_s)
+    }
+
+    /// The leap indicator to send at `raw_ns`: `announced` until the leap second (when
+    /// there is one to apply), nothing after it.
+    fn leap_indicator(&self, announced: u8, raw_ns: i64) -> u8 {
+        match self.leap_applied(raw_ns) {
+            Some(_) => 0,
+            None => announced,
+        }
+    }
+
+    /// ref(raw) in ns (Unix time, UTC: with the leap second once it is behind).
+    fn at(&self, raw_ns: i64) -> i128 {
+        let leap_ns = self.leap_applied(raw_ns).unwrap_or(0) as i128 * NS_PER_S;
+        self.continuous_at(raw_ns) - leap_ns
     }
 
     fn now(&self) -> i128 {
@@ -297,6 +331,7 @@ impl RefClock {
             "raw0_ns": self.raw0_ns,
             "offset_ns": self.offset_ns,
             "freq_ppm": self.freq_ppm,
+            "leap": self.leap.map(|(at_s, delta_s)| json!({"at_unix_s": at_s, "delta_s": delta_s})),
             "listen": listen.to_string(),
         })
     }
@@ -314,6 +349,17 @@ impl RefClock {
             freq_ppm: v["freq_ppm"]
                 .as_f64()
                 .ok_or("params: freq_ppm missing or not a number")?,
+            leap: match &v["leap"] {
+                Value::Null => None,
+                leap => Some((
+                    leap["at_unix_s"]
+                        .as_i64()
+                        .ok_or("params: leap.at_unix_s missing or not an integer")?,
+                    leap["delta_s"]
+                        .as_i64()
+                        .ok_or("params: leap.delta_s missing or not an integer")?,
+                )),
+            },
         })
     }
 
@@ -461,7 +507,7 @@ impl Server {
     /// transmit timestamp still zero; None when `req` is not an NTP client request.
     /// A request is at least 48 bytes, a multiple of 4 (extension fields and MACs are
     /// word-aligned, RFC 5905 §7.5), version 1 to 4, mode 3.
-    fn reply(&self, req: &[u8], rx_ns: i128) -> Option<Packet> {
+    fn reply(&self, req: &[u8], rx_ns: i128, leap: u8) -> Option<Packet> {
         if !req.len().is_multiple_of(4) {
             return None;
         }
@@ -470,7 +516,7 @@ impl Server {
             return None;
         }
         Some(Packet {
-            leap: self.leap,
+            leap,
             version: req.version,
             mode: MODE_SERVER,
             stratum: self.stratum,
@@ -518,7 +564,8 @@ impl Server {
             let (real, raw) = realtime_and_raw();
             let waited = stamp.map_or(0, |s| (real - s).clamp(0, 1_000_000_000));
             let rx_ns = self.clock.at(raw - waited);
-            let Some(reply) = self.reply(&buf[..len], rx_ns) else {
+            let leap = self.clock.leap_indicator(self.leap, raw - waited);
+            let Some(reply) = self.reply(&buf[..len], rx_ns, leap) else {
                 counts.ignored += 1;
                 continue;
             };
@@ -667,6 +714,7 @@ fn serve_cmd(args: &[String]) -> Result<Value, String> {
             "--stratum",
             "--refid",
             "--leap",
+            "--leap-at",
             "--hostile",
         ],
         0,
@@ -685,12 +733,28 @@ fn serve_cmd(args: &[String]) -> Result<Value, String> {
     let stratum: u8 = opts.parsed("--stratum", 1)?;
     let refid = parse_refid(opts.get("--refid").unwrap_or("CGRF"))?;
     let leap = parse_leap(opts.get("--leap").unwrap_or("none"))?;
+    let leap_second = match opts.get("--leap-at") {
+        None => None,
+        Some(text) => {
+            let at_s: i64 = text
+                .parse()
+                .map_err(|e| format!("--leap-at {text:?}: {e}"))?;
+            if at_s.rem_euclid(86_400) != 0 {
+                return Err(format!("--leap-at {at_s}: not a midnight UTC"));
+            }
+            match leap {
+                1 => Some((at_s, 1)),
+                2 => Some((at_s, -1)),
+                _ => return Err("--leap-at needs --leap ins or --leap del".into()),
+            }
+        }
+    };
 
     let sock = UdpSocket::bind(listen).map_err(|e| format!("bind {listen}: {e}"))?;
     let bound = sock.local_addr().map_err(|e| e.to_string())?;
     install_stop_handlers()?;
     let server = Server {
-        clock: RefClock::start(offset_ns, freq_ppm),
+        clock: RefClock::start(offset_ns, freq_ppm, leap_second),
         stratum,
         refid,
         leap,
@@ -1223,6 +1287,48 @@ mod tests {
         );
     }
 
+    /// A leap second at a midnight: announced until it, then applied as a kernel does.
+    #[test]
+    fn ref_clock_leap_second() {
+        let midnight_s = 1_798_761_600; // 2027-01-01T00:00:00Z
+                                        // The reference reads 10 s before the midnight at raw 0.
+        let base = RefClock {
+            k_ns: (midnight_s - 10) * 1_000_000_000,
+            raw0_ns: 0,
+            offset_ns: 0,
+            freq_ppm: 0.0,
+            leap: None,
+        };
+        let s = |n: i64| n * 1_000_000_000;
+        let inserted = RefClock {
+            leap: Some((midnight_s, 1)),
+            ..base.clone()
+        };
+        assert_eq!(inserted.at(s(9)), base.at(s(9)));
+        assert_eq!(inserted.leap_indicator(1, s(9)), 1);
+        // 23:59:59 twice: at the midnight the reference reads 23:59:59 again.
+        assert_eq!(inserted.at(s(10)), (midnight_s - 1) as i128 * NS_PER_S);
+        assert_eq!(inserted.at(s(11)), midnight_s as i128 * NS_PER_S);
+        assert_eq!(inserted.leap_indicator(1, s(10)), 0);
+        // Deleted: 23:59:59 is skipped, a second before the midnight.
+        let deleted = RefClock {
+            leap: Some((midnight_s, -1)),
+            ..base.clone()
+        };
+        assert_eq!(deleted.at(s(8)), base.at(s(8)));
+        assert_eq!(deleted.at(s(9)), midnight_s as i128 * NS_PER_S);
+        assert_eq!(deleted.leap_indicator(2, s(9) - 1), 2);
+        assert_eq!(deleted.leap_indicator(2, s(9)), 0);
+        // The params carry it to `offset` and `watch`.
+        let listen: SocketAddr = "127.0.0.1:123".parse().unwrap();
+        let back = RefClock::from_json(&inserted.to_json(&listen)).unwrap();
+        assert_eq!(back.leap, inserted.leap);
+        assert_eq!(
+            RefClock::from_json(&base.to_json(&listen)).unwrap().leap,
+            None
+        );
+    }
+
     #[test]
     fn ref_clock_formula() {
         let clock = RefClock {
@@ -1230,6 +1336,7 @@ mod tests {
             raw0_ns: 5_000_000_000,
             offset_ns: 11_000_000_000,
             freq_ppm: 0.0,
+            leap: None,
         };
         // At raw0: realtime at start + offset.
         assert_eq!(
@@ -1264,7 +1371,7 @@ mod tests {
 
     #[test]
     fn ref_clock_started_now_is_offset_from_realtime() {
-        let clock = RefClock::start(11_000_000_000, 0.0);
+        let clock = RefClock::start(11_000_000_000, 0.0, None);
         let s = clock.sample_offset();
         // REALTIME - ref = -11 s, give or take the clock reads and any slew in progress.
         assert!(
@@ -1283,10 +1390,10 @@ mod tests {
     fn params_file_round_trip_and_overwrite() {
         let path = temp_path("params.json");
         let addr: SocketAddr = "127.0.0.1:12345".parse().unwrap();
-        let first = RefClock::start(-3_000_000_000, 7.25);
+        let first = RefClock::start(-3_000_000_000, 7.25, None);
         write_atomically(&path, &first.to_json(&addr)).unwrap();
         assert_eq!(RefClock::load(&path).unwrap(), first);
-        let second = RefClock::start(5, 0.0);
+        let second = RefClock::start(5, 0.0, None);
         write_atomically(&path, &second.to_json(&addr)).unwrap();
         assert_eq!(RefClock::load(&path).unwrap(), second);
         let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -1328,7 +1435,7 @@ mod tests {
     #[test]
     fn server_answers_only_client_requests() {
         let server = Server {
-            clock: RefClock::start(0, 0.0),
+            clock: RefClock::start(0, 0.0, None),
             stratum: 1,
             refid: *b"CGRF",
             leap: 0,
@@ -1339,7 +1446,7 @@ mod tests {
         req[2] = 10;
         req[40..48].copy_from_slice(&0xDEAD_BEEF_0000_0001u64.to_be_bytes());
         let rx = 1_700_000_000 * NS_PER_S + 750_000_000;
-        let reply = server.reply(&req, rx).unwrap();
+        let reply = server.reply(&req, rx, server.leap).unwrap();
         assert_eq!((reply.mode, reply.version, reply.stratum), (4, 3, 1));
         assert_eq!(reply.poll, 10);
         assert_eq!(reply.origin, 0xDEAD_BEEF_0000_0001);
@@ -1348,17 +1455,22 @@ mod tests {
         // A MAC or extension field behind the header is fine.
         let mut long = req.to_vec();
         long.extend_from_slice(&[0; 20]);
-        assert!(server.reply(&long, rx).is_some());
+        assert!(server.reply(&long, rx, server.leap).is_some());
         // Ignored: short, unaligned, other modes, version 0 and 5..7.
-        assert!(server.reply(&req[..47], rx).is_none());
-        assert!(server.reply(&[req.as_slice(), &[0]].concat(), rx).is_none());
+        assert!(server.reply(&req[..47], rx, server.leap).is_none());
+        assert!(server
+            .reply(&[req.as_slice(), &[0]].concat(), rx, server.leap)
+            .is_none());
         for mode in [0, 1, 2, 4, 5, 6, 7] {
             req[0] = 4 << 3 | mode;
-            assert!(server.reply(&req, rx).is_none(), "mode {mode}");
+            assert!(server.reply(&req, rx, server.leap).is_none(), "mode {mode}");
         }
         for version in [0, 5, 6, 7] {
             req[0] = version << 3 | 3;
-            assert!(server.reply(&req, rx).is_none(), "version {version}");
+            assert!(
+                server.reply(&req, rx, server.leap).is_none(),
+                "version {version}"
+            );
         }
     }
 
@@ -1376,7 +1488,7 @@ mod tests {
             assert_ne!(addr.port(), 0);
             let stop = Arc::new(AtomicBool::new(false));
             let server = Server {
-                clock: RefClock::start(offset_ns, 0.0),
+                clock: RefClock::start(offset_ns, 0.0, None),
                 stratum: 1,
                 refid: *b"CGRF",
                 leap,
@@ -1471,7 +1583,7 @@ mod tests {
 
     #[test]
     fn watch_stops_at_the_stopfile_or_when_converged() {
-        let far = RefClock::start(-2_000_000_000, 0.0);
+        let far = RefClock::start(-2_000_000_000, 0.0, None);
         let stopfile = temp_path("stop");
         std::fs::write(&stopfile, b"").unwrap();
         let v = watch(
@@ -1487,7 +1599,7 @@ mod tests {
         assert_eq!(v["stopped_by"], "stopfile");
         assert!((v["final_offset_ns"].as_i64().unwrap() - 2_000_000_000).abs() < 1_000_000);
 
-        let near = RefClock::start(0, 0.0);
+        let near = RefClock::start(0, 0.0, None);
         let v = watch(
             &near,
             1_000_000,
@@ -1509,6 +1621,12 @@ mod tests {
         assert!(run(&args("bogus")).is_err());
         assert!(run(&args("serve --params /nonexistent/x")).is_err());
         assert!(run(&args("serve --listen 127.0.0.1:0 --params p --leap maybe")).is_err());
+        // --leap-at must be a midnight and come with a leap to apply.
+        let serve = "serve --listen 127.0.0.1:0 --params /nonexistent/p";
+        let err = run(&args(&format!("{serve} --leap ins --leap-at 1798761601"))).unwrap_err();
+        assert!(err.contains("not a midnight"), "{err}");
+        let err = run(&args(&format!("{serve} --leap-at 1798761600"))).unwrap_err();
+        assert!(err.contains("needs --leap ins"), "{err}");
         assert!(run(&args("query")).is_err());
         assert!(run(&args("query 127.0.0.1:1 --count x")).is_err());
         assert!(run(&args("query 127.0.0.1:1 --raw-bytes 1b0")).is_err());
