@@ -815,18 +815,33 @@ fn print_tracking(t: &Value) {
 }
 
 fn print_sources(s: &Value) {
+    let rows: Vec<&Value> = s["sources"].as_array().into_iter().flatten().collect();
+    // "name (address)", or the address alone when the name is that address.
+    let names: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            let name = row["name"].as_str().unwrap_or("?");
+            let address = row["address"].as_str().unwrap_or("?");
+            if name == address {
+                address.to_string()
+            } else {
+                format!("{name} ({address})")
+            }
+        })
+        .collect();
+    let width = names
+        .iter()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(24);
     println!(
-        "{:<14} {:<24} {:>2} {:>4} {:>4} {:>8}  {:>14} {:>12}",
+        "{:<14} {:<width$} {:>2} {:>4} {:>5} {:>6}  {:>14} {:>12}",
         "STATE", "NAME/ADDRESS", "ST", "POLL", "REACH", "LASTRX", "OFFSET", "+/- ERROR"
     );
-    for row in s["sources"].as_array().into_iter().flatten() {
-        let name = format!(
-            "{} ({})",
-            row["name"].as_str().unwrap_or("?"),
-            row["address"].as_str().unwrap_or("?")
-        );
+    for (row, name) in rows.iter().zip(&names) {
         println!(
-            "{:<14} {:<24} {:>2} {:>4} {:>4} {:>8}  {:>14} {:>12}",
+            "{:<14} {:<width$} {:>2} {:>4} {:>5} {:>6}  {:>14} {:>12}",
             row["state"].as_str().unwrap_or("?"),
             name,
             row["stratum"]
