@@ -70,6 +70,14 @@ wait_records() {
     fail "expected $want records matching $filter, found $n"
 }
 
+# assert_no_step FILE: the 1 ms sampler (cg-clockcall sample) wrote FILE and saw no step
+# and no backward move. A step shows as a change of REALTIME − MONOTONIC between two
+# samples; a slew at 10 % moves it 100 µs per ms, and TCG's read jitter a few ms.
+assert_no_step() {
+    jq -e '.samples > 1000 and .backward_moves == 0 and (.max_step_ns | fabs) < 50000000' "$1" >/dev/null \
+        || fail "the sampler saw a step or a backward move: $(cat "$1")"
+}
+
 # REALTIME - MONOTONIC in ns: it changes by exactly the size of a step.
 offset_ns() { "$CALL" offset | jq '.realtime_minus_monotonic_ns'; }
 
