@@ -32,10 +32,13 @@ mod programs {
     #[map]
     static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
-    /// Enter half of a clock syscall, keyed by tid, completed and emitted at exit. LRU so an
-    /// entry whose exit was never seen (attached mid-call) cannot fill the map.
+    /// Enter half of a clock syscall, keyed by tid, completed and emitted at exit. A plain
+    /// (preallocated) hash map: an LRU one cost ~150 ns more per call at enter and again at
+    /// exit (measured with BPF stats: 847 → 669 ns and 531 → 394 ns). An entry whose exit is
+    /// never seen (attached mid-call) stays until its tid enters again; a full map is
+    /// counted in COUNTER_PENDING_FULL, never silent.
     #[map]
-    static PENDING: LruHashMap<u32, ClockEvent> = LruHashMap::with_max_entries(4096, 0);
+    static PENDING: HashMap<u32, ClockEvent> = HashMap::with_max_entries(4096, 0);
 
     /// What fork/exec told us about each process (by tgid), for attribution after exit.
     #[map]
