@@ -18,6 +18,7 @@ use std::{
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     sync::Arc,
+    time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
@@ -342,10 +343,24 @@ async fn write_line(write: &mut (impl AsyncWriteExt + Unpin), line: &str) -> Res
     Ok(())
 }
 
+/// How long the client waits for each line of an answer (not for `events --follow`, which
+/// may rightly stay silent for hours): a hung daemon gets an error, not a hung CLI.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Client side: sends one request and calls `each` with every response line.
 pub async fn request(
     runtime_dir: &Path,
     request: &Value,
+    each: impl FnMut(&str) -> Result<()>,
+) -> Result<()> {
+    request_within(runtime_dir, request, ANSWER_TIMEOUT, each).await
+}
+
+/// `request`, waiting at most `answer_timeout` for each line unless the request follows.
+async fn request_within(
+    runtime_dir: &Path,
+    request: &Value,
+    answer_timeout: Duration,
     mut each: impl FnMut(&str) -> Result<()>,
 ) -> Result<()> {
     let path = socket_path(runtime_dir);
@@ -370,8 +385,24 @@ pub async fn request(
             return Err(err);
         }
     }
+    let follow = request["follow"] == json!(true);
     let mut lines = BufReader::new(read).lines();
-    while let Some(line) = lines.next_line().await? {
+    loop {
+        let next = if follow {
+            lines.next_line().await?
+        } else {
+            match tokio::time::timeout(answer_timeout, lines.next_line()).await {
+                Ok(next) => next?,
+                Err(_) => bail!(
+                    "the clockguard daemon at {} took the request but gave no answer within \
+                     {} s: is it hung? (its heartbeat is {})",
+                    path.display(),
+                    answer_timeout.as_secs_f64(),
+                    runtime_dir.join("heartbeat.json").display()
+                ),
+            }
+        };
+        let Some(line) = next else { break };
         if let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(&line) {
             if let Some(err) = obj.get("error").and_then(Value::as_str) {
                 bail!("daemon refused the request: {err}");
@@ -385,6 +416,32 @@ pub async fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A daemon that takes the connection and never answers: the client gives up with an
+    /// error that says so, instead of hanging.
+    #[tokio::test]
+    async fn a_silent_daemon_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = UnixListener::bind(socket_path(dir.path())).unwrap();
+        let silent = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(stream);
+        });
+        let started = std::time::Instant::now();
+        let err = request_within(
+            dir.path(),
+            &json!({"cmd": "status"}),
+            Duration::from_millis(200),
+            |_| Ok(()),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("gave no answer within 0.2 s"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        silent.abort();
+    }
 
     #[test]
     fn peers_are_judged_by_uid_and_groups() {
