@@ -78,6 +78,20 @@ assert_no_step() {
         || fail "the sampler saw a step or a backward move: $(cat "$1")"
 }
 
+# watch_within SECONDS OUT WATCH_ARGS...: `cg-ntpref watch WATCH_ARGS` into OUT, stopped
+# after SECONDS if it has not ended by then (the watch alone gives up after 15 minutes).
+watch_within() {
+    local limit=$1 out=$2; shift 2
+    local stop="$CG_TEST_TMP/watch.stop"
+    rm -f "$stop"
+    "$CG_BIN_DIR/cg-ntpref" watch "$@" --stopfile "$stop" >"$out" &
+    local watch_pid=$!
+    ( sleep "$limit"; touch "$stop" ) &
+    local timer=$!
+    wait "$watch_pid"
+    kill "$timer" 2>/dev/null || true
+}
+
 # REALTIME - MONOTONIC in ns: it changes by exactly the size of a step.
 offset_ns() { "$CALL" offset | jq '.realtime_minus_monotonic_ns'; }
 

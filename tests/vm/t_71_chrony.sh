@@ -38,11 +38,7 @@ start_daemon --config "$CG_TEST_TMP/ntp.toml"
 # its time in software on top of this same clock, so while clockguard slews, chronyd's time
 # moves with it until chronyd's next poll, and clockguard's frequency estimate sees that
 # (on separate machines there is no such coupling).
-"$REF" watch --params "$PARAMS" --until-abs-ns 2000000 --hold-s 10 --stopfile "$CG_TEST_TMP/stop" \
-    >"$CG_TEST_TMP/watch.json" &
-watch_pid=$!
-( sleep 150; touch "$CG_TEST_TMP/stop" ) &
-wait "$watch_pid"
+watch_within 150 "$CG_TEST_TMP/watch.json" --params "$PARAMS" --until-abs-ns 2000000 --hold-s 10
 cat "$CG_TEST_TMP/watch.json"
 "$CG" tracking --runtime-dir "$RUNTIME"
 "$CG" sources --runtime-dir "$RUNTIME"

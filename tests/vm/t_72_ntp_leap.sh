@@ -66,11 +66,7 @@ until "$REF" offset --params "$PARAMS" | jq -e --argjson m "$MIDNIGHT" '.ref_ns 
     sleep 0.2
 done
 echo "reference past the midnight: $("$REF" offset --params "$PARAMS")"
-"$REF" watch --params "$PARAMS" --until-abs-ns 1000000 --hold-s 5 --stopfile "$STOP.watch" \
-    >"$CG_TEST_TMP/watch.json" &
-watch_pid=$!
-( sleep 90; touch "$STOP.watch" ) &
-wait "$watch_pid"
+watch_within 90 "$CG_TEST_TMP/watch.json" --params "$PARAMS" --until-abs-ns 1000000 --hold-s 5
 touch "$STOP"
 wait "$sampler"
 cat "$CG_TEST_TMP/watch.json" "$CG_TEST_TMP/sampler.json"

@@ -135,12 +135,7 @@ fn run(args: &[String]) -> Result<Value, String> {
             }
         }
         "timex" => {
-            let mut tx = timex();
-            // SAFETY: valid timex pointer; modes = 0 only reads.
-            let state = unsafe { libc::adjtimex(&mut tx) };
-            if state < 0 {
-                return Err(format!("adjtimex: {}", std::io::Error::last_os_error()));
-            }
+            let (state, tx) = read_timex()?;
             Ok(json!({
                 "clock_state": state,
                 "status": tx.status,
@@ -348,14 +343,20 @@ fn settime_forward(ns: i64) -> i32 {
     }
 }
 
-/// The kernel's frequency offset now, in scaled ppm (ppm << 16).
-fn current_frequency() -> Result<libc::c_long, String> {
+/// The kernel's discipline state: adjtimex's clock state (TIME_OK, ...) and the timex.
+fn read_timex() -> Result<(i32, libc::timex), String> {
     let mut tx = timex();
     // SAFETY: valid timex pointer; modes = 0 only reads.
-    if unsafe { libc::adjtimex(&mut tx) } < 0 {
+    let state = unsafe { libc::adjtimex(&mut tx) };
+    if state < 0 {
         return Err(format!("adjtimex: {}", std::io::Error::last_os_error()));
     }
-    Ok(tx.freq)
+    Ok((state, tx))
+}
+
+/// The kernel's frequency offset now, in scaled ppm (ppm << 16).
+fn current_frequency() -> Result<libc::c_long, String> {
+    Ok(read_timex()?.1.freq)
 }
 
 /// adjtimex(ADJ_FREQUENCY) to `scaled_ppm` (errno on failure, 0 on success).
