@@ -366,7 +366,8 @@ pub struct ClockEvent {
     pub exit_mono_ns: u64,
     /// CLOCK_TAI − CLOCK_MONOTONIC in ns at entry and exit. Slewing moves both clocks alike,
     /// so this only changes when CLOCK_REALTIME is stepped (or the TAI offset is set): the
-    /// difference is the measured jump.
+    /// difference is the measured jump. Each is read right after `*_mono_ns`, so it is late
+    /// by the time of one clock read (tens of ns), alike on both sides.
     pub offset_before_ns: i64,
     pub offset_after_ns: i64,
     /// Requested time (FLAG_HAS_TIME): seconds and nanoseconds (timeval µs converted to ns).
@@ -393,6 +394,32 @@ pub struct ClockEvent {
     pub exe_ino: u64,
     pub exe_dev: u32,
     /// GUARD_* decision, CLASS_* of the caller, GUARDED_* of what was judged.
+    pub guard_action: u16,
+    pub guard_class: u16,
+    pub guarded: u16,
+    pub _pad: [u16; 3],
+}
+
+/// The enter half of a clock syscall, kept per thread (the `PENDING` map) until its exit
+/// builds the `ClockEvent` in the ring buffer. Less than half the event's size, since the
+/// insert copies it; the caller's identity is read once, at exit. The guard hooks and
+/// `clock_was_set` write their fields here while the call runs. Fields as in `ClockEvent`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PendingCall {
+    pub syscall: u32,
+    pub clock_id: i32,
+    pub flags: u32,
+    pub clock_was_set_bases: u32,
+    pub enter_mono_ns: u64,
+    pub offset_before_ns: i64,
+    pub req_sec: i64,
+    pub req_nsec: i64,
+    pub tz_minuteswest: i32,
+    pub tz_dsttime: i32,
+    pub timex: TimexArgs,
+    pub exe_ino: u64,
+    pub exe_dev: u32,
     pub guard_action: u16,
     pub guard_class: u16,
     pub guarded: u16,
@@ -478,6 +505,7 @@ mod tests {
         // The ABI is shared with the kernel object: a size change must be deliberate.
         assert_eq!(core::mem::size_of::<TimexArgs>(), 72);
         assert_eq!(core::mem::size_of::<ClockEvent>(), 376);
+        assert_eq!(core::mem::size_of::<PendingCall>(), 152);
         assert_eq!(core::mem::size_of::<Config>(), 44);
         assert_eq!(core::mem::size_of::<ExeKey>(), 16);
         assert_eq!(core::mem::size_of::<ProcInfo>(), 152);

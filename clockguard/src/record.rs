@@ -483,8 +483,8 @@ fn guard_json(event: &ClockEvent) -> Option<Value> {
     Some(out)
 }
 
-/// Resolution of the measured jump (ns): each offset is read as TAI between two monotonic
-/// reads, which leaves a few ns of jitter.
+/// Resolution of the measured jump (ns): each offset is a TAI read right after a monotonic
+/// one, which leaves a few ns of jitter (more if an interrupt falls between the two).
 pub const MEASUREMENT_RESOLUTION_NS: i64 = 1_000;
 
 /// Decodes the kernel's part of a record: everything but the procfs enrichment and `seq`.
