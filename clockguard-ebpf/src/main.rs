@@ -200,7 +200,7 @@ mod programs {
     /// Completes the current thread's pending call with the result, the offset after and the
     /// caller's identity, built once straight in a ring-buffer slot, and emits it.
     #[inline(always)]
-    fn finish(ctx: &TracePointContext, syscall: u32) -> u32 {
+    fn finish(ret: i64, syscall: u32) -> u32 {
         let Some(p) = pending_call() else {
             // Read-only adjtimex (counted at enter) or attached mid-call.
             return 0;
@@ -223,7 +223,7 @@ mod programs {
         e.syscall = p.syscall;
         e.clock_id = p.clock_id;
         e.flags = p.flags;
-        e.ret = syscall_field(ctx, RET) as i64;
+        e.ret = ret;
         e.enter_mono_ns = p.enter_mono_ns;
         e.exit_mono_ns = exit_mono_ns;
         e.offset_before_ns = p.offset_before_ns;
@@ -302,10 +302,10 @@ mod programs {
         tick: i64,
     }
 
-    #[tracepoint(category = "syscalls", name = "sys_enter_clock_settime")]
-    pub fn sys_enter_clock_settime(ctx: TracePointContext) -> u32 {
-        let clock_id = syscall_field(&ctx, ARG0) as i32;
-        let tp = syscall_field(&ctx, ARG1) as *const UserTimespec;
+    /// clock_settime(clockid_t, const struct __kernel_timespec *tp).
+    #[inline(always)]
+    fn enter_clock_settime(clock_id: i32, tp: u64) -> u32 {
+        let tp = tp as *const UserTimespec;
         let Some(event) = begin(SYSCALL_CLOCK_SETTIME, clock_id) else {
             return 0;
         };
@@ -321,15 +321,9 @@ mod programs {
         0
     }
 
-    #[tracepoint(category = "syscalls", name = "sys_exit_clock_settime")]
-    pub fn sys_exit_clock_settime(ctx: TracePointContext) -> u32 {
-        finish(&ctx, SYSCALL_CLOCK_SETTIME)
-    }
-
-    #[tracepoint(category = "syscalls", name = "sys_enter_settimeofday")]
-    pub fn sys_enter_settimeofday(ctx: TracePointContext) -> u32 {
-        let tv = syscall_field(&ctx, ARG0);
-        let tz = syscall_field(&ctx, ARG1);
+    /// settimeofday(struct __kernel_old_timeval *tv, struct timezone *tz).
+    #[inline(always)]
+    fn enter_settimeofday(tv: u64, tz: u64) -> u32 {
         let Some(event) = begin(SYSCALL_SETTIMEOFDAY, CLOCK_REALTIME) else {
             return 0;
         };
@@ -356,11 +350,6 @@ mod programs {
             }
         }
         0
-    }
-
-    #[tracepoint(category = "syscalls", name = "sys_exit_settimeofday")]
-    pub fn sys_exit_settimeofday(ctx: TracePointContext) -> u32 {
-        finish(&ctx, SYSCALL_SETTIMEOFDAY)
     }
 
     /// Shared by adjtimex and clock_adjtime: reads the timex; a read-only call (modes == 0)
@@ -402,27 +391,118 @@ mod programs {
         0
     }
 
+    // Each clock syscall is seen one of two ways, chosen by the daemon per syscall:
+    // - fentry/fexit on its x86-64 entry point (`__x64_sys_*`, whose one argument is the
+    //   caller's `struct pt_regs`), where the kernel allows fentry;
+    // - else its syscall tracepoints. While any syscall tracepoint is attached the kernel
+    //   sends every syscall of every process through its tracing path (+40 ns each on this
+    //   project's test host), which is why they are only the fallback.
+    // Both run the same enter_*/finish, so a syscall seen both ways (one of a pair failed to
+    // attach) still makes one event: the later enter rewrites the same pending call, and the
+    // first exit completes it.
+
+    #[tracepoint(category = "syscalls", name = "sys_enter_clock_settime")]
+    pub fn sys_enter_clock_settime(ctx: TracePointContext) -> u32 {
+        enter_clock_settime(syscall_field(&ctx, ARG0) as i32, syscall_field(&ctx, ARG1))
+    }
+
+    #[tracepoint(category = "syscalls", name = "sys_exit_clock_settime")]
+    pub fn sys_exit_clock_settime(ctx: TracePointContext) -> u32 {
+        finish(syscall_field(&ctx, RET) as i64, SYSCALL_CLOCK_SETTIME)
+    }
+
+    #[tracepoint(category = "syscalls", name = "sys_enter_settimeofday")]
+    pub fn sys_enter_settimeofday(ctx: TracePointContext) -> u32 {
+        enter_settimeofday(syscall_field(&ctx, ARG0), syscall_field(&ctx, ARG1))
+    }
+
+    #[tracepoint(category = "syscalls", name = "sys_exit_settimeofday")]
+    pub fn sys_exit_settimeofday(ctx: TracePointContext) -> u32 {
+        finish(syscall_field(&ctx, RET) as i64, SYSCALL_SETTIMEOFDAY)
+    }
+
     #[tracepoint(category = "syscalls", name = "sys_enter_adjtimex")]
     pub fn sys_enter_adjtimex(ctx: TracePointContext) -> u32 {
-        let txc = syscall_field(&ctx, ARG0);
-        enter_timex(SYSCALL_ADJTIMEX, CLOCK_REALTIME, txc)
+        enter_timex(SYSCALL_ADJTIMEX, CLOCK_REALTIME, syscall_field(&ctx, ARG0))
     }
 
     #[tracepoint(category = "syscalls", name = "sys_exit_adjtimex")]
     pub fn sys_exit_adjtimex(ctx: TracePointContext) -> u32 {
-        finish(&ctx, SYSCALL_ADJTIMEX)
+        finish(syscall_field(&ctx, RET) as i64, SYSCALL_ADJTIMEX)
     }
 
     #[tracepoint(category = "syscalls", name = "sys_enter_clock_adjtime")]
     pub fn sys_enter_clock_adjtime(ctx: TracePointContext) -> u32 {
         let clock_id = syscall_field(&ctx, ARG0) as i32;
-        let txc = syscall_field(&ctx, ARG1);
-        enter_timex(SYSCALL_CLOCK_ADJTIME, clock_id, txc)
+        enter_timex(SYSCALL_CLOCK_ADJTIME, clock_id, syscall_field(&ctx, ARG1))
     }
 
     #[tracepoint(category = "syscalls", name = "sys_exit_clock_adjtime")]
     pub fn sys_exit_clock_adjtime(ctx: TracePointContext) -> u32 {
-        finish(&ctx, SYSCALL_CLOCK_ADJTIME)
+        finish(syscall_field(&ctx, RET) as i64, SYSCALL_CLOCK_ADJTIME)
+    }
+
+    /// x86-64 `struct pt_regs` (arch/x86/include/asm/ptrace.h): byte offsets of `di` and
+    /// `si`, the first two syscall arguments. Fixed: the entry assembly depends on them.
+    const PT_REGS_DI: usize = 112;
+    const PT_REGS_SI: usize = 104;
+
+    /// A syscall argument from the `struct pt_regs *` that a `__x64_sys_*` entry point
+    /// takes. A plain load: the verifier checks it against the BTF of `struct pt_regs`.
+    #[inline(always)]
+    fn regs_arg(ctx: &FEntryContext, offset: usize) -> u64 {
+        let regs: *const u8 = ctx.arg(0);
+        unsafe { *(regs.add(offset) as *const u64) }
+    }
+
+    /// The return value an fexit program sees after its function's one argument.
+    #[inline(always)]
+    fn syscall_ret(ctx: &FExitContext) -> i64 {
+        ctx.arg(1)
+    }
+
+    #[fentry(function = "__x64_sys_clock_settime")]
+    pub fn fentry_clock_settime(ctx: FEntryContext) -> u32 {
+        enter_clock_settime(
+            regs_arg(&ctx, PT_REGS_DI) as i32,
+            regs_arg(&ctx, PT_REGS_SI),
+        )
+    }
+
+    #[fexit(function = "__x64_sys_clock_settime")]
+    pub fn fexit_clock_settime(ctx: FExitContext) -> u32 {
+        finish(syscall_ret(&ctx), SYSCALL_CLOCK_SETTIME)
+    }
+
+    #[fentry(function = "__x64_sys_settimeofday")]
+    pub fn fentry_settimeofday(ctx: FEntryContext) -> u32 {
+        enter_settimeofday(regs_arg(&ctx, PT_REGS_DI), regs_arg(&ctx, PT_REGS_SI))
+    }
+
+    #[fexit(function = "__x64_sys_settimeofday")]
+    pub fn fexit_settimeofday(ctx: FExitContext) -> u32 {
+        finish(syscall_ret(&ctx), SYSCALL_SETTIMEOFDAY)
+    }
+
+    #[fentry(function = "__x64_sys_adjtimex")]
+    pub fn fentry_adjtimex(ctx: FEntryContext) -> u32 {
+        enter_timex(SYSCALL_ADJTIMEX, CLOCK_REALTIME, regs_arg(&ctx, PT_REGS_DI))
+    }
+
+    #[fexit(function = "__x64_sys_adjtimex")]
+    pub fn fexit_adjtimex(ctx: FExitContext) -> u32 {
+        finish(syscall_ret(&ctx), SYSCALL_ADJTIMEX)
+    }
+
+    #[fentry(function = "__x64_sys_clock_adjtime")]
+    pub fn fentry_clock_adjtime(ctx: FEntryContext) -> u32 {
+        let clock_id = regs_arg(&ctx, PT_REGS_DI) as i32;
+        enter_timex(SYSCALL_CLOCK_ADJTIME, clock_id, regs_arg(&ctx, PT_REGS_SI))
+    }
+
+    #[fexit(function = "__x64_sys_clock_adjtime")]
+    pub fn fexit_clock_adjtime(ctx: FExitContext) -> u32 {
+        finish(syscall_ret(&ctx), SYSCALL_CLOCK_ADJTIME)
     }
 
     /// Reads a tracepoint `__data_loc` field: a u32 whose low 16 bits are the offset of the

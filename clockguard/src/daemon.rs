@@ -195,6 +195,14 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
     unsafe { libc::malloc_trim(0) };
     let mut hooks = probes.as_ref().map(|p| p.hooks.clone()).unwrap_or_default();
     for hook in &hooks {
+        if let Some(by) = &hook.replaced_by {
+            tracing::info!(
+                "hook {} ({}) not needed: {by} attached",
+                hook.name,
+                hook.kind
+            );
+            continue;
+        }
         match (&hook.attached, &hook.error) {
             (true, None) => tracing::info!("hook {} ({}) attached", hook.name, hook.kind),
             (true, Some(note)) => tracing::warn!("hook {} attached: {note}", hook.name),
@@ -343,6 +351,7 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
         errno: None,
         pinned: false,
         adopted: false,
+        replaced_by: None,
     };
     if config.audit.fallback_detector {
         match fallback::open() {

@@ -471,6 +471,7 @@ mod tests {
             errno: None,
             pinned: false,
             adopted: false,
+            replaced_by: None,
         }
     }
 

@@ -630,17 +630,20 @@ fn print_status(s: &Value) {
     println!("{:<26} {:<11} {:<13} DETAIL", "HOOK", "KIND", "STATE");
     for hook in s["hooks"].as_array().into_iter().flatten() {
         let flag = |key: &str| hook[key].as_bool() == Some(true);
+        let replaced_by = hook["replaced_by"].as_str();
         let state = match (flag("attached"), flag("adopted"), flag("pinned")) {
+            (false, _, _) if replaced_by.is_some() => "not needed",
             (false, _, _) => "NOT attached",
             (true, true, _) => "adopted",
             (true, false, true) => "pinned",
             (true, false, false) => "attached",
         };
         // The first line only: a verifier log follows it in `status --json`.
-        let detail = hook["error"]
-            .as_str()
-            .map(|e| e.lines().next().unwrap_or("").to_string())
-            .unwrap_or_else(|| text(&hook["target"]));
+        let detail = match (replaced_by, hook["error"].as_str()) {
+            (Some(by), _) => format!("{by} see this syscall"),
+            (None, Some(error)) => error.lines().next().unwrap_or("").to_string(),
+            (None, None) => text(&hook["target"]),
+        };
         println!(
             "{:<26} {:<11} {:<13} {}",
             text(&hook["name"]),

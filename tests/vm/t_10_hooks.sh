@@ -1,16 +1,38 @@
-# On the VM's kernel (6.1, BTF, bpf LSM) every hook attaches: the syscall tracepoints,
-# the fork/exec tracepoints, fentry on clock_was_set, the guard's do_adjtimex fentry/fexit
-# and its LSM settime and capable hooks.
+# On the VM's kernel (6.1, BTF, bpf LSM) every hook attaches: fentry/fexit on the clock
+# syscalls' entry points (their syscall tracepoints are then not needed, and say so), the
+# fork/exec tracepoints, fentry on clock_was_set, the guard's do_adjtimex fentry/fexit and
+# its LSM settime and capable hooks. With one of a syscall's fentry/fexit pair disabled,
+# its tracepoints attach too, and a call is still journaled once.
 source "$(dirname "$0")/lib.sh"
 need_vm
 start_daemon
 s=$(status_json)
 echo "$s" | jq .
-not_attached=$(echo "$s" | jq -r '.hooks[] | select(.attached | not) | "\(.name): \(.error)"')
+not_attached=$(echo "$s" | jq -r '.hooks[] | select((.attached | not) and .replaced_by == null) | "\(.name): \(.error)"')
 [[ -z "$not_attached" ]] || fail "hooks not attached: $not_attached"
-for h in sys_enter_clock_settime sys_exit_adjtimex sched_process_exec clock_was_set do_adjtimex do_adjtimex_exit settime capable timerfd_cancel_on_set; do
+for h in fentry_clock_settime fexit_clock_settime fentry_settimeofday fexit_settimeofday fentry_adjtimex fexit_adjtimex fentry_clock_adjtime fexit_clock_adjtime \
+        sched_process_exec clock_was_set do_adjtimex do_adjtimex_exit settime capable timerfd_cancel_on_set; do
     echo "$s" | jq -e --arg h "$h" '.hooks[] | select(.name == $h and .attached)' >/dev/null || fail "no attached hook $h"
 done
+echo "$s" | jq -e '[.hooks[] | select(.kind == "tracepoint" and (.name | startswith("sys_")))]
+    | length == 8 and all(.attached == false and (.replaced_by | test("^fentry_.* \\+ fexit_")))' >/dev/null \
+    || fail "the syscall tracepoints must be replaced by fentry/fexit: $(echo "$s" | jq -c '[.hooks[] | select(.kind == "tracepoint")]')"
+"$CG" status --runtime-dir "$RUNTIME" | grep -E '^sys_enter_clock_settime +tracepoint +not needed +fentry_clock_settime \+ fexit_clock_settime' \
+    || fail "status text must say the tracepoint is not needed"
+# One of the pair missing: the tracepoints attach as well, and each call is one record.
+stop_daemon
+printf '[audit]\ndisabled_hooks = ["fexit_clock_settime"]\n' >"$CG_TEST_TMP/mixed.toml"
+start_daemon --config "$CG_TEST_TMP/mixed.toml"
+status_json | jq -e '[.hooks[] | select(.name | test("^(fentry_clock_settime|sys_enter_clock_settime|sys_exit_clock_settime)$")) | .attached] == [true, true, true]' >/dev/null \
+    || fail "with fexit_clock_settime disabled, fentry and both tracepoints must be attached: $(status_json | jq -c '[.hooks[] | select(.name | test("clock_settime"))]')"
+"$CALL" settime-invalid 5 >/dev/null
+wait_records 5 '.syscall == "clock_settime" and .result == "EINVAL"'
+sleep 1
+n=$(audit_json | jq -c 'select(.syscall == "clock_settime" and .result == "EINVAL")' | wc -l)
+[[ "$n" == 5 ]] || fail "5 calls seen both ways must be 5 records, got $n"
+stop_daemon
+start_daemon
+s=$(status_json)
 echo "$s" | jq -e '.bpf_lsm_active == true' >/dev/null || fail "bpf LSM not active in the VM"
 echo "$s" | jq -e '.enforcement.active == false' >/dev/null || fail "observe mode must not claim enforcement"
 # Guard mode without its LSM hook must say enforcement is off and why, never pretend.

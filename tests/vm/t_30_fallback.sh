@@ -4,9 +4,11 @@ source "$(dirname "$0")/lib.sh"
 need_vm
 cat >"$CG_TEST_TMP/cg.toml" <<TOML
 [audit]
-disabled_hooks = ["sys_enter_clock_settime", "sys_exit_clock_settime", "sys_enter_settimeofday",
-  "sys_exit_settimeofday", "sys_enter_adjtimex", "sys_exit_adjtimex", "sys_enter_clock_adjtime",
-  "sys_exit_clock_adjtime", "clock_was_set"]
+disabled_hooks = ["fentry_clock_settime", "fexit_clock_settime", "fentry_settimeofday",
+  "fexit_settimeofday", "fentry_adjtimex", "fexit_adjtimex", "fentry_clock_adjtime",
+  "fexit_clock_adjtime", "sys_enter_clock_settime", "sys_exit_clock_settime",
+  "sys_enter_settimeofday", "sys_exit_settimeofday", "sys_enter_adjtimex", "sys_exit_adjtimex",
+  "sys_enter_clock_adjtime", "sys_exit_clock_adjtime", "clock_was_set"]
 TOML
 start_daemon --config "$CG_TEST_TMP/cg.toml"
 status_json | jq -e '.hooks[] | select(.name == "clock_was_set") | (.attached | not) and (.error | test("disabled"))' >/dev/null \

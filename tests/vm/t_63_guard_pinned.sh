@@ -18,7 +18,7 @@ defer_to_time_services = false
 EOF
 start_daemon --config "$CG_TEST_TMP/guard.toml"
 first_pid=$DAEMON_PID
-GUARD_HOOKS='["capable","do_adjtimex","do_adjtimex_exit","settime","sys_enter_clock_adjtime","sys_enter_clock_settime","sys_exit_clock_adjtime","sys_exit_clock_settime"]'
+GUARD_HOOKS='["capable","do_adjtimex","do_adjtimex_exit","settime","fentry_clock_adjtime","fentry_clock_settime","fexit_clock_adjtime","fexit_clock_settime"]'
 status_json | jq -e --argjson want "$GUARD_HOOKS" '.enforcement.active and .enforcement.pinned != null
     and ([.hooks[] | select(.name as $n | $want | index($n)) | select(.pinned and (.adopted | not))] | length) == ($want | length)' >/dev/null \
     || fail "guard hooks not pinned: $(status_json | jq -c '{pinned: .enforcement.pinned, hooks: [.hooks[] | {name, attached, pinned, adopted, error}]}')"
