@@ -394,6 +394,9 @@ fn row_daemon_rss(ctx: &mut Ctx) -> Result<Row> {
     }
     let settle = start.elapsed().as_secs_f64();
     let post = ctx.daemon_rss_kib()?;
+    // The daemon trims its heap once a sample interval (1 s) passed without records.
+    std::thread::sleep(Duration::from_secs(3));
+    let quiet = ctx.daemon_rss_kib()?;
     let drops = ctx
         .status()
         .ok()
@@ -403,6 +406,7 @@ fn row_daemon_rss(ctx: &mut Ctx) -> Result<Row> {
     row.set("storm_calls", num(STORM_CALLS.parse::<f64>()?));
     row.set("idle_rss_kib", num(idle as f64));
     row.set("post_storm_rss_kib", num(post as f64));
+    row.set("rss_3s_later_kib", num(quiet as f64));
     row.set("journal_lines", num(lines as f64));
     row.set("ring_buffer_drops", opt(drops));
     row.set("journal_settle_s", num((settle * 10.0).round() / 10.0));
