@@ -260,6 +260,8 @@ fn daemon_hooks(facts: &Facts) -> Finding {
         .into_iter()
         .flatten()
         .filter(|h| h["attached"].as_bool() != Some(true))
+        // A syscall tracepoint whose syscall fentry/fexit sees is not missing.
+        .filter(|h| !h["replaced_by"].is_string())
         .map(|h| {
             format!(
                 "{} ({})",
@@ -598,6 +600,13 @@ mod tests {
         f.status.as_mut().unwrap()["hooks"] =
             json!([{"name": "settime", "attached": false, "error": "EPERM"}]);
         assert_eq!(verdict_of(&run(&f), "clockguard_hooks"), Verdict::Warn);
+        f.status.as_mut().unwrap()["hooks"] = json!([
+            {"name": "fentry_adjtimex", "attached": true},
+            {"name": "sys_enter_adjtimex", "attached": false, "replaced_by": "fentry_adjtimex + fexit_adjtimex"},
+        ]);
+        assert_eq!(verdict_of(&run(&f), "clockguard_hooks"), Verdict::Pass);
+        f.status.as_mut().unwrap()["hooks"] =
+            json!([{"name": "settime", "attached": false, "error": "EPERM"}]);
         f.status.as_mut().unwrap()["mode_configured"] = json!("guard");
         assert_eq!(verdict_of(&run(&f), "clockguard_hooks"), Verdict::Fail);
         f.status = None;

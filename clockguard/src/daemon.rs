@@ -224,6 +224,19 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
             (false, None) => {}
         }
     }
+    if probes.is_some() {
+        // A name that matches no hook is a typo (or a name from another version): say so,
+        // or the hook it meant stays attached without a word.
+        for name in &config.audit.disabled_hooks {
+            if !hooks.iter().any(|h| h.name == *name) {
+                let names: Vec<&str> = hooks.iter().map(|h| h.name.as_str()).collect();
+                tracing::warn!(
+                    "audit.disabled_hooks: no hook is named {name:?} (the hooks are: {})",
+                    names.join(", ")
+                );
+            }
+        }
+    }
     let mut events: Option<AsyncFd<RingBuf<MapData>>> = match probes.as_mut() {
         Some(p) => {
             let ring = p.take_events()?;

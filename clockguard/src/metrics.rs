@@ -119,6 +119,11 @@ pub fn exposition(status: &Value, tracking: Option<&Value>) -> Result<String> {
     );
     let hooks = Family::<Labels, Gauge>::default();
     for hook in status["hooks"].as_array().into_iter().flatten() {
+        if hook["replaced_by"].is_string() {
+            // A syscall tracepoint that fentry/fexit made unnecessary: a 0 here would
+            // look like a missing hook to an alert on `hook_attached == 0`.
+            continue;
+        }
         let labels = vec![
             (
                 "hook".to_string(),
@@ -453,7 +458,9 @@ mod tests {
             "version": "0.1.0", "mode": "guard",
             "enforcement": {"active": true, "slew": {"remaining_ns": 2_500_000_000i64}},
             "hooks": [{"name": "settime", "kind": "lsm", "attached": true},
-                      {"name": "clock_was_set", "kind": "fentry", "attached": false}],
+                      {"name": "clock_was_set", "kind": "fentry", "attached": false},
+                      {"name": "sys_enter_adjtimex", "kind": "tracepoint", "attached": false,
+                       "replaced_by": "fentry_adjtimex + fexit_adjtimex"}],
             "kernel": {"ring_buffer_drops": 3, "clock_syscalls": 10, "guard_denied": 2,
                        "guard_would_deny": 0},
             "daemon": {"records_journaled": 12, "jumps": {"step": 4, "vm_paused": 1}},
@@ -491,6 +498,8 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
         }
+        // A tracepoint that fentry/fexit replaced is not a missing hook.
+        assert!(!text.contains("sys_enter_adjtimex"), "{text}");
         // The 5 s expiry lies above 4.29 s and within 8.59 s.
         assert!(text.contains("clockguard_timer_lateness_seconds_bucket{le=\"4.294967295\"} 99"));
         assert!(text.contains("clockguard_timer_lateness_seconds_bucket{le=\"8.589934591\"} 100"));

@@ -21,8 +21,11 @@ echo "$s" | jq -e '[.hooks[] | select(.kind == "tracepoint" and (.name | startsw
     || fail "status text must say the tracepoint is not needed"
 # One of the pair missing: the tracepoints attach as well, and each call is one record.
 stop_daemon
-printf '[audit]\ndisabled_hooks = ["fexit_clock_settime"]\n' >"$CG_TEST_TMP/mixed.toml"
+# (A misspelled name disables nothing, and the log says so.)
+printf '[audit]\ndisabled_hooks = ["fexit_clock_settime", "fexit_clock_setime"]\n' >"$CG_TEST_TMP/mixed.toml"
 start_daemon --config "$CG_TEST_TMP/mixed.toml"
+grep -q 'audit.disabled_hooks: no hook is named "fexit_clock_setime"' "$CG_TEST_TMP/daemon.log" \
+    || fail "a disabled_hooks name that matches no hook must be warned about"
 status_json | jq -e '[.hooks[] | select(.name | test("^(fentry_clock_settime|sys_enter_clock_settime|sys_exit_clock_settime)$")) | .attached] == [true, true, true]' >/dev/null \
     || fail "with fexit_clock_settime disabled, fentry and both tracepoints must be attached: $(status_json | jq -c '[.hooks[] | select(.name | test("clock_settime"))]')"
 "$CALL" settime-invalid 5 >/dev/null
