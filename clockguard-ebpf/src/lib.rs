@@ -11,7 +11,7 @@ pub const EXE_LEN: usize = 128;
 /// `ClockEvent::kind`: a clock syscall, paired enter/exit in the kernel.
 pub const EVENT_SYSCALL: u32 = 1;
 /// `ClockEvent::kind`: `clock_was_set()` ran outside any traced clock syscall (leap second,
-/// resume, RTC injection, a path we do not trace): an in-kernel realtime discontinuity.
+/// RTC sleep-time injection, a path we do not trace): an in-kernel realtime discontinuity.
 pub const EVENT_CLOCK_WAS_SET: u32 = 2;
 
 /// `ClockEvent::syscall`: which clock syscall (our own numbering, stable across arches).

@@ -612,8 +612,10 @@ mod programs {
         0
     }
 
-    /// clock_was_set(bases) runs whenever CLOCK_REALTIME moved relative to CLOCK_MONOTONIC:
-    /// settimeofday/clock_settime, ADJ_SETOFFSET, leap seconds, resume, RTC injection.
+    /// clock_was_set(bases) runs whenever CLOCK_REALTIME is set relative to CLOCK_MONOTONIC:
+    /// settimeofday/clock_settime, ADJ_SETOFFSET, leap seconds, RTC sleep-time injection.
+    /// Not on resume since Linux 5.14: timekeeping_resume() notifies timerfds directly
+    /// (timerfd_resume), so the daemon's timers sampler and fallback detector see that.
     /// Inside a traced syscall it only marks that syscall's pending event; anywhere else it
     /// is an event of its own, measured against the last known offset, with a kernel stack.
     #[fentry(function = "clock_was_set")]

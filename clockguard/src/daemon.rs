@@ -111,7 +111,7 @@ struct Stats {
 
 /// Why a journaled record counts as a time jump (for the metrics and the failover), or
 /// None: a step that really moved the clock (`step`), an in-kernel one (`kernel`: leap
-/// second, resume), one no hook explained (`unexplained`), and the timers' findings by
+/// second, RTC sleep-time injection), one no hook explained (`unexplained`), and the timers' findings by
 /// cause (`vm_paused`, `suspend`, ...). A refused step moved nothing: it is not one.
 fn jump_cause(record: &Record) -> Option<String> {
     match record.source.as_str() {
