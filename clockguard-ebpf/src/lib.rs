@@ -41,7 +41,7 @@ pub const FLAG_HAS_OFFSET_BEFORE: u32 = 1 << 6;
 pub const FLAG_HAS_STACK: u32 = 1 << 7;
 /// The enter side was not seen (the hook attached mid-syscall): only the exit is known.
 pub const FLAG_NO_ENTER: u32 = 1 << 8;
-/// `exe_dev`/`exe_ino` identify the caller's executable (read by a guard hook).
+/// `guard.exe_dev`/`guard.exe_ino` identify the caller's executable (read by a guard hook).
 pub const FLAG_HAS_EXE_ID: u32 = 1 << 9;
 
 /// Indices into the per-CPU `COUNTERS` map (summed over CPUs in userspace).
@@ -158,7 +158,7 @@ pub const CLASS_SLEW_INSTEAD: u16 = 2;
 /// clockguard itself (its tgid is in `Config::self_tgid`): always allowed.
 pub const CLASS_SELF: u16 = 3;
 
-/// `ClockEvent::guard_action`: what the guard decided for this call.
+/// `GuardDecision::action`: what the guard decided for this call.
 /// No guard hook ran (not a step, or the hooks are not attached).
 pub const GUARD_NONE: u16 = 0;
 pub const GUARD_ALLOWED: u16 = 1;
@@ -390,12 +390,20 @@ pub struct ClockEvent {
     pub parent_comm: [u8; COMM_LEN],
     /// The file name given to execve (FLAG_HAS_PROCINFO), NUL-terminated.
     pub exe: [u8; EXE_LEN],
+    pub guard: GuardDecision,
+}
+
+/// What a guard hook decided about the call, written while the call runs: in the pending
+/// call, then copied into the event. 24 bytes, 8-aligned, so it copies as words.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GuardDecision {
     /// The caller's executable as the guard identified it (FLAG_HAS_EXE_ID).
     pub exe_ino: u64,
     pub exe_dev: u32,
     /// GUARD_* decision, CLASS_* of the caller, GUARDED_* of what was judged.
-    pub guard_action: u16,
-    pub guard_class: u16,
+    pub action: u16,
+    pub class: u16,
     pub guarded: u16,
     pub _pad: [u16; 3],
 }
@@ -418,12 +426,7 @@ pub struct PendingCall {
     pub tz_minuteswest: i32,
     pub tz_dsttime: i32,
     pub timex: TimexArgs,
-    pub exe_ino: u64,
-    pub exe_dev: u32,
-    pub guard_action: u16,
-    pub guard_class: u16,
-    pub guarded: u16,
-    pub _pad: [u16; 3],
+    pub guard: GuardDecision,
 }
 
 /// What the kernel remembers of a process from its fork and exec (the `PROCS` LRU map, keyed
@@ -506,6 +509,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<TimexArgs>(), 72);
         assert_eq!(core::mem::size_of::<ClockEvent>(), 376);
         assert_eq!(core::mem::size_of::<PendingCall>(), 152);
+        assert_eq!(core::mem::size_of::<GuardDecision>(), 24);
         assert_eq!(core::mem::size_of::<Config>(), 44);
         assert_eq!(core::mem::size_of::<ExeKey>(), 16);
         assert_eq!(core::mem::size_of::<ProcInfo>(), 152);

@@ -232,24 +232,10 @@ mod programs {
         e.req_nsec = p.req_nsec;
         e.tz_minuteswest = p.tz_minuteswest;
         e.tz_dsttime = p.tz_dsttime;
-        // Field by field: a struct copy becomes a memmove call, which BPF cannot make.
-        e.timex.modes = p.timex.modes;
-        e.timex.status = p.timex.status;
-        e.timex.offset = p.timex.offset;
-        e.timex.freq = p.timex.freq;
-        e.timex.maxerror = p.timex.maxerror;
-        e.timex.esterror = p.timex.esterror;
-        e.timex.constant = p.timex.constant;
-        e.timex.time_sec = p.timex.time_sec;
-        e.timex.time_usec = p.timex.time_usec;
-        e.timex.tick = p.timex.tick;
+        copy_words(&mut e.timex, &p.timex);
         e.stack_id = -1;
         e.clock_was_set_bases = p.clock_was_set_bases;
-        e.exe_ino = p.exe_ino;
-        e.exe_dev = p.exe_dev;
-        e.guard_action = p.guard_action;
-        e.guard_class = p.guard_class;
-        e.guarded = p.guarded;
+        copy_words(&mut e.guard, &p.guard);
         fill_caller(e);
         slot.submit(0);
         count(COUNTER_EVENTS);
@@ -627,7 +613,7 @@ mod programs {
             e.clock_was_set_bases = bases;
             return 0;
         }
-        let Some(zero) = ZERO_EVENT.get_ptr(0) else {
+        let Some(zero) = ZERO_EVENT.get(0) else {
             return 0;
         };
         // Built in a reserved ring-buffer slot: too large for the stack.
@@ -635,15 +621,8 @@ mod programs {
             count(COUNTER_RINGBUF_DROPS);
             return 0;
         };
-        let e = slot.as_mut_ptr();
-        unsafe {
-            generated::bpf_probe_read_kernel(
-                e as *mut c_void,
-                core::mem::size_of::<ClockEvent>() as u32,
-                zero as *const c_void,
-            )
-        };
-        let e = unsafe { &mut *e };
+        let e = unsafe { &mut *slot.as_mut_ptr() };
+        copy_words(e, zero);
         e.kind = EVENT_CLOCK_WAS_SET;
         e.syscall = SYSCALL_NONE;
         e.clock_id = CLOCK_REALTIME;
@@ -748,12 +727,12 @@ mod programs {
             GUARD_WOULD_DENY
         };
         if let Some(e) = pending_call() {
-            e.guard_action = action;
-            e.guard_class = class;
-            e.guarded = guarded;
+            e.guard.action = action;
+            e.guard.class = class;
+            e.guard.guarded = guarded;
             if let Some(key) = exe {
-                e.exe_ino = key.ino;
-                e.exe_dev = key.dev;
+                e.guard.exe_ino = key.ino;
+                e.guard.exe_dev = key.dev;
                 e.flags |= FLAG_HAS_EXE_ID;
             }
         }
@@ -1002,14 +981,7 @@ mod programs {
             event.ppid = info.ppid;
             event.flags |= SERVICE_EXIT_HAS_PROCINFO;
             if info.has_exe != 0 {
-                // The raw helper copies without a memmove, which BPF cannot call.
-                unsafe {
-                    generated::bpf_probe_read_kernel(
-                        event.exe.as_mut_ptr() as *mut c_void,
-                        EXE_LEN as u32,
-                        info.exe.as_ptr() as *const c_void,
-                    )
-                };
+                copy_words(&mut event.exe, &info.exe);
                 event.flags |= SERVICE_EXIT_HAS_EXE;
             }
         }

@@ -902,7 +902,7 @@ impl Daemon {
                 continue;
             }
             if record.verdict == "denied"
-                && event.guard_class == clockguard_ebpf::CLASS_SLEW_INSTEAD
+                && event.guard.class == clockguard_ebpf::CLASS_SLEW_INSTEAD
             {
                 self.slew_instead(&mut record).await;
             }

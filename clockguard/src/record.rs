@@ -446,7 +446,7 @@ pub fn requested_delta_ns(event: &ClockEvent, wall_ns: i64) -> Option<i64> {
 /// The verdict the kernel's guard hooks recorded (see `Record::verdict`); the daemon turns
 /// "denied" into "slewed" when it slews the request in.
 pub fn verdict(event: &ClockEvent) -> &'static str {
-    match event.guard_action {
+    match event.guard.action {
         abi::GUARD_ALLOWED => "allowed",
         abi::GUARD_DENIED => "denied",
         abi::GUARD_WOULD_DENY => "would-deny",
@@ -464,21 +464,21 @@ pub fn class_name(class: u16) -> &'static str {
 }
 
 fn guard_json(event: &ClockEvent) -> Option<Value> {
-    if event.guard_action == abi::GUARD_NONE {
+    if event.guard.action == abi::GUARD_NONE {
         return None;
     }
-    let judged = match event.guarded {
+    let judged = match event.guard.guarded {
         abi::GUARDED_DISCIPLINE => "discipline",
         _ => "step",
     };
-    let mut out = json!({"class": class_name(event.guard_class), "judged": judged});
+    let mut out = json!({"class": class_name(event.guard.class), "judged": judged});
     if event.flags & abi::FLAG_HAS_EXE_ID != 0 {
         out["exe_dev"] = json!(format!(
             "{}:{}",
-            event.exe_dev >> 20,
-            event.exe_dev & 0xfffff
+            event.guard.exe_dev >> 20,
+            event.guard.exe_dev & 0xfffff
         ));
-        out["exe_ino"] = json!(event.exe_ino);
+        out["exe_ino"] = json!(event.guard.exe_ino);
     }
     Some(out)
 }
@@ -728,12 +728,12 @@ mod tests {
         let mut e = settime_event(1_700_000_000, 0, -(libc::EPERM as i64));
         assert_eq!(decode(&e, 37, 0).verdict, "observed");
         assert!(decode(&e, 37, 0).guard.is_none());
-        e.guard_action = abi::GUARD_DENIED;
-        e.guard_class = abi::CLASS_SLEW_INSTEAD;
-        e.guarded = abi::GUARDED_STEP;
+        e.guard.action = abi::GUARD_DENIED;
+        e.guard.class = abi::CLASS_SLEW_INSTEAD;
+        e.guard.guarded = abi::GUARDED_STEP;
         e.flags |= abi::FLAG_HAS_EXE_ID;
-        e.exe_dev = (8 << 20) | 1;
-        e.exe_ino = 4242;
+        e.guard.exe_dev = (8 << 20) | 1;
+        e.guard.exe_ino = 4242;
         let r = decode(&e, 37, 0);
         assert_eq!(r.verdict, "denied");
         assert_eq!(r.result, "EPERM");
@@ -743,10 +743,10 @@ mod tests {
                 json!({"class": "slew_instead", "judged": "step", "exe_dev": "8:1", "exe_ino": 4242})
             )
         );
-        e.guard_action = abi::GUARD_WOULD_DENY;
+        e.guard.action = abi::GUARD_WOULD_DENY;
         assert_eq!(decode(&e, 37, 0).verdict, "would-deny");
-        e.guard_action = abi::GUARD_ALLOWED;
-        e.guard_class = abi::CLASS_SELF;
+        e.guard.action = abi::GUARD_ALLOWED;
+        e.guard.class = abi::CLASS_SELF;
         assert_eq!(decode(&e, 37, 0).verdict, "allowed");
     }
 }
