@@ -14,8 +14,12 @@
 # with "METRIC " are echoed to the console. Optional: CG_TEST_FILTER=<extended regex>
 # runs only the tests whose name matches.
 #
-# The last line printed is exactly "N passed, M failed". Exit status 1 if any test failed
-# or if no tests were found.
+# A test that cannot run here exits 77 (automake's convention) after printing
+# "SKIP: <reason>"; it is reported as "SKIP name (reason)" and counted apart: a skip is
+# never a pass.
+#
+# The last line printed is exactly "N passed, M failed, K skipped". Exit status 1 if any
+# test failed or if no tests were found.
 set -uo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -61,6 +65,7 @@ now() { date +%s.%N; }
 
 passed=0
 failed=0
+skipped=0
 ran=0
 for t in "${tests[@]}"; do
     name="$(basename "$t" .sh)"
@@ -88,7 +93,12 @@ for t in "${tests[@]}"; do
     if [[ $rc -eq 124 || $rc -eq 137 ]]; then
         echo "[run-suite] timed out after ${timeout_s}s (exit $rc)" >>"$log"
     fi
-    if [[ $rc -eq 0 ]]; then
+    if [[ $rc -eq 77 ]]; then
+        skipped=$((skipped + 1))
+        reason="$(grep -a -m1 '^SKIP: ' "$log" | sed 's/^SKIP: //')"
+        echo "SKIP $name (${reason:-no reason given})"
+        rm -rf "$tmp"
+    elif [[ $rc -eq 0 ]]; then
         passed=$((passed + 1))
         echo "PASS $name (${secs}s)"
         grep -a '^METRIC ' "$log" || true
@@ -104,8 +114,8 @@ done
 
 if [[ $ran -eq 0 ]]; then
     echo "run-suite: no tests found in $suite_dir (t_*.sh${CG_TEST_FILTER:+ matching $CG_TEST_FILTER})"
-    echo "0 passed, 0 failed" | tee "$log_dir/SUMMARY"
+    echo "0 passed, 0 failed, 0 skipped" | tee "$log_dir/SUMMARY"
     exit 1
 fi
-echo "$passed passed, $failed failed" | tee "$log_dir/SUMMARY"
+echo "$passed passed, $failed failed, $skipped skipped" | tee "$log_dir/SUMMARY"
 [[ $failed -eq 0 ]]

@@ -15,6 +15,12 @@ fail() {
     fi
     exit 1
 }
+# skip REASON: this kernel or machine cannot run the test (run-suite.sh reports SKIP, never
+# a pass). Only for what the kernel lacks, never for a failure.
+skip() {
+    echo "SKIP: $*"
+    exit 77
+}
 need_vm() { [[ "${CG_IN_VM:-0}" == 1 ]] || fail "this test changes the clock: VM only"; }
 
 # start_daemon [extra args...]: runs `clockguard run` on the test's dirs, waits for status.

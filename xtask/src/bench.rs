@@ -124,6 +124,8 @@ pub struct Ctx {
     root: PathBuf,
     daemon: Option<Daemon>,
     starts: u32,
+    /// The kernel the VM rows boot (each "(VM)" row runs once per kernel).
+    vm_kernel: Option<crate::kernels::Kernel>,
 }
 
 impl Ctx {
@@ -683,8 +685,8 @@ fn row_timer_hook(ctx: &mut Ctx) -> Result<Row> {
 /// In the test VM, side by side: each loop's ns per call without and with the guard
 /// enforcing (its executable allowed), and the programs the kernel ran for it, timed by
 /// the kernel (tests/bench/vm_guard_cost.sh).
-fn row_guard_cost_vm(_ctx: &mut Ctx) -> Result<Row> {
-    let results = vm_results("tests/bench/vm_guard_cost.sh")?;
+fn row_guard_cost_vm(ctx: &mut Ctx) -> Result<Row> {
+    let results = vm_results(ctx, "tests/bench/vm_guard_cost.sh")?;
     let mut row = Row::new();
     for r in &results {
         let name = r["loop"].as_str().unwrap_or("?").trim_end_matches("-loop");
@@ -723,8 +725,8 @@ fn row_guard_cost_vm(_ctx: &mut Ctx) -> Result<Row> {
 /// In the test VM, side by side: clockguard and chronyd from 11 s behind a reference, and
 /// a slew_instead agent's refused +11 s step slewed in by the guard
 /// (tests/bench/vm_ntp_converge.sh). Times are on CLOCK_MONOTONIC_RAW.
-fn row_ntp_converge_vm(_ctx: &mut Ctx) -> Result<Row> {
-    let results = vm_results("tests/bench/vm_ntp_converge.sh")?;
+fn row_ntp_converge_vm(ctx: &mut Ctx) -> Result<Row> {
+    let results = vm_results(ctx, "tests/bench/vm_ntp_converge.sh")?;
     let mut row = Row::new();
     for r in &results {
         let client = r["client"].as_str().unwrap_or("?");
@@ -750,9 +752,13 @@ fn row_ntp_converge_vm(_ctx: &mut Ctx) -> Result<Row> {
 }
 
 /// Runs a bench script in the test VM and returns its `RESULT {json}` lines.
-fn vm_results(script: &str) -> Result<Vec<Value>> {
+fn vm_results(ctx: &Ctx, script: &str) -> Result<Vec<Value>> {
     let command = ["bash".to_string(), script.to_string()];
-    let run = crate::vm::run_in_vm(&command, true)?;
+    let kernel = match &ctx.vm_kernel {
+        Some(k) => k.clone(),
+        None => crate::kernels::default_kernel()?,
+    };
+    let run = crate::vm::run_in_vm(&kernel, &command, true)?;
     let results: Vec<Value> = run
         .lines
         .iter()
@@ -783,8 +789,8 @@ fn percentile(values: &[f64], p: f64) -> Option<f64> {
 /// In the test VM, side by side: an IMAP worker killed by a backward step, and the time to
 /// the VIP answering on the other node with keepalived following clockguard's track file,
 /// polling `clockguard service-check`, or polling port 143 (tests/bench/vm_failover.sh).
-fn row_failover_vm(_ctx: &mut Ctx) -> Result<Row> {
-    let results = vm_results("tests/bench/vm_failover.sh")?;
+fn row_failover_vm(ctx: &mut Ctx) -> Result<Row> {
+    let results = vm_results(ctx, "tests/bench/vm_failover.sh")?;
     let mut row = Row::new();
     for r in &results {
         let mode = r["mode"].as_str().unwrap_or("?");
@@ -866,21 +872,38 @@ pub fn bench() -> Result<i32> {
         root: root.clone(),
         daemon: None,
         starts: 0,
+        vm_kernel: None,
     };
-    let mut results: Vec<(&str, Result<Row>, f64)> = Vec::new();
+    // The VM rows run on every kernel of the matrix, side by side, or on
+    // CLOCKGUARD_VM_KERNEL alone when it is set.
+    let vm_kernels = match std::env::var("CLOCKGUARD_VM_KERNEL") {
+        Ok(k) => crate::kernels::select(&[k])?,
+        Err(_) => crate::kernels::select(&[])?,
+    };
+    let mut results: Vec<(String, Result<Row>, f64)> = Vec::new();
     // CG_BENCH_FILTER=text runs only the rows whose name contains it.
     let filter = std::env::var("CG_BENCH_FILTER").unwrap_or_default();
     for (name, f) in ROWS
         .iter()
         .filter(|(name, _)| name.contains(filter.as_str()))
     {
-        println!("bench: {name} ...");
-        let t = Instant::now();
-        let r = f(&mut ctx);
-        if let Err(e) = &r {
-            eprintln!("bench: {name}: ERROR: {e:#}");
+        let runs: Vec<(String, Option<&crate::kernels::Kernel>)> = match name.strip_suffix("(VM)") {
+            Some(stem) => vm_kernels
+                .iter()
+                .map(|k| (format!("{stem}(VM {})", k.label), Some(k)))
+                .collect(),
+            None => vec![(name.to_string(), None)],
+        };
+        for (name, kernel) in runs {
+            ctx.vm_kernel = kernel.cloned();
+            println!("bench: {name} ...");
+            let t = Instant::now();
+            let r = f(&mut ctx);
+            if let Err(e) = &r {
+                eprintln!("bench: {name}: ERROR: {e:#}");
+            }
+            results.push((name, r, t.elapsed().as_secs_f64()));
         }
-        results.push((name, r, t.elapsed().as_secs_f64()));
     }
     ctx.stop_daemon();
 

@@ -1,6 +1,7 @@
 //! Developer tasks for clockguard: `cargo xtask <setup|build|run|test|vm|bench>`.
 
 mod bench;
+mod kernels;
 mod setup;
 mod tasks;
 mod util;
@@ -34,11 +35,16 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// setup, build, unit tests, host suite, VM suite (one boot); ends with "N passed, M failed".
+    /// setup, build, unit tests, host suite, then the VM suite once per kernel (one boot
+    /// each); a kernel × test table, and "N passed, M failed, K skipped" last.
     Test {
         /// Skip the VM suite (also: CLOCKGUARD_NO_VM=1).
         #[arg(long)]
         no_vm: bool,
+        /// Run the VM suite on this kernel only: a series of the matrix (6.1, 6.12, 7.2) or
+        /// a kernel image path. Repeatable; default: every kernel of the matrix.
+        #[arg(long = "kernel", value_name = "KERNEL")]
+        kernels: Vec<String>,
         /// Also run the fuzz targets (cargo fuzz, nightly): the NTP packet parser for
         /// CG_FUZZ_RUNS inputs (default 10 million), the control protocol for
         /// CG_FUZZ_SECONDS (default 60).
@@ -46,7 +52,8 @@ enum Cmd {
         fuzz: bool,
     },
     /// Boot the test VM once and run CMD in it (default `uname -a`) from the repo root.
-    /// Env: CLOCKGUARD_VM_TIMEOUT (s, default 1800), CLOCKGUARD_VM_KERNEL,
+    /// Env: CLOCKGUARD_VM_TIMEOUT (s, default 1800), CLOCKGUARD_VM_KERNEL (a series of the
+    /// matrix, e.g. 6.12, or a kernel image path; default 6.1),
     /// CLOCKGUARD_VM_CPUS, CLOCKGUARD_VM_MEMORY.
     Vm {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -63,7 +70,11 @@ fn main() {
         Cmd::Setup => setup::setup(true).map(|()| 0),
         Cmd::Build { release } => tasks::build(release).map(|()| 0),
         Cmd::Run { args } => tasks::run(&args).map(|()| 0),
-        Cmd::Test { no_vm, fuzz } => tasks::test(no_vm, fuzz),
+        Cmd::Test {
+            no_vm,
+            kernels,
+            fuzz,
+        } => tasks::test(no_vm, &kernels, fuzz),
         Cmd::Vm { cmd } => vm::vm(&cmd),
         Cmd::Bench => bench::bench(),
     };

@@ -7,12 +7,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::util::{self, cmd, output_ok, root_cmd, run};
-use crate::vm;
+use crate::{kernels, vm};
 
 /// Debian packages needed on the host besides llvm-<N>-dev.
 const DEB_PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "QEMU for the test VM"),
-    ("linux-image-amd64", "the kernel the test VM boots"),
+    (
+        "kmod",
+        "depmod for the kernels unpacked under target/kernels",
+    ),
     (
         "busybox-static",
         "virtme-ng builds its initramfs from a static busybox",
@@ -76,6 +79,13 @@ pub fn setup(verbose: bool) -> Result<()> {
         &["-v"],
         "the VM tests run it",
     )?;
+    let (present, fetched) = kernels::ensure_all()?;
+    for k in present {
+        s.ok(k);
+    }
+    for k in fetched {
+        s.doing(format!("fetched {k}"));
+    }
     unpacked(
         &mut s,
         "prometheus",
@@ -184,10 +194,6 @@ fn debian_packages(s: &mut Setup, llvm: u32) -> Result<()> {
         .context("apt-get install failed")?;
     }
 
-    match newest_kernel_image() {
-        Some(k) => s.ok(format!("kernel image {}", k.display())),
-        None => bail!("no /boot/vmlinuz-* although linux-image-amd64 is installed"),
-    }
     Ok(())
 }
 
@@ -273,30 +279,6 @@ fn ensure_policy_rc_d(s: &mut Setup) -> Result<()> {
         ]))?;
     }
     Ok(())
-}
-
-/// The newest /boot/vmlinuz-*, by version order.
-pub fn newest_kernel_image() -> Option<PathBuf> {
-    let mut imgs: Vec<PathBuf> = fs::read_dir("/boot")
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("vmlinuz-"))
-        })
-        .collect();
-    imgs.sort_by_key(|p| version_key(&p.file_name().unwrap().to_string_lossy()));
-    imgs.pop()
-}
-
-/// "vmlinuz-6.1.0-56-amd64" -> [6, 1, 0, 56]: numeric runs compared as numbers.
-fn version_key(name: &str) -> Vec<u64> {
-    name.split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap_or(u64::MAX))
-        .collect()
 }
 
 fn find_bpf_linker() -> Option<PathBuf> {
@@ -403,15 +385,4 @@ pub fn ensure_cargo_fuzz() -> Result<()> {
         bail!("cargo install cargo-fuzz failed");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kernel_order() {
-        assert!(version_key("vmlinuz-6.10.0-1-amd64") > version_key("vmlinuz-6.9.0-9-amd64"));
-        assert!(version_key("vmlinuz-6.1.0-56-amd64") > version_key("vmlinuz-6.1.0-9-amd64"));
-    }
 }

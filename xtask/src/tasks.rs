@@ -7,8 +7,8 @@ use std::process::Stdio;
 
 use anyhow::{bail, Context, Result};
 
-use crate::util::{self, cmd, parse_summary, root_cmd};
-use crate::{setup, vm};
+use crate::util::{self, cmd, parse_summary, root_cmd, Counts};
+use crate::{kernels, setup, vm};
 
 pub fn bin_dir(release: bool) -> PathBuf {
     util::repo_root()
@@ -50,34 +50,159 @@ pub fn run(args: &[String]) -> Result<()> {
     Err(err).with_context(|| format!("cannot exec {}", bin.display()))
 }
 
-/// A suite's outcome: Some((passed, failed)) from its summary line.
-struct Suite {
-    name: &'static str,
-    result: Option<(u32, u32)>,
-    /// The runner's exit code (None: skipped or timed out).
-    rc: Option<i32>,
+/// One test's outcome as run-suite.sh reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Outcome {
+    Pass,
+    Fail,
+    /// Could not run here, with the test's reason: never counted as a pass.
+    Skip(String),
+}
+
+/// "PASS t_10_hooks (12.3s)", "FAIL t_10_hooks (1.0s)", "SKIP t_10_hooks (no vmclock device)".
+fn parse_outcome(line: &str) -> Option<(String, Outcome)> {
+    let (word, rest) = line.trim_end().split_once(' ')?;
+    let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+    if !name.starts_with("t_") {
+        return None;
+    }
+    let outcome = match word {
+        "PASS" => Outcome::Pass,
+        "FAIL" => Outcome::Fail,
+        "SKIP" => {
+            let tail = tail.trim();
+            let reason = tail
+                .strip_prefix('(')
+                .and_then(|t| t.strip_suffix(')'))
+                .unwrap_or(tail);
+            Outcome::Skip(reason.to_string())
+        }
+        _ => return None,
+    };
+    Some((name.to_string(), outcome))
+}
+
+/// One run of a suite (the host's, or the VM's on one kernel).
+struct SuiteRun {
+    name: String,
+    outcomes: Vec<(String, Outcome)>,
+    counts: Option<Counts>,
+    /// Why the run as a whole is not to be trusted (no summary, timeout, tests missing).
+    problems: Vec<String>,
     note: String,
 }
 
-/// Run a command, echo its stdout line by line, return the last "N passed, M failed".
-fn run_and_parse(c: &mut std::process::Command) -> Result<(Option<(u32, u32)>, i32)> {
+impl SuiteRun {
+    fn from_lines(name: String, lines: &[String], expected: &[String], filtered: bool) -> SuiteRun {
+        let outcomes: Vec<(String, Outcome)> =
+            lines.iter().filter_map(|l| parse_outcome(l)).collect();
+        let counts = lines.iter().rev().find_map(|l| parse_summary(l));
+        let mut problems = Vec::new();
+        if counts.is_none() {
+            problems.push("no summary line: the suite did not finish".to_string());
+        }
+        if !filtered {
+            let missing: Vec<&str> = expected
+                .iter()
+                .filter(|t| !outcomes.iter().any(|(n, _)| n == *t))
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                problems.push(format!(
+                    "{} of {} tests did not run: {}",
+                    missing.len(),
+                    expected.len(),
+                    missing.join(", ")
+                ));
+            }
+        }
+        SuiteRun {
+            name,
+            outcomes,
+            counts,
+            problems,
+            note: String::new(),
+        }
+    }
+
+    fn outcome(&self, test: &str) -> Option<&Outcome> {
+        self.outcomes
+            .iter()
+            .find(|(n, _)| n == test)
+            .map(|(_, o)| o)
+    }
+
+    fn ok(&self) -> bool {
+        self.problems.is_empty() && self.counts.is_some_and(|c| c.failed == 0)
+    }
+}
+
+/// The t_*.sh tests of a suite directory, by name, sorted as run-suite.sh runs them.
+fn suite_tests(dir: &Path) -> Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stem = name.strip_suffix(".sh")?;
+            stem.starts_with("t_").then(|| stem.to_string())
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// kernel × test, one cell each: PASS, FAIL, SKIP, or "-" where the test did not run.
+/// The skip reasons follow the table.
+fn render_matrix(tests: &[String], runs: &[SuiteRun]) -> String {
+    let width = tests.iter().map(String::len).max().unwrap_or(4).max(4);
+    let columns: Vec<usize> = runs.iter().map(|r| r.name.len().max(4)).collect();
+    let mut out = format!("{:width$}", "test");
+    for (r, w) in runs.iter().zip(&columns) {
+        out.push_str(&format!("  {:w$}", r.name));
+    }
+    out.push('\n');
+    let mut reasons = Vec::new();
+    for t in tests {
+        out.push_str(&format!("{t:width$}"));
+        for (r, w) in runs.iter().zip(&columns) {
+            let cell = match r.outcome(t) {
+                Some(Outcome::Pass) => "PASS",
+                Some(Outcome::Fail) => "FAIL",
+                Some(Outcome::Skip(why)) => {
+                    reasons.push(format!("SKIP {t} on {}: {why}", r.name));
+                    "SKIP"
+                }
+                None => "-",
+            };
+            out.push_str(&format!("  {cell:w$}"));
+        }
+        out.push('\n');
+    }
+    for line in reasons {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Run a command, echo its stdout line by line, and return the lines and the exit code.
+fn run_and_capture(c: &mut std::process::Command) -> Result<(Vec<String>, i32)> {
     eprintln!("+ {}", util::describe(c));
     let mut child = c
         .stdout(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot start {}", util::describe(c)))?;
     let out = child.stdout.take().expect("piped");
-    let mut summary = None;
+    let mut lines = Vec::new();
     let mut stdout = std::io::stdout();
     for line in BufReader::new(out).split(b'\n').map_while(Result::ok) {
         let line = String::from_utf8_lossy(&line).into_owned();
         let _ = writeln!(stdout, "{line}");
-        if let Some(s) = parse_summary(&line) {
-            summary = Some(s);
-        }
+        lines.push(line);
     }
     let st = child.wait()?;
-    Ok((summary, util::exit_code(st)))
+    Ok((lines, util::exit_code(st)))
 }
 
 fn banner(msg: &str) {
@@ -85,8 +210,9 @@ fn banner(msg: &str) {
     println!("\n{bar}\n!!! {msg} !!!\n{bar}\n");
 }
 
-/// `cargo xtask test [--no-vm]`.
-pub fn test(no_vm: bool, fuzz: bool) -> Result<i32> {
+/// `cargo xtask test [--no-vm] [--kernel K]...`: the host suite once, the VM suite once per
+/// kernel (every kernel of the matrix unless `--kernel` names some).
+pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
     setup::setup(false)?;
     if fuzz {
         setup::ensure_cargo_fuzz()?;
@@ -94,6 +220,7 @@ pub fn test(no_vm: bool, fuzz: bool) -> Result<i32> {
     build(true)?;
     let repo = util::repo_root();
     let bins = bin_dir(true);
+    let filtered = std::env::var("CG_TEST_FILTER").is_ok_and(|f| !f.is_empty());
 
     // 1. Unit tests on the host, the eBPF crate's ABI (its host build) included.
     println!("\n=== cargo test (host unit tests) ===");
@@ -111,22 +238,20 @@ pub fn test(no_vm: bool, fuzz: bool) -> Result<i32> {
     let mut c = root_cmd("bash", &[("CG_BIN_DIR", &bins_s)]);
     c.current_dir(&repo)
         .args(["tests/run-suite.sh", "tests/host"]);
-    let (host, host_rc) = run_and_parse(&mut c)?;
-    let mut suites = vec![Suite {
-        name: "host",
-        result: host,
-        rc: Some(host_rc),
-        note: if host.is_none() {
-            format!("no summary line (exit {host_rc})")
-        } else {
-            String::new()
-        },
-    }];
+    let (lines, host_rc) = run_and_capture(&mut c)?;
+    let host_tests = suite_tests(&repo.join("tests/host"))?;
+    let mut host = SuiteRun::from_lines("host".into(), &lines, &host_tests, filtered);
+    if host_rc != 0 && host.counts.is_some_and(|c| c.failed == 0) {
+        // e.g. "no tests found": the runner fails without a failed test.
+        host.problems.push(format!("the runner exited {host_rc}"));
+    }
 
-    // 3. VM suite: one boot.
+    // 3. The VM suite, one boot per kernel.
+    let vm_tests = suite_tests(&repo.join("tests/vm"))?;
     let env_skip = std::env::var("CLOCKGUARD_NO_VM").is_ok_and(|v| v == "1");
-    let mut vm_failed = false;
-    if no_vm || env_skip {
+    let mut vm_runs = Vec::new();
+    let vm_skipped = no_vm || env_skip;
+    if vm_skipped {
         banner(&format!(
             "VM SUITE SKIPPED ({}): clock-changing and enforcement tests did NOT run",
             if no_vm {
@@ -135,38 +260,33 @@ pub fn test(no_vm: bool, fuzz: bool) -> Result<i32> {
                 "CLOCKGUARD_NO_VM=1"
             }
         ));
-        suites.push(Suite {
-            name: "vm",
-            result: None,
-            rc: None,
-            note: "SKIPPED".into(),
-        });
     } else {
-        println!("\n=== vm suite: tests/vm (one VM boot) ===");
         let cmdline = vec![
             "bash".to_string(),
             "tests/run-suite.sh".to_string(),
             "tests/vm".to_string(),
         ];
-        let r = vm::run_in_vm(&cmdline, true)?;
-        let summary = r.lines.iter().rev().find_map(|l| parse_summary(l));
-        let note = match (r.code, summary) {
-            (None, _) => {
-                vm_failed = true;
-                format!("VM timed out after {:.0}s", r.elapsed.as_secs_f64())
+        for kernel in kernels::select(kernels_wanted)? {
+            println!(
+                "\n=== vm suite: tests/vm on kernel {} ({}), one boot ===",
+                kernel.label, kernel.release
+            );
+            let r = vm::run_in_vm(&kernel, &cmdline, true)?;
+            let mut run = SuiteRun::from_lines(
+                format!("vm {}", kernel.label),
+                &r.lines,
+                &vm_tests,
+                filtered,
+            );
+            run.note = format!("{}, {:.0}s", kernel.release, r.elapsed.as_secs_f64());
+            if r.code.is_none() {
+                run.problems.push(format!(
+                    "VM timed out after {:.0}s",
+                    r.elapsed.as_secs_f64()
+                ));
             }
-            (Some(c), None) => {
-                vm_failed = true;
-                format!("VM did not boot or the suite did not finish (exit {c})")
-            }
-            _ => format!("one boot, {:.0}s", r.elapsed.as_secs_f64()),
-        };
-        suites.push(Suite {
-            name: "vm",
-            result: summary,
-            rc: r.code,
-            note,
-        });
+            vm_runs.push(run);
+        }
     }
 
     let fuzz_results = if fuzz {
@@ -180,45 +300,42 @@ pub fn test(no_vm: bool, fuzz: bool) -> Result<i32> {
     for result in &fuzz_results {
         println!("fuzz {}", result.summary);
     }
-    let fuzz_ok = fuzz_results.iter().all(|r| r.ok);
-    let (mut passed, mut failed) = (0, 0);
-    let mut suite_broken = false;
-    for s in &suites {
-        match s.result {
-            Some((p, f)) => {
-                passed += p;
-                failed += f;
-                // e.g. "no tests found": the runner fails without a failed test.
-                let bad_exit = f == 0 && s.rc.is_some_and(|rc| rc != 0);
-                if bad_exit {
-                    suite_broken = true;
-                }
-                println!(
-                    "{} suite: {p} passed, {f} failed{}{}",
-                    s.name,
-                    if s.note.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({})", s.note)
-                    },
-                    if bad_exit {
-                        format!(" -- but the runner exited {}", s.rc.unwrap_or(0))
-                    } else {
-                        String::new()
-                    },
-                );
-            }
-            None => {
-                if s.note != "SKIPPED" {
-                    suite_broken = true;
-                }
-                println!("{} suite: {}", s.name, s.note);
-            }
-        }
+    if !vm_runs.is_empty() {
+        println!("\nVM suite, kernel × test:");
+        print!("{}", render_matrix(&vm_tests, &vm_runs));
+        println!();
     }
-    println!("{passed} passed, {failed} failed");
-    let ok = unit_ok && failed == 0 && !vm_failed && !suite_broken && fuzz_ok;
-    Ok(if ok { 0 } else { 1 })
+    let mut total = Counts::default();
+    let mut all_ok = unit_ok && fuzz_results.iter().all(|r| r.ok);
+    for run in std::iter::once(&host).chain(&vm_runs) {
+        let counts = run.counts.unwrap_or_default();
+        total.passed += counts.passed;
+        total.failed += counts.failed;
+        total.skipped += counts.skipped;
+        all_ok &= run.ok();
+        let mut line = format!(
+            "{} suite: {} passed, {} failed, {} skipped",
+            run.name, counts.passed, counts.failed, counts.skipped
+        );
+        if !run.note.is_empty() {
+            line.push_str(&format!(" ({})", run.note));
+        }
+        for p in &run.problems {
+            line.push_str(&format!(" -- {p}"));
+        }
+        println!("{line}");
+    }
+    if vm_skipped {
+        println!("vm suite: SKIPPED");
+    }
+    if filtered {
+        println!("CG_TEST_FILTER is set: not a full run");
+    }
+    println!(
+        "{} passed, {} failed, {} skipped",
+        total.passed, total.failed, total.skipped
+    );
+    Ok(if all_ok { 0 } else { 1 })
 }
 
 struct FuzzResult {
@@ -275,4 +392,88 @@ fn run_fuzzers(repo: &Path) -> Result<Vec<FuzzResult>> {
         results.push(FuzzResult { ok, summary });
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn outcomes_from_run_suite_lines() {
+        assert_eq!(
+            parse_outcome("PASS t_10_hooks (12.3s)"),
+            Some(("t_10_hooks".into(), Outcome::Pass))
+        );
+        assert_eq!(
+            parse_outcome("FAIL t_60_guard (80.0s)"),
+            Some(("t_60_guard".into(), Outcome::Fail))
+        );
+        assert_eq!(
+            parse_outcome("SKIP t_95_vmclock (no vmclock device (ptp_vmclock))"),
+            Some((
+                "t_95_vmclock".into(),
+                Outcome::Skip("no vmclock device (ptp_vmclock)".into())
+            ))
+        );
+        assert_eq!(parse_outcome("PASSED everything"), None);
+        assert_eq!(parse_outcome("METRIC x=1"), None);
+    }
+
+    #[test]
+    fn a_test_that_did_not_run_is_a_problem() {
+        let expected = lines("t_00_smoke\nt_10_hooks\nt_20_real_steps");
+        let out =
+            lines("PASS t_00_smoke (1.0s)\nSKIP t_10_hooks (why)\n1 passed, 0 failed, 1 skipped");
+        let run = SuiteRun::from_lines("vm 7.2".into(), &out, &expected, false);
+        assert!(!run.ok());
+        assert_eq!(run.problems, ["1 of 3 tests did not run: t_20_real_steps"]);
+        // Filtered on purpose: not every test is expected.
+        let run = SuiteRun::from_lines("vm 7.2".into(), &out, &expected, true);
+        assert!(run.ok());
+        // A skip is not a failure, and not a pass either.
+        assert_eq!(run.counts.map(|c| (c.passed, c.skipped)), Some((1, 1)));
+    }
+
+    #[test]
+    fn a_run_without_its_summary_is_not_ok() {
+        let expected = lines("t_00_smoke");
+        let run = SuiteRun::from_lines(
+            "vm 6.1".into(),
+            &lines("PASS t_00_smoke (1s)"),
+            &expected,
+            false,
+        );
+        assert!(!run.ok());
+    }
+
+    #[test]
+    fn matrix_table() {
+        let tests = lines("t_00_smoke\nt_80_stall");
+        let a = SuiteRun::from_lines(
+            "vm 6.1".into(),
+            &lines("PASS t_00_smoke (1s)\nPASS t_80_stall (2s)\n2 passed, 0 failed, 0 skipped"),
+            &tests,
+            false,
+        );
+        let b = SuiteRun::from_lines(
+            "vm 7.2".into(),
+            &lines(
+                "FAIL t_00_smoke (1s)\nSKIP t_80_stall (no hrtimer)\n0 passed, 1 failed, 1 skipped",
+            ),
+            &tests,
+            false,
+        );
+        let table = render_matrix(&tests, &[a, b]);
+        assert_eq!(
+            table,
+            "test        vm 6.1  vm 7.2\n\
+             t_00_smoke  PASS    FAIL  \n\
+             t_80_stall  PASS    SKIP  \n\
+             SKIP t_80_stall on vm 7.2: no hrtimer\n"
+        );
+    }
 }

@@ -238,12 +238,32 @@ pub fn kill_tree(child: &mut std::process::Child, grace: Duration) {
     let _ = child.wait();
 }
 
-/// Parse "N passed, M failed" from a line.
-pub fn parse_summary(line: &str) -> Option<(u32, u32)> {
+/// A suite runner's closing counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub passed: u32,
+    pub failed: u32,
+    pub skipped: u32,
+}
+
+/// Parse "N passed, M failed" (optionally ", K skipped") from a line.
+pub fn parse_summary(line: &str) -> Option<Counts> {
     let line = line.trim();
     let (p, rest) = line.split_once(" passed, ")?;
-    let f = rest.strip_suffix(" failed")?;
-    Some((p.parse().ok()?, f.parse().ok()?))
+    let (f, rest) = rest.split_once(" failed")?;
+    let skipped = match rest {
+        "" => 0,
+        more => more
+            .strip_prefix(", ")?
+            .strip_suffix(" skipped")?
+            .parse()
+            .ok()?,
+    };
+    Some(Counts {
+        passed: p.parse().ok()?,
+        failed: f.parse().ok()?,
+        skipped,
+    })
 }
 
 /// Seconds from an environment variable, else the default.
@@ -260,8 +280,21 @@ mod tests {
 
     #[test]
     fn summary() {
-        assert_eq!(parse_summary("3 passed, 1 failed"), Some((3, 1)));
-        assert_eq!(parse_summary("  0 passed, 0 failed\r"), Some((0, 0)));
+        let counts = |passed, failed, skipped| Counts {
+            passed,
+            failed,
+            skipped,
+        };
+        assert_eq!(parse_summary("3 passed, 1 failed"), Some(counts(3, 1, 0)));
+        assert_eq!(
+            parse_summary("  0 passed, 0 failed\r"),
+            Some(counts(0, 0, 0))
+        );
+        assert_eq!(
+            parse_summary("15 passed, 1 failed, 2 skipped"),
+            Some(counts(15, 1, 2))
+        );
+        assert_eq!(parse_summary("3 passed, 1 failed, many skipped"), None);
         assert_eq!(parse_summary("PASS x"), None);
     }
 

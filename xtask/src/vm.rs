@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::setup::newest_kernel_image;
+use crate::kernels::Kernel;
 use crate::util::{self, cmd, sh_quote};
 
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30 * 60;
@@ -58,23 +58,20 @@ pub struct VmRun {
     pub elapsed: Duration,
 }
 
-/// Boot the VM once and run `command` in it, from the repository root, with CG_BIN_DIR,
+/// Boot the VM once on `kernel` and run `command` in it, from the repository root, with CG_BIN_DIR,
 /// CG_REPO, CG_IN_VM=1 (and the host's other CG_* variables) exported. One argument is
 /// taken as a shell command line; several are quoted word by word. stdout is echoed and,
 /// with `capture`, also returned.
-pub fn run_in_vm(command: &[String], capture: bool) -> Result<VmRun> {
+pub fn run_in_vm(kernel: &Kernel, command: &[String], capture: bool) -> Result<VmRun> {
     let repo = util::repo_root();
     let target = repo.join("target");
     let bin_dir = target.join("release");
     fs::create_dir_all(&target).with_context(|| format!("cannot create {}", target.display()))?;
 
     let vng = find_vng().context("vng (virtme-ng) not found: run `cargo xtask setup`")?;
-    let kernel = match std::env::var_os("CLOCKGUARD_VM_KERNEL") {
-        Some(k) => PathBuf::from(k),
-        None => newest_kernel_image()
-            .context("no /boot/vmlinuz-*: run `cargo xtask setup` (linux-image-amd64)")?,
-    };
-    if fs::File::open(&kernel).is_err() {
+    let kernel_label = &kernel.label;
+    let kernel = &kernel.image;
+    if fs::File::open(kernel).is_err() {
         bail!(
             "cannot read {} (run as root, or make it readable)",
             kernel.display()
@@ -131,7 +128,7 @@ pub fn run_in_vm(command: &[String], capture: bool) -> Result<VmRun> {
 
     let mut c = cmd(&vng);
     c.arg("-r")
-        .arg(&kernel)
+        .arg(kernel)
         .args([
             "--disable-kvm",
             "--user",
@@ -155,7 +152,7 @@ pub fn run_in_vm(command: &[String], capture: bool) -> Result<VmRun> {
         .stderr(Stdio::piped());
     eprintln!("+ {}", util::describe(&c));
     eprintln!(
-        "vm: booting {} under TCG (timeout {}s, CLOCKGUARD_VM_TIMEOUT)",
+        "vm: booting kernel {kernel_label} ({}) under TCG (timeout {}s, CLOCKGUARD_VM_TIMEOUT)",
         kernel.display(),
         timeout.as_secs()
     );
@@ -283,6 +280,6 @@ impl PauseService {
 
 /// `cargo xtask vm [-- CMD...]`: returns the exit code to forward.
 pub fn vm(command: &[String]) -> Result<i32> {
-    let r = run_in_vm(command, false)?;
+    let r = run_in_vm(&crate::kernels::default_kernel()?, command, false)?;
     Ok(r.code.unwrap_or(124))
 }
