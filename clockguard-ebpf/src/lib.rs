@@ -106,20 +106,31 @@ pub fn lateness_bucket(lateness_ns: u64) -> u32 {
 /// Index 0 of the `TIMER_CONFIG` array: where the hrtimer hook finds its fields (byte
 /// offsets from the kernel's BTF; Rust eBPF has no CO-RE) and its threshold. The hook does
 /// nothing until the daemon sets TIMER_CONFIG_VALID.
+///
+/// The hook reads `struct hrtimer`'s `_softexpires` (ktime_t), `function` and `base`
+/// (pointers) in one read of TIMER_BLOCK_WORDS 8-byte words starting at `hrtimer_block`;
+/// the `*_word` fields say which word holds which. Their order differs between kernels
+/// (6.1: _softexpires, function, base; 7.2: base, 8 bytes apart, then _softexpires, function).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TimerConfig {
     pub flags: u32,
-    /// `struct hrtimer`: `_softexpires` (ktime_t), `function` (pointer), `base` (pointer).
-    pub hrtimer_softexpires: u16,
-    pub hrtimer_function: u16,
-    pub hrtimer_base: u16,
+    /// Byte offset in `struct hrtimer` of the block read in one go.
+    pub hrtimer_block: u16,
     /// `struct hrtimer_clock_base`: `clockid` (clockid_t).
     pub clock_base_clockid: u16,
-    pub _pad: u32,
+    /// Word indices in the block, each < TIMER_BLOCK_WORDS.
+    pub softexpires_word: u8,
+    pub function_word: u8,
+    pub base_word: u8,
+    pub _pad: [u8; 5],
     /// Expiries late by this much or more (ns) are also sent as a TimerLateEvent.
     pub late_threshold_ns: u64,
 }
+
+/// The hrtimer hook's one read: 4 words (32 bytes), a power of two so that a masked index
+/// is in bounds for the verifier.
+pub const TIMER_BLOCK_WORDS: usize = 4;
 
 pub const TIMER_CONFIG_VALID: u32 = 1 << 0;
 

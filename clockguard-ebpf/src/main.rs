@@ -743,6 +743,17 @@ mod programs {
         }
     }
 
+    /// A pointer argument of an LSM hook that may be NULL, as a plain number. The verifiers
+    /// of 6.12 and 7.2 take a BTF-typed pointer argument (`ctx.arg(n)`) to be non-NULL and
+    /// delete an `== 0` branch on it as dead code, although settime's `ts` is NULL for a
+    /// timezone-only settimeofday (seen: hwclock's `settimeofday(NULL, {0, 0})` refused on
+    /// 6.12, passed on 6.1). Read through a helper, the value is a scalar the verifier
+    /// cannot reason about. None if the read fails.
+    #[inline(always)]
+    fn nullable_arg(ctx: &LsmContext, n: u32) -> Option<u64> {
+        read_kernel::<u64>(ctx.as_ptr() as u64, n * 8)
+    }
+
     #[repr(C)]
     struct KernelTimezone {
         minuteswest: i32,
@@ -761,9 +772,10 @@ mod programs {
         if previous != 0 {
             return previous;
         }
-        let ts: u64 = ctx.arg(0);
+        let (Some(ts), Some(tz)) = (nullable_arg(&ctx, 0), nullable_arg(&ctx, 1)) else {
+            return judge(GUARDED_STEP);
+        };
         if ts == 0 {
-            let tz: u64 = ctx.arg(1);
             if tz == 0 {
                 return 0;
             }
@@ -883,25 +895,20 @@ mod programs {
         }
         let timer: u64 = ctx.arg(0);
         let now_ptr: u64 = ctx.arg(1);
-        // One read for `_softexpires`, `function` and `base`: they are 8-byte neighbours
-        // (the daemon checks that before it sets TIMER_CONFIG_VALID). Every helper call
-        // counts on this path: it runs on every timer expiry of the machine.
+        // One read for `_softexpires`, `function` and `base`: the daemon found them within
+        // TIMER_BLOCK_WORDS words of each other before it set TIMER_CONFIG_VALID. Every
+        // helper call counts on this path: it runs on every timer expiry of the machine.
         let (Some(now), Some(block)) = (
             read_kernel::<i64>(now_ptr, 0),
-            read_kernel::<[u64; 3]>(timer, cfg.hrtimer_softexpires as u32),
+            read_kernel::<[u64; TIMER_BLOCK_WORDS]>(timer, cfg.hrtimer_block as u32),
         ) else {
             count(COUNTER_TIMER_READ_FAULTS);
             return 0;
         };
-        let soft = block[0] as i64;
-        let field = |offset: u16| {
-            if offset == cfg.hrtimer_softexpires + 8 {
-                block[1]
-            } else {
-                block[2]
-            }
-        };
-        let base = field(cfg.hrtimer_base);
+        // The mask restates the bound for the verifier (the daemon checked each index).
+        let word = |index: u8| block[index as usize & (TIMER_BLOCK_WORDS - 1)];
+        let soft = word(cfg.softexpires_word) as i64;
+        let base = word(cfg.base_word);
         let Some(clockid) = read_kernel::<i32>(base, cfg.clock_base_clockid as u32) else {
             count(COUNTER_TIMER_READ_FAULTS);
             return 0;
@@ -924,7 +931,7 @@ mod programs {
         let event = TimerLateEvent {
             mono_ns: now as u64,
             lateness_ns: lateness,
-            function: field(cfg.hrtimer_function),
+            function: word(cfg.function_word),
             cpu: unsafe { generated::bpf_get_smp_processor_id() },
             _pad: 0,
         };

@@ -14,7 +14,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use clockguard_ebpf::{TimerConfig, LATENESS_BUCKETS, TIMER_CONFIG_VALID};
+use clockguard_ebpf::{TimerConfig, LATENESS_BUCKETS, TIMER_BLOCK_WORDS, TIMER_CONFIG_VALID};
 use serde::Serialize;
 
 use crate::btf::KernelBtf;
@@ -25,25 +25,52 @@ pub fn hrtimer_offsets(btf: &KernelBtf, late_threshold_ns: u64) -> Result<TimerC
         let at = btf.member_offset(strukt, member)?;
         u16::try_from(at).with_context(|| format!("struct {strukt}.{member} at byte {at}"))
     };
-    let softexpires = offset("hrtimer", "_softexpires")?;
-    let function = offset("hrtimer", "function")?;
-    let base = offset("hrtimer", "base")?;
-    // The hook reads the three in one 24-byte block starting at _softexpires.
-    let neighbours = [softexpires + 8, softexpires + 16];
-    if !neighbours.contains(&function) || !neighbours.contains(&base) || function == base {
-        anyhow::bail!(
-            "struct hrtimer has _softexpires at {softexpires}, function at {function}, base at \
-             {base}: not the 8-byte neighbours the hook reads in one block"
-        );
-    }
+    let block = hrtimer_block(
+        offset("hrtimer", "_softexpires")?,
+        offset("hrtimer", "function")?,
+        offset("hrtimer", "base")?,
+    )?;
     Ok(TimerConfig {
         flags: TIMER_CONFIG_VALID,
-        hrtimer_softexpires: softexpires,
-        hrtimer_function: function,
-        hrtimer_base: base,
+        hrtimer_block: block.start,
         clock_base_clockid: offset("hrtimer_clock_base", "clockid")?,
-        _pad: 0,
+        softexpires_word: block.words[0],
+        function_word: block.words[1],
+        base_word: block.words[2],
+        _pad: [0; 5],
         late_threshold_ns,
+    })
+}
+
+/// Where the hook's one read of `struct hrtimer` starts, and the word index of
+/// `_softexpires`, `function` and `base` in it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HrtimerBlock {
+    pub start: u16,
+    pub words: [u8; 3],
+}
+
+/// The block that holds all three fields (byte offsets in `struct hrtimer`), or why none
+/// of TIMER_BLOCK_WORDS words does. The order of the fields is the kernel's business: 6.1
+/// has _softexpires, function, base; 7.2 has base at 48, then _softexpires at 64 and
+/// function at 72.
+pub fn hrtimer_block(softexpires: u16, function: u16, base: u16) -> Result<HrtimerBlock> {
+    let fields = [softexpires, function, base];
+    let start = *fields.iter().min().expect("three fields");
+    let words = fields.map(|at| (at - start) / 8);
+    let aligned = fields.iter().all(|at| (at - start) % 8 == 0);
+    let fits = words.iter().all(|&w| (w as usize) < TIMER_BLOCK_WORDS);
+    let distinct = words[0] != words[1] && words[1] != words[2] && words[0] != words[2];
+    if !(aligned && fits && distinct) {
+        anyhow::bail!(
+            "struct hrtimer has _softexpires at {softexpires}, function at {function}, base at \
+             {base}: not three 8-byte words within the {} bytes the hook reads in one block",
+            TIMER_BLOCK_WORDS * 8
+        );
+    }
+    Ok(HrtimerBlock {
+        start,
+        words: words.map(|w| w as u8),
     })
 }
 
@@ -799,9 +826,37 @@ mod tests {
         let btf = KernelBtf::from_sys().expect("this machine has /sys/kernel/btf/vmlinux");
         let c = hrtimer_offsets(&btf, 1).unwrap();
         // struct hrtimer opens with its timerqueue node (rb_node + expires).
-        assert!(c.hrtimer_softexpires >= 32, "{c:?}");
-        assert!(c.hrtimer_function > c.hrtimer_softexpires, "{c:?}");
-        assert!(c.hrtimer_base > c.hrtimer_softexpires, "{c:?}");
+        assert!(c.hrtimer_block >= 32, "{c:?}");
+        let words = [c.softexpires_word, c.function_word, c.base_word];
+        assert!(
+            words.iter().all(|&w| (w as usize) < TIMER_BLOCK_WORDS),
+            "{c:?}"
+        );
         assert_eq!(c.flags, TIMER_CONFIG_VALID);
+    }
+
+    #[test]
+    fn hrtimer_layouts_of_debian_kernels() {
+        // 6.1 and 6.12: _softexpires, function, base in a row after the 32-byte node.
+        assert_eq!(
+            hrtimer_block(32, 40, 48).unwrap(),
+            HrtimerBlock {
+                start: 32,
+                words: [0, 1, 2]
+            }
+        );
+        // 7.2: base moved before them.
+        assert_eq!(
+            hrtimer_block(64, 72, 48).unwrap(),
+            HrtimerBlock {
+                start: 48,
+                words: [2, 3, 0]
+            }
+        );
+        // Too far apart for one read, misaligned, or overlapping: refused, with the offsets.
+        let err = hrtimer_block(32, 40, 72).unwrap_err().to_string();
+        assert!(err.contains("base at 72"), "{err}");
+        assert!(hrtimer_block(32, 44, 48).is_err());
+        assert!(hrtimer_block(32, 32, 48).is_err());
     }
 }
