@@ -374,7 +374,7 @@ impl Probes {
         });
         hooks.push(hrtimer);
 
-        let lsm_active = bpf_lsm_active();
+        let lsms = crate::lsm::active_lsms();
         for (hook, target) in [
             ("settime", "security_settime64"),
             ("capable", "security_capable"),
@@ -385,12 +385,13 @@ impl Probes {
             });
             // Loading "succeeds" where bpf is not an active LSM, but the hook is never
             // called: say so.
-            if lsm.attached && !lsm_active {
-                lsm.error = Some(
-                    "attached, but `bpf` is not in /sys/kernel/security/lsm: the hook is \
-                     never called (boot with lsm=...,bpf)"
-                        .into(),
-                );
+            if lsm.attached && lsms.bpf_active() == Some(false) {
+                lsm.error = Some(format!(
+                    "attached, but `bpf` is not among the active LSMs ({}, from {}): the \
+                     hook is never called (boot with lsm=...,bpf)",
+                    lsms.list.as_deref().unwrap_or_default().join(","),
+                    lsms.source
+                ));
             }
             hooks.push(lsm);
         }
@@ -826,13 +827,6 @@ fn prepare_pins(map_names: &[String]) -> Result<Pins> {
         stale: found.stale,
         links: Vec::new(),
     })
-}
-
-/// Is `bpf` among the active LSMs?
-pub fn bpf_lsm_active() -> bool {
-    fs::read_to_string("/sys/kernel/security/lsm")
-        .map(|list| list.trim().split(',').any(|l| l == "bpf"))
-        .unwrap_or(false)
 }
 
 /// The whole error chain as one message, and the errno of the innermost io::Error.

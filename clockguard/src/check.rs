@@ -44,8 +44,8 @@ pub struct Facts<'a> {
     pub time_services: Vec<TimeService>,
     /// /etc/adjtime, when it exists.
     pub adjtime: Option<String>,
-    /// /sys/kernel/security/lsm, when readable.
-    pub lsm_list: Option<String>,
+    /// The active LSMs, and where that came from.
+    pub lsms: crate::lsm::ActiveLsms,
     /// The daemon's `status` and `sources` answers (None: not running, or not reachable).
     pub status: Option<Value>,
     pub sources: Option<Value>,
@@ -201,22 +201,30 @@ fn rtc_local_time(facts: &Facts) -> Finding {
 
 fn bpf_lsm(facts: &Facts) -> Finding {
     let guard_wanted = facts.config.mode == crate::config::Mode::Guard;
-    match facts.lsm_list.as_deref().map(str::trim) {
-        Some(list) if list.split(',').any(|l| l == "bpf") => finding(
+    let lsms = &facts.lsms;
+    let list = lsms.list.as_ref().map(|l| l.join(","));
+    match lsms.bpf_active() {
+        Some(true) => finding(
             "bpf_lsm",
             Verdict::Pass,
-            format!("the BPF LSM is active ({list})"),
+            format!(
+                "the BPF LSM is active ({}; from {})",
+                list.unwrap_or_default(),
+                lsms.source
+            ),
             None,
         ),
         None => finding(
             "bpf_lsm",
             Verdict::Warn,
-            "cannot read /sys/kernel/security/lsm: is securityfs mounted? Whether guard mode \
-             can refuse a step is unknown"
-                .into(),
+            format!(
+                "whether the BPF LSM is active is {}: whether guard mode can refuse a step \
+                 is unknown",
+                lsms.source
+            ),
             Some("`mount -t securityfs securityfs /sys/kernel/security`, then check again".into()),
         ),
-        list => finding(
+        Some(false) => finding(
             "bpf_lsm",
             if guard_wanted {
                 Verdict::Fail
@@ -224,8 +232,8 @@ fn bpf_lsm(facts: &Facts) -> Finding {
                 Verdict::Warn
             },
             format!(
-                "the BPF LSM is not active{}: guard mode cannot refuse a step{}",
-                list.map(|l| format!(" (active: {l})")).unwrap_or_default(),
+                "the BPF LSM is not active (active: {}): guard mode cannot refuse a step{}",
+                list.as_deref().unwrap_or(""),
                 if guard_wanted {
                     ", and the config asks for guard mode"
                 } else {
@@ -243,6 +251,33 @@ fn bpf_lsm(facts: &Facts) -> Finding {
     }
 }
 
+/// The hooks not attached, grouped by reason (the first line of the kernel's error), in the
+/// order the reasons first appear: a kernel that refuses fentry refuses it for every hook,
+/// and one sentence with a count says that better than thirteen.
+fn missing_hooks_by_reason(hooks: &Value) -> Vec<(String, Vec<String>)> {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+    let missing = hooks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| h["attached"].as_bool() != Some(true))
+        // A syscall tracepoint whose syscall fentry/fexit sees is not missing.
+        .filter(|h| !h["replaced_by"].is_string());
+    for hook in missing {
+        let reason = hook["error"]
+            .as_str()
+            .and_then(|e| e.lines().next())
+            .unwrap_or("not attached")
+            .to_string();
+        let name = hook["name"].as_str().unwrap_or("?").to_string();
+        match groups.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, names)) => names.push(name),
+            None => groups.push((reason, vec![name])),
+        }
+    }
+    groups
+}
+
 fn daemon_hooks(facts: &Facts) -> Finding {
     let Some(status) = &facts.status else {
         return finding(
@@ -255,21 +290,7 @@ fn daemon_hooks(facts: &Facts) -> Finding {
             Some("start it: `systemctl start clockguard` (or `clockguard run`)".into()),
         );
     };
-    let missing: Vec<String> = status["hooks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|h| h["attached"].as_bool() != Some(true))
-        // A syscall tracepoint whose syscall fentry/fexit sees is not missing.
-        .filter(|h| !h["replaced_by"].is_string())
-        .map(|h| {
-            format!(
-                "{} ({})",
-                h["name"].as_str().unwrap_or("?"),
-                h["error"].as_str().unwrap_or("not attached")
-            )
-        })
-        .collect();
+    let missing = missing_hooks_by_reason(&status["hooks"]);
     let guard_configured = status["mode_configured"] == "guard";
     let enforcing = status["enforcement"]["active"].as_bool() == Some(true);
     if guard_configured && !enforcing {
@@ -294,7 +315,19 @@ fn daemon_hooks(facts: &Facts) -> Finding {
         finding(
             "clockguard_hooks",
             Verdict::Warn,
-            format!("hooks missing: {}", missing.join("; ")),
+            format!(
+                "hooks missing on kernel {}: {}",
+                status["kernel_release"].as_str().unwrap_or("?"),
+                missing
+                    .iter()
+                    .map(|(reason, names)| format!(
+                        "{} ({}): {reason}",
+                        names.len(),
+                        names.join(", ")
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
             Some(
                 "a locked-down kernel refuses fentry/LSM (EPERM); hooks disabled in the \
                  config are listed too: see `clockguard status`"
@@ -496,12 +529,19 @@ mod tests {
         Config::parse(text, "t").unwrap()
     }
 
+    fn lsms(list: &str) -> crate::lsm::ActiveLsms {
+        crate::lsm::ActiveLsms {
+            list: Some(crate::lsm::parse_lsm_file(list)),
+            source: crate::lsm::LSM_FILE.into(),
+        }
+    }
+
     fn facts<'a>(config: &'a Config) -> Facts<'a> {
         Facts {
             config,
             time_services: Vec::new(),
             adjtime: None,
-            lsm_list: Some("lockdown,capability,landlock,yama,apparmor,bpf".into()),
+            lsms: lsms("lockdown,capability,landlock,yama,apparmor,bpf"),
             status: Some(json!({
                 "hooks": [{"name": "settime", "attached": true}],
                 "mode_configured": "observe",
@@ -578,7 +618,7 @@ mod tests {
     fn no_bpf_lsm_fails_only_when_guard_is_configured() {
         let observe = config("");
         let mut f = facts(&observe);
-        f.lsm_list = Some("lockdown,capability,apparmor".into());
+        f.lsms = lsms("lockdown,capability,apparmor");
         let findings = run(&f);
         let lsm = findings.iter().find(|x| x.check == "bpf_lsm").unwrap();
         assert_eq!(lsm.verdict, Verdict::Warn);
@@ -589,8 +629,21 @@ mod tests {
             .contains("lsm=lockdown,capability,apparmor,bpf"));
         let guard = config("mode = \"guard\"\n");
         let mut f = facts(&guard);
-        f.lsm_list = Some("capability".into());
+        f.lsms = lsms("capability");
         assert_eq!(verdict_of(&run(&f), "bpf_lsm"), Verdict::Fail);
+        // Unknown is a warning that says why, never a list without bpf.
+        f.lsms = crate::lsm::ActiveLsms {
+            list: None,
+            source: "unknown: no securityfs".into(),
+        };
+        let findings = run(&f);
+        let lsm = findings.iter().find(|x| x.check == "bpf_lsm").unwrap();
+        assert_eq!(lsm.verdict, Verdict::Warn);
+        assert!(
+            lsm.message.contains("unknown: no securityfs"),
+            "{}",
+            lsm.message
+        );
     }
 
     #[test]
@@ -605,6 +658,24 @@ mod tests {
             {"name": "sys_enter_adjtimex", "attached": false, "replaced_by": "fentry_adjtimex + fexit_adjtimex"},
         ]);
         assert_eq!(verdict_of(&run(&f), "clockguard_hooks"), Verdict::Pass);
+        // One reason, one group with a count, not one sentence per hook.
+        f.status.as_mut().unwrap()["hooks"] = json!([
+            {"name": "fentry_adjtimex", "attached": false, "error": "loading: EPERM\nVerifier output: x"},
+            {"name": "settime", "attached": false, "error": "loading: EPERM"},
+            {"name": "clock_was_set", "attached": false, "error": "loading: EPERM"},
+            {"name": "hrtimer_expire_entry", "attached": false},
+        ]);
+        f.status.as_mut().unwrap()["kernel_release"] = json!("6.18.44");
+        let findings = run(&f);
+        let hooks = findings
+            .iter()
+            .find(|x| x.check == "clockguard_hooks")
+            .unwrap();
+        assert_eq!(
+            hooks.message,
+            "hooks missing on kernel 6.18.44: 3 (fentry_adjtimex, settime, clock_was_set): \
+             loading: EPERM; 1 (hrtimer_expire_entry): not attached"
+        );
         f.status.as_mut().unwrap()["hooks"] =
             json!([{"name": "settime", "attached": false, "error": "EPERM"}]);
         f.status.as_mut().unwrap()["mode_configured"] = json!("guard");

@@ -193,7 +193,8 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
         tracefs,
         timer_late_threshold_ns: (config.timers.stall_threshold_ms * 1e6) as u64,
         // Only a guard that can enforce is worth keeping in force without the daemon.
-        pin: config.mode == crate::config::Mode::Guard && bpf::bpf_lsm_active(),
+        pin: config.mode == crate::config::Mode::Guard
+            && crate::lsm::active_lsms().bpf_active() != Some(false),
     }) {
         Ok(p) => (Some(p), None),
         Err(err) => {
@@ -633,7 +634,7 @@ fn start_guard(config: &Config, probes: Option<&mut Probes>) -> Result<GuardSetu
                 let exit = p.hook("do_adjtimex_exit").filter(|h| !h.attached);
                 exit.or_else(|| p.hook("do_adjtimex"))
             }),
-            bpf_lsm_active: bpf::bpf_lsm_active(),
+            lsms: crate::lsm::active_lsms(),
             exe_layout_error: match &probes {
                 Some(p) => p.exe_layout_error.as_deref(),
                 None => Some(&no_layout),
@@ -1471,7 +1472,12 @@ impl Daemon {
             },
             "enforcement": self.enforcement(),
             "ebpf_load_error": self.load_error,
-            "bpf_lsm_active": bpf::bpf_lsm_active(),
+            // The running kernel: what each hook's outcome below is about.
+            "kernel_release": std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .ok()
+                .map(|r| r.trim().to_string()),
+            "bpf_lsm_active": crate::lsm::active_lsms().bpf_active(),
+            "lsms": crate::lsm::active_lsms(),
             "hooks": self.hooks,
             "ring_buffer_drops": counters.map(|c| c.ring_buffer_drops),
             "kernel": counters,

@@ -267,7 +267,8 @@ pub struct GuardHooks<'a> {
     pub settime: Option<&'a crate::bpf::HookStatus>,
     pub capable: Option<&'a crate::bpf::HookStatus>,
     pub adjtimex: Option<&'a crate::bpf::HookStatus>,
-    pub bpf_lsm_active: bool,
+    /// The active LSMs: the kernel calls the LSM hooks only when `bpf` is one of them.
+    pub lsms: &'a crate::lsm::ActiveLsms,
     /// Why the caller's executable cannot be identified in the kernel (BTF offsets).
     pub exe_layout_error: Option<&'a str>,
 }
@@ -331,12 +332,13 @@ pub fn decide(
             "the BPF-LSM settime hook could not attach ({problem})"
         ));
     }
-    if !hooks.bpf_lsm_active {
-        return off(
-            "`bpf` is not in /sys/kernel/security/lsm, so BPF-LSM hooks are never called \
-             (boot with lsm=...,bpf)"
-                .into(),
-        );
+    if hooks.lsms.bpf_active() == Some(false) {
+        return off(format!(
+            "`bpf` is not among the active LSMs ({}, from {}), so BPF-LSM hooks are never \
+             called (boot with lsm=...,bpf)",
+            hooks.lsms.list.as_deref().unwrap_or_default().join(","),
+            hooks.lsms.source
+        ));
     }
     if let Some(problem) = hooks.exe_layout_error {
         return off(format!(
@@ -344,6 +346,12 @@ pub fn decide(
         ));
     }
     let mut gaps = Vec::new();
+    if hooks.lsms.bpf_active().is_none() {
+        gaps.push(format!(
+            "the LSM hooks attached, but whether the kernel calls them is {}",
+            hooks.lsms.source
+        ));
+    }
     for (hook, what) in [
         (hooks.capable, "the LSM capable hook"),
         (hooks.adjtimex, "the do_adjtimex hooks"),
@@ -478,11 +486,16 @@ mod tests {
     #[test]
     fn enforcement_is_never_claimed_without_the_kernel() {
         let (on, off) = (hook(true), hook(false));
+        let lsms = |list: Option<&str>, source: &str| crate::lsm::ActiveLsms {
+            list: list.map(crate::lsm::parse_lsm_file),
+            source: source.into(),
+        };
+        let with_bpf = lsms(Some("capability,bpf"), crate::lsm::LSM_FILE);
         let all = GuardHooks {
             settime: Some(&on),
             capable: Some(&on),
             adjtimex: Some(&on),
-            bpf_lsm_active: true,
+            lsms: &with_bpf,
             exe_layout_error: None,
         };
         let config = GuardConfig::default();
@@ -514,18 +527,31 @@ mod tests {
         };
         let e = decide(Mode::Guard, &config, &[], &no_lsm);
         assert!(!e.active && e.reason.contains("EPERM"), "{e:?}");
+        let without_bpf = lsms(Some("capability,apparmor"), crate::lsm::LSM_FILE);
         let inactive = GuardHooks {
-            bpf_lsm_active: false,
+            lsms: &without_bpf,
             settime: Some(&on),
             ..no_lsm
         };
         let e = decide(Mode::Guard, &config, &[], &inactive);
         assert!(!e.active && e.reason.contains("lsm=...,bpf"), "{e:?}");
+        assert!(e.reason.contains("capability,apparmor"), "{e:?}");
+        // Unknown is not "without bpf": enforcement stays on and the gap says why.
+        let unknown = lsms(None, "unknown: no securityfs here");
+        let unverified = GuardHooks {
+            lsms: &unknown,
+            ..all
+        };
+        let e = decide(Mode::Guard, &config, &[], &unverified);
+        assert!(
+            e.active && e.gaps[0].contains("no securityfs here"),
+            "{e:?}"
+        );
         let no_capable = GuardHooks {
             capable: Some(&off),
             settime: Some(&on),
             adjtimex: Some(&on),
-            bpf_lsm_active: true,
+            lsms: &with_bpf,
             exe_layout_error: None,
         };
         let e = decide(Mode::Guard, &config, &[], &no_capable);

@@ -14,6 +14,7 @@ mod guard;
 mod journal;
 mod kmsg;
 mod ksyms;
+mod lsm;
 mod metrics;
 mod ntp;
 mod pinning;
@@ -313,7 +314,7 @@ fn run_check(daemon: &DaemonArgs, json: bool) -> Result<ExitCode> {
         config: &cfg,
         time_services: guard::other_time_services(Path::new("/"), Path::new("/proc")),
         adjtime: std::fs::read_to_string("/etc/adjtime").ok(),
-        lsm_list: std::fs::read_to_string("/sys/kernel/security/lsm").ok(),
+        lsms: lsm::active_lsms().clone(),
         status,
         sources,
         daemon_error,
@@ -626,6 +627,15 @@ fn print_status(s: &Value) {
         println!("guard pinned in {dir}: it stays in force if the daemon dies");
     }
     println!("journal: {}", text(&s["journal"]["path"]));
+    println!(
+        "kernel {}; active LSMs: {} (from {})",
+        text(&s["kernel_release"]),
+        s["lsms"]["list"]
+            .as_array()
+            .map(|l| l.iter().map(text).collect::<Vec<_>>().join(","))
+            .unwrap_or_else(|| "unknown".into()),
+        text(&s["lsms"]["source"])
+    );
     println!();
     println!("{:<26} {:<11} {:<13} DETAIL", "HOOK", "KIND", "STATE");
     for hook in s["hooks"].as_array().into_iter().flatten() {

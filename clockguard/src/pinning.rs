@@ -33,26 +33,31 @@ pub fn build_dir(root: &Path, object: &[u8]) -> PathBuf {
 /// Mounts bpffs on /sys/fs/bpf when nothing is (a minimal init, the test VM); systemd
 /// mounts it at boot.
 pub fn ensure_bpffs() -> Result<()> {
-    let target = Path::new("/sys/fs/bpf");
-    if fs_type(target) == Some(BPF_FS_MAGIC) {
+    mount_if_absent("bpf", "/sys/fs/bpf", BPF_FS_MAGIC)
+}
+
+/// Mounts a pseudo file system of type `fstype` on `target` unless one with that statfs(2)
+/// magic is there already. The mount lands in this process's mount namespace only.
+pub fn mount_if_absent(fstype: &str, target: &str, magic: i64) -> Result<()> {
+    if fs_type(Path::new(target)) == Some(magic) {
         return Ok(());
     }
     fs::create_dir_all(target).ok();
-    let source = c"bpf";
-    let path = c"/sys/fs/bpf";
+    let c_type = std::ffi::CString::new(fstype)?;
+    let c_target = std::ffi::CString::new(target)?;
     // SAFETY: NUL-terminated strings; no data argument.
     let rc = unsafe {
         libc::mount(
-            source.as_ptr(),
-            path.as_ptr(),
-            source.as_ptr(),
+            c_type.as_ptr(),
+            c_target.as_ptr(),
+            c_type.as_ptr(),
             0,
             std::ptr::null(),
         )
     };
     if rc != 0 {
         bail!(
-            "bpffs is not mounted on /sys/fs/bpf and mounting it failed: {}",
+            "{fstype} is not mounted on {target} and mounting it failed: {}",
             std::io::Error::last_os_error()
         );
     }
