@@ -133,6 +133,8 @@ pub struct TimerConfig {
 pub const TIMER_BLOCK_WORDS: usize = 4;
 
 pub const TIMER_CONFIG_VALID: u32 = 1 << 0;
+/// The tracepoint passes `now` as a `ktime_t` value (7.2), not a `ktime_t *` (6.1, 6.12).
+pub const TIMER_CONFIG_NOW_BY_VALUE: u32 = 1 << 1;
 
 /// An hrtimer that expired late by `TimerConfig::late_threshold_ns` or more.
 #[repr(C)]

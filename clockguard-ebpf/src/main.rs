@@ -894,12 +894,17 @@ mod programs {
             return 0;
         }
         let timer: u64 = ctx.arg(0);
-        let now_ptr: u64 = ctx.arg(1);
+        let now_arg: u64 = ctx.arg(1);
         // One read for `_softexpires`, `function` and `base`: the daemon found them within
         // TIMER_BLOCK_WORDS words of each other before it set TIMER_CONFIG_VALID. Every
         // helper call counts on this path: it runs on every timer expiry of the machine.
+        let now = if cfg.flags & TIMER_CONFIG_NOW_BY_VALUE != 0 {
+            Some(now_arg as i64)
+        } else {
+            read_kernel::<i64>(now_arg, 0)
+        };
         let (Some(now), Some(block)) = (
-            read_kernel::<i64>(now_ptr, 0),
+            now,
             read_kernel::<[u64; TIMER_BLOCK_WORDS]>(timer, cfg.hrtimer_block as u32),
         ) else {
             count(COUNTER_TIMER_READ_FAULTS);

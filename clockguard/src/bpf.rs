@@ -360,10 +360,16 @@ impl Probes {
             "tp_btf",
             "timer:hrtimer_expire_entry".into(),
         );
+        // Where this kernel keeps the fields the hook reads (they moved in 7.x).
+        let timer_config = kernel_btf
+            .as_ref()
+            .map_err(|err| format!("{err:#}"))
+            .and_then(|btf| {
+                crate::timers::hrtimer_offsets(btf, opts.timer_late_threshold_ns)
+                    .map_err(|err| format!("{err:#}"))
+            });
         hrtimer.settle(disabled("hrtimer_expire_entry"), &mut pins, |pin| {
-            let kernel_btf = kernel_btf.as_ref().map_err(|err| format!("{err:#}"))?;
-            let timer_config =
-                crate::timers::hrtimer_offsets(kernel_btf, opts.timer_late_threshold_ns)?;
+            let timer_config = timer_config.clone()?;
             let mut map: Array<_, TimerConfigPod> =
                 Array::try_from(ebpf.map_mut("TIMER_CONFIG").ok_or("no TIMER_CONFIG map")?)?;
             map.set(0, TimerConfigPod(timer_config), 0)?;
@@ -372,6 +378,19 @@ impl Probes {
             let link = prog.attach()?;
             pin_link(pin, || Ok(prog.take_link(link)?.into()))
         });
+        if let (true, Ok(c)) = (hrtimer.attached, &timer_config) {
+            hrtimer.target.push_str(&format!(
+                " (struct hrtimer: _softexpires at {}, function at {}, base at {}; now {})",
+                c.hrtimer_block + 8 * u16::from(c.softexpires_word),
+                c.hrtimer_block + 8 * u16::from(c.function_word),
+                c.hrtimer_block + 8 * u16::from(c.base_word),
+                if c.flags & abi::TIMER_CONFIG_NOW_BY_VALUE != 0 {
+                    "by value"
+                } else {
+                    "by pointer"
+                }
+            ));
+        }
         hooks.push(hrtimer);
 
         let lsms = crate::lsm::active_lsms();

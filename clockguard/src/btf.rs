@@ -23,8 +23,11 @@ const MAX_DEPTH: usize = 64;
 const MAX_VISITS: usize = 1 << 20;
 
 const KIND_INT: u8 = 1;
+const KIND_PTR: u8 = 2;
 const KIND_STRUCT: u8 = 4;
 const KIND_UNION: u8 = 5;
+const KIND_TYPEDEF: u8 = 8;
+const KIND_FUNC_PROTO: u8 = 13;
 
 /// One entry of the type section, keeping only what offset lookups need.
 struct BtfType {
@@ -35,7 +38,8 @@ struct BtfType {
     size_or_type: u32,
     /// INT encoding word: bits 0..8 = width in bits, bits 16..24 = bit offset; 0 for other kinds.
     int_data: u32,
-    /// Index range into `KernelBtf::members` (STRUCT and UNION only; empty otherwise).
+    /// Index range into `KernelBtf::members`: STRUCT and UNION members, FUNC_PROTO
+    /// parameters (`[name_off, type id, 0]`); empty for other kinds.
     members: Range<usize>,
 }
 
@@ -130,6 +134,11 @@ impl KernelBtf {
                     members.push([read_u32(m, 0)?, read_u32(m, 4)?, read_u32(m, 8)?]);
                 }
             }
+            if kind == KIND_FUNC_PROTO {
+                for p in data.chunks_exact(8) {
+                    members.push([read_u32(p, 0)?, read_u32(p, 4)?, 0]);
+                }
+            }
             let kind_flag = info >> 31 == 1;
             let int_data = if kind == KIND_INT {
                 read_u32(data, 0)?
@@ -177,6 +186,33 @@ impl KernelBtf {
             bail!("struct {struct_name} member {member} is at bit {bits}, not byte-aligned");
         }
         Ok(bits / 8)
+    }
+
+    /// Whether argument `index` (from 0, after the tracepoint's own `void *__data`) of the
+    /// BTF tracepoint `name` is a pointer, from the kernel's `btf_trace_<name>` typedef.
+    /// Tracepoint prototypes change between releases: `hrtimer_expire_entry` passes `now`
+    /// as `ktime_t *` on 6.1 and 6.12, as `ktime_t` on 7.2.
+    pub fn tracepoint_arg_is_pointer(&self, name: &str, index: usize) -> Result<bool> {
+        let typedef = format!("btf_trace_{name}");
+        let td = (self.types.iter())
+            .find(|t| t.kind == KIND_TYPEDEF && self.name(t.name_off).ok() == Some(&typedef))
+            .with_context(|| format!("no typedef {typedef} in the kernel BTF"))?;
+        let ptr = self.skip_modifiers(td.size_or_type)?;
+        let proto = match ptr.kind {
+            KIND_PTR => self.skip_modifiers(ptr.size_or_type)?,
+            _ => ptr,
+        };
+        if proto.kind != KIND_FUNC_PROTO {
+            bail!("{typedef} is not a pointer to a function prototype");
+        }
+        let params = &self.members[proto.members.clone()];
+        let [_, type_id, _] = params.get(index + 1).with_context(|| {
+            format!(
+                "{typedef} has {} arguments, no argument {index}",
+                params.len() - 1
+            )
+        })?;
+        Ok(self.skip_modifiers(*type_id)?.kind == KIND_PTR)
     }
 
     /// Size in bytes of `struct name`.
@@ -343,6 +379,38 @@ mod tests {
         b.agg(4, "outer", true, 40, &outer);
         b.agg(4, "plain", false, 8, &[("bf", narrow, 0), ("c", int, 32)]);
         b.build()
+    }
+
+    #[test]
+    fn tracepoint_prototypes_by_value_or_by_pointer() {
+        let mut b = Builder {
+            strings: vec![0],
+            ..Default::default()
+        };
+        let long = b.int("long long", 8, 64);
+        let ktime = b.ty(8, "ktime_t", false, 0, long); // TYPEDEF
+        let ktime_ptr = b.ty(2, "", false, 0, ktime); // PTR
+        let void_ptr = b.ty(2, "", false, 0, 0);
+        // void (*)(void *__data, struct hrtimer *, ktime_t *now): 6.1 and 6.12.
+        let old = b.ty(13, "", false, 3, 0);
+        b.words.extend([0, void_ptr, 0, void_ptr, 0, ktime_ptr]);
+        let old_ptr = b.ty(2, "", false, 0, old);
+        b.ty(8, "btf_trace_old_entry", false, 0, old_ptr);
+        // ... ktime_t now: 7.2.
+        let new = b.ty(13, "", false, 3, 0);
+        b.words.extend([0, void_ptr, 0, void_ptr, 0, ktime]);
+        let new_ptr = b.ty(2, "", false, 0, new);
+        b.ty(8, "btf_trace_new_entry", false, 0, new_ptr);
+        let btf = KernelBtf::parse(&b.build()).unwrap();
+        assert!(btf.tracepoint_arg_is_pointer("old_entry", 0).unwrap());
+        assert!(btf.tracepoint_arg_is_pointer("old_entry", 1).unwrap());
+        assert!(!btf.tracepoint_arg_is_pointer("new_entry", 1).unwrap());
+        let err = format!(
+            "{:#}",
+            btf.tracepoint_arg_is_pointer("new_entry", 2).unwrap_err()
+        );
+        assert!(err.contains("has 2 arguments"), "{err}");
+        assert!(btf.tracepoint_arg_is_pointer("gone", 0).is_err());
     }
 
     #[test]

@@ -14,7 +14,9 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use clockguard_ebpf::{TimerConfig, LATENESS_BUCKETS, TIMER_BLOCK_WORDS, TIMER_CONFIG_VALID};
+use clockguard_ebpf::{
+    TimerConfig, LATENESS_BUCKETS, TIMER_BLOCK_WORDS, TIMER_CONFIG_NOW_BY_VALUE, TIMER_CONFIG_VALID,
+};
 use serde::Serialize;
 
 use crate::btf::KernelBtf;
@@ -30,8 +32,14 @@ pub fn hrtimer_offsets(btf: &KernelBtf, late_threshold_ns: u64) -> Result<TimerC
         offset("hrtimer", "function")?,
         offset("hrtimer", "base")?,
     )?;
+    let now_by_pointer = btf.tracepoint_arg_is_pointer("hrtimer_expire_entry", 1)?;
     Ok(TimerConfig {
-        flags: TIMER_CONFIG_VALID,
+        flags: TIMER_CONFIG_VALID
+            | if now_by_pointer {
+                0
+            } else {
+                TIMER_CONFIG_NOW_BY_VALUE
+            },
         hrtimer_block: block.start,
         clock_base_clockid: offset("hrtimer_clock_base", "clockid")?,
         softexpires_word: block.words[0],
@@ -58,7 +66,7 @@ pub fn hrtimer_block(softexpires: u16, function: u16, base: u16) -> Result<Hrtim
     let fields = [softexpires, function, base];
     let start = *fields.iter().min().expect("three fields");
     let words = fields.map(|at| (at - start) / 8);
-    let aligned = fields.iter().all(|at| (at - start) % 8 == 0);
+    let aligned = fields.iter().all(|at| (at - start).is_multiple_of(8));
     let fits = words.iter().all(|&w| (w as usize) < TIMER_BLOCK_WORDS);
     let distinct = words[0] != words[1] && words[1] != words[2] && words[0] != words[2];
     if !(aligned && fits && distinct) {
@@ -832,7 +840,8 @@ mod tests {
             words.iter().all(|&w| (w as usize) < TIMER_BLOCK_WORDS),
             "{c:?}"
         );
-        assert_eq!(c.flags, TIMER_CONFIG_VALID);
+        // This machine's 6.18 passes `now` by pointer, like 6.1 and 6.12.
+        assert_eq!(c.flags, TIMER_CONFIG_VALID, "{c:?}");
     }
 
     #[test]

@@ -38,6 +38,14 @@ start_daemon
 s=$(status_json)
 echo "$s" | jq -e '.bpf_lsm_active == true' >/dev/null || fail "bpf LSM not active in the VM"
 echo "$s" | jq -e '.enforcement.active == false' >/dev/null || fail "observe mode must not claim enforcement"
+echo "$s" | jq -e '.kernel_release | type == "string"' >/dev/null || fail "status names no kernel release"
+# The hrtimer hook reads this kernel's layout right: expiries counted, none unreadable (7.2
+# moved struct hrtimer's fields and passes `now` by value; a wrong guess faults).
+sleep 2
+s=$(status_json)
+echo "$s" | jq -c '{hrtimer: (.hooks[] | select(.name == "hrtimer_expire_entry") | .target), expiries: .timers.lateness.expiries, timer_read_faults: .kernel.timer_read_faults}'
+echo "$s" | jq -e '.timers.lateness.expiries > 0 and .kernel.timer_read_faults == 0' >/dev/null \
+    || fail "the hrtimer hook does not read this kernel's timers: $(echo "$s" | jq -c '{lateness: .timers.lateness.expiries, kernel: .kernel}')"
 # Guard mode without its LSM hook must say enforcement is off and why, never pretend.
 stop_daemon
 printf 'mode = "guard"\n[audit]\ndisabled_hooks = ["settime"]\n[guard]\ndefer_to_time_services = false\n' >"$CG_TEST_TMP/nolsm.toml"

@@ -61,6 +61,9 @@ original=$(cat "$CS/current_clocksource")
 other=$(tr ' ' '\n' <"$CS/available_clocksource" | grep -vx "$original" | grep -m1 .) ||
     fail "only one clocksource available: $(cat "$CS/available_clocksource")"
 trap 'echo "$original" >"$CS/current_clocksource"; stop_daemon' EXIT
+# The kernel's watchdog may have switched already after the pause (7.2 marks the TSC
+# unstable then): count from here.
+changes_before=$(status_json | jq '.timers.found.clocksource_changes')
 echo "$other" >"$CS/current_clocksource"
 wait_records 1 ".kind == \"clocksource_change\" and .detail.to == \"$other\""
 echo "$original" >"$CS/current_clocksource"
@@ -68,7 +71,7 @@ wait_records 1 ".kind == \"clocksource_change\" and .detail.to == \"$original\""
 audit_json | jq -c 'select(.kind == "clocksource_change")'
 jumps=$(audit_json | jq -c 'select(.kind == "clocksource_jump")' | wc -l)
 [[ "$jumps" -eq 0 ]] || fail "a clocksource switch was taken for a jump: $(audit_json | jq -c 'select(.kind == "clocksource_jump")')"
-status_json | jq -e '.timers.found.clocksource_changes == 2' >/dev/null ||
+status_json | jq -e --argjson before "$changes_before" '.timers.found.clocksource_changes == $before + 2' >/dev/null ||
     fail "switches not counted: $(status_json | jq -c .timers.found)"
 # The kernel's own words on the switch, followed live from /dev/kmsg.
 messages=$(status_json | jq -c '.vm.kernel_clock_messages')
@@ -80,8 +83,11 @@ jq -e --arg cs "$other" 'any(.[]; .kind == "clocksource_switch" and .before_star
 # facility of its own and is not taken for the kernel's verdict.
 echo "clocksource: timekeeping watchdog on CPU0: Marking clocksource 'cgtest' as unstable because the skew is too large:" >/dev/kmsg
 sleep 1
-[[ $(audit_json | jq -c 'select(.kind == "clocksource_unstable")' | wc -l) == 0 ]] ||
-    fail "a line written into /dev/kmsg was journaled as the kernel's: $(audit_json | jq -c 'select(.kind == "clocksource_unstable")')"
+# (The kernel's own verdict may be there: 7.2's watchdog marks the TSC unstable after the
+# pause above. Only the forged line must not be.)
+forged='select(.kind == "clocksource_unstable" and ((.detail.clocksource == "cgtest") or (.detail.kernel_message // "" | contains("cgtest"))))'
+[[ $(audit_json | jq -c "$forged" | wc -l) == 0 ]] ||
+    fail "a line written into /dev/kmsg was journaled as the kernel's: $(audit_json | jq -c "$forged")"
 status_json | jq -e '[.vm.kernel_clock_messages[] | select(.text | contains("cgtest"))] | length == 0' >/dev/null ||
     fail "a line written into /dev/kmsg is listed as the kernel's"
 echo "PASS: a ${paused_s} s pause became a $(awk -v d="$delta_ns" 'BEGIN { printf "%.3f", d / 1e9 }') s stall (vm_paused)"
