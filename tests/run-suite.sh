@@ -35,7 +35,7 @@ timeout_s="${CG_TEST_TIMEOUT:-300}"
 
 if [[ ! -d "$1" ]]; then
     echo "run-suite: no such directory: $1" >&2
-    echo "0 passed, 0 failed"
+    echo "0 passed, 0 failed, 0 skipped"
     exit 1
 fi
 suite_dir="$(cd "$1" && pwd)"
@@ -93,10 +93,11 @@ for t in "${tests[@]}"; do
     if [[ $rc -eq 124 || $rc -eq 137 ]]; then
         echo "[run-suite] timed out after ${timeout_s}s (exit $rc)" >>"$log"
     fi
-    if [[ $rc -eq 77 ]]; then
+    # 77 alone is no skip: under `set -e` any command failing with 77 ends a test so.
+    reason="$(grep -a -m1 '^SKIP: ' "$log" | sed 's/^SKIP: //')"
+    if [[ $rc -eq 77 && -n "$reason" ]]; then
         skipped=$((skipped + 1))
-        reason="$(grep -a -m1 '^SKIP: ' "$log" | sed 's/^SKIP: //')"
-        echo "SKIP $name (${reason:-no reason given})"
+        echo "SKIP $name ($reason)"
         rm -rf "$tmp"
     elif [[ $rc -eq 0 ]]; then
         passed=$((passed + 1))

@@ -54,6 +54,8 @@ struct Daemon {
     started_wall: String,
     probes: Option<Probes>,
     load_error: Option<String>,
+    /// Why the guard is not pinned although guard mode asked for it.
+    not_pinned: Option<String>,
     hooks: Vec<HookStatus>,
     journal: Journal,
     enricher: Enricher,
@@ -187,14 +189,22 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
             std::path::Path::new("/sys/kernel/tracing")
         }
     };
+    let guard_wanted = config.mode == crate::config::Mode::Guard
+        && crate::lsm::active_lsms().bpf_active() != Some(false);
+    let not_pinned = guard_wanted
+        .then(crate::pinning::pins_would_end_with_daemon)
+        .flatten();
+    if let Some(why) = &not_pinned {
+        tracing::warn!("guard not pinned: {why}; it ends with the daemon");
+    }
     let (mut probes, load_error) = match Probes::load(&LoadOptions {
         disabled_hooks: &config.audit.disabled_hooks,
         emit_readonly: config.audit.journal_readonly,
         tracefs,
         timer_late_threshold_ns: (config.timers.stall_threshold_ms * 1e6) as u64,
-        // Only a guard that can enforce is worth keeping in force without the daemon.
-        pin: config.mode == crate::config::Mode::Guard
-            && crate::lsm::active_lsms().bpf_active() != Some(false),
+        // Only a guard that can enforce is worth keeping in force without the daemon, and
+        // only where the pins can outlive it.
+        pin: guard_wanted && not_pinned.is_none(),
     }) {
         Ok(p) => (Some(p), None),
         Err(err) => {
@@ -457,6 +467,7 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
         config_source,
         probes,
         load_error,
+        not_pinned,
         hooks,
         journal,
         enricher: Enricher::system(),
@@ -1437,6 +1448,7 @@ impl Daemon {
             "gaps": self.enforcement.gaps,
             "exclusive_discipline": self.enforcement.active && self.config.guard.exclusive_discipline,
             "pinned": self.probes.as_ref().and_then(|p| p.pin_dir()),
+            "not_pinned_because": self.not_pinned,
             "self_exe": guard::self_exe(),
             "policy": self.policy,
             "other_time_services": self.time_services,

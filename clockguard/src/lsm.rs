@@ -10,12 +10,12 @@
 
 use std::sync::OnceLock;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub const LSM_FILE: &str = "/sys/kernel/security/lsm";
 
 /// What clockguard knows about the active LSMs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActiveLsms {
     /// The active LSMs in the kernel's order; None when it could not be found out.
     pub list: Option<Vec<String>>,
@@ -69,14 +69,16 @@ pub fn lsm_names(ids: &[u64]) -> Vec<String> {
         .collect()
 }
 
-/// The active LSMs, found out once per process (the list cannot change while the kernel
-/// runs; a mount, if one is needed, is made once).
+/// The active LSMs as the daemon finds them out, once per process (the list cannot change
+/// while the kernel runs; a mount, if one is needed, is made once).
 pub fn active_lsms() -> &'static ActiveLsms {
     static ONCE: OnceLock<ActiveLsms> = OnceLock::new();
-    ONCE.get_or_init(probe)
+    ONCE.get_or_init(|| probe(true))
 }
 
-fn probe() -> ActiveLsms {
+/// The active LSMs; securityfs is mounted (in this mount namespace) only if `may_mount`.
+/// Commands that only look (`check`) pass false.
+pub fn probe(may_mount: bool) -> ActiveLsms {
     let read = || std::fs::read_to_string(LSM_FILE).map(|t| parse_lsm_file(&t));
     let first_error = match read() {
         Ok(list) => {
@@ -87,24 +89,29 @@ fn probe() -> ActiveLsms {
         }
         Err(err) => err,
     };
-    let mount_error = match crate::pinning::mount_if_absent(
-        "securityfs",
-        "/sys/kernel/security",
-        SECURITYFS_MAGIC,
-    ) {
-        Ok(()) => match read() {
-            Ok(list) => {
-                return ActiveLsms {
-                    list: Some(list),
-                    source: format!(
-                        "{LSM_FILE}, after clockguard mounted securityfs in its mount \
-                         namespace (it was not mounted: {first_error})"
-                    ),
+    let mount_error = if !may_mount {
+        "not tried by this command".to_string()
+    } else {
+        match crate::pinning::mount_if_absent(
+            "securityfs",
+            "/sys/kernel/security",
+            SECURITYFS_MAGIC,
+        ) {
+            Ok(mounted) => match read() {
+                Ok(list) => {
+                    return ActiveLsms {
+                        list: Some(list),
+                        source: format!(
+                            "{LSM_FILE}, after clockguard mounted securityfs in its mount \
+                             namespace (it was not mounted: {first_error})"
+                        ),
+                    }
                 }
-            }
-            Err(err) => format!("mounted securityfs, but still {err}"),
-        },
-        Err(err) => format!("{err:#}"),
+                Err(err) if mounted => format!("mounted securityfs, but still {err}"),
+                Err(err) => format!("securityfs is mounted, but {err}"),
+            },
+            Err(err) => format!("{err:#}"),
+        }
     };
     match list_modules_syscall() {
         Ok(ids) => ActiveLsms {

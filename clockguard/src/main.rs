@@ -314,7 +314,11 @@ fn run_check(daemon: &DaemonArgs, json: bool) -> Result<ExitCode> {
         config: &cfg,
         time_services: guard::other_time_services(Path::new("/"), Path::new("/proc")),
         adjtime: std::fs::read_to_string("/etc/adjtime").ok(),
-        lsms: lsm::active_lsms().clone(),
+        // The daemon's answer when it runs; else found out here, without mounting anything.
+        lsms: status
+            .as_ref()
+            .and_then(|s| serde_json::from_value(s["lsms"].clone()).ok())
+            .unwrap_or_else(|| lsm::probe(false)),
         status,
         sources,
         daemon_error,
@@ -625,6 +629,9 @@ fn print_status(s: &Value) {
     }
     if let Some(dir) = s["enforcement"]["pinned"].as_str() {
         println!("guard pinned in {dir}: it stays in force if the daemon dies");
+    }
+    if let Some(why) = s["enforcement"]["not_pinned_because"].as_str() {
+        println!("guard NOT pinned: {why}");
     }
     println!("journal: {}", text(&s["journal"]["path"]));
     println!(

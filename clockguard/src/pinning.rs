@@ -30,17 +30,39 @@ pub fn build_dir(root: &Path, object: &[u8]) -> PathBuf {
     root.join(id)
 }
 
+/// Why a guard pinned now would not outlive the daemon, if so: bpffs is not mounted in this
+/// mount namespace, and the namespace is not init's (`ip netns exec`, a container). The
+/// bpffs clockguard would mount there ends with the namespace, i.e. with the daemon, and
+/// its pins with it. In init's namespace (a minimal init, the test VM) a bpffs clockguard
+/// mounts stays.
+pub fn pins_would_end_with_daemon() -> Option<String> {
+    if fs_type(Path::new("/sys/fs/bpf")) == Some(BPF_FS_MAGIC) {
+        return None;
+    }
+    let ours = fs::read_link("/proc/self/ns/mnt").ok()?;
+    let init = fs::read_link("/proc/1/ns/mnt").ok()?;
+    (ours != init).then(|| {
+        format!(
+            "bpffs is not mounted on /sys/fs/bpf in this mount namespace ({}, not init's {}): \
+             a bpffs mounted here would end with the daemon, and the guard with it",
+            ours.display(),
+            init.display()
+        )
+    })
+}
+
 /// Mounts bpffs on /sys/fs/bpf when nothing is (a minimal init, the test VM); systemd
 /// mounts it at boot.
 pub fn ensure_bpffs() -> Result<()> {
-    mount_if_absent("bpf", "/sys/fs/bpf", BPF_FS_MAGIC)
+    mount_if_absent("bpf", "/sys/fs/bpf", BPF_FS_MAGIC).map(|_mounted| ())
 }
 
 /// Mounts a pseudo file system of type `fstype` on `target` unless one with that statfs(2)
-/// magic is there already. The mount lands in this process's mount namespace only.
-pub fn mount_if_absent(fstype: &str, target: &str, magic: i64) -> Result<()> {
+/// magic is there already; true if it mounted it. The mount lands in this process's mount
+/// namespace only.
+pub fn mount_if_absent(fstype: &str, target: &str, magic: i64) -> Result<bool> {
     if fs_type(Path::new(target)) == Some(magic) {
-        return Ok(());
+        return Ok(false);
     }
     fs::create_dir_all(target).ok();
     let c_type = std::ffi::CString::new(fstype)?;
@@ -61,7 +83,7 @@ pub fn mount_if_absent(fstype: &str, target: &str, magic: i64) -> Result<()> {
             std::io::Error::last_os_error()
         );
     }
-    Ok(())
+    Ok(true)
 }
 
 fn fs_type(path: &Path) -> Option<i64> {

@@ -309,14 +309,19 @@ fn find_release_and_image(root: &Path) -> Result<(String, PathBuf)> {
     )
 }
 
-/// Makes sure every series of the matrix is unpacked; fetches only what is missing.
-/// Returns one line per kernel for setup's report, and whether anything was fetched.
-pub fn ensure_all() -> Result<(Vec<String>, Vec<String>)> {
+/// Makes sure the series `wanted` names (every series of the matrix when it is empty) are
+/// unpacked, fetching only what is missing; names that are no series (kernel image paths)
+/// are left to `select`. Returns setup's report: one line per kernel already there, and
+/// one per kernel fetched now.
+pub fn ensure(wanted: &[String]) -> Result<(Vec<String>, Vec<String>)> {
     let mut present = Vec::new();
     let mut fetched = Vec::new();
-    // One `apt-get update` per setup, and only when a kernel is missing.
+    // One `apt-get update` per call, and only when a kernel is missing.
     let mut apt: Option<PrivateApt> = None;
-    for series in MATRIX {
+    let series = MATRIX
+        .iter()
+        .filter(|s| wanted.is_empty() || wanted.iter().any(|w| w == s.label));
+    for series in series {
         if let Some(k) = unpacked(series) {
             present.push(describe(&k));
             continue;
@@ -390,8 +395,12 @@ fn fetch(apt: &PrivateApt, series: &Series) -> Result<Kernel> {
     read_ready(&root, series.label).context("the kernel just unpacked is not readable")
 }
 
-/// The kernels `--kernel` names: a series label ("6.12"), a kernel image path, or all.
+/// The kernels `--kernel` names: a series label ("6.12"), a kernel image path, or all;
+/// a series not unpacked yet is fetched first.
 pub fn select(wanted: &[String]) -> Result<Vec<Kernel>> {
+    for line in ensure(wanted)?.1 {
+        println!("setup: fetched {line}");
+    }
     let pick = |label: &str| -> Result<Kernel> {
         if let Some(series) = MATRIX.iter().find(|s| s.label == label) {
             return unpacked(series).with_context(|| {

@@ -67,7 +67,7 @@ enum Cmd {
 fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Setup => setup::setup(true).map(|()| 0),
+        Cmd::Setup => setup::setup(true, Some(&[])).map(|()| 0),
         Cmd::Build { release } => tasks::build(release).map(|()| 0),
         Cmd::Run { args } => tasks::run(&args).map(|()| 0),
         Cmd::Test {

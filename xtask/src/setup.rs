@@ -57,9 +57,10 @@ impl Setup {
     }
 }
 
-/// Check (and install) everything. With `verbose`, one "ok: ..." line per prerequisite;
-/// otherwise only actions and a one-line summary are printed.
-pub fn setup(verbose: bool) -> Result<()> {
+/// Check (and install) everything, and the test kernels `kernels_wanted` names (None: no
+/// kernel; an empty list: every kernel of the matrix). With `verbose`, one "ok: ..." line
+/// per prerequisite; otherwise only actions and a one-line summary are printed.
+pub fn setup(verbose: bool, kernels_wanted: Option<&[String]>) -> Result<()> {
     let mut s = Setup {
         verbose,
         ok: Vec::new(),
@@ -79,7 +80,10 @@ pub fn setup(verbose: bool) -> Result<()> {
         &["-v"],
         "the VM tests run it",
     )?;
-    let (present, fetched) = kernels::ensure_all()?;
+    let (present, fetched) = match kernels_wanted {
+        Some(wanted) => kernels::ensure(wanted)?,
+        None => Default::default(),
+    };
     for k in present {
         s.ok(k);
     }

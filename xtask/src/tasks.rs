@@ -40,7 +40,7 @@ pub fn build(release: bool) -> Result<()> {
 
 /// `cargo xtask run [-- ARGS]`: setup, build --release, exec `clockguard run ARGS`.
 pub fn run(args: &[String]) -> Result<()> {
-    setup::setup(false)?;
+    setup::setup(false, None)?;
     build(true)?;
     let bin = bin_dir(true).join("clockguard");
     let mut c = root_cmd(&bin, &[]);
@@ -93,13 +93,28 @@ struct SuiteRun {
 }
 
 impl SuiteRun {
-    fn from_lines(name: String, lines: &[String], expected: &[String], filtered: bool) -> SuiteRun {
+    /// From the runner's output and its exit code (None: it timed out).
+    fn from_lines(
+        name: String,
+        lines: &[String],
+        rc: Option<i32>,
+        expected: &[String],
+        filtered: bool,
+    ) -> SuiteRun {
         let outcomes: Vec<(String, Outcome)> =
             lines.iter().filter_map(|l| parse_outcome(l)).collect();
         let counts = lines.iter().rev().find_map(|l| parse_summary(l));
         let mut problems = Vec::new();
-        if counts.is_none() {
-            problems.push("no summary line: the suite did not finish".to_string());
+        match (rc, counts) {
+            (None, _) => problems.push("timed out".to_string()),
+            (Some(_), None) => {
+                problems.push("no summary line: the suite did not finish".to_string())
+            }
+            // e.g. "no tests found": the runner fails without a failed test.
+            (Some(rc), Some(c)) if rc != 0 && c.failed == 0 => {
+                problems.push(format!("the runner exited {rc} with no test failed"))
+            }
+            _ => {}
         }
         if !filtered {
             let missing: Vec<&str> = expected
@@ -186,6 +201,58 @@ fn render_matrix(tests: &[String], runs: &[SuiteRun]) -> String {
     out
 }
 
+/// What each kernel can do, and the VM tests that prove it: the README's kernel table is
+/// filled from this.
+const CAPABILITIES: &[(&str, &[&str])] = &[
+    ("audit via fentry/fexit", &["t_10_hooks", "t_20_real_steps"]),
+    ("guard refuses steps (BPF-LSM settime)", &["t_60_guard"]),
+    (
+        "ADJ_SETOFFSET refused",
+        &["t_60_guard", "t_62_guard_chronyd_makestep"],
+    ),
+    (
+        "clock_was_set (leap second, steps)",
+        &["t_20_real_steps", "t_50_leap_second"],
+    ),
+    ("hrtimer lateness (tp_btf)", &["t_80_stall"]),
+    ("guard pinned past kill -9", &["t_63_guard_pinned"]),
+    ("guard under ip netns exec", &["t_64_guard_netns"]),
+    ("service deaths (failover)", &["t_90_failover"]),
+];
+
+/// capability × kernel: "yes" when every test behind it passed on that kernel, else the
+/// outcome that stood in the way.
+fn render_capabilities(runs: &[SuiteRun]) -> String {
+    let width = CAPABILITIES
+        .iter()
+        .map(|(c, _)| c.len())
+        .max()
+        .unwrap_or(10);
+    let mut out = format!("{:width$}", "capability");
+    for r in runs {
+        out.push_str(&format!("  {:8}", r.name));
+    }
+    out.push('\n');
+    for (capability, tests) in CAPABILITIES {
+        out.push_str(&format!("{capability:width$}"));
+        for r in runs {
+            let cell = tests
+                .iter()
+                .map(|t| match r.outcome(t) {
+                    Some(Outcome::Pass) => "yes",
+                    Some(Outcome::Fail) => "FAIL",
+                    Some(Outcome::Skip(_)) => "SKIP",
+                    None => "-",
+                })
+                .find(|c| *c != "yes")
+                .unwrap_or("yes");
+            out.push_str(&format!("  {cell:8}"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Run a command, echo its stdout line by line, and return the lines and the exit code.
 fn run_and_capture(c: &mut std::process::Command) -> Result<(Vec<String>, i32)> {
     eprintln!("+ {}", util::describe(c));
@@ -213,7 +280,8 @@ fn banner(msg: &str) {
 /// `cargo xtask test [--no-vm] [--kernel K]...`: the host suite once, the VM suite once per
 /// kernel (every kernel of the matrix unless `--kernel` names some).
 pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
-    setup::setup(false)?;
+    let vm_skipped = no_vm || std::env::var("CLOCKGUARD_NO_VM").is_ok_and(|v| v == "1");
+    setup::setup(false, (!vm_skipped).then_some(kernels_wanted))?;
     if fuzz {
         setup::ensure_cargo_fuzz()?;
     }
@@ -240,17 +308,11 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
         .args(["tests/run-suite.sh", "tests/host"]);
     let (lines, host_rc) = run_and_capture(&mut c)?;
     let host_tests = suite_tests(&repo.join("tests/host"))?;
-    let mut host = SuiteRun::from_lines("host".into(), &lines, &host_tests, filtered);
-    if host_rc != 0 && host.counts.is_some_and(|c| c.failed == 0) {
-        // e.g. "no tests found": the runner fails without a failed test.
-        host.problems.push(format!("the runner exited {host_rc}"));
-    }
+    let host = SuiteRun::from_lines("host".into(), &lines, Some(host_rc), &host_tests, filtered);
 
     // 3. The VM suite, one boot per kernel.
     let vm_tests = suite_tests(&repo.join("tests/vm"))?;
-    let env_skip = std::env::var("CLOCKGUARD_NO_VM").is_ok_and(|v| v == "1");
     let mut vm_runs = Vec::new();
-    let vm_skipped = no_vm || env_skip;
     if vm_skipped {
         banner(&format!(
             "VM SUITE SKIPPED ({}): clock-changing and enforcement tests did NOT run",
@@ -275,16 +337,11 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
             let mut run = SuiteRun::from_lines(
                 format!("vm {}", kernel.label),
                 &r.lines,
+                r.code,
                 &vm_tests,
                 filtered,
             );
             run.note = format!("{}, {:.0}s", kernel.release, r.elapsed.as_secs_f64());
-            if r.code.is_none() {
-                run.problems.push(format!(
-                    "VM timed out after {:.0}s",
-                    r.elapsed.as_secs_f64()
-                ));
-            }
             vm_runs.push(run);
         }
     }
@@ -303,6 +360,8 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
     if !vm_runs.is_empty() {
         println!("\nVM suite, kernel × test:");
         print!("{}", render_matrix(&vm_tests, &vm_runs));
+        println!("\nWhat each kernel can do (from the tests above):");
+        print!("{}", render_capabilities(&vm_runs));
         println!();
     }
     let mut total = Counts::default();
@@ -428,26 +487,31 @@ mod tests {
         let expected = lines("t_00_smoke\nt_10_hooks\nt_20_real_steps");
         let out =
             lines("PASS t_00_smoke (1.0s)\nSKIP t_10_hooks (why)\n1 passed, 0 failed, 1 skipped");
-        let run = SuiteRun::from_lines("vm 7.2".into(), &out, &expected, false);
+        let run = SuiteRun::from_lines("vm 7.2".into(), &out, Some(0), &expected, false);
         assert!(!run.ok());
         assert_eq!(run.problems, ["1 of 3 tests did not run: t_20_real_steps"]);
         // Filtered on purpose: not every test is expected.
-        let run = SuiteRun::from_lines("vm 7.2".into(), &out, &expected, true);
+        let run = SuiteRun::from_lines("vm 7.2".into(), &out, Some(0), &expected, true);
         assert!(run.ok());
         // A skip is not a failure, and not a pass either.
         assert_eq!(run.counts.map(|c| (c.passed, c.skipped)), Some((1, 1)));
     }
 
     #[test]
-    fn a_run_without_its_summary_is_not_ok() {
+    fn a_run_without_its_summary_or_exit_is_not_ok() {
         let expected = lines("t_00_smoke");
-        let run = SuiteRun::from_lines(
-            "vm 6.1".into(),
-            &lines("PASS t_00_smoke (1s)"),
-            &expected,
-            false,
+        let passed = lines("PASS t_00_smoke (1s)\n1 passed, 0 failed, 0 skipped");
+        let run = |lines: &[String], rc| {
+            SuiteRun::from_lines("vm 6.1".into(), lines, rc, &expected, false)
+        };
+        assert!(run(&passed, Some(0)).ok());
+        assert!(!run(&passed[..1], Some(0)).ok());
+        // Timed out, or the runner failed although no test did ("no tests found").
+        assert_eq!(run(&passed, None).problems, ["timed out"]);
+        assert_eq!(
+            run(&passed, Some(1)).problems,
+            ["the runner exited 1 with no test failed"]
         );
-        assert!(!run.ok());
     }
 
     #[test]
@@ -456,6 +520,7 @@ mod tests {
         let a = SuiteRun::from_lines(
             "vm 6.1".into(),
             &lines("PASS t_00_smoke (1s)\nPASS t_80_stall (2s)\n2 passed, 0 failed, 0 skipped"),
+            Some(0),
             &tests,
             false,
         );
@@ -464,6 +529,7 @@ mod tests {
             &lines(
                 "FAIL t_00_smoke (1s)\nSKIP t_80_stall (no hrtimer)\n0 passed, 1 failed, 1 skipped",
             ),
+            Some(1),
             &tests,
             false,
         );
@@ -475,5 +541,15 @@ mod tests {
              t_80_stall  PASS    SKIP  \n\
              SKIP t_80_stall on vm 7.2: no hrtimer\n"
         );
+    }
+
+    #[test]
+    fn every_capability_names_real_tests() {
+        let vm_tests = suite_tests(&util::repo_root().join("tests/vm")).unwrap();
+        for (capability, tests) in CAPABILITIES {
+            for t in *tests {
+                assert!(vm_tests.iter().any(|v| v == t), "{capability}: no test {t}");
+            }
+        }
     }
 }
