@@ -27,6 +27,10 @@ const ROWS: &[(&str, RowFn)] = &[
     ("syscall to journal latency", row_latency),
     ("NTP server at 1000 requests/s", row_ntp_server_load),
     ("guard hooks on allowed calls (VM)", row_guard_cost_vm),
+    (
+        "clock_settime cost and journal latency (VM)",
+        row_audit_cost_vm,
+    ),
     ("11 s off: NTP and a refused step (VM)", row_ntp_converge_vm),
     ("hrtimer workload, timer hook", row_timer_hook),
     ("failover from a time jump (VM)", row_failover_vm),
@@ -719,6 +723,36 @@ fn row_guard_cost_vm(ctx: &mut Ctx) -> Result<Row> {
         row.set("clocksource", Value::from(cs));
     }
     row.set("results", Value::Array(results));
+    Ok(row)
+}
+
+/// In the test VM, on each kernel: the host rows "clock_settime cost" (rejected
+/// clock_settime calls without and with clockguard, medians of two rounds) and "syscall to
+/// journal latency" (tests/bench/vm_audit_cost.sh).
+fn row_audit_cost_vm(ctx: &mut Ctx) -> Result<Row> {
+    let results = vm_results(ctx, "tests/bench/vm_audit_cost.sh")?;
+    let r = &results[0];
+    let rounds = |key: &str| -> Vec<f64> {
+        r[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_f64)
+            .collect()
+    };
+    let (off, on) = (rounds("settime_ns_off"), rounds("settime_ns_on"));
+    if off.is_empty() || on.is_empty() {
+        bail!("vm_audit_cost.sh gave no rounds: {r}");
+    }
+    let (m_off, m_on) = (median(&off), median(&on));
+    let mut row = Row::new();
+    row.set("calls_per_sample", r["calls"].clone());
+    row.set("settime_ns_per_call_off", num(m_off));
+    row.set("settime_ns_per_call_on", num(m_on));
+    row.set("settime_added_ns_per_call", num(m_on - m_off));
+    row.set("latency_p50_us", r["latency_p50_us"].clone());
+    row.set("latency_p99_us", r["latency_p99_us"].clone());
+    row.set("results", Value::Array(results.clone()));
     Ok(row)
 }
 
