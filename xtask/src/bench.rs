@@ -732,15 +732,7 @@ fn row_guard_cost_vm(ctx: &mut Ctx) -> Result<Row> {
 fn row_audit_cost_vm(ctx: &mut Ctx) -> Result<Row> {
     let results = vm_results(ctx, "tests/bench/vm_audit_cost.sh")?;
     let r = &results[0];
-    let rounds = |key: &str| -> Vec<f64> {
-        r[key]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_f64)
-            .collect()
-    };
-    let (off, on) = (rounds("settime_ns_off"), rounds("settime_ns_on"));
+    let (off, on) = (numbers(&r["settime_ns_off"]), numbers(&r["settime_ns_on"]));
     if off.is_empty() || on.is_empty() {
         bail!("vm_audit_cost.sh gave no rounds: {r}");
     }
@@ -809,6 +801,15 @@ fn vm_results(ctx: &Ctx, script: &str) -> Result<Vec<Value>> {
     Ok(results)
 }
 
+/// The numbers of a JSON array (a script's series); empty for anything else.
+fn numbers(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_f64)
+        .collect()
+}
+
 /// The p-th percentile (0..=100, nearest rank) of `values`, None when empty.
 fn percentile(values: &[f64], p: f64) -> Option<f64> {
     if values.is_empty() {
@@ -828,14 +829,7 @@ fn row_failover_vm(ctx: &mut Ctx) -> Result<Row> {
     let mut row = Row::new();
     for r in &results {
         let mode = r["mode"].as_str().unwrap_or("?");
-        let series = |key: &str| -> Vec<f64> {
-            r[key]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_f64)
-                .collect()
-        };
+        let series = |key: &str| numbers(&r[key]);
         let to_vip = series("death_to_vip_ms");
         let to_track = series("death_to_track_file_ms");
         row.set(&format!("{mode}_rounds"), r["rounds"].clone());
@@ -1019,6 +1013,15 @@ mod tests {
         // The last object wins; a trailing non-object JSON line is skipped.
         let v = last_object("{\"a\":1}\n{\"a\":2}\n[3]\n42\n").unwrap();
         assert_eq!(v, json!({"a": 2}));
+    }
+
+    #[test]
+    fn number_series_from_json() {
+        assert_eq!(
+            super::numbers(&serde_json::json!([1, 2.5, "x", null])),
+            [1.0, 2.5]
+        );
+        assert!(super::numbers(&serde_json::json!({"a": 1})).is_empty());
     }
 
     #[test]
