@@ -35,10 +35,12 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// setup, build, unit tests, host suite, then the VM suite once per kernel (one boot
-    /// each); a kernel × test table, and "N passed, M failed, K skipped" last.
+    /// setup, build, `cargo fmt --check` and `cargo clippy -D warnings`, unit tests, host
+    /// suite, then the VM suite once per kernel (one boot each); a kernel × test table, and
+    /// "N passed, M failed, K skipped" last.
     Test {
-        /// Skip the VM suite (also: CLOCKGUARD_NO_VM=1).
+        /// Skip the VM suite (also: CLOCKGUARD_NO_VM=1). The run then ends FAILED, as an
+        /// incomplete one; under CI (CI=true) it is refused, as are CG_TEST_FILTER and --kernel.
         #[arg(long)]
         no_vm: bool,
         /// Run the VM suite on this kernel only: a series of the matrix (6.1, 6.12, 7.2) or

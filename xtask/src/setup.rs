@@ -140,6 +140,18 @@ fn rust_toolchain(s: &mut Setup) -> Result<()> {
         s.doing("adding rust-src to the nightly toolchain".into());
         run(cmd("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
     }
+
+    // `cargo xtask test` starts with `cargo fmt --check` and `cargo clippy`.
+    let default_comps =
+        output_ok(cmd("rustup").args(["component", "list", "--installed"])).unwrap_or_default();
+    for comp in ["clippy", "rustfmt"] {
+        if default_comps.lines().any(|l| l.trim().starts_with(comp)) {
+            s.ok(format!("{comp} for the default toolchain"));
+        } else {
+            s.doing(format!("adding {comp} to the default toolchain"));
+            run(cmd("rustup").args(["component", "add", comp]))?;
+        }
+    }
     Ok(())
 }
 

@@ -89,6 +89,9 @@ struct SuiteRun {
     counts: Option<Counts>,
     /// Why the run as a whole is not to be trusted (no summary, timeout, tests missing).
     problems: Vec<String>,
+    /// What went wrong around the tests without failing them (a guest that died and was
+    /// booted again): printed with the suite's line, loudly.
+    warnings: Vec<String>,
     note: String,
 }
 
@@ -116,28 +119,76 @@ impl SuiteRun {
             }
             _ => {}
         }
-        if !filtered {
-            let missing: Vec<&str> = expected
-                .iter()
-                .filter(|t| !outcomes.iter().any(|(n, _)| n == *t))
-                .map(String::as_str)
-                .collect();
-            if !missing.is_empty() {
-                problems.push(format!(
-                    "{} of {} tests did not run: {}",
-                    missing.len(),
-                    expected.len(),
-                    missing.join(", ")
-                ));
-            }
-        }
-        SuiteRun {
+        let mut run = SuiteRun {
             name,
             outcomes,
             counts,
             problems,
+            warnings: Vec::new(),
             note: String::new(),
+        };
+        if !filtered {
+            run.problems.extend(run.missing_problem(expected));
         }
+        run
+    }
+
+    /// The tests of `expected` that printed no outcome, in the order they run.
+    fn not_run<'a>(&self, expected: &'a [String]) -> Vec<&'a str> {
+        expected
+            .iter()
+            .filter(|t| self.outcome(t).is_none())
+            .map(String::as_str)
+            .collect()
+    }
+
+    fn missing_problem(&self, expected: &[String]) -> Option<String> {
+        let missing = self.not_run(expected);
+        (!missing.is_empty()).then(|| {
+            format!(
+                "{} of {} tests did not run: {}",
+                missing.len(),
+                expected.len(),
+                missing.join(", ")
+            )
+        })
+    }
+
+    /// A first boot whose guest died, then a second boot that ran the tests the first did
+    /// not reach: one run of the whole suite, with the death kept as a warning.
+    fn resumed(
+        first: SuiteRun,
+        second: SuiteRun,
+        expected: &[String],
+        filtered: bool,
+        death: String,
+    ) -> SuiteRun {
+        let earlier = first.tally();
+        let mut outcomes = first.outcomes;
+        outcomes.extend(second.outcomes);
+        let counts = second.counts.map(|c| Counts {
+            passed: c.passed + earlier.passed,
+            failed: c.failed + earlier.failed,
+            skipped: c.skipped + earlier.skipped,
+        });
+        let mut run = SuiteRun {
+            name: first.name,
+            outcomes,
+            counts,
+            // The second boot's own problems (it timed out, it died too); which tests are
+            // missing is judged over both boots.
+            problems: second
+                .problems
+                .into_iter()
+                .filter(|p| !p.contains(" tests did not run: "))
+                .collect(),
+            warnings: vec![death],
+            note: String::new(),
+        };
+        if !filtered {
+            run.problems.extend(run.missing_problem(expected));
+        }
+        run
     }
 
     fn outcome(&self, test: &str) -> Option<&Outcome> {
@@ -149,6 +200,22 @@ impl SuiteRun {
 
     fn ok(&self) -> bool {
         self.problems.is_empty() && self.counts.is_some_and(|c| c.failed == 0)
+    }
+
+    /// The runner's own summary; when it never printed one (the VM died), the outcomes it
+    /// printed before it stopped.
+    fn tally(&self) -> Counts {
+        self.counts.unwrap_or_else(|| {
+            let mut c = Counts::default();
+            for (_, outcome) in &self.outcomes {
+                match outcome {
+                    Outcome::Pass => c.passed += 1,
+                    Outcome::Fail => c.failed += 1,
+                    Outcome::Skip(_) => c.skipped += 1,
+                }
+            }
+            c
+        })
     }
 }
 
@@ -272,6 +339,24 @@ fn run_and_capture(c: &mut std::process::Command) -> Result<(Vec<String>, i32)> 
     Ok((lines, util::exit_code(st)))
 }
 
+/// What makes a run of `cargo xtask test` less than the whole suite on every kernel.
+fn partial_run_reasons(vm_skipped: bool, filtered: bool, kernels_wanted: &[String]) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if vm_skipped {
+        reasons.push("the VM suite is skipped (--no-vm or CLOCKGUARD_NO_VM=1)".to_string());
+    }
+    if filtered {
+        reasons.push("CG_TEST_FILTER is set".to_string());
+    }
+    if !kernels_wanted.is_empty() {
+        reasons.push(format!(
+            "--kernel {} picks kernels",
+            kernels_wanted.join(",")
+        ));
+    }
+    reasons
+}
+
 fn banner(msg: &str) {
     let bar = "!".repeat(msg.len() + 8);
     println!("\n{bar}\n!!! {msg} !!!\n{bar}\n");
@@ -281,6 +366,16 @@ fn banner(msg: &str) {
 /// kernel (every kernel of the matrix unless `--kernel` names some).
 pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
     let vm_skipped = no_vm || std::env::var("CLOCKGUARD_NO_VM").is_ok_and(|v| v == "1");
+    let filtered = std::env::var("CG_TEST_FILTER").is_ok_and(|f| !f.is_empty());
+    if util::in_ci() {
+        let partial = partial_run_reasons(vm_skipped, filtered, kernels_wanted);
+        if !partial.is_empty() {
+            bail!(
+                "CI must run the whole suite on every kernel, but {} (CI is set)",
+                partial.join(", ")
+            );
+        }
+    }
     setup::setup(false, (!vm_skipped).then_some(kernels_wanted))?;
     if fuzz {
         setup::ensure_cargo_fuzz()?;
@@ -288,7 +383,25 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
     build(true)?;
     let repo = util::repo_root();
     let bins = bin_dir(true);
-    let filtered = std::env::var("CG_TEST_FILTER").is_ok_and(|f| !f.is_empty());
+
+    // 0. The fast checks first: formatting, then clippy with every warning an error.
+    println!("\n=== cargo fmt --check, cargo clippy -D warnings ===");
+    let fmt_ok = util::status(
+        cmd("cargo")
+            .current_dir(&repo)
+            .args(["fmt", "--all", "--check"]),
+    )?
+    .success();
+    let clippy_ok = util::status(cmd("cargo").current_dir(&repo).args([
+        "clippy",
+        "--workspace",
+        "--release",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?
+    .success();
 
     // 1. Unit tests on the host, the eBPF crate's ABI (its host build) included.
     println!("\n=== cargo test (host unit tests) ===");
@@ -333,15 +446,33 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
                 "\n=== vm suite: tests/vm on kernel {} ({}), one boot ===",
                 kernel.label, kernel.release
             );
+            let name = format!("vm {}", kernel.label);
             let r = vm::run_in_vm(&kernel, &cmdline, true)?;
-            let mut run = SuiteRun::from_lines(
-                format!("vm {}", kernel.label),
-                &r.lines,
-                r.code,
-                &vm_tests,
-                filtered,
-            );
-            run.note = format!("{}, {:.0}s", kernel.release, r.elapsed.as_secs_f64());
+            let mut elapsed = r.elapsed;
+            let mut run = SuiteRun::from_lines(name.clone(), &r.lines, r.code, &vm_tests, filtered);
+            let rest = run.not_run(&vm_tests);
+            // A guest that dies (its console is shown above) is booted once more for the
+            // test it died in and those after it; a second death fails the run.
+            if r.guest_died && !filtered && !rest.is_empty() {
+                let death = format!(
+                    "the guest died during {} (its kernel console: {}); that test and the {} \
+                     after it ran in a second boot",
+                    rest[0],
+                    r.console_log.display(),
+                    rest.len() - 1
+                );
+                println!("\nvm: {death}");
+                let filter = format!("^({})$", rest.join("|"));
+                let again = vec![format!(
+                    "CG_TEST_FILTER={} bash tests/run-suite.sh tests/vm",
+                    util::sh_quote(&filter)
+                )];
+                let r2 = vm::run_in_vm(&kernel, &again, true)?;
+                elapsed += r2.elapsed;
+                let second = SuiteRun::from_lines(name, &r2.lines, r2.code, &vm_tests, true);
+                run = SuiteRun::resumed(run, second, &vm_tests, filtered, death);
+            }
+            run.note = format!("{}, {:.0}s", kernel.release, elapsed.as_secs_f64());
             vm_runs.push(run);
         }
     }
@@ -353,7 +484,10 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
     };
 
     println!("\n=== summary ===");
-    println!("cargo test: {}", if unit_ok { "ok" } else { "FAILED" });
+    let verdict = |ok: bool| if ok { "ok" } else { "FAILED" };
+    println!("cargo fmt --check: {}", verdict(fmt_ok));
+    println!("cargo clippy -D warnings: {}", verdict(clippy_ok));
+    println!("cargo test: {}", verdict(unit_ok));
     for result in &fuzz_results {
         println!("fuzz {}", result.summary);
     }
@@ -365,13 +499,30 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
         println!();
     }
     let mut total = Counts::default();
-    let mut all_ok = unit_ok && fuzz_results.iter().all(|r| r.ok);
+    let mut failures: Vec<String> = Vec::new();
+    if !fmt_ok {
+        failures.push("cargo fmt --check (run `cargo fmt`)".into());
+    }
+    if !clippy_ok {
+        failures.push("cargo clippy -D warnings".into());
+    }
+    if !unit_ok {
+        failures.push("cargo test".into());
+    }
+    failures.extend(
+        fuzz_results
+            .iter()
+            .filter(|r| !r.ok)
+            .map(|r| r.summary.clone()),
+    );
     for run in std::iter::once(&host).chain(&vm_runs) {
-        let counts = run.counts.unwrap_or_default();
+        let counts = run.tally();
         total.passed += counts.passed;
         total.failed += counts.failed;
         total.skipped += counts.skipped;
-        all_ok &= run.ok();
+        if !run.ok() {
+            failures.push(format!("{} suite", run.name));
+        }
         let mut line = format!(
             "{} suite: {} passed, {} failed, {} skipped",
             run.name, counts.passed, counts.failed, counts.skipped
@@ -382,10 +533,15 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
         for p in &run.problems {
             line.push_str(&format!(" -- {p}"));
         }
+        for w in &run.warnings {
+            line.push_str(&format!(" -- WARNING: {w}"));
+        }
         println!("{line}");
     }
     if vm_skipped {
         println!("vm suite: SKIPPED");
+        // The clock-changing and enforcement tests are most of what the suite proves.
+        failures.push("the VM suite did not run".into());
     }
     if filtered {
         println!("CG_TEST_FILTER is set: not a full run");
@@ -394,7 +550,12 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
         "{} passed, {} failed, {} skipped",
         total.passed, total.failed, total.skipped
     );
-    Ok(if all_ok { 0 } else { 1 })
+    if failures.is_empty() {
+        Ok(0)
+    } else {
+        println!("FAILED: {}", failures.join("; "));
+        Ok(1)
+    }
 }
 
 struct FuzzResult {
@@ -505,13 +666,81 @@ mod tests {
             SuiteRun::from_lines("vm 6.1".into(), lines, rc, &expected, false)
         };
         assert!(run(&passed, Some(0)).ok());
-        assert!(!run(&passed[..1], Some(0)).ok());
+        // The VM died after the first test: what it printed is still counted.
+        let died = run(&passed[..1], Some(255));
+        assert!(!died.ok());
+        assert_eq!(died.tally().passed, 1);
         // Timed out, or the runner failed although no test did ("no tests found").
         assert_eq!(run(&passed, None).problems, ["timed out"]);
         assert_eq!(
             run(&passed, Some(1)).problems,
             ["the runner exited 1 with no test failed"]
         );
+    }
+
+    #[test]
+    fn a_second_boot_completes_a_suite_whose_guest_died() {
+        let expected = lines("t_00_smoke\nt_70_ntp\nt_80_stall");
+        let first = SuiteRun::from_lines(
+            "vm 6.12".into(),
+            &lines("PASS t_00_smoke (1s)"),
+            Some(255),
+            &expected,
+            false,
+        );
+        assert_eq!(first.not_run(&expected), ["t_70_ntp", "t_80_stall"]);
+        let second = |out: &str, rc| {
+            let second = SuiteRun::from_lines("vm 6.12".into(), &lines(out), rc, &expected, true);
+            SuiteRun::resumed(
+                SuiteRun::from_lines(
+                    "vm 6.12".into(),
+                    &lines("PASS t_00_smoke (1s)"),
+                    Some(255),
+                    &expected,
+                    false,
+                ),
+                second,
+                &expected,
+                false,
+                "died".into(),
+            )
+        };
+        let run = second(
+            "PASS t_70_ntp (1s)\nFAIL t_80_stall (1s)\n1 passed, 1 failed, 0 skipped",
+            Some(1),
+        );
+        assert!(run.problems.is_empty(), "{:?}", run.problems);
+        assert!(!run.ok(), "a failed test still fails");
+        assert_eq!(
+            run.counts.map(|c| (c.passed, c.failed)),
+            Some((2, 1)),
+            "both boots counted"
+        );
+        assert_eq!(run.warnings, ["died"]);
+        let run = second(
+            "PASS t_70_ntp (1s)\nPASS t_80_stall (1s)\n2 passed, 0 failed, 0 skipped",
+            Some(0),
+        );
+        assert!(run.ok());
+        // It died again: the tests it did not reach are missing, and there is no summary.
+        let run = second("PASS t_70_ntp (1s)", Some(255));
+        assert!(!run.ok());
+        assert_eq!(
+            run.problems,
+            [
+                "no summary line: the suite did not finish",
+                "1 of 3 tests did not run: t_80_stall"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_partial_run_says_why() {
+        assert!(partial_run_reasons(false, false, &[]).is_empty());
+        let all = partial_run_reasons(true, true, &["6.12".into()]);
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert!(all[0].contains("--no-vm") && all[1].contains("CG_TEST_FILTER"));
+        assert!(all[2].contains("6.12"));
     }
 
     #[test]

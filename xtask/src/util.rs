@@ -267,6 +267,11 @@ pub fn parse_summary(line: &str) -> Option<Counts> {
 }
 
 /// Seconds from an environment variable, else the default.
+/// Running under CI (`CI` set and not "false" or "0", as CI services and .ci/run set it).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
 pub fn env_secs(var: &str, default: u64) -> u64 {
     std::env::var(var)
         .ok()

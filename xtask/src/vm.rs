@@ -56,6 +56,11 @@ pub struct VmRun {
     /// stdout lines, when captured.
     pub lines: Vec<String>,
     pub elapsed: Duration,
+    /// The guest stopped without handing back its command's exit status (vng's 255): a
+    /// kernel panic, or QEMU died.
+    pub guest_died: bool,
+    /// The guest's kernel console.
+    pub console_log: PathBuf,
 }
 
 /// Boot the VM once on `kernel` and run `command` in it, from the repository root, with CG_BIN_DIR,
@@ -116,7 +121,7 @@ pub fn run_in_vm(kernel: &Kernel, command: &[String], capture: bool) -> Result<V
             .join(" "),
     };
     let script = format!(
-        "export {}; cd {} || exit 125; {}",
+        "{GUEST_PRELUDE} export {}; cd {} || exit 125; {}",
         exports
             .iter()
             .map(|(k, v)| format!("{k}={}", sh_quote(v)))
@@ -126,10 +131,31 @@ pub fn run_in_vm(kernel: &Kernel, command: &[String], capture: bool) -> Result<V
         user_cmd
     );
 
+    // The guest's kernel console (--verbose sends it to vng's stderr) is kept in a file:
+    // when the guest dies (a panic, an oops, QEMU killed) it is the only witness.
+    // Numbered per boot of this xtask run, so a second boot keeps the first one's.
+    let boot = BOOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let console_path = target.join("test-logs").join(format!(
+        "vm-console-{}-boot{boot}.log",
+        file_safe(kernel_label)
+    ));
+    if let Some(dir) = console_path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let console = fs::File::create(&console_path)
+        .with_context(|| format!("cannot create {}", console_path.display()))?;
+
     let mut c = cmd(&vng);
     c.arg("-r")
         .arg(kernel)
         .args([
+            // The kernel console to vng's stderr, but only errors and worse, as `quiet`
+            // would: printing the whole boot log on the emulated UART slows the boot enough
+            // that the kernel can find the vCPUs' TSCs unsynchronised and fall back to hpet.
+            // An oops or panic still prints in full (the kernel turns the console verbose).
+            "--verbose",
+            "--append",
+            "loglevel=4",
             "--disable-kvm",
             "--user",
             "root",
@@ -177,11 +203,10 @@ pub fn run_in_vm(kernel: &Kernel, command: &[String], capture: bool) -> Result<V
             }
         })
     });
-    let err_reader = child.stderr.take().map(|mut err| {
-        std::thread::spawn(move || {
-            let _ = std::io::copy(&mut err, &mut std::io::stderr());
-        })
-    });
+    let err_reader = child
+        .stderr
+        .take()
+        .map(|err| std::thread::spawn(move || split_console(err, console, std::io::stderr())));
 
     let code = loop {
         if let Some(st) = child.try_wait()? {
@@ -210,13 +235,110 @@ pub fn run_in_vm(kernel: &Kernel, command: &[String], capture: bool) -> Result<V
             None => "timed out".into(),
         }
     );
+    // vng answers 255 when the guest stopped without handing back its command's exit status.
+    let guest_died = code == Some(GUEST_DIED);
+    if code.is_none() || guest_died {
+        let why = if guest_died {
+            "the guest stopped without its command's exit status (a kernel panic, or QEMU died)"
+        } else {
+            "the VM was killed after its timeout"
+        };
+        show_console_tail(&console_path, CONSOLE_TAIL_LINES, why);
+    }
     let lines = std::mem::take(&mut *lines.lock().unwrap());
     let _ = fs::remove_dir_all(&pause.dir);
     Ok(VmRun {
         code,
         lines,
         elapsed,
+        guest_died,
+        console_log: console_path,
     })
+}
+
+/// Run in the guest before its command. QEMU's multi-threaded TCG can go on running a stale
+/// translation of kernel text that the other vCPU has just patched with text_poke_bp (seen on
+/// 6.12: "Oops: int3" in __hrtimer_run_queues, a kernel panic, while a daemon attached or
+/// detached its hrtimer hook). Attaching a hook to a tracepoint whose static key is off
+/// patches hot code; so the guest keeps the keys of the hot tracepoints clockguard uses on
+/// for the whole boot, as enabled trace events with tracing off (nothing is recorded), and
+/// attaching or detaching our programs patches nothing there. Real CPUs serialise
+/// text_poke_bp correctly: this is for the emulator only.
+const GUEST_PRELUDE: &str = "t=/sys/kernel/tracing; \
+    mountpoint -q $t || mount -t tracefs nodev $t 2>/dev/null; \
+    echo 0 >$t/tracing_on 2>/dev/null; \
+    for e in timer/hrtimer_expire_entry sched/sched_process_fork sched/sched_process_exec \
+    sched/sched_process_exit; do echo 1 >$t/events/$e/enable 2>/dev/null \
+    || echo \"vm: cannot keep tracepoint $e enabled\" >&2; done;";
+
+/// Boots so far in this process (names the console logs).
+static BOOTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// vng's exit status when the guest wrote no exit status of its command.
+const GUEST_DIED: i32 = 255;
+
+/// How much of the guest's kernel console to show when the guest died.
+const CONSOLE_TAIL_LINES: usize = 80;
+
+/// Reads vng's stderr, where the guest's kernel console and its command's stderr meet:
+/// every line goes to `console`, and the lines that are not kernel messages are echoed to
+/// `echo` (the command's own errors stay visible; the boot log does not flood the output).
+fn split_console(from: impl std::io::Read, mut console: fs::File, mut echo: impl Write) {
+    for line in BufReader::new(from).split(b'\n').map_while(Result::ok) {
+        let _ = console.write_all(&line);
+        let _ = console.write_all(b"\n");
+        let text = String::from_utf8_lossy(&line);
+        if !is_kernel_console_line(&text) {
+            let _ = writeln!(echo, "{}", text.trim_end_matches('\r'));
+        }
+    }
+}
+
+/// A printk line as Debian's kernels (CONFIG_PRINTK_TIME=y) print it: "[   12.345678] ...".
+fn is_kernel_console_line(line: &str) -> bool {
+    let Some(rest) = line.trim_start_matches('\r').strip_prefix('[') else {
+        return false;
+    };
+    let Some((stamp, _)) = rest.split_once(']') else {
+        return false;
+    };
+    let stamp = stamp.trim_start();
+    match stamp.split_once('.') {
+        Some((secs, frac)) => {
+            !secs.is_empty()
+                && !frac.is_empty()
+                && secs.bytes().all(|b| b.is_ascii_digit())
+                && frac.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
+fn show_console_tail(path: &std::path::Path, lines: usize, why: &str) {
+    let text = fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    eprintln!(
+        "vm: {why}; the last {} lines of its kernel console ({}):",
+        lines.min(all.len()),
+        path.display()
+    );
+    for line in &all[all.len().saturating_sub(lines)..] {
+        eprintln!("    {}", line.trim_end_matches('\r'));
+    }
+}
+
+fn file_safe(label: &str) -> String {
+    label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Pauses the whole VM from outside on the guest's request, as a host under load, a live
@@ -282,4 +404,54 @@ impl PauseService {
 pub fn vm(command: &[String]) -> Result<i32> {
     let r = run_in_vm(&crate::kernels::default_kernel()?, command, false)?;
     Ok(r.code.unwrap_or(124))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_console_lines_are_told_from_command_stderr() {
+        assert!(is_kernel_console_line(
+            "[    0.000000] Linux version 6.12.117"
+        ));
+        assert!(is_kernel_console_line(
+            "[12345.678901] BUG: kernel NULL pointer"
+        ));
+        assert!(is_kernel_console_line("\r[    3.1] x"));
+        assert!(!is_kernel_console_line("run-suite: no tests found"));
+        assert!(!is_kernel_console_line("[run-suite] timed out after 300s"));
+        assert!(!is_kernel_console_line("[ 12.] half a stamp"));
+        assert!(!is_kernel_console_line("[1.5 no closing bracket"));
+        assert!(!is_kernel_console_line(""));
+    }
+
+    #[test]
+    fn console_keeps_every_line_and_echoes_only_the_command_s() {
+        let dir = std::env::temp_dir().join(format!("xtask-console-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("console.log");
+        let input = "[    1.000000] booting\nerror: from the command\n[    2.5] panic\n";
+        let mut echoed = Vec::new();
+        split_console(
+            input.as_bytes(),
+            fs::File::create(&path).unwrap(),
+            &mut echoed,
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), input);
+        assert_eq!(
+            String::from_utf8(echoed).unwrap(),
+            "error: from the command\n"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn console_file_names_are_plain() {
+        assert_eq!(file_safe("6.12"), "6.12");
+        assert_eq!(
+            file_safe("/boot/vmlinuz-6.1.0-50-amd64"),
+            "_boot_vmlinuz-6.1.0-50-amd64"
+        );
+    }
 }
