@@ -154,10 +154,40 @@ struct DaemonArgs {
     config: Option<PathBuf>,
 }
 
+/// `println!` for the CLI's output: a write error goes back to the caller (`?`), and a reader
+/// that went away (`clockguard status | head -3`) ends the command quietly in `main`, where
+/// `println!` would panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(io::stdout(), $($arg)*).map_err(stdout_error)?
+    };
+}
+
+/// Whoever read our stdout closed it: not an error of ours.
+#[derive(Debug)]
+struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout was closed by its reader")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+fn stdout_error(err: io::Error) -> anyhow::Error {
+    if err.kind() == io::ErrorKind::BrokenPipe {
+        anyhow::Error::new(StdoutClosed)
+    } else {
+        anyhow::Error::new(err).context("cannot write to stdout")
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => code,
+        Err(err) if err.chain().any(|e| e.is::<StdoutClosed>()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("clockguard: {err:#}");
             ExitCode::from(1)
@@ -231,19 +261,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             let request = json!({"cmd": "events", "follow": follow});
             let mut out = io::stdout().lock();
             if !json {
-                writeln!(out, "{}", audit_header())?;
+                writeln!(out, "{}", audit_header()).map_err(stdout_error)?;
             }
             runtime()?.block_on(control::request(&cfg.runtime_dir, &request, |line| {
-                if json {
-                    writeln!(out, "{line}")?;
+                let written = if json {
+                    writeln!(out, "{line}")
                 } else {
                     match serde_json::from_str::<Record>(line) {
-                        Ok(r) => writeln!(out, "{}", audit_row(&r))?,
-                        Err(_) => writeln!(out, "# {line}")?,
+                        Ok(r) => writeln!(out, "{}", audit_row(&r)),
+                        Err(_) => writeln!(out, "# {line}"),
                     }
-                }
-                out.flush()?;
-                Ok(())
+                };
+                written.and_then(|()| out.flush()).map_err(stdout_error)
             }))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -272,7 +301,7 @@ fn reload(daemon: &DaemonArgs) -> Result<ExitCode> {
             keys.join(", ")
         }
     };
-    println!(
+    outln!(
         "reloaded {}: applied {}; at the next restart: {}",
         answer["config"].as_str().unwrap_or("?"),
         list("applied"),
@@ -326,15 +355,15 @@ fn run_check(daemon: &DaemonArgs, json: bool) -> Result<ExitCode> {
     let findings = check::run(&facts);
     let overall = check::overall(&findings);
     if json {
-        println!("{}", json!({ "overall": overall, "findings": findings }));
+        outln!("{}", json!({ "overall": overall, "findings": findings }));
     } else {
         for f in &findings {
-            println!("{:<4}  {:<17} {}", f.verdict.as_str(), f.check, f.message);
+            outln!("{:<4}  {:<17} {}", f.verdict.as_str(), f.check, f.message);
             if let Some(remedy) = &f.remedy {
-                println!("{:<4}  {:<17} remedy: {remedy}", "", "");
+                outln!("{:<4}  {:<17} remedy: {remedy}", "", "");
             }
         }
-        println!("overall: {}", overall.as_str());
+        outln!("overall: {}", overall.as_str());
     }
     Ok(match overall {
         check::Verdict::Fail => ExitCode::from(2),
@@ -358,7 +387,7 @@ fn service_check(daemon: &DaemonArgs, name: &str) -> Result<ExitCode> {
             }
         );
     };
-    println!("{}", service_line(service));
+    outln!("{}", service_line(service));
     Ok(match service["state"].as_str() {
         Some("fault") => ExitCode::from(1),
         _ => ExitCode::SUCCESS,
@@ -399,13 +428,18 @@ fn service_line(s: &Value) -> String {
 }
 
 /// One request with a one-object answer, printed as JSON or by `print`.
-fn ask(daemon: &DaemonArgs, cmd: &str, json: bool, print: fn(&Value)) -> Result<ExitCode> {
+fn ask(
+    daemon: &DaemonArgs,
+    cmd: &str,
+    json: bool,
+    print: fn(&Value) -> Result<()>,
+) -> Result<ExitCode> {
     let cfg = dirs(daemon.config.as_deref(), None, daemon.runtime_dir.clone())?;
     let answer = query(&cfg.runtime_dir, cmd)?;
     if json {
-        println!("{answer}");
+        outln!("{answer}");
     } else {
-        print(&answer);
+        print(&answer)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -438,25 +472,18 @@ fn require_journal(state_dir: &Path) -> Result<()> {
 /// daemon that writes them (removing the last records leaves a chain that is intact).
 fn audit_verify(state_dir: &Path, runtime_dir: &Path) -> Result<ExitCode> {
     require_journal(state_dir)?;
-    let mut found = journal::verify(state_dir)?;
-    match query(runtime_dir, "status") {
-        Ok(status) => compare_with_daemon_head(state_dir, &status, &mut found),
-        Err(_) => found.notes.push(format!(
-            "no daemon answers in {}: the end of the journal is not compared with its head",
-            runtime_dir.display()
-        )),
-    }
+    let found = verify_against_daemon(state_dir, runtime_dir)?;
     for note in &found.notes {
-        println!("note: {note}");
+        outln!("note: {note}");
     }
     for failure in &found.failures {
-        println!("FAIL: {failure}");
+        outln!("FAIL: {failure}");
     }
     let span = match &found.last {
         Some((seq, hash)) => format!(", the last seq {seq} (hash {hash})"),
         None => String::new(),
     };
-    println!(
+    outln!(
         "journal {}: {} file(s), {} records ({} chained){span}: {}",
         state_dir.display(),
         found.files,
@@ -473,6 +500,46 @@ fn audit_verify(state_dir: &Path, runtime_dir: &Path) -> Result<ExitCode> {
     } else {
         ExitCode::from(2)
     })
+}
+
+/// Reads the journal between two looks at the running daemon's head. The daemon appends to
+/// the file before it moves its head, so when the head did not move meanwhile, the files
+/// must end exactly there; when it did (a record was written while we read), read again.
+fn verify_against_daemon(state_dir: &Path, runtime_dir: &Path) -> Result<journal::Verification> {
+    const ATTEMPTS: usize = 5;
+    let head = |status: &Value| {
+        (
+            status["journal"]["head_seq"].as_u64(),
+            status["journal"]["head_hash"].as_str().map(str::to_string),
+        )
+    };
+    for attempt in 1..=ATTEMPTS {
+        let Ok(before) = query(runtime_dir, "status") else {
+            let mut found = journal::verify(state_dir)?;
+            found.notes.push(format!(
+                "no daemon answers in {}: the end of the journal is not compared with its head",
+                runtime_dir.display()
+            ));
+            return Ok(found);
+        };
+        let mut found = journal::verify(state_dir)?;
+        let after = query(runtime_dir, "status").ok();
+        if after
+            .as_ref()
+            .is_some_and(|after| head(after) == head(&before))
+        {
+            compare_with_daemon_head(state_dir, &before, &mut found);
+            return Ok(found);
+        }
+        if attempt == ATTEMPTS {
+            found.notes.push(format!(
+                "the daemon wrote records while the journal was read, {ATTEMPTS} times: the \
+                 end of the journal is not compared with its head"
+            ));
+            return Ok(found);
+        }
+    }
+    unreachable!("the last attempt returns")
 }
 
 fn compare_with_daemon_head(state_dir: &Path, status: &Value, found: &mut journal::Verification) {
@@ -516,7 +583,7 @@ fn audit(state_dir: &Path, since: Option<&str>, json: bool) -> Result<ExitCode> 
     require_journal(state_dir)?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     if !json {
-        writeln!(out, "{}", audit_header())?;
+        writeln!(out, "{}", audit_header()).map_err(stdout_error)?;
     }
     let mut write_error = None;
     let problems = journal::read_records(state_dir, |r| {
@@ -540,14 +607,14 @@ fn audit(state_dir: &Path, since: Option<&str>, json: bool) -> Result<ExitCode> 
             write_error = Some(err);
         }
     })?;
-    out.flush()?;
+    let flushed = out.flush();
     for problem in &problems {
         eprintln!("clockguard: warning: {problem}");
     }
-    match write_error {
-        // A closed pipe (`| head`) is not an error.
-        Some(err) if err.kind() != io::ErrorKind::BrokenPipe => Err(err.into()),
-        _ => Ok(ExitCode::SUCCESS),
+    // A closed pipe (`| head`) ends the command quietly (main).
+    match write_error.map_or(flushed, Err) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(err) => Err(stdout_error(err)),
     }
 }
 
@@ -588,9 +655,9 @@ fn audit_row(r: &Record) -> String {
     )
 }
 
-fn print_status(s: &Value) {
+fn print_status(s: &Value) -> Result<()> {
     let text = |v: &Value| v.as_str().unwrap_or("?").to_string();
-    println!(
+    outln!(
         "clockguard {} (pid {}), mode {}, up {:.0} s, config: {}",
         text(&s["version"]),
         s["pid"],
@@ -598,7 +665,7 @@ fn print_status(s: &Value) {
         s["uptime_s"].as_f64().unwrap_or(0.0),
         text(&s["config"])
     );
-    println!(
+    outln!(
         "enforcement: {} ({})",
         if s["enforcement"]["active"].as_bool() == Some(true) {
             "ON"
@@ -609,7 +676,7 @@ fn print_status(s: &Value) {
     );
     let ntp = &s["ntp"];
     if ntp["running"].as_bool() == Some(true) {
-        println!(
+        outln!(
             "ntp: {} ({} servers, {} pools{}); `clockguard tracking` and `sources` for details",
             if ntp["disciplining"].as_bool() == Some(true) {
                 "disciplining the clock, slew only"
@@ -625,16 +692,16 @@ fn print_status(s: &Value) {
         );
     }
     if let Some(err) = s["ebpf_load_error"].as_str() {
-        println!("eBPF: not loaded: {err}");
+        outln!("eBPF: not loaded: {err}");
     }
     if let Some(dir) = s["enforcement"]["pinned"].as_str() {
-        println!("guard pinned in {dir}: it stays in force if the daemon dies");
+        outln!("guard pinned in {dir}: it stays in force if the daemon dies");
     }
     if let Some(why) = s["enforcement"]["not_pinned_because"].as_str() {
-        println!("guard NOT pinned: {why}");
+        outln!("guard NOT pinned: {why}");
     }
-    println!("journal: {}", text(&s["journal"]["path"]));
-    println!(
+    outln!("journal: {}", text(&s["journal"]["path"]));
+    outln!(
         "kernel {}; active LSMs: {} (from {})",
         text(&s["kernel_release"]),
         s["lsms"]["list"]
@@ -643,8 +710,8 @@ fn print_status(s: &Value) {
             .unwrap_or_else(|| "unknown".into()),
         text(&s["lsms"]["source"])
     );
-    println!();
-    println!("{:<26} {:<11} {:<13} DETAIL", "HOOK", "KIND", "STATE");
+    outln!();
+    outln!("{:<26} {:<11} {:<13} DETAIL", "HOOK", "KIND", "STATE");
     for hook in s["hooks"].as_array().into_iter().flatten() {
         let flag = |key: &str| hook[key].as_bool() == Some(true);
         let replaced_by = hook["replaced_by"].as_str();
@@ -661,7 +728,7 @@ fn print_status(s: &Value) {
             (None, Some(error)) => error.lines().next().unwrap_or("").to_string(),
             (None, None) => text(&hook["target"]),
         };
-        println!(
+        outln!(
             "{:<26} {:<11} {:<13} {}",
             text(&hook["name"]),
             text(&hook["kind"]),
@@ -669,31 +736,32 @@ fn print_status(s: &Value) {
             detail
         );
     }
-    println!();
+    outln!();
     let num = |v: &Value| {
         v.as_u64()
             .map(|n| n.to_string())
             .unwrap_or_else(|| "?".into())
     };
-    println!(
+    outln!(
         "clock syscalls seen: {}   read-only adjtimex counted: {}   ring buffer drops: {}",
         num(&s["kernel"]["clock_syscalls"]),
         num(&s["kernel"]["readonly_adjtimex"]),
         num(&s["ring_buffer_drops"])
     );
-    println!(
+    outln!(
         "records journaled: {}   unexplained jumps (fallback): {}",
         num(&s["daemon"]["records_journaled"]),
         num(&s["daemon"]["fallback_unexplained"])
     );
-    print_timers(&s["timers"], &s["vm"]);
+    print_timers(&s["timers"], &s["vm"])?;
     let services = s["services"].as_array().cloned().unwrap_or_default();
     if !services.is_empty() {
-        println!();
+        outln!();
         for service in &services {
-            println!("service {}", service_line(service));
+            outln!("service {}", service_line(service));
         }
     }
+    Ok(())
 }
 
 /// A duration in ns as the unit that reads best.
@@ -706,11 +774,11 @@ fn duration_ns(v: &Value) -> String {
     }
 }
 
-fn print_timers(timers: &Value, vm: &Value) {
+fn print_timers(timers: &Value, vm: &Value) -> Result<()> {
     let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
     let lateness = &timers["lateness"];
     if lateness.is_object() {
-        println!(
+        outln!(
             "timer lateness: p50 <= {}  p99 <= {}  p99.9 <= {}  max <= {}  ({} expiries)",
             duration_ns(&lateness["p50_le_ns"]),
             duration_ns(&lateness["p99_le_ns"]),
@@ -719,11 +787,11 @@ fn print_timers(timers: &Value, vm: &Value) {
             lateness["expiries"]
         );
     } else {
-        println!("timer lateness: unknown (the hrtimer hook is not attached)");
+        outln!("timer lateness: unknown (the hrtimer hook is not attached)");
     }
     let found = &timers["found"];
     let last = &found["last_stall"];
-    println!(
+    outln!(
         "stalls: {}{}   suspends: {}   clocksource switches: {}   clocksource jumps: {}",
         found["stalls"],
         if last.is_object() {
@@ -746,7 +814,7 @@ fn print_timers(timers: &Value, vm: &Value) {
         .flatten()
         .filter_map(Value::as_str)
         .collect();
-    println!(
+    outln!(
         "machine: {}, clocksource {} (available: {}), time agents: {}",
         match vm["hypervisor"].as_str() {
             Some(h) => format!("{h} virtual machine"),
@@ -766,6 +834,7 @@ fn print_timers(timers: &Value, vm: &Value) {
             agents.join(", ")
         }
     );
+    Ok(())
 }
 
 /// Seconds with a sign and the unit that reads best (chronyc prints seconds too).
@@ -778,11 +847,11 @@ fn seconds(v: &Value) -> String {
     }
 }
 
-fn print_tracking(t: &Value) {
+fn print_tracking(t: &Value) -> Result<()> {
     let text = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| "-".into());
     let ppm = |v: &Value| v.as_f64().map_or("-".into(), |p| format!("{p:+.3} ppm"));
     let synced = t["synchronized"].as_bool() == Some(true);
-    println!(
+    outln!(
         "Reference         : {} ({}){}",
         text(&t["reference"]),
         text(&t["reference_address"]),
@@ -792,30 +861,30 @@ fn print_tracking(t: &Value) {
             format!(", NOT synchronised: {}", text(&t["unsynchronized_reason"]))
         }
     );
-    println!("Stratum           : {}", t["stratum"]);
-    println!("Ref time (UTC)    : {}", text(&t["ref_time"]));
-    println!(
+    outln!("Stratum           : {}", t["stratum"]);
+    outln!("Ref time (UTC)    : {}", text(&t["ref_time"]));
+    outln!(
         "System time       : {} (positive: the clock is ahead of NTP time)",
         seconds(&t["offset_s"])
     );
-    println!("Last offset       : {}", seconds(&t["last_offset_s"]));
-    println!(
+    outln!("Last offset       : {}", seconds(&t["last_offset_s"]));
+    outln!(
         "RMS offset        : {}",
         seconds(&t["rms_offset_s"]).trim_start_matches('+')
     );
-    println!(
+    outln!(
         "Frequency         : {} (kernel, against the raw clock)",
         ppm(&t["frequency_ppm"])
     );
-    println!("Residual freq     : {}", ppm(&t["residual_freq_ppm"]));
-    println!("Skew              : {}", ppm(&t["skew_ppm"]));
-    println!("Root delay        : {}", seconds(&t["root_delay_s"]));
-    println!("Root dispersion   : {}", seconds(&t["root_dispersion_s"]));
-    println!("Update interval   : {}", seconds(&t["update_interval_s"]));
-    println!("Leap status       : {}", text(&t["leap_status"]));
+    outln!("Residual freq     : {}", ppm(&t["residual_freq_ppm"]));
+    outln!("Skew              : {}", ppm(&t["skew_ppm"]));
+    outln!("Root delay        : {}", seconds(&t["root_delay_s"]));
+    outln!("Root dispersion   : {}", seconds(&t["root_dispersion_s"]));
+    outln!("Update interval   : {}", seconds(&t["update_interval_s"]));
+    outln!("Leap status       : {}", text(&t["leap_status"]));
     let last = &t["last_convergence"];
     if last.is_object() {
-        println!(
+        outln!(
             "Last convergence  : {} to within 1 ms in {:.1} s (done {})",
             seconds(&last["from_offset_s"]),
             last["took_s"].as_f64().unwrap_or(0.0),
@@ -824,17 +893,18 @@ fn print_tracking(t: &Value) {
     }
     let slew = &t["slew"];
     if t["disciplining"].as_bool() == Some(true) {
-        println!(
+        outln!(
             "Slewing           : {} left at {} (never a step)",
             seconds(&(slew["remaining_ns"].as_f64().map(|n| n / 1e9).into())),
             ppm(&slew["rate_ppm"])
         );
     } else {
-        println!("Slewing           : no (observe mode: measuring only)");
+        outln!("Slewing           : no (observe mode: measuring only)");
     }
+    Ok(())
 }
 
-fn print_sources(s: &Value) {
+fn print_sources(s: &Value) -> Result<()> {
     let rows: Vec<&Value> = s["sources"].as_array().into_iter().flatten().collect();
     // "name (address)", or the address alone when the name is that address.
     let names: Vec<String> = rows
@@ -855,12 +925,19 @@ fn print_sources(s: &Value) {
         .max()
         .unwrap_or(0)
         .max(24);
-    println!(
+    outln!(
         "{:<14} {:<width$} {:>2} {:>4} {:>5} {:>6}  {:>14} {:>12}",
-        "STATE", "NAME/ADDRESS", "ST", "POLL", "REACH", "LASTRX", "OFFSET", "+/- ERROR"
+        "STATE",
+        "NAME/ADDRESS",
+        "ST",
+        "POLL",
+        "REACH",
+        "LASTRX",
+        "OFFSET",
+        "+/- ERROR"
     );
     for (row, name) in rows.iter().zip(&names) {
-        println!(
+        outln!(
             "{:<14} {:<width$} {:>2} {:>4} {:>5} {:>6}  {:>14} {:>12}",
             row["state"].as_str().unwrap_or("?"),
             name,
@@ -877,8 +954,9 @@ fn print_sources(s: &Value) {
         );
     }
     for name in s["unresolved"].as_array().into_iter().flatten() {
-        println!("{:<14} {}", "unresolved", name.as_str().unwrap_or("?"));
+        outln!("{:<14} {}", "unresolved", name.as_str().unwrap_or("?"));
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -53,6 +53,24 @@ own=$("$CG" audit --json --state-dir "$STATE" | jq -c --argjson p "$daemon" 'sel
 [[ "$own" -eq 0 ]] || { echo "clockguard journaled $own of its own reads"; exit 1; }
 "$CG" status --json --runtime-dir "$RUNTIME" | jq -e '.daemon.own_reads_not_journaled >= 2' >/dev/null \
     || { echo "own reads not counted: $("$CG" status --json --runtime-dir "$RUNTIME" | jq -c .daemon)"; exit 1; }
+# A reader that closed its end (`| head -1` once it has its line): the command ends quietly,
+# exit status 0 and nothing on stderr (no "failed printing to stdout" panic). The pipe's read
+# end is closed before the command starts, so its first write fails with EPIPE.
+closed_stdout() {
+    python3 -c '
+import os, subprocess, sys
+r, w = os.pipe()
+os.close(r)
+p = subprocess.run(sys.argv[1:], stdout=w, stderr=subprocess.PIPE)
+print(p.returncode, p.stderr.decode(errors="replace").strip())
+' "$@"
+}
+for args in "status" "status --json" "audit" "audit --json"; do
+    # shellcheck disable=SC2086
+    case "$args" in audit*) dir=(--state-dir "$STATE") ;; *) dir=(--runtime-dir "$RUNTIME") ;; esac
+    got=$(closed_stdout "$CG" $args "${dir[@]}")
+    [[ "$got" == "0 " || "$got" == "0" ]] || { echo "clockguard $args into a closed pipe: $got"; exit 1; }
+done
 # A config typo is refused with its line, and the daemon does not start.
 printf '[audit]\njournal_reads = true\n' >"$CG_TEST_TMP/bad.toml"
 if out=$("$CG" run --config "$CG_TEST_TMP/bad.toml" --state-dir "$STATE" --runtime-dir "$CG_TEST_TMP/run2" 2>&1); then
