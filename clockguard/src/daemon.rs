@@ -13,6 +13,8 @@ use tokio::{
     sync::{broadcast, mpsc},
 };
 
+use clockguard_core::correlation::{jump_cause, service_trigger};
+
 use crate::{
     bpf::{self, HookStatus, LoadOptions, Probes},
     clock,
@@ -24,7 +26,7 @@ use crate::{
     journal::Journal,
     kmsg::{self, ClockMessage},
     ntp,
-    record::{self, Record},
+    record::{self, Record, Source, Verdict},
     service_io::{self, ProcessInfo},
     services::{self, CheckOutcome, Tracker},
     slew::{LinuxClock, SlewConfig, SlewHandle},
@@ -109,42 +111,6 @@ struct Stats {
     jumps: std::collections::BTreeMap<String, u64>,
     /// Track files that could not be written.
     track_file_errors: u64,
-}
-
-/// Why a journaled record counts as a time jump (for the metrics and the failover), or
-/// None: a step that really moved the clock (`step`), an in-kernel one (`kernel`: leap
-/// second, RTC sleep-time injection), one no hook explained (`unexplained`), and the timers' findings by
-/// cause (`vm_paused`, `suspend`, ...). A refused step moved nothing: it is not one.
-fn jump_cause(record: &Record) -> Option<String> {
-    match record.source.as_str() {
-        "timers" if record.kind == "stall" => record.cause.clone(),
-        // A switch or the watchdog's verdict moves no clock by itself.
-        "timers"
-            if !matches!(
-                record.kind.as_str(),
-                "clocksource_change" | "clocksource_unstable"
-            ) =>
-        {
-            Some(record.kind.clone())
-        }
-        "fallback" => Some("unexplained".into()),
-        "kernel" if record.delta_ns.is_some_and(|d| d != 0) => Some("kernel".into()),
-        "syscall" if record.kind == "step" && record.delta_ns.is_some_and(|d| d != 0) => {
-            Some("step".into())
-        }
-        _ => None,
-    }
-}
-
-/// Why a journaled record may explain a tracked service's death: a time jump, or a
-/// refused step (the guard stopped it, but whatever it asked for may still be slewed in).
-fn service_trigger(record: &Record) -> Option<String> {
-    jump_cause(record).or_else(|| {
-        let refused = record.source == "syscall"
-            && record.kind == "step"
-            && matches!(record.verdict.as_str(), "denied" | "slewed");
-        refused.then(|| "refused_step".to_string())
-    })
 }
 
 /// How often tracked services' processes are scanned (and, for a service without a probe,
@@ -913,7 +879,7 @@ impl Daemon {
                 self.stats.own_reads_not_journaled += 1;
                 continue;
             }
-            if record.verdict == "denied"
+            if record.verdict == Verdict::Denied
                 && event.guard.class == clockguard_ebpf::CLASS_SLEW_INSTEAD
             {
                 self.slew_instead(&mut record).await;
@@ -942,14 +908,14 @@ impl Daemon {
         let wall = jump.seen_mono_ns + clock::realtime_minus_monotonic_ns();
         let record = Record {
             time: record::rfc3339_ns(wall),
-            source: "fallback".into(),
+            source: Source::Fallback,
             syscall: None,
             clock: Some("CLOCK_REALTIME".into()),
             kind: "step".into(),
             requested: json!({}),
             delta_ns: Some(unexplained),
             result: "0".into(),
-            verdict: "observed".into(),
+            verdict: Verdict::Observed,
             clock_was_set: true,
             ..Default::default()
         };
@@ -1023,7 +989,7 @@ impl Daemon {
                 tracing::warn!("the kernel: {}", message.text);
                 records.push(Record {
                     time: record::rfc3339_ns(clock::realtime_ns()),
-                    source: "timers".into(),
+                    source: Source::Timers,
                     kind: "clocksource_unstable".into(),
                     cause: Some(message.kind.into()),
                     detail: Some(json!({
@@ -1034,7 +1000,7 @@ impl Daemon {
                     })),
                     requested: json!({}),
                     result: "0".into(),
-                    verdict: "observed".into(),
+                    verdict: Verdict::Observed,
                     ..Default::default()
                 });
             }
@@ -1147,7 +1113,7 @@ impl Daemon {
                             .map(|c| format!(" (cause: {c})"))
                             .unwrap_or_default(),
                     );
-                    if record.verdict == "fault" {
+                    if record.verdict == Verdict::Fault {
                         tracing::warn!("{line}");
                     } else {
                         tracing::info!("{line}");
@@ -1413,7 +1379,7 @@ impl Daemon {
         let pending = slew.status().remaining_ns;
         match slew.replace(requested).await {
             Ok(status) => {
-                record.verdict = "slewed".into();
+                record.verdict = Verdict::Slewed;
                 record.slew = Some(json!({
                     "correction_ns": requested,
                     "replaced_pending_ns": pending,
@@ -1560,7 +1526,7 @@ fn notify_env(service: &str, record: &Record) -> Vec<(String, String)> {
     let mut env = vec![
         ("CLOCKGUARD_SERVICE", service.to_string()),
         ("CLOCKGUARD_EVENT", record.kind.clone()),
-        ("CLOCKGUARD_VERDICT", record.verdict.clone()),
+        ("CLOCKGUARD_VERDICT", record.verdict.to_string()),
         ("CLOCKGUARD_RESULT", record.result.clone()),
         ("CLOCKGUARD_TIME", record.time.clone()),
         (
@@ -1591,11 +1557,11 @@ fn notify_env(service: &str, record: &Record) -> Vec<(String, String)> {
 fn daemon_record(kind: &str, detail: Value) -> Record {
     Record {
         time: record::rfc3339_ns(clock::realtime_ns()),
-        source: "daemon".into(),
+        source: Source::Daemon,
         kind: kind.into(),
         detail: Some(detail),
         result: "0".into(),
-        verdict: "observed".into(),
+        verdict: Verdict::Observed,
         ..Default::default()
     }
 }

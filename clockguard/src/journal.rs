@@ -461,14 +461,15 @@ fn chain_break(before: u64, seq: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::{Source, Verdict};
 
     fn rec(comm: &str) -> Record {
         Record {
             time: "2026-11-22T00:00:00.000000000Z".into(),
-            source: "syscall".into(),
+            source: Source::Syscall,
             kind: "step".into(),
             result: "0".into(),
-            verdict: "observed".into(),
+            verdict: Verdict::Observed,
             comm: Some(comm.into()),
             ..Default::default()
         }

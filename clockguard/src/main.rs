@@ -980,4 +980,22 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
     }
+
+    /// `clockguard audit` prints the golden journal as the clockguard of before the typed
+    /// record did (its output, recorded 2026-12-05, is golden/audit.txt).
+    #[test]
+    fn audit_table_is_unchanged() {
+        let records = include_str!("../core/tests/golden/records.jsonl");
+        let golden = include_str!("../core/tests/golden/audit.txt");
+        let mut printed = vec![audit_header()];
+        for line in records.lines() {
+            let record: Record = serde_json::from_str(line).unwrap();
+            printed.push(audit_row(&record));
+        }
+        let golden: Vec<&str> = golden.lines().collect();
+        assert_eq!(printed.len(), golden.len());
+        for (n, (now, then)) in printed.iter().zip(golden).enumerate() {
+            assert_eq!(now, then, "line {} of the audit table", n + 1);
+        }
+    }
 }

@@ -2,93 +2,9 @@
 //! `ClockEvent`. Pure code: no I/O, so the whole decoding is unit-tested.
 
 use clockguard_ebpf::{self as abi, c_str_bytes, ClockEvent};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-/// One line of the journal. Unknown values are `null`, never dropped.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Record {
-    /// Position in the journal, counting from 1 across rotations and restarts.
-    pub seq: u64,
-    /// When the change was made (RFC 3339 with ns, UTC), on the clock as it was before it.
-    pub time: String,
-    /// `syscall`, `kernel` (clock_was_set outside a traced syscall), `fallback` (the
-    /// userspace detector saw a jump no hook explained), `timers` (a stall, suspend or
-    /// clocksource event), `service` (a tracked service) or `daemon` (clockguard's own
-    /// acts: a configuration reload).
-    pub source: String,
-    pub syscall: Option<String>,
-    pub clock: Option<String>,
-    /// step | slew | frequency | tick | status | params | tai | tz | read | unknown; from the
-    /// timers: stall | suspend | clocksource_change | clocksource_jump; from the daemon: reload
-    pub kind: String,
-    /// Why time moved, when clockguard can tell (timers: vm_paused, hypervisor_steal,
-    /// machine_stall, cpu_stall, ...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cause: Option<String>,
-    /// The measurements behind a timers record (CPUs, steal, late timers, ...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<Value>,
-    /// The requested value, as the caller passed it (see `requested_json`).
-    pub requested: Value,
-    /// The measured jump of CLOCK_REALTIME against CLOCK_MONOTONIC across the change, in ns;
-    /// null when it cannot be measured.
-    pub delta_ns: Option<i64>,
-    /// The step the caller asked for, in ns: the requested time minus the clock at the call
-    /// (settimeofday, clock_settime), or the ADJ_SETOFFSET offset. Null when not a step.
-    #[serde(default)]
-    pub requested_delta_ns: Option<i64>,
-    /// "0" or the errno name ("EINVAL", "EPERM").
-    pub result: String,
-    /// observed: no guard decision (not a step, or no guard hook) | allowed | denied (the
-    /// caller got EPERM) | slewed (denied, and clockguard slews the requested delta in
-    /// instead) | would-deny (observe mode: guard mode would have refused it)
-    pub verdict: String,
-    /// The guard's judgement: {"class": allow|slew_instead|self|other, "judged":
-    /// step|discipline}, when a guard hook ran.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guard: Option<Value>,
-    /// What the slew engine did with a refused step of a `slew_instead` agent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub slew: Option<Value>,
-    /// The kernel ran clock_was_set(): CLOCK_REALTIME really moved.
-    pub clock_was_set: bool,
-    pub pid: Option<u32>,
-    pub tid: Option<u32>,
-    pub uid: Option<u32>,
-    pub user: Option<String>,
-    pub comm: Option<String>,
-    pub exe: Option<String>,
-    pub cmdline: Option<String>,
-    pub ppid: Option<u32>,
-    pub parent_comm: Option<String>,
-    /// Ancestors from the parent up (a few levels), as far as they are still alive.
-    #[serde(default)]
-    pub parents: Vec<Ancestor>,
-    pub cgroup: Option<String>,
-    pub unit: Option<String>,
-    /// Kernel stack (function names) for in-kernel changes.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub stack: Vec<String>,
-    /// The hash chain (journal.rs): `hash` of the record before this one, and this
-    /// record's own SHA-256 (hex) over its line up to `hash`, `prev` included. Always the
-    /// last two fields, so the line's bytes are what is hashed, not a re-serialisation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prev: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hash: Option<String>,
-    /// CLOCK_MONOTONIC ns when the change was made (the kernel's clock), for correlating
-    /// it with other kernel events in the daemon; not journaled.
-    #[serde(skip)]
-    pub mono_ns: Option<i64>,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct Ancestor {
-    pub pid: u32,
-    pub comm: Option<String>,
-    pub exe: Option<String>,
-}
+pub use clockguard_core::record::{Ancestor, Record, Source, Verdict};
 
 use abi::{
     ADJ_ADJTIME, ADJ_ESTERROR, ADJ_FREQUENCY, ADJ_MAXERROR, ADJ_MICRO, ADJ_NANO, ADJ_OFFSET,
@@ -443,14 +359,14 @@ pub fn requested_delta_ns(event: &ClockEvent, wall_ns: i64) -> Option<i64> {
     None
 }
 
-/// The verdict the kernel's guard hooks recorded (see `Record::verdict`); the daemon turns
-/// "denied" into "slewed" when it slews the request in.
-pub fn verdict(event: &ClockEvent) -> &'static str {
+/// The verdict the kernel's guard hooks recorded; the daemon turns `Denied` into `Slewed`
+/// when it slews the request in.
+pub fn verdict(event: &ClockEvent) -> Verdict {
     match event.guard.action {
-        abi::GUARD_ALLOWED => "allowed",
-        abi::GUARD_DENIED => "denied",
-        abi::GUARD_WOULD_DENY => "would-deny",
-        _ => "observed",
+        abi::GUARD_ALLOWED => Verdict::Allowed,
+        abi::GUARD_DENIED => Verdict::Denied,
+        abi::GUARD_WOULD_DENY => Verdict::WouldDeny,
+        _ => Verdict::Observed,
     }
 }
 
@@ -504,7 +420,11 @@ pub fn decode(event: &ClockEvent, tai_offset_s: i64, tai_change_s: i64) -> Recor
     Record {
         seq: 0,
         time: rfc3339_ns(wall_ns),
-        source: if is_kernel { "kernel" } else { "syscall" }.into(),
+        source: if is_kernel {
+            Source::Kernel
+        } else {
+            Source::Syscall
+        },
         syscall: syscall_name(event.syscall).map(String::from),
         clock: Some(clock_name(event.clock_id)),
         kind: event_kind(event).into(),
@@ -521,7 +441,7 @@ pub fn decode(event: &ClockEvent, tai_offset_s: i64, tai_change_s: i64) -> Recor
         delta_ns: measured_delta_ns(event, tai_change_s),
         requested_delta_ns: requested_delta_ns(event, wall_ns),
         result: result_name(event.ret),
-        verdict: verdict(event).into(),
+        verdict: verdict(event),
         guard: guard_json(event),
         slew: None,
         clock_was_set: is_kernel || event.flags & abi::FLAG_CLOCK_WAS_SET != 0,
@@ -663,7 +583,7 @@ mod tests {
         e.offset_before_ns = 42;
         e.offset_after_ns = 42;
         let r = decode(&e, 38, 1);
-        assert_eq!(r.source, "kernel");
+        assert_eq!(r.source, Source::Kernel);
         assert_eq!(r.delta_ns, Some(-1_000_000_000));
         assert!(r.clock_was_set);
     }
@@ -726,7 +646,7 @@ mod tests {
     #[test]
     fn guard_decision_becomes_the_verdict() {
         let mut e = settime_event(1_700_000_000, 0, -(libc::EPERM as i64));
-        assert_eq!(decode(&e, 37, 0).verdict, "observed");
+        assert_eq!(decode(&e, 37, 0).verdict, Verdict::Observed);
         assert!(decode(&e, 37, 0).guard.is_none());
         e.guard.action = abi::GUARD_DENIED;
         e.guard.class = abi::CLASS_SLEW_INSTEAD;
@@ -735,7 +655,7 @@ mod tests {
         e.guard.exe_dev = (8 << 20) | 1;
         e.guard.exe_ino = 4242;
         let r = decode(&e, 37, 0);
-        assert_eq!(r.verdict, "denied");
+        assert_eq!(r.verdict, Verdict::Denied);
         assert_eq!(r.result, "EPERM");
         assert_eq!(
             r.guard,
@@ -744,9 +664,9 @@ mod tests {
             )
         );
         e.guard.action = abi::GUARD_WOULD_DENY;
-        assert_eq!(decode(&e, 37, 0).verdict, "would-deny");
+        assert_eq!(decode(&e, 37, 0).verdict, Verdict::WouldDeny);
         e.guard.action = abi::GUARD_ALLOWED;
         e.guard.class = abi::CLASS_SELF;
-        assert_eq!(decode(&e, 37, 0).verdict, "allowed");
+        assert_eq!(decode(&e, 37, 0).verdict, Verdict::Allowed);
     }
 }

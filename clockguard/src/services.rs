@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::config::ServiceConfig;
-use crate::record::Record;
+use crate::record::{Record, Source, Verdict};
 
 /// How long a death waits for the jump that explains it, ns. A stall is journaled when it
 /// ends, and a step is processed a little after the worker may already have died.
@@ -41,7 +41,7 @@ pub struct Jump {
     pub pid: Option<u32>,
     pub comm: Option<String>,
     pub exe: Option<String>,
-    pub verdict: String,
+    pub verdict: Verdict,
 }
 
 impl Jump {
@@ -55,7 +55,7 @@ impl Jump {
             pid: record.pid,
             comm: record.comm.clone(),
             exe: record.exe.clone(),
-            verdict: record.verdict.clone(),
+            verdict: record.verdict,
         }
     }
 
@@ -382,7 +382,11 @@ impl Tracker {
             line.truncate(end);
         }
         record.result = line;
-        record.verdict = if faults { "fault" } else { "observed" }.into();
+        record.verdict = if faults {
+            Verdict::Fault
+        } else {
+            Verdict::Observed
+        };
         let s = &self.services[service];
         record.detail = Some(json!({
             "service": s.config.name,
@@ -432,7 +436,7 @@ impl Tracker {
                 let kind = kind.as_str();
                 let mut record = self.service_record(service, kind, jump.as_ref());
                 record.result = detail.clone();
-                record.verdict = "fault".into();
+                record.verdict = Verdict::Fault;
                 let s = &self.services[service];
                 record.detail = Some(json!({
                     "service": s.config.name,
@@ -466,7 +470,7 @@ impl Tracker {
                 s.health = Health::Healthy;
                 let mut record = self.service_record(service, "recovered", None);
                 record.result = detail;
-                record.verdict = "healthy".into();
+                record.verdict = Verdict::Healthy;
                 let s = &self.services[service];
                 record.detail = Some(json!({
                     "service": s.config.name,
@@ -530,7 +534,7 @@ impl Tracker {
             s.restart_due = false;
             s.consecutive_ok = 0;
             let mut record = self.service_record(service, "restart", None);
-            record.verdict = "restarting".into();
+            record.verdict = Verdict::Restarting;
             record.result = self.services[service].config.restart.join(" ");
             record.detail = Some(json!({ "service": self.services[service].config.name }));
             self.note_event(service, "restart", &record, now_mono_ns);
@@ -575,7 +579,11 @@ impl Tracker {
         record.comm = Some(death.comm.clone());
         record.exe = death.exe.clone();
         record.result = death.status.describe();
-        record.verdict = if faults { "fault" } else { "observed" }.into();
+        record.verdict = if faults {
+            Verdict::Fault
+        } else {
+            Verdict::Observed
+        };
         record.detail = Some(json!({
             "service": s.config.name,
             "exit": death.status.json(),
@@ -654,7 +662,7 @@ impl Tracker {
     /// A record of this service, with the jump that explains it (if any) as its cause.
     fn service_record(&self, service: usize, kind: &str, jump: Option<&Jump>) -> Record {
         Record {
-            source: "service".into(),
+            source: Source::Service,
             kind: kind.into(),
             cause: jump.map(|j| j.cause.clone()),
             delta_ns: jump.and_then(|j| j.delta_ns),
@@ -795,7 +803,7 @@ mod tests {
             pid: Some(300),
             comm: Some("date".into()),
             exe: Some("/usr/bin/date".into()),
-            verdict: "observed".into(),
+            verdict: Verdict::Observed,
         }
     }
 
@@ -914,7 +922,7 @@ mod tests {
         let records = journaled(&actions);
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].kind, "died");
-        assert_eq!(records[0].verdict, "observed");
+        assert_eq!(records[0].verdict, Verdict::Observed);
         assert_eq!(track(&actions), None);
         assert_eq!(t.health(0), &Health::Healthy);
         // Clean exits are workers finishing their job: not deaths at all.
@@ -939,7 +947,7 @@ mod tests {
         assert_eq!(track(&actions), Some(true));
         assert!(journaled(&actions).is_empty());
         let actions = t.tick(5 * S + DEATH_GRACE_NS);
-        assert_eq!(journaled(&actions)[0].verdict, "fault");
+        assert_eq!(journaled(&actions)[0].verdict, Verdict::Fault);
         assert_eq!(journaled(&actions)[0].kind, "died");
     }
 

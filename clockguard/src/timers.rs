@@ -20,6 +20,7 @@ use clockguard_ebpf::{
 use serde::Serialize;
 
 use crate::btf::KernelBtf;
+use crate::record::{Source, Verdict};
 
 /// The hrtimer hook's configuration: field offsets from the running kernel's BTF.
 pub fn hrtimer_offsets(btf: &KernelBtf, late_threshold_ns: u64) -> Result<TimerConfig> {
@@ -567,7 +568,7 @@ fn timers_record(
 ) -> crate::record::Record {
     crate::record::Record {
         time: crate::record::rfc3339_ns(wall_ns),
-        source: "timers".into(),
+        source: Source::Timers,
         clock: Some("CLOCK_MONOTONIC".into()),
         kind: kind.into(),
         cause: Some(cause.into()),
@@ -575,7 +576,7 @@ fn timers_record(
         requested: serde_json::json!({}),
         delta_ns,
         result: "0".into(),
-        verdict: "observed".into(),
+        verdict: Verdict::Observed,
         ..Default::default()
     }
 }
