@@ -13,7 +13,11 @@ use tokio::{
     sync::{broadcast, mpsc},
 };
 
-use clockguard_core::correlation::{jump_cause, service_trigger};
+use clockguard_core::{
+    correlation::{jump_cause, service_trigger},
+    lifecycle::{previous_stop, Heartbeat, PreviousStop},
+    notify::notify_env,
+};
 
 use crate::{
     bpf::{self, HookStatus, LoadOptions, Probes},
@@ -1213,30 +1217,30 @@ impl Daemon {
     /// time it was last alive and the events lost while it was down) and what became of
     /// the pinned guard. The events the adopted hooks wrote while no daemon ran follow it.
     fn journal_start(&mut self, previous: Option<Heartbeat>, pins: Value) {
-        let drops_now = self.ring_buffer_drops();
-        let now_ns = clock::realtime_ns();
+        let stop = previous_stop(
+            self.journal.previous_run_ended_cleanly(),
+            previous.as_ref(),
+            clock::realtime_ns(),
+            self.ring_buffer_drops(),
+        );
         let mut detail = json!({ "pid": std::process::id(), "guard": pins });
-        match (self.journal.previous_run_ended_cleanly(), previous) {
-            (None, _) => detail["previous_stop"] = json!("first start"),
-            (Some(true), _) => detail["previous_stop"] = json!("clean"),
-            (Some(false), Some(heartbeat)) => {
-                let down_s = (now_ns - heartbeat.realtime_ns) as f64 / 1e9;
-                tracing::warn!(
-                    "the previous clockguard (pid {}) did not stop cleanly: last alive {}, \
-                     {down_s:.1} s ago",
-                    heartbeat.pid,
-                    record::rfc3339_ns(heartbeat.realtime_ns)
-                );
-                detail["previous_stop"] = json!("unclean");
-                detail["previous_pid"] = json!(heartbeat.pid);
-                detail["last_alive"] = json!(record::rfc3339_ns(heartbeat.realtime_ns));
-                // The heartbeat is written every HEARTBEAT_INTERVAL: down at most this long.
-                detail["down_at_most_s"] = json!(down_s);
-                detail["ring_buffer_drops_while_down"] =
-                    json!(drops_now.map(|now| now.saturating_sub(heartbeat.ring_buffer_drops)));
-            }
-            // Killed in an earlier boot, or by a version without the heartbeat.
-            (Some(false), None) => detail["previous_stop"] = json!("unknown"),
+        detail["previous_stop"] = json!(stop.as_str());
+        if let PreviousStop::Unclean {
+            pid,
+            last_alive_ns,
+            down_at_most_s,
+            ring_buffer_drops_while_down,
+        } = stop
+        {
+            let last_alive = record::rfc3339_ns(last_alive_ns);
+            tracing::warn!(
+                "the previous clockguard (pid {pid}) did not stop cleanly: last alive \
+                 {last_alive}, {down_at_most_s:.1} s ago"
+            );
+            detail["previous_pid"] = json!(pid);
+            detail["last_alive"] = json!(last_alive);
+            detail["down_at_most_s"] = json!(down_at_most_s);
+            detail["ring_buffer_drops_while_down"] = json!(ring_buffer_drops_while_down);
         }
         self.journal_and_publish(vec![daemon_record("start", detail)]);
     }
@@ -1511,48 +1515,6 @@ impl Daemon {
     }
 }
 
-/// The event in CLOCKGUARD_* variables for a service's notify command.
-fn notify_env(service: &str, record: &Record) -> Vec<(String, String)> {
-    let jump = record
-        .detail
-        .as_ref()
-        .and_then(|d| d.get("jump"))
-        .filter(|j| !j.is_null());
-    let text = |v: Option<&Value>| match v {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Null) | None => String::new(),
-        Some(other) => other.to_string(),
-    };
-    let mut env = vec![
-        ("CLOCKGUARD_SERVICE", service.to_string()),
-        ("CLOCKGUARD_EVENT", record.kind.clone()),
-        ("CLOCKGUARD_VERDICT", record.verdict.to_string()),
-        ("CLOCKGUARD_RESULT", record.result.clone()),
-        ("CLOCKGUARD_TIME", record.time.clone()),
-        (
-            "CLOCKGUARD_PID",
-            record.pid.map(|p| p.to_string()).unwrap_or_default(),
-        ),
-        ("CLOCKGUARD_COMM", record.comm.clone().unwrap_or_default()),
-        ("CLOCKGUARD_EXE", record.exe.clone().unwrap_or_default()),
-        (
-            "CLOCKGUARD_JUMP_CAUSE",
-            record.cause.clone().unwrap_or_default(),
-        ),
-        (
-            "CLOCKGUARD_JUMP_DELTA_NS",
-            record.delta_ns.map(|d| d.to_string()).unwrap_or_default(),
-        ),
-    ];
-    if let Some(jump) = jump {
-        env.push(("CLOCKGUARD_JUMP_SEQ", text(jump.get("seq"))));
-        env.push(("CLOCKGUARD_JUMP_PID", text(jump.get("pid"))));
-        env.push(("CLOCKGUARD_JUMP_COMM", text(jump.get("comm"))));
-        env.push(("CLOCKGUARD_JUMP_EXE", text(jump.get("exe"))));
-    }
-    env.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
-}
-
 /// A record of clockguard's own (source "daemon"): start, stop, reload.
 fn daemon_record(kind: &str, detail: Value) -> Record {
     Record {
@@ -1569,13 +1531,6 @@ fn daemon_record(kind: &str, detail: Value) -> Record {
 /// In the runtime directory (gone at reboot, like the pins).
 const HEARTBEAT_FILE: &str = "heartbeat.json";
 const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Heartbeat {
-    pid: u32,
-    realtime_ns: i64,
-    ring_buffer_drops: u64,
-}
 
 /// The previous daemon's heartbeat, if it left one.
 fn read_heartbeat(runtime_dir: &Path) -> Option<Heartbeat> {

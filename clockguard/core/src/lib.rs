@@ -7,4 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod correlation;
+pub mod lifecycle;
+pub mod notify;
 pub mod record;
