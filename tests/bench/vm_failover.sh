@@ -105,6 +105,8 @@ stop_keepalived_a() {
 
 # CG_BENCH_MODES="track_file port_check" runs only those modes.
 MODES=${CG_BENCH_MODES:-track_file track_script port_check}
+# What must come back: `cargo xtask bench` fails the row when a mode has no RESULT.
+echo "EXPECT mode $MODES"
 [[ " $MODES " == *" track_file "* ]] && run_mode track_file "$ROUNDS" 20 "${TRACK_FILE[@]}"
 [[ " $MODES " == *" track_script "* ]] && run_mode track_script "$ROUNDS" 20 "${TRACK_SCRIPT[@]}"
 [[ " $MODES " == *" port_check "* ]] && run_mode port_check 1 15 "${PORT_CHECK[@]}"

@@ -22,6 +22,8 @@ T="$CG_TEST_TMP"
 CLOCK_CALLS=${CG_BENCH_GUARD_CALLS:-20000}
 READ_CALLS=${CG_BENCH_READ_CALLS:-1000000}
 LOOPS=(settime-loop freq-loop capcheck-loop gettime-loop gettime-syscall-loop)
+# What must come back: `cargo xtask bench` fails the row when a loop has no RESULT.
+echo "EXPECT loop ${LOOPS[*]}"
 calls_of() { case $1 in gettime*) echo "$READ_CALLS" ;; *) echo "$CLOCK_CALLS" ;; esac; }
 
 guard_config() {

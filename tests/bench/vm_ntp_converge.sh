@@ -95,6 +95,9 @@ start_chronyd_makestep() { chronyd_with "$1" "makestep 1 3"; }
 start_chronyd_slew_only() { chronyd_with "$1" ""; }
 
 # CG_BENCH_CLIENTS="name ..." runs only those.
-for name in ${CG_BENCH_CLIENTS:-clockguard_100500ppm clockguard_83333ppm clockguard_refused_step chronyd_makestep chronyd_slew_only}; do
+CLIENTS=${CG_BENCH_CLIENTS:-clockguard_100500ppm clockguard_83333ppm clockguard_refused_step chronyd_makestep chronyd_slew_only}
+# What must come back: `cargo xtask bench` fails the row when a client has no RESULT.
+echo "EXPECT client $CLIENTS"
+for name in $CLIENTS; do
     run_one "$name"
 done

@@ -777,7 +777,9 @@ fn row_ntp_converge_vm(ctx: &mut Ctx) -> Result<Row> {
     Ok(row)
 }
 
-/// Runs a bench script in the test VM and returns its `RESULT {json}` lines.
+/// Runs a bench script in the test VM and returns its `RESULT {json}` lines. The row fails
+/// when the script did not finish well (partial results are not measurements) or when a
+/// name its `EXPECT` line announced has no RESULT (see `script_problems`).
 fn vm_results(ctx: &Ctx, script: &str) -> Result<Vec<Value>> {
     let command = ["bash".to_string(), script.to_string()];
     let kernel = match &ctx.vm_kernel {
@@ -791,14 +793,46 @@ fn vm_results(ctx: &Ctx, script: &str) -> Result<Vec<Value>> {
         .filter_map(|l| l.trim().strip_prefix("RESULT "))
         .filter_map(|json| serde_json::from_str(json).ok())
         .collect();
-    if results.is_empty() {
+    let problems = script_problems(run.code, &run.lines, &results);
+    if !problems.is_empty() {
         bail!(
-            "{script} printed no RESULT line (exit {:?}); last lines:\n{}",
-            run.code,
+            "{script}: {}; last lines:\n{}",
+            problems.join("; "),
             run.lines[run.lines.len().saturating_sub(20)..].join("\n")
         );
     }
     Ok(results)
+}
+
+/// What makes a bench script's output no measurement: it exited non-zero or timed out, it
+/// printed no RESULT, or an `EXPECT KEY NAME...` line of its own names a NAME that no
+/// RESULT carries as its KEY (a client, mode or loop that failed or was skipped).
+fn script_problems(code: Option<i32>, lines: &[String], results: &[Value]) -> Vec<String> {
+    let mut problems = Vec::new();
+    match code {
+        Some(0) => {}
+        Some(c) => problems.push(format!("exited {c}")),
+        None => problems.push("timed out".to_string()),
+    }
+    if results.is_empty() {
+        problems.push("printed no RESULT line".to_string());
+    }
+    for expect in lines
+        .iter()
+        .filter_map(|l| l.trim().strip_prefix("EXPECT "))
+    {
+        let mut words = expect.split_whitespace();
+        let Some(key) = words.next() else {
+            continue;
+        };
+        let missing: Vec<&str> = words
+            .filter(|name| !results.iter().any(|r| r[key].as_str() == Some(*name)))
+            .collect();
+        if !missing.is_empty() {
+            problems.push(format!("no RESULT for {key} {}", missing.join(", ")));
+        }
+    }
+    problems
 }
 
 /// The numbers of a JSON array (a script's series); empty for anything else.
@@ -808,6 +842,19 @@ fn numbers(v: &Value) -> Vec<f64> {
         .flatten()
         .filter_map(Value::as_f64)
         .collect()
+}
+
+/// Below this many samples a bench states no p99: it would be the maximum under another name.
+const MIN_SAMPLES_FOR_P99: usize = 100;
+
+/// The upper tail of `values` as a bench may state it: ("p99", value) from
+/// MIN_SAMPLES_FOR_P99 samples on, else ("max_of_N", the maximum). None when empty.
+fn upper_tail(values: &[f64]) -> Option<(String, f64)> {
+    if values.len() >= MIN_SAMPLES_FOR_P99 {
+        return percentile(values, 99.0).map(|p| ("p99".to_string(), p));
+    }
+    let max = values.iter().copied().reduce(f64::max)?;
+    Some((format!("max_of_{}", values.len()), max))
 }
 
 /// The p-th percentile (0..=100, nearest rank) of `values`, None when empty.
@@ -835,17 +882,18 @@ fn row_failover_vm(ctx: &mut Ctx) -> Result<Row> {
         row.set(&format!("{mode}_rounds"), r["rounds"].clone());
         row.set(&format!("{mode}_failovers"), r["failovers"].clone());
         let p50 = |v: &[f64]| (!v.is_empty()).then(|| median(v));
+        // A handful of rounds: their maximum, named so, not a "p99".
+        let tail = |what: &str, v: &[f64]| match upper_tail(v) {
+            Some((label, value)) => (format!("{what}_{label}_ms"), num(value)),
+            None => (format!("{what}_max_ms"), Value::Null),
+        };
         row.set(&format!("{mode}_death_to_vip_p50_ms"), opt(p50(&to_vip)));
-        row.set(
-            &format!("{mode}_death_to_vip_p99_ms"),
-            opt(percentile(&to_vip, 99.0)),
-        );
+        let (key, value) = tail(&format!("{mode}_death_to_vip"), &to_vip);
+        row.set(&key, value);
         if mode == "track_file" {
             row.set("death_to_track_file_p50_ms", opt(p50(&to_track)));
-            row.set(
-                "death_to_track_file_p99_ms",
-                opt(percentile(&to_track, 99.0)),
-            );
+            let (key, value) = tail("death_to_track_file", &to_track);
+            row.set(&key, value);
         }
     }
     row.set("results", Value::Array(results));
@@ -1022,6 +1070,40 @@ mod tests {
             [1.0, 2.5]
         );
         assert!(super::numbers(&serde_json::json!({"a": 1})).is_empty());
+    }
+
+    #[test]
+    fn a_p99_needs_a_hundred_samples_else_it_is_a_max() {
+        let eight = [5.0, 1.0, 9.0, 3.0, 2.0, 8.0, 4.0, 7.0];
+        assert_eq!(upper_tail(&eight), Some(("max_of_8".to_string(), 9.0)));
+        let hundred: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(upper_tail(&hundred), Some(("p99".to_string(), 99.0)));
+        assert_eq!(upper_tail(&[]), None);
+    }
+
+    #[test]
+    fn a_script_that_failed_or_lost_a_client_is_no_measurement() {
+        let lines = |text: &str| text.lines().map(str::to_string).collect::<Vec<_>>();
+        let both = [
+            json!({"client": "a", "x": 1}),
+            json!({"client": "b", "x": 2}),
+        ];
+        let out = lines("EXPECT client a b\nRESULT ...\nRESULT ...");
+        assert!(script_problems(Some(0), &out, &both).is_empty());
+        // Exit status 1 after printing both: still not a measurement.
+        assert_eq!(script_problems(Some(1), &out, &both), ["exited 1"]);
+        assert_eq!(script_problems(None, &out, &both), ["timed out"]);
+        // Client b failed midway: a RESULT for a only.
+        assert_eq!(
+            script_problems(Some(0), &out, &both[..1]),
+            ["no RESULT for client b"]
+        );
+        assert_eq!(
+            script_problems(Some(0), &lines("EXPECT mode m"), &[]),
+            ["printed no RESULT line", "no RESULT for mode m"]
+        );
+        // No EXPECT line: any RESULT will do.
+        assert!(script_problems(Some(0), &lines("RESULT {}"), &both[..1]).is_empty());
     }
 
     #[test]
