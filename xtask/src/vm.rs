@@ -149,13 +149,14 @@ pub fn run_in_vm(kernel: &Kernel, command: &[String], capture: bool) -> Result<V
     c.arg("-r")
         .arg(kernel)
         .args([
-            // The kernel console to vng's stderr, but only errors and worse, as `quiet`
-            // would: printing the whole boot log on the emulated UART slows the boot enough
-            // that the kernel can find the vCPUs' TSCs unsynchronised and fall back to hpet.
-            // An oops or panic still prints in full (the kernel turns the console verbose).
+            // The kernel console to vng's stderr, but not the boot's info and notice lines:
+            // printing the whole boot log on the emulated UART slows the boot enough that the
+            // kernel can find the vCPUs' TSCs unsynchronised and fall back to hpet. Level 5
+            // still prints warnings and messages of the default level (4), which an oops's
+            // lines are, and panic() turns the console fully verbose.
             "--verbose",
             "--append",
-            "loglevel=4",
+            "loglevel=5",
             "--disable-kvm",
             "--user",
             "root",
