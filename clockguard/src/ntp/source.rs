@@ -58,7 +58,7 @@ pub enum Rejected {
     Kiss,
     /// The server says it is unsynchronised (leap 3, stratum 0 or ≥ 16).
     Unsynchronised,
-    /// Timestamps that cannot be (negative delay, receive after transmit).
+    /// Timestamps that cannot be (negative delay, receive after transmit, or zero: unset).
     Bogus,
 }
 
@@ -301,6 +301,11 @@ impl Source {
         if packet.leap == Leap::Unsynchronized || packet.stratum == 0 || packet.stratum >= 16 {
             return Err(Rejected::Unsynchronised);
         }
+        // A server that answered with our cookie but left its receive or transmit time
+        // unset (zero means "unknown" in NTP) would make a sample ~126 years off.
+        if packet.receive_ts == NtpTimestamp::ZERO || packet.transmit_ts == NtpTimestamp::ZERO {
+            return Err(Rejected::Bogus);
+        }
         let local = |raw: i64| raw + epoch_ns;
         let t1 = local(sent_raw_ns);
         let t4 = local(raw_rx_ns);
@@ -438,5 +443,195 @@ impl Source {
             "kiss_denied": self.denied,
             "counters": self.counters,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The local timescale: raw + EPOCH = Unix ns (2026-01-15T12:00:00Z at raw 0).
+    const EPOCH_NS: i64 = 1_768_478_400 * 1_000_000_000;
+    const MS: i64 = 1_000_000;
+
+    /// A named change to a reply.
+    type Case = (&'static str, fn(&mut Packet));
+
+    fn source() -> Source {
+        let config = SourceConfig {
+            minpoll: 4,
+            maxpoll: 10,
+            iburst: false,
+        };
+        Source::new(
+            "ref".into(),
+            "127.0.0.1:123".parse().unwrap(),
+            config,
+            0.0,
+            0,
+        )
+    }
+
+    /// A server's answer to the request with `cookie`, made 1 ms after `sent_raw_ns` by a
+    /// server `offset_ns` ahead, left 10 µs later.
+    fn reply(cookie: NtpTimestamp, sent_raw_ns: i64, offset_ns: i64) -> Packet {
+        let server_rx = EPOCH_NS + sent_raw_ns + MS + offset_ns;
+        Packet {
+            leap: Leap::None,
+            version: 4,
+            mode: Mode::Server,
+            stratum: 2,
+            poll: 4,
+            precision: -20,
+            root_delay: Default::default(),
+            root_dispersion: Default::default(),
+            reference_id: [10, 0, 0, 1],
+            reference_ts: NtpTimestamp::from_unix_ns(server_rx - 1_000 * MS),
+            origin_ts: cookie,
+            receive_ts: NtpTimestamp::from_unix_ns(server_rx),
+            transmit_ts: NtpTimestamp::from_unix_ns(server_rx + 10_000),
+        }
+    }
+
+    /// Sends a request at `at_raw_ns` and feeds `edit(reply)` back 1 ms after the server
+    /// sent it: symmetric paths.
+    fn exchange(
+        s: &mut Source,
+        at_raw_ns: i64,
+        edit: impl FnOnce(&mut Packet),
+    ) -> Result<Sample, Rejected> {
+        let cookie = NtpTimestamp(0x1234_5678_9abc_def0 ^ at_raw_ns as u64);
+        s.request(cookie, at_raw_ns).expect("a request");
+        let mut packet = reply(cookie, at_raw_ns, 3 * MS);
+        edit(&mut packet);
+        s.receive(&packet.to_bytes(), at_raw_ns + 2 * MS + 10_000, EPOCH_NS)
+    }
+
+    #[test]
+    fn a_good_reply_is_a_sample_of_the_server_s_offset() {
+        let mut s = source();
+        let sample = exchange(&mut s, 0, |_| {}).unwrap();
+        // 1 ms each way, 10 µs in the server: offset 3 ms, delay 2 ms.
+        assert!((sample.offset_s - 0.003).abs() < 1e-8, "{sample:?}");
+        assert!((sample.delay_s - 0.002).abs() < 1e-8, "{sample:?}");
+        assert_eq!(s.counters.accepted, 1);
+        assert_eq!(s.reach(), 1);
+    }
+
+    #[test]
+    fn kiss_rate_slows_polling_and_deny_or_rstr_stop_it() {
+        let mut s = source();
+        let before = s.interval_s();
+        let got = exchange(&mut s, 0, |p| {
+            p.stratum = 0;
+            p.reference_id = *b"RATE";
+            p.poll = 6;
+        });
+        assert_eq!(got, Err(Rejected::Kiss));
+        assert_eq!(s.counters.kiss, 1);
+        assert_eq!(s.interval_s(), 64.0, "at least as slow as the server asks");
+        assert!(s.interval_s() > before);
+        assert_eq!(s.denied(), None, "RATE does not stop the source");
+        assert_eq!(s.counters.accepted, 0);
+
+        for code in [*b"DENY", *b"RSTR"] {
+            let mut s = source();
+            let got = exchange(&mut s, 0, |p| {
+                p.stratum = 0;
+                p.reference_id = code;
+            });
+            assert_eq!(got, Err(Rejected::Kiss));
+            assert_eq!(s.denied(), Some(std::str::from_utf8(&code).unwrap()));
+            assert_eq!(
+                s.request(NtpTimestamp(7), 10 * MS),
+                None,
+                "no longer polled"
+            );
+            assert_eq!(s.estimate(10 * MS), None);
+        }
+    }
+
+    #[test]
+    fn an_unknown_kiss_code_is_no_answer_and_changes_nothing() {
+        let mut s = source();
+        let interval = s.interval_s();
+        let got = exchange(&mut s, 0, |p| {
+            p.stratum = 0;
+            p.reference_id = *b"XYZZ";
+        });
+        assert_eq!(got, Err(Rejected::Kiss));
+        assert_eq!((s.interval_s(), s.denied()), (interval, None));
+        assert_eq!(s.reach(), 0, "a kiss is not a reachable answer");
+    }
+
+    #[test]
+    fn an_unsynchronised_server_is_heard_but_not_used() {
+        let cases: [Case; 2] = [
+            ("leap 3", |p| p.leap = Leap::Unsynchronized),
+            ("stratum 16", |p| p.stratum = 16),
+        ];
+        for (what, edit) in cases {
+            let mut s = source();
+            assert_eq!(
+                exchange(&mut s, 0, edit),
+                Err(Rejected::Unsynchronised),
+                "{what}"
+            );
+            assert_eq!(s.counters.unsynchronised, 1, "{what}");
+            assert_eq!(s.counters.accepted, 0, "{what}");
+            // It answered: reachable, and what it says of itself is shown.
+            assert_eq!(s.reach(), 1, "{what}");
+            assert!(s.server().is_some(), "{what}");
+            assert_eq!(s.last_sample(), None, "{what}");
+        }
+    }
+
+    #[test]
+    fn zero_timestamps_in_a_reply_with_our_cookie_are_dropped_and_counted() {
+        let cases: [Case; 3] = [
+            ("receive", |p| p.receive_ts = NtpTimestamp::ZERO),
+            ("transmit", |p| p.transmit_ts = NtpTimestamp::ZERO),
+            ("both", |p| {
+                p.receive_ts = NtpTimestamp::ZERO;
+                p.transmit_ts = NtpTimestamp::ZERO;
+            }),
+        ];
+        for (what, edit) in cases {
+            let mut s = source();
+            assert_eq!(exchange(&mut s, 0, edit), Err(Rejected::Bogus), "{what}");
+            assert_eq!(s.counters.bogus, 1, "{what}");
+            assert_eq!(s.counters.accepted, 0, "{what}");
+            assert_eq!(s.last_sample(), None, "{what}");
+            assert!(s.fit().is_none(), "{what}: nothing reached the filter");
+        }
+    }
+
+    #[test]
+    fn a_reply_without_our_cookie_or_a_second_one_is_counted_apart() {
+        let mut s = source();
+        s.request(NtpTimestamp(42), 0).unwrap();
+        let spoofed = reply(NtpTimestamp(41), 0, 3 * MS).to_bytes();
+        assert_eq!(
+            s.receive(&spoofed, 2 * MS, EPOCH_NS),
+            Err(Rejected::BadOrigin)
+        );
+        let real = reply(NtpTimestamp(42), 0, 3 * MS).to_bytes();
+        assert!(s.receive(&real, 2 * MS, EPOCH_NS).is_ok());
+        assert_eq!(s.receive(&real, 3 * MS, EPOCH_NS), Err(Rejected::Duplicate));
+        assert_eq!(
+            s.receive(&real[..40], 3 * MS, EPOCH_NS),
+            Err(Rejected::Malformed)
+        );
+        let c = s.counters;
+        assert_eq!(
+            (
+                c.received,
+                c.accepted,
+                c.bad_origin,
+                c.duplicate,
+                c.malformed
+            ),
+            (4, 1, 1, 1, 1)
+        );
     }
 }
