@@ -211,6 +211,9 @@ struct ServerSpec {
     jitter_ns: f64,
     /// Probability that a packet (either leg) is lost.
     loss: f64,
+    /// Standard deviation of the noise in each reading of the server's clock (its receive
+    /// and transmit timestamps), ns: a server's own timestamping is not exact either.
+    clock_noise_ns: f64,
     /// A leap second the server announces until it applies it: (true time of the
     /// midnight, ns since the start; +1 inserted, −1 deleted). With `offsets` to match.
     leap: Option<(i64, i64)>,
@@ -226,6 +229,7 @@ impl ServerSpec {
             back_ns: 100 * US,
             jitter_ns,
             loss: 0.0,
+            clock_noise_ns: 0.0,
             leap: None,
         }
     }
@@ -271,6 +275,9 @@ struct Scenario {
     /// True time at the start, Unix ns (a continuous timescale: UTC less the leap seconds
     /// the servers apply during the run).
     t0_unix_ns: i64,
+    /// Standard deviation of the client's timestamping noise, ns: the raw clock read in
+    /// user space before a send and after a receive, with a scheduler in between.
+    client_stamp_noise_ns: f64,
 }
 
 impl Scenario {
@@ -287,6 +294,7 @@ impl Scenario {
             watch_rates_from_ns: 0,
             kernel_bias_ppm: 0.0,
             t0_unix_ns: T0_UNIX_NS,
+            client_stamp_noise_ns: 0.0,
         }
     }
 }
@@ -328,6 +336,8 @@ struct Sim {
     net: Rng,
     cookies: Rng,
     inject: Rng,
+    /// Timestamping noise, client's and servers'.
+    stamps: Rng,
     oscillator: Oscillator,
     kernel: SimKernel,
     driver: Driver<SimKernel>,
@@ -383,6 +393,7 @@ impl Sim {
             net: Rng(sc.seed),
             cookies: Rng(sc.seed ^ 0x5eed_c00c_1e00_0000),
             inject: Rng(sc.seed ^ 0x1111_2222_3333_4444),
+            stamps: Rng(sc.seed ^ 0x5a5a_0f0f_7777_0001),
             oscillator: Oscillator::new(sc.raw_freq, sc.wander, sc.seed ^ 0x0dd0_5c11),
             kernel,
             driver,
@@ -513,6 +524,14 @@ impl Sim {
         self.flights.insert((at, self.seq), flight);
     }
 
+    /// A timestamp's reading error, ns: normal with standard deviation `sd_ns`.
+    fn noise(&mut self, sd_ns: f64) -> i64 {
+        if sd_ns == 0.0 {
+            return 0;
+        }
+        (sd_ns * self.stamps.normal()).round() as i64
+    }
+
     /// One leg's delay to or from `server` (`out`: client → server), ns; None: lost.
     fn leg(&mut self, server: usize, out: bool) -> Option<i64> {
         let spec = &self.sc.servers[server];
@@ -537,7 +556,8 @@ impl Sim {
             self.last_poll[id] = now;
             self.reach[id].push(self.engine.sources()[id].reach());
             let cookie = NtpTimestamp(self.cookies.next_u64());
-            let Some(request) = self.engine.request(id, cookie, raw) else {
+            let stamped = raw + self.noise(self.sc.client_stamp_noise_ns);
+            let Some(request) = self.engine.request(id, cookie, stamped) else {
                 continue;
             };
             if let Some(delay) = self.leg(id, true) {
@@ -556,6 +576,7 @@ impl Sim {
     fn serve(&mut self, server: usize, bytes: &[u8]) {
         let spec = &self.sc.servers[server];
         let clock_ns = self.sc.t0_unix_ns + self.t + spec.offset_at(self.t);
+        let noise_ns = spec.clock_noise_ns;
         let leap = match spec.leap {
             Some((at, delta_s)) if self.t < at => {
                 if delta_s > 0 {
@@ -575,14 +596,15 @@ impl Sim {
             root_delay_s: 0.0,
             root_dispersion_s: 10e-6,
         };
-        let rx = NtpTimestamp::from_unix_ns(clock_ns);
+        let rx = NtpTimestamp::from_unix_ns(clock_ns + self.noise(noise_ns));
         let client = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
         let limiter = &mut self.limiters[server];
         let mut reply = match server::respond(bytes, client, rx, self.t, &clock, limiter) {
             Response::Reply(packet) => packet,
             Response::Drop(why) => panic!("server {server} dropped a request: {why:?}"),
         };
-        reply.transmit_ts = NtpTimestamp::from_unix_ns(clock_ns + SERVER_PROCESSING_NS);
+        reply.transmit_ts =
+            NtpTimestamp::from_unix_ns(clock_ns + SERVER_PROCESSING_NS + self.noise(noise_ns));
         let Some(delay) = self.leg(server, false) else {
             return;
         };
@@ -605,7 +627,7 @@ impl Sim {
 
     /// As `Client::on_datagram`.
     fn on_datagram(&mut self, id: usize, bytes: &[u8]) {
-        let raw = self.kernel.now().raw_ns;
+        let raw = self.kernel.now().raw_ns + self.noise(self.sc.client_stamp_noise_ns);
         let resets = self.engine.sources()[id].counters.resets;
         if self.engine.receive(id, bytes, raw).is_err() {
             return;
@@ -869,6 +891,52 @@ fn steady_state_across_seeds() {
     assert!(pooled < 25e3 && rms_all[15] < 35e3, "{rms_all:?}");
     assert!(max_all[15] < 250e3, "{max_all:?}");
     assert!(resets <= 4, "{resets} resets");
+}
+
+/// The first test's world with noisy timestamps at both ends: each reading of the server's
+/// clock (receive, transmit) and of the client's raw clock around an exchange is off by a
+/// normal error of 5 µs standard deviation (a server's and a user-space client's
+/// timestamping), over 8 seeds. The regression averages the noise down; what is left is
+/// stated beside the noiseless figure in the README.
+#[test]
+fn holds_the_time_with_noisy_timestamps_at_both_ends() {
+    let started = Instant::now();
+    let (mut rms_all, mut max_all, mut slowest) = (Vec::new(), Vec::new(), 0.0f64);
+    for seed in 1..=8 {
+        let server = ServerSpec {
+            clock_noise_ns: 5e3,
+            ..ServerSpec::lan(10e3)
+        };
+        let sc = Scenario {
+            seed,
+            client_stamp_noise_ns: 5e3,
+            ..Scenario::new(vec![server], 4 * HOUR)
+        };
+        let run = simulate(sc);
+        let settled = settled_at(&run.trace, 0, MS).expect("converged under 1 ms");
+        slowest = slowest.max(secs(settled));
+        let (rms, _, max) = stats(&run.trace, 2 * HOUR, 4 * HOUR);
+        rms_all.push(rms);
+        max_all.push(max);
+        assert_eq!(run.slew_external_steps, 0, "seed {seed}");
+    }
+    let pooled = (rms_all.iter().map(|r| r * r).sum::<f64>() / 8.0).sqrt();
+    let worst_rms = rms_all.iter().copied().fold(0.0, f64::max);
+    let worst_max = max_all.iter().copied().fold(0.0, f64::max);
+    eprintln!(
+        "noisy timestamps (5 µs sd at the server and at the client), 10 µs jitter, 8 seeds, \
+         2 h..4 h: RMS pooled {:.1} µs, worst {:.1} µs; max worst {:.1} µs; slowest to 1 ms \
+         {slowest:.0} s; took {:?}",
+        pooled / 1e3,
+        worst_rms / 1e3,
+        worst_max / 1e3,
+        started.elapsed()
+    );
+    assert!(slowest < 140.0, "settled after {slowest} s");
+    // Measured 2026-12-05: pooled 21.7 µs, worst 34.3 µs, max 131.5 µs (without the noise,
+    // `steady_state_across_seeds`: pooled 16.9 µs, worst 23.2 µs, max 86.3 µs).
+    assert!(pooled < 25e3 && worst_rms < 40e3, "{rms_all:?}");
+    assert!(worst_max < 160e3, "{max_all:?}");
 }
 
 #[test]
