@@ -17,8 +17,11 @@ fn main() {
         println!("cargo:rustc-env=CLOCKGUARD_EBPF_OBJECT={prebuilt}");
         return;
     }
-    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
-    let workspace = manifest_dir.parent().unwrap();
+    let manifest_dir =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let workspace = manifest_dir
+        .parent()
+        .expect("the clockguard crate sits in the workspace's directory");
     let ebpf_dir = workspace.join("clockguard-ebpf");
     for watched in ["src", "Cargo.toml"] {
         println!(

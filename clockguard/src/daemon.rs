@@ -491,7 +491,7 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
     }
     loop {
         tokio::select! {
-            ready = async { events.as_mut().unwrap().readable_mut().await }, if events.is_some() => {
+            ready = readable(events.as_mut()), if events.is_some() => {
                 let mut guard = ready?;
                 // Bounded batches: a storm is journaled in steps of BATCH events, so memory
                 // stays flat whatever the burst, and queries are answered in between.
@@ -502,7 +502,7 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
                     guard.clear_ready();
                 }
             }
-            ready = async { timer_events.as_mut().unwrap().readable_mut().await }, if timer_events.is_some() => {
+            ready = readable(timer_events.as_mut()), if timer_events.is_some() => {
                 let mut guard = ready?;
                 let batch = drain_decoded(guard.get_inner_mut(), BATCH, TimerLateEvent::from_bytes);
                 let more = batch.len() == BATCH;
@@ -511,7 +511,7 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
                     guard.clear_ready();
                 }
             }
-            ready = async { service_events.as_mut().unwrap().readable_mut().await }, if service_events.is_some() => {
+            ready = readable(service_events.as_mut()), if service_events.is_some() => {
                 let mut guard = ready?;
                 let batch = drain_decoded(guard.get_inner_mut(), BATCH, ServiceExitEvent::from_bytes);
                 let more = batch.len() == BATCH;
@@ -529,7 +529,7 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
                 daemon.apply_service_actions(actions);
             }
             _ = service_scan.tick(), if have_services => daemon.on_service_scan(),
-            ready = async { kernel_messages.as_mut().unwrap().readable_mut().await }, if kernel_messages.is_some() => {
+            ready = readable(kernel_messages.as_mut()), if kernel_messages.is_some() => {
                 let mut guard = ready?;
                 match kmsg::read_available(guard.get_inner_mut(), false) {
                     Ok(messages) => daemon.on_kernel_messages(messages),
@@ -1512,6 +1512,17 @@ impl Daemon {
             "read_faults": counters.map(|c| c.timer_read_faults),
             "found": self.timers.stats,
         })
+    }
+}
+
+/// Readiness of an optional event source, for a `select!` arm that is disabled while the
+/// source is absent (then it is never ready: no unwrap in the arm).
+async fn readable<T: std::os::fd::AsRawFd>(
+    source: Option<&mut AsyncFd<T>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, T>> {
+    match source {
+        Some(fd) => fd.readable_mut().await,
+        None => std::future::pending().await,
     }
 }
 

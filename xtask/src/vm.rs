@@ -199,7 +199,10 @@ pub fn run_in_vm(kernel: &Kernel, command: &[String], capture: bool) -> Result<V
                     .to_string();
                 let _ = writeln!(stdout, "{line}");
                 if capture {
-                    lines.lock().unwrap().push(line);
+                    lines
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(line);
                 }
             }
         })
@@ -246,7 +249,11 @@ pub fn run_in_vm(kernel: &Kernel, command: &[String], capture: bool) -> Result<V
         };
         show_console_tail(&console_path, CONSOLE_TAIL_LINES, why);
     }
-    let lines = std::mem::take(&mut *lines.lock().unwrap());
+    let lines = std::mem::take(
+        &mut *lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
     let _ = fs::remove_dir_all(&pause.dir);
     Ok(VmRun {
         code,

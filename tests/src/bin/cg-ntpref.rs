@@ -436,8 +436,9 @@ impl Packet {
         if b.len() < PACKET_LEN {
             return None;
         }
-        let u32_at = |i: usize| u32::from_be_bytes(b[i..i + 4].try_into().unwrap());
-        let u64_at = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().unwrap());
+        // Fixed offsets inside the 48 bytes checked above.
+        let u32_at = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let u64_at = |i: usize| (u64::from(u32_at(i)) << 32) | u64::from(u32_at(i + 4));
         Some(Packet {
             leap: b[0] >> 6,
             version: (b[0] >> 3) & 7,
@@ -447,7 +448,7 @@ impl Packet {
             precision: b[3] as i8,
             root_delay: u32_at(4),
             root_dispersion: u32_at(8),
-            refid: b[12..16].try_into().unwrap(),
+            refid: [b[12], b[13], b[14], b[15]],
             reference: u64_at(16),
             origin: u64_at(24),
             receive: u64_at(32),
@@ -803,7 +804,7 @@ fn load_cmd(args: &[String]) -> Result<Value, String> {
     }
     let mut socks = Vec::with_capacity(clients);
     for i in 0..clients {
-        let local: SocketAddr = format!("127.0.0.{}:0", 2 + i).parse().unwrap();
+        let local = SocketAddr::from(([127, 0, 0, 2 + i as u8], 0));
         let sock = UdpSocket::bind(local).map_err(|e| format!("bind {local}: {e}"))?;
         sock.connect(server)
             .map_err(|e| format!("connect {server}: {e}"))?;
@@ -983,9 +984,9 @@ fn urandom_u64() -> Result<u64, String> {
 
 fn client_socket(server: SocketAddr) -> Result<UdpSocket, String> {
     let local: SocketAddr = if server.is_ipv4() {
-        "0.0.0.0:0".parse().unwrap()
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
-        "[::]:0".parse().unwrap()
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
     let sock = UdpSocket::bind(local).map_err(|e| format!("bind: {e}"))?;
     sock.connect(server)
