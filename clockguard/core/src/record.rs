@@ -28,6 +28,15 @@ pub enum Source {
 }
 
 impl Source {
+    pub const ALL: [Source; 6] = [
+        Source::Syscall,
+        Source::Kernel,
+        Source::Fallback,
+        Source::Timers,
+        Source::Service,
+        Source::Daemon,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Source::Syscall => "syscall",
@@ -72,6 +81,17 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    pub const ALL: [Verdict; 8] = [
+        Verdict::Observed,
+        Verdict::Allowed,
+        Verdict::Denied,
+        Verdict::Slewed,
+        Verdict::WouldDeny,
+        Verdict::Fault,
+        Verdict::Healthy,
+        Verdict::Restarting,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Observed => "observed",
@@ -178,28 +198,12 @@ mod tests {
 
     #[test]
     fn names_are_the_journal_s() {
-        for source in [
-            Source::Syscall,
-            Source::Kernel,
-            Source::Fallback,
-            Source::Timers,
-            Source::Service,
-            Source::Daemon,
-        ] {
+        for source in Source::ALL {
             let json = serde_json::to_string(&source).unwrap();
             assert_eq!(json, format!("\"{source}\""));
             assert_eq!(serde_json::from_str::<Source>(&json).unwrap(), source);
         }
-        for verdict in [
-            Verdict::Observed,
-            Verdict::Allowed,
-            Verdict::Denied,
-            Verdict::Slewed,
-            Verdict::WouldDeny,
-            Verdict::Fault,
-            Verdict::Healthy,
-            Verdict::Restarting,
-        ] {
+        for verdict in Verdict::ALL {
             let json = serde_json::to_string(&verdict).unwrap();
             assert_eq!(json, format!("\"{verdict}\""));
             assert_eq!(serde_json::from_str::<Verdict>(&json).unwrap(), verdict);

@@ -30,29 +30,13 @@ fn the_golden_lines_cover_every_source_and_verdict() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    for source in [
-        Source::Syscall,
-        Source::Kernel,
-        Source::Fallback,
-        Source::Timers,
-        Source::Service,
-        Source::Daemon,
-    ] {
+    for source in Source::ALL {
         assert!(
             records.iter().any(|r| r.source == source),
             "no golden line from {source}"
         );
     }
-    for verdict in [
-        Verdict::Observed,
-        Verdict::Allowed,
-        Verdict::Denied,
-        Verdict::Slewed,
-        Verdict::WouldDeny,
-        Verdict::Fault,
-        Verdict::Healthy,
-        Verdict::Restarting,
-    ] {
+    for verdict in Verdict::ALL {
         assert!(
             records.iter().any(|r| r.verdict == verdict),
             "no golden line with verdict {verdict}"
