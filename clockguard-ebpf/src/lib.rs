@@ -73,7 +73,11 @@ pub const COUNTER_TIMER_READ_FAULTS: u32 = 10;
 pub const COUNTER_SERVICE_EXIT_DROPS: u32 = 11;
 /// Children of tracked processes that could not be added to TRACKED (map full).
 pub const COUNTER_TRACKED_FULL: u32 = 12;
-pub const COUNTER_COUNT: u32 = 13;
+/// Clock syscalls counted in a summary (the REPEATS map) instead of sent in full.
+pub const COUNTER_SUMMARISED: u32 = 13;
+/// Repeats that found REPEATS full: sent in full instead (never lost for it).
+pub const COUNTER_REPEATS_FULL: u32 = 14;
+pub const COUNTER_COUNT: u32 = 15;
 
 /// Buckets of the per-CPU hrtimer lateness histogram (`LATENESS`): bucket 0 counts
 /// expiries exactly on time; bucket i (1..=63) those late by [2^(i-1), 2^i) ns.
@@ -250,6 +254,9 @@ pub struct Config {
     pub self_tgid: u32,
     /// Valid when CONFIG_EXE_LAYOUT is set.
     pub exe_offsets: ExeOffsets,
+    /// Calls per REPEATS key and epoch sent in full before the rest are only counted;
+    /// 0: every call in full (no summarising).
+    pub repeats_in_full: u32,
 }
 
 /// Emit read-only adjtimex calls (modes == 0) instead of only counting them.
@@ -318,6 +325,87 @@ impl ServiceExitEvent {
         }
         // SAFETY: length checked; plain integers, any bit pattern is valid.
         Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<Self>()) })
+    }
+}
+
+/// Whether a finished clock syscall may be counted in a summary instead of sent in full:
+/// only calls that changed nothing the trail must name one by one. Never one a guard hook
+/// judged (allowed, refused or would-refuse), one inside which clock_was_set() ran (the
+/// clock really moved), a successful clock_settime or settimeofday, or any ADJ_SETOFFSET.
+/// What remains: failed calls (the kernel refused them before changing anything), and
+/// successful adjtimex/clock_adjtime calls that are not steps (frequency, status, reads).
+#[inline(always)]
+pub fn may_summarise(ret: i64, flags: u32, guard_action: u16, modes: u32) -> bool {
+    if guard_action != GUARD_NONE || flags & FLAG_CLOCK_WAS_SET != 0 {
+        return false;
+    }
+    if flags & FLAG_HAS_TIMEX != 0 && modes & ADJ_SETOFFSET != 0 {
+        return false;
+    }
+    ret < 0 || flags & FLAG_HAS_TIMEX != 0
+}
+
+/// `RepeatKey::request` of a call, from its pending call's flags and timex modes.
+#[inline(always)]
+pub fn repeat_request(syscall: u32, flags: u32, modes: u32) -> u32 {
+    if flags & FLAG_HAS_TIMEX != 0 {
+        modes
+    } else if syscall == SYSCALL_SETTIMEOFDAY {
+        flags & (FLAG_HAS_TIME | FLAG_HAS_TZ)
+    } else {
+        0
+    }
+}
+
+/// Key of the REPEATS map: what makes two calls repeats of each other, in one epoch (the
+/// daemon's summary interval; it bumps `REPEAT_EPOCH` every interval and collects the
+/// epochs before the last one, so no program is still counting into what it reads).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RepeatKey {
+    pub tgid: u32,
+    /// SYSCALL_*.
+    pub syscall: u32,
+    pub clock_id: i32,
+    /// What the call asked to change: the timex modes (adjtimex, clock_adjtime), or
+    /// settimeofday's FLAG_HAS_TIME | FLAG_HAS_TZ; 0 for clock_settime. See `repeat_request`.
+    pub request: u32,
+    /// The syscall's return value: -errno, or adjtimex's clock state.
+    pub ret: i32,
+    pub epoch: u32,
+}
+
+/// Value of the REPEATS map: how many calls of the key the epoch saw, how many of them were
+/// only counted, and who made them (written by the program that created the entry).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct RepeatCount {
+    /// Every call of the key in this epoch: sent in full or counted. Increments are atomic.
+    pub seen: u64,
+    /// The calls only counted here (not sent in full).
+    pub summarised: u64,
+    /// CLOCK_MONOTONIC ns at the entry of the first and the exit of the last counted call.
+    pub first_mono_ns: u64,
+    pub last_mono_ns: u64,
+    /// CLOCK_TAI − CLOCK_MONOTONIC (ns) at the first counted call, to date it.
+    pub first_offset_ns: i64,
+    pub cgroup_id: u64,
+    pub uid: u32,
+    pub gid: u32,
+    /// FLAG_HAS_PROCINFO when `ppid`, `parent_comm` and `exe` are known.
+    pub flags: u32,
+    pub ppid: u32,
+    pub comm: [u8; COMM_LEN],
+    pub parent_comm: [u8; COMM_LEN],
+    pub exe: [u8; EXE_LEN],
+}
+
+impl RepeatCount {
+    /// An all-zero count (host side; the kernel side zeroes from a map).
+    #[cfg(not(target_arch = "bpf"))]
+    pub fn zeroed() -> Self {
+        // SAFETY: every field is an integer or an integer array: zero is valid.
+        unsafe { core::mem::zeroed() }
     }
 }
 
@@ -523,12 +611,58 @@ mod tests {
         assert_eq!(core::mem::size_of::<ClockEvent>(), 376);
         assert_eq!(core::mem::size_of::<PendingCall>(), 152);
         assert_eq!(core::mem::size_of::<GuardDecision>(), 24);
-        assert_eq!(core::mem::size_of::<Config>(), 44);
+        assert_eq!(core::mem::size_of::<Config>(), 48);
+        assert_eq!(core::mem::size_of::<RepeatKey>(), 24);
+        assert_eq!(core::mem::size_of::<RepeatCount>(), 224);
         assert_eq!(core::mem::size_of::<ExeKey>(), 16);
         assert_eq!(core::mem::size_of::<ProcInfo>(), 152);
         assert_eq!(core::mem::size_of::<TimerConfig>(), 24);
         assert_eq!(core::mem::size_of::<TimerLateEvent>(), 32);
         assert_eq!(core::mem::size_of::<LatenessHistogram>(), 65 * 8);
+    }
+
+    #[test]
+    fn only_calls_that_changed_nothing_are_summarised() {
+        let timex = FLAG_HAS_OFFSET_BEFORE | FLAG_HAS_TIMEX;
+        let settime = FLAG_HAS_OFFSET_BEFORE | FLAG_HAS_TIME;
+        // Failed calls of every kind: the kernel refused them before changing anything.
+        assert!(may_summarise(-22, settime, GUARD_NONE, 0));
+        assert!(may_summarise(-1, settime, GUARD_NONE, 0));
+        assert!(may_summarise(-22, timex, GUARD_NONE, ADJ_FREQUENCY));
+        // Successful discipline writes and reads that are not steps.
+        assert!(may_summarise(
+            0,
+            timex,
+            GUARD_NONE,
+            ADJ_FREQUENCY | ADJ_STATUS
+        ));
+        assert!(may_summarise(5, timex, GUARD_NONE, 0));
+        // Steps, whatever their outcome, and anything a guard hook judged.
+        assert!(!may_summarise(0, settime, GUARD_NONE, 0));
+        assert!(!may_summarise(
+            0,
+            settime | FLAG_CLOCK_WAS_SET,
+            GUARD_NONE,
+            0
+        ));
+        assert!(!may_summarise(
+            0,
+            timex,
+            GUARD_NONE,
+            ADJ_SETOFFSET | ADJ_NANO
+        ));
+        assert!(!may_summarise(-22, timex, GUARD_NONE, ADJ_SETOFFSET));
+        assert!(!may_summarise(-1, settime, GUARD_DENIED, 0));
+        assert!(!may_summarise(0, settime, GUARD_ALLOWED, 0));
+        assert!(!may_summarise(0, settime, GUARD_WOULD_DENY, 0));
+        assert!(!may_summarise(-1, timex, GUARD_DENIED, ADJ_FREQUENCY));
+        // A timezone-only settimeofday changes what local time reads: in full.
+        assert!(!may_summarise(
+            0,
+            FLAG_HAS_OFFSET_BEFORE | FLAG_HAS_TZ,
+            GUARD_NONE,
+            0
+        ));
     }
 
     #[test]

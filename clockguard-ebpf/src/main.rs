@@ -5,6 +5,9 @@
 //! empty stub, so `cargo build --workspace` works on the host.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
+// BPF has atomic adds but no core::sync::atomic RMW types: the intrinsic reaches them.
+#![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
+#![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}
@@ -14,7 +17,7 @@ mod programs {
     use core::ffi::c_void;
 
     use aya_ebpf::{
-        bindings::{BPF_ANY, BPF_F_FAST_STACK_CMP},
+        bindings::{BPF_ANY, BPF_F_FAST_STACK_CMP, BPF_NOEXIST},
         helpers::{
             bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_user, generated,
         },
@@ -58,6 +61,22 @@ mod programs {
     #[map]
     static ZERO_PROC: Array<ProcInfo> = Array::with_max_entries(1, 0);
 
+    /// Repeats of clock calls that changed nothing (see `may_summarise`), counted per key
+    /// and epoch: the first `Config::repeats_in_full` of a key in an epoch are sent in
+    /// full, the rest only counted here, and the daemon journals one summary record per key
+    /// from what it collects. A plain, preallocated hash: an LRU one could evict a count
+    /// nobody journaled; a full map sends the call in full (COUNTER_REPEATS_FULL).
+    #[map]
+    static REPEATS: HashMap<RepeatKey, RepeatCount> = HashMap::with_max_entries(2048, 0);
+
+    /// Index 0: the current epoch of REPEATS keys, advanced by the daemon every interval.
+    #[map]
+    static REPEAT_EPOCH: Array<u32> = Array::with_max_entries(1, 0);
+
+    /// A zeroed RepeatCount to insert new REPEATS entries from.
+    #[map]
+    static ZERO_REPEAT: Array<RepeatCount> = Array::with_max_entries(1, 0);
+
     /// Per-CPU counters (COUNTER_*), summed by the daemon.
     #[map]
     static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
@@ -77,6 +96,7 @@ mod programs {
     static STACKS: StackTrace = StackTrace::with_max_entries(1024, 0);
 
     const CLOCK_REALTIME: i32 = 0;
+    const EEXIST: i64 = 17;
 
     #[inline(always)]
     fn count(index: u32) {
@@ -121,29 +141,60 @@ mod programs {
     #[inline(always)]
     fn fill_caller(event: &mut ClockEvent) {
         let pid_tgid = bpf_get_current_pid_tgid();
-        let uid_gid = bpf_get_current_uid_gid();
         event.tgid = (pid_tgid >> 32) as u32;
         event.tid = pid_tgid as u32;
-        event.uid = uid_gid as u32;
-        event.gid = (uid_gid >> 32) as u32;
-        event.cgroup_id = unsafe { generated::bpf_get_current_cgroup_id() };
-        // The raw helper writes straight into the event (see PLATFORM.md: the safe wrapper
-        // zero-fills on the stack, which bpf-linker rejects with LLVM 22).
+        fill_identity(
+            event.tgid,
+            Identity {
+                uid: &mut event.uid,
+                gid: &mut event.gid,
+                cgroup_id: &mut event.cgroup_id,
+                comm: &mut event.comm,
+                flags: &mut event.flags,
+                ppid: &mut event.ppid,
+                parent_comm: &mut event.parent_comm,
+                exe: &mut event.exe,
+            },
+        );
+    }
+
+    /// Where a caller's identity goes: the same fields in a ClockEvent and a RepeatCount.
+    struct Identity<'a> {
+        uid: &'a mut u32,
+        gid: &'a mut u32,
+        cgroup_id: &'a mut u64,
+        comm: &'a mut [u8; COMM_LEN],
+        flags: &'a mut u32,
+        ppid: &'a mut u32,
+        parent_comm: &'a mut [u8; COMM_LEN],
+        exe: &'a mut [u8; EXE_LEN],
+    }
+
+    /// Writes the current task's uid/gid, cgroup, comm and what fork/exec left in PROCS for
+    /// `tgid` (FLAG_HAS_PROCINFO in `flags`; else `ppid` 0 and empty strings).
+    #[inline(always)]
+    fn fill_identity(tgid: u32, out: Identity) {
+        let uid_gid = bpf_get_current_uid_gid();
+        *out.uid = uid_gid as u32;
+        *out.gid = (uid_gid >> 32) as u32;
+        *out.cgroup_id = unsafe { generated::bpf_get_current_cgroup_id() };
+        // The raw helper writes straight into the destination (see PLATFORM.md: the safe
+        // wrapper zero-fills on the stack, which bpf-linker rejects with LLVM 22).
         unsafe {
-            generated::bpf_get_current_comm(event.comm.as_mut_ptr() as *mut c_void, COMM_LEN as u32)
+            generated::bpf_get_current_comm(out.comm.as_mut_ptr() as *mut c_void, COMM_LEN as u32)
         };
-        if let Some(info) = unsafe { PROCS.get(event.tgid) } {
-            event.ppid = info.ppid;
-            event.flags |= FLAG_HAS_PROCINFO;
+        if let Some(info) = unsafe { PROCS.get(tgid) } {
+            *out.ppid = info.ppid;
+            *out.flags |= FLAG_HAS_PROCINFO;
             // Plain loads from map memory cost less than a bpf_probe_read_kernel call each.
-            copy_words(&mut event.parent_comm, &info.parent_comm);
-            copy_words(&mut event.exe, &info.exe);
+            copy_words(out.parent_comm, &info.parent_comm);
+            copy_words(out.exe, &info.exe);
         } else {
             // Volatile: two adjacent zero stores could become a memset, which BPF cannot call.
             unsafe {
-                core::ptr::write_volatile(&mut event.ppid, 0);
-                core::ptr::write_volatile(&mut event.parent_comm[0], 0);
-                core::ptr::write_volatile(&mut event.exe[0], 0);
+                core::ptr::write_volatile(out.ppid, 0);
+                core::ptr::write_volatile(&mut out.parent_comm[0], 0);
+                core::ptr::write_volatile(&mut out.exe[0], 0);
             }
         }
     }
@@ -212,6 +263,17 @@ mod programs {
         }
         let (exit_mono_ns, offset_after_ns) = clock_now();
         remember_offset(offset_after_ns);
+        let modes = if p.flags & FLAG_HAS_TIMEX != 0 {
+            p.timex.modes
+        } else {
+            0
+        };
+        if may_summarise(ret, p.flags, p.guard.action, modes)
+            && counted_as_repeat(p, ret, modes, exit_mono_ns)
+        {
+            p.syscall = SYSCALL_NONE;
+            return 0;
+        }
         let Some(mut slot) = EVENTS.reserve::<ClockEvent>(0) else {
             count(COUNTER_RINGBUF_DROPS);
             p.syscall = SYSCALL_NONE;
@@ -241,6 +303,95 @@ mod programs {
         count(COUNTER_EVENTS);
         p.syscall = SYSCALL_NONE;
         0
+    }
+
+    /// Counts the call in its REPEATS entry; true when it is only counted there (the key
+    /// already had `repeats_in_full` calls this epoch), false when it must be sent in full.
+    /// Two CPUs racing on one key may both send in full: every call is still either sent
+    /// or counted, never both, never neither.
+    #[inline(always)]
+    fn counted_as_repeat(p: &PendingCall, ret: i64, modes: u32, exit_mono_ns: u64) -> bool {
+        let Some(cfg) = config() else { return false };
+        let in_full = cfg.repeats_in_full as u64;
+        if in_full == 0 {
+            return false;
+        }
+        let Some(&epoch) = REPEAT_EPOCH.get(0) else {
+            return false;
+        };
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        let key = RepeatKey {
+            tgid,
+            syscall: p.syscall,
+            clock_id: p.clock_id,
+            request: repeat_request(p.syscall, p.flags, modes),
+            ret: ret as i32,
+            epoch,
+        };
+        let entry = match REPEATS.get_ptr_mut(&key) {
+            Some(entry) => entry,
+            None => {
+                let Some(zero) = ZERO_REPEAT.get(0) else {
+                    return false;
+                };
+                // BPF_NOEXIST: of two CPUs creating one key, the second finds the first's.
+                match REPEATS.insert(&key, zero, BPF_NOEXIST as u64) {
+                    Ok(()) => {
+                        let Some(entry) = REPEATS.get_ptr_mut(&key) else {
+                            return false;
+                        };
+                        let e = unsafe { &mut *entry };
+                        fill_identity(
+                            tgid,
+                            Identity {
+                                uid: &mut e.uid,
+                                gid: &mut e.gid,
+                                cgroup_id: &mut e.cgroup_id,
+                                comm: &mut e.comm,
+                                flags: &mut e.flags,
+                                ppid: &mut e.ppid,
+                                parent_comm: &mut e.parent_comm,
+                                exe: &mut e.exe,
+                            },
+                        );
+                        entry
+                    }
+                    Err(err) if i64::from(err) == -EEXIST => match REPEATS.get_ptr_mut(&key) {
+                        Some(entry) => entry,
+                        None => return false,
+                    },
+                    Err(_) => {
+                        count(COUNTER_REPEATS_FULL);
+                        return false;
+                    }
+                }
+            }
+        };
+        let e = unsafe { &mut *entry };
+        let seen = unsafe { core::ptr::read_volatile(&e.seen) };
+        atomic_increment(&mut e.seen);
+        if seen < in_full {
+            return false;
+        }
+        if unsafe { core::ptr::read_volatile(&e.summarised) } == 0 {
+            e.first_mono_ns = p.enter_mono_ns;
+            e.first_offset_ns = p.offset_before_ns;
+        }
+        atomic_increment(&mut e.summarised);
+        e.last_mono_ns = exit_mono_ns;
+        count(COUNTER_SUMMARISED);
+        true
+    }
+
+    /// +1 on a counter other CPUs may be adding to (a BPF atomic add; the old value is not
+    /// used, so LLVM emits the plain add every BPF instruction set has).
+    #[inline(always)]
+    fn atomic_increment(counter: &mut u64) {
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                counter, 1,
+            )
+        };
     }
 
     /// Syscall tracepoint args start at byte 16 (after the common header and __syscall_nr),

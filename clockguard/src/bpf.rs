@@ -170,6 +170,8 @@ pub struct LoadOptions<'a> {
     pub timer_late_threshold_ns: u64,
     /// Pin every link and map in bpffs, adopting a previous daemon's (guard mode).
     pub pin: bool,
+    /// Repeats of a key sent in full per summary interval (0: no summarising).
+    pub repeats_in_full: u32,
 }
 
 impl Probes {
@@ -221,6 +223,7 @@ impl Probes {
         let mut config = abi::Config {
             flags,
             self_tgid: std::process::id(),
+            repeats_in_full: opts.repeats_in_full,
             ..Default::default()
         };
         // Parsed once (several MB) for every offset the hooks need: the guard's and the
@@ -630,7 +633,50 @@ impl Probes {
             timer_read_faults: sum(abi::COUNTER_TIMER_READ_FAULTS)?,
             service_exit_drops: sum(abi::COUNTER_SERVICE_EXIT_DROPS)?,
             tracked_full: sum(abi::COUNTER_TRACKED_FULL)?,
+            events_summarised: sum(abi::COUNTER_SUMMARISED)?,
+            repeats_map_full: sum(abi::COUNTER_REPEATS_FULL)?,
         })
+    }
+
+    /// The epoch the kernel files repeats under now (a pinned map keeps a previous
+    /// daemon's, so it goes on from there).
+    pub fn repeat_epoch(&self) -> Result<u32> {
+        let map: Array<_, u32> = Array::try_from(
+            self.ebpf
+                .map("REPEAT_EPOCH")
+                .context("no REPEAT_EPOCH map")?,
+        )?;
+        Ok(map.get(&0, 0)?)
+    }
+
+    pub fn set_repeat_epoch(&mut self, epoch: u32) -> Result<()> {
+        let mut map: Array<_, u32> = Array::try_from(
+            self.ebpf
+                .map_mut("REPEAT_EPOCH")
+                .context("no REPEAT_EPOCH map")?,
+        )?;
+        map.set(0, epoch, 0)?;
+        Ok(())
+    }
+
+    /// Takes the repeat counts of every epoch before `before` out of the kernel: read, then
+    /// deleted. The caller makes sure no program still counts into those epochs.
+    pub fn take_repeats(&mut self, before: u32) -> Result<Vec<(abi::RepeatKey, abi::RepeatCount)>> {
+        let mut map: HashMap<_, RepeatKeyPod, RepeatCountPod> =
+            HashMap::try_from(self.ebpf.map_mut("REPEATS").context("no REPEATS map")?)?;
+        // Keys first: deleting while walking a BPF hash can restart the walk.
+        let keys: Vec<RepeatKeyPod> = map
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| k.0.epoch < before)
+            .collect();
+        let mut taken = Vec::with_capacity(keys.len());
+        for key in keys {
+            let count = map.get(&key, 0)?;
+            map.remove(&key)?;
+            taken.push((key.0, count.0));
+        }
+        Ok(taken)
     }
 
     /// Symbolised kernel stack of an in-kernel event (innermost frame first).
@@ -704,6 +750,10 @@ pub struct Counters {
     /// Exits of tracked processes lost (their ring full) / children not tracked (map full).
     pub service_exit_drops: u64,
     pub tracked_full: u64,
+    /// Clock calls counted in a summary record instead of sent in full.
+    pub events_summarised: u64,
+    /// Repeats sent in full because the kernel's REPEATS map was full.
+    pub repeats_map_full: u64,
 }
 
 /// abi::Config as a map value (aya::Pod is foreign to the ABI crate).
@@ -733,6 +783,20 @@ unsafe impl aya::Pod for TimerConfigPod {}
 struct ExeKeyPod(abi::ExeKey);
 // SAFETY: repr(C) plain integers, explicit padding field.
 unsafe impl aya::Pod for ExeKeyPod {}
+
+/// abi::RepeatKey as a map key.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct RepeatKeyPod(abi::RepeatKey);
+// SAFETY: repr(C) plain integers, no padding (six 4-byte fields).
+unsafe impl aya::Pod for RepeatKeyPod {}
+
+/// abi::RepeatCount as a map value.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+struct RepeatCountPod(abi::RepeatCount);
+// SAFETY: repr(C) plain integers and byte arrays, no padding.
+unsafe impl aya::Pod for RepeatCountPod {}
 
 type AttachError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -985,6 +1049,8 @@ mod tests {
             "EVENTS",
             "GUARD_EXES",
             "PENDING",
+            "REPEATS",
+            "REPEAT_EPOCH",
             "STACKS",
         ] {
             assert!(names.iter().any(|n| n == map), "{map} not in {names:?}");

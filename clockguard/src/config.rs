@@ -445,6 +445,22 @@ pub struct AuditConfig {
     /// off unless you are measuring.
     #[serde(default)]
     pub measure_hook_cost: bool,
+    /// In a storm of clock calls that change nothing (failed calls, frequency and status
+    /// writes, reads), the kernel sends this many calls per process, syscall, clock, modes
+    /// and result in each summary interval in full and only counts the rest; each count is
+    /// journaled as one `summary` record. 0: every call in full.
+    #[serde(default = "default_repeats_in_full")]
+    pub repeats_in_full: u32,
+    /// The summary interval (ms).
+    #[serde(default = "default_summary_interval_ms")]
+    pub summary_interval_ms: u64,
+}
+
+fn default_repeats_in_full() -> u32 {
+    8
+}
+fn default_summary_interval_ms() -> u64 {
+    2000
 }
 
 impl Default for AuditConfig {
@@ -456,6 +472,8 @@ impl Default for AuditConfig {
             disabled_hooks: Vec::new(),
             fallback_detector: true,
             measure_hook_cost: false,
+            repeats_in_full: default_repeats_in_full(),
+            summary_interval_ms: default_summary_interval_ms(),
         }
     }
 }
@@ -613,6 +631,12 @@ impl Config {
             bail!(
                 "audit.max_journal_bytes = {} is too small (at least 4096)",
                 self.audit.max_journal_bytes
+            );
+        }
+        if !(100..=3_600_000).contains(&self.audit.summary_interval_ms) {
+            bail!(
+                "audit.summary_interval_ms = {} is out of range (100 to 3600000 ms)",
+                self.audit.summary_interval_ms
             );
         }
         // The kernel takes ±10 % through the tick and ±500 ppm through the frequency.

@@ -93,6 +93,9 @@ struct Daemon {
     /// is over gives its freed heap back (see `trim_after_burst`).
     journaled_at_trim: u64,
     journaled_at_sample: u64,
+    /// The epoch the kernel counts repeats under (REPEAT_EPOCH), advanced every
+    /// `audit.summary_interval_ms`.
+    repeat_epoch: u32,
 }
 
 /// Kernel clock messages kept for `status`.
@@ -109,8 +112,11 @@ struct Stats {
     /// Refused steps of `slew_instead` agents handed to the slew engine, and refused by it.
     slews_requested: u64,
     slews_refused: u64,
-    /// clockguard's own read-only adjtimex calls, seen with journal_readonly and skipped.
+    /// clockguard's own read-only adjtimex calls, seen with journal_readonly and skipped
+    /// (in full or in a summary count).
     own_reads_not_journaled: u64,
+    /// Summary records journaled (one per key and interval of repeated calls).
+    summary_records: u64,
     /// Times the clock moved under running programs, by cause (see `jump_cause`).
     jumps: std::collections::BTreeMap<String, u64>,
     /// Track files that could not be written.
@@ -175,6 +181,7 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
         // Only a guard that can enforce is worth keeping in force without the daemon, and
         // only where the pins can outlive it.
         pin: guard_wanted && not_pinned.is_none(),
+        repeats_in_full: config.audit.repeats_in_full,
     }) {
         Ok(p) => (Some(p), None),
         Err(err) => {
@@ -346,6 +353,15 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
         config.timers.sample_interval_ms,
     ));
     sampler.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut repeat_interval = tokio::time::interval(std::time::Duration::from_millis(
+        config.audit.summary_interval_ms,
+    ));
+    repeat_interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A pinned map goes on from a previous daemon's epoch, so its counts are older.
+    let repeat_epoch = probes
+        .as_ref()
+        .and_then(|p| p.repeat_epoch().ok())
+        .unwrap_or(0);
 
     let (jump_tx, mut jump_rx) = mpsc::channel(16);
     let mut fallback_status = HookStatus {
@@ -455,6 +471,7 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
         last_heartbeat: None,
         journaled_at_trim: 0,
         journaled_at_sample: 0,
+        repeat_epoch,
         ntp_running: ntp.is_some(),
         hook_stats,
         services: tracker,
@@ -542,6 +559,7 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
                 guard.clear_ready();
             }
             _ = sampler.tick() => daemon.on_sample(),
+            _ = repeat_interval.tick(), if events.is_some() => daemon.on_repeat_interval(),
             Some(jump) = jump_rx.recv() => daemon.on_fallback_jump(jump),
             Some(query) = query_rx.recv() => daemon.answer(query),
             _ = watchdog.tick(), if watchdog_period.is_some() => notify_systemd("WATCHDOG=1"),
@@ -553,6 +571,10 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
         }
     }
     notify_systemd("STOPPING=1");
+    // New repeats go to a new epoch while the ring buffer is drained; then every count
+    // is journaled, the last epoch's included (a call still counting into it as the daemon
+    // reads is the one thing this can miss).
+    daemon.advance_repeat_epoch();
     // Whatever is still in the ring buffer is journaled before leaving.
     if let Some(ring) = events.as_mut() {
         loop {
@@ -564,6 +586,7 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
             }
         }
     }
+    daemon.journal_repeats(u32::MAX);
     // The NTP service first: it writes the drift file and stops asking for corrections.
     if let Some(ntp) = &ntp {
         ntp.shutdown().await;
@@ -900,6 +923,65 @@ impl Daemon {
             records.push(record);
         }
         self.journal_and_publish(records);
+    }
+
+    /// Every summary interval: the kernel counts new repeats under a new epoch, and the
+    /// counts of the epochs before the one that just ended are journaled. The one that
+    /// just ended waits an interval more, so that no program is still counting into it.
+    fn on_repeat_interval(&mut self) {
+        let ended = self.repeat_epoch;
+        self.advance_repeat_epoch();
+        self.journal_repeats(ended);
+    }
+
+    fn advance_repeat_epoch(&mut self) {
+        let Some(probes) = self.probes.as_mut() else {
+            return;
+        };
+        let next = self.repeat_epoch.wrapping_add(1);
+        match probes.set_repeat_epoch(next) {
+            Ok(()) => self.repeat_epoch = next,
+            Err(err) => tracing::warn!("cannot advance the kernel's repeat epoch: {err:#}"),
+        }
+    }
+
+    /// Journals one summary record per repeat count of the epochs before `before`, taking
+    /// the counts out of the kernel.
+    fn journal_repeats(&mut self, before: u32) {
+        let Some(probes) = self.probes.as_mut() else {
+            return;
+        };
+        let mut counts = match probes.take_repeats(before) {
+            Ok(counts) => counts,
+            Err(err) => {
+                tracing::warn!("cannot read the kernel's repeat counts: {err:#}");
+                return;
+            }
+        };
+        // In the order the calls were made.
+        counts.sort_by_key(|(_, count)| count.first_mono_ns);
+        let tai_offset_s = clock::tai_offset_s();
+        let own = std::process::id();
+        let mut records = Vec::new();
+        for (key, count) in counts {
+            // clockguard's own reads of the kernel's rate (journal_readonly), as in process().
+            if key.tgid == own
+                && key.syscall == clockguard_ebpf::SYSCALL_ADJTIMEX
+                && key.request == 0
+            {
+                self.stats.own_reads_not_journaled += count.summarised;
+                continue;
+            }
+            let Some(mut record) = record::summary(&key, &count, tai_offset_s) else {
+                continue;
+            };
+            self.enricher.enrich(&mut record, count.cgroup_id);
+            records.push(record);
+        }
+        self.stats.summary_records += records.len() as u64;
+        if !records.is_empty() {
+            self.journal_and_publish(records);
+        }
     }
 
     fn on_fallback_jump(&mut self, jump: fallback::Jump) {
@@ -1462,6 +1544,14 @@ impl Daemon {
             "lsms": crate::lsm::active_lsms(),
             "hooks": self.hooks,
             "ring_buffer_drops": counters.map(|c| c.ring_buffer_drops),
+            // In-kernel summarising of repeats: the counts of an epoch are journaled when
+            // the epoch after it ends, so every call made before epoch N began is in the
+            // journal once `epoch` reaches N + 1.
+            "summaries": {
+                "repeats_in_full": self.config.audit.repeats_in_full,
+                "interval_ms": self.config.audit.summary_interval_ms,
+                "epoch": self.probes.is_some().then_some(self.repeat_epoch),
+            },
             "kernel": counters,
             "ntp": {
                 "running": self.ntp_running,

@@ -642,6 +642,16 @@ fn audit_row(r: &Record) -> String {
         (None, None, Some(cause)) => format!("cause: {cause}"),
         (None, None, None) => "?".into(),
     };
+    // A summary stands for many calls: say how many, of what, over how long.
+    let who = match &r.detail {
+        Some(d) if r.kind == "summary" => format!(
+            "{who}: {} more {} in {:.1} s",
+            d["count"],
+            d["kind"].as_str().unwrap_or("?"),
+            d["span_s"].as_f64().unwrap_or(0.0)
+        ),
+        _ => who,
+    };
     format!(
         "{:<30} {:<8} {:<13} {:<9} {:>15} {:<7} {:>7} {:<15} {}",
         r.time,
@@ -744,9 +754,11 @@ fn print_status(s: &Value) -> Result<()> {
             .unwrap_or_else(|| "?".into())
     };
     outln!(
-        "clock syscalls seen: {}   read-only adjtimex counted: {}   ring buffer drops: {}",
+        "clock syscalls seen: {}   read-only adjtimex counted: {}   repeats summarised: {}   \
+         ring buffer drops: {}",
         num(&s["kernel"]["clock_syscalls"]),
         num(&s["kernel"]["readonly_adjtimex"]),
+        num(&s["kernel"]["events_summarised"]),
         num(&s["ring_buffer_drops"])
     );
     outln!(
@@ -983,7 +995,8 @@ mod tests {
     }
 
     /// `clockguard audit` prints the golden journal as the clockguard of before the typed
-    /// record did (its output, recorded 2026-12-05, is golden/audit.txt).
+    /// record did (its output, recorded 2026-12-05, is golden/audit.txt; the last line, a
+    /// `summary` record, was added with the summarising of repeats, as it printed then).
     #[test]
     fn audit_table_is_unchanged() {
         let records = include_str!("../core/tests/golden/records.jsonl");

@@ -147,6 +147,11 @@ pub fn exposition(status: &Value, tracking: Option<&Value>) -> Result<String> {
         counter(u(&kernel["ring_buffer_drops"])),
     );
     r.register(
+        "events_summarised",
+        "Repeated clock calls counted in a summary record instead of journaled one by one",
+        counter(u(&kernel["events_summarised"])),
+    );
+    r.register(
         "clock_syscalls",
         "Clock-setting syscalls seen (read-only adjtimex included)",
         counter(u(&kernel["clock_syscalls"])),
@@ -462,7 +467,7 @@ mod tests {
                       {"name": "sys_enter_adjtimex", "kind": "tracepoint", "attached": false,
                        "replaced_by": "fentry_adjtimex + fexit_adjtimex"}],
             "kernel": {"ring_buffer_drops": 3, "clock_syscalls": 10, "guard_denied": 2,
-                       "guard_would_deny": 0},
+                       "guard_would_deny": 0, "events_summarised": 99_000},
             "daemon": {"records_journaled": 12, "jumps": {"step": 4, "vm_paused": 1}},
             "timers": {"found": {"stalls": 1, "last_stall": {"duration_ns": 5_002_000_000i64}},
                        "late_events_lost": 0,
@@ -477,6 +482,7 @@ mod tests {
         for line in [
             "clockguard_steps_refused_total 2",
             "clockguard_ring_buffer_drops_total 3",
+            "clockguard_events_summarised_total 99000",
             "clockguard_time_jumps_total{cause=\"step\"} 4",
             "clockguard_time_jumps_total{cause=\"vm_paused\"} 1",
             "clockguard_hook_attached{hook=\"clock_was_set\",kind=\"fentry\"} 0",

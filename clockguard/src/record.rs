@@ -468,9 +468,158 @@ pub fn decode(event: &ClockEvent, tai_offset_s: i64, tai_change_s: i64) -> Recor
     }
 }
 
+/// The record of one REPEATS count: `count.summarised` calls of one key that the kernel
+/// only counted (after sending the key's first calls of the interval in full). Kind
+/// `summary`; `detail` says what the calls were (`kind`), how many (`count`), how many of
+/// the interval's calls came in full before them (`in_full`) and when the first and last
+/// counted call were made. `tai_offset_s` as in `decode`. None for a count with nothing
+/// summarised (every call of the key came in full).
+pub fn summary(
+    key: &abi::RepeatKey,
+    count: &abi::RepeatCount,
+    tai_offset_s: i64,
+) -> Option<Record> {
+    if count.summarised == 0 {
+        return None;
+    }
+    // The calls as one event: decode names the syscall, clock, result and caller as for
+    // any record, from the same fields.
+    let mut event = ClockEvent::zeroed();
+    event.kind = abi::EVENT_SYSCALL;
+    event.syscall = key.syscall;
+    event.clock_id = key.clock_id;
+    event.ret = key.ret.into();
+    event.tgid = key.tgid;
+    event.flags = abi::FLAG_HAS_OFFSET_BEFORE | (count.flags & abi::FLAG_HAS_PROCINFO);
+    match key.syscall {
+        abi::SYSCALL_ADJTIMEX | abi::SYSCALL_CLOCK_ADJTIME => {
+            event.flags |= abi::FLAG_HAS_TIMEX;
+            event.timex.modes = key.request;
+        }
+        abi::SYSCALL_SETTIMEOFDAY => {
+            event.flags |= key.request & (abi::FLAG_HAS_TIME | abi::FLAG_HAS_TZ)
+        }
+        _ => event.flags |= abi::FLAG_HAS_TIME,
+    }
+    event.enter_mono_ns = count.first_mono_ns;
+    event.exit_mono_ns = count.last_mono_ns;
+    event.offset_before_ns = count.first_offset_ns;
+    event.offset_after_ns = count.first_offset_ns;
+    event.uid = count.uid;
+    event.gid = count.gid;
+    event.cgroup_id = count.cgroup_id;
+    event.ppid = count.ppid;
+    event.comm = count.comm;
+    event.parent_comm = count.parent_comm;
+    event.exe = count.exe;
+    let mut record = decode(&event, tai_offset_s, 0);
+    let last_wall_ns = (count.last_mono_ns as i64)
+        .wrapping_add(count.first_offset_ns)
+        .wrapping_sub(tai_offset_s * 1_000_000_000);
+    record.detail = Some(json!({
+        "kind": record.kind,
+        "count": count.summarised,
+        "in_full": count.seen.saturating_sub(count.summarised),
+        "first": record.time,
+        "last": rfc3339_ns(last_wall_ns),
+        "span_s": count.last_mono_ns.saturating_sub(count.first_mono_ns) as f64 / 1e9,
+    }));
+    record.kind = "summary".into();
+    // Each call asked for its own value: only what they asked to change is common.
+    record.requested = match key.syscall {
+        abi::SYSCALL_ADJTIMEX | abi::SYSCALL_CLOCK_ADJTIME => {
+            json!({"modes": mode_names(key.request), "modes_raw": key.request})
+        }
+        _ => json!({}),
+    };
+    // Not measured call by call, and the calls are the process's, not one thread's.
+    record.delta_ns = None;
+    record.requested_delta_ns = None;
+    record.tid = None;
+    Some(record)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn repeat(syscall: u32, request: u32, ret: i32) -> (abi::RepeatKey, abi::RepeatCount) {
+        let key = abi::RepeatKey {
+            tgid: 4242,
+            syscall,
+            clock_id: 0,
+            request,
+            ret,
+            epoch: 7,
+        };
+        let mut count = abi::RepeatCount::zeroed();
+        count.seen = 99_008;
+        count.summarised = 99_000;
+        count.first_mono_ns = 1_000_000_000;
+        count.last_mono_ns = 3_000_000_000;
+        // TAI − MONOTONIC: 2026-12-05T00:00:37Z at monotonic 0 (TAI = UTC + 37 s).
+        count.first_offset_ns = 1_796_428_837_000_000_000;
+        count.uid = 1000;
+        count.flags = abi::FLAG_HAS_PROCINFO;
+        count.ppid = 1;
+        count.comm[..3].copy_from_slice(b"foo");
+        count.exe[..12].copy_from_slice(b"/usr/bin/foo");
+        (key, count)
+    }
+
+    #[test]
+    fn a_count_becomes_one_summary_record_with_the_callers_identity() {
+        let (key, count) = repeat(abi::SYSCALL_CLOCK_SETTIME, 0, -22);
+        let r = summary(&key, &count, 37).unwrap();
+        assert_eq!(r.kind, "summary");
+        assert_eq!(r.source, Source::Syscall);
+        assert_eq!(r.syscall.as_deref(), Some("clock_settime"));
+        assert_eq!(r.clock.as_deref(), Some("CLOCK_REALTIME"));
+        assert_eq!(r.result, "EINVAL");
+        assert_eq!(r.verdict, Verdict::Observed);
+        assert_eq!(r.pid, Some(4242));
+        assert_eq!(r.tid, None);
+        assert_eq!(r.uid, Some(1000));
+        assert_eq!(r.comm.as_deref(), Some("foo"));
+        assert_eq!(r.exe.as_deref(), Some("/usr/bin/foo"));
+        assert_eq!(r.delta_ns, None);
+        assert_eq!(r.requested_delta_ns, None);
+        assert!(!r.clock_was_set);
+        assert_eq!(r.requested, json!({}));
+        assert_eq!(r.time, "2026-12-05T00:00:01.000000000Z");
+        let d = r.detail.unwrap();
+        assert_eq!(d["kind"], "step");
+        assert_eq!(d["count"], 99_000);
+        assert_eq!(d["in_full"], 8);
+        assert_eq!(d["first"], "2026-12-05T00:00:01.000000000Z");
+        assert_eq!(d["last"], "2026-12-05T00:00:03.000000000Z");
+        assert_eq!(d["span_s"], 2.0);
+    }
+
+    #[test]
+    fn a_summary_names_what_the_calls_asked_to_change() {
+        let (key, count) = repeat(abi::SYSCALL_CLOCK_ADJTIME, ADJ_FREQUENCY, -22);
+        let r = summary(&key, &count, 37).unwrap();
+        assert_eq!(r.detail.unwrap()["kind"], "frequency");
+        assert_eq!(r.requested["modes"], json!(["ADJ_FREQUENCY"]));
+        let (key, count) = repeat(abi::SYSCALL_SETTIMEOFDAY, abi::FLAG_HAS_TZ, 0);
+        let r = summary(&key, &count, 37).unwrap();
+        assert_eq!(r.detail.unwrap()["kind"], "tz");
+        assert_eq!(r.result, "0");
+        let (key, count) = repeat(abi::SYSCALL_SETTIMEOFDAY, abi::FLAG_HAS_TIME, -22);
+        assert_eq!(
+            summary(&key, &count, 37).unwrap().detail.unwrap()["kind"],
+            "step"
+        );
+    }
+
+    #[test]
+    fn a_count_with_nothing_summarised_is_no_record() {
+        let (key, mut count) = repeat(abi::SYSCALL_CLOCK_SETTIME, 0, -22);
+        count.seen = 3;
+        count.summarised = 0;
+        assert!(summary(&key, &count, 37).is_none());
+    }
 
     fn settime_event(sec: i64, nsec: i64, ret: i64) -> ClockEvent {
         let mut e = ClockEvent::zeroed();

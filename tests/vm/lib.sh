@@ -76,6 +76,19 @@ wait_records() {
     fail "expected $want records matching $filter, found $n"
 }
 
+# wait_summaries: waits until every clock call made so far is journaled, in full or counted
+# in a summary record. The daemon journals an epoch's counts when the epoch after it ends:
+# the calls made so far fall in the current epoch N or before, all in once N + 2 began.
+wait_summaries() {
+    local target
+    target=$(( $(status_json | jq .summaries.epoch) + 2 ))
+    for _ in $(seq 1 100); do
+        [[ $(status_json | jq .summaries.epoch) -ge "$target" ]] && return 0
+        sleep 0.2
+    done
+    fail "the daemon's summary epoch did not reach $target"
+}
+
 # assert_no_step FILE: the 1 ms sampler (cg-clockcall sample) wrote FILE and saw no step
 # and no backward move. A step shows as a change of REALTIME − MONOTONIC between two
 # samples; a slew at 10 % moves it 100 µs per ms, and TCG's read jitter a few ms.

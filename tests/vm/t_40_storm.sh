@@ -1,42 +1,121 @@
-# An event storm: 100,000 clock syscalls end with journal count + drop counter = 100,000.
+# An event storm loses nothing. The kernel sends the first calls of each process, syscall,
+# clock, modes and result in every summary interval in full and counts the rest, which the
+# daemon journals as one "summary" record per key and interval:
+# - 100,000 failed clock calls from one process: records in full + summary counts =
+#   100,000, and the ring buffer drops nothing;
+# - a real step in the middle of a storm still gets its own record;
+# - 100 processes of 1,000 calls each: each one's first calls are in full, and each one's
+#   records and counts make up its 1,000.
 # Memory does not grow with the event count: each storm leaves the daemon's RSS where it
 # started, within 2 MiB (the daemon gives a burst's freed heap back once it is over, and
 # keeps transparent huge pages off its heap: THP "always" in this VM's kernel had added
 # 4 MB a few seconds after a storm).
 source "$(dirname "$0")/lib.sh"
+need_vm
 start_daemon
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$DAEMON_PID/status"; }
+drops() { status_json | jq .ring_buffer_drops; }
 
-# storm: 100,000 calls, then wait until the journal stops growing; sets n and drops.
+# accounted: per pid, the calls the journal accounts for: [pid, records in full, calls
+# counted in summary records].
+accounted() {
+    audit_json | jq -c -s '[.[] | select(.pid != null and .source == "syscall")]
+        | group_by(.pid)[]
+        | [.[0].pid, (map(select(.kind != "summary")) | length),
+           (map(select(.kind == "summary") | .detail.count) | add // 0)]'
+}
+
+# accounted_for PID: sets full and summarised for PID, once the journal has every call.
+accounted_for() {
+    local row
+    wait_summaries
+    row=$(accounted | jq -c --argjson p "$1" 'select(.[0] == $p)')
+    full=$(echo "${row:-[0,0,0]}" | jq '.[1]')
+    summarised=$(echo "${row:-[0,0,0]}" | jq '.[2]')
+}
+
+# storm N: N calls of the three invalid kinds from one process; every one is accounted for.
 storm() {
-    local out pid prev=-1
-    out=$("$CALL" storm 100000)
+    local out pid drops_before
+    drops_before=$(drops)
+    out=$("$CALL" storm "$1")
     echo "$out"
     pid=$(echo "$out" | jq .pid)
-    [[ $(echo "$out" | jq .einval) -eq 100000 ]] || fail "the storm's calls were not all EINVAL: $out"
-    for _ in $(seq 1 120); do
-        n=$(audit_json | jq -c --argjson p "$pid" 'select(.pid == $p)' | wc -l)
-        [[ "$n" -eq "$prev" ]] && break
-        prev=$n
-        sleep 1
-    done
-    drops=$(( $(status_json | jq .ring_buffer_drops) - drops_before ))
-    [[ $(( n + drops )) -eq 100000 ]] || fail "journal $n + drops $drops != 100000"
+    [[ $(echo "$out" | jq .einval) -eq $1 ]] || fail "the storm's calls were not all EINVAL: $out"
+    accounted_for "$pid"
+    local dropped=$(( $(drops) - drops_before ))
+    echo "storm of $1 (pid $pid): $full records in full, $summarised calls in summaries, $dropped dropped"
+    [[ $(( full + summarised )) -eq $1 ]] || fail "$full in full + $summarised summarised != $1"
+    [[ "$dropped" -eq 0 ]] || fail "the ring buffer dropped $dropped events"
+    # The first 8 of each of the three keys, at least, in full.
+    (( full >= 24 )) || fail "only $full records in full"
+    storm_pid=$pid
     # The daemon gives a burst's freed heap back once a sample interval (1 s) passed
-    # without records.
-    sleep 2.5
+    # without records; the summary records were the last.
+    sleep 1.5
 }
 
 rss_start=$(rss)
-drops_before=0
-storm
+storm 100000
 rss_first=$(rss)
-echo "METRIC storm journaled=$n drops=$drops rss_start_kb=$rss_start rss_after_first_kb=$rss_first"
-drops_before=$(status_json | jq .ring_buffer_drops)
-storm
+echo "METRIC storm full=$full summarised=$summarised rss_start_kb=$rss_start rss_after_first_kb=$rss_first"
+# A summary record names the caller as a full record does, and what the calls were.
+exe=$(readlink -f "$CALL")
+audit_json | jq -e -s --argjson p "$storm_pid" --arg exe "$exe" '
+    map(select(.pid == $p and .kind == "summary")) as $s
+    | ($s | length) >= 3
+      and ($s | all(.comm == "cg-clockcall" and .exe == $exe and .result == "EINVAL"
+                    and .verdict == "observed" and .clock_was_set == false
+                    and (.detail.kind == "step" or .detail.kind == "frequency")
+                    and .detail.first <= .detail.last and .detail.count > 0))' >/dev/null \
+    || fail "summary records: $(audit_json | jq -c --argjson p "$storm_pid" 'select(.pid == $p and .kind == "summary")' | head -3)"
+"$CG" audit --state-dir "$STATE" | grep -E "summary .*cg-clockcall.*: [0-9]+ more (step|frequency) in [0-9.]+ s$" | head -3 \
+    | grep -q . || fail "the audit table does not say what a summary stands for"
+storm 100000
 rss_second=$(rss)
-echo "METRIC storm-2 journaled=$n drops=$drops rss_after_second_kb=$rss_second"
+echo "METRIC storm-2 full=$full summarised=$summarised rss_after_second_kb=$rss_second"
 # Allocator slack, not growth with the event count.
 [[ "$rss_first" -le $(( rss_start + 2048 )) ]] || fail "the first storm took RSS from $rss_start kB to $rss_first kB"
 [[ "$rss_second" -le $(( rss_start + 2048 )) ]] || fail "the second storm took RSS from $rss_start kB to $rss_second kB"
+
+# A real step in the middle of a storm: its own record. The step is made once the kernel
+# is summarising the storm, and the storm is long enough to still run after it.
+summarised_before=$(status_json | jq .kernel.events_summarised)
+"$CALL" storm 300000 >"$CG_TEST_TMP/storm-step" &
+storm_job=$!
+for _ in $(seq 1 100); do
+    [[ $(status_json | jq .kernel.events_summarised) -gt "$summarised_before" ]] && break
+    sleep 0.05
+done
+step_pid=$("$CALL" settime-by 1000 | jq .pid)
+wait "$storm_job"
+storm_pid=$(jq .pid "$CG_TEST_TMP/storm-step")
+accounted_for "$storm_pid"
+[[ $(( full + summarised )) -eq 300000 ]] || fail "storm with a step: $full + $summarised != 300000"
+audit_json | jq -e -s --argjson s "$step_pid" --argjson p "$storm_pid" '
+    (map(select(.pid == $s and .kind == "step" and .result == "0" and .clock_was_set)) | .[0].time) as $step
+    | (map(select(.pid == $p)) | map(.time) | min) as $first
+    | (map(select(.pid == $p and .kind == "summary") | .detail.last) | max) as $last
+    | $step != null and $first < $step and $step < $last' >/dev/null \
+    || fail "the step made during the storm has no record of its own inside the storm: $(audit_json | jq -c --argjson s "$step_pid" 'select(.pid == $s)')"
+echo "a step by pid $step_pid during a storm of 300,000 calls: its own record"
+
+# 100 processes of 1,000 calls at once: each one's first calls in full, nothing lost.
+drops_before=$(drops)
+callers=()
+for i in $(seq 1 100); do
+    "$CALL" settime-invalid 1000 >"$CG_TEST_TMP/many-$i" &
+    callers+=($!)
+done
+# Not a bare `wait`: the daemon is a background job too.
+wait "${callers[@]}"
+pids=$(cat "$CG_TEST_TMP"/many-* | jq -s -c 'map(.pid)')
+[[ $(echo "$pids" | jq 'length') -eq 100 ]] || fail "not 100 processes: $pids"
+wait_summaries
+accounted | jq -c -s --argjson ps "$pids" 'map(select(.[0] as $p | $ps | index($p)))' >"$CG_TEST_TMP/many.json"
+jq -e 'length == 100 and all(.[1] >= 8 and .[1] + .[2] == 1000)' "$CG_TEST_TMP/many.json" >/dev/null \
+    || fail "100 processes x 1,000 calls: $(jq -c 'map(select(.[1] < 8 or .[1] + .[2] != 1000)) | .[:5]' "$CG_TEST_TMP/many.json"), $(jq length "$CG_TEST_TMP/many.json") processes seen"
+dropped=$(( $(drops) - drops_before ))
+[[ "$dropped" -eq 0 ]] || fail "the ring buffer dropped $dropped events"
+echo "METRIC many-callers processes=100 full=$(jq 'map(.[1]) | add' "$CG_TEST_TMP/many.json") summarised=$(jq 'map(.[2]) | add' "$CG_TEST_TMP/many.json") dropped=$dropped"
 echo ok

@@ -122,7 +122,8 @@ pub struct Record {
     pub source: Source,
     pub syscall: Option<String>,
     pub clock: Option<String>,
-    /// step | slew | frequency | tick | status | params | tai | tz | read | unknown; from the
+    /// step | slew | frequency | tick | status | params | tai | tz | read | unknown, or
+    /// summary (repeated calls the kernel counted: `detail` says of which kind); from the
     /// timers: stall | suspend | clocksource_change | clocksource_jump |
     /// clocksource_unstable; from a service: died | probe_failed | ...; from the daemon:
     /// start | stop | reload
