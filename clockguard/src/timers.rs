@@ -344,7 +344,13 @@ impl StallDetector {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClockSample {
     pub mono_ns: i64,
+    /// MONOTONIC_RAW at the MONOTONIC read: the midpoint of a RAW read before it and one
+    /// after it.
     pub raw_ns: i64,
+    /// The time between those two RAW reads, ns: how far `raw_ns` may be from the moment
+    /// MONOTONIC was read, twice over. A few µs on a TSC; under emulation, or on a slow
+    /// clocksource such as the HPET (each read traps to the hypervisor), milliseconds.
+    pub read_spread_ns: i64,
     pub boot_ns: i64,
     /// The kernel's rate setting (tick and frequency), ppm of MONOTONIC against RAW.
     pub kernel_rate_ppm: Option<f64>,
@@ -418,7 +424,11 @@ impl ClockWatch {
             let expected = interval as f64 * (1.0 + mean_rate * 1e-6);
             let divergence = (now.mono_ns - last.mono_ns) as f64 - expected;
             let spread_ppm = (rate_now - rate_then).abs() / 2.0 + PLL_SLEW_PPM + slew_ppm_limit;
-            let allowance = (interval as f64 * spread_ppm * 1e-6) as i64 + SAMPLE_NOISE_NS;
+            // Each end's RAW midpoint is off from its MONOTONIC read by at most half the
+            // time its two RAW reads took.
+            let read_uncertainty = (last.read_spread_ns + now.read_spread_ns) / 2;
+            let allowance =
+                (interval as f64 * spread_ppm * 1e-6) as i64 + SAMPLE_NOISE_NS + read_uncertainty;
             if divergence.abs() as i64 > allowance {
                 found.push(ClockFinding::ClocksourceJump {
                     at_mono_ns: now.mono_ns,
@@ -644,9 +654,15 @@ pub fn read_sample(sys: &Path) -> ClockSample {
         clock::read_ns,
         slew::{KernelClock, LinuxClock},
     };
+    // RAW on both sides of MONOTONIC: a read that stalls (an emulated clocksource, the
+    // sampler descheduled) shows as spread instead of as a jump.
+    let raw_before = read_ns(libc::CLOCK_MONOTONIC_RAW);
+    let mono_ns = read_ns(libc::CLOCK_MONOTONIC);
+    let raw_after = read_ns(libc::CLOCK_MONOTONIC_RAW);
     ClockSample {
-        mono_ns: read_ns(libc::CLOCK_MONOTONIC),
-        raw_ns: read_ns(libc::CLOCK_MONOTONIC_RAW),
+        mono_ns,
+        raw_ns: raw_before + (raw_after - raw_before) / 2,
+        read_spread_ns: raw_after - raw_before,
         boot_ns: read_ns(libc::CLOCK_BOOTTIME),
         kernel_rate_ppm: LinuxClock.read_rate().ok().map(|rate| rate.ppm()),
         clocksource: crate::vmfacts::current_clocksource(sys),
@@ -760,6 +776,7 @@ mod tests {
         ClockSample {
             mono_ns: (mono_s * 1e9) as i64,
             raw_ns: (raw_s * 1e9) as i64,
+            read_spread_ns: 0,
             boot_ns: (boot_s * 1e9) as i64,
             kernel_rate_ppm: Some(rate_ppm),
             clocksource: Some(cs.into()),
@@ -808,6 +825,29 @@ mod tests {
         };
         assert!((divergence_ns - 15 * MS).abs() < 1000, "{divergence_ns}");
         assert_eq!(*allowance_ns, 600_000);
+    }
+
+    #[test]
+    fn a_slow_clock_read_is_no_jump() {
+        let mut w = ClockWatch::default();
+        w.sample(sample(10.0, 10.0, 10.0, 0.0, "hpet"), 0.0);
+        // MONOTONIC 1.6 ms ahead of the RAW midpoint, but the two RAW reads around it were
+        // 3.2 ms apart (an emulated HPET read that trapped, the sampler descheduled).
+        let slow = ClockSample {
+            read_spread_ns: 3_200_000,
+            ..sample(11.0016, 11.0, 11.0016, 0.0, "hpet")
+        };
+        let found = w.sample(slow, 0.0);
+        assert!(found.is_empty(), "{found:?}");
+        assert!(w
+            .sample(sample(12.0016, 12.0, 12.0016, 0.0, "hpet"), 0.0)
+            .is_empty());
+        // The same divergence between reads a few µs apart is a jump.
+        let found = w.sample(sample(13.0032, 13.0, 13.0032, 0.0, "hpet"), 0.0);
+        assert!(
+            matches!(found.as_slice(), [ClockFinding::ClocksourceJump { .. }]),
+            "{found:?}"
+        );
     }
 
     #[test]

@@ -79,8 +79,11 @@ while True:
 }
 
 # failover_config FILE [LINE...]: clockguard's configuration with dovecot on A as the
-# tracked service (a 500 ms probe of the IMAP greeting, fall 2, rise 3, hold 2 s, a 30 s
-# jump window, the track file), and LINEs added to its [[service]] table.
+# tracked service (a 500 ms probe of the IMAP greeting with a 4 s timeout, fall 2, rise 3,
+# hold 2 s, a 30 s jump window, the track file), and LINEs added to its [[service]] table.
+# The timeout outlasts dovecot's own pause after a small backward step (every process
+# sleeps until the clock is back where it was: 3 s for a 3 s step), which is no fault;
+# with 1 s, two probes that fell into the pause had failed the service (seen once in CI).
 failover_config() {
     local file=$1
     shift
@@ -92,6 +95,7 @@ pidfile = "$T/dovecot/run/master.pid"
 probe = "$A_IP:143"
 probe_expect = "* OK"
 interval_ms = 500
+probe_timeout_ms = 4000
 fall = 2
 rise = 3
 hold_s = 2
