@@ -555,6 +555,24 @@ impl Probes {
             .collect()
     }
 
+    /// Runs of each attached program that the kernel skipped because the program was
+    /// already running on that CPU (its per-CPU recursion guard), by hook name; only hooks
+    /// with misses. On a preemptible kernel (7.2's default, `preempt=full`), a task
+    /// preempted inside a program holds that guard until it runs again, and every other
+    /// task on the CPU passes the hook unseen meanwhile. The kernel counts these
+    /// (`bpf_prog_info.recursion_misses`); they are events lost before any map or ring
+    /// buffer of ours. LSM programs have no such guard: the guard never skips a decision.
+    pub fn hook_misses(&self) -> std::collections::BTreeMap<String, u64> {
+        self.ebpf
+            .programs()
+            .filter(|(name, _)| self.hooks.iter().any(|h| h.name == *name && h.attached))
+            .filter_map(|(name, prog)| {
+                let misses = recursion_misses(std::os::fd::AsFd::as_fd(prog.fd().ok()?)).ok()?;
+                (misses > 0).then(|| (name.to_string(), misses))
+            })
+            .collect()
+    }
+
     /// The ring buffer of late hrtimer expiries, taken out of the object.
     pub fn take_timer_events(&mut self) -> Result<RingBuf<MapData>> {
         let map = self
@@ -783,6 +801,33 @@ unsafe impl aya::Pod for TimerConfigPod {}
 struct ExeKeyPod(abi::ExeKey);
 // SAFETY: repr(C) plain integers, explicit padding field.
 unsafe impl aya::Pod for ExeKeyPod {}
+
+/// `bpf_prog_info.recursion_misses` of the program behind `fd` (Linux 5.12+; aya 0.14 does
+/// not expose it).
+fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<u64> {
+    use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_info};
+    use std::os::fd::AsRawFd;
+    // SAFETY: both are plain C structs of integers, for which all zeroes are valid.
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    attr.info.bpf_fd = fd.as_raw_fd() as u32;
+    attr.info.info_len = std::mem::size_of::<bpf_prog_info>() as u32;
+    attr.info.info = std::ptr::addr_of_mut!(info) as u64;
+    // SAFETY: BPF_OBJ_GET_INFO_BY_FD writes at most info_len bytes into `info`, which lives
+    // until the call returns; `attr` is as large as the size passed.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
+            std::ptr::addr_of_mut!(attr),
+            std::mem::size_of::<bpf_attr>(),
+        )
+    };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(info.recursion_misses)
+}
 
 /// abi::RepeatKey as a map key.
 #[repr(transparent)]

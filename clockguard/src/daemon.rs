@@ -1544,6 +1544,8 @@ impl Daemon {
             "lsms": crate::lsm::active_lsms(),
             "hooks": self.hooks,
             "ring_buffer_drops": counters.map(|c| c.ring_buffer_drops),
+            // Runs the kernel skipped, by hook (see Probes::hook_misses).
+            "hook_misses": self.probes.as_ref().map(|p| p.hook_misses()),
             // In-kernel summarising of repeats: the counts of an epoch are journaled when
             // the epoch after it ends, so every call made before epoch N began is in the
             // journal once `epoch` reaches N + 1.

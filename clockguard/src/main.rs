@@ -761,6 +761,15 @@ fn print_status(s: &Value) -> Result<()> {
         num(&s["kernel"]["events_summarised"]),
         num(&s["ring_buffer_drops"])
     );
+    let misses: u64 = s["hook_misses"]
+        .as_object()
+        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+    if misses > 0 {
+        outln!(
+            "hook runs the kernel skipped (a program preempted inside itself): {misses}; \
+             by hook in `status --json` (hook_misses)"
+        );
+    }
     outln!(
         "records journaled: {}   unexplained jumps (fallback): {}",
         num(&s["daemon"]["records_journaled"]),

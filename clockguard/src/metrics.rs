@@ -139,6 +139,18 @@ pub fn exposition(status: &Value, tracking: Option<&Value>) -> Result<String> {
             .set((hook["attached"].as_bool() == Some(true)) as i64);
     }
     r.register("hook_attached", "1 if the hook is attached", hooks);
+    let misses = Family::<Labels, Counter>::default();
+    for (hook, n) in status["hook_misses"].as_object().into_iter().flatten() {
+        misses
+            .get_or_create(&vec![("hook".to_string(), hook.clone())])
+            .inc_by(u(n));
+    }
+    r.register(
+        "hook_misses",
+        "Runs of a hook the kernel skipped (the program was already running on that CPU, \
+         e.g. preempted inside it): events lost before clockguard could count them",
+        misses,
+    );
 
     let kernel = &status["kernel"];
     r.register(
@@ -469,6 +481,7 @@ mod tests {
             "kernel": {"ring_buffer_drops": 3, "clock_syscalls": 10, "guard_denied": 2,
                        "guard_would_deny": 0, "events_summarised": 99_000},
             "daemon": {"records_journaled": 12, "jumps": {"step": 4, "vm_paused": 1}},
+            "hook_misses": {"fexit_clock_settime": 7},
             "timers": {"found": {"stalls": 1, "last_stall": {"duration_ns": 5_002_000_000i64}},
                        "late_events_lost": 0,
                        "lateness": {"sum_ns": 5_000_100_000u64,
@@ -483,6 +496,7 @@ mod tests {
             "clockguard_steps_refused_total 2",
             "clockguard_ring_buffer_drops_total 3",
             "clockguard_events_summarised_total 99000",
+            "clockguard_hook_misses_total{hook=\"fexit_clock_settime\"} 7",
             "clockguard_time_jumps_total{cause=\"step\"} 4",
             "clockguard_time_jumps_total{cause=\"vm_paused\"} 1",
             "clockguard_hook_attached{hook=\"clock_was_set\",kind=\"fentry\"} 0",

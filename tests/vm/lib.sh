@@ -80,13 +80,16 @@ wait_records() {
 # in a summary record. The daemon journals an epoch's counts when the epoch after it ends:
 # the calls made so far fall in the current epoch N or before, all in once N + 2 began.
 wait_summaries() {
-    local target
-    target=$(( $(status_json | jq .summaries.epoch) + 2 ))
+    local epoch target
+    epoch=$(status_json | jq -e '.summaries.epoch | numbers') ||
+        fail "no summary epoch in the status: $(status_json | jq -c .summaries)"
+    target=$(( epoch + 2 ))
     for _ in $(seq 1 100); do
-        [[ $(status_json | jq .summaries.epoch) -ge "$target" ]] && return 0
+        epoch=$(status_json | jq '.summaries.epoch // 0')
+        [[ "$epoch" -ge "$target" ]] && return 0
         sleep 0.2
     done
-    fail "the daemon's summary epoch did not reach $target"
+    fail "the daemon's summary epoch is $epoch, not $target, 20 s on"
 }
 
 # assert_no_step FILE: the 1 ms sampler (cg-clockcall sample) wrote FILE and saw no step
