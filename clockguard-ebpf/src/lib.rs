@@ -331,19 +331,30 @@ impl ServiceExitEvent {
 /// Whether a finished clock syscall may be counted in a summary instead of sent in full:
 /// only calls that changed nothing the trail must name one by one. Never one a guard hook
 /// judged (allowed, refused or would-refuse), one inside which clock_was_set() ran (the
-/// clock really moved), a successful clock_settime or settimeofday, or any ADJ_SETOFFSET.
-/// What remains: failed calls (the kernel refused them before changing anything), and
-/// successful adjtimex/clock_adjtime calls that are not steps (frequency, status, reads).
+/// clock really moved), a successful clock_settime or settimeofday, any ADJ_SETOFFSET or
+/// ADJ_TAI, any call with a timezone (settimeofday sets it before it checks the time), and
+/// any call whose argument we could not read (the kernel may have: adjtimex applies the
+/// change, then fails with EFAULT writing the result back). What remains: failed calls
+/// that were refused before they changed anything, and successful adjtimex/clock_adjtime
+/// calls that are not steps (frequency, status, reads). `finish` also sends in full any
+/// call across which CLOCK_TAI − MONOTONIC moved, whichever hooks are attached.
 #[inline(always)]
 pub fn may_summarise(ret: i64, flags: u32, guard_action: u16, modes: u32) -> bool {
-    if guard_action != GUARD_NONE || flags & FLAG_CLOCK_WAS_SET != 0 {
+    if guard_action != GUARD_NONE
+        || flags & (FLAG_CLOCK_WAS_SET | FLAG_ARG_FAULT | FLAG_HAS_TZ) != 0
+    {
         return false;
     }
-    if flags & FLAG_HAS_TIMEX != 0 && modes & ADJ_SETOFFSET != 0 {
+    if flags & FLAG_HAS_TIMEX != 0 && modes & (ADJ_SETOFFSET | ADJ_TAI) != 0 {
         return false;
     }
     ret < 0 || flags & FLAG_HAS_TIMEX != 0
 }
+
+/// CLOCK_TAI − MONOTONIC moving by more than this (ns) across a call means the call (or
+/// something during it) stepped the clock: never summarised. Clock-read jitter is a few
+/// ns to a few µs (see the daemon's measurement resolution).
+pub const SUMMARY_MAX_OFFSET_CHANGE_NS: i64 = 1_000;
 
 /// `RepeatKey::request` of a call, from its pending call's flags and timex modes.
 #[inline(always)]
@@ -387,8 +398,11 @@ pub struct RepeatCount {
     /// CLOCK_MONOTONIC ns at the entry of the first and the exit of the last counted call.
     pub first_mono_ns: u64,
     pub last_mono_ns: u64,
-    /// CLOCK_TAI − CLOCK_MONOTONIC (ns) at the first counted call, to date it.
+    /// CLOCK_TAI − CLOCK_MONOTONIC (ns) at the first and the last counted call, to date
+    /// them. First and last are plain writes: for a caller with threads on several CPUs
+    /// they are approximate (a call of the interval, not necessarily the very first/last).
     pub first_offset_ns: i64,
+    pub last_offset_ns: i64,
     pub cgroup_id: u64,
     pub uid: u32,
     pub gid: u32,
@@ -613,7 +627,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<GuardDecision>(), 24);
         assert_eq!(core::mem::size_of::<Config>(), 48);
         assert_eq!(core::mem::size_of::<RepeatKey>(), 24);
-        assert_eq!(core::mem::size_of::<RepeatCount>(), 224);
+        assert_eq!(core::mem::size_of::<RepeatCount>(), 232);
         assert_eq!(core::mem::size_of::<ExeKey>(), 16);
         assert_eq!(core::mem::size_of::<ProcInfo>(), 152);
         assert_eq!(core::mem::size_of::<TimerConfig>(), 24);
@@ -656,13 +670,17 @@ mod tests {
         assert!(!may_summarise(0, settime, GUARD_ALLOWED, 0));
         assert!(!may_summarise(0, settime, GUARD_WOULD_DENY, 0));
         assert!(!may_summarise(-1, timex, GUARD_DENIED, ADJ_FREQUENCY));
-        // A timezone-only settimeofday changes what local time reads: in full.
-        assert!(!may_summarise(
-            0,
-            FLAG_HAS_OFFSET_BEFORE | FLAG_HAS_TZ,
-            GUARD_NONE,
-            0
-        ));
+        // A timezone-only settimeofday changes what local time reads: in full; so does a
+        // failed one with a timezone (the kernel set the timezone before it failed).
+        let tz = FLAG_HAS_OFFSET_BEFORE | FLAG_HAS_TZ;
+        assert!(!may_summarise(0, tz, GUARD_NONE, 0));
+        assert!(!may_summarise(-22, settime | FLAG_HAS_TZ, GUARD_NONE, 0));
+        // An argument we could not read: the kernel may have applied it (EFAULT comes from
+        // writing the result back).
+        let fault = FLAG_HAS_OFFSET_BEFORE | FLAG_ARG_FAULT;
+        assert!(!may_summarise(-14, fault, GUARD_NONE, 0));
+        // ADJ_TAI moves CLOCK_TAI.
+        assert!(!may_summarise(0, timex, GUARD_NONE, ADJ_TAI));
     }
 
     #[test]

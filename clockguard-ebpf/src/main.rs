@@ -268,8 +268,10 @@ mod programs {
         } else {
             0
         };
+        let offset_change = offset_after_ns.wrapping_sub(p.offset_before_ns);
         if may_summarise(ret, p.flags, p.guard.action, modes)
-            && counted_as_repeat(p, ret, modes, exit_mono_ns)
+            && offset_change.abs() <= SUMMARY_MAX_OFFSET_CHANGE_NS
+            && counted_as_repeat(p, ret, modes, exit_mono_ns, offset_after_ns)
         {
             p.syscall = SYSCALL_NONE;
             return 0;
@@ -310,7 +312,13 @@ mod programs {
     /// Two CPUs racing on one key may both send in full: every call is still either sent
     /// or counted, never both, never neither.
     #[inline(always)]
-    fn counted_as_repeat(p: &PendingCall, ret: i64, modes: u32, exit_mono_ns: u64) -> bool {
+    fn counted_as_repeat(
+        p: &PendingCall,
+        ret: i64,
+        modes: u32,
+        exit_mono_ns: u64,
+        offset_after_ns: i64,
+    ) -> bool {
         let Some(cfg) = config() else { return false };
         let in_full = cfg.repeats_in_full as u64;
         if in_full == 0 {
@@ -379,6 +387,7 @@ mod programs {
         }
         atomic_increment(&mut e.summarised);
         e.last_mono_ns = exit_mono_ns;
+        e.last_offset_ns = offset_after_ns;
         count(COUNTER_SUMMARISED);
         true
     }

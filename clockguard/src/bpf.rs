@@ -690,9 +690,15 @@ impl Probes {
             .collect();
         let mut taken = Vec::with_capacity(keys.len());
         for key in keys {
-            let count = map.get(&key, 0)?;
-            map.remove(&key)?;
-            taken.push((key.0, count.0));
+            // One entry that cannot be read or removed stays for the next interval; the
+            // counts already taken out are not given up for it.
+            match map.get(&key, 0) {
+                Ok(count) => match map.remove(&key) {
+                    Ok(()) => taken.push((key.0, count.0)),
+                    Err(err) => tracing::warn!("cannot remove a repeat count: {err}"),
+                },
+                Err(err) => tracing::warn!("cannot read a repeat count: {err}"),
+            }
         }
         Ok(taken)
     }
@@ -801,6 +807,22 @@ unsafe impl aya::Pod for TimerConfigPod {}
 struct ExeKeyPod(abi::ExeKey);
 // SAFETY: repr(C) plain integers, explicit padding field.
 unsafe impl aya::Pod for ExeKeyPod {}
+
+/// Waits until every eBPF program that was running when it was called has finished: a
+/// global membarrier is an RCU grace period, and every tracing, tracepoint and LSM program
+/// runs inside an RCU read-side section, even where it can be preempted. Where the kernel
+/// refuses it (nohz_full CPUs), the summary interval's own wait stands alone.
+pub fn wait_for_running_programs() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
+    // SAFETY: membarrier takes two integers and touches no memory of ours.
+    let ret = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0) };
+    if ret < 0 {
+        tracing::debug!(
+            "membarrier(MEMBARRIER_CMD_GLOBAL): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
 
 /// `bpf_prog_info.recursion_misses` of the program behind `fd` (Linux 5.12+; aya 0.14 does
 /// not expose it).

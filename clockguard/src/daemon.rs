@@ -571,9 +571,8 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
         }
     }
     notify_systemd("STOPPING=1");
-    // New repeats go to a new epoch while the ring buffer is drained; then every count
-    // is journaled, the last epoch's included (a call still counting into it as the daemon
-    // reads is the one thing this can miss).
+    // New repeats go to a new epoch while the ring buffer is drained; then, once no
+    // program can still be counting into the old ones, every count is journaled.
     daemon.advance_repeat_epoch();
     // Whatever is still in the ring buffer is journaled before leaving.
     if let Some(ring) = events.as_mut() {
@@ -586,6 +585,7 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
             }
         }
     }
+    crate::bpf::wait_for_running_programs();
     daemon.journal_repeats(u32::MAX);
     // The NTP service first: it writes the drift file and stops asking for corrections.
     if let Some(ntp) = &ntp {
@@ -927,10 +927,14 @@ impl Daemon {
 
     /// Every summary interval: the kernel counts new repeats under a new epoch, and the
     /// counts of the epochs before the one that just ended are journaled. The one that
-    /// just ended waits an interval more, so that no program is still counting into it.
+    /// just ended waits an interval more, and an RCU grace period passes first (see
+    /// `wait_for_running_programs`), so that no program is still counting into what is
+    /// read and deleted: a program preempted between reading the epoch and adding to its
+    /// entry would otherwise add to an entry already freed, or to another key's.
     fn on_repeat_interval(&mut self) {
         let ended = self.repeat_epoch;
         self.advance_repeat_epoch();
+        crate::bpf::wait_for_running_programs();
         self.journal_repeats(ended);
     }
 
@@ -964,11 +968,13 @@ impl Daemon {
         let own = std::process::id();
         let mut records = Vec::new();
         for (key, count) in counts {
-            // clockguard's own reads of the kernel's rate (journal_readonly), as in process().
-            if key.tgid == own
-                && key.syscall == clockguard_ebpf::SYSCALL_ADJTIMEX
-                && key.request == 0
-            {
+            // clockguard's own reads of the kernel's rate (journal_readonly), as in process():
+            // glibc's adjtimex() is clock_adjtime(CLOCK_REALTIME).
+            let timex_call = matches!(
+                key.syscall,
+                clockguard_ebpf::SYSCALL_ADJTIMEX | clockguard_ebpf::SYSCALL_CLOCK_ADJTIME
+            );
+            if key.tgid == own && timex_call && record::timex_kind(key.request) == "read" {
                 self.stats.own_reads_not_journaled += count.summarised;
                 continue;
             }

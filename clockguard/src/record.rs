@@ -514,7 +514,7 @@ pub fn summary(
     event.exe = count.exe;
     let mut record = decode(&event, tai_offset_s, 0);
     let last_wall_ns = (count.last_mono_ns as i64)
-        .wrapping_add(count.first_offset_ns)
+        .wrapping_add(count.last_offset_ns)
         .wrapping_sub(tai_offset_s * 1_000_000_000);
     record.detail = Some(json!({
         "kind": record.kind,
@@ -559,6 +559,7 @@ mod tests {
         count.last_mono_ns = 3_000_000_000;
         // TAI − MONOTONIC: 2026-12-05T00:00:37Z at monotonic 0 (TAI = UTC + 37 s).
         count.first_offset_ns = 1_796_428_837_000_000_000;
+        count.last_offset_ns = count.first_offset_ns;
         count.uid = 1000;
         count.flags = abi::FLAG_HAS_PROCINFO;
         count.ppid = 1;
@@ -594,6 +595,16 @@ mod tests {
         assert_eq!(d["first"], "2026-12-05T00:00:01.000000000Z");
         assert_eq!(d["last"], "2026-12-05T00:00:03.000000000Z");
         assert_eq!(d["span_s"], 2.0);
+    }
+
+    #[test]
+    fn the_last_call_is_dated_on_the_clock_as_it_was_then() {
+        // A step of +10 s between the first and the last counted call (another process's).
+        let (key, mut count) = repeat(abi::SYSCALL_CLOCK_SETTIME, 0, -22);
+        count.last_offset_ns = count.first_offset_ns + 10_000_000_000;
+        let d = summary(&key, &count, 37).unwrap().detail.unwrap();
+        assert_eq!(d["first"], "2026-12-05T00:00:01.000000000Z");
+        assert_eq!(d["last"], "2026-12-05T00:00:13.000000000Z");
     }
 
     #[test]
