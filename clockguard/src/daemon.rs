@@ -968,19 +968,16 @@ impl Daemon {
         let own = std::process::id();
         let mut records = Vec::new();
         for (key, count) in counts {
-            // clockguard's own reads of the kernel's rate (journal_readonly), as in process():
-            // glibc's adjtimex() is clock_adjtime(CLOCK_REALTIME).
-            let timex_call = matches!(
-                key.syscall,
-                clockguard_ebpf::SYSCALL_ADJTIMEX | clockguard_ebpf::SYSCALL_CLOCK_ADJTIME
-            );
-            if key.tgid == own && timex_call && record::timex_kind(key.request) == "read" {
-                self.stats.own_reads_not_journaled += count.summarised;
-                continue;
-            }
             let Some(mut record) = record::summary(&key, &count, tai_offset_s) else {
                 continue;
             };
+            // clockguard's own reads of the kernel's rate (journal_readonly), judged by the
+            // same kind as in process() (decode names the calls' kind in `detail`).
+            let of_kind = record.detail.as_ref().and_then(|d| d["kind"].as_str());
+            if key.tgid == own && of_kind == Some("read") {
+                self.stats.own_reads_not_journaled += count.summarised;
+                continue;
+            }
             self.enricher.enrich(&mut record, count.cgroup_id);
             records.push(record);
         }
