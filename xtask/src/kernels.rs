@@ -337,6 +337,27 @@ pub fn ensure(wanted: &[String]) -> Result<(Vec<String>, Vec<String>)> {
     Ok((present, fetched))
 }
 
+/// Downloads `package` from the matrix's suites (the newest version any of them has, e.g.
+/// sid's ntpd-rs) through the private apt, and returns the .deb's path.
+pub fn download_from_matrix_suites(package: &str) -> Result<PathBuf> {
+    let apt = PrivateApt::new()?;
+    // Package lists fetched once; a package no list names makes them fetched again.
+    let listed = fs::read_dir(apt.dir.join("lists"))
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+        })
+        .unwrap_or(false);
+    if !listed
+        || apt
+            .package_names(package)
+            .map_or(true, |n| !n.iter().any(|p| p == package))
+    {
+        apt.update()?;
+    }
+    apt.download(package)
+}
+
 fn describe(k: &Kernel) -> String {
     format!(
         "kernel {} ({}): {} from {}",

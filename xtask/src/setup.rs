@@ -220,6 +220,34 @@ pub fn chronyd_path() -> PathBuf {
     util::repo_root().join("target/tools/chrony/usr/sbin/chronyd")
 }
 
+/// ntpd-rs's daemon for the like-for-like NTP bench, unpacked from Debian's (sid) package
+/// into target/tools/ntpd-rs: bookworm has no ntpd-rs, and installing it would start a
+/// daemon that disciplines this machine's clock.
+pub fn ntpd_rs_path() -> PathBuf {
+    util::repo_root().join("target/tools/ntpd-rs/usr/bin/ntp-daemon")
+}
+
+/// Unpacks ntpd-rs (see `ntpd_rs_path`) unless it is there and runs.
+pub fn ensure_ntpd_rs() -> Result<PathBuf> {
+    let binary = ntpd_rs_path();
+    if output_ok(cmd(&binary).arg("--version")).is_some() {
+        return Ok(binary);
+    }
+    println!(
+        "setup: unpacking Debian's ntpd-rs into {} (not installed: it would discipline this \
+         machine's clock)",
+        binary.display()
+    );
+    let deb = kernels::download_from_matrix_suites("ntpd-rs")?;
+    let dir = util::repo_root().join("target/tools/ntpd-rs");
+    let _ = fs::remove_dir_all(&dir);
+    run(cmd("dpkg-deb").arg("-x").arg(&deb).arg(&dir))?;
+    let _ = fs::remove_file(&deb);
+    output_ok(cmd(&binary).arg("--version"))
+        .with_context(|| format!("{} does not run after unpacking", binary.display()))?;
+    Ok(binary)
+}
+
 /// promtool, Prometheus's own checker of the metrics exposition format, unpacked from
 /// Debian's prometheus package (installing it would start a Prometheus server).
 pub fn promtool_path() -> PathBuf {

@@ -68,6 +68,16 @@ pub struct VmRun {
 /// taken as a shell command line; several are quoted word by word. stdout is echoed and,
 /// with `capture`, also returned.
 pub fn run_in_vm(kernel: &Kernel, command: &[String], capture: bool) -> Result<VmRun> {
+    run_in_vm_within(kernel, command, capture, DEFAULT_TIMEOUT_SECS)
+}
+
+/// As `run_in_vm`, with the time limit (s) when CLOCKGUARD_VM_TIMEOUT does not set one.
+pub fn run_in_vm_within(
+    kernel: &Kernel,
+    command: &[String],
+    capture: bool,
+    default_timeout_secs: u64,
+) -> Result<VmRun> {
     let repo = util::repo_root();
     let target = repo.join("target");
     let bin_dir = target.join("release");
@@ -84,7 +94,7 @@ pub fn run_in_vm(kernel: &Kernel, command: &[String], capture: bool) -> Result<V
     }
     let timeout = Duration::from_secs(util::env_secs(
         "CLOCKGUARD_VM_TIMEOUT",
-        DEFAULT_TIMEOUT_SECS,
+        default_timeout_secs,
     ));
     let cpus = std::env::var("CLOCKGUARD_VM_CPUS").unwrap_or_else(|_| "2".into());
     let memory = std::env::var("CLOCKGUARD_VM_MEMORY").unwrap_or_else(|_| "2G".into());

@@ -48,9 +48,13 @@ const USAGE: &str = "usage: cg-ntpref COMMAND
   offset --params FILE
         CLOCK_REALTIME - ref(now) in ns (negative: the system clock is behind)
   watch --params FILE --until-abs-ns N --stopfile F [--interval-ms 100] [--hold-s 0]
+        [--measure-s 0] [--settle-s 0]
         samples the offset every interval until |offset| < N has held for the hold
         time, F exists or 15 minutes passed; times on CLOCK_MONOTONIC_RAW (the
-        slewed clocks run up to 10 % fast); always exits 0
+        slewed clocks run up to 10 % fast); always exits 0. With --measure-s M, once
+        converged (and S seconds more with --settle-s S: the client's start-up is
+        not its steady state) it samples M seconds, whatever the offset, and reports
+        their RMS, p99 and largest |offset| (\"measured\")
   query ADDR:PORT [--count 4] [--timeout-ms 1000]
         SNTP client: N mode-3 requests 200 ms apart; offset (server - CLOCK_REALTIME)
         and delay of the reply with the smallest delay; exit 1 without a valid reply
@@ -868,6 +872,8 @@ fn watch_cmd(args: &[String]) -> Result<Value, String> {
             "--stopfile",
             "--interval-ms",
             "--hold-s",
+            "--measure-s",
+            "--settle-s",
         ],
         0,
     )?;
@@ -888,13 +894,62 @@ fn watch_cmd(args: &[String]) -> Result<Value, String> {
     if !hold_s.is_finite() || !(0.0..=WATCH_LIMIT.as_secs_f64()).contains(&hold_s) {
         return Err(format!("--hold-s {hold_s}: out of range"));
     }
-    Ok(watch(
+    let measure_s: f64 = opts.parsed("--measure-s", 0.0)?;
+    if !measure_s.is_finite() || !(0.0..=86_400.0).contains(&measure_s) {
+        return Err(format!(
+            "--measure-s {measure_s}: out of range (0 to 86400)"
+        ));
+    }
+    let settle_s: f64 = opts.parsed("--settle-s", 0.0)?;
+    if !settle_s.is_finite() || !(0.0..=86_400.0).contains(&settle_s) {
+        return Err(format!("--settle-s {settle_s}: out of range (0 to 86400)"));
+    }
+    let interval = Duration::from_millis(interval_ms);
+    let mut out = watch(
         &clock,
         limit,
         &stopfile,
-        Duration::from_millis(interval_ms),
+        interval,
         Duration::from_secs_f64(hold_s),
-    ))
+    );
+    if measure_s > 0.0 && out["converged"] == json!(true) {
+        std::thread::sleep(Duration::from_secs_f64(settle_s));
+        out["settled_s"] = json!(settle_s);
+        out["measured"] = measure(&clock, interval, Duration::from_secs_f64(measure_s));
+    }
+    Ok(out)
+}
+
+/// Samples the offset every `interval` for `length` (on CLOCK_MONOTONIC_RAW) and sums it up:
+/// RMS, p99 and the largest |offset| in ns. The p99 is stated from 100 samples on.
+fn measure(clock: &RefClock, interval: Duration, length: Duration) -> Value {
+    let start = Instant::now();
+    let start_raw = raw_ns();
+    let mut offsets: Vec<i64> = Vec::new();
+    loop {
+        offsets.push(clock.sample_offset().offset_ns);
+        if raw_ns() - start_raw >= length.as_nanos() as i64 {
+            break;
+        }
+        // On a fixed grid, as in `watch`.
+        let next = interval * (offsets.len() as u32);
+        if let Some(wait) = next.checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let mut abs: Vec<i64> = offsets.iter().map(|o| o.abs()).collect();
+    abs.sort_unstable();
+    let rms =
+        (offsets.iter().map(|&o| (o as f64).powi(2)).sum::<f64>() / offsets.len() as f64).sqrt();
+    let p99 = (abs.len() >= 100).then(|| abs[((abs.len() - 1) as f64 * 0.99).round() as usize]);
+    json!({
+        "seconds": length.as_secs_f64(),
+        "samples": offsets.len(),
+        "rms_ns": rms.round() as i64,
+        "p99_abs_ns": p99,
+        "max_abs_ns": abs.last(),
+        "mean_ns": (offsets.iter().map(|&o| o as f64).sum::<f64>() / offsets.len() as f64).round() as i64,
+    })
 }
 
 /// Samples the offset until |offset| < limit has held for `hold` (from the first sample
