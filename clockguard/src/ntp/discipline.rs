@@ -105,10 +105,24 @@ struct Held {
 }
 
 impl Held {
-    fn error(&self, min_delay: f64) -> f64 {
+    fn error(&self, base: DelayBase) -> f64 {
         self.error_when_added_s
-            .max(effective_error(&self.point, min_delay))
+            .max(effective_error(&self.point, base))
     }
+}
+
+/// What a sample's delay is judged against: the fastest recent delay, and how far that
+/// fastest one itself may be from a delay without queueing.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct DelayBase {
+    /// The least delay among the recent samples, s.
+    min_s: f64,
+    /// Standard error of the fastest sample's offset, s: a quarter of the mean excess
+    /// delay of the recent samples. The fastest of a few samples queued too (over netem's
+    /// uniform 1 ms ± 200 µs each way, the fastest of 8 is about 160 µs above the least
+    /// possible delay); without this floor its weight would be the timestamping error's
+    /// alone and the fit would follow each new fastest sample.
+    floor_s: f64,
 }
 
 /// Consecutive outliers that mean the reference moved.
@@ -141,21 +155,30 @@ impl Discipline {
         self.fit
     }
 
-    /// The least delay in the window and `point`, s.
-    fn min_delay(&self, point: Option<&Point>) -> f64 {
+    /// The delays of the recent samples of the window and `point`.
+    fn delay_base(&self, point: Option<&Point>) -> DelayBase {
         let recent = self.samples.len().saturating_sub(DELAY_WINDOW);
-        self.samples
-            .iter()
-            .skip(recent)
-            .map(|h| &h.point)
-            .chain(point)
-            .map(|p| p.delay_s)
-            .fold(f64::INFINITY, f64::min)
+        let delays = || {
+            self.samples
+                .iter()
+                .skip(recent)
+                .map(|h| &h.point)
+                .chain(point)
+                .map(|p| p.delay_s)
+        };
+        let min_s = delays().fold(f64::INFINITY, f64::min);
+        let (sum, n) = delays().fold((0.0, 0usize), |(s, n), d| (s + d, n + 1));
+        let floor_s = if n > 1 {
+            (sum / n as f64 - min_s) / 4.0
+        } else {
+            0.0
+        };
+        DelayBase { min_s, floor_s }
     }
 
     /// The whole standard error of `point` (s) against the fastest sample of the window.
     pub fn error_of(&self, point: &Point) -> f64 {
-        effective_error(point, self.min_delay(Some(point)))
+        effective_error(point, self.delay_base(Some(point)))
     }
 
     /// Adds a sample (in raw-time order).
@@ -171,8 +194,12 @@ impl Discipline {
         }
         // A faster sample than any in the window first re-weighs the window: the earlier
         // samples queued, and the prediction is only as good as they were.
-        if point.delay_s < self.min_delay(None) {
-            self.refit_with(point.delay_s);
+        let base = self.delay_base(None);
+        if point.delay_s < base.min_s {
+            self.refit_with(DelayBase {
+                min_s: point.delay_s,
+                ..base
+            });
         }
         let fit = self.fit.expect("refit keeps a fit for a non-empty window");
         let residual_s = point.offset_s - fit.offset_at(point.raw_ns);
@@ -200,13 +227,13 @@ impl Discipline {
     }
 
     fn refit(&mut self) {
-        self.refit_with(self.min_delay(None));
+        self.refit_with(self.delay_base(None));
     }
 
     /// Weighted least squares of offset = a + b·x (x = raw − mean, s) with the prior as a
     /// pseudo-observation on b: minimise Σ w(y − a − b·x)² + (b − b0)²/σ0². With x centred
     /// on the weighted mean, a = Σwy/Σw and b = (Σwxy + b0/σ0²)/(Σwx² + 1/σ0²).
-    fn refit_with(&mut self, min_delay: f64) {
+    fn refit_with(&mut self, base: DelayBase) {
         let Some(last) = self.samples.back() else {
             self.fit = None;
             return;
@@ -214,7 +241,7 @@ impl Discipline {
         let last_raw_ns = last.point.raw_ns;
         let first_raw = self.samples[0].point.raw_ns;
         let x_of = |h: &Held| (h.point.raw_ns - first_raw) as f64 / 1e9;
-        let weight = |h: &Held| 1.0 / h.error(min_delay).max(1e-9).powi(2);
+        let weight = |h: &Held| 1.0 / h.error(base).max(1e-9).powi(2);
         let sw: f64 = self.samples.iter().map(weight).sum();
         let mean_x = self
             .samples
@@ -262,8 +289,8 @@ impl Discipline {
     }
 }
 
-fn effective_error(point: &Point, min_delay: f64) -> f64 {
-    point.error_s + (point.delay_s - min_delay).max(0.0) / 2.0
+fn effective_error(point: &Point, base: DelayBase) -> f64 {
+    (point.error_s + (point.delay_s - base.min_s).max(0.0) / 2.0).hypot(base.floor_s)
 }
 
 #[cfg(test)]

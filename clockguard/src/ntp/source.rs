@@ -25,8 +25,10 @@ pub const MIN_SAMPLES: usize = 3;
 const MAX_SAMPLES: usize = 16;
 /// Floor of a sample's error, s (timestamping in user space).
 const MIN_ERROR_S: f64 = 1e-6;
-/// Consecutive good samples before the poll interval doubles.
-const POLL_UP_AFTER: u32 = 4;
+/// Consecutive good samples before the poll interval doubles: 8, so that the regression
+/// holds that many samples at each poll interval before the next doubles it (with 4, a
+/// noisy path reached 1024 s polls with a fit of few, old samples).
+const POLL_UP_AFTER: u32 = 8;
 /// A sample further than this many expected standard deviations from the filter's
 /// prediction (yet not an outlier) halves the poll interval: the oscillator's frequency
 /// wandered more over the interval than the fitted line could extrapolate.
