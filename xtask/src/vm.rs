@@ -168,13 +168,6 @@ pub fn run_in_vm_within(
             "--append",
             "loglevel=5",
             "--disable-kvm",
-            // One host thread runs all the vCPUs in turn (no multi-threaded TCG): MTTCG
-            // lets a vCPU run a stale translation of kernel text that another vCPU is
-            // patching (text_poke_bp for static keys, static calls and BPF trampolines),
-            // and the guest then dies of "Oops: int3" (seen on 6.12 at boot, in the
-            // scheduler, and in __hrtimer_run_queues as a hook attached).
-            // (`=`: argparse takes a separate "-accel ..." for an option of its own.)
-            "--qemu-opts=-accel tcg,thread=single",
             "--user",
             "root",
             "--cpus",
@@ -288,10 +281,7 @@ pub fn run_in_vm_within(
 /// patches hot code; so the guest keeps the keys of the hot tracepoints clockguard uses on
 /// for the whole boot, as enabled trace events with tracing off (nothing is recorded), and
 /// attaching or detaching our programs patches nothing there. Real CPUs serialise
-/// text_poke_bp correctly: this is for the emulator only. It was not enough: a tracepoint's
-/// static call is patched too as a second probe comes, and enabling the events patches
-/// others (the guest died in ttwu_do_activate as they were enabled); so the VM runs without
-/// multi-threaded TCG (`--qemu-opts` in `run_in_vm_within`).
+/// text_poke_bp correctly: this is for the emulator only.
 const GUEST_PRELUDE: &str = "t=/sys/kernel/tracing; \
     mountpoint -q $t || mount -t tracefs nodev $t 2>/dev/null; \
     echo 0 >$t/tracing_on 2>/dev/null; \
