@@ -146,10 +146,12 @@ vip_on() { [[ $(ip -n "cg$1" -o addr show) == *" $VIP/"* ]]; }
 # Asks the VIP from node A: "A" while A holds it, "B" once it moved.
 who_answers() { ip netns exec cgA timeout 0.5 bash -c "exec 3<>/dev/tcp/$VIP/8077 && head -n 1 <&3" 2>/dev/null; }
 
-# wait_vip NODE SECONDS: until the VIP answers on NODE (and only there).
+# wait_vip NODE SECONDS: until the VIP answers on NODE (and only there). Bounded by time,
+# not by tries: a slow emulator makes each try slower, and the suite's timeout would end
+# the test before it could say what went wrong.
 wait_vip() {
-    local node=$1 limit=$(( $2 * 10 ))
-    for _ in $(seq 1 "$limit"); do
+    local node=$1 deadline=$(( SECONDS + $2 ))
+    while (( SECONDS < deadline )); do
         [[ $(who_answers) == "$node" ]] && return 0
         sleep 0.1
     done

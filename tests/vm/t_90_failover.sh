@@ -76,7 +76,8 @@ step_seq_before=$(audit_json | jq -s 'map(.seq) | max // 0')
 date -s '-10 sec' >/dev/null
 echo 'c NOOP' >&8
 moved=""
-for _ in $(seq 1 1500); do
+deadline=$(( SECONDS + 30 ))
+while (( SECONDS < deadline )); do
     if vip_on B && [[ $(who_answers) == B ]]; then moved=$EPOCHREALTIME; break; fi
     sleep 0.01
 done
