@@ -35,14 +35,23 @@ expect_refused hwclock hwclock --hctosys
 expect_refused clock_settime "$CALL" settime-by 3000000000
 expect_refused adjtimex-setoffset "$CALL" setoffset -3000000000
 
+# delta_ns is measured (under TCG the clock reads jitter by tens of µs): no step is < 1 ms.
+# When the boot found the TSCs unsynchronised and fell back to an emulated HPET or ACPI PM
+# timer, each clock read is an MMIO exit, and the reads around a call spread further (a
+# refused hwclock once measured 1.4 ms on 6.1 with hpet): 5 ms there, still far below the
+# steps asked for here, whose verdict, result and clock_was_set are checked as well.
+case "$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)" in
+    tsc | kvm-clock) read_jitter_ns=1000000 ;;
+    *) read_jitter_ns=5000000 ;;
+esac
+
 # check_denied LABEL JQ_FILTER REQUESTED_NS TOLERANCE_NS
 check_denied() {
     local label=$1 filter=$2 requested=$3 tol=$4
     wait_records 1 "$filter and .verdict == \"denied\""
     local rec
     rec=$(audit_json | jq -c "select($filter and .verdict == \"denied\")" | tail -1)
-    # delta_ns is measured (under TCG the clock reads jitter by tens of µs): no step is < 1 ms.
-    echo "$rec" | jq -e '.result == "EPERM" and .clock_was_set == false and (.delta_ns | fabs) < 1000000 and .guard.class == "other" and .guard.judged == "step"' >/dev/null \
+    echo "$rec" | jq -e --argjson jitter "$read_jitter_ns" '.result == "EPERM" and .clock_was_set == false and (.delta_ns | fabs) < $jitter and .guard.class == "other" and .guard.judged == "step"' >/dev/null \
         || fail "$label: $rec"
     if [[ "$requested" != "-" ]]; then
         assert_close "$(echo "$rec" | jq .requested_delta_ns)" "$requested" "$tol"
