@@ -239,12 +239,8 @@ pub fn ensure_ntpd_rs() -> Result<PathBuf> {
         binary.display()
     );
     let deb = kernels::download_from_matrix_suites("ntpd-rs")?;
-    let dir = util::repo_root().join("target/tools/ntpd-rs");
-    let _ = fs::remove_dir_all(&dir);
-    run(cmd("dpkg-deb").arg("-x").arg(&deb).arg(&dir))?;
-    let _ = fs::remove_file(&deb);
-    output_ok(cmd(&binary).arg("--version"))
-        .with_context(|| format!("{} does not run after unpacking", binary.display()))?;
+    let _ = fs::remove_dir_all(util::repo_root().join("target/tools/ntpd-rs"));
+    unpack_into_tools(&deb, "ntpd-rs", &binary, &["--version"])?;
     Ok(binary)
 }
 
@@ -289,8 +285,15 @@ fn unpacked(
         })
         .max()
         .with_context(|| format!("apt-get download {package} left no {prefix}*.deb"))?;
-    run(cmd("dpkg-deb").arg("-x").arg(&deb).arg(dir.join(package)))?;
-    let _ = fs::remove_file(&deb);
+    unpack_into_tools(&deb, package, binary, check_args)
+}
+
+/// Unpacks `deb` into target/tools/PACKAGE, deletes it, and checks that `binary` (in
+/// there) runs with `check_args`.
+fn unpack_into_tools(deb: &Path, package: &str, binary: &Path, check_args: &[&str]) -> Result<()> {
+    let dir = util::repo_root().join("target/tools").join(package);
+    run(cmd("dpkg-deb").arg("-x").arg(deb).arg(&dir))?;
+    let _ = fs::remove_file(deb);
     output_ok(cmd(binary).args(check_args))
         .with_context(|| format!("{} does not run after unpacking", binary.display()))?;
     Ok(())
