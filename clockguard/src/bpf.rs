@@ -17,53 +17,24 @@ use aya::{
     },
     Btf, Ebpf, EbpfLoader,
 };
+pub use clockguard_core::status::{Counters, HookCost, HookStatus};
 use clockguard_ebpf as abi;
-use serde::Serialize;
 
 /// The eBPF object built by build.rs, embedded so the binary is self-contained.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("CLOCKGUARD_EBPF_OBJECT"));
 
-/// The outcome of one hook.
-#[derive(Clone, Debug, Serialize)]
-pub struct HookStatus {
-    /// The name `disabled_hooks` and `status` use.
-    pub name: String,
-    /// tracepoint | fentry | lsm | userspace
-    pub kind: String,
-    /// Where it attaches (tracepoint category:name, kernel function, LSM hook).
-    pub target: String,
-    pub attached: bool,
-    /// Why not attached (or a caveat when attached), in the kernel's words.
-    pub error: Option<String>,
-    /// The errno behind `error`, when there is one ("EPERM").
-    pub errno: Option<String>,
-    /// Its link is pinned in bpffs: it stays attached if the daemon dies (guard mode).
-    #[serde(default)]
-    pub pinned: bool,
-    /// Taken over from a previous daemon that left it pinned (its program kept running).
-    #[serde(default)]
-    pub adopted: bool,
-    /// Not attached because these hooks do its work (a syscall tracepoint whose syscall
-    /// is seen by fentry/fexit).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replaced_by: Option<String>,
+/// What attaching a hook came to, recorded on its (core) status.
+trait HookOutcome {
+    fn settle(
+        &mut self,
+        disabled: bool,
+        pins: &mut Option<Pins>,
+        attach: impl FnOnce(Option<&Path>) -> Result<Option<PinnedLink>, AttachError>,
+    );
+    fn failed(&mut self, err: &(dyn std::error::Error + 'static));
 }
 
-impl HookStatus {
-    fn new(name: &str, kind: &str, target: String) -> Self {
-        HookStatus {
-            name: name.into(),
-            kind: kind.into(),
-            target,
-            attached: false,
-            error: None,
-            errno: None,
-            pinned: false,
-            adopted: false,
-            replaced_by: None,
-        }
-    }
-
+impl HookOutcome for HookStatus {
     /// Records the outcome of one hook: disabled by the configuration, adopted from the
     /// pins of a previous daemon, attached (and pinned, with `pins`), or the kernel's
     /// reason for refusing it. `attach` gets the path to pin its link at.
@@ -510,7 +481,10 @@ impl Probes {
             if let Some(key) = entry.key {
                 exes.insert(ExeKeyPod(key), entry.class_id, 0)
                     .with_context(|| {
-                        format!("cannot add {} to the guard policy", entry.path.display())
+                        format!(
+                            "cannot add {} to the guard policy",
+                            entry.shown.path.display()
+                        )
                     })?;
             }
         }
@@ -742,42 +716,6 @@ impl Probes {
             })
             .collect()
     }
-}
-
-/// What one eBPF program cost so far (kernel statistics).
-#[derive(Clone, Debug, Serialize)]
-pub struct HookCost {
-    pub name: String,
-    pub runs: u64,
-    pub run_time_ns: u64,
-    pub ns_per_run: Option<f64>,
-}
-
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct Counters {
-    pub ring_buffer_drops: u64,
-    pub readonly_adjtimex: u64,
-    pub kernel_events: u64,
-    pub pending_full: u64,
-    pub clock_syscalls: u64,
-    /// Clock changes the guard refused (EPERM).
-    pub guard_denied: u64,
-    /// Clock changes guard mode would have refused (seen in observe mode).
-    pub guard_would_deny: u64,
-    /// Guard decisions on a caller whose executable could not be read (kernel threads).
-    pub guard_unidentified_callers: u64,
-    /// hrtimer expiries late by the threshold or more, sent as events / lost (ring full).
-    pub timer_late_events: u64,
-    pub timer_late_drops: u64,
-    /// hrtimer expiries whose fields could not be read.
-    pub timer_read_faults: u64,
-    /// Exits of tracked processes lost (their ring full) / children not tracked (map full).
-    pub service_exit_drops: u64,
-    pub tracked_full: u64,
-    /// Clock calls counted in a summary record instead of sent in full.
-    pub events_summarised: u64,
-    /// Repeats sent in full because the kernel's REPEATS map was full.
-    pub repeats_map_full: u64,
 }
 
 /// abi::Config as a map value (aya::Pod is foreign to the ABI crate).

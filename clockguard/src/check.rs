@@ -7,6 +7,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use clockguard_core::status::{HookStatus, Status};
+
 use crate::{config::Config, guard::TimeService};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -47,7 +49,7 @@ pub struct Facts<'a> {
     /// The active LSMs, and where that came from.
     pub lsms: crate::lsm::ActiveLsms,
     /// The daemon's `status` and `sources` answers (None: not running, or not reachable).
-    pub status: Option<Value>,
+    pub status: Option<Status>,
     pub sources: Option<Value>,
     /// Why the daemon could not be asked.
     pub daemon_error: Option<String>,
@@ -254,22 +256,21 @@ fn bpf_lsm(facts: &Facts) -> Finding {
 /// The hooks not attached, grouped by reason (the first line of the kernel's error), in the
 /// order the reasons first appear: a kernel that refuses fentry refuses it for every hook,
 /// and one sentence with a count says that better than thirteen.
-fn missing_hooks_by_reason(hooks: &Value) -> Vec<(String, Vec<String>)> {
+fn missing_hooks_by_reason(hooks: &[HookStatus]) -> Vec<(String, Vec<String>)> {
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     let missing = hooks
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|h| h["attached"].as_bool() != Some(true))
+        .iter()
+        .filter(|h| !h.attached)
         // A syscall tracepoint whose syscall fentry/fexit sees is not missing.
-        .filter(|h| !h["replaced_by"].is_string());
+        .filter(|h| h.replaced_by.is_none());
     for hook in missing {
-        let reason = hook["error"]
-            .as_str()
+        let reason = hook
+            .error
+            .as_deref()
             .and_then(|e| e.lines().next())
             .unwrap_or("not attached")
             .to_string();
-        let name = hook["name"].as_str().unwrap_or("?").to_string();
+        let name = hook.name.clone();
         match groups.iter_mut().find(|(r, _)| *r == reason) {
             Some((_, names)) => names.push(name),
             None => groups.push((reason, vec![name])),
@@ -290,16 +291,16 @@ fn daemon_hooks(facts: &Facts) -> Finding {
             Some("start it: `systemctl start clockguard` (or `clockguard run`)".into()),
         );
     };
-    let missing = missing_hooks_by_reason(&status["hooks"]);
-    let guard_configured = status["mode_configured"] == "guard";
-    let enforcing = status["enforcement"]["active"].as_bool() == Some(true);
+    let missing = missing_hooks_by_reason(&status.hooks);
+    let guard_configured = status.mode_configured == "guard";
+    let enforcing = status.enforcement.active;
     if guard_configured && !enforcing {
         return finding(
             "clockguard_hooks",
             Verdict::Fail,
             format!(
                 "guard mode is configured but not enforced: {}",
-                status["enforcement"]["reason"].as_str().unwrap_or("?")
+                status.enforcement.reason
             ),
             Some("see `clockguard status` for each hook and the reason".into()),
         );
@@ -317,7 +318,7 @@ fn daemon_hooks(facts: &Facts) -> Finding {
             Verdict::Warn,
             format!(
                 "hooks missing on kernel {}: {}",
-                status["kernel_release"].as_str().unwrap_or("?"),
+                status.kernel_release.as_deref().unwrap_or("?"),
                 missing
                     .iter()
                     .map(|(reason, names)| format!(
@@ -407,16 +408,11 @@ fn ntp_sources(facts: &Facts) -> Option<Finding> {
 
 /// What the kernel's clocksource watchdog said since boot (/dev/kmsg, through the daemon).
 fn clocksource_stability(facts: &Facts) -> Option<Finding> {
-    let messages = facts.status.as_ref()?["vm"]["kernel_clock_messages"].as_array()?;
+    let messages = facts.status.as_ref()?.vm.kernel_clock_messages.as_ref()?;
     let unstable: Vec<&str> = messages
         .iter()
-        .filter(|m| {
-            matches!(
-                m["kind"].as_str(),
-                Some("clocksource_unstable" | "tsc_unstable")
-            )
-        })
-        .filter_map(|m| m["text"].as_str())
+        .filter(|m| m.is_instability())
+        .map(|m| m.text.as_str())
         .collect();
     Some(match unstable.last() {
         Some(last) => finding(
@@ -444,12 +440,11 @@ fn clocksource_stability(facts: &Facts) -> Option<Finding> {
 
 fn kvm_clock(facts: &Facts) -> Option<Finding> {
     let status = facts.status.as_ref()?;
-    if status["vm"]["clocksource"] != "kvm-clock" {
+    if status.vm.facts.clocksource.as_deref() != Some("kvm-clock") {
         return None;
     }
-    let found = &status["timers"]["found"];
-    let jumps = found["clocksource_jumps"].as_u64().unwrap_or(0);
-    let stalls = found["stalls"].as_u64().unwrap_or(0);
+    let found = &status.timers.found;
+    let (jumps, stalls) = (found.clocksource_jumps, found.stalls);
     Some(if jumps + stalls > 0 {
         finding(
             "kvm_clock",
@@ -464,7 +459,7 @@ fn kvm_clock(facts: &Facts) -> Option<Finding> {
                     .into(),
             ),
         )
-    } else if status["vm"]["kvmclock_stable_bit"] == false {
+    } else if status.vm.facts.kvmclock_stable_bit == Some(false) {
         finding(
             "kvm_clock",
             Verdict::Warn,
@@ -489,10 +484,9 @@ fn kvm_clock(facts: &Facts) -> Option<Finding> {
 
 fn timer_lateness(facts: &Facts) -> Option<Finding> {
     let status = facts.status.as_ref()?;
-    let lateness = &status["timers"]["lateness"];
-    let p99 = lateness["p99_le_ns"].as_u64()?;
-    let expiries = lateness["expiries"].as_u64().unwrap_or(0);
-    let stall_ns = (status["timers"]["stall_threshold_ms"].as_f64()? * 1e6) as u64;
+    let lateness = status.timers.lateness.as_ref()?;
+    let (p99, expiries) = (lateness.p99_le_ns, lateness.expiries);
+    let stall_ns = (status.timers.stall_threshold_ms * 1e6) as u64;
     let text = format!(
         "99 % of {expiries} timer expiries ran within {:.3} ms of their time",
         p99 as f64 / 1e6
@@ -523,6 +517,7 @@ fn timer_lateness(facts: &Facts) -> Option<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clockguard_core::status::{ClockMessage, LatenessSummary};
     use serde_json::json;
 
     fn config(text: &str) -> Config {
@@ -542,17 +537,70 @@ mod tests {
             time_services: Vec::new(),
             adjtime: None,
             lsms: lsms("lockdown,capability,landlock,yama,apparmor,bpf"),
-            status: Some(json!({
-                "hooks": [{"name": "settime", "attached": true}],
-                "mode_configured": "observe",
-                "enforcement": {"active": false, "reason": "observe mode"},
-                "vm": {"clocksource": "tsc"},
-                "timers": {"stall_threshold_ms": 100.0, "found": {"stalls": 0},
-                           "lateness": {"p99_le_ns": 131071, "expiries": 5000}},
-            })),
+            status: Some(status()),
             sources: None,
             daemon_error: None,
         }
+    }
+
+    /// The golden status with one attached hook, no kernel messages, the TSC as
+    /// clocksource and a short lateness tail.
+    fn status() -> Status {
+        let mut status = crate::golden::status();
+        status.hooks = vec![hook("settime", true, None)];
+        status.mode_configured = "observe".into();
+        status.enforcement.active = false;
+        status.vm.facts.clocksource = Some("tsc".into());
+        status.vm.kernel_clock_messages = Some(Vec::new());
+        status.timers.stall_threshold_ms = 100.0;
+        status.timers.found = Default::default();
+        status.timers.lateness = Some(LatenessSummary {
+            p99_le_ns: 131071,
+            expiries: 5000,
+            ..LatenessSummary::default()
+        });
+        status
+    }
+
+    fn hook(name: &str, attached: bool, error: Option<&str>) -> HookStatus {
+        HookStatus {
+            attached,
+            error: error.map(String::from),
+            ..HookStatus::new(name, "fentry", name.into())
+        }
+    }
+
+    fn clock_message(kind: &str, text: &str) -> ClockMessage {
+        ClockMessage {
+            seq: 1,
+            uptime_s: 0.5,
+            kind: kind.into(),
+            text: text.into(),
+            before_start: true,
+        }
+    }
+
+    /// `check` judges the golden answers as the clockguard of before the typed status did
+    /// (golden/check-host.json, 2026-12-05), with one other time service and an RTC in
+    /// local time.
+    #[test]
+    fn the_findings_on_the_golden_answers_are_unchanged() {
+        let c = config("[ntp]\nservers = [\"127.0.0.1:34014\"]\n");
+        let status = crate::golden::status();
+        let f = Facts {
+            config: &c,
+            time_services: vec![service("chronyd", "running: pid 812")],
+            adjtime: Some("0.0 0 0.0\n0\nLOCAL\n".into()),
+            lsms: status.lsms.clone(),
+            status: Some(status),
+            sources: Some(crate::golden::sources()),
+            daemon_error: None,
+        };
+        let findings = run(&f);
+        let now = json!({"overall": overall(&findings), "findings": findings});
+        let then: Value =
+            serde_json::from_str(include_str!("../core/tests/golden/check-host.json")).unwrap();
+        assert_eq!(now, then);
     }
 
     fn service(name: &str, evidence: &str) -> TimeService {
@@ -650,22 +698,28 @@ mod tests {
     fn hooks_missing_or_guard_not_enforced() {
         let c = config("");
         let mut f = facts(&c);
-        f.status.as_mut().unwrap()["hooks"] =
-            json!([{"name": "settime", "attached": false, "error": "EPERM"}]);
+        f.status.as_mut().unwrap().hooks = vec![hook("settime", false, Some("EPERM"))];
         assert_eq!(verdict_of(&run(&f), "clockguard_hooks"), Verdict::Warn);
-        f.status.as_mut().unwrap()["hooks"] = json!([
-            {"name": "fentry_adjtimex", "attached": true},
-            {"name": "sys_enter_adjtimex", "attached": false, "replaced_by": "fentry_adjtimex + fexit_adjtimex"},
-        ]);
+        f.status.as_mut().unwrap().hooks = vec![
+            hook("fentry_adjtimex", true, None),
+            HookStatus {
+                replaced_by: Some("fentry_adjtimex + fexit_adjtimex".into()),
+                ..hook("sys_enter_adjtimex", false, None)
+            },
+        ];
         assert_eq!(verdict_of(&run(&f), "clockguard_hooks"), Verdict::Pass);
         // One reason, one group with a count, not one sentence per hook.
-        f.status.as_mut().unwrap()["hooks"] = json!([
-            {"name": "fentry_adjtimex", "attached": false, "error": "loading: EPERM\nVerifier output: x"},
-            {"name": "settime", "attached": false, "error": "loading: EPERM"},
-            {"name": "clock_was_set", "attached": false, "error": "loading: EPERM"},
-            {"name": "hrtimer_expire_entry", "attached": false},
-        ]);
-        f.status.as_mut().unwrap()["kernel_release"] = json!("6.18.44");
+        f.status.as_mut().unwrap().hooks = vec![
+            hook(
+                "fentry_adjtimex",
+                false,
+                Some("loading: EPERM\nVerifier output: x"),
+            ),
+            hook("settime", false, Some("loading: EPERM")),
+            hook("clock_was_set", false, Some("loading: EPERM")),
+            hook("hrtimer_expire_entry", false, None),
+        ];
+        f.status.as_mut().unwrap().kernel_release = Some("6.18.44".into());
         let findings = run(&f);
         let hooks = findings
             .iter()
@@ -676,9 +730,8 @@ mod tests {
             "hooks missing on kernel 6.18.44: 3 (fentry_adjtimex, settime, clock_was_set): \
              loading: EPERM; 1 (hrtimer_expire_entry): not attached"
         );
-        f.status.as_mut().unwrap()["hooks"] =
-            json!([{"name": "settime", "attached": false, "error": "EPERM"}]);
-        f.status.as_mut().unwrap()["mode_configured"] = json!("guard");
+        f.status.as_mut().unwrap().hooks = vec![hook("settime", false, Some("EPERM"))];
+        f.status.as_mut().unwrap().mode_configured = "guard".into();
         assert_eq!(verdict_of(&run(&f), "clockguard_hooks"), Verdict::Fail);
         f.status = None;
         f.daemon_error = Some("no such socket".into());
@@ -707,16 +760,18 @@ mod tests {
         let c = config("");
         let mut f = facts(&c);
         let status = f.status.as_mut().unwrap();
-        status["vm"]["kernel_clock_messages"] = json!([
-            {"kind": "clocksource_switch", "text": "clocksource: Switched to clocksource kvm-clock"},
-        ]);
+        status.vm.kernel_clock_messages = Some(vec![clock_message(
+            "clocksource_switch",
+            "clocksource: Switched to clocksource kvm-clock",
+        )]);
         assert_eq!(verdict_of(&run(&f), "clocksource_stability"), Verdict::Pass);
         let status = f.status.as_mut().unwrap();
-        status["vm"]["kernel_clock_messages"] = json!([
-            {"kind": "tsc_unstable", "text": "tsc: Marking TSC unstable due to clocksource watchdog"},
-        ]);
-        status["vm"]["clocksource"] = json!("kvm-clock");
-        status["vm"]["kvmclock_stable_bit"] = json!(false);
+        status.vm.kernel_clock_messages = Some(vec![clock_message(
+            "tsc_unstable",
+            "tsc: Marking TSC unstable due to clocksource watchdog",
+        )]);
+        status.vm.facts.clocksource = Some("kvm-clock".into());
+        status.vm.facts.kvmclock_stable_bit = Some(false);
         let findings = run(&f);
         let x = findings
             .iter()
@@ -725,7 +780,7 @@ mod tests {
         assert_eq!(x.verdict, Verdict::Warn);
         assert!(x.message.contains("Marking TSC unstable"), "{}", x.message);
         assert_eq!(verdict_of(&findings, "kvm_clock"), Verdict::Warn);
-        f.status.as_mut().unwrap()["vm"]["kvmclock_stable_bit"] = json!(true);
+        f.status.as_mut().unwrap().vm.facts.kvmclock_stable_bit = Some(true);
         assert_eq!(verdict_of(&run(&f), "kvm_clock"), Verdict::Pass);
     }
 
@@ -734,13 +789,21 @@ mod tests {
         let c = config("");
         let mut f = facts(&c);
         let status = f.status.as_mut().unwrap();
-        status["vm"]["clocksource"] = json!("kvm-clock");
-        status["timers"]["found"] = json!({"stalls": 2, "clocksource_jumps": 1});
-        status["timers"]["lateness"]["p99_le_ns"] = json!(16_777_215u64);
+        status.vm.facts.clocksource = Some("kvm-clock".into());
+        status.timers.found.stalls = 2;
+        status.timers.found.clocksource_jumps = 1;
+        status.timers.lateness.as_mut().unwrap().p99_le_ns = 16_777_215;
         let findings = run(&f);
         assert_eq!(verdict_of(&findings, "kvm_clock"), Verdict::Fail);
         assert_eq!(verdict_of(&findings, "timer_lateness"), Verdict::Warn);
-        f.status.as_mut().unwrap()["timers"]["lateness"]["p99_le_ns"] = json!(268_435_455u64);
+        f.status
+            .as_mut()
+            .unwrap()
+            .timers
+            .lateness
+            .as_mut()
+            .unwrap()
+            .p99_le_ns = 268_435_455;
         assert_eq!(verdict_of(&run(&f), "timer_lateness"), Verdict::Fail);
     }
 }

@@ -22,6 +22,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use clockguard_core::status::{ServicesAnswer, Status};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::{
@@ -136,9 +137,9 @@ fn peer_groups(stream: &UnixStream) -> Vec<u32> {
 
 /// What a connection asks of the daemon's main loop.
 pub enum Query {
-    Status(oneshot::Sender<Value>),
+    Status(oneshot::Sender<Box<Status>>),
     /// The tracked services' part of the status.
-    Services(oneshot::Sender<Value>),
+    Services(oneshot::Sender<ServicesAnswer>),
     /// The recent records (JSON lines), oldest first.
     Recent(oneshot::Sender<Vec<Arc<str>>>),
     /// Read the configuration again, for this peer.
@@ -257,12 +258,13 @@ async fn handle(
         Request::Status {} => {
             let (tx, rx) = oneshot::channel();
             queries.send(Query::Status(tx)).await?;
-            write_line(&mut write, &rx.await?.to_string()).await?;
+            write_line(&mut write, &rx.await?.to_json().to_string()).await?;
         }
         Request::Services {} => {
             let (tx, rx) = oneshot::channel();
             queries.send(Query::Services(tx)).await?;
-            write_line(&mut write, &rx.await?.to_string()).await?;
+            // Through a Value, whose map sorts the keys as the answer always had them.
+            write_line(&mut write, &serde_json::to_value(rx.await?)?.to_string()).await?;
         }
         Request::Tracking {} | Request::Sources {} => {
             let answer = match (&ntp, &request) {

@@ -17,6 +17,10 @@ use clockguard_core::{
     correlation::{jump_cause, service_trigger},
     lifecycle::{previous_stop, Heartbeat, PreviousStop},
     notify::notify_env,
+    status::{
+        DaemonStats, EnforcementStatus, JournalStatus, NtpStatus, ServicesAnswer, Status,
+        Summaries, TimersStatus, VmStatus,
+    },
 };
 
 use crate::{
@@ -35,7 +39,7 @@ use crate::{
     services::{self, CheckOutcome, Tracker},
     slew::{LinuxClock, SlewConfig, SlewHandle},
     timers::{self, LateTimer, LatenessSummary, TimerWatch},
-    vmfacts::VmFacts,
+    vmfacts,
 };
 
 /// How often the slew engine measures its progress and re-programs the kernel.
@@ -69,7 +73,7 @@ struct Daemon {
     recent: VecDeque<Arc<str>>,
     live: broadcast::Sender<Arc<str>>,
     unwritten: Vec<Record>,
-    stats: Stats,
+    stats: DaemonStats,
     last_tai_offset_s: i64,
     enforcement: Enforcement,
     policy: Vec<PolicyEntry>,
@@ -100,28 +104,6 @@ struct Daemon {
 
 /// Kernel clock messages kept for `status`.
 const KERNEL_CLOCK_MESSAGES: usize = 32;
-
-#[derive(Default, serde::Serialize)]
-struct Stats {
-    records_journaled: u64,
-    abi_mismatches: u64,
-    journal_errors: u64,
-    records_lost_unwritable: u64,
-    fallback_jumps: u64,
-    fallback_unexplained: u64,
-    /// Refused steps of `slew_instead` agents handed to the slew engine, and refused by it.
-    slews_requested: u64,
-    slews_refused: u64,
-    /// clockguard's own read-only adjtimex calls, seen with journal_readonly and skipped
-    /// (in full or in a summary count).
-    own_reads_not_journaled: u64,
-    /// Summary records journaled (one per key and interval of repeated calls).
-    summary_records: u64,
-    /// Times the clock moved under running programs, by cause (see `jump_cause`).
-    jumps: std::collections::BTreeMap<String, u64>,
-    /// Track files that could not be written.
-    track_file_errors: u64,
-}
 
 /// How often tracked services' processes are scanned (and, for a service without a probe,
 /// checked: is a process running?).
@@ -342,7 +324,7 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
         );
     }
 
-    let vm = VmFacts::read(Path::new("/sys"), Path::new("/proc"));
+    let vm = vmfacts::read(Path::new("/sys"), Path::new("/proc"));
     if let Some(hypervisor) = &vm.hypervisor {
         tracing::info!(
             "running in a {hypervisor} virtual machine, clocksource {}",
@@ -461,7 +443,7 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
         recent: VecDeque::with_capacity(RECENT),
         live,
         unwritten: Vec::new(),
-        stats: Stats::default(),
+        stats: DaemonStats::default(),
         last_tai_offset_s: clock::tai_offset_s(),
         config,
         enforcement: guard.enforcement,
@@ -677,7 +659,11 @@ fn start_guard(config: &Config, probes: Option<&mut Probes>) -> Result<GuardSetu
             p.release_pins();
         }
     }
-    for entry in policy.iter().filter(|e| e.problem.is_none()) {
+    for entry in policy
+        .iter()
+        .map(|e| &e.shown)
+        .filter(|e| e.problem.is_none())
+    {
         tracing::info!("guard policy: {} {}", entry.class, entry.path.display());
     }
     if enforcement.active {
@@ -1080,7 +1066,7 @@ impl Daemon {
                     time: record::rfc3339_ns(clock::realtime_ns()),
                     source: Source::Timers,
                     kind: "clocksource_unstable".into(),
-                    cause: Some(message.kind.into()),
+                    cause: Some(message.kind.clone()),
                     detail: Some(json!({
                         "kernel_message": message.text,
                         "kmsg_seq": message.seq,
@@ -1284,10 +1270,12 @@ impl Daemon {
     fn answer(&mut self, query: Query) {
         match query {
             Query::Status(reply) => {
-                let _ = reply.send(self.status());
+                let _ = reply.send(Box::new(self.status()));
             }
             Query::Services(reply) => {
-                let _ = reply.send(json!({ "services": self.services.status(mono_ns()) }));
+                let _ = reply.send(ServicesAnswer {
+                    services: self.services.status(mono_ns()),
+                });
             }
             Query::Recent(reply) => {
                 let _ = reply.send(self.recent.iter().cloned().collect());
@@ -1422,7 +1410,7 @@ impl Daemon {
                     return json!({ "error": why });
                 }
             }
-            for entry in &policy {
+            for entry in policy.iter().map(|e| &e.shown) {
                 match &entry.problem {
                     None => {
                         tracing::info!("guard policy: {} {}", entry.class, entry.path.display())
@@ -1495,23 +1483,27 @@ impl Daemon {
         }
     }
 
-    fn enforcement(&self) -> Value {
-        json!({
-            "active": self.enforcement.active,
-            "mode": self.enforcement.mode,
-            "reason": self.enforcement.reason,
-            "gaps": self.enforcement.gaps,
-            "exclusive_discipline": self.enforcement.active && self.config.guard.exclusive_discipline,
-            "pinned": self.probes.as_ref().and_then(|p| p.pin_dir()),
-            "not_pinned_because": self.not_pinned,
-            "self_exe": guard::self_exe(),
-            "policy": self.policy,
-            "other_time_services": self.time_services,
-            "slew": self.slew.as_ref().map(|s| s.status()),
-        })
+    fn enforcement(&self) -> EnforcementStatus {
+        EnforcementStatus {
+            active: self.enforcement.active,
+            mode: self.enforcement.mode.into(),
+            reason: self.enforcement.reason.clone(),
+            gaps: self.enforcement.gaps.clone(),
+            exclusive_discipline: self.enforcement.active && self.config.guard.exclusive_discipline,
+            pinned: self
+                .probes
+                .as_ref()
+                .and_then(|p| p.pin_dir())
+                .map(Path::to_path_buf),
+            not_pinned_because: self.not_pinned.clone(),
+            self_exe: guard::self_exe(),
+            policy: self.policy.iter().map(|e| e.shown.clone()).collect(),
+            other_time_services: self.time_services.clone(),
+            slew: self.slew.as_ref().map(|s| s.status()),
+        }
     }
 
-    fn status(&self) -> Value {
+    fn status(&self) -> Status {
         let counters = self
             .probes
             .as_ref()
@@ -1521,69 +1513,63 @@ impl Daemon {
                 tracing::warn!("cannot read the kernel counters: {err:#}");
                 None
             });
-        json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "pid": std::process::id(),
-            "mode": self.enforcement.mode,
-            "mode_configured": self.config.mode.as_str(),
-            "config": self.config_origin,
-            "started": self.started_wall,
-            "uptime_s": self.started.elapsed().as_secs_f64(),
-            "state_dir": self.config.state_dir,
-            "runtime_dir": self.config.runtime_dir,
-            "journal": {
-                "path": self.journal.path(),
-                "next_seq": self.journal.next_seq(),
-                "head_seq": self.journal.head().0,
-                "head_hash": self.journal.head().1,
+        let (head_seq, head_hash) = self.journal.head();
+        let lsms = crate::lsm::active_lsms().clone();
+        Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            mode: self.enforcement.mode.into(),
+            mode_configured: self.config.mode.as_str().into(),
+            config: self.config_origin.clone(),
+            started: self.started_wall.clone(),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            state_dir: self.config.state_dir.clone(),
+            runtime_dir: self.config.runtime_dir.clone(),
+            journal: JournalStatus {
+                path: self.journal.path().to_path_buf(),
+                next_seq: self.journal.next_seq(),
+                head_seq,
+                head_hash: head_hash.into(),
             },
-            "enforcement": self.enforcement(),
-            "ebpf_load_error": self.load_error,
-            // The running kernel: what each hook's outcome below is about.
-            "kernel_release": std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            enforcement: self.enforcement(),
+            ebpf_load_error: self.load_error.clone(),
+            kernel_release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                 .ok()
                 .map(|r| r.trim().to_string()),
-            "bpf_lsm_active": crate::lsm::active_lsms().bpf_active(),
-            "lsms": crate::lsm::active_lsms(),
-            "hooks": self.hooks,
-            "ring_buffer_drops": counters.map(|c| c.ring_buffer_drops),
-            // Runs the kernel skipped, by hook (see Probes::hook_misses).
-            "hook_misses": self.probes.as_ref().map(|p| p.hook_misses()),
-            // In-kernel summarising of repeats: the counts of an epoch are journaled when
-            // the epoch after it ends, so every call made before epoch N began is in the
-            // journal once `epoch` reaches N + 1.
-            "summaries": {
-                "repeats_in_full": self.config.audit.repeats_in_full,
-                "interval_ms": self.config.audit.summary_interval_ms,
-                "epoch": self.probes.is_some().then_some(self.repeat_epoch),
+            bpf_lsm_active: lsms.bpf_active(),
+            lsms,
+            hooks: self.hooks.clone(),
+            ring_buffer_drops: counters.map(|c| c.ring_buffer_drops),
+            hook_misses: self.probes.as_ref().map(|p| p.hook_misses()),
+            summaries: Summaries {
+                repeats_in_full: self.config.audit.repeats_in_full,
+                interval_ms: self.config.audit.summary_interval_ms,
+                epoch: self.probes.is_some().then_some(self.repeat_epoch),
             },
-            "kernel": counters,
-            "ntp": {
-                "running": self.ntp_running,
-                "servers": self.config.ntp.servers,
-                "pools": self.config.ntp.pools,
-                "serve": self.config.ntp.serve,
-                // The clock is disciplined only with the slew engine, i.e. in guard mode.
-                "disciplining": self.ntp_running && self.slew.is_some(),
+            kernel: counters,
+            ntp: NtpStatus {
+                running: self.ntp_running,
+                servers: self.config.ntp.servers.clone(),
+                pools: self.config.ntp.pools.clone(),
+                serve: self.config.ntp.serve.clone(),
+                disciplining: self.ntp_running && self.slew.is_some(),
             },
-            "hook_costs": self
+            hook_costs: self
                 .hook_stats
                 .as_ref()
                 .and(self.probes.as_ref())
                 .map(|p| p.hook_costs()),
-            "timers": self.timers_status(counters.as_ref()),
-            "services": self.services.status(mono_ns()),
-            "vm": self.vm_status(),
-            "daemon": self.stats,
-        })
-    }
-
-    /// The machine's facts and the kernel's recent clock messages (null when /dev/kmsg
-    /// cannot be read).
-    fn vm_status(&self) -> Value {
-        let mut vm = json!(VmFacts::read(Path::new("/sys"), Path::new("/proc")));
-        vm["kernel_clock_messages"] = json!(self.kernel_clock_messages);
-        vm
+            timers: self.timers_status(counters.as_ref()),
+            services: self.services.status(mono_ns()),
+            vm: VmStatus {
+                facts: vmfacts::read(Path::new("/sys"), Path::new("/proc")),
+                kernel_clock_messages: self
+                    .kernel_clock_messages
+                    .as_ref()
+                    .map(|m| m.iter().cloned().collect()),
+            },
+            daemon: self.stats.clone(),
+        }
     }
 
     fn timer_hook_attached(&self) -> bool {
@@ -1592,21 +1578,21 @@ impl Daemon {
             .any(|h| h.name == "hrtimer_expire_entry" && h.attached)
     }
 
-    fn timers_status(&self, counters: Option<&bpf::Counters>) -> Value {
+    fn timers_status(&self, counters: Option<&bpf::Counters>) -> TimersStatus {
         let histogram = self
             .probes
             .as_ref()
             .filter(|_| self.timer_hook_attached())
             .and_then(|p| p.lateness_histogram().ok());
-        json!({
-            "stall_threshold_ms": self.config.timers.stall_threshold_ms,
-            "sample_interval_ms": self.config.timers.sample_interval_ms,
-            "lateness": histogram.map(|h| LatenessSummary::from_buckets(&h.buckets, h.sum_ns)),
-            "late_events": counters.map(|c| c.timer_late_events),
-            "late_events_lost": counters.map(|c| c.timer_late_drops),
-            "read_faults": counters.map(|c| c.timer_read_faults),
-            "found": self.timers.stats,
-        })
+        TimersStatus {
+            stall_threshold_ms: self.config.timers.stall_threshold_ms,
+            sample_interval_ms: self.config.timers.sample_interval_ms,
+            lateness: histogram.map(|h| LatenessSummary::from_buckets(&h.buckets, h.sum_ns)),
+            late_events: counters.map(|c| c.timer_late_events),
+            late_events_lost: counters.map(|c| c.timer_late_drops),
+            read_faults: counters.map(|c| c.timer_read_faults),
+            found: self.timers.stats.clone(),
+        }
     }
 }
 

@@ -8,22 +8,17 @@ use anyhow::Result;
 use clockguard_ebpf::{self as abi, ExeKey, ExeOffsets};
 use serde::Serialize;
 
+use clockguard_core::status;
+
 use crate::{btf::KernelBtf, config::GuardConfig};
 
-/// One executable of the policy, as resolved on this machine.
-#[derive(Clone, Debug, Serialize)]
+/// One executable of the policy, as resolved on this machine: what `status` shows, and what
+/// goes into the kernel's map.
+#[derive(Clone, Debug)]
 pub struct PolicyEntry {
-    pub path: PathBuf,
-    /// allow | slew_instead
-    pub class: &'static str,
-    /// "major:minor" and inode of the file, when it exists.
-    pub dev: Option<String>,
-    pub ino: Option<u64>,
-    /// Why it is not in the kernel's map (missing file).
-    pub problem: Option<String>,
-    #[serde(skip)]
+    pub shown: status::PolicyEntry,
+    /// The inode the kernel sees, when the file exists.
     pub key: Option<ExeKey>,
-    #[serde(skip)]
     pub class_id: u16,
 }
 
@@ -101,21 +96,23 @@ pub fn resolve_policy(config: &GuardConfig) -> Vec<PolicyEntry> {
     for (class, class_id, paths) in classes {
         for path in paths {
             let mut entry = PolicyEntry {
-                path: path.clone(),
-                class,
-                dev: None,
-                ino: None,
-                problem: None,
+                shown: status::PolicyEntry {
+                    path: path.clone(),
+                    class: class.into(),
+                    dev: None,
+                    ino: None,
+                    problem: None,
+                },
                 key: None,
                 class_id,
             };
             match kernel_identity(path, &mountinfo) {
                 Ok(key) => {
-                    entry.dev = Some(format!("{}:{}", key.dev >> 20, key.dev & 0xfffff));
-                    entry.ino = Some(key.ino);
+                    entry.shown.dev = Some(format!("{}:{}", key.dev >> 20, key.dev & 0xfffff));
+                    entry.shown.ino = Some(key.ino);
                     entry.key = Some(key);
                 }
-                Err(problem) => entry.problem = Some(problem),
+                Err(problem) => entry.shown.problem = Some(problem),
             }
             entries.push(entry);
         }
@@ -153,12 +150,7 @@ pub fn exe_offsets(btf: &KernelBtf) -> Result<ExeOffsets> {
 }
 
 /// Another time service, and how we know.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct TimeService {
-    pub name: String,
-    /// "running: pid 812" | "configured: /etc/chrony/chrony.conf" | "enabled: <unit link>"
-    pub evidence: String,
-}
+pub use clockguard_core::status::TimeService;
 
 /// Daemons that discipline the clock, by process name (comm).
 const TIME_DAEMONS: &[(&str, &str)] = &[
@@ -422,8 +414,12 @@ mod tests {
             slew_instead: Vec::new(),
             ..Default::default()
         });
-        assert_eq!(dir_entry[0].problem.as_deref(), Some("not a regular file"));
+        assert_eq!(
+            dir_entry[0].shown.problem.as_deref(),
+            Some("not a regular file")
+        );
         assert!(entries[1]
+            .shown
             .problem
             .as_deref()
             .unwrap()

@@ -8,29 +8,8 @@ use std::{
     os::unix::fs::OpenOptionsExt,
 };
 
-use serde::Serialize;
-
 /// A kernel message about the clocks.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct ClockMessage {
-    /// The kernel's sequence number of the record.
-    pub seq: u64,
-    /// When the kernel logged it, seconds since boot (its local clock).
-    pub uptime_s: f64,
-    /// clocksource_unstable | tsc_unstable | clocksource_switch | clocksource_watchdog |
-    /// kvm_clock
-    pub kind: &'static str,
-    pub text: String,
-    /// Logged before clockguard started (read from the buffer's history).
-    pub before_start: bool,
-}
-
-impl ClockMessage {
-    /// The kernel found a clocksource unreliable (the watchdog's verdict).
-    pub fn is_instability(&self) -> bool {
-        matches!(self.kind, "clocksource_unstable" | "tsc_unstable")
-    }
-}
+pub use clockguard_core::status::ClockMessage;
 
 /// What kind of clock message `text` is, or None for any other message.
 pub fn classify(text: &str) -> Option<&'static str> {
@@ -114,7 +93,7 @@ pub fn read_available(file: &mut File, before_start: bool) -> io::Result<Vec<Clo
             out.push(ClockMessage {
                 seq: parsed.seq,
                 uptime_s: parsed.usec as f64 / 1e6,
-                kind,
+                kind: kind.into(),
                 text: parsed.text.to_string(),
                 before_start,
             });

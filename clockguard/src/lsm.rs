@@ -10,28 +10,9 @@
 
 use std::sync::OnceLock;
 
-use serde::{Deserialize, Serialize};
-
 pub const LSM_FILE: &str = "/sys/kernel/security/lsm";
 
-/// What clockguard knows about the active LSMs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActiveLsms {
-    /// The active LSMs in the kernel's order; None when it could not be found out.
-    pub list: Option<Vec<String>>,
-    /// Where the list came from, or why there is none.
-    pub source: String,
-}
-
-impl ActiveLsms {
-    /// Some(true) when `bpf` is active, Some(false) when the list lacks it, None when
-    /// unknown.
-    pub fn bpf_active(&self) -> Option<bool> {
-        self.list
-            .as_ref()
-            .map(|list| list.iter().any(|lsm| lsm == "bpf"))
-    }
-}
+pub use clockguard_core::status::ActiveLsms;
 
 /// The securityfs file's comma-separated list.
 pub fn parse_lsm_file(text: &str) -> Vec<String> {

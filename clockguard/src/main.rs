@@ -10,6 +10,8 @@ mod control_protocol;
 mod daemon;
 mod enrich;
 mod fallback;
+#[cfg(test)]
+mod golden;
 mod guard;
 mod journal;
 mod kmsg;
@@ -34,6 +36,10 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
+
+use clockguard_core::status::{
+    ServiceState, ServiceStatus, ServicesAnswer, Status, TimersStatus, VmStatus,
+};
 
 use crate::{
     config::{Config, ConfigSource},
@@ -276,7 +282,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { json, daemon } => ask(&daemon, "status", json, print_status),
+        Command::Status { json, daemon } => ask(&daemon, "status", json, |answer| {
+            let status: Status = typed_answer("status", answer.clone())?;
+            outln!("{}", status_text(&status));
+            Ok(())
+        }),
         Command::Tracking { json, daemon } => ask(&daemon, "tracking", json, print_tracking),
         Command::Sources { json, daemon } => ask(&daemon, "sources", json, print_sources),
         Command::Check { json, daemon } => run_check(&daemon, json),
@@ -324,20 +334,37 @@ fn query(runtime_dir: &Path, cmd: &str) -> Result<Value> {
     answer.with_context(|| format!("the daemon closed the connection without a {cmd} answer"))
 }
 
+/// The daemon's answer to `cmd`, read into its type.
+fn query_as<T: serde::de::DeserializeOwned>(runtime_dir: &Path, cmd: &str) -> Result<T> {
+    typed_answer(cmd, query(runtime_dir, cmd)?)
+}
+
+/// A daemon answer read into its type; one that does not read comes, most likely, from a
+/// daemon of another version.
+fn typed_answer<T: serde::de::DeserializeOwned>(cmd: &str, answer: Value) -> Result<T> {
+    serde_json::from_value(answer).with_context(|| {
+        format!(
+            "the daemon's {cmd} answer does not read as this clockguard ({}) expects: is the \
+             running daemon another version? Restart it",
+            env!("CARGO_PKG_VERSION")
+        )
+    })
+}
+
 /// `clockguard check`: gathers the facts, judges them, prints one line per finding.
 fn run_check(daemon: &DaemonArgs, json: bool) -> Result<ExitCode> {
     let (mut cfg, _) = Config::load(daemon.config.as_deref())?;
     if let Some(r) = &daemon.runtime_dir {
         cfg.runtime_dir = r.clone();
     }
-    let (status, daemon_error) = match query(&cfg.runtime_dir, "status") {
+    let (status, daemon_error) = match query_as::<Status>(&cfg.runtime_dir, "status") {
         Ok(status) => (Some(status), None),
         Err(err) => (None, Some(format!("{err:#}"))),
     };
     // Only a running NTP service answers `sources`.
     let sources = status
         .as_ref()
-        .filter(|s| s["ntp"]["running"].as_bool() == Some(true))
+        .filter(|s| s.ntp.running)
         .and_then(|_| query(&cfg.runtime_dir, "sources").ok());
     let facts = check::Facts {
         config: &cfg,
@@ -346,7 +373,7 @@ fn run_check(daemon: &DaemonArgs, json: bool) -> Result<ExitCode> {
         // The daemon's answer when it runs; else found out here, without mounting anything.
         lsms: status
             .as_ref()
-            .and_then(|s| serde_json::from_value(s["lsms"].clone()).ok())
+            .map(|s| s.lsms.clone())
             .unwrap_or_else(|| lsm::probe(false)),
         status,
         sources,
@@ -374,10 +401,9 @@ fn run_check(daemon: &DaemonArgs, json: bool) -> Result<ExitCode> {
 /// `clockguard service-check NAME`: one line, and the exit status keepalived reads.
 fn service_check(daemon: &DaemonArgs, name: &str) -> Result<ExitCode> {
     let cfg = dirs(daemon.config.as_deref(), None, daemon.runtime_dir.clone())?;
-    let answer = query(&cfg.runtime_dir, "services")?;
-    let services = answer["services"].as_array().cloned().unwrap_or_default();
-    let Some(service) = services.iter().find(|s| s["name"] == name) else {
-        let known: Vec<&str> = services.iter().filter_map(|s| s["name"].as_str()).collect();
+    let services = query_as::<ServicesAnswer>(&cfg.runtime_dir, "services")?.services;
+    let Some(service) = services.iter().find(|s| s.name == name) else {
+        let known: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
         bail!(
             "no tracked service {name:?} (the daemon tracks: {})",
             if known.is_empty() {
@@ -388,42 +414,41 @@ fn service_check(daemon: &DaemonArgs, name: &str) -> Result<ExitCode> {
         );
     };
     outln!("{}", service_line(service));
-    Ok(match service["state"].as_str() {
-        Some("fault") => ExitCode::from(1),
+    Ok(match service.state {
+        ServiceState::Fault => ExitCode::from(1),
         _ => ExitCode::SUCCESS,
     })
 }
 
 /// "dovecot: fault (died_from_time_jump, 3.2 s, hold 6.8 s), 7 processes, last: ..."
-fn service_line(s: &Value) -> String {
-    let state = s["state"].as_str().unwrap_or("?");
-    let why = match state {
-        "fault" => format!(
+fn service_line(s: &ServiceStatus) -> String {
+    let why = match s.state {
+        ServiceState::Fault => format!(
             " ({}, for {:.1} s{})",
-            s["reason"].as_str().unwrap_or("?"),
-            s["fault_for_s"].as_f64().unwrap_or(0.0),
-            match s["hold_left_s"].as_f64() {
+            s.reason.as_deref().unwrap_or("?"),
+            s.fault_for_s.unwrap_or(0.0),
+            match s.hold_left_s {
                 Some(h) if h > 0.0 => format!(", held {h:.1} s more"),
                 _ => String::new(),
             }
         ),
         _ => String::new(),
     };
-    let last = s["last_event"]["summary"]
-        .as_str()
-        .map(|e| {
-            format!(
-                "; last: {e} ({:.0} s ago)",
-                s["last_event"]["age_s"].as_f64().unwrap_or(0.0)
-            )
-        })
+    let last = s
+        .last_event
+        .as_ref()
+        .map(|e| format!("; last: {} ({:.0} s ago)", e.summary, e.age_s))
         .unwrap_or_default();
     format!(
-        "{}: {state}{why}, {} processes, check {}: {}{last}",
-        s["name"].as_str().unwrap_or("?"),
-        s["processes"],
-        s["check"]["target"].as_str().unwrap_or("?"),
-        s["check"]["last"]["detail"].as_str().unwrap_or("not yet"),
+        "{}: {}{why}, {} processes, check {}: {}{last}",
+        s.name,
+        s.state.as_str(),
+        s.processes,
+        s.check.target,
+        s.check
+            .last
+            .as_ref()
+            .map_or("not yet", |last| last.detail.as_str()),
     )
 }
 
@@ -507,16 +532,11 @@ fn audit_verify(state_dir: &Path, runtime_dir: &Path) -> Result<ExitCode> {
 /// must end exactly there; when it did (a record was written while we read), read again.
 fn verify_against_daemon(state_dir: &Path, runtime_dir: &Path) -> Result<journal::Verification> {
     const ATTEMPTS: usize = 5;
-    let head = |status: &Value| {
-        (
-            status["journal"]["head_seq"].as_u64(),
-            status["journal"]["head_hash"].as_str().map(str::to_string),
-        )
-    };
+    let head = |status: &Status| (status.journal.head_seq, status.journal.head_hash.clone());
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let before = query(runtime_dir, "status").ok();
+        let before = query_as::<Status>(runtime_dir, "status").ok();
         let mut found = journal::verify(state_dir)?;
         let Some(before) = before else {
             found.notes.push(format!(
@@ -525,7 +545,7 @@ fn verify_against_daemon(state_dir: &Path, runtime_dir: &Path) -> Result<journal
             ));
             return Ok(found);
         };
-        let after = query(runtime_dir, "status").ok();
+        let after = query_as::<Status>(runtime_dir, "status").ok();
         if after
             .as_ref()
             .is_some_and(|after| head(after) == head(&before))
@@ -543,19 +563,17 @@ fn verify_against_daemon(state_dir: &Path, runtime_dir: &Path) -> Result<journal
     }
 }
 
-fn compare_with_daemon_head(state_dir: &Path, status: &Value, found: &mut journal::Verification) {
-    let same_dir = status["state_dir"]
-        .as_str()
-        .and_then(|d| std::fs::canonicalize(d).ok())
-        .is_some_and(|d| std::fs::canonicalize(state_dir).is_ok_and(|s| s == d));
-    let head_seq = status["journal"]["head_seq"].as_u64();
-    let head_hash = status["journal"]["head_hash"].as_str();
-    let (Some(head_seq), Some(head_hash), true) = (head_seq, head_hash, same_dir) else {
+fn compare_with_daemon_head(state_dir: &Path, status: &Status, found: &mut journal::Verification) {
+    let same_dir = std::fs::canonicalize(&status.state_dir)
+        .is_ok_and(|d| std::fs::canonicalize(state_dir).is_ok_and(|s| s == d));
+    let head_seq = status.journal.head_seq;
+    let head_hash = status.journal.head_hash.as_str();
+    if !same_dir {
         found.notes.push(
             "the running daemon writes another journal: the end of this one is not compared".into(),
         );
         return;
-    };
+    }
     let last_seq = found.last.as_ref().map_or(0, |(seq, _)| *seq);
     let last_hash = found.last.as_ref().map(|(_, hash)| hash.as_str());
     if last_seq < head_seq {
@@ -666,197 +684,199 @@ fn audit_row(r: &Record) -> String {
     )
 }
 
-fn print_status(s: &Value) -> Result<()> {
-    let text = |v: &Value| v.as_str().unwrap_or("?").to_string();
-    outln!(
+/// `println!` into a String (the status text is built whole, then printed or compared).
+macro_rules! push_line {
+    ($out:expr) => {
+        $out.push('\n')
+    };
+    ($out:expr, $($arg:tt)*) => {{
+        $out.push_str(&format!($($arg)*));
+        $out.push('\n');
+    }};
+}
+
+/// What `clockguard status` prints (without its last newline).
+fn status_text(s: &Status) -> String {
+    let mut out = String::new();
+    push_line!(
+        out,
         "clockguard {} (pid {}), mode {}, up {:.0} s, config: {}",
-        text(&s["version"]),
-        s["pid"],
-        text(&s["mode"]),
-        s["uptime_s"].as_f64().unwrap_or(0.0),
-        text(&s["config"])
+        s.version,
+        s.pid,
+        s.mode,
+        s.uptime_s,
+        s.config
     );
-    outln!(
+    push_line!(
+        out,
         "enforcement: {} ({})",
-        if s["enforcement"]["active"].as_bool() == Some(true) {
-            "ON"
-        } else {
-            "off"
-        },
-        text(&s["enforcement"]["reason"])
+        if s.enforcement.active { "ON" } else { "off" },
+        s.enforcement.reason
     );
-    let ntp = &s["ntp"];
-    if ntp["running"].as_bool() == Some(true) {
-        outln!(
+    let ntp = &s.ntp;
+    if ntp.running {
+        push_line!(
+            out,
             "ntp: {} ({} servers, {} pools{}); `clockguard tracking` and `sources` for details",
-            if ntp["disciplining"].as_bool() == Some(true) {
+            if ntp.disciplining {
                 "disciplining the clock, slew only"
             } else {
                 "measuring only"
             },
-            ntp["servers"].as_array().map_or(0, Vec::len),
-            ntp["pools"].as_array().map_or(0, Vec::len),
-            ntp["serve"]
-                .as_str()
+            ntp.servers.len(),
+            ntp.pools.len(),
+            ntp.serve
+                .as_deref()
                 .map(|a| format!(", serving on {a}"))
                 .unwrap_or_default()
         );
     }
-    if let Some(err) = s["ebpf_load_error"].as_str() {
-        outln!("eBPF: not loaded: {err}");
+    if let Some(err) = &s.ebpf_load_error {
+        push_line!(out, "eBPF: not loaded: {err}");
     }
-    if let Some(dir) = s["enforcement"]["pinned"].as_str() {
-        outln!("guard pinned in {dir}: it stays in force if the daemon dies");
+    if let Some(dir) = &s.enforcement.pinned {
+        push_line!(
+            out,
+            "guard pinned in {}: it stays in force if the daemon dies",
+            dir.display()
+        );
     }
-    if let Some(why) = s["enforcement"]["not_pinned_because"].as_str() {
-        outln!("guard NOT pinned: {why}");
+    if let Some(why) = &s.enforcement.not_pinned_because {
+        push_line!(out, "guard NOT pinned: {why}");
     }
-    outln!("journal: {}", text(&s["journal"]["path"]));
-    outln!(
+    push_line!(out, "journal: {}", s.journal.path.display());
+    push_line!(
+        out,
         "kernel {}; active LSMs: {} (from {})",
-        text(&s["kernel_release"]),
-        s["lsms"]["list"]
-            .as_array()
-            .map(|l| l.iter().map(text).collect::<Vec<_>>().join(","))
+        s.kernel_release.as_deref().unwrap_or("?"),
+        s.lsms
+            .list
+            .as_ref()
+            .map(|l| l.join(","))
             .unwrap_or_else(|| "unknown".into()),
-        text(&s["lsms"]["source"])
+        s.lsms.source
     );
-    outln!();
-    outln!("{:<26} {:<11} {:<13} DETAIL", "HOOK", "KIND", "STATE");
-    for hook in s["hooks"].as_array().into_iter().flatten() {
-        let flag = |key: &str| hook[key].as_bool() == Some(true);
-        let replaced_by = hook["replaced_by"].as_str();
-        let state = match (flag("attached"), flag("adopted"), flag("pinned")) {
-            (false, _, _) if replaced_by.is_some() => "not needed",
-            (false, _, _) => "NOT attached",
-            (true, true, _) => "adopted",
-            (true, false, true) => "pinned",
-            (true, false, false) => "attached",
-        };
+    push_line!(out);
+    push_line!(out, "{:<26} {:<11} {:<13} DETAIL", "HOOK", "KIND", "STATE");
+    for hook in &s.hooks {
         // The first line only: a verifier log follows it in `status --json`.
-        let detail = match (replaced_by, hook["error"].as_str()) {
+        let detail = match (&hook.replaced_by, &hook.error) {
             (Some(by), _) => format!("{by} see this syscall"),
             (None, Some(error)) => error.lines().next().unwrap_or("").to_string(),
-            (None, None) => text(&hook["target"]),
+            (None, None) => hook.target.clone(),
         };
-        outln!(
+        push_line!(
+            out,
             "{:<26} {:<11} {:<13} {}",
-            text(&hook["name"]),
-            text(&hook["kind"]),
-            state,
+            hook.name,
+            hook.kind,
+            hook.state(),
             detail
         );
     }
-    outln!();
-    let num = |v: &Value| {
-        v.as_u64()
-            .map(|n| n.to_string())
-            .unwrap_or_else(|| "?".into())
-    };
-    outln!(
+    push_line!(out);
+    let num = |n: Option<u64>| n.map_or_else(|| "?".into(), |n| n.to_string());
+    let kernel = s.kernel.as_ref();
+    push_line!(
+        out,
         "clock syscalls seen: {}   read-only adjtimex counted: {}   repeats summarised: {}   \
          ring buffer drops: {}",
-        num(&s["kernel"]["clock_syscalls"]),
-        num(&s["kernel"]["readonly_adjtimex"]),
-        num(&s["kernel"]["events_summarised"]),
-        num(&s["ring_buffer_drops"])
+        num(kernel.map(|k| k.clock_syscalls)),
+        num(kernel.map(|k| k.readonly_adjtimex)),
+        num(kernel.map(|k| k.events_summarised)),
+        num(s.ring_buffer_drops)
     );
-    let misses: u64 = s["hook_misses"]
-        .as_object()
-        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+    let misses: u64 = s.hook_misses.iter().flat_map(|m| m.values()).sum();
     if misses > 0 {
-        outln!(
+        push_line!(
+            out,
             "hook runs the kernel skipped (a program preempted inside itself): {misses}; \
              by hook in `status --json` (hook_misses)"
         );
     }
-    outln!(
+    push_line!(
+        out,
         "records journaled: {}   unexplained jumps (fallback): {}",
-        num(&s["daemon"]["records_journaled"]),
-        num(&s["daemon"]["fallback_unexplained"])
+        s.daemon.records_journaled,
+        s.daemon.fallback_unexplained
     );
-    print_timers(&s["timers"], &s["vm"])?;
-    let services = s["services"].as_array().cloned().unwrap_or_default();
-    if !services.is_empty() {
-        outln!();
-        for service in &services {
-            outln!("service {}", service_line(service));
+    timers_text(&mut out, &s.timers, &s.vm);
+    if !s.services.is_empty() {
+        push_line!(out);
+        for service in &s.services {
+            push_line!(out, "service {}", service_line(service));
         }
     }
-    Ok(())
+    out.pop();
+    out
 }
 
 /// A duration in ns as the unit that reads best.
-fn duration_ns(v: &Value) -> String {
-    match v.as_f64() {
-        Some(ns) if ns >= 1e9 => format!("{:.3} s", ns / 1e9),
-        Some(ns) if ns >= 1e6 => format!("{:.1} ms", ns / 1e6),
-        Some(ns) => format!("{:.1} us", ns / 1e3),
-        None => "?".into(),
+fn duration_text(ns: f64) -> String {
+    if ns >= 1e9 {
+        format!("{:.3} s", ns / 1e9)
+    } else if ns >= 1e6 {
+        format!("{:.1} ms", ns / 1e6)
+    } else {
+        format!("{:.1} us", ns / 1e3)
     }
 }
 
-fn print_timers(timers: &Value, vm: &Value) -> Result<()> {
-    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
-    let lateness = &timers["lateness"];
-    if lateness.is_object() {
-        outln!(
+fn timers_text(out: &mut String, timers: &TimersStatus, vm: &VmStatus) {
+    match &timers.lateness {
+        Some(lateness) => push_line!(
+            out,
             "timer lateness: p50 <= {}  p99 <= {}  p99.9 <= {}  max <= {}  ({} expiries)",
-            duration_ns(&lateness["p50_le_ns"]),
-            duration_ns(&lateness["p99_le_ns"]),
-            duration_ns(&lateness["p999_le_ns"]),
-            duration_ns(&lateness["max_le_ns"]),
-            lateness["expiries"]
-        );
-    } else {
-        outln!("timer lateness: unknown (the hrtimer hook is not attached)");
+            duration_text(lateness.p50_le_ns as f64),
+            duration_text(lateness.p99_le_ns as f64),
+            duration_text(lateness.p999_le_ns as f64),
+            duration_text(lateness.max_le_ns as f64),
+            lateness.expiries
+        ),
+        None => push_line!(
+            out,
+            "timer lateness: unknown (the hrtimer hook is not attached)"
+        ),
     }
-    let found = &timers["found"];
-    let last = &found["last_stall"];
-    outln!(
+    let found = &timers.found;
+    push_line!(
+        out,
         "stalls: {}{}   suspends: {}   clocksource switches: {}   clocksource jumps: {}",
-        found["stalls"],
-        if last.is_object() {
-            format!(
-                " (last: {} {}, CPUs {})",
-                duration_ns(&last["duration_ns"]),
-                text(&last["cause"]),
-                last["cpus"]
-            )
-        } else {
-            String::new()
-        },
-        found["suspends"],
-        found["clocksource_changes"],
-        found["clocksource_jumps"]
+        found.stalls,
+        found
+            .last_stall
+            .as_ref()
+            .map(|last| format!(
+                " (last: {} {}, CPUs [{}])",
+                duration_text(last.duration_ns as f64),
+                last.cause.as_str(),
+                last.cpus
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ))
+            .unwrap_or_default(),
+        found.suspends,
+        found.clocksource_changes,
+        found.clocksource_jumps
     );
-    let agents: Vec<&str> = vm["time_agents"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    outln!(
+    let facts = &vm.facts;
+    push_line!(
+        out,
         "machine: {}, clocksource {} (available: {}), time agents: {}",
-        match vm["hypervisor"].as_str() {
+        match &facts.hypervisor {
             Some(h) => format!("{h} virtual machine"),
             None => "bare metal".into(),
         },
-        text(&vm["clocksource"]),
-        vm["available_clocksources"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(" "),
-        if agents.is_empty() {
+        facts.clocksource.as_deref().unwrap_or("-"),
+        facts.available_clocksources.join(" "),
+        if facts.time_agents.is_empty() {
             "none".to_string()
         } else {
-            agents.join(", ")
+            facts.time_agents.join(", ")
         }
     );
-    Ok(())
 }
 
 /// Seconds with a sign and the unit that reads best (chronyc prints seconds too).
@@ -1001,6 +1021,83 @@ mod tests {
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    /// `clockguard status` and `service-check` print the golden answers as the clockguard of
+    /// before the typed status did (its output for the very same answers, served by a
+    /// stand-in control socket, 2026-12-05).
+    #[test]
+    fn status_text_is_unchanged() {
+        let status = crate::golden::status();
+        let golden = include_str!("../core/tests/golden/status-host.txt");
+        let printed = status_text(&status) + "\n";
+        for (n, (now, then)) in printed.lines().zip(golden.lines()).enumerate() {
+            assert_eq!(now, then, "line {} of the status text", n + 1);
+        }
+        assert_eq!(printed, golden);
+        let services: ServicesAnswer =
+            serde_json::from_str(include_str!("../core/tests/golden/services-host.json")).unwrap();
+        let lines: Vec<String> = ["strict", "imap"]
+            .iter()
+            .map(|name| {
+                let service = services.services.iter().find(|s| s.name == *name).unwrap();
+                service_line(service) + "\n"
+            })
+            .collect();
+        assert_eq!(
+            lines.concat(),
+            include_str!("../core/tests/golden/service-check-host.txt")
+        );
+    }
+
+    /// What the golden status does not show: a stall, a fault, a pinned guard, no eBPF.
+    #[test]
+    fn status_text_shows_stalls_faults_and_pins() {
+        let mut status = crate::golden::status();
+        status.timers.found.stalls = 1;
+        status.timers.found.last_stall = Some(clockguard_core::status::Stall {
+            started_mono_ns: 0,
+            ended_mono_ns: 5_002_000_000,
+            duration_ns: 5_002_000_000,
+            cause: clockguard_core::status::StallCause::VmPaused,
+            explanation: String::new(),
+            cpus: vec![0, 1],
+            online_cpus: 2,
+            steal_ns: None,
+            hypervisor: None,
+            late_timers: 2,
+            timers: vec![],
+        });
+        status.timers.lateness = None;
+        status.enforcement.pinned = Some("/sys/fs/bpf/clockguard/x".into());
+        status.ebpf_load_error = Some("no BTF".into());
+        status.kernel = None;
+        status.ring_buffer_drops = None;
+        let service = &mut status.services[0];
+        service.state = ServiceState::Fault;
+        service.reason = Some("died_from_time_jump".into());
+        service.fault_for_s = Some(3.24);
+        service.hold_left_s = Some(6.76);
+        service.last_event = Some(clockguard_core::status::ServiceEvent {
+            kind: "died_after_time_jump".into(),
+            summary: "died_after_time_jump: imap (pid 339) exit 89".into(),
+            age_s: 3.2,
+        });
+        let text = status_text(&status);
+        for line in [
+            "stalls: 1 (last: 5.002 s vm_paused, CPUs [0,1])   suspends: 0   clocksource \
+             switches: 0   clocksource jumps: 0",
+            "timer lateness: unknown (the hrtimer hook is not attached)",
+            "guard pinned in /sys/fs/bpf/clockguard/x: it stays in force if the daemon dies",
+            "eBPF: not loaded: no BTF",
+            "clock syscalls seen: ?   read-only adjtimex counted: ?   repeats summarised: ?   \
+             ring buffer drops: ?",
+            "service strict: fault (died_from_time_jump, for 3.2 s, held 6.8 s more), 2 \
+             processes, check a process running: 2 processes running; last: \
+             died_after_time_jump: imap (pid 339) exit 89 (3 s ago)",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
     }
 
     /// `clockguard audit` prints the golden journal as the clockguard of before the typed

@@ -25,7 +25,9 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use crate::{control::Query, ntp::client::NtpHandle, timers::bucket_le_ns};
+use clockguard_core::status::{bucket_le_ns, ServiceState, Status};
+
+use crate::{control::Query, ntp::client::NtpHandle};
 
 type Labels = Vec<(String, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -92,58 +94,43 @@ fn int_gauge(value: i64) -> Gauge<i64, AtomicI64> {
 }
 
 /// The OpenMetrics text for a status object and, when NTP runs, its tracking object.
-pub fn exposition(status: &Value, tracking: Option<&Value>) -> Result<String> {
+pub fn exposition(status: &Status, tracking: Option<&Value>) -> Result<String> {
     let mut r = Registry::with_prefix("clockguard");
-    let u = |v: &Value| v.as_u64().unwrap_or(0);
 
     // A gauge of 1 rather than an OpenMetrics `info`: the Prometheus text parser (promtool)
     // knows no info type.
     let build = Family::<Labels, Gauge>::default();
     build
         .get_or_create(&vec![
-            (
-                "version".to_string(),
-                status["version"].as_str().unwrap_or("?").to_string(),
-            ),
-            (
-                "mode".to_string(),
-                status["mode"].as_str().unwrap_or("?").to_string(),
-            ),
+            ("version".to_string(), status.version.clone()),
+            ("mode".to_string(), status.mode.clone()),
         ])
         .set(1);
     r.register("build_info", "clockguard's version and mode", build);
     r.register(
         "guard_enforcing",
         "1 while the guard refuses clock steps in the kernel",
-        int_gauge((status["enforcement"]["active"].as_bool() == Some(true)) as i64),
+        int_gauge(status.enforcement.active as i64),
     );
     let hooks = Family::<Labels, Gauge>::default();
-    for hook in status["hooks"].as_array().into_iter().flatten() {
-        if hook["replaced_by"].is_string() {
+    for hook in &status.hooks {
+        if hook.replaced_by.is_some() {
             // A syscall tracepoint that fentry/fexit made unnecessary: a 0 here would
             // look like a missing hook to an alert on `hook_attached == 0`.
             continue;
         }
         let labels = vec![
-            (
-                "hook".to_string(),
-                hook["name"].as_str().unwrap_or("?").to_string(),
-            ),
-            (
-                "kind".to_string(),
-                hook["kind"].as_str().unwrap_or("?").to_string(),
-            ),
+            ("hook".to_string(), hook.name.clone()),
+            ("kind".to_string(), hook.kind.clone()),
         ];
-        hooks
-            .get_or_create(&labels)
-            .set((hook["attached"].as_bool() == Some(true)) as i64);
+        hooks.get_or_create(&labels).set(hook.attached as i64);
     }
     r.register("hook_attached", "1 if the hook is attached", hooks);
     let misses = Family::<Labels, Counter>::default();
-    for (hook, n) in status["hook_misses"].as_object().into_iter().flatten() {
+    for (hook, &n) in status.hook_misses.iter().flatten() {
         misses
             .get_or_create(&vec![("hook".to_string(), hook.clone())])
-            .inc_by(u(n));
+            .inc_by(n);
     }
     r.register(
         "hook_misses",
@@ -152,42 +139,43 @@ pub fn exposition(status: &Value, tracking: Option<&Value>) -> Result<String> {
         misses,
     );
 
-    let kernel = &status["kernel"];
+    // Zeros without the eBPF side, as before the status was typed.
+    let kernel = status.kernel.unwrap_or_default();
     r.register(
         "ring_buffer_drops",
         "Clock events the kernel could not deliver (ring buffer full)",
-        counter(u(&kernel["ring_buffer_drops"])),
+        counter(kernel.ring_buffer_drops),
     );
     r.register(
         "events_summarised",
         "Repeated clock calls counted in a summary record instead of journaled one by one",
-        counter(u(&kernel["events_summarised"])),
+        counter(kernel.events_summarised),
     );
     r.register(
         "clock_syscalls",
         "Clock-setting syscalls seen (read-only adjtimex included)",
-        counter(u(&kernel["clock_syscalls"])),
+        counter(kernel.clock_syscalls),
     );
     r.register(
         "steps_refused",
         "Clock steps the guard refused (the caller got EPERM)",
-        counter(u(&kernel["guard_denied"])),
+        counter(kernel.guard_denied),
     );
     r.register(
         "steps_would_refuse",
         "Clock steps guard mode would have refused, seen in observe mode",
-        counter(u(&kernel["guard_would_deny"])),
+        counter(kernel.guard_would_deny),
     );
     r.register(
         "journal_records",
         "Records written to the journal",
-        counter(u(&status["daemon"]["records_journaled"])),
+        counter(status.daemon.records_journaled),
     );
     let jumps = Family::<Labels, Counter>::default();
-    for (cause, n) in status["daemon"]["jumps"].as_object().into_iter().flatten() {
+    for (cause, &n) in &status.daemon.jumps {
         jumps
             .get_or_create(&vec![("cause".to_string(), cause.clone())])
-            .inc_by(u(n));
+            .inc_by(n);
     }
     r.register(
         "time_jumps",
@@ -196,19 +184,19 @@ pub fn exposition(status: &Value, tracking: Option<&Value>) -> Result<String> {
         jumps,
     );
 
-    let services = status["services"].as_array().cloned().unwrap_or_default();
+    let services = &status.services;
     if !services.is_empty() {
         let healthy = Family::<Labels, Gauge>::default();
         let deaths = Family::<Labels, Counter>::default();
-        for service in &services {
-            let name = service["name"].as_str().unwrap_or("?").to_string();
+        for service in services {
+            let name = service.name.clone();
             healthy
                 .get_or_create(&vec![("service".to_string(), name.clone())])
-                .set((service["state"] != "fault") as i64);
-            let after_jump = u(&service["deaths_after_time_jump"]);
+                .set((service.state != ServiceState::Fault) as i64);
+            let after_jump = service.deaths_after_time_jump;
             for (label, n) in [
                 ("true", after_jump),
-                ("false", u(&service["deaths"]).saturating_sub(after_jump)),
+                ("false", service.deaths.saturating_sub(after_jump)),
             ] {
                 deaths
                     .get_or_create(&vec![
@@ -230,14 +218,14 @@ pub fn exposition(status: &Value, tracking: Option<&Value>) -> Result<String> {
         );
     }
 
-    let timers = &status["timers"];
-    let found = &timers["found"];
+    let timers = &status.timers;
+    let found = &timers.found;
     r.register(
         "stalls",
         "Stalls: times when timers did not run for stall_threshold_ms or more",
-        counter(u(&found["stalls"])),
+        counter(found.stalls),
     );
-    if let Some(duration) = found["last_stall"]["duration_ns"].as_f64() {
+    if let Some(duration) = found.last_stall.as_ref().map(|s| s.duration_ns as f64) {
         r.register_with_unit(
             "last_stall",
             "How long the last stall held timers up",
@@ -248,16 +236,12 @@ pub fn exposition(status: &Value, tracking: Option<&Value>) -> Result<String> {
     r.register(
         "timer_late_events_lost",
         "Late hrtimer expiries that could not be sent (ring buffer full)",
-        counter(u(&timers["late_events_lost"])),
+        counter(timers.late_events_lost.unwrap_or(0)),
     );
-    let lateness = &timers["lateness"];
-    if lateness.is_object() {
+    if let Some(lateness) = &timers.lateness {
         let mut counts = vec![0u64; 64];
-        for pair in lateness["buckets"].as_array().into_iter().flatten() {
+        for &(le, count) in &lateness.buckets {
             // (upper edge ns, count): the edge is 2^i − 1, so i = bit length of edge.
-            let (Some(le), Some(count)) = (pair[0].as_u64(), pair[1].as_u64()) else {
-                continue;
-            };
             let index = (64 - le.leading_zeros()) as usize;
             counts[index.min(63)] += count;
         }
@@ -265,7 +249,7 @@ pub fn exposition(status: &Value, tracking: Option<&Value>) -> Result<String> {
             "timer_lateness",
             "How late CLOCK_MONOTONIC hrtimers expired (now - soft expiry)",
             Unit::Seconds,
-            lateness_histogram(&counts, u(&lateness["sum_ns"])),
+            lateness_histogram(&counts, lateness.sum_ns),
         );
     }
 
@@ -303,7 +287,12 @@ pub fn exposition(status: &Value, tracking: Option<&Value>) -> Result<String> {
             r.register("ntp_stratum", "Stratum", int_gauge(stratum));
         }
     }
-    if let Some(remaining) = status["enforcement"]["slew"]["remaining_ns"].as_f64() {
+    if let Some(remaining) = status
+        .enforcement
+        .slew
+        .as_ref()
+        .map(|s| s.remaining_ns as f64)
+    {
         r.register_with_unit(
             "slew_remaining",
             "Correction the slew engine still has to apply",
@@ -467,28 +456,71 @@ async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clockguard_core::status::{
+        Counters, HookStatus, LatenessSummary, SlewStatus, Stall, StallCause,
+    };
     use serde_json::json;
 
     #[test]
     fn the_exposition_names_units_and_counters_by_convention() {
-        let status = json!({
-            "version": "0.1.0", "mode": "guard",
-            "enforcement": {"active": true, "slew": {"remaining_ns": 2_500_000_000i64}},
-            "hooks": [{"name": "settime", "kind": "lsm", "attached": true},
-                      {"name": "clock_was_set", "kind": "fentry", "attached": false},
-                      {"name": "sys_enter_adjtimex", "kind": "tracepoint", "attached": false,
-                       "replaced_by": "fentry_adjtimex + fexit_adjtimex"}],
-            "kernel": {"ring_buffer_drops": 3, "clock_syscalls": 10, "guard_denied": 2,
-                       "guard_would_deny": 0, "events_summarised": 99_000},
-            "daemon": {"records_journaled": 12, "jumps": {"step": 4, "vm_paused": 1}},
-            "hook_misses": {"fexit_clock_settime": 7},
-            "timers": {"found": {"stalls": 1, "last_stall": {"duration_ns": 5_002_000_000i64}},
-                       "late_events_lost": 0,
-                       "lateness": {"sum_ns": 5_000_100_000u64,
-                                    "buckets": [[1023, 90], [131071, 9], [8589934591u64, 1]]}},
-            "services": [{"name": "dovecot", "state": "fault", "deaths": 3,
-                          "deaths_after_time_jump": 1}],
+        let mut status = crate::golden::status();
+        status.mode = "guard".into();
+        status.enforcement.active = true;
+        status.enforcement.slew = Some(SlewStatus {
+            active: true,
+            remaining_ns: 2_500_000_000,
+            rate_ppm: 500.0,
+            corrections: 1,
+            refused: 0,
+            absorbed_ns: 0,
+            external_steps: 0,
+            eta_s: Some(5.0),
         });
+        status.hooks = vec![
+            attached_hook("settime", "lsm", true),
+            attached_hook("clock_was_set", "fentry", false),
+            HookStatus {
+                replaced_by: Some("fentry_adjtimex + fexit_adjtimex".into()),
+                ..attached_hook("sys_enter_adjtimex", "tracepoint", false)
+            },
+        ];
+        status.kernel = Some(Counters {
+            ring_buffer_drops: 3,
+            clock_syscalls: 10,
+            guard_denied: 2,
+            events_summarised: 99_000,
+            ..Counters::default()
+        });
+        status.daemon.records_journaled = 12;
+        status.daemon.jumps = [("step".to_string(), 4), ("vm_paused".to_string(), 1)].into();
+        status.hook_misses = Some([("fexit_clock_settime".to_string(), 7)].into());
+        let found = &mut status.timers.found;
+        found.stalls = 1;
+        found.last_stall = Some(Stall {
+            started_mono_ns: 0,
+            ended_mono_ns: 5_002_000_000,
+            duration_ns: 5_002_000_000,
+            cause: StallCause::VmPaused,
+            explanation: StallCause::VmPaused.explain().into(),
+            cpus: vec![0, 1],
+            online_cpus: 2,
+            steal_ns: None,
+            hypervisor: None,
+            late_timers: 2,
+            timers: vec![],
+        });
+        status.timers.late_events_lost = Some(0);
+        status.timers.lateness = Some(LatenessSummary {
+            sum_ns: 5_000_100_000,
+            buckets: vec![(1023, 90), (131071, 9), (8589934591, 1)],
+            ..LatenessSummary::default()
+        });
+        let mut dovecot = status.services[0].clone();
+        dovecot.name = "dovecot".into();
+        dovecot.state = ServiceState::Fault;
+        dovecot.deaths = 3;
+        dovecot.deaths_after_time_jump = 1;
+        status.services = vec![dovecot];
         let tracking = json!({"synchronized": true, "offset_s": -0.000012,
                               "frequency_ppm": 12.5, "root_dispersion_s": 0.001, "stratum": 2});
         let text = exposition(&status, Some(&tracking)).unwrap();
@@ -525,9 +557,18 @@ mod tests {
         assert!(text.contains("clockguard_timer_lateness_seconds_bucket{le=\"8.589934591\"} 100"));
     }
 
+    fn attached_hook(name: &str, kind: &str, attached: bool) -> HookStatus {
+        HookStatus {
+            attached,
+            ..HookStatus::new(name, kind, name.into())
+        }
+    }
+
     #[test]
     fn without_ntp_or_hook_those_metrics_are_absent() {
-        let text = exposition(&json!({"timers": {"found": {}}}), None).unwrap();
+        let mut status = crate::golden::status();
+        status.timers.lateness = None;
+        let text = exposition(&status, None).unwrap();
         assert!(!text.contains("ntp_offset"));
         assert!(!text.contains("timer_lateness"));
         assert!(text.contains("clockguard_stalls_total 0"));
@@ -535,7 +576,12 @@ mod tests {
 
     #[test]
     fn the_text_format_names_counter_families_by_their_samples() {
-        let text = exposition(&json!({"kernel": {"guard_denied": 2}}), None).unwrap();
+        let mut status = crate::golden::status();
+        status.kernel = Some(Counters {
+            guard_denied: 2,
+            ..Counters::default()
+        });
+        let text = exposition(&status, None).unwrap();
         let classic = prometheus_text(&text);
         assert!(classic.contains("# TYPE clockguard_steps_refused_total counter\n"));
         assert!(classic.contains("# HELP clockguard_steps_refused_total Clock steps"));
@@ -543,6 +589,42 @@ mod tests {
         assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"));
         // Gauges keep their names.
         assert!(classic.contains("# TYPE clockguard_guard_enforcing gauge\n"));
+    }
+
+    /// The exposition of the golden status is the one the clockguard of before the typed
+    /// status wrote for it (golden/metrics-host*.txt, 2026-12-05). A family's samples come in
+    /// the order of a hash map, so they are compared as a set; the families keep their order.
+    #[test]
+    fn the_exposition_is_unchanged() {
+        let status = crate::golden::status();
+        let tracking = crate::golden::tracking();
+        for (text, golden) in [
+            (
+                exposition(&status, Some(&tracking)).unwrap(),
+                include_str!("../core/tests/golden/metrics-host.txt"),
+            ),
+            (
+                exposition(&status, None).unwrap(),
+                include_str!("../core/tests/golden/metrics-host-no-ntp.txt"),
+            ),
+        ] {
+            assert_eq!(families(&text), families(golden));
+        }
+    }
+
+    /// The exposition's families in order, each with its lines sorted.
+    fn families(text: &str) -> Vec<Vec<&str>> {
+        let mut families: Vec<Vec<&str>> = Vec::new();
+        for line in text.lines() {
+            if line.starts_with("# HELP") || families.is_empty() {
+                families.push(Vec::new());
+            }
+            families.last_mut().unwrap().push(line);
+        }
+        for family in &mut families {
+            family.sort_unstable();
+        }
+        families
     }
 
     #[test]

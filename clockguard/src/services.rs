@@ -18,6 +18,8 @@ use std::collections::VecDeque;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use clockguard_core::status::{ServiceCheck, ServiceEvent, ServiceState, ServiceStatus};
+
 use crate::config::ServiceConfig;
 use crate::record::{Record, Source, Verdict};
 
@@ -207,15 +209,7 @@ pub enum Action {
     Restart { service: usize },
 }
 
-/// The last health check of a service.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct CheckOutcome {
-    pub ok: bool,
-    /// What was found ("connected, got \"* OK\"", "connection refused", "2 processes").
-    pub detail: String,
-    #[serde(skip)]
-    pub mono_ns: i64,
-}
+pub use clockguard_core::status::CheckOutcome;
 
 struct Service {
     config: ServiceConfig,
@@ -230,7 +224,8 @@ struct Service {
     deaths_after_time_jump: u64,
     /// The restart is still due for the current time-jump fault.
     restart_due: bool,
-    last_event: Option<Value>,
+    /// The last verdict journaled about its processes, and when (CLOCK_MONOTONIC ns).
+    last_event: Option<(LastEvent, i64)>,
     /// What the track file was last set to, and when (CLOCK_REALTIME ns); when it was last
     /// set to 1.
     track_written: Option<(bool, i64)>,
@@ -686,68 +681,80 @@ impl Tracker {
             .and_then(Value::as_str)
             .map(|j| format!(" after {j}"))
             .unwrap_or_default();
-        self.services[service].last_event = Some(json!({
-            "kind": kind,
-            "mono_ns": mono_ns,
-            "summary": format!("{kind}: {who}{}{jump}", record.result),
-        }));
+        self.services[service].last_event = Some((
+            LastEvent {
+                kind: kind.to_string(),
+                summary: format!("{kind}: {who}{}{jump}", record.result),
+            },
+            mono_ns,
+        ));
     }
 
     /// Each service: state, checks, processes, counts and the last verdict.
-    pub fn status(&self, now_mono_ns: i64) -> Value {
-        let services: Vec<Value> = self
-            .services
+    pub fn status(&self, now_mono_ns: i64) -> Vec<ServiceStatus> {
+        self.services
             .iter()
             .map(|s| {
-                let (state, reason, since_s, hold_left_s) = match &s.health {
-                    Health::Unknown => ("unknown", None, None, None),
-                    Health::Healthy => ("healthy", None, None, None),
+                let (state, reason, fault_for_s, hold_left_s) = match &s.health {
+                    Health::Unknown => (ServiceState::Unknown, None, None, None),
+                    Health::Healthy => (ServiceState::Healthy, None, None, None),
                     Health::Fault {
                         reason,
                         since_mono_ns,
                         hold_until_mono_ns,
                     } => (
-                        "fault",
+                        ServiceState::Fault,
                         Some(reason.clone()),
                         Some((now_mono_ns - since_mono_ns) as f64 / 1e9),
                         Some(((hold_until_mono_ns - now_mono_ns).max(0)) as f64 / 1e9),
                     ),
                 };
-                let mut last_event = s.last_event.clone();
-                if let Some(event) = last_event.as_mut() {
-                    let at = event["mono_ns"].as_i64().unwrap_or(now_mono_ns);
-                    event["age_s"] = json!((now_mono_ns - at) as f64 / 1e9);
-                    event.as_object_mut().map(|o| o.remove("mono_ns"));
-                }
-                json!({
-                    "name": s.config.name,
-                    "state": state,
-                    "reason": reason,
-                    "fault_for_s": since_s,
-                    "hold_left_s": hold_left_s,
-                    "restart_due": s.restart_due,
-                    "processes": s.processes,
-                    "check": {
-                        "target": check_target(&s.config),
-                        "last": s.last_check,
-                        "consecutive_ok": s.consecutive_ok,
-                        "consecutive_failed": s.consecutive_failed,
-                        "fall": s.config.fall,
-                        "rise": s.config.rise,
+                ServiceStatus {
+                    name: s.config.name.clone(),
+                    state,
+                    reason,
+                    fault_for_s,
+                    hold_left_s,
+                    restart_due: s.restart_due,
+                    processes: s.processes as u64,
+                    check: ServiceCheck {
+                        target: check_target(&s.config),
+                        last: s.last_check.clone(),
+                        consecutive_ok: s.consecutive_ok,
+                        consecutive_failed: s.consecutive_failed,
+                        fall: s.config.fall,
+                        rise: s.config.rise,
                     },
-                    "track_file": s.config.track_file,
-                    "track_file_value": s.track_written.map(|(fault, _)| u8::from(fault)),
-                    "track_file_written": s.track_written.map(|(_, ns)| crate::record::rfc3339_ns(ns)),
-                    "track_file_fault_written": s.track_fault_written_ns.map(crate::record::rfc3339_ns),
-                    "clean_exits": s.clean_exits,
-                    "deaths": s.deaths,
-                    "deaths_after_time_jump": s.deaths_after_time_jump,
-                    "last_event": last_event,
-                })
+                    track_file: s.config.track_file.clone(),
+                    track_file_value: s.track_written.map(|(fault, _)| u8::from(fault)),
+                    track_file_written: s
+                        .track_written
+                        .map(|(_, ns)| crate::record::rfc3339_ns(ns)),
+                    track_file_fault_written: s
+                        .track_fault_written_ns
+                        .map(crate::record::rfc3339_ns),
+                    clean_exits: s.clean_exits,
+                    deaths: s.deaths,
+                    deaths_after_time_jump: s.deaths_after_time_jump,
+                    last_event: s
+                        .last_event
+                        .as_ref()
+                        .map(|(event, at_mono_ns)| ServiceEvent {
+                            kind: event.kind.clone(),
+                            summary: event.summary.clone(),
+                            age_s: (now_mono_ns - at_mono_ns) as f64 / 1e9,
+                        }),
+                }
             })
-            .collect();
-        json!(services)
+            .collect()
     }
+}
+
+/// The last verdict journaled about a service's processes (its age is added in `status`).
+#[derive(Clone, Debug, PartialEq)]
+struct LastEvent {
+    kind: String,
+    summary: String,
 }
 
 fn window_ns(config: &ServiceConfig) -> i64 {
@@ -1057,14 +1064,17 @@ mod tests {
         t.on_death(death(11 * S, ExitStatus::Exited(89)));
         let status = t.status(12 * S);
         let s = &status[0];
-        assert_eq!(s["state"], "fault");
-        assert_eq!(s["reason"], "died_from_time_jump");
-        assert_eq!(s["deaths_after_time_jump"], 1);
-        let summary = s["last_event"]["summary"].as_str().unwrap();
+        assert_eq!(s.state, ServiceState::Fault);
+        assert_eq!(s.reason.as_deref(), Some("died_from_time_jump"));
+        assert_eq!(s.deaths_after_time_jump, 1);
+        let event = s.last_event.as_ref().unwrap();
         assert!(
-            summary.contains("imap (pid 339) exit 89 after a -10.000 s step by date (pid 300)"),
-            "{summary}"
+            event
+                .summary
+                .contains("imap (pid 339) exit 89 after a -10.000 s step by date (pid 300)"),
+            "{}",
+            event.summary
         );
-        assert_eq!(s["last_event"]["age_s"], 1.0);
+        assert_eq!(event.age_s, 1.0);
     }
 }

@@ -130,25 +130,7 @@ impl fmt::Display for SlewError {
 impl std::error::Error for SlewError {}
 
 /// What the engine is doing.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct SlewStatus {
-    pub active: bool,
-    /// Correction still to apply, ns (positive: the clock must gain it).
-    pub remaining_ns: i64,
-    /// Slew rate programmed now, ppm, excluding the base rate.
-    pub rate_ppm: f64,
-    /// Corrections accepted by `add`.
-    pub corrections: u64,
-    /// Corrections refused by `add`.
-    pub refused: u64,
-    /// Total slew progress so far, ns.
-    pub absorbed_ns: i64,
-    /// Intervals whose measured progress was impossible (someone else stepped the clock)
-    /// and were counted at the expected progress instead.
-    pub external_steps: u64,
-    /// Estimated time to finish, s (None when idle).
-    pub eta_s: Option<f64>,
-}
+pub use clockguard_core::status::SlewStatus;
 
 /// Sans-IO core: pure state machine, no clocks, no syscalls.
 ///

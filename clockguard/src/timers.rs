@@ -19,6 +19,8 @@ use clockguard_ebpf::{
 };
 use serde::Serialize;
 
+pub use clockguard_core::status::{LatenessSummary, Stall, StallCause, TimerStats};
+
 use crate::btf::KernelBtf;
 use crate::record::{Source, Verdict};
 
@@ -83,64 +85,6 @@ pub fn hrtimer_block(softexpires: u16, function: u16, base: u16) -> Result<Hrtim
     })
 }
 
-/// The upper edge of a lateness bucket, ns: bucket 0 holds expiries exactly on time,
-/// bucket i those in [2^(i-1), 2^i), i.e. at most 2^i − 1 ns late.
-pub fn bucket_le_ns(bucket: usize) -> u64 {
-    match bucket {
-        0 => 0,
-        b if b >= 64 => u64::MAX,
-        b => (1u64 << b) - 1,
-    }
-}
-
-/// The lateness histogram as `status` shows it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct LatenessSummary {
-    /// hrtimer expiries (CLOCK_MONOTONIC timers) since the hook attached.
-    pub expiries: u64,
-    /// Their total lateness, ns.
-    pub sum_ns: u64,
-    /// Upper bucket edges (ns) under which 50 %, 99 %, 99.9 % and all expiries fell.
-    pub p50_le_ns: u64,
-    pub p99_le_ns: u64,
-    pub p999_le_ns: u64,
-    pub max_le_ns: u64,
-    /// The non-empty buckets: (upper edge ns, count).
-    pub buckets: Vec<(u64, u64)>,
-}
-
-impl LatenessSummary {
-    pub fn from_buckets(counts: &[u64], sum_ns: u64) -> LatenessSummary {
-        let expiries: u64 = counts.iter().sum();
-        let quantile = |q: f64| -> u64 {
-            let want = (q * expiries as f64).ceil().max(1.0) as u64;
-            let mut seen = 0;
-            for (bucket, &count) in counts.iter().enumerate() {
-                seen += count;
-                if seen >= want {
-                    return bucket_le_ns(bucket);
-                }
-            }
-            0
-        };
-        let max_bucket = counts.iter().rposition(|&c| c > 0);
-        LatenessSummary {
-            expiries,
-            sum_ns,
-            p50_le_ns: quantile(0.5),
-            p99_le_ns: quantile(0.99),
-            p999_le_ns: quantile(0.999),
-            max_le_ns: max_bucket.map_or(0, bucket_le_ns),
-            buckets: counts
-                .iter()
-                .enumerate()
-                .filter(|(_, &c)| c > 0)
-                .map(|(b, &c)| (bucket_le_ns(b), c))
-                .collect(),
-        }
-    }
-}
-
 const _: () = assert!(LATENESS_BUCKETS == 64);
 
 /// One hrtimer that expired late (from the kernel), or the sampler's own wakeup that came
@@ -153,74 +97,6 @@ pub struct LateTimer {
     pub lateness_ns: i64,
     /// The timer's callback ("tick_sched_timer").
     pub function: Option<String>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StallCause {
-    /// Every CPU of a virtual machine stopped at once, and the hypervisor did not account
-    /// it as steal: the guest was paused, migrated, snapshotted or descheduled by the host.
-    VmPaused,
-    /// The hypervisor ran something else: the steal time grew by at least half the stall.
-    HypervisorSteal,
-    /// Every CPU of a physical machine stopped (SMI, firmware, an NMI storm).
-    MachineStall,
-    /// Some CPUs only: interrupts off too long, or a CPU hog above the timer's priority.
-    CpuStall,
-    /// Only the sampler saw it (no hrtimer hook), and the steal time does not explain it.
-    Unknown,
-}
-
-impl StallCause {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StallCause::VmPaused => "vm_paused",
-            StallCause::HypervisorSteal => "hypervisor_steal",
-            StallCause::MachineStall => "machine_stall",
-            StallCause::CpuStall => "cpu_stall",
-            StallCause::Unknown => "unknown",
-        }
-    }
-
-    fn explain(self) -> &'static str {
-        match self {
-            StallCause::VmPaused => {
-                "every CPU of this virtual machine stopped at once without steal time: the \
-                 guest was paused, migrated or descheduled by the host"
-            }
-            StallCause::HypervisorSteal => {
-                "the hypervisor ran other work (steal time grew by at least half the stall)"
-            }
-            StallCause::MachineStall => {
-                "every CPU stopped at once on a physical machine (SMI, firmware, NMI)"
-            }
-            StallCause::CpuStall => {
-                "timers on some CPUs only ran late: interrupts off or a CPU hog"
-            }
-            StallCause::Unknown => "the sampler woke late; no kernel hook saw the timers",
-        }
-    }
-}
-
-/// A time during which timers did not run: what `audit` journals as kind "stall".
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Stall {
-    /// CLOCK_MONOTONIC when the stall began and ended, ns.
-    pub started_mono_ns: i64,
-    pub ended_mono_ns: i64,
-    /// How long timers were held up: the largest lateness seen, ns.
-    pub duration_ns: i64,
-    pub cause: StallCause,
-    pub explanation: &'static str,
-    /// The CPUs whose timers ran late, and how many are online.
-    pub cpus: Vec<u32>,
-    pub online_cpus: u32,
-    /// Steal time accounted during the stall, ns (None: no steal data).
-    pub steal_ns: Option<i64>,
-    pub hypervisor: Option<String>,
-    pub late_timers: u32,
-    /// Up to 5 of the callbacks that ran late.
-    pub timers: Vec<String>,
 }
 
 /// Late expiries belonging to one stall, while it is still open.
@@ -318,7 +194,7 @@ impl StallDetector {
             ended_mono_ns: episode.started_mono_ns + episode.duration_ns,
             duration_ns: episode.duration_ns,
             cause,
-            explanation: cause.explain(),
+            explanation: cause.explain().into(),
             cpus: episode.cpus.into_iter().collect(),
             online_cpus,
             steal_ns,
@@ -440,16 +316,6 @@ impl ClockWatch {
         }
         found
     }
-}
-
-/// What the timer watch counted, for `status`.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct TimerStats {
-    pub stalls: u64,
-    pub suspends: u64,
-    pub clocksource_changes: u64,
-    pub clocksource_jumps: u64,
-    pub last_stall: Option<Stall>,
 }
 
 /// The stall detector and the clock sampler together, turning what they find into journal
@@ -754,22 +620,6 @@ mod tests {
         let stall = d.tick(6 * S, 1).unwrap();
         assert_eq!(stall.steal_ns, None);
         assert_eq!(stall.cause, StallCause::MachineStall);
-    }
-
-    #[test]
-    fn lateness_quantiles_are_bucket_edges() {
-        let mut counts = vec![0u64; 64];
-        counts[10] = 990; // < 1024 ns
-        counts[20] = 9; // < ~1 ms
-        counts[33] = 1; // ~5 s
-        let s = LatenessSummary::from_buckets(&counts, 7);
-        assert_eq!(s.expiries, 1000);
-        assert_eq!(s.p50_le_ns, 1023);
-        assert_eq!(s.p99_le_ns, 1023);
-        assert_eq!(s.p999_le_ns, (1 << 20) - 1);
-        assert_eq!(s.max_le_ns, (1 << 33) - 1);
-        assert_eq!(s.buckets.len(), 3);
-        assert_eq!(LatenessSummary::from_buckets(&[0; 64], 0).max_le_ns, 0);
     }
 
     fn sample(mono_s: f64, raw_s: f64, boot_s: f64, rate_ppm: f64, cs: &str) -> ClockSample {

@@ -4,24 +4,7 @@
 
 use std::{fs, path::Path};
 
-use serde::Serialize;
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct VmFacts {
-    /// The hypervisor's name, None on bare metal.
-    pub hypervisor: Option<String>,
-    /// How it was recognised ("cpuid 0x40000000", "cpuid hypervisor bit", "dmi").
-    pub hypervisor_evidence: Option<String>,
-    pub dmi_vendor: Option<String>,
-    pub dmi_product: Option<String>,
-    pub clocksource: Option<String>,
-    pub available_clocksources: Vec<String>,
-    /// Guest agents that can set the clock, running now: "qemu-ga (pid 312)".
-    pub time_agents: Vec<String>,
-    /// Under KVM: whether the host promises a kvm-clock without per-CPU warps
-    /// (KVM_FEATURE_CLOCKSOURCE_STABLE_BIT, CPUID 0x40000001 EAX bit 24). None elsewhere.
-    pub kvmclock_stable_bit: Option<bool>,
-}
+pub use clockguard_core::status::VmFacts;
 
 /// KVM_FEATURE_CLOCKSOURCE_STABLE_BIT in CPUID leaf 0x40000001 EAX.
 const KVM_FEATURE_CLOCKSOURCE_STABLE_BIT: u32 = 24;
@@ -122,36 +105,34 @@ pub fn identify(
     }
 }
 
-impl VmFacts {
-    /// Reads the facts under `sys` (/sys) and `proc` (/proc).
-    pub fn read(sys: &Path, proc: &Path) -> VmFacts {
-        let dmi_vendor = read_trimmed(&sys.join("class/dmi/id/sys_vendor"));
-        let dmi_product = read_trimmed(&sys.join("class/dmi/id/product_name"));
-        let (bit, signature) = cpuid_hypervisor();
-        let hypervisor = identify(
-            bit,
-            signature,
-            dmi_vendor.as_deref(),
-            dmi_product.as_deref(),
-        );
-        let clocksources = sys.join("devices/system/clocksource/clocksource0");
-        VmFacts {
-            hypervisor_evidence: hypervisor.as_ref().map(|(_, how)| how.to_string()),
-            hypervisor: hypervisor.map(|(name, _)| name),
-            dmi_vendor,
-            dmi_product,
-            clocksource: current_clocksource(sys),
-            available_clocksources: read_trimmed(&clocksources.join("available_clocksource"))
-                .map(|list| list.split_whitespace().map(String::from).collect())
-                .unwrap_or_default(),
-            kvmclock_stable_bit: (signature == Some(*b"KVMKVMKVM\0\0\0"))
-                .then(|| cpuid_kvm_features() & (1 << KVM_FEATURE_CLOCKSOURCE_STABLE_BIT) != 0),
-            time_agents: crate::guard::process_comms(proc)
-                .into_iter()
-                .filter(|(_, comm)| TIME_AGENTS.contains(&comm.as_str()))
-                .map(|(pid, comm)| format!("{comm} (pid {pid})"))
-                .collect(),
-        }
+/// Reads the facts under `sys` (/sys) and `proc` (/proc).
+pub fn read(sys: &Path, proc: &Path) -> VmFacts {
+    let dmi_vendor = read_trimmed(&sys.join("class/dmi/id/sys_vendor"));
+    let dmi_product = read_trimmed(&sys.join("class/dmi/id/product_name"));
+    let (bit, signature) = cpuid_hypervisor();
+    let hypervisor = identify(
+        bit,
+        signature,
+        dmi_vendor.as_deref(),
+        dmi_product.as_deref(),
+    );
+    let clocksources = sys.join("devices/system/clocksource/clocksource0");
+    VmFacts {
+        hypervisor_evidence: hypervisor.as_ref().map(|(_, how)| how.to_string()),
+        hypervisor: hypervisor.map(|(name, _)| name),
+        dmi_vendor,
+        dmi_product,
+        clocksource: current_clocksource(sys),
+        available_clocksources: read_trimmed(&clocksources.join("available_clocksource"))
+            .map(|list| list.split_whitespace().map(String::from).collect())
+            .unwrap_or_default(),
+        kvmclock_stable_bit: (signature == Some(*b"KVMKVMKVM\0\0\0"))
+            .then(|| cpuid_kvm_features() & (1 << KVM_FEATURE_CLOCKSOURCE_STABLE_BIT) != 0),
+        time_agents: crate::guard::process_comms(proc)
+            .into_iter()
+            .filter(|(_, comm)| TIME_AGENTS.contains(&comm.as_str()))
+            .map(|(pid, comm)| format!("{comm} (pid {pid})"))
+            .collect(),
     }
 }
 
@@ -217,7 +198,7 @@ mod tests {
             fs::create_dir_all(proc.join(pid)).unwrap();
             fs::write(proc.join(pid).join("comm"), format!("{comm}\n")).unwrap();
         }
-        let facts = VmFacts::read(&sys, &proc);
+        let facts = read(&sys, &proc);
         fs::remove_dir_all(&dir).unwrap();
         assert_eq!(facts.clocksource.as_deref(), Some("kvm-clock"));
         assert_eq!(

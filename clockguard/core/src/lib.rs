@@ -10,3 +10,4 @@ pub mod correlation;
 pub mod lifecycle;
 pub mod notify;
 pub mod record;
+pub mod status;

@@ -1,0 +1,25 @@
+//! The daemon answers recorded before the status was typed (core/tests/golden, see
+//! core/tests/golden.rs): fixtures for the unit tests of the readers (CLI printers, `check`,
+//! metrics), which change the one field a test is about.
+
+use clockguard_core::status::Status;
+use serde_json::Value;
+
+/// The host's `status` answer: observe mode, NTP from a loopback reference 11 s off, two
+/// tracked services, every fentry/LSM hook refused with EPERM.
+pub fn status() -> Status {
+    serde_json::from_str(include_str!("../core/tests/golden/status-host.json"))
+        .expect("the golden status reads")
+}
+
+/// The `tracking` answer recorded with it.
+pub fn tracking() -> Value {
+    serde_json::from_str(include_str!("../core/tests/golden/tracking-host.json"))
+        .expect("the golden tracking reads")
+}
+
+/// The `sources` answer recorded with it.
+pub fn sources() -> Value {
+    serde_json::from_str(include_str!("../core/tests/golden/sources-host.json"))
+        .expect("the golden sources reads")
+}
