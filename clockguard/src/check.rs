@@ -5,9 +5,8 @@
 //! and the daemon's `status` and `sources` when it runs), so every rule is unit-tested.
 
 use serde::Serialize;
-use serde_json::Value;
 
-use clockguard_core::status::{HookStatus, Status};
+use clockguard_core::status::{HookStatus, SourceReport, SourcesAnswer, Status};
 
 use crate::{config::Config, guard::TimeService};
 
@@ -50,7 +49,7 @@ pub struct Facts<'a> {
     pub lsms: crate::lsm::ActiveLsms,
     /// The daemon's `status` and `sources` answers (None: not running, or not reachable).
     pub status: Option<Status>,
-    pub sources: Option<Value>,
+    pub sources: Option<SourcesAnswer>,
     /// Why the daemon could not be asked.
     pub daemon_error: Option<String>,
 }
@@ -344,26 +343,18 @@ fn ntp_sources(facts: &Facts) -> Option<Finding> {
         return None;
     }
     let report = facts.sources.as_ref()?;
-    let sources = report["sources"].as_array()?;
-    // `reach` is the octal reach register as text ("377"); "0": no answer in the last 8.
-    let answered = |s: &Value| {
-        s["reach"]
-            .as_str()
-            .is_some_and(|r| !r.trim_matches('0').is_empty())
-    };
-    let reachable: Vec<&Value> = sources.iter().filter(|s| answered(s)).collect();
+    let sources = &report.sources;
+    let reachable: Vec<&SourceReport> = sources.iter().filter(|s| s.reachable()).collect();
     let mut unreachable: Vec<String> = sources
         .iter()
-        .filter(|s| !answered(s))
-        .map(|s| s["name"].as_str().unwrap_or("?").to_string())
+        .filter(|s| !s.reachable())
+        .map(|s| s.name.clone())
         .collect();
     // Names that did not resolve have no source at all.
     unreachable.extend(
-        report["unresolved"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|n| n.as_str())
+        report
+            .unresolved
+            .iter()
             .map(|n| format!("{n} (does not resolve)")),
     );
     Some(if reachable.is_empty() {
@@ -519,6 +510,7 @@ mod tests {
     use super::*;
     use clockguard_core::status::{ClockMessage, LatenessSummary};
     use serde_json::json;
+    use serde_json::Value;
 
     fn config(text: &str) -> Config {
         Config::parse(text, "t").unwrap()
@@ -567,6 +559,22 @@ mod tests {
             attached,
             error: error.map(String::from),
             ..HookStatus::new(name, "fentry", name.into())
+        }
+    }
+
+    /// The golden source under each (name, reach), and the names that did not resolve.
+    fn sources(rows: &[(&str, &str)], unresolved: &[&str]) -> SourcesAnswer {
+        let golden = crate::golden::sources().sources[0].clone();
+        SourcesAnswer {
+            sources: rows
+                .iter()
+                .map(|(name, reach)| SourceReport {
+                    name: name.to_string(),
+                    reach: reach.to_string(),
+                    ..golden.clone()
+                })
+                .collect(),
+            unresolved: unresolved.iter().map(|n| n.to_string()).collect(),
         }
     }
 
@@ -645,7 +653,7 @@ mod tests {
     fn a_clean_host_passes() {
         let c = config("[ntp]\nservers = [\"10.0.0.1\"]\n");
         let mut f = facts(&c);
-        f.sources = Some(json!({"sources": [{"name": "10.0.0.1", "reach": "377"}]}));
+        f.sources = Some(sources(&[("10.0.0.1", "377")], &[]));
         let findings = run(&f);
         assert_eq!(overall(&findings), Verdict::Pass, "{findings:?}");
         assert_eq!(verdict_of(&findings, "ntp_sources"), Verdict::Pass);
@@ -745,10 +753,9 @@ mod tests {
     fn unreachable_ntp_servers() {
         let c = config("[ntp]\nservers = [\"a\", \"b\"]\n");
         let mut f = facts(&c);
-        f.sources = Some(json!({"sources": [{"name": "a", "reach": "0"}], "unresolved": ["b"]}));
+        f.sources = Some(sources(&[("a", "0")], &["b"]));
         assert_eq!(verdict_of(&run(&f), "ntp_sources"), Verdict::Fail);
-        f.sources =
-            Some(json!({"sources": [{"name": "a", "reach": "7"}, {"name": "b", "reach": "0"}]}));
+        f.sources = Some(sources(&[("a", "7"), ("b", "0")], &[]));
         let findings = run(&f);
         let x = findings.iter().find(|x| x.check == "ntp_sources").unwrap();
         assert_eq!(x.verdict, Verdict::Warn);

@@ -267,12 +267,19 @@ async fn handle(
             write_line(&mut write, &serde_json::to_value(rx.await?)?.to_string()).await?;
         }
         Request::Tracking {} | Request::Sources {} => {
+            // Through a Value, whose map sorts the keys as the answer always had them.
             let answer = match (&ntp, &request) {
-                (None, _) => {
-                    json!({"error": "the NTP service is off (no [ntp] servers or serve in the configuration)"})
-                }
-                (Some(ntp), Request::Tracking {}) => ntp.tracking().await,
-                (Some(ntp), _) => ntp.sources().await,
+                (None, _) => json!({
+                    "error": "the NTP service is off (no [ntp] servers or serve in the configuration)"
+                }),
+                (Some(ntp), Request::Tracking {}) => match ntp.tracking().await {
+                    Ok(tracking) => serde_json::to_value(tracking)?,
+                    Err(stopped) => json!({ "error": stopped.to_string() }),
+                },
+                (Some(ntp), _) => match ntp.sources().await {
+                    Ok(sources) => serde_json::to_value(sources)?,
+                    Err(stopped) => json!({ "error": stopped.to_string() }),
+                },
             };
             write_line(&mut write, &answer.to_string()).await?;
         }

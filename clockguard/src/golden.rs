@@ -2,8 +2,7 @@
 //! core/tests/golden.rs): fixtures for the unit tests of the readers (CLI printers, `check`,
 //! metrics), which change the one field a test is about.
 
-use clockguard_core::status::Status;
-use serde_json::Value;
+use clockguard_core::status::{SourcesAnswer, Status, Tracking};
 
 /// The host's `status` answer: observe mode, NTP from a loopback reference 11 s off, two
 /// tracked services, every fentry/LSM hook refused with EPERM.
@@ -13,13 +12,13 @@ pub fn status() -> Status {
 }
 
 /// The `tracking` answer recorded with it.
-pub fn tracking() -> Value {
+pub fn tracking() -> Tracking {
     serde_json::from_str(include_str!("../core/tests/golden/tracking-host.json"))
         .expect("the golden tracking reads")
 }
 
 /// The `sources` answer recorded with it.
-pub fn sources() -> Value {
+pub fn sources() -> SourcesAnswer {
     serde_json::from_str(include_str!("../core/tests/golden/sources-host.json"))
         .expect("the golden sources reads")
 }

@@ -38,7 +38,8 @@ use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 
 use clockguard_core::status::{
-    ServiceState, ServiceStatus, ServicesAnswer, Status, TimersStatus, VmStatus,
+    ServiceState, ServiceStatus, ServicesAnswer, SourcesAnswer, Status, TimersStatus, Tracking,
+    VmStatus,
 };
 
 use crate::{
@@ -282,13 +283,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             }))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { json, daemon } => ask(&daemon, "status", json, |answer| {
-            let status: Status = typed_answer("status", answer.clone())?;
-            outln!("{}", status_text(&status));
-            Ok(())
-        }),
-        Command::Tracking { json, daemon } => ask(&daemon, "tracking", json, print_tracking),
-        Command::Sources { json, daemon } => ask(&daemon, "sources", json, print_sources),
+        Command::Status { json, daemon } => ask(&daemon, "status", json, status_text),
+        Command::Tracking { json, daemon } => ask(&daemon, "tracking", json, tracking_text),
+        Command::Sources { json, daemon } => ask(&daemon, "sources", json, sources_text),
         Command::Check { json, daemon } => run_check(&daemon, json),
         Command::ServiceCheck { name, daemon } => service_check(&daemon, &name),
         Command::Reload { daemon } => reload(&daemon),
@@ -365,7 +362,7 @@ fn run_check(daemon: &DaemonArgs, json: bool) -> Result<ExitCode> {
     let sources = status
         .as_ref()
         .filter(|s| s.ntp.running)
-        .and_then(|_| query(&cfg.runtime_dir, "sources").ok());
+        .and_then(|_| query_as(&cfg.runtime_dir, "sources").ok());
     let facts = check::Facts {
         config: &cfg,
         time_services: guard::other_time_services(Path::new("/"), Path::new("/proc")),
@@ -453,18 +450,20 @@ fn service_line(s: &ServiceStatus) -> String {
 }
 
 /// One request with a one-object answer, printed as JSON or by `print`.
-fn ask(
+/// `--json` prints the daemon's answer as it came; otherwise it is read into its type and
+/// printed as `text` makes it.
+fn ask<T: serde::de::DeserializeOwned>(
     daemon: &DaemonArgs,
     cmd: &str,
     json: bool,
-    print: fn(&Value) -> Result<()>,
+    text: fn(&T) -> String,
 ) -> Result<ExitCode> {
     let cfg = dirs(daemon.config.as_deref(), None, daemon.runtime_dir.clone())?;
     let answer = query(&cfg.runtime_dir, cmd)?;
     if json {
         outln!("{answer}");
     } else {
-        print(&answer)?;
+        outln!("{}", text(&typed_answer(cmd, answer)?));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -880,8 +879,8 @@ fn timers_text(out: &mut String, timers: &TimersStatus, vm: &VmStatus) {
 }
 
 /// Seconds with a sign and the unit that reads best (chronyc prints seconds too).
-fn seconds(v: &Value) -> String {
-    match v.as_f64() {
+fn seconds(s: Option<f64>) -> String {
+    match s {
         Some(s) if s.abs() >= 1.0 => format!("{s:+.6} s"),
         Some(s) if s.abs() >= 1e-3 => format!("{:+.3} ms", s * 1e3),
         Some(s) => format!("{:+.1} us", s * 1e6),
@@ -889,75 +888,83 @@ fn seconds(v: &Value) -> String {
     }
 }
 
-fn print_tracking(t: &Value) -> Result<()> {
-    let text = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| "-".into());
-    let ppm = |v: &Value| v.as_f64().map_or("-".into(), |p| format!("{p:+.3} ppm"));
-    let synced = t["synchronized"].as_bool() == Some(true);
-    outln!(
+/// What `clockguard tracking` prints (without its last newline).
+fn tracking_text(t: &Tracking) -> String {
+    let text = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let ppm = |v: Option<f64>| v.map_or("-".into(), |p| format!("{p:+.3} ppm"));
+    let mut out = String::new();
+    push_line!(
+        out,
         "Reference         : {} ({}){}",
-        text(&t["reference"]),
-        text(&t["reference_address"]),
-        if synced {
+        text(&t.reference),
+        text(&t.reference_address),
+        if t.synchronized {
             String::new()
         } else {
-            format!(", NOT synchronised: {}", text(&t["unsynchronized_reason"]))
+            format!(", NOT synchronised: {}", text(&t.unsynchronized_reason))
         }
     );
-    outln!("Stratum           : {}", t["stratum"]);
-    outln!("Ref time (UTC)    : {}", text(&t["ref_time"]));
-    outln!(
+    push_line!(
+        out,
+        "Stratum           : {}",
+        t.stratum.map_or("null".into(), |s| s.to_string())
+    );
+    push_line!(out, "Ref time (UTC)    : {}", text(&t.ref_time));
+    push_line!(
+        out,
         "System time       : {} (positive: the clock is ahead of NTP time)",
-        seconds(&t["offset_s"])
+        seconds(t.offset_s)
     );
-    outln!("Last offset       : {}", seconds(&t["last_offset_s"]));
-    outln!(
+    push_line!(out, "Last offset       : {}", seconds(t.last_offset_s));
+    push_line!(
+        out,
         "RMS offset        : {}",
-        seconds(&t["rms_offset_s"]).trim_start_matches('+')
+        seconds(t.rms_offset_s).trim_start_matches('+')
     );
-    outln!(
+    push_line!(
+        out,
         "Frequency         : {} (kernel, against the raw clock)",
-        ppm(&t["frequency_ppm"])
+        ppm(t.frequency_ppm)
     );
-    outln!("Residual freq     : {}", ppm(&t["residual_freq_ppm"]));
-    outln!("Skew              : {}", ppm(&t["skew_ppm"]));
-    outln!("Root delay        : {}", seconds(&t["root_delay_s"]));
-    outln!("Root dispersion   : {}", seconds(&t["root_dispersion_s"]));
-    outln!("Update interval   : {}", seconds(&t["update_interval_s"]));
-    outln!("Leap status       : {}", text(&t["leap_status"]));
-    let last = &t["last_convergence"];
-    if last.is_object() {
-        outln!(
+    push_line!(out, "Residual freq     : {}", ppm(t.residual_freq_ppm));
+    push_line!(out, "Skew              : {}", ppm(t.skew_ppm));
+    push_line!(out, "Root delay        : {}", seconds(t.root_delay_s));
+    push_line!(out, "Root dispersion   : {}", seconds(t.root_dispersion_s));
+    push_line!(out, "Update interval   : {}", seconds(t.update_interval_s));
+    push_line!(out, "Leap status       : {}", t.leap_status);
+    if let Some(last) = &t.last_convergence {
+        push_line!(
+            out,
             "Last convergence  : {} to within 1 ms in {:.1} s (done {})",
-            seconds(&last["from_offset_s"]),
-            last["took_s"].as_f64().unwrap_or(0.0),
-            text(&last["ended"])
+            seconds(Some(last.from_offset_s)),
+            last.took_s,
+            last.ended
         );
     }
-    let slew = &t["slew"];
-    if t["disciplining"].as_bool() == Some(true) {
-        outln!(
+    match (&t.slew, t.disciplining) {
+        (slew, true) => push_line!(
+            out,
             "Slewing           : {} left at {} (never a step)",
-            seconds(&(slew["remaining_ns"].as_f64().map(|n| n / 1e9).into())),
-            ppm(&slew["rate_ppm"])
-        );
-    } else {
-        outln!("Slewing           : no (observe mode: measuring only)");
+            seconds(slew.as_ref().map(|s| s.remaining_ns as f64 / 1e9)),
+            ppm(slew.as_ref().map(|s| s.rate_ppm))
+        ),
+        (_, false) => push_line!(out, "Slewing           : no (observe mode: measuring only)"),
     }
-    Ok(())
+    out.pop();
+    out
 }
 
-fn print_sources(s: &Value) -> Result<()> {
-    let rows: Vec<&Value> = s["sources"].as_array().into_iter().flatten().collect();
+/// What `clockguard sources` prints (without its last newline).
+fn sources_text(s: &SourcesAnswer) -> String {
     // "name (address)", or the address alone when the name is that address.
-    let names: Vec<String> = rows
+    let names: Vec<String> = s
+        .sources
         .iter()
         .map(|row| {
-            let name = row["name"].as_str().unwrap_or("?");
-            let address = row["address"].as_str().unwrap_or("?");
-            if name == address {
-                address.to_string()
+            if row.name == row.address {
+                row.address.clone()
             } else {
-                format!("{name} ({address})")
+                format!("{} ({})", row.name, row.address)
             }
         })
         .collect();
@@ -967,7 +974,9 @@ fn print_sources(s: &Value) -> Result<()> {
         .max()
         .unwrap_or(0)
         .max(24);
-    outln!(
+    let mut out = String::new();
+    push_line!(
+        out,
         "{:<14} {:<width$} {:>2} {:>4} {:>5} {:>6}  {:>14} {:>12}",
         "STATE",
         "NAME/ADDRESS",
@@ -978,27 +987,25 @@ fn print_sources(s: &Value) -> Result<()> {
         "OFFSET",
         "+/- ERROR"
     );
-    for (row, name) in rows.iter().zip(&names) {
-        outln!(
+    for (row, name) in s.sources.iter().zip(&names) {
+        push_line!(
+            out,
             "{:<14} {:<width$} {:>2} {:>4} {:>5} {:>6}  {:>14} {:>12}",
-            row["state"].as_str().unwrap_or("?"),
+            row.state.as_str(),
             name,
-            row["stratum"]
-                .as_u64()
-                .map_or("-".into(), |n| n.to_string()),
-            row["poll"],
-            row["reach"].as_str().unwrap_or("0"),
-            row["last_rx_s"]
-                .as_f64()
-                .map_or("-".into(), |s| format!("{s:.0}s")),
-            seconds(&row["offset_s"]),
-            seconds(&row["error_s"]).trim_start_matches('+').to_string(),
+            row.stratum.map_or("-".into(), |n| n.to_string()),
+            row.poll,
+            row.reach,
+            row.last_rx_s.map_or("-".into(), |s| format!("{s:.0}s")),
+            seconds(row.offset_s),
+            seconds(row.error_s).trim_start_matches('+').to_string(),
         );
     }
-    for name in s["unresolved"].as_array().into_iter().flatten() {
-        outln!("{:<14} {}", "unresolved", name.as_str().unwrap_or("?"));
+    for name in &s.unresolved {
+        push_line!(out, "{:<14} {}", "unresolved", name);
     }
-    Ok(())
+    out.pop();
+    out
 }
 
 #[cfg(test)]
@@ -1048,6 +1055,70 @@ mod tests {
             lines.concat(),
             include_str!("../core/tests/golden/service-check-host.txt")
         );
+    }
+
+    /// `clockguard tracking` and `sources` print the golden answers as before (the old
+    /// clockguard's output for the same answers, 2026-12-05), but for one mend the typed
+    /// answer brought: `sources` printed POLL unpadded ("1 4    17"), because a JSON value's
+    /// Display ignores the width; it is now right-aligned under its header like the other
+    /// columns (golden/sources-host.txt was changed by hand for that one line).
+    #[test]
+    fn tracking_and_sources_text_is_unchanged() {
+        assert_eq!(
+            tracking_text(&crate::golden::tracking()) + "\n",
+            include_str!("../core/tests/golden/tracking-host.txt")
+        );
+        assert_eq!(
+            sources_text(&crate::golden::sources()) + "\n",
+            include_str!("../core/tests/golden/sources-host.txt")
+        );
+    }
+
+    /// What the golden tracking does not show: a clock being slewed, unsynchronised, a
+    /// convergence; sources under a name, unreachable and unresolved.
+    #[test]
+    fn tracking_and_sources_text_show_slews_and_names() {
+        let mut t = crate::golden::tracking();
+        t.synchronized = false;
+        t.unsynchronized_reason = Some("no source selectable".into());
+        t.disciplining = true;
+        t.slew = Some(clockguard_core::status::SlewStatus {
+            active: true,
+            remaining_ns: -2_500_000,
+            rate_ppm: -500.0,
+            corrections: 1,
+            refused: 0,
+            absorbed_ns: 0,
+            external_steps: 0,
+            eta_s: Some(5.0),
+        });
+        t.last_convergence = Some(clockguard_core::status::Convergence {
+            from_offset_s: 11.0,
+            took_s: 112.93,
+            ended: "2026-12-05T14:56:00Z".into(),
+        });
+        let text = tracking_text(&t);
+        for line in [
+            "Reference         : 127.0.0.1:34014 (127.0.0.1:34014), NOT synchronised: no source \
+             selectable",
+            "Slewing           : -2.500 ms left at -500.000 ppm (never a step)",
+            "Last convergence  : +11.000000 s to within 1 ms in 112.9 s (done \
+             2026-12-05T14:56:00Z)",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+        }
+        let mut s = crate::golden::sources();
+        s.sources[0].name = "ntp.example".into();
+        s.sources[0].reach = "0".into();
+        s.sources[0].last_rx_s = None;
+        s.sources[0].state = clockguard_core::status::SourceState::Unreachable;
+        s.unresolved = vec!["gone.example".into()];
+        let text = sources_text(&s);
+        assert!(
+            text.contains("unreachable    ntp.example (127.0.0.1:34014)  1 "),
+            "{text}"
+        );
+        assert!(text.ends_with("unresolved     gone.example"), "{text}");
     }
 
     /// What the golden status does not show: a stall, a fault, a pinned guard, no eBPF.

@@ -18,14 +18,13 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, MetricType},
     registry::{Registry, Unit},
 };
-use serde_json::Value;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     sync::{mpsc, oneshot},
 };
 
-use clockguard_core::status::{bucket_le_ns, ServiceState, Status};
+use clockguard_core::status::{bucket_le_ns, ServiceState, Status, Tracking};
 
 use crate::{control::Query, ntp::client::NtpHandle};
 
@@ -94,7 +93,7 @@ fn int_gauge(value: i64) -> Gauge<i64, AtomicI64> {
 }
 
 /// The OpenMetrics text for a status object and, when NTP runs, its tracking object.
-pub fn exposition(status: &Status, tracking: Option<&Value>) -> Result<String> {
+pub fn exposition(status: &Status, tracking: Option<&Tracking>) -> Result<String> {
     let mut r = Registry::with_prefix("clockguard");
 
     // A gauge of 1 rather than an OpenMetrics `info`: the Prometheus text parser (promtool)
@@ -253,13 +252,13 @@ pub fn exposition(status: &Status, tracking: Option<&Value>) -> Result<String> {
         );
     }
 
-    if let Some(t) = tracking.filter(|t| t.get("error").is_none()) {
+    if let Some(t) = tracking {
         r.register(
             "ntp_synchronized",
             "1 while a source is selected",
-            int_gauge((t["synchronized"].as_bool() == Some(true)) as i64),
+            int_gauge(t.synchronized as i64),
         );
-        if let Some(offset) = t["offset_s"].as_f64() {
+        if let Some(offset) = t.offset_s {
             r.register_with_unit(
                 "ntp_offset",
                 "System clock minus NTP time (positive: the clock is ahead)",
@@ -267,7 +266,7 @@ pub fn exposition(status: &Status, tracking: Option<&Value>) -> Result<String> {
                 gauge(offset),
             );
         }
-        if let Some(freq) = t["frequency_ppm"].as_f64() {
+        if let Some(freq) = t.frequency_ppm {
             r.register_with_unit(
                 "ntp_frequency",
                 "Frequency correction applied to the kernel clock, ppm",
@@ -275,7 +274,7 @@ pub fn exposition(status: &Status, tracking: Option<&Value>) -> Result<String> {
                 gauge(freq),
             );
         }
-        if let Some(dispersion) = t["root_dispersion_s"].as_f64() {
+        if let Some(dispersion) = t.root_dispersion_s {
             r.register_with_unit(
                 "ntp_root_dispersion",
                 "Root dispersion of the time served",
@@ -283,8 +282,8 @@ pub fn exposition(status: &Status, tracking: Option<&Value>) -> Result<String> {
                 gauge(dispersion),
             );
         }
-        if let Some(stratum) = t["stratum"].as_i64() {
-            r.register("ntp_stratum", "Stratum", int_gauge(stratum));
+        if let Some(stratum) = t.stratum {
+            r.register("ntp_stratum", "Stratum", int_gauge(stratum.into()));
         }
     }
     if let Some(remaining) = status
@@ -421,7 +420,7 @@ async fn handle(
             queries.send(Query::Status(tx)).await?;
             let status = rx.await?;
             let tracking = match &ntp {
-                Some(ntp) => Some(ntp.tracking().await),
+                Some(ntp) => ntp.tracking().await.ok(),
                 None => None,
             };
             let text = exposition(&status, tracking.as_ref())?;
@@ -459,7 +458,6 @@ mod tests {
     use clockguard_core::status::{
         Counters, HookStatus, LatenessSummary, SlewStatus, Stall, StallCause,
     };
-    use serde_json::json;
 
     #[test]
     fn the_exposition_names_units_and_counters_by_convention() {
@@ -521,8 +519,10 @@ mod tests {
         dovecot.deaths = 3;
         dovecot.deaths_after_time_jump = 1;
         status.services = vec![dovecot];
-        let tracking = json!({"synchronized": true, "offset_s": -0.000012,
-                              "frequency_ppm": 12.5, "root_dispersion_s": 0.001, "stratum": 2});
+        let mut tracking = crate::golden::tracking();
+        tracking.offset_s = Some(-0.000012);
+        tracking.frequency_ppm = Some(12.5);
+        tracking.root_dispersion_s = Some(0.001);
         let text = exposition(&status, Some(&tracking)).unwrap();
         for line in [
             "clockguard_steps_refused_total 2",

@@ -44,13 +44,13 @@ fn the_golden_lines_cover_every_source_and_verdict() {
     }
 }
 
-/// The daemon's `status` and `services` answers, as the clockguard of before the typed status
+/// The daemon's `status`, `services`, `tracking` and `sources` answers, as the clockguard of before the typed status
 /// sent them (recorded on the development host, 2026-12-05: observe mode, NTP from a loopback
 /// reference 11 s off, a server, metrics, a process-tracked and a probe-tracked service), read
 /// into the typed structs and written back: the same bytes.
 #[test]
 fn the_golden_answers_read_and_write_back_byte_for_byte() {
-    use clockguard_core::status::{ServicesAnswer, Status};
+    use clockguard_core::status::{ServicesAnswer, SourcesAnswer, Status, Tracking};
     let status_line = include_str!("golden/status-host.json").trim_end();
     let status: Status = serde_json::from_str(status_line).unwrap();
     assert_eq!(status.to_json().to_string(), status_line);
@@ -60,6 +60,24 @@ fn the_golden_answers_read_and_write_back_byte_for_byte() {
         serde_json::to_value(&services).unwrap().to_string(),
         services_line
     );
+    for (line, read_back) in [
+        (
+            include_str!("golden/tracking-host.json").trim_end(),
+            serde_json::to_value(
+                serde_json::from_str::<Tracking>(include_str!("golden/tracking-host.json"))
+                    .unwrap(),
+            ),
+        ),
+        (
+            include_str!("golden/sources-host.json").trim_end(),
+            serde_json::to_value(
+                serde_json::from_str::<SourcesAnswer>(include_str!("golden/sources-host.json"))
+                    .unwrap(),
+            ),
+        ),
+    ] {
+        assert_eq!(read_back.unwrap().to_string(), line);
+    }
     // The answers are not empty where it matters.
     assert!(status.hooks.len() > 20 && status.services.len() == 2);
     assert!(status.timers.lateness.is_some() && status.kernel.is_some());

@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use serde_json::{json, Value};
+use clockguard_core::status::{Convergence, ServerCounters, ServerStatus, SourcesAnswer, Tracking};
 use tokio::{
     net::UdpSocket,
     sync::{mpsc, oneshot, watch},
@@ -202,8 +202,8 @@ pub fn split_host_port(text: &str) -> Result<(String, u16), String> {
 }
 
 enum NtpQuery {
-    Tracking(oneshot::Sender<Value>),
-    Sources(oneshot::Sender<Value>),
+    Tracking(oneshot::Sender<Tracking>),
+    Sources(oneshot::Sender<SourcesAnswer>),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -213,22 +213,29 @@ pub struct NtpHandle {
     queries: mpsc::Sender<NtpQuery>,
 }
 
+/// The NTP service's task ended (its queries go unanswered).
+#[derive(Debug)]
+pub struct NtpStopped;
+
+impl std::fmt::Display for NtpStopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the NTP service has stopped")
+    }
+}
+
 impl NtpHandle {
-    pub async fn tracking(&self) -> Value {
+    pub async fn tracking(&self) -> Result<Tracking, NtpStopped> {
         self.ask(NtpQuery::Tracking).await
     }
 
-    pub async fn sources(&self) -> Value {
+    pub async fn sources(&self) -> Result<SourcesAnswer, NtpStopped> {
         self.ask(NtpQuery::Sources).await
     }
 
-    async fn ask(&self, query: fn(oneshot::Sender<Value>) -> NtpQuery) -> Value {
+    async fn ask<T>(&self, query: fn(oneshot::Sender<T>) -> NtpQuery) -> Result<T, NtpStopped> {
         let (tx, rx) = oneshot::channel();
-        if self.queries.send(query(tx)).await.is_err() {
-            return json!({"error": "the NTP service has stopped"});
-        }
-        rx.await
-            .unwrap_or_else(|_| json!({"error": "the NTP service has stopped"}))
+        self.queries.send(query(tx)).await.map_err(|_| NtpStopped)?;
+        rx.await.map_err(|_| NtpStopped)
     }
 
     /// Writes the drift file and stops.
@@ -306,7 +313,7 @@ pub async fn spawn(
         slew,
         drift_path,
         last_drift_write: None,
-        tracking: Tracking::default(),
+        tracking: TrackingState::default(),
         server_clock: server_clock_tx,
         server_counters,
         serving,
@@ -344,8 +351,9 @@ impl Name {
     }
 }
 
+/// What `tracking` is made from.
 #[derive(Default)]
-struct Tracking {
+struct TrackingState {
     /// Offsets (system clock − NTP time, s) measured at each clock update.
     offsets: std::collections::VecDeque<f64>,
     last_update: Option<(i64, i64)>,
@@ -364,27 +372,6 @@ struct Tracking {
 /// Convergences kept for `tracking`.
 const CONVERGENCES_KEPT: usize = 8;
 
-/// How long the clock took to come within `CONVERGED_S` of NTP time.
-#[derive(Clone, Debug, serde::Serialize)]
-struct Convergence {
-    /// System clock − NTP time when the correction started, s.
-    from_offset_s: f64,
-    /// Time taken, s (CLOCK_MONOTONIC_RAW: the slewed clocks run up to 10 % fast).
-    took_s: f64,
-    /// When it came within (RFC 3339).
-    ended: String,
-}
-
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
-struct ServerCounters {
-    answered: u64,
-    kiss_rate: u64,
-    malformed: u64,
-    not_a_request: u64,
-    rate_limited: u64,
-    send_errors: u64,
-}
-
 struct Client {
     engine: Engine,
     names: Vec<Name>,
@@ -397,7 +384,7 @@ struct Client {
     slew: Option<SlewHandle>,
     drift_path: PathBuf,
     last_drift_write: Option<Instant>,
-    tracking: Tracking,
+    tracking: TrackingState,
     server_clock: watch::Sender<ServerClock>,
     server_counters: Arc<Mutex<ServerCounters>>,
     serving: Option<String>,
@@ -826,7 +813,7 @@ impl Client {
         }
     }
 
-    fn tracking_report(&self) -> Value {
+    fn tracking_report(&self) -> Tracking {
         let now = LinuxClock.sample();
         let system = self.engine.system();
         let synchronized = system.is_some() && self.engine.unsynchronised_why().is_none();
@@ -838,56 +825,70 @@ impl Client {
             .then(|| (offsets.iter().map(|o| o * o).sum::<f64>() / offsets.len() as f64).sqrt());
         let peer = system.map(|s| &self.engine.sources()[s.peer]);
         let applied = self.tracking.applied_freq;
-        json!({
-            "synchronized": synchronized,
-            "unsynchronized_reason": self.engine.unsynchronised_why(),
-            "disciplining": self.slew.is_some(),
-            "reference": peer.map(|p| p.name.clone()),
-            "reference_address": peer.map(|p| p.addr.to_string()),
-            "reference_id": system.map(|s| format!("{:02X}{:02X}{:02X}{:02X}", s.reference_id[0], s.reference_id[1], s.reference_id[2], s.reference_id[3])),
-            "stratum": system.map(|s| s.stratum),
-            "ref_time": self.tracking.last_update.map(|(_, wall)| record::rfc3339_ns(wall)),
-            "offset_s": offset_s,
-            "last_offset_s": offsets.back(),
-            "rms_offset_s": rms,
-            "frequency_ppm": applied.map(|f| f * 1e6),
-            "estimated_frequency_ppm": system.map(|s| s.freq * 1e6),
-            "residual_freq_ppm": system.zip(applied).map(|(s, a)| (s.freq - a) * 1e6),
-            "skew_ppm": system.map(|s| s.freq_sigma * 1e6),
-            "root_delay_s": system.map(|s| s.root_delay_s),
-            "root_dispersion_s": system.map(|s| s.root_dispersion_s),
-            "update_interval_s": self.tracking.update_interval_s,
-            "leap_status": system.map_or("not synchronised", |s| leap_text(s.leap)),
-            "leap_seconds": self.engine.leap_seconds(),
-            "corrections": self.tracking.corrections,
-            "corrections_refused": self.tracking.corrections_refused,
-            "last_convergence": self.tracking.convergences.back(),
-            "convergences": self.tracking.convergences,
-            "converging_from_offset_s": self.tracking.converging.map(|(_, from)| from),
-            "slew": self.slew.as_ref().map(|s| s.status()),
-            "server": self.serving.as_ref().map(|addr| json!({
-                "listen": addr,
-                "counters": *self.server_counters.lock().expect("not poisoned"),
-            })),
-        })
+        Tracking {
+            synchronized,
+            unsynchronized_reason: self.engine.unsynchronised_why().map(String::from),
+            disciplining: self.slew.is_some(),
+            reference: peer.map(|p| p.name.clone()),
+            reference_address: peer.map(|p| p.addr.to_string()),
+            reference_id: system
+                .map(|s| s.reference_id.iter().map(|b| format!("{b:02X}")).collect()),
+            stratum: system.map(|s| s.stratum),
+            ref_time: self
+                .tracking
+                .last_update
+                .map(|(_, wall)| record::rfc3339_ns(wall)),
+            offset_s,
+            last_offset_s: offsets.back().copied(),
+            rms_offset_s: rms,
+            frequency_ppm: applied.map(|f| f * 1e6),
+            estimated_frequency_ppm: system.map(|s| s.freq * 1e6),
+            residual_freq_ppm: system.zip(applied).map(|(s, a)| (s.freq - a) * 1e6),
+            skew_ppm: system.map(|s| s.freq_sigma * 1e6),
+            root_delay_s: system.map(|s| s.root_delay_s),
+            root_dispersion_s: system.map(|s| s.root_dispersion_s),
+            update_interval_s: self.tracking.update_interval_s,
+            leap_status: system
+                .map_or("not synchronised", |s| leap_text(s.leap))
+                .into(),
+            leap_seconds: self
+                .engine
+                .leap_seconds()
+                .iter()
+                .map(|l| l.report())
+                .collect(),
+            corrections: self.tracking.corrections,
+            corrections_refused: self.tracking.corrections_refused,
+            last_convergence: self.tracking.convergences.back().cloned(),
+            convergences: self.tracking.convergences.iter().cloned().collect(),
+            converging_from_offset_s: self.tracking.converging.map(|(_, from)| from),
+            slew: self.slew.as_ref().map(|s| s.status()),
+            server: self.serving.as_ref().map(|addr| ServerStatus {
+                listen: addr.clone(),
+                counters: *self.server_counters.lock().expect("not poisoned"),
+            }),
+        }
     }
 
-    fn sources_report(&self) -> Value {
+    fn sources_report(&self) -> SourcesAnswer {
         let now = LinuxClock.sample();
         let clock_s = (now.realtime_ns - now.raw_ns - self.engine.epoch_ns()) as f64 / 1e9;
-        let rows: Vec<Value> = (0..self.engine.sources().len())
+        let sources = (0..self.engine.sources().len())
             .map(|id| {
                 let state = self.engine.source_state(id);
                 self.engine.sources()[id].report(now.raw_ns, clock_s, state)
             })
             .collect();
-        let unresolved: Vec<&str> = self
+        let unresolved = self
             .names
             .iter()
             .filter(|n| n.sources.is_empty())
-            .map(|n| n.text.as_str())
+            .map(|n| n.text.clone())
             .collect();
-        json!({ "sources": rows, "unresolved": unresolved })
+        SourcesAnswer {
+            sources,
+            unresolved,
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 
 use chrono::{DateTime, Datelike};
+use clockguard_core::status::{self, SourceState};
 use serde::Serialize;
 
 use super::{
@@ -44,6 +45,16 @@ pub struct LeapSecond {
 }
 
 impl LeapSecond {
+    /// As `tracking` shows it.
+    pub fn report(&self) -> status::LeapSecond {
+        status::LeapSecond {
+            delta_s: self.delta_s,
+            at_unix_s: self.at_unix_s,
+            passed: self.passed,
+            sources: self.sources.clone(),
+        }
+    }
+
     /// As the leap indicator the servers use.
     pub fn leap(&self) -> Leap {
         if self.delta_s > 0 {
@@ -374,34 +385,34 @@ impl Engine {
     }
 
     /// The state chronyc's `sources` shows for source `id`.
-    pub fn source_state(&self, id: usize) -> &'static str {
+    pub fn source_state(&self, id: usize) -> SourceState {
         let source = &self.sources[id];
         if source.denied().is_some() {
-            return "denied";
+            return SourceState::Denied;
         }
         if source.reach() == 0 {
             return if source.counters.sent == 0 {
-                "new"
+                SourceState::New
             } else {
-                "unreachable"
+                SourceState::Unreachable
             };
         }
         match &self.system {
-            Some(s) if self.unsynchronised_why.is_none() && s.peer == id => "selected",
+            Some(s) if self.unsynchronised_why.is_none() && s.peer == id => SourceState::Selected,
             Some(s) if self.unsynchronised_why.is_none() && s.truechimers.contains(&id) => {
-                "combined"
+                SourceState::Combined
             }
             Some(s) if self.unsynchronised_why.is_none() && s.falsetickers.contains(&id) => {
-                "falseticker"
+                SourceState::Falseticker
             }
-            _ if source.server_leap() == Leap::Unsynchronized => "unsynchronised",
+            _ if source.server_leap() == Leap::Unsynchronized => SourceState::Unsynchronised,
             _ if source
                 .fit()
                 .is_none_or(|f| f.samples < super::source::MIN_SAMPLES) =>
             {
-                "collecting"
+                SourceState::Collecting
             }
-            _ => "not selectable",
+            _ => SourceState::NotSelectable,
         }
     }
 }

@@ -990,7 +990,9 @@ fn a_falseticker_is_outvoted() {
     let mut servers = vec![ServerSpec::lan(10e3); 4];
     servers[0].offsets = vec![(0, 5 * S)];
     let run = simulate(Scenario::new(servers, 2 * HOUR));
-    let states: Vec<&str> = (0..4).map(|id| run.engine.source_state(id)).collect();
+    let states: Vec<&str> = (0..4)
+        .map(|id| run.engine.source_state(id).as_str())
+        .collect();
     let settled = settled_at(&run.trace, 0, MS).expect("converged to the majority");
     let (rms, mean, max) = stats(&run.trace, HOUR, 2 * HOUR);
     let system = run.engine.system().expect("synchronised");

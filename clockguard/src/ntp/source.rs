@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 
+use clockguard_core::status::{SourceReport, SourceState};
 use serde::Serialize;
 
 use super::{
@@ -75,21 +76,7 @@ pub struct Sample {
     pub delay_s: f64,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct SourceCounters {
-    pub sent: u64,
-    pub received: u64,
-    pub accepted: u64,
-    pub malformed: u64,
-    pub not_a_reply: u64,
-    pub bad_origin: u64,
-    pub duplicate: u64,
-    pub kiss: u64,
-    pub unsynchronised: u64,
-    pub bogus: u64,
-    pub outliers: u64,
-    pub resets: u64,
-}
+pub use clockguard_core::status::SourceCounters;
 
 struct Pending {
     cookie: NtpTimestamp,
@@ -424,27 +411,29 @@ impl Source {
     /// The `clockguard sources` row (chronyc's vocabulary). `clock_s`: CLOCK_REALTIME −
     /// local timescale now, s, so that offsets are against the system clock (positive: the
     /// server is ahead), in the server's own time (leap seconds included).
-    pub fn report(&self, raw_now_ns: i64, clock_s: f64, state: &str) -> serde_json::Value {
+    pub fn report(&self, raw_now_ns: i64, clock_s: f64, state: SourceState) -> SourceReport {
         let fit = self.filter.fit();
         let clock_s = clock_s + self.timescale_shift_s as f64;
-        serde_json::json!({
-            "name": self.name,
-            "address": self.addr.to_string(),
-            "state": state,
-            "stratum": self.server.as_ref().map(|s| s.stratum),
-            "reference_id": self.server.as_ref().map(|s| s.reference_id.clone()),
-            "poll": self.poll,
-            "reach": format!("{:o}", self.reach),
-            "last_rx_s": self.last_sample.map(|s| (raw_now_ns - s.raw_ns) as f64 / 1e9),
-            "offset_s": fit.map(|f| f.offset_at(raw_now_ns) - clock_s),
-            "error_s": fit.map(|f| f.sigma_at(raw_now_ns).max(f.residual_rms_s)),
-            "frequency_ppm": fit.map(|f| f.freq * 1e6),
-            "skew_ppm": fit.map(|f| f.freq_sigma * 1e6),
-            "last_delay_s": self.last_sample.map(|s| s.delay_s),
-            "samples": fit.map_or(0, |f| f.samples),
-            "kiss_denied": self.denied,
-            "counters": self.counters,
-        })
+        SourceReport {
+            name: self.name.clone(),
+            address: self.addr.to_string(),
+            state,
+            stratum: self.server.as_ref().map(|s| s.stratum),
+            reference_id: self.server.as_ref().map(|s| s.reference_id.clone()),
+            poll: self.poll,
+            reach: format!("{:o}", self.reach),
+            last_rx_s: self
+                .last_sample
+                .map(|s| (raw_now_ns - s.raw_ns) as f64 / 1e9),
+            offset_s: fit.map(|f| f.offset_at(raw_now_ns) - clock_s),
+            error_s: fit.map(|f| f.sigma_at(raw_now_ns).max(f.residual_rms_s)),
+            frequency_ppm: fit.map(|f| f.freq * 1e6),
+            skew_ppm: fit.map(|f| f.freq_sigma * 1e6),
+            last_delay_s: self.last_sample.map(|s| s.delay_s),
+            samples: fit.map_or(0, |f| f.samples as u64),
+            kiss_denied: self.denied.clone(),
+            counters: self.counters,
+        }
     }
 }
 
