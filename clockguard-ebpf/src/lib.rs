@@ -695,3 +695,19 @@ mod tests {
         assert_eq!(lateness_bucket(u64::MAX), LATENESS_BUCKETS - 1);
     }
 }
+
+/// The structs the daemon puts into maps or reads out of them, as aya needs them.
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+
+    // SAFETY (each): repr(C) structs of plain integers (and byte arrays), Copy and 'static,
+    // with any padding spelled out as a field, so every byte is initialised and any bit
+    // pattern the kernel writes is a valid value.
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for LatenessHistogram {}
+    unsafe impl aya::Pod for TimerConfig {}
+    unsafe impl aya::Pod for ExeKey {}
+    unsafe impl aya::Pod for RepeatKey {}
+    unsafe impl aya::Pod for RepeatCount {}
+}

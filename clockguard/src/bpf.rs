@@ -232,16 +232,16 @@ impl Probes {
             }
             Err(err) => Some(format!("{err:#}")),
         };
-        let mut config_map: Array<_, ConfigPod> =
+        let mut config_map: Array<_, abi::Config> =
             Array::try_from(ebpf.map_mut("CONFIG").context("no CONFIG map")?)?;
         if pins.as_ref().is_some_and(|p| !p.adoptable.is_empty()) {
             // The adopted programs keep enforcing until the guard is decided again.
-            if let Ok(ConfigPod(previous)) = config_map.get(&0, 0) {
+            if let Ok(previous) = config_map.get(&0, 0) {
                 config.flags |= previous.flags
                     & (abi::CONFIG_GUARD_ENFORCE | abi::CONFIG_GUARD_EXCLUSIVE_DISCIPLINE);
             }
         }
-        config_map.set(0, ConfigPod(config), 0)?;
+        config_map.set(0, config, 0)?;
         let mut last_offset: Array<_, i64> =
             Array::try_from(ebpf.map_mut("LAST_OFFSET").context("no LAST_OFFSET map")?)?;
         last_offset.set(0, crate::clock::tai_minus_monotonic_ns(), 0)?;
@@ -344,9 +344,9 @@ impl Probes {
             });
         hrtimer.settle(disabled("hrtimer_expire_entry"), &mut pins, |pin| {
             let timer_config = timer_config.clone()?;
-            let mut map: Array<_, TimerConfigPod> =
+            let mut map: Array<_, abi::TimerConfig> =
                 Array::try_from(ebpf.map_mut("TIMER_CONFIG").ok_or("no TIMER_CONFIG map")?)?;
-            map.set(0, TimerConfigPod(timer_config), 0)?;
+            map.set(0, timer_config, 0)?;
             let prog: &mut BtfTracePoint = program(&mut ebpf, "hrtimer_expire_entry")?;
             prog.load("hrtimer_expire_entry", btf()?)?;
             let link = prog.attach()?;
@@ -466,26 +466,25 @@ impl Probes {
         exclusive_discipline: bool,
         policy: &[crate::guard::PolicyEntry],
     ) -> Result<()> {
-        let mut exes: HashMap<_, ExeKeyPod, u16> = HashMap::try_from(
+        let mut exes: HashMap<_, abi::ExeKey, u16> = HashMap::try_from(
             self.ebpf
                 .map_mut("GUARD_EXES")
                 .context("no GUARD_EXES map")?,
         )?;
-        let stale: Vec<ExeKeyPod> = exes.keys().filter_map(|k| k.ok()).collect();
+        let stale: Vec<abi::ExeKey> = exes.keys().filter_map(|k| k.ok()).collect();
         for key in stale {
-            if !policy.iter().any(|e| e.key == Some(key.0)) {
+            if !policy.iter().any(|e| e.key == Some(key)) {
                 exes.remove(&key)?;
             }
         }
         for entry in policy {
             if let Some(key) = entry.key {
-                exes.insert(ExeKeyPod(key), entry.class_id, 0)
-                    .with_context(|| {
-                        format!(
-                            "cannot add {} to the guard policy",
-                            entry.shown.path.display()
-                        )
-                    })?;
+                exes.insert(key, entry.class_id, 0).with_context(|| {
+                    format!(
+                        "cannot add {} to the guard policy",
+                        entry.shown.path.display()
+                    )
+                })?;
             }
         }
         let mut config = self.config;
@@ -496,9 +495,9 @@ impl Probes {
                 config.flags |= abi::CONFIG_GUARD_EXCLUSIVE_DISCIPLINE;
             }
         }
-        let mut config_map: Array<_, ConfigPod> =
+        let mut config_map: Array<_, abi::Config> =
             Array::try_from(self.ebpf.map_mut("CONFIG").context("no CONFIG map")?)?;
-        config_map.set(0, ConfigPod(config), 0)?;
+        config_map.set(0, config, 0)?;
         self.config = config;
         Ok(())
     }
@@ -541,7 +540,9 @@ impl Probes {
             .programs()
             .filter(|(name, _)| self.hooks.iter().any(|h| h.name == *name && h.attached))
             .filter_map(|(name, prog)| {
-                let misses = recursion_misses(std::os::fd::AsFd::as_fd(prog.fd().ok()?)).ok()?;
+                let misses =
+                    clockguard_sys::bpf_recursion_misses(std::os::fd::AsFd::as_fd(prog.fd().ok()?))
+                        .ok()?;
                 (misses > 0).then(|| (name.to_string(), misses))
             })
             .collect()
@@ -591,17 +592,17 @@ impl Probes {
 
     /// The hrtimer lateness histogram, summed over CPUs.
     pub fn lateness_histogram(&self) -> Result<abi::LatenessHistogram> {
-        let map: PerCpuArray<_, LatenessPod> =
+        let map: PerCpuArray<_, abi::LatenessHistogram> =
             PerCpuArray::try_from(self.ebpf.map("LATENESS").context("no LATENESS map")?)?;
         let mut total = abi::LatenessHistogram {
             buckets: [0; abi::LATENESS_BUCKETS as usize],
             sum_ns: 0,
         };
         for cpu in map.get(&0, 0)?.iter() {
-            for (sum, count) in total.buckets.iter_mut().zip(cpu.0.buckets) {
+            for (sum, count) in total.buckets.iter_mut().zip(cpu.buckets) {
                 *sum += count;
             }
-            total.sum_ns = total.sum_ns.wrapping_add(cpu.0.sum_ns);
+            total.sum_ns = total.sum_ns.wrapping_add(cpu.sum_ns);
         }
         Ok(total)
     }
@@ -654,13 +655,13 @@ impl Probes {
     /// Takes the repeat counts of every epoch before `before` out of the kernel: read, then
     /// deleted. The caller makes sure no program still counts into those epochs.
     pub fn take_repeats(&mut self, before: u32) -> Result<Vec<(abi::RepeatKey, abi::RepeatCount)>> {
-        let mut map: HashMap<_, RepeatKeyPod, RepeatCountPod> =
+        let mut map: HashMap<_, abi::RepeatKey, abi::RepeatCount> =
             HashMap::try_from(self.ebpf.map_mut("REPEATS").context("no REPEATS map")?)?;
         // Keys first: deleting while walking a BPF hash can restart the walk.
-        let keys: Vec<RepeatKeyPod> = map
+        let keys: Vec<abi::RepeatKey> = map
             .keys()
             .filter_map(|k| k.ok())
-            .filter(|k| k.0.epoch < before)
+            .filter(|k| k.epoch < before)
             .collect();
         let mut taken = Vec::with_capacity(keys.len());
         for key in keys {
@@ -668,7 +669,7 @@ impl Probes {
             // counts already taken out are not given up for it.
             match map.get(&key, 0) {
                 Ok(count) => match map.remove(&key) {
-                    Ok(()) => taken.push((key.0, count.0)),
+                    Ok(()) => taken.push((key, count)),
                     Err(err) => tracing::warn!("cannot remove a repeat count: {err}"),
                 },
                 Err(err) => tracing::warn!("cannot read a repeat count: {err}"),
@@ -718,90 +719,15 @@ impl Probes {
     }
 }
 
-/// abi::Config as a map value (aya::Pod is foreign to the ABI crate).
-#[repr(transparent)]
-#[derive(Clone, Copy)]
-struct ConfigPod(abi::Config);
-// SAFETY: repr(C) plain integers.
-unsafe impl aya::Pod for ConfigPod {}
-
-/// abi::LatenessHistogram as a map value.
-#[repr(transparent)]
-#[derive(Clone, Copy)]
-struct LatenessPod(abi::LatenessHistogram);
-// SAFETY: repr(C) plain integers, no padding.
-unsafe impl aya::Pod for LatenessPod {}
-
-/// abi::TimerConfig as a map value.
-#[repr(transparent)]
-#[derive(Clone, Copy)]
-struct TimerConfigPod(abi::TimerConfig);
-// SAFETY: repr(C) plain integers, explicit padding field.
-unsafe impl aya::Pod for TimerConfigPod {}
-
-/// abi::ExeKey as a map key.
-#[repr(transparent)]
-#[derive(Clone, Copy)]
-struct ExeKeyPod(abi::ExeKey);
-// SAFETY: repr(C) plain integers, explicit padding field.
-unsafe impl aya::Pod for ExeKeyPod {}
-
 /// Waits until every eBPF program that was running when it was called has finished: a
 /// global membarrier is an RCU grace period, and every tracing, tracepoint and LSM program
 /// runs inside an RCU read-side section, even where it can be preempted. Where the kernel
 /// refuses it (nohz_full CPUs), the summary interval's own wait stands alone.
 pub fn wait_for_running_programs() {
-    const MEMBARRIER_CMD_GLOBAL: libc::c_long = 1;
-    // SAFETY: membarrier takes two integers and touches no memory of ours.
-    let ret = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0) };
-    if ret < 0 {
-        tracing::debug!(
-            "membarrier(MEMBARRIER_CMD_GLOBAL): {}",
-            std::io::Error::last_os_error()
-        );
+    if let Err(err) = clockguard_sys::membarrier_global() {
+        tracing::debug!("membarrier(MEMBARRIER_CMD_GLOBAL): {err}");
     }
 }
-
-/// `bpf_prog_info.recursion_misses` of the program behind `fd` (Linux 5.12+; aya 0.14 does
-/// not expose it).
-fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<u64> {
-    use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_info};
-    use std::os::fd::AsRawFd;
-    // SAFETY: both are plain C structs of integers, for which all zeroes are valid.
-    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
-    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-    attr.info.bpf_fd = fd.as_raw_fd() as u32;
-    attr.info.info_len = std::mem::size_of::<bpf_prog_info>() as u32;
-    attr.info.info = std::ptr::addr_of_mut!(info) as u64;
-    // SAFETY: BPF_OBJ_GET_INFO_BY_FD writes at most info_len bytes into `info`, which lives
-    // until the call returns; `attr` is as large as the size passed.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
-            std::ptr::addr_of_mut!(attr),
-            std::mem::size_of::<bpf_attr>(),
-        )
-    };
-    if ret < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(info.recursion_misses)
-}
-
-/// abi::RepeatKey as a map key.
-#[repr(transparent)]
-#[derive(Clone, Copy)]
-struct RepeatKeyPod(abi::RepeatKey);
-// SAFETY: repr(C) plain integers, no padding (six 4-byte fields).
-unsafe impl aya::Pod for RepeatKeyPod {}
-
-/// abi::RepeatCount as a map value.
-#[repr(transparent)]
-#[derive(Clone, Copy)]
-struct RepeatCountPod(abi::RepeatCount);
-// SAFETY: repr(C) plain integers and byte arrays, no padding.
-unsafe impl aya::Pod for RepeatCountPod {}
 
 type AttachError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -1023,21 +949,8 @@ pub fn ensure_tracefs() -> Result<&'static Path> {
             return Ok(Path::new(candidate));
         }
     }
-    let target = c"/sys/kernel/tracing";
-    // SAFETY: valid NUL-terminated strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            c"nodev".as_ptr(),
-            target.as_ptr(),
-            c"tracefs".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error())
-            .context("tracefs is not mounted and mounting it at /sys/kernel/tracing failed");
-    }
+    clockguard_sys::mount_pseudo_fs("nodev", Path::new("/sys/kernel/tracing"), "tracefs")
+        .context("tracefs is not mounted and mounting it at /sys/kernel/tracing failed")?;
     Ok(Path::new("/sys/kernel/tracing"))
 }
 

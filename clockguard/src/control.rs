@@ -81,57 +81,10 @@ pub fn resolve_group(group: &str) -> Result<u32> {
     if let Ok(gid) = group.parse::<u32>() {
         return Ok(gid);
     }
-    let name = std::ffi::CString::new(group)
-        .with_context(|| format!("control.read_group = {group:?} is not a group name"))?;
-    let mut entry: libc::group = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    let mut found: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; getgrnam_r writes only into `entry` and
-    // `buf` (of the length given).
-    let rc = unsafe {
-        libc::getgrnam_r(
-            name.as_ptr(),
-            &mut entry,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut found,
-        )
-    };
-    if rc != 0 || found.is_null() {
-        bail!("control.read_group = {group:?}: no such group");
-    }
-    Ok(entry.gr_gid)
-}
-
-/// The peer's supplementary groups (SO_PEERGROUPS, Linux 4.13), empty when unknown.
-fn peer_groups(stream: &UnixStream) -> Vec<u32> {
-    use std::os::fd::AsRawFd;
-    let mut groups = vec![0u32; 64];
-    loop {
-        let mut len = (groups.len() * 4) as libc::socklen_t;
-        // SAFETY: the buffer holds `len` bytes; the kernel writes at most that many.
-        let rc = unsafe {
-            libc::getsockopt(
-                stream.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_PEERGROUPS,
-                groups.as_mut_ptr().cast(),
-                &mut len,
-            )
-        };
-        if rc == 0 {
-            groups.truncate(len as usize / 4);
-            return groups;
-        }
-        // ERANGE: the kernel said how much room it needs.
-        let needed = len as usize / 4;
-        if std::io::Error::last_os_error().raw_os_error() != Some(libc::ERANGE)
-            || needed <= groups.len()
-            || needed > 65_536
-        {
-            return Vec::new();
-        }
-        groups.resize(needed, 0);
+    match clockguard_sys::group_id(group) {
+        Ok(Some(gid)) => Ok(gid),
+        Ok(None) => bail!("control.read_group = {group:?}: no such group"),
+        Err(err) => bail!("control.read_group = {group:?}: cannot look it up: {err}"),
     }
 }
 
@@ -198,7 +151,11 @@ pub async fn serve(
         };
         let (peer, cred) = match stream.peer_cred() {
             Ok(cred) => (
-                access.judge(cred.uid(), cred.gid(), &peer_groups(&stream)),
+                access.judge(
+                    cred.uid(),
+                    cred.gid(),
+                    &clockguard_sys::peer_groups(&stream),
+                ),
                 Some(cred),
             ),
             Err(err) => (

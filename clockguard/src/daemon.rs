@@ -8,7 +8,7 @@ use aya::maps::{MapData, RingBuf};
 use clockguard_ebpf::{ClockEvent, ServiceExitEvent, TimerLateEvent};
 use serde_json::{json, Value};
 use tokio::{
-    io::{unix::AsyncFd, Interest},
+    io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
     sync::{broadcast, mpsc},
 };
@@ -120,9 +120,8 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
     // kernel) khugepaged folds its small, sparse heap into 2 MiB pages some seconds after a
     // burst, +4 MB of RSS with nothing allocated, and heap trims no longer give memory
     // back. Huge pages buy a heap this size nothing. Failure only loses that saving.
-    // SAFETY: prctl with integer arguments only; it changes this process's THP policy.
-    if unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } != 0 {
-        tracing::debug!("PR_SET_THP_DISABLE: {}", std::io::Error::last_os_error());
+    if let Err(err) = clockguard_sys::disable_transparent_huge_pages() {
+        tracing::debug!("PR_SET_THP_DISABLE: {err}");
     }
     let (journal, journal_problems) = Journal::open(
         &config.state_dir,
@@ -173,8 +172,7 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
     };
     // Loading parsed the eBPF object and the kernel's BTF (megabytes, freed since): give
     // that memory back to the system instead of keeping it as the daemon's RSS for good.
-    // SAFETY: malloc_trim only releases free heap pages.
-    unsafe { libc::malloc_trim(0) };
+    clockguard_sys::malloc_trim();
     let mut hooks = probes.as_ref().map(|p| p.hooks.clone()).unwrap_or_default();
     for hook in &hooks {
         if let Some(by) = &hook.replaced_by {
@@ -210,8 +208,7 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
     let mut events: Option<AsyncFd<RingBuf<MapData>>> = match probes.as_mut() {
         Some(p) => {
             let ring = p.take_events()?;
-            // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd lives.
-            let registered = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
+            let registered = clockguard_sys::poll_readable(ring);
             Some(registered.map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?)
         }
         None => None,
@@ -220,8 +217,7 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
     let mut timer_events: Option<AsyncFd<RingBuf<MapData>>> = match probes.as_mut() {
         Some(p) if p.hook("hrtimer_expire_entry").is_some_and(|h| h.attached) => {
             let ring = p.take_timer_events()?;
-            // SAFETY: as for the events ring above.
-            let registered = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
+            let registered = clockguard_sys::poll_readable(ring);
             Some(registered.map_err(|e| anyhow::anyhow!("cannot poll the timer ring: {e}"))?)
         }
         _ => None,
@@ -246,8 +242,7 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
                 && p.hook("sched_process_exit").is_some_and(|h| h.attached) =>
         {
             let ring = p.take_service_events()?;
-            // SAFETY: as for the events ring above.
-            let registered = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) };
+            let registered = clockguard_sys::poll_readable(ring);
             Some(registered.map_err(|e| anyhow::anyhow!("cannot poll the service ring: {e}"))?)
         }
         _ => None,
@@ -301,8 +296,7 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
                 tracing::warn!("/dev/kmsg: {err}");
                 Vec::new()
             });
-            // SAFETY: the File owns its fd for as long as the AsyncFd lives.
-            match unsafe { AsyncFd::register_with_interest(file, Interest::READABLE) } {
+            match clockguard_sys::poll_readable(file) {
                 Ok(fd) => (Some(fd), history),
                 Err(err) => {
                     tracing::warn!("cannot poll /dev/kmsg: {err}");
@@ -404,8 +398,7 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
     }
     let (live, _) = broadcast::channel(LIVE_BACKLOG);
     let access = control::Access {
-        // SAFETY: geteuid cannot fail.
-        admin_uid: unsafe { libc::geteuid() },
+        admin_uid: clockguard_sys::effective_uid(),
         read_gid,
     };
     tokio::spawn(control::serve(
@@ -828,8 +821,7 @@ impl Daemon {
     fn trim_after_burst(&mut self) {
         let journaled = self.stats.records_journaled;
         if journaled != self.journaled_at_trim && journaled == self.journaled_at_sample {
-            // SAFETY: malloc_trim only releases free heap pages.
-            unsafe { libc::malloc_trim(0) };
+            clockguard_sys::malloc_trim();
             self.journaled_at_trim = journaled;
         }
         self.journaled_at_sample = journaled;

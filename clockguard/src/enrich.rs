@@ -7,7 +7,6 @@
 
 use std::{
     collections::HashMap,
-    ffi::CStr,
     fs,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -272,27 +271,9 @@ fn find_cgroup_by_inode(root: &Path, id: u64) -> Option<String> {
     None
 }
 
-/// The user name of a uid through NSS (getpwuid_r); None when it has none.
+/// The user name of a uid through NSS; None when it has none.
 fn lookup_user(uid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 4096];
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: buffers are valid for the call; result points into pwd/buf on success.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            uid,
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() {
-        return None;
-    }
-    // SAFETY: pw_name is a NUL-terminated string inside buf.
-    let name = unsafe { CStr::from_ptr(pwd.pw_name) };
-    Some(name.to_string_lossy().into_owned())
+    clockguard_sys::user_name(uid)
 }
 
 #[cfg(test)]

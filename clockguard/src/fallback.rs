@@ -4,13 +4,10 @@
 //! It measures the jump as the change of REALTIME − MONOTONIC; the daemon journals the part
 //! that no kernel event explained.
 
-use std::{
-    io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    time::Duration,
-};
+use std::{io, time::Duration};
 
 use anyhow::{Context, Result};
+use clockguard_sys::{ClockSetTimer, ClockSetTimerRead};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 use crate::clock;
@@ -28,70 +25,30 @@ pub struct Jump {
     pub seen_mono_ns: i64,
 }
 
-fn arm(fd: &OwnedFd) -> io::Result<()> {
+fn arm(timer: &ClockSetTimer) -> io::Result<()> {
     // Ten years ahead, absolute: it never expires in practice; what we want is the
     // cancellation on any clock set.
-    let target_s = clock::realtime_ns() / 1_000_000_000 + 10 * 365 * 86_400;
-    let spec = libc::itimerspec {
-        it_interval: libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        },
-        it_value: libc::timespec {
-            tv_sec: target_s,
-            tv_nsec: 0,
-        },
-    };
-    // SAFETY: valid fd and itimerspec.
-    let rc = unsafe {
-        libc::timerfd_settime(
-            fd.as_raw_fd(),
-            libc::TFD_TIMER_ABSTIME | libc::TFD_TIMER_CANCEL_ON_SET,
-            &spec,
-            std::ptr::null_mut(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    timer.arm(clock::realtime_ns() / 1_000_000_000 + 10 * 365 * 86_400)
 }
 
-pub fn open() -> Result<AsyncFd<OwnedFd>> {
-    // SAFETY: plain syscall; the fd is owned right away.
-    let raw = unsafe {
-        libc::timerfd_create(libc::CLOCK_REALTIME, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC)
-    };
-    if raw < 0 {
-        return Err(io::Error::last_os_error()).context("timerfd_create(CLOCK_REALTIME)");
-    }
-    // SAFETY: raw is a fresh fd we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    arm(&fd).context("timerfd_settime(TFD_TIMER_CANCEL_ON_SET)")?;
-    // SAFETY: the OwnedFd stays open for the AsyncFd's whole life.
-    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("cannot poll the timerfd: {e}"))
+pub fn open() -> Result<AsyncFd<ClockSetTimer>> {
+    let timer = ClockSetTimer::new().context("timerfd_create(CLOCK_REALTIME)")?;
+    arm(&timer).context("timerfd_settime(TFD_TIMER_CANCEL_ON_SET)")?;
+    clockguard_sys::poll_readable(timer).context("cannot poll the timerfd")
 }
 
 /// Runs until the receiver is gone, sending one `Jump` per detected discontinuity.
-pub async fn run(timer: AsyncFd<OwnedFd>, jumps: mpsc::Sender<Jump>) -> Result<()> {
+pub async fn run(timer: AsyncFd<ClockSetTimer>, jumps: mpsc::Sender<Jump>) -> Result<()> {
     let mut last = clock::realtime_minus_monotonic_ns();
     loop {
         let mut guard = timer.readable().await?;
-        let mut buf = [0u8; 8];
-        // SAFETY: reading 8 bytes into a valid buffer.
-        let n = unsafe { libc::read(timer.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EAGAIN) => {
-                    guard.clear_ready();
-                    continue;
-                }
-                // The clock was set: what we are here for.
-                Some(libc::ECANCELED) => {}
-                _ => return Err(err).context("reading the timerfd"),
+        match timer.get_ref().read().context("reading the timerfd")? {
+            ClockSetTimerRead::Nothing => {
+                guard.clear_ready();
+                continue;
             }
+            // The clock was set (what we are here for), or the timer expired.
+            ClockSetTimerRead::Fired => {}
         }
         // Expired (a jump of ten years forward) or cancelled: re-arm against the new time.
         arm(timer.get_ref()).context("re-arming the timerfd")?;

@@ -47,33 +47,16 @@ fn mount_dev(mountinfo: &str, mount_id: u64) -> Option<u32> {
 /// one. So the dev comes from the file's mount in mountinfo (statx's mount id), which is
 /// the super block's; st_dev only when the mount cannot be found.
 fn kernel_identity(path: &Path, mountinfo: &str) -> Result<ExeKey, String> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| "the path contains a NUL byte".to_string())?;
-    // SAFETY: statx is plain data; zero is a valid initial value.
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    // SAFETY: valid NUL-terminated path and out pointer.
-    let rc = unsafe {
-        libc::statx(
-            libc::AT_FDCWD,
-            c_path.as_ptr(),
-            libc::AT_STATX_SYNC_AS_STAT,
-            libc::STATX_TYPE | libc::STATX_INO | libc::STATX_MNT_ID,
-            &mut stx,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error().to_string());
-    }
-    if u32::from(stx.stx_mode) & libc::S_IFMT != libc::S_IFREG {
+    let file = clockguard_sys::file_identity(path).map_err(|err| err.to_string())?;
+    if !file.is_regular_file {
         return Err("not a regular file".into());
     }
-    let dev = (stx.stx_mask & libc::STATX_MNT_ID != 0)
-        .then(|| mount_dev(mountinfo, stx.stx_mnt_id))
-        .flatten()
-        .unwrap_or_else(|| mkdev(stx.stx_dev_major, stx.stx_dev_minor));
+    let dev = file
+        .mount_id
+        .and_then(|id| mount_dev(mountinfo, id))
+        .unwrap_or_else(|| mkdev(file.dev_major, file.dev_minor));
     Ok(ExeKey {
-        ino: stx.stx_ino,
+        ino: file.ino,
         dev,
         _pad: 0,
     })

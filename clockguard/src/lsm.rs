@@ -94,7 +94,7 @@ pub fn probe(may_mount: bool) -> ActiveLsms {
             Err(err) => format!("{err:#}"),
         }
     };
-    match list_modules_syscall() {
+    match clockguard_sys::lsm_list_modules() {
         Ok(ids) => ActiveLsms {
             list: Some(lsm_names(&ids)),
             source: format!(
@@ -114,28 +114,6 @@ pub fn probe(may_mount: bool) -> ActiveLsms {
 
 /// statfs(2) f_type of securityfs.
 const SECURITYFS_MAGIC: i64 = 0x73636673;
-
-/// `lsm_list_modules(2)`: the ids of the active LSMs, in order. Linux 6.8 and later; the
-/// libc crate has no number for it yet (461 on x86-64 and in the generic table alike).
-fn list_modules_syscall() -> std::io::Result<Vec<u64>> {
-    const SYS_LSM_LIST_MODULES: libc::c_long = 461;
-    let mut ids = [0u64; 32];
-    let mut size = std::mem::size_of_val(&ids) as u32;
-    // SAFETY: the kernel writes at most `size` bytes into `ids` and updates `size`.
-    let count = unsafe {
-        libc::syscall(
-            SYS_LSM_LIST_MODULES,
-            ids.as_mut_ptr(),
-            &mut size as *mut u32,
-            0u32,
-        )
-    };
-    if count < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let count = (count as usize).min(ids.len());
-    Ok(ids[..count].to_vec())
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,9 @@
 //! clockguard: an eBPF clock guard. One binary: the daemon (`run`) and its CLI.
+//!
+//! No unsafe code here: every syscall nix does not wrap, and every other unsafe block, is
+//! in clockguard-sys (clockguard/sys), with its safety argument.
+
+#![forbid(unsafe_code)]
 
 mod bpf;
 mod btf;

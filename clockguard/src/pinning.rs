@@ -65,32 +65,14 @@ pub fn mount_if_absent(fstype: &str, target: &str, magic: i64) -> Result<bool> {
         return Ok(false);
     }
     fs::create_dir_all(target).ok();
-    let c_type = std::ffi::CString::new(fstype)?;
-    let c_target = std::ffi::CString::new(target)?;
-    // SAFETY: NUL-terminated strings; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            c_type.as_ptr(),
-            c_target.as_ptr(),
-            c_type.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        bail!(
-            "{fstype} is not mounted on {target} and mounting it failed: {}",
-            std::io::Error::last_os_error()
-        );
+    if let Err(err) = clockguard_sys::mount_pseudo_fs(fstype, Path::new(target), fstype) {
+        bail!("{fstype} is not mounted on {target} and mounting it failed: {err}");
     }
     Ok(true)
 }
 
 fn fs_type(path: &Path) -> Option<i64> {
-    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path and out-pointer.
-    (unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } == 0).then_some(stat.f_type as i64)
+    clockguard_sys::fs_type(path).ok()
 }
 
 /// What is pinned when the daemon starts.

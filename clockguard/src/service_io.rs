@@ -182,14 +182,9 @@ pub fn prepare_track_file(service: &str, path: &Path) -> Result<()> {
             path.display()
         )
     })?;
-    let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
-    // SAFETY: statfs fills the zeroed struct; the path is a valid C string.
-    let mut fs_info: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c_dir.as_ptr(), &mut fs_info) } != 0 {
-        return Err(io::Error::last_os_error())
-            .with_context(|| format!("service {service:?}: statfs {}", dir.display()));
-    }
-    if fs_info.f_type as i64 == V9FS_MAGIC {
+    let fs_type = clockguard_sys::fs_type(dir)
+        .with_context(|| format!("service {service:?}: statfs {}", dir.display()))?;
+    if fs_type == V9FS_MAGIC {
         bail!(
             "service {service:?}: track_file {} is on a 9p share, where inotify does not fire: \
              keepalived would never see it change. Put it on a local file system or tmpfs \

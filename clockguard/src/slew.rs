@@ -319,16 +319,8 @@ pub trait KernelClock: Send + 'static {
     fn set_rate(&mut self, rate: KernelRate) -> io::Result<()>;
 }
 
-/// The real kernel: libc::adjtimex. Only ever used by the daemon (never in cargo test).
+/// The real kernel: adjtimex(2). Only ever used by the daemon (never in cargo test).
 pub struct LinuxClock;
-
-fn adjtimex(tx: &mut libc::timex) -> io::Result<()> {
-    // SAFETY: tx is a valid, initialised timex.
-    match unsafe { libc::adjtimex(tx) } {
-        -1 => Err(io::Error::last_os_error()),
-        _ => Ok(()),
-    }
-}
 
 impl KernelClock for LinuxClock {
     fn sample(&mut self) -> Sample {
@@ -343,9 +335,8 @@ impl KernelClock for LinuxClock {
     }
 
     fn read_rate(&mut self) -> io::Result<KernelRate> {
-        // SAFETY: timex is plain data; all-zero is valid (modes = 0: read only).
-        let mut tx: libc::timex = unsafe { std::mem::zeroed() };
-        adjtimex(&mut tx)?;
+        let mut tx = clockguard_sys::timex();
+        clockguard_sys::adjtimex(&mut tx)?;
         Ok(KernelRate {
             tick_us: tx.tick as i64,
             freq_scaled_ppm: tx.freq as i64,
@@ -353,12 +344,11 @@ impl KernelClock for LinuxClock {
     }
 
     fn set_rate(&mut self, rate: KernelRate) -> io::Result<()> {
-        // SAFETY: as above.
-        let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+        let mut tx = clockguard_sys::timex();
         tx.modes = libc::ADJ_TICK | libc::ADJ_FREQUENCY;
         tx.tick = rate.tick_us as _;
         tx.freq = rate.freq_scaled_ppm as _;
-        adjtimex(&mut tx)
+        clockguard_sys::adjtimex(&mut tx).map(drop)
     }
 }
 

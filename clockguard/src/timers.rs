@@ -487,8 +487,7 @@ pub fn parse_steal_ns(stat: &str, ticks_per_s: i64) -> Option<i64> {
 }
 
 pub fn read_steal_ns(proc: &Path) -> Option<i64> {
-    // SAFETY: sysconf has no memory side effects.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = clockguard_sys::clock_ticks_per_s();
     parse_steal_ns(&std::fs::read_to_string(proc.join("stat")).ok()?, ticks)
 }
 

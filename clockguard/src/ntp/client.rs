@@ -58,22 +58,8 @@ const MAX_DATAGRAM: usize = 1024;
 /// The kernel switches timestamping on through deferred work when the first socket asks;
 /// datagrams read before that carry the time of the read, as without the option.
 fn enable_rx_timestamps(socket: &UdpSocket) {
-    let on: libc::c_int = 1;
-    // SAFETY: a valid fd and option value of the size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        tracing::debug!(
-            "NTP: SO_TIMESTAMPNS: {}; receive times are taken in user space",
-            std::io::Error::last_os_error()
-        );
+    if let Err(err) = clockguard_sys::enable_rx_timestamps(socket) {
+        tracing::debug!("NTP: SO_TIMESTAMPNS: {err}; receive times are taken in user space");
     }
 }
 
@@ -86,70 +72,11 @@ async fn recv_stamped(
     loop {
         socket.readable().await?;
         match socket.try_io(tokio::io::Interest::READABLE, || {
-            recvmsg_stamped(socket.as_raw_fd(), buf)
+            clockguard_sys::recv_stamped(socket.as_raw_fd(), buf)
         }) {
             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => continue,
             result => return result,
         }
-    }
-}
-
-fn recvmsg_stamped(
-    fd: std::os::fd::RawFd,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr, Option<i64>)> {
-    // SAFETY: plain C structs, all-zero is valid; every pointer in `msg` points at a live
-    // local of the stated size; the cmsg walk stays within msg_controllen (CMSG_* macros).
-    unsafe {
-        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let mut control = [0u64; 16];
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control);
-        let n = libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT);
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut stamp = None;
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
-            {
-                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::timespec);
-                stamp = Some(ts.tv_sec * 1_000_000_000 + ts.tv_nsec);
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-        let from = match addr.ss_family as libc::c_int {
-            libc::AF_INET => {
-                let a = &*(&addr as *const libc::sockaddr_storage as *const libc::sockaddr_in);
-                SocketAddr::from((
-                    std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                    u16::from_be(a.sin_port),
-                ))
-            }
-            libc::AF_INET6 => {
-                let a = &*(&addr as *const libc::sockaddr_storage as *const libc::sockaddr_in6);
-                SocketAddr::from((
-                    std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
-                    u16::from_be(a.sin6_port),
-                ))
-            }
-            family => {
-                return Err(std::io::Error::other(format!(
-                    "datagram from address family {family}"
-                )))
-            }
-        };
-        Ok((n as usize, from, stamp))
     }
 }
 
@@ -412,15 +339,11 @@ fn raw_ns() -> i64 {
 /// 64 random bits from the kernel (getrandom(2)); the request cookie must be unguessable
 /// so that an off-path attacker cannot forge a reply.
 fn random_cookie() -> NtpTimestamp {
-    let mut bytes = [0u8; 8];
-    // SAFETY: valid buffer of the given length.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if n != bytes.len() as isize {
+    NtpTimestamp(clockguard_sys::random_u64().unwrap_or_else(|| {
         // Never expected after boot; fall back to the clock's low bits mixed.
         let t = raw_ns() as u64;
-        bytes = (t ^ t.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15).to_le_bytes();
-    }
-    NtpTimestamp(u64::from_le_bytes(bytes))
+        t ^ t.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15
+    }))
 }
 
 impl Client {
