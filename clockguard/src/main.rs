@@ -11,7 +11,7 @@ mod check;
 mod clock;
 mod config;
 mod control;
-mod control_protocol;
+use clockguard_core::control_protocol;
 mod daemon;
 mod enrich;
 mod fallback;

@@ -5,9 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[allow(dead_code)]
-#[path = "../../clockguard/src/control_protocol.rs"]
-mod control_protocol;
+use clockguard_core::control_protocol;
 
 fuzz_target!(|data: &[u8]| {
     // The daemon reads a line into a String: what is not UTF-8 never gets this far.

@@ -5,9 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-#[allow(dead_code)]
-#[path = "../../clockguard/src/ntp/packet.rs"]
-mod packet;
+use clockguard_core::ntp_packet as packet;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(parsed) = packet::Packet::parse(data) {

@@ -6,8 +6,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod control_protocol;
 pub mod correlation;
 pub mod lifecycle;
 pub mod notify;
+pub mod ntp_packet;
 pub mod record;
 pub mod status;

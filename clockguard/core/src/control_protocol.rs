@@ -1,6 +1,5 @@
 //! The control socket's requests: one JSON object per line, parsed here and nowhere else.
-//! Pure (serde only), so the fuzz target (fuzz/fuzz_targets/control_request.rs) builds
-//! this very file.
+//! Fuzzed by fuzz/fuzz_targets/control_request.rs.
 
 use serde::Deserialize;
 
