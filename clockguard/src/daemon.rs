@@ -14,6 +14,7 @@ use tokio::{
 };
 
 use clockguard_core::{
+    config::ReloadPlan,
     correlation::{jump_cause, service_trigger},
     lifecycle::{previous_stop, Heartbeat, PreviousStop},
     notify::notify_env,
@@ -1370,10 +1371,10 @@ impl Daemon {
     }
 
     fn apply_config(&mut self, new: Config, origin: String) -> Value {
-        let changed = changed_keys(&self.config, &new);
-        let (applied, needs_restart): (Vec<String>, Vec<String>) = changed
-            .into_iter()
-            .partition(|key| RELOADABLE.contains(&key.as_str()));
+        let ReloadPlan {
+            applied,
+            needs_restart,
+        } = ReloadPlan::between(&self.config, &new);
         if !applied.is_empty() {
             let policy = guard::resolve_policy(&new.guard);
             if let Some(probes) = self.probes.as_mut() {
@@ -1620,38 +1621,6 @@ const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2
 fn read_heartbeat(runtime_dir: &Path) -> Option<Heartbeat> {
     let bytes = std::fs::read(runtime_dir.join(HEARTBEAT_FILE)).ok()?;
     serde_json::from_slice(&bytes).ok()
-}
-
-/// The configuration keys a reload applies at once; other changes wait for a restart.
-const RELOADABLE: &[&str] = &[
-    "guard.allow",
-    "guard.slew_instead",
-    "guard.exclusive_discipline",
-];
-
-/// The keys (`section.key`, or `key` at the top level) whose values differ.
-fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
-    let (Ok(Value::Object(old)), Ok(Value::Object(new))) =
-        (serde_json::to_value(old), serde_json::to_value(new))
-    else {
-        return vec!["(configuration)".into()];
-    };
-    let mut changed = Vec::new();
-    for (key, before) in &old {
-        let after = &new[key];
-        match (before, after) {
-            (Value::Object(before), Value::Object(after)) => {
-                for (inner, value) in before {
-                    if after.get(inner) != Some(value) {
-                        changed.push(format!("{key}.{inner}"));
-                    }
-                }
-            }
-            _ if before != after => changed.push(key.clone()),
-            _ => {}
-        }
-    }
-    changed
 }
 
 /// systemd's watchdog period, half of WATCHDOG_USEC (as sd_watchdog_enabled(3) advises),

@@ -355,7 +355,7 @@ fn typed_answer<T: serde::de::DeserializeOwned>(cmd: &str, answer: Value) -> Res
 
 /// `clockguard check`: gathers the facts, judges them, prints one line per finding.
 fn run_check(daemon: &DaemonArgs, json: bool) -> Result<ExitCode> {
-    let (mut cfg, _) = Config::load(daemon.config.as_deref())?;
+    let (mut cfg, _) = config::load(daemon.config.as_deref())?;
     if let Some(r) = &daemon.runtime_dir {
         cfg.runtime_dir = r.clone();
     }

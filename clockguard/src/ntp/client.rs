@@ -3,7 +3,7 @@
 //! engine (never a step), keeps the drift file, and answers NTP clients when `serve` is set.
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     os::fd::AsRawFd,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -87,45 +87,6 @@ fn raw_at_arrival(stamp: Option<i64>) -> i64 {
     let now = LinuxClock.sample();
     let waited = stamp.map_or(0, |s| (now.realtime_ns - s).clamp(0, 1_000_000_000));
     now.raw_ns - waited
-}
-
-/// "host", "host:port", "1.2.3.4", "1.2.3.4:123", "[::1]" or "[::1]:123" → (host, port).
-pub fn split_host_port(text: &str) -> Result<(String, u16), String> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err("empty server name".into());
-    }
-    if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok((addr.ip().to_string(), addr.port()));
-    }
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok((ip.to_string(), 123));
-    }
-    if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or("missing ']' after an IPv6 address")?;
-        host.parse::<std::net::Ipv6Addr>()
-            .map_err(|_| format!("{host:?} is not an IPv6 address"))?;
-        let port = match after.strip_prefix(':') {
-            Some(port) => port.parse().map_err(|_| format!("bad port {port:?}"))?,
-            None if after.is_empty() => 123,
-            None => return Err(format!("unexpected {after:?} after ']'")),
-        };
-        return Ok((host.to_string(), port));
-    }
-    let (host, port) = match text.rsplit_once(':') {
-        Some((host, port)) => (
-            host,
-            port.parse().map_err(|_| format!("bad port {port:?}"))?,
-        ),
-        None => (text, 123),
-    };
-    let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_';
-    if host.is_empty() || !host.chars().all(valid) {
-        return Err(format!("{host:?} is not a host name"));
-    }
-    Ok((host.to_string(), port))
 }
 
 enum NtpQuery {
@@ -265,7 +226,8 @@ struct Name {
 
 impl Name {
     fn new(text: &str, wanted: usize) -> Name {
-        let (host, port) = split_host_port(text).expect("validated with the configuration");
+        let (host, port) = clockguard_core::config::split_host_port(text)
+            .expect("validated with the configuration");
         Name {
             text: text.to_string(),
             host,
@@ -972,31 +934,6 @@ fn read_drift(path: &Path) -> Option<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_port_forms() {
-        assert_eq!(
-            split_host_port("pool.ntp.org"),
-            Ok(("pool.ntp.org".into(), 123))
-        );
-        assert_eq!(split_host_port("ntp1:1123"), Ok(("ntp1".into(), 1123)));
-        assert_eq!(split_host_port("10.0.0.1"), Ok(("10.0.0.1".into(), 123)));
-        assert_eq!(
-            split_host_port("10.0.0.1:124"),
-            Ok(("10.0.0.1".into(), 124))
-        );
-        assert_eq!(split_host_port("[::1]:5"), Ok(("::1".into(), 5)));
-        assert_eq!(split_host_port("[::1]"), Ok(("::1".into(), 123)));
-        assert_eq!(split_host_port("::1"), Ok(("::1".into(), 123)));
-        assert!(split_host_port("").is_err());
-        assert!(split_host_port("host:99999")
-            .unwrap_err()
-            .contains("bad port"));
-        assert!(split_host_port("a b")
-            .unwrap_err()
-            .contains("not a host name"));
-        assert!(split_host_port("[::1").unwrap_err().contains("']'"));
-    }
 
     #[tokio::test]
     async fn datagrams_carry_the_kernel_receive_time() {
