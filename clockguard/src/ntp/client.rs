@@ -80,10 +80,10 @@ async fn recv_stamped(
     }
 }
 
-/// CLOCK_MONOTONIC_RAW (ns) when a datagram stamped `stamp` (CLOCK_REALTIME, ns) arrived:
-/// now, less the time it waited (read on REALTIME: while slewing that is off by the slew
-/// rate, at most 10 %, of the wait).
-fn raw_at_arrival(stamp: Option<i64>) -> i64 {
+/// CLOCK_MONOTONIC_RAW (ns) at a kernel stamp (CLOCK_REALTIME, ns) of a datagram's arrival
+/// or departure: now, less the time since (read on REALTIME: while slewing that is off by
+/// the slew rate, at most 10 %, of it); now when there is no stamp.
+fn raw_at_stamp(stamp: Option<i64>) -> i64 {
     let now = LinuxClock.sample();
     let waited = stamp.map_or(0, |s| (now.realtime_ns - s).clamp(0, 1_000_000_000));
     now.raw_ns - waited
@@ -453,6 +453,9 @@ impl Client {
             return None;
         }
         enable_rx_timestamps(&socket);
+        if let Err(err) = clockguard_sys::enable_tx_timestamps(&socket) {
+            tracing::debug!("NTP: SO_TIMESTAMPING: {err}; send times are taken in user space");
+        }
         let id = self.engine.add_source(name.to_string(), addr);
         let socket = Arc::new(socket);
         let tx = self.datagrams_tx.clone();
@@ -462,7 +465,7 @@ impl Client {
             loop {
                 match recv_stamped(&reader, &mut buf).await {
                     Ok((n, _, stamp)) => {
-                        let raw_rx = raw_at_arrival(stamp);
+                        let raw_rx = raw_at_stamp(stamp);
                         if tx.send((id, buf[..n].to_vec(), raw_rx)).await.is_err() {
                             return;
                         }
@@ -501,8 +504,15 @@ impl Client {
             let Some(request) = self.engine.request(id, cookie, raw_ns()) else {
                 continue; // denied by KoD
             };
-            if let Err(err) = socket.try_send(&request) {
-                tracing::debug!("NTP: sending to {}: {err}", self.engine.sources()[id].addr);
+            match socket.try_send(&request) {
+                Ok(_) => {
+                    if let Some(stamp) = clockguard_sys::take_tx_timestamp(socket.as_raw_fd()) {
+                        self.engine.sent_at(id, cookie, raw_at_stamp(Some(stamp)));
+                    }
+                }
+                Err(err) => {
+                    tracing::debug!("NTP: sending to {}: {err}", self.engine.sources()[id].addr)
+                }
             }
         }
         // A source that stopped answering leaves the selection without a reply to say so.
@@ -969,7 +979,7 @@ mod tests {
             after - stamp
         );
         // The raw time of arrival lies as far back.
-        let raw = raw_at_arrival(Some(stamp));
+        let raw = raw_at_stamp(Some(stamp));
         assert!(raw_ns() - raw >= 15_000_000);
     }
 

@@ -306,6 +306,11 @@ impl Engine {
         self.sources[id].request(cookie, raw_now_ns)
     }
 
+    /// The kernel's time of departure of source `id`'s request with `cookie` (raw ns).
+    pub fn sent_at(&mut self, id: usize, cookie: NtpTimestamp, raw_tx_ns: i64) {
+        self.sources[id].sent_at(cookie, raw_tx_ns);
+    }
+
     /// A datagram from source `id`'s address; on a new sample, the system estimate is
     /// recomputed at `raw_rx_ns`.
     pub fn receive(&mut self, id: usize, bytes: &[u8], raw_rx_ns: i64) -> Result<Sample, Rejected> {

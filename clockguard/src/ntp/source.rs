@@ -230,6 +230,19 @@ impl Source {
         Some(Packet::client_request(cookie, self.poll).to_bytes())
     }
 
+    /// The kernel's time of departure of the request with `cookie` (raw ns), which replaces
+    /// the time taken before the send: that one is early by the whole send path (hundreds of
+    /// µs in a loaded VM), which would count as outbound delay and bias the offset by half
+    /// of it. Ignored unless it belongs to the request still outstanding and is not before
+    /// the send began.
+    pub fn sent_at(&mut self, cookie: NtpTimestamp, raw_tx_ns: i64) {
+        if let Some(pending) = self.pending.as_mut() {
+            if pending.cookie == cookie && raw_tx_ns >= pending.sent_raw_ns {
+                pending.sent_raw_ns = raw_tx_ns;
+            }
+        }
+    }
+
     /// A datagram from the source's address, received at `raw_rx_ns`. `epoch_ns` is the
     /// local timescale's offset from the raw clock (local = raw + epoch, Unix ns).
     pub fn receive(
@@ -507,6 +520,33 @@ mod tests {
         assert!((sample.delay_s - 0.002).abs() < 1e-8, "{sample:?}");
         assert_eq!(s.counters.accepted, 1);
         assert_eq!(s.reach(), 1);
+    }
+
+    #[test]
+    fn the_kernel_s_departure_time_replaces_the_one_taken_before_the_send() {
+        // The request was timed 400 µs before it left: with that time the outbound leg
+        // looks 400 µs longer, the offset 200 µs larger.
+        let early = 400_000;
+        let cookie = NtpTimestamp(0x55);
+        let mut s = source();
+        s.request(cookie, -early).unwrap();
+        let packet = reply(cookie, 0, 3 * MS);
+        let biased = s
+            .receive(&packet.to_bytes(), 2 * MS + 10_000, EPOCH_NS)
+            .unwrap();
+        assert!((biased.offset_s - 0.0032).abs() < 1e-8, "{biased:?}");
+        // With the kernel's stamp: the true 3 ms. A stamp of another request, or one from
+        // before the send began, is ignored.
+        let mut s = source();
+        s.request(cookie, -early).unwrap();
+        s.sent_at(NtpTimestamp(0x56), 0);
+        s.sent_at(cookie, -early - 1);
+        s.sent_at(cookie, 0);
+        let sample = s
+            .receive(&packet.to_bytes(), 2 * MS + 10_000, EPOCH_NS)
+            .unwrap();
+        assert!((sample.offset_s - 0.003).abs() < 1e-8, "{sample:?}");
+        assert!((sample.delay_s - 0.002).abs() < 1e-8, "{sample:?}");
     }
 
     #[test]

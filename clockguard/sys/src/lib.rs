@@ -21,8 +21,10 @@ use nix::{
     errno::Errno,
     sys::{
         socket::{
-            recvmsg, setsockopt, sockopt::ReceiveTimestampns, ControlMessageOwned, MsgFlags,
-            SockaddrLike, SockaddrStorage,
+            recvmsg, setsockopt,
+            sockopt::{ReceiveTimestampns, Timestamping},
+            ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage, TimestampingFlag,
+            Timestamps,
         },
         time::TimeSpec,
         timerfd::{ClockId as TimerClock, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags},
@@ -170,11 +172,57 @@ pub fn enable_rx_timestamps(socket: &impl AsFd) -> io::Result<()> {
     setsockopt(socket, ReceiveTimestampns, &true).map_err(io_error)
 }
 
+/// Asks the kernel for a software transmit timestamp of every datagram sent on `socket`
+/// (SO_TIMESTAMPING TX_SOFTWARE): CLOCK_REALTIME when the packet was handed to the device,
+/// queued on the socket's error queue without the packet (OPT_TSONLY); `take_tx_timestamp`
+/// reads it. A user-space time taken before the send is early by the whole send path.
+pub fn enable_tx_timestamps(socket: &impl AsFd) -> io::Result<()> {
+    let flags = TimestampingFlag::SOF_TIMESTAMPING_TX_SOFTWARE
+        | TimestampingFlag::SOF_TIMESTAMPING_SOFTWARE
+        | TimestampingFlag::SOF_TIMESTAMPING_OPT_TSONLY;
+    setsockopt(socket, Timestamping, &flags).map_err(io_error)
+}
+
+/// Empties `fd`'s error queue without blocking and returns the newest software transmit
+/// timestamp found there (CLOCK_REALTIME ns), if any. Read right after a send on a virtual
+/// or most physical devices, the stamp of that send is already there; an older, unread one
+/// is the caller's to tell apart (it is older than the send).
+pub fn take_tx_timestamp(fd: RawFd) -> Option<i64> {
+    let mut newest = None;
+    // Each message is a timestamp and the sock_extended_err that carries it; a bounded
+    // number, so that a queue that refills cannot hold us here.
+    for _ in 0..16 {
+        let mut data = [0u8; 64];
+        let mut iov = [io::IoSliceMut::new(&mut data)];
+        let mut control = nix::cmsg_space!(Timestamps, libc::sock_extended_err, libc::sockaddr_in6);
+        let Ok(msg) = recvmsg::<SockaddrStorage>(
+            fd,
+            &mut iov,
+            Some(&mut control),
+            MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
+        ) else {
+            break;
+        };
+        let Ok(cmsgs) = msg.cmsgs() else { continue };
+        for cmsg in cmsgs {
+            if let ControlMessageOwned::ScmTimestampsns(ts) = cmsg {
+                let ns = ts.system.tv_sec() * 1_000_000_000 + ts.system.tv_nsec();
+                if ns != 0 {
+                    newest = newest.max(Some(ns));
+                }
+            }
+        }
+    }
+    newest
+}
+
 /// One datagram, without blocking: its length, its sender and the kernel's receive time
 /// (CLOCK_REALTIME ns; None when the kernel gave none).
 pub fn recv_stamped(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<i64>)> {
     let mut iov = [io::IoSliceMut::new(buf)];
-    let mut control = nix::cmsg_space!(TimeSpec);
+    // Room for SO_TIMESTAMPNS's stamp and for SO_TIMESTAMPING's, which a socket that asked
+    // for transmit stamps may also be given on receive.
+    let mut control = nix::cmsg_space!(TimeSpec, Timestamps);
     let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut control), MsgFlags::MSG_DONTWAIT)
         .map_err(io_error)?;
     let stamp = msg.cmsgs().map_err(io_error)?.find_map(|cmsg| match cmsg {
@@ -470,6 +518,30 @@ mod tests {
         assert_eq!(from, tx.local_addr().unwrap());
         let stamp = stamp.expect("the kernel stamped it");
         assert!(stamp >= before && stamp <= clock_ns(libc::CLOCK_REALTIME));
+    }
+
+    #[test]
+    fn a_sent_datagram_has_a_transmit_stamp() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.connect(rx.local_addr().unwrap()).unwrap();
+        enable_tx_timestamps(&tx).unwrap();
+        enable_rx_timestamps(&tx).unwrap();
+        assert_eq!(take_tx_timestamp(tx.as_raw_fd()), None);
+        let before = clock_ns(libc::CLOCK_REALTIME);
+        tx.send(b"ntp").unwrap();
+        let stamp = take_tx_timestamp(tx.as_raw_fd()).expect("the loopback device stamps it");
+        assert!(stamp >= before && stamp <= clock_ns(libc::CLOCK_REALTIME));
+        // Read: the queue is empty again.
+        assert_eq!(take_tx_timestamp(tx.as_raw_fd()), None);
+        // A reply to a socket that asked for both kinds of stamp still gives its receive
+        // stamp.
+        rx.send_to(b"reply", tx.local_addr().unwrap()).unwrap();
+        let mut buf = [0u8; 16];
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let (n, _, rx_stamp) = recv_stamped(tx.as_raw_fd(), &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"reply");
+        assert!(rx_stamp.is_some_and(|s| s >= stamp));
     }
 
     #[test]
