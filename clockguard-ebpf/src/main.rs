@@ -12,6 +12,14 @@
 #[cfg(not(target_arch = "bpf"))]
 fn main() {}
 
+/// The programs' license as the kernel reads it: GPL-compatible, which the LSM hooks and
+/// the GPL-only helpers (bpf_probe_read_kernel, the stack map) require. Without this
+/// section aya would declare "GPL" on the programs' behalf.
+#[cfg(target_arch = "bpf")]
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
 #[cfg(target_arch = "bpf")]
 mod programs {
     use core::ffi::c_void;
