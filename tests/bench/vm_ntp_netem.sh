@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Bench, in the test VM (`cargo xtask bench` runs it): clockguard, chronyd and ntpd-rs like
 # for like, in one boot, against one reference over one network. The reference (cg-ntpref,
-# its clock a function of CLOCK_MONOTONIC_RAW) answers from a network namespace behind a
-# veth pair with netem delay 1 ms ± 200 µs on each side; each client in turn disciplines
+# its clock a function of CLOCK_MONOTONIC_RAW) answers from a network namespace two veth
+# hops away, through a router namespace that delays each direction by netem 1 ms ± 200 µs
+# on its way out. The delay sits between the hosts, as on a real network: with netem on a
+# sender's own interface, the kernel's software transmit stamp (chronyd's, and
+# clockguard's since it takes one) is taken after the delay, which then counts as inbound
+# only and biases such a client by half of it (-535 µs for chronyd in the run of
+# 2026-12-05 that found it). Each client in turn disciplines
 # the VM's clock from it, all with minpoll 4 and maxpoll 10 (clockguard's and ntpd-rs's
 # defaults; chronyd's minpoll is 6 unless told) and none allowed to step:
 #   clockguard  guard mode (slew only), max_slew_ppm 83333
@@ -31,7 +36,8 @@ mountpoint -q "$T" || mount -t tmpfs none "$T"
 HOLD_S=${CG_BENCH_HOLD_S:-600}
 SETTLE_S=${CG_BENCH_SETTLE_S:-120}
 NS=cgref
-REF_ADDR=10.77.0.2
+ROUTER=cgrtr
+REF_ADDR=10.77.1.2
 PORT=12300
 # Convergence from 11 s at 83333 ppm takes 132 s and more; 15 minutes is the watch's own limit.
 LIMIT_S=900
@@ -40,24 +46,40 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 
 cleanup() {
     ip netns del "$NS" 2>/dev/null || true
+    ip netns del "$ROUTER" 2>/dev/null || true
     ip link del cg-cli 2>/dev/null || true
 }
 trap cleanup EXIT
 
-# The network: the reference in its namespace, the clients in the VM's own.
+# The network: the clients in the VM's own namespace (10.77.0.1 on cg-cli), a router
+# namespace (cg-r0 10.77.0.2, cg-r1 10.77.1.1) and the reference in its namespace
+# (10.77.1.2 on cg-ref). netem delays what the router sends on either side.
 modprobe sch_netem 2>/dev/null || true
 cleanup
+ip netns add "$ROUTER"
 ip netns add "$NS"
-ip link add cg-cli type veth peer name cg-ref
+ip link add cg-cli type veth peer name cg-r0
+ip link set cg-r0 netns "$ROUTER"
+ip link add cg-ref type veth peer name cg-r1
 ip link set cg-ref netns "$NS"
+ip link set cg-r1 netns "$ROUTER"
 ip addr add 10.77.0.1/24 dev cg-cli
 ip link set cg-cli up
+ip route add 10.77.1.0/24 via 10.77.0.2
+in_router() { ip netns exec "$ROUTER" "$@"; }
+in_router ip addr add 10.77.0.2/24 dev cg-r0
+in_router ip addr add 10.77.1.1/24 dev cg-r1
+in_router ip link set cg-r0 up
+in_router ip link set cg-r1 up
+in_router ip link set lo up
+in_router sh -c "echo 1 >/proc/sys/net/ipv4/ip_forward"
 ip netns exec "$NS" ip addr add "$REF_ADDR/24" dev cg-ref
 ip netns exec "$NS" ip link set cg-ref up
 ip netns exec "$NS" ip link set lo up
-tc qdisc add dev cg-cli root netem delay 1ms 200us || fail "netem on cg-cli"
-ip netns exec "$NS" tc qdisc add dev cg-ref root netem delay 1ms 200us || fail "netem on cg-ref"
-echo "network: $(tc qdisc show dev cg-cli | head -1); $(ip netns exec "$NS" tc qdisc show dev cg-ref | head -1)"
+ip netns exec "$NS" ip route add default via 10.77.1.1
+in_router tc qdisc add dev cg-r0 root netem delay 1ms 200us || fail "netem on cg-r0"
+in_router tc qdisc add dev cg-r1 root netem delay 1ms 200us || fail "netem on cg-r1"
+echo "network: towards the reference: $(in_router tc qdisc show dev cg-r1 | head -1); towards the client: $(in_router tc qdisc show dev cg-r0 | head -1)"
 
 # run_one CLIENT ROUND OFFSET_S FREQ_PPM: the client is started by start_CLIENT and stopped
 # by killing $client.
