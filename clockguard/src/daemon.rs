@@ -341,17 +341,11 @@ pub async fn run(config: Config, config_origin: String, config_source: ConfigSou
         .unwrap_or(0);
 
     let (jump_tx, mut jump_rx) = mpsc::channel(16);
-    let mut fallback_status = HookStatus {
-        name: "timerfd_cancel_on_set".into(),
-        kind: "userspace".into(),
-        target: "timerfd(CLOCK_REALTIME, TFD_TIMER_CANCEL_ON_SET)".into(),
-        attached: false,
-        error: None,
-        errno: None,
-        pinned: false,
-        adopted: false,
-        replaced_by: None,
-    };
+    let mut fallback_status = HookStatus::new(
+        "timerfd_cancel_on_set",
+        "userspace",
+        "timerfd(CLOCK_REALTIME, TFD_TIMER_CANCEL_ON_SET)".into(),
+    );
     if config.audit.fallback_detector {
         match fallback::open() {
             Ok(timer) => {

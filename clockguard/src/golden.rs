@@ -2,13 +2,30 @@
 //! core/tests/golden.rs): fixtures for the unit tests of the readers (CLI printers, `check`,
 //! metrics), which change the one field a test is about.
 
-use clockguard_core::status::{SourcesAnswer, Status, Tracking};
+use clockguard_core::status::{SourcesAnswer, Stall, StallCause, Status, Tracking};
 
 /// The host's `status` answer: observe mode, NTP from a loopback reference 11 s off, two
 /// tracked services, every fentry/LSM hook refused with EPERM.
 pub fn status() -> Status {
     serde_json::from_str(include_str!("../core/tests/golden/status-host.json"))
         .expect("the golden status reads")
+}
+
+/// A 5.002 s pause of the whole VM (CPUs 0 and 1): what the golden status lacks.
+pub fn stall() -> Stall {
+    Stall {
+        started_mono_ns: 0,
+        ended_mono_ns: 5_002_000_000,
+        duration_ns: 5_002_000_000,
+        cause: StallCause::VmPaused,
+        explanation: StallCause::VmPaused.explain().into(),
+        cpus: vec![0, 1],
+        online_cpus: 2,
+        steal_ns: None,
+        hypervisor: None,
+        late_timers: 2,
+        timers: vec![],
+    }
 }
 
 /// The `tracking` answer recorded with it.

@@ -1131,19 +1131,7 @@ mod tests {
     fn status_text_shows_stalls_faults_and_pins() {
         let mut status = crate::golden::status();
         status.timers.found.stalls = 1;
-        status.timers.found.last_stall = Some(clockguard_core::status::Stall {
-            started_mono_ns: 0,
-            ended_mono_ns: 5_002_000_000,
-            duration_ns: 5_002_000_000,
-            cause: clockguard_core::status::StallCause::VmPaused,
-            explanation: String::new(),
-            cpus: vec![0, 1],
-            online_cpus: 2,
-            steal_ns: None,
-            hypervisor: None,
-            late_timers: 2,
-            timers: vec![],
-        });
+        status.timers.found.last_stall = Some(crate::golden::stall());
         status.timers.lateness = None;
         status.enforcement.pinned = Some("/sys/fs/bpf/clockguard/x".into());
         status.ebpf_load_error = Some("no BTF".into());

@@ -455,9 +455,7 @@ async fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clockguard_core::status::{
-        Counters, HookStatus, LatenessSummary, SlewStatus, Stall, StallCause,
-    };
+    use clockguard_core::status::{Counters, HookStatus, LatenessSummary, SlewStatus};
 
     #[test]
     fn the_exposition_names_units_and_counters_by_convention() {
@@ -494,19 +492,7 @@ mod tests {
         status.hook_misses = Some([("fexit_clock_settime".to_string(), 7)].into());
         let found = &mut status.timers.found;
         found.stalls = 1;
-        found.last_stall = Some(Stall {
-            started_mono_ns: 0,
-            ended_mono_ns: 5_002_000_000,
-            duration_ns: 5_002_000_000,
-            cause: StallCause::VmPaused,
-            explanation: StallCause::VmPaused.explain().into(),
-            cpus: vec![0, 1],
-            online_cpus: 2,
-            steal_ns: None,
-            hypervisor: None,
-            late_timers: 2,
-            timers: vec![],
-        });
+        found.last_stall = Some(crate::golden::stall());
         status.timers.late_events_lost = Some(0);
         status.timers.lateness = Some(LatenessSummary {
             sum_ns: 5_000_100_000,
