@@ -102,6 +102,12 @@ pub enum Query {
     },
 }
 
+/// A typed answer as its JSON line. Through a `Value`, whose map sorts the keys at every
+/// level, as the answers had them before they were typed (golden/*.json).
+fn answer_line(answer: &impl serde::Serialize) -> Result<String> {
+    Ok(serde_json::to_value(answer)?.to_string())
+}
+
 /// Binds the socket, refusing to take over one that a running daemon still answers on;
 /// 0600, or 0660 with the read group as its group.
 pub async fn bind(runtime_dir: &Path, read_gid: Option<u32>) -> Result<UnixListener> {
@@ -215,16 +221,14 @@ async fn handle(
         Request::Status {} => {
             let (tx, rx) = oneshot::channel();
             queries.send(Query::Status(tx)).await?;
-            write_line(&mut write, &rx.await?.to_json().to_string()).await?;
+            write_line(&mut write, &answer_line(&rx.await?)?).await?;
         }
         Request::Services {} => {
             let (tx, rx) = oneshot::channel();
             queries.send(Query::Services(tx)).await?;
-            // Through a Value, whose map sorts the keys as the answer always had them.
-            write_line(&mut write, &serde_json::to_value(rx.await?)?.to_string()).await?;
+            write_line(&mut write, &answer_line(&rx.await?)?).await?;
         }
         Request::Tracking {} | Request::Sources {} => {
-            // Through a Value, whose map sorts the keys as the answer always had them.
             let answer = match (&ntp, &request) {
                 (None, _) => json!({
                     "error": "the NTP service is off (no [ntp] servers or serve in the configuration)"
@@ -238,7 +242,7 @@ async fn handle(
                     Err(stopped) => json!({ "error": stopped.to_string() }),
                 },
             };
-            write_line(&mut write, &answer.to_string()).await?;
+            write_line(&mut write, &answer_line(&answer)?).await?;
         }
         Request::Events { follow } => {
             let (tx, rx) = oneshot::channel();

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clockguard_ebpf::{self as abi, ExeKey, ExeOffsets};
-use serde::Serialize;
 
 use clockguard_core::status;
 
@@ -226,7 +225,7 @@ pub fn other_time_services(root: &Path, proc: &Path) -> Vec<TimeService> {
 }
 
 /// Whether the kernel refuses steps now, and why (not).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Enforcement {
     pub active: bool,
     /// The mode in effect: "guard" only when enforcement is active or was asked for and

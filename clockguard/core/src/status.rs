@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// Everything `clockguard status` reports.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -50,14 +49,6 @@ pub struct Status {
     pub services: Vec<ServiceStatus>,
     pub vm: VmStatus,
     pub daemon: DaemonStats,
-}
-
-impl Status {
-    /// The JSON the control socket sends: keys sorted at every level, as before the status
-    /// was typed.
-    pub fn to_json(&self) -> Value {
-        serde_json::to_value(self).expect("a status is plain data: it always serialises")
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
