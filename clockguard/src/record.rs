@@ -4,7 +4,7 @@
 use clockguard_ebpf::{self as abi, c_str_bytes, ClockEvent};
 use serde_json::{json, Map, Value};
 
-pub use clockguard_core::record::{Ancestor, Record, Source, Verdict};
+pub use clockguard_core::record::{rfc3339_ns, Ancestor, Record, Source, Verdict};
 
 use abi::{
     ADJ_ADJTIME, ADJ_ESTERROR, ADJ_FREQUENCY, ADJ_MAXERROR, ADJ_MICRO, ADJ_NANO, ADJ_OFFSET,
@@ -165,16 +165,6 @@ pub fn errno_name(errno: i32) -> String {
         _ => return format!("E{errno}"),
     };
     name.into()
-}
-
-/// ns since the Unix epoch as RFC 3339 UTC with nanoseconds.
-pub fn rfc3339_ns(unix_ns: i64) -> String {
-    let secs = unix_ns.div_euclid(1_000_000_000);
-    let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
-    match chrono::DateTime::from_timestamp(secs, nanos) {
-        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        None => format!("@{unix_ns}ns"),
-    }
 }
 
 fn time_value(sec: i64, nsec: i64) -> Value {

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-use clockguard_core::ntp_packet as packet;
+use clockguard_core::ntp::packet;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(parsed) = packet::Packet::parse(data) {

@@ -11,6 +11,6 @@ pub mod control_protocol;
 pub mod correlation;
 pub mod lifecycle;
 pub mod notify;
-pub mod ntp_packet;
+pub mod ntp;
 pub mod record;
 pub mod status;

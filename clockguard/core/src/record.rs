@@ -223,3 +223,13 @@ mod tests {
         assert!(err.to_string().contains("maybe"), "{err}");
     }
 }
+
+/// ns since the Unix epoch as RFC 3339 UTC with nanoseconds.
+pub fn rfc3339_ns(unix_ns: i64) -> String {
+    let secs = unix_ns.div_euclid(1_000_000_000);
+    let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
+    match chrono::DateTime::from_timestamp(secs, nanos) {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        None => format!("@{unix_ns}ns"),
+    }
+}

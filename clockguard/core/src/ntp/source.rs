@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use clockguard_core::status::{SourceReport, SourceState};
+use crate::status::{SourceReport, SourceState};
 use serde::Serialize;
 
 use super::{
@@ -76,7 +76,7 @@ pub struct Sample {
     pub delay_s: f64,
 }
 
-pub use clockguard_core::status::SourceCounters;
+pub use crate::status::SourceCounters;
 
 struct Pending {
     cookie: NtpTimestamp,

@@ -5,8 +5,8 @@
 
 use std::net::SocketAddr;
 
+use crate::status::{self, SourceState};
 use chrono::{DateTime, Datelike};
-use clockguard_core::status::{self, SourceState};
 use serde::Serialize;
 
 use super::{
