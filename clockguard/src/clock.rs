@@ -1,5 +1,7 @@
 //! Reading the system clocks (never setting them).
 
+use clockguard_core::time::{Raw, Reading, Realtime};
+
 /// A clock's value in ns (clock_gettime).
 pub use clockguard_sys::clock_ns as read_ns;
 
@@ -41,6 +43,18 @@ pub fn tai_offset_s() -> i64 {
 
 pub fn realtime_ns() -> i64 {
     read_ns(libc::CLOCK_REALTIME)
+}
+
+/// CLOCK_MONOTONIC_RAW and CLOCK_REALTIME, back to back: REALTIME between two RAW reads,
+/// RAW taken as their midpoint.
+pub fn reading() -> Reading {
+    let raw_before = read_ns(libc::CLOCK_MONOTONIC_RAW);
+    let realtime = read_ns(libc::CLOCK_REALTIME);
+    let raw_after = read_ns(libc::CLOCK_MONOTONIC_RAW);
+    Reading {
+        raw: Raw::from_ns(raw_before + (raw_after - raw_before) / 2),
+        realtime: Realtime::from_ns(realtime),
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,10 @@
 //! [`Slew`] is the sans-IO core (pure state machine); [`SlewHandle`] drives it from a
 //! tokio task against a [`KernelClock`].
 
+use clockguard_core::time::Raw;
+use clockguard_core::time::Reading;
+#[cfg(test)]
+use clockguard_core::time::Realtime;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io;
@@ -25,15 +29,6 @@ const MIN_HORIZON_NS: f64 = 1e6;
 const STEP_SLACK_NS: f64 = 1e6;
 const MAX_TICK_DELTA_US: i64 = 1_000;
 const MAX_FREQ_SCALED: i64 = 500 << 16;
-
-/// One reading of the clocks the engine measures with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Sample {
-    /// CLOCK_MONOTONIC_RAW, ns (never adjusted: the reference the slew is measured against).
-    pub raw_ns: i64,
-    /// CLOCK_REALTIME, ns.
-    pub realtime_ns: i64,
-}
 
 /// The kernel's frequency setting (adjtimex `tick` and `freq`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,7 +141,15 @@ pub struct Slew {
     /// The base in force when `programmed` was set.
     programmed_base: KernelRate,
     remaining: f64,
-    last: Option<Sample>,
+    /// The last reading progress was accounted at (an update or a request).
+    last: Option<Reading>,
+    /// When `update` last ran while active. The horizon is the interval between two
+    /// updates, never the part of one since a request in between: a reply arriving
+    /// 120 ms into a 250 ms interval would otherwise halve the horizon and double the
+    /// rate, finishing in one update a correction the engine holds against a kernel
+    /// rate bias (found when the NTP simulation's polls stopped landing just after an
+    /// update).
+    last_update: Option<Raw>,
     horizon_ns: f64,
     corrections: u64,
     refused: u64,
@@ -165,6 +168,7 @@ impl Slew {
             programmed_base: base,
             remaining: 0.0,
             last: None,
+            last_update: None,
             horizon_ns: DEFAULT_HORIZON_NS,
             corrections: 0,
             refused: 0,
@@ -179,7 +183,7 @@ impl Slew {
 
     /// Makes `total_ns` the whole correction still to apply, replacing what is pending (the
     /// progress up to `now` is accounted first). Refused like `add` beyond max_correction.
-    pub fn replace(&mut self, total_ns: i64, now: Sample) -> Result<(), SlewError> {
+    pub fn replace(&mut self, total_ns: i64, now: Reading) -> Result<(), SlewError> {
         if total_ns.unsigned_abs() > self.config.max_correction_ns.unsigned_abs() {
             self.refused += 1;
             return Err(SlewError::TooLarge {
@@ -194,14 +198,12 @@ impl Slew {
         Ok(())
     }
 
-    /// Accounts the progress up to `now` between two updates, keeping the controller's
-    /// horizon (a partial interval says nothing about the update cadence).
-    fn account_until(&mut self, now: Sample) {
+    /// Accounts the progress up to `now` between two updates (the controller's horizon
+    /// stays: a partial interval says nothing about the update cadence).
+    fn account_until(&mut self, now: Reading) {
         if self.active() {
             if let Some(last) = self.last {
-                let horizon = self.horizon_ns;
                 self.account(last, now);
-                self.horizon_ns = horizon;
             }
         }
         self.last = Some(now);
@@ -210,21 +212,29 @@ impl Slew {
     /// Accounts the progress since the last sample and returns the rate to program now
     /// when it differs from the one programmed (None: leave it). The caller must program
     /// it right away (the engine assumes it takes effect at `now`).
-    pub fn update(&mut self, now: Sample) -> Option<KernelRate> {
+    pub fn update(&mut self, now: Reading) -> Option<KernelRate> {
         if !self.active() {
             self.last = None;
+            self.last_update = None;
             return None;
         }
         if let Some(last) = self.last {
+            // The first update after the engine became active measures from the request
+            // that activated it (the driver updates one interval after it).
+            let interval_ns = now.raw.ns_since(self.last_update.unwrap_or(last.raw));
+            if interval_ns > 0 {
+                self.horizon_ns = (interval_ns as f64).max(MIN_HORIZON_NS);
+            }
             self.account(last, now);
         }
         self.last = Some(now);
+        self.last_update = Some(now.raw);
         self.retarget()
     }
 
     /// A new base rate (the NTP discipline's frequency estimate): the progress so far is
     /// accounted at the old base, then the rate to program now is returned as by `update`.
-    pub fn set_base(&mut self, base: KernelRate, now: Sample) -> Option<KernelRate> {
+    pub fn set_base(&mut self, base: KernelRate, now: Reading) -> Option<KernelRate> {
         self.account_until(now);
         self.base = base;
         self.retarget()
@@ -247,14 +257,13 @@ impl Slew {
     }
 
     /// The interval `last`..`now`: what realtime gained on raw, minus the base's part.
-    fn account(&mut self, last: Sample, now: Sample) {
-        let d_raw = now.raw_ns as i128 - last.raw_ns as i128;
+    fn account(&mut self, last: Reading, now: Reading) {
+        let d_raw = now.raw.ns() as i128 - last.raw.ns() as i128;
         if d_raw <= 0 {
             return;
         }
-        self.horizon_ns = (d_raw as f64).max(MIN_HORIZON_NS);
-        let gained = (now.realtime_ns as i128 - now.raw_ns as i128)
-            - (last.realtime_ns as i128 - last.raw_ns as i128);
+        let gained = (now.realtime.ns() as i128 - now.raw.ns() as i128)
+            - (last.realtime.ns() as i128 - last.raw.ns() as i128);
         let ns_per_ppm = d_raw as f64 * 1e-6;
         let slew_ppm = self.programmed.ppm() - self.programmed_base.ppm();
         let measured = gained as f64 - self.programmed_base.ppm() * ns_per_ppm;
@@ -312,7 +321,7 @@ impl Slew {
 
 /// The kernel the driver slews: clocks and the frequency setting.
 pub trait KernelClock: Send + 'static {
-    fn sample(&mut self) -> Sample;
+    fn sample(&mut self) -> Reading;
     /// The current setting (adjtimex modes = 0 in the real one).
     fn read_rate(&mut self) -> io::Result<KernelRate>;
     /// Programs `rate` (adjtimex ADJ_TICK | ADJ_FREQUENCY in the real one).
@@ -323,15 +332,8 @@ pub trait KernelClock: Send + 'static {
 pub struct LinuxClock;
 
 impl KernelClock for LinuxClock {
-    fn sample(&mut self) -> Sample {
-        use crate::clock::read_ns;
-        let r1 = read_ns(libc::CLOCK_MONOTONIC_RAW);
-        let realtime_ns = read_ns(libc::CLOCK_REALTIME);
-        let r2 = read_ns(libc::CLOCK_MONOTONIC_RAW);
-        Sample {
-            raw_ns: r1 + (r2 - r1) / 2,
-            realtime_ns,
-        }
+    fn sample(&mut self) -> Reading {
+        crate::clock::reading()
     }
 
     fn read_rate(&mut self) -> io::Result<KernelRate> {
@@ -593,7 +595,7 @@ impl<K: KernelClock> Driver<K> {
         self.status_tx.send_replace(self.core.status());
     }
 
-    fn update(&mut self, now: Sample) {
+    fn update(&mut self, now: Reading) {
         let previous = self.core.programmed;
         if let Some(rate) = self.core.update(now) {
             if let Err(err) = self.program(rate) {
@@ -727,7 +729,7 @@ mod tests {
     }
 
     impl KernelClock for SimClock {
-        fn sample(&mut self) -> Sample {
+        fn sample(&mut self) -> Reading {
             let mut sim = self.sim();
             let (d, rate) = (sim.step_ns, sim.rate.unwrap());
             let scaled = (rate.tick_us - 10_000) * 100 * 65536 + rate.freq_scaled_ppm;
@@ -738,9 +740,9 @@ mod tests {
             sim.frac = acc.rem_euclid(den);
             sim.now.0 += d;
             sim.now.1 += d + acc.div_euclid(den) as i64;
-            Sample {
-                raw_ns: sim.now.0,
-                realtime_ns: sim.now.1,
+            Reading {
+                raw: Raw::from_ns(sim.now.0),
+                realtime: Realtime::from_ns(sim.now.1),
             }
         }
         fn read_rate(&mut self) -> io::Result<KernelRate> {
@@ -761,7 +763,7 @@ mod tests {
 
     /// Drives the core through a correction until it is idle; `jump` steps realtime by
     /// (after update n, ns). Returns the first and last samples.
-    fn run(core: &mut Slew, sim: &mut SimClock, delta_ns: i64, jump: (usize, i64)) -> [Sample; 2] {
+    fn run(core: &mut Slew, sim: &mut SimClock, delta_ns: i64, jump: (usize, i64)) -> [Reading; 2] {
         let start = sim.sample();
         core.replace(delta_ns, start).unwrap();
         let mut now = start;
@@ -776,16 +778,19 @@ mod tests {
                 sim.sim().now.1 += jump.1;
             }
             let next = sim.sample();
-            assert!(next.realtime_ns > now.realtime_ns, "realtime went backward");
+            assert!(
+                next.realtime.ns() > now.realtime.ns(),
+                "realtime went backward"
+            );
             now = next;
         }
         panic!("slew not finished: {:?}", core.status());
     }
 
     /// (raw time taken in s, realtime − raw gained in ns).
-    fn took_gained([a, b]: [Sample; 2]) -> (f64, i64) {
-        let gained = (b.realtime_ns - b.raw_ns) - (a.realtime_ns - a.raw_ns);
-        ((b.raw_ns - a.raw_ns) as f64 / 1e9, gained)
+    fn took_gained([a, b]: [Reading; 2]) -> (f64, i64) {
+        let gained = (b.realtime.ns() - b.raw.ns()) - (a.realtime.ns() - a.raw.ns());
+        ((b.raw.ns() - a.raw.ns()) as f64 / 1e9, gained)
     }
 
     #[test]
@@ -845,9 +850,9 @@ mod tests {
             max_correction_ns: 10 * S,
         };
         let mut core = Slew::new(config, NOMINAL);
-        let now = Sample {
-            raw_ns: 0,
-            realtime_ns: 0,
+        let now = Reading {
+            raw: Raw::from_ns(0),
+            realtime: Realtime::from_ns(0),
         };
         assert_eq!(core.replace(S / 2, now), Ok(()));
         let err = core.replace(12 * S, now).unwrap_err();
@@ -872,6 +877,43 @@ mod tests {
         assert_eq!(core.remaining_ns(), -10 * S);
         assert!(core.replace(-10 * S - 1, now).is_err());
         assert_eq!(core.remaining_ns(), -10 * S);
+    }
+
+    /// A kernel that runs 67.75 ppm fast (as the test VM's did) and a correction the
+    /// engine holds against it: updates every 250 ms, and a new base rate 120 ms into one
+    /// interval. The update after it still targets the 250 ms cadence (the rate that holds
+    /// the bias); before the fix it took 130 ms as its horizon, nearly doubled the rate
+    /// and finished the held correction, leaving the bias to run free until the next NTP
+    /// sample.
+    #[test]
+    fn a_request_between_updates_does_not_shorten_the_horizon() {
+        const MS: i64 = 1_000_000;
+        let bias_ppm = 67.75;
+        let mut core = Slew::new(SlewConfig::default(), NOMINAL);
+        let reading = |raw_ns: i64, realtime_ppm: f64| Reading {
+            raw: Raw::from_ns(raw_ns),
+            realtime: Realtime::from_ns(raw_ns + (raw_ns as f64 * realtime_ppm * 1e-6) as i64),
+        };
+        // Held: −17 µs pending, programmed at −67.75 ppm, which the bias cancels, so
+        // realtime keeps pace with raw and nothing is absorbed.
+        core.replace(-16_937, reading(0, 0.0)).unwrap();
+        let first = core.update(reading(250 * MS, 0.0)).expect("slews");
+        let held_ppm = first.ppm() - NOMINAL.ppm();
+        assert!((held_ppm + bias_ppm).abs() < 0.1, "{held_ppm} ppm");
+        // From here the kernel runs at the programmed rate + the bias: realtime = raw.
+        assert_eq!(core.update(reading(500 * MS, 0.0)), None);
+        let rebased = core.set_base(NOMINAL, reading(620 * MS, 0.0));
+        assert_eq!(rebased, None, "the same base: nothing to reprogram");
+        let after = core.update(reading(750 * MS, 0.0));
+        assert_eq!(
+            after, None,
+            "the horizon stayed 250 ms: the held rate stays"
+        );
+        assert!(
+            (core.remaining_ns() + 16_937).abs() < 10,
+            "{}",
+            core.remaining_ns()
+        );
     }
 
     #[test]
@@ -917,7 +959,7 @@ mod tests {
         assert_eq!(core.status().external_steps, 0);
         let (_, gained) = took_gained([start, now]);
         // Base parts: 10 updates of 250 ms at +12.5 ppm, the rest at −40 ppm.
-        let rest_s = (now.raw_ns - start.raw_ns) as f64 / 1e9 - 2.5;
+        let rest_s = (now.raw.ns() - start.raw.ns()) as f64 / 1e9 - 2.5;
         let base_part = 12.5 * 2.5 * 1e3 - 40.0 * rest_s * 1e3;
         assert!(
             (gained as f64 - base_part - S as f64).abs() < 2_000.0,

@@ -14,3 +14,4 @@ pub mod notify;
 pub mod ntp;
 pub mod record;
 pub mod status;
+pub mod time;

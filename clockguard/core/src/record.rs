@@ -193,6 +193,16 @@ pub struct Ancestor {
     pub exe: Option<String>,
 }
 
+/// ns since the Unix epoch as RFC 3339 UTC with nanoseconds.
+pub fn rfc3339_ns(unix_ns: i64) -> String {
+    let secs = unix_ns.div_euclid(1_000_000_000);
+    let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
+    match chrono::DateTime::from_timestamp(secs, nanos) {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        None => format!("@{unix_ns}ns"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,15 +231,5 @@ mod tests {
     fn an_unknown_verdict_is_an_error_not_a_default() {
         let err = serde_json::from_str::<Verdict>("\"maybe\"").unwrap_err();
         assert!(err.to_string().contains("maybe"), "{err}");
-    }
-}
-
-/// ns since the Unix epoch as RFC 3339 UTC with nanoseconds.
-pub fn rfc3339_ns(unix_ns: i64) -> String {
-    let secs = unix_ns.div_euclid(1_000_000_000);
-    let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
-    match chrono::DateTime::from_timestamp(secs, nanos) {
-        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        None => format!("@{unix_ns}ns"),
     }
 }

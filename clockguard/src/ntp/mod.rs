@@ -3,7 +3,7 @@
 //! steering) are sans-IO in `clockguard_core::ntp`; `client` here is the tokio shell
 //! around them and `sim` drives them with a simulated clock and network.
 
-pub use clockguard_core::ntp::{engine, packet, server, source};
+pub use clockguard_core::ntp::{packet, server, source};
 pub mod client;
 #[cfg(test)]
 mod sim;

@@ -2,9 +2,10 @@
 //! oscillator with a frequency error that wanders; a CLOCK_REALTIME that runs on it at the
 //! rate the simulated kernel is programmed to), simulated servers answering the engine's
 //! requests over a simulated network (delay, jitter, asymmetry, loss), and the client's
-//! own code in the loop: [`Engine`] for the protocol, [`adjustment`] and
-//! [`correction_wanted`] for what `client.rs` does with the estimate, the slew engine's
-//! [`Driver`] for the kernel rate, ticked every 250 ms while active as its task does.
+//! own code in the loop: [`ClientCore`], which decides when to poll and how to steer (the
+//! daemon's shell runs the same core), and the slew engine's [`Driver`] for the kernel
+//! rate, ticked every 250 ms while active as its task does. The simulation carries out
+//! the core's actions as the shell does.
 //!
 //! Deterministic (seeded PRNG) and event driven: time jumps from one event to the next (a
 //! datagram arriving, a poll, a slew update, an observation), so hours take milliseconds.
@@ -19,20 +20,23 @@
 //! normal random-walk step every second (clknetsim's default wander: 1e-9).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{Arc, Mutex, MutexGuard},
     time::Instant,
 };
 
+use clockguard_core::{
+    ntp::client::{Action, ClientCore},
+    time::{Raw, Reading, Realtime},
+};
+
 use super::{
-    client::{adjustment, correction_wanted, Adjustment},
-    engine::Engine,
     packet::{Leap, Mode, NtpShort, NtpTimestamp, Packet},
     server::{self, RateLimiter, Response, ServerClock},
     source::{SourceConfig, SourceCounters},
 };
-use crate::slew::{Driver, KernelClock, KernelRate, Sample, Slew, SlewConfig};
+use crate::slew::{Driver, KernelClock, KernelRate, Slew, SlewConfig};
 
 const S: i64 = 1_000_000_000;
 const MS: i64 = 1_000_000;
@@ -169,17 +173,17 @@ impl SimKernel {
         c.realtime_ns += d + acc.div_euclid(den) as i64;
     }
 
-    fn now(&self) -> Sample {
+    fn now(&self) -> Reading {
         let c = self.clocks();
-        Sample {
-            raw_ns: c.raw_ns,
-            realtime_ns: c.realtime_ns,
+        Reading {
+            raw: Raw::from_ns(c.raw_ns),
+            realtime: Realtime::from_ns(c.realtime_ns),
         }
     }
 }
 
 impl KernelClock for SimKernel {
-    fn sample(&mut self) -> Sample {
+    fn sample(&mut self) -> Reading {
         self.now()
     }
 
@@ -331,7 +335,7 @@ struct Injected {
 struct Run {
     /// (true time since the start, realtime − true time), ns, every second.
     trace: Vec<(i64, i64)>,
-    engine: Engine,
+    core: ClientCore,
     /// Events at which realtime was checked against the previous one.
     checks: u64,
     /// Slowest and fastest realtime rate between two events ≥ 1 ms apart, ppm against
@@ -355,19 +359,16 @@ struct Sim {
     oscillator: Oscillator,
     kernel: SimKernel,
     driver: Driver<SimKernel>,
-    engine: Engine,
+    core: ClientCore,
     limiters: Vec<RateLimiter>,
-    next_poll: Vec<i64>,
-    last_poll: Vec<i64>,
     next_tick: Option<i64>,
     next_obs: i64,
     next_check: Option<i64>,
     flights: BTreeMap<(i64, u64), Flight>,
     seq: u64,
-    applied_freq: Option<f64>,
     injections: u64,
     t: i64,
-    last: Sample,
+    last: Reading,
     trace: Vec<(i64, i64)>,
     checks: u64,
     rate_range_ppm: (f64, f64),
@@ -394,13 +395,10 @@ impl Sim {
             maxpoll: 10,
             iburst: true,
         };
-        let mut engine = Engine::new(epoch_ns, config, 0.0);
+        let mut core = ClientCore::new(epoch_ns, config, 0.0, true, None);
         let n = sc.servers.len();
-        let mut next_poll = Vec::new();
         for i in 0..n {
-            let id = engine.add_source(format!("sim{i}"), addr(i));
-            // As client.rs: sources start a little apart.
-            next_poll.push(100 * MS * id as i64 % (2 * S));
+            core.add_source(format!("sim{i}"), addr(i), Raw::from_ns(RAW0_NS));
         }
         let last = kernel.now();
         Sim {
@@ -411,16 +409,13 @@ impl Sim {
             oscillator: Oscillator::new(sc.raw_freq, sc.wander, sc.seed ^ 0x0dd0_5c11),
             kernel,
             driver,
-            engine,
+            core,
             limiters: (0..n).map(|_| RateLimiter::new(3, 8, 16)).collect(),
-            next_poll,
-            last_poll: vec![0; n],
             next_tick: None,
             next_obs: 0,
             next_check: None,
             flights: BTreeMap::new(),
             seq: 0,
-            applied_freq: None,
             injections: 0,
             t: 0,
             last,
@@ -437,21 +432,21 @@ impl Sim {
     fn run(mut self) -> Run {
         loop {
             let flight = self.flights.keys().next().map(|k| k.0);
-            let poll = self.next_poll.iter().copied().min();
-            // As the client's timer for a leap second (raw and true time differ by the
-            // oscillator's error: 100 ppm, well under the 1 ms margin here).
-            let raw_now = self.kernel.now().raw_ns;
-            let leap = self
-                .engine
-                .pending_leap_raw_ns()
-                .map(|raw| self.t + (raw - raw_now).max(0) + MS);
+            // The core's timer (polls, the leap second, convergence checks) is on raw
+            // time, which runs at the oscillator's rate: the true time it comes at is
+            // approached in steps of at least 1 µs, as a timer that fires early (or whose
+            // reading's noise puts it early) finds nothing due and is set again.
+            let raw_now = self.kernel.now().raw;
+            let core_due = self
+                .core
+                .next_wakeup()
+                .map(|due| self.t + due.ns_since(raw_now).max(US));
             let t = [
                 flight,
                 self.next_tick,
-                poll,
+                core_due,
                 Some(self.next_obs),
                 self.next_check,
-                leap,
             ]
             .into_iter()
             .flatten()
@@ -470,16 +465,13 @@ impl Sim {
             } else if self.next_tick == Some(t) {
                 self.driver.tick();
                 self.next_tick = self.driver.core().active().then_some(t + SLEW_INTERVAL_NS);
-            } else if poll == Some(t) {
-                self.poll_due();
+            } else if core_due == Some(t) {
+                self.on_timer();
             } else if self.next_obs == t {
                 let now = self.kernel.now();
                 self.trace
-                    .push((t, now.realtime_ns - (self.sc.t0_unix_ns + t)));
+                    .push((t, now.realtime.ns() - (self.sc.t0_unix_ns + t)));
                 self.next_obs = t + S;
-            } else if leap == Some(t) {
-                self.engine.update(self.kernel.now().raw_ns);
-                self.apply();
             }
             // Realtime is checked every 1 ms while the slew engine is at work.
             if self.next_check.is_none_or(|c| c <= t) {
@@ -494,7 +486,7 @@ impl Sim {
             injected: self.injected,
             resets_at: self.resets_at,
             slew_external_steps: self.driver.core().status().external_steps,
-            engine: self.engine,
+            core: self.core,
         }
     }
 
@@ -504,8 +496,8 @@ impl Sim {
         self.t = t;
         self.kernel.advance(self.oscillator.raw_at(t));
         let now = self.kernel.now();
-        let d_raw = now.raw_ns - self.last.raw_ns;
-        let d_real = now.realtime_ns - self.last.realtime_ns;
+        let d_raw = now.raw.ns_since(self.last.raw);
+        let d_real = now.realtime.ns_since(self.last.realtime);
         if d_raw > 0 {
             assert!(
                 d_real > 0,
@@ -562,32 +554,35 @@ impl Sim {
         Some(base + (jitter * self.net.exponential() + uniform_ns).round() as i64)
     }
 
-    /// As `Client::poll_due`.
-    fn poll_due(&mut self) {
-        let now = self.t;
-        let raw = self.kernel.now().raw_ns;
-        for id in 0..self.next_poll.len() {
-            if self.next_poll[id] > now {
-                continue;
+    /// The core's timer: its polls, the leap second, the convergence check. When a poll
+    /// is due, the reading carries the timestamping noise (it is the request's departure
+    /// stamp); the timer fires late enough (raw runs 100 ppm fast: 200 µs over the
+    /// shortest interval) that the noise does not make the poll look early.
+    fn on_timer(&mut self) {
+        let now = self.kernel.now();
+        let due: Vec<usize> = (0..self.reach.len())
+            .filter(|&id| self.core.next_poll(id).is_some_and(|due| due <= now.raw))
+            .collect();
+        let stamped = if due.is_empty() {
+            now
+        } else {
+            Reading {
+                raw: now.raw.plus_ns(self.noise(self.sc.client_stamp_noise_ns)),
+                ..now
             }
-            let interval = self.engine.sources()[id].interval_s();
-            self.next_poll[id] = now + (interval * 1e9) as i64;
-            self.last_poll[id] = now;
-            self.reach[id].push(self.engine.sources()[id].reach());
-            let cookie = NtpTimestamp(self.cookies.next_u64());
-            let stamped = raw + self.noise(self.sc.client_stamp_noise_ns);
-            let Some(request) = self.engine.request(id, cookie, stamped) else {
-                continue;
-            };
-            if let Some(delay) = self.leg(id, true) {
-                let bytes = request.to_vec();
-                self.send(now + delay, Flight::ToServer { server: id, bytes });
-            }
-            if self.sc.inject {
-                self.inject_after_request(id);
-            }
+        };
+        // The reach register before each request.
+        for id in due {
+            let reach = self.core.engine().sources()[id].reach();
+            self.reach[id].push(reach);
         }
-        self.engine.update(raw);
+        let cookies = &mut self.cookies;
+        let actions = self
+            .core
+            .on_timer(stamped, Some(self.driver.core().remaining_ns()), || {
+                NtpTimestamp(cookies.next_u64())
+            });
+        self.execute(actions);
     }
 
     /// A simulated server answers through the server's own code (its clock: true time +
@@ -644,39 +639,56 @@ impl Sim {
         self.send(at, Flight::ToClient { id: server, bytes });
     }
 
-    /// As `Client::on_datagram`.
+    /// A reply arrives (its receive stamp carries the timestamping noise).
     fn on_datagram(&mut self, id: usize, bytes: &[u8]) {
-        let raw = self.kernel.now().raw_ns + self.noise(self.sc.client_stamp_noise_ns);
-        let resets = self.engine.sources()[id].counters.resets;
-        if self.engine.receive(id, bytes, raw).is_err() {
+        let now = self.kernel.now();
+        let arrived = now.raw.plus_ns(self.noise(self.sc.client_stamp_noise_ns));
+        let resets = self.core.engine().sources()[id].counters.resets;
+        let remaining_ns = Some(self.driver.core().remaining_ns());
+        let Ok(actions) = self.core.on_datagram(id, bytes, arrived, now, remaining_ns) else {
             return;
-        }
-        if self.engine.sources()[id].counters.resets != resets {
+        };
+        if self.core.engine().sources()[id].counters.resets != resets {
             self.resets_at.push(self.t);
         }
-        let interval_ns = (self.engine.sources()[id].interval_s() * 1e9) as i64;
-        self.next_poll[id] = (self.last_poll[id] + interval_ns).max(self.t);
-        self.apply();
+        self.execute(actions);
     }
 
-    /// As `Client::apply` with a slew engine.
-    fn apply(&mut self) {
-        let system = match self.engine.system() {
-            Some(system) if self.engine.unsynchronised_why().is_none() => system.clone(),
-            _ => return,
-        };
-        let now = self.kernel.now();
-        let epoch_ns = self.engine.epoch_ns();
-        let Adjustment { error_ns, new_freq } =
-            adjustment(&system, epoch_ns, now, self.applied_freq);
-        if let Some(freq) = new_freq {
-            self.slew_request(|d| d.set_base(KernelRate::from_ppm(freq * 1e6)));
-            self.applied_freq = Some(freq);
-        }
-        if correction_wanted(error_ns, self.driver.core().remaining_ns()) {
-            self.slew_request(|d| {
-                d.replace(error_ns).expect("within max_correction");
-            });
+    /// The core's actions, carried out as the daemon's shell does.
+    fn execute(&mut self, actions: Vec<Action>) {
+        let mut actions = VecDeque::from(actions);
+        while let Some(action) = actions.pop_front() {
+            match action {
+                Action::Send {
+                    source, request, ..
+                } => {
+                    if let Some(delay) = self.leg(source, true) {
+                        let bytes = request.to_vec();
+                        self.send(
+                            self.t + delay,
+                            Flight::ToServer {
+                                server: source,
+                                bytes,
+                            },
+                        );
+                    }
+                    if self.sc.inject {
+                        self.inject_after_request(source);
+                    }
+                }
+                Action::SetFrequency { freq } => {
+                    self.slew_request(|d| d.set_base(KernelRate::from_ppm(freq * 1e6)));
+                    let remaining_ns = self.driver.core().remaining_ns();
+                    actions.extend(self.core.frequency_set(freq, true, remaining_ns));
+                }
+                Action::Slew { by_ns } => {
+                    self.slew_request(|d| {
+                        d.replace(by_ns).expect("within max_correction");
+                    });
+                    self.core.correction_started();
+                }
+                Action::Serve(_) | Action::WriteDrift(_) => {}
+            }
         }
     }
 
@@ -778,7 +790,7 @@ fn secs(ns: i64) -> f64 {
 }
 
 fn counters(run: &Run, id: usize) -> SourceCounters {
-    run.engine.sources()[id].counters
+    run.core.engine().sources()[id].counters
 }
 
 /// 100 ppm, 10 µs of jitter, one server, realtime 11 s ahead: the clock slews back (at
@@ -842,11 +854,15 @@ fn converges_from_11_s_by_slewing_and_holds_the_time() {
 /// A kernel whose CLOCK_REALTIME runs faster against the raw clock than its setting says
 /// (the test VM: +67.75 ppm at the nominal setting). The fit is against the raw clock and
 /// cannot see it; the slew engine counts it as progress and keeps correcting, so the clock
-/// holds about one slew interval's worth of it (67.75 ppm × 250 ms ≈ 17 µs) off.
+/// holds about one slew interval's worth of it (67.75 ppm × 250 ms ≈ 17 µs) off. Over four
+/// seeds: with polls on CLOCK_MONOTONIC_RAW, replies land anywhere in a slew interval, and
+/// two of these seeds showed the engine dropping the held correction when a new base rate
+/// came mid-interval (`a_request_between_updates_does_not_shorten_the_horizon` in slew.rs).
 #[test]
 fn a_kernel_rate_bias_costs_one_slew_interval_of_it() {
-    for bias_ppm in [67.75, 400.0] {
+    for (bias_ppm, seed) in [(67.75, 1), (67.75, 2), (67.75, 3), (67.75, 4), (400.0, 1)] {
         let sc = Scenario {
+            seed,
             kernel_bias_ppm: bias_ppm,
             wander: 0.0,
             ..Scenario::new(vec![ServerSpec::lan(10e3)], 2 * HOUR)
@@ -915,13 +931,14 @@ fn steady_state_across_seeds() {
 /// The first test's world with noisy timestamps at both ends: each reading of the server's
 /// clock (receive, transmit) and of the client's raw clock around an exchange is off by a
 /// normal error of 5 µs standard deviation (a server's and a user-space client's
-/// timestamping), over 8 seeds. The regression averages the noise down; what is left is
+/// timestamping), over 16 seeds. The regression averages the noise down; what is left is
 /// stated beside the noiseless figure in the README.
 #[test]
 fn holds_the_time_with_noisy_timestamps_at_both_ends() {
+    const SEEDS: u64 = 16;
     let started = Instant::now();
     let (mut rms_all, mut max_all, mut slowest) = (Vec::new(), Vec::new(), 0.0f64);
-    for seed in 1..=8 {
+    for seed in 1..=SEEDS {
         let server = ServerSpec {
             clock_noise_ns: 5e3,
             ..ServerSpec::lan(10e3)
@@ -939,11 +956,11 @@ fn holds_the_time_with_noisy_timestamps_at_both_ends() {
         max_all.push(max);
         assert_eq!(run.slew_external_steps, 0, "seed {seed}");
     }
-    let pooled = (rms_all.iter().map(|r| r * r).sum::<f64>() / 8.0).sqrt();
+    let pooled = (rms_all.iter().map(|r| r * r).sum::<f64>() / SEEDS as f64).sqrt();
     let worst_rms = rms_all.iter().copied().fold(0.0, f64::max);
     let worst_max = max_all.iter().copied().fold(0.0, f64::max);
     eprintln!(
-        "noisy timestamps (5 µs sd at the server and at the client), 10 µs jitter, 8 seeds, \
+        "noisy timestamps (5 µs sd at the server and at the client), 10 µs jitter, {SEEDS} seeds, \
          2 h..4 h: RMS pooled {:.1} µs, worst {:.1} µs; max worst {:.1} µs; slowest to 1 ms \
          {slowest:.0} s; took {:?}",
         pooled / 1e3,
@@ -952,9 +969,11 @@ fn holds_the_time_with_noisy_timestamps_at_both_ends() {
         started.elapsed()
     );
     assert!(slowest < 140.0, "settled after {slowest} s");
-    // Measured 2026-12-05: pooled 21.7 µs, worst 34.3 µs, max 131.5 µs (without the noise,
-    // `steady_state_across_seeds`: pooled 16.9 µs, worst 23.2 µs, max 86.3 µs).
-    assert!(pooled < 25e3 && worst_rms < 40e3, "{rms_all:?}");
+    // The worst seed is a tail figure: over 32 seeds the copy of the client this test ran
+    // before it drove the real core gave pooled 25.1 µs, worst 71.1 µs; the core (polls on
+    // CLOCK_MONOTONIC_RAW) gives pooled 23.3 µs, worst 44.7 µs. Hence 16 seeds here, and
+    // the worst bound at 50 µs where it was 40 µs over 8 seeds.
+    assert!(pooled < 25e3 && worst_rms < 50e3, "{rms_all:?}");
     assert!(worst_max < 160e3, "{max_all:?}");
 }
 
@@ -991,11 +1010,11 @@ fn a_falseticker_is_outvoted() {
     servers[0].offsets = vec![(0, 5 * S)];
     let run = simulate(Scenario::new(servers, 2 * HOUR));
     let states: Vec<&str> = (0..4)
-        .map(|id| run.engine.source_state(id).as_str())
+        .map(|id| run.core.engine().source_state(id).as_str())
         .collect();
     let settled = settled_at(&run.trace, 0, MS).expect("converged to the majority");
     let (rms, mean, max) = stats(&run.trace, HOUR, 2 * HOUR);
-    let system = run.engine.system().expect("synchronised");
+    let system = run.core.engine().system().expect("synchronised");
     eprintln!(
         "falseticker 5 s ahead among 4: states {states:?}; within 1 ms of true time after \
          {:.0} s; 1 h..2 h: RMS {:.1} µs, mean {:+.1} µs, max {:.1} µs; took {:?}",
@@ -1098,7 +1117,7 @@ fn an_announced_leap_second_is_slewed_never_stepped() {
         };
         let run = simulate(sc);
         let c = counters(&run, 0);
-        let leaps = run.engine.leap_seconds();
+        let leaps = run.core.engine().leap_seconds();
         let after: Vec<(i64, i64)> = run
             .trace
             .iter()
@@ -1179,7 +1198,7 @@ fn a_leap_second_announced_by_a_minority_is_not_taken() {
     };
     let run = simulate(sc);
     let (_, mean, max) = stats(&run.trace, midnight, 3 * HOUR);
-    let system = run.engine.system().expect("synchronised");
+    let system = run.core.engine().system().expect("synchronised");
     eprintln!(
         "leap second from 1 of 3: after the midnight {:+.1} µs (max {:.1} µs); falsetickers {:?}",
         mean / 1e3,
@@ -1187,9 +1206,9 @@ fn a_leap_second_announced_by_a_minority_is_not_taken() {
         system.falsetickers
     );
     assert!(
-        run.engine.leap_seconds().is_empty(),
+        run.core.engine().leap_seconds().is_empty(),
         "{:?}",
-        run.engine.leap_seconds()
+        run.core.engine().leap_seconds()
     );
     assert_eq!(system.leap, Leap::None);
     assert!(max < 200e3, "left the majority's time: max {max} ns");
@@ -1264,7 +1283,10 @@ fn forged_and_broken_datagrams_change_nothing() {
         c
     );
     // The clock did exactly the same: same estimate, same time at every second.
-    assert_eq!(attacked.engine.system(), clean.engine.system());
+    assert_eq!(
+        attacked.core.engine().system(),
+        clean.core.engine().system()
+    );
     assert_eq!(attacked.trace, clean.trace);
 }
 

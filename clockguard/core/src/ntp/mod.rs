@@ -4,6 +4,7 @@
 //! [`client::ClientCore`] decides; the simulation tests drive the same core with a
 //! simulated clock and network.
 
+pub mod client;
 pub mod discipline;
 pub mod engine;
 pub mod packet;
