@@ -1,0 +1,170 @@
+//! The event loop: waits on every input, hands each to the daemon, and on SIGTERM or
+//! SIGINT stops it without losing what the kernel still holds.
+
+use super::*;
+
+/// Runs until SIGTERM or SIGINT, then journals what is left and stops.
+pub(super) async fn run(mut daemon: Daemon, inputs: Inputs) -> Result<()> {
+    let Inputs {
+        mut events,
+        mut timer_events,
+        mut service_events,
+        checks: mut check_rx,
+        log_matches: mut log_rx,
+        mut service_scan,
+        have_services,
+        mut kernel_messages,
+        mut sampler,
+        mut repeat_interval,
+        fallback_jumps: mut jump_rx,
+        queries: mut query_rx,
+        ntp,
+    } = inputs;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    // systemd's watchdog: pinged from this loop, so a loop that hangs is restarted.
+    let watchdog_period = systemd::watchdog_period();
+    // Without the watchdog the interval exists but its branch is off.
+    let mut watchdog =
+        tokio::time::interval(watchdog_period.unwrap_or(std::time::Duration::from_secs(3600)));
+    if let Some(period) = watchdog_period {
+        tracing::info!("systemd watchdog: pinging every {period:?}");
+    }
+    loop {
+        tokio::select! {
+            ready = readable(events.as_mut()), if events.is_some() => {
+                let mut guard = ready?;
+                // Bounded batches: a storm is journaled in steps of BATCH events, so memory
+                // stays flat whatever the burst, and queries are answered in between.
+                let batch = drain(guard.get_inner_mut(), BATCH);
+                let more = batch.len() == BATCH;
+                daemon.process(batch).await;
+                if !more {
+                    guard.clear_ready();
+                }
+            }
+            ready = readable(timer_events.as_mut()), if timer_events.is_some() => {
+                let mut guard = ready?;
+                let batch = drain_decoded(guard.get_inner_mut(), BATCH, TimerLateEvent::from_bytes);
+                let more = batch.len() == BATCH;
+                daemon.on_late_timers(batch);
+                if !more {
+                    guard.clear_ready();
+                }
+            }
+            ready = readable(service_events.as_mut()), if service_events.is_some() => {
+                let mut guard = ready?;
+                let batch = drain_decoded(guard.get_inner_mut(), BATCH, ServiceExitEvent::from_bytes);
+                let more = batch.len() == BATCH;
+                daemon.on_service_exits(batch);
+                if !more {
+                    guard.clear_ready();
+                }
+            }
+            Some((service, outcome)) = check_rx.recv() => {
+                let actions = daemon.services.on_check(service, outcome);
+                daemon.apply_service_actions(actions);
+            }
+            Some(found) = log_rx.recv() => {
+                let actions = daemon.services.on_log_match(found);
+                daemon.apply_service_actions(actions);
+            }
+            _ = service_scan.tick(), if have_services => daemon.on_service_scan(),
+            ready = readable(kernel_messages.as_mut()), if kernel_messages.is_some() => {
+                let mut guard = ready?;
+                match kmsg::read_available(guard.get_inner_mut(), false) {
+                    Ok(messages) => daemon.on_kernel_messages(messages),
+                    Err(err) => {
+                        tracing::warn!("/dev/kmsg: {err}; no longer followed");
+                        kernel_messages = None;
+                        continue;
+                    }
+                }
+                guard.clear_ready();
+            }
+            _ = sampler.tick() => daemon.on_sample(),
+            _ = repeat_interval.tick(), if events.is_some() => daemon.on_repeat_interval(),
+            Some(jump) = jump_rx.recv() => daemon.on_fallback_jump(jump),
+            Some(query) = query_rx.recv() => daemon.answer(query),
+            _ = watchdog.tick(), if watchdog_period.is_some() => systemd::notify("WATCHDOG=1"),
+            _ = sighup.recv() => {
+                daemon.reload(None);
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+    }
+    systemd::notify("STOPPING=1");
+    // New repeats go to a new epoch while the ring buffer is drained; then, once no
+    // program can still be counting into the old ones, every count is journaled.
+    daemon.advance_repeat_epoch();
+    // Whatever is still in the ring buffer is journaled before leaving.
+    if let Some(ring) = events.as_mut() {
+        loop {
+            let batch = drain(ring.get_mut(), BATCH);
+            let more = batch.len() == BATCH;
+            daemon.process(batch).await;
+            if !more {
+                break;
+            }
+        }
+    }
+    crate::bpf::wait_for_running_programs();
+    daemon.journal_repeats(u32::MAX);
+    // The NTP service first: it writes the drift file and stops asking for corrections.
+    if let Some(ntp) = &ntp {
+        ntp.shutdown().await;
+    }
+    if let Some(slew) = &daemon.slew {
+        slew.shutdown().await;
+    }
+    // A clean stop ends the guard with the daemon (a crash leaves it pinned, in force).
+    let guard_released = daemon.probes.as_mut().is_some_and(Probes::release_pins);
+    daemon.journal_and_publish(vec![daemon_record(
+        "stop",
+        json!({ "guard_released": guard_released }),
+    )]);
+    let _ = std::fs::remove_file(daemon.config.runtime_dir.join(HEARTBEAT_FILE));
+    daemon.flush_unwritten();
+    daemon.journal.sync().ok();
+    let (head_seq, head_hash) = daemon.journal.head();
+    tracing::info!("clockguard stopped; journal head seq {head_seq}, hash {head_hash}");
+    Ok(())
+}
+
+/// Up to `max` events from the ring buffer, decoded; an undecodable record is `None`.
+fn drain(ring: &mut RingBuf<MapData>, max: usize) -> Vec<Option<ClockEvent>> {
+    let mut out = Vec::with_capacity(max.min(64));
+    while out.len() < max {
+        let Some(item) = ring.next() else { break };
+        out.push(ClockEvent::from_bytes(&item));
+    }
+    out
+}
+
+/// Up to `max` records from a ring buffer, decoded by `decode`; short records (another
+/// ABI) are skipped.
+fn drain_decoded<T>(
+    ring: &mut RingBuf<MapData>,
+    max: usize,
+    decode: fn(&[u8]) -> Option<T>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    while out.len() < max {
+        let Some(item) = ring.next() else { break };
+        out.extend(decode(&item));
+    }
+    out
+}
+
+/// Readiness of an optional event source, for a `select!` arm that is disabled while the
+/// source is absent (then it is never ready: no unwrap in the arm).
+async fn readable<T: std::os::fd::AsRawFd>(
+    source: Option<&mut AsyncFd<T>>,
+) -> std::io::Result<tokio::io::unix::AsyncFdReadyMutGuard<'_, T>> {
+    match source {
+        Some(fd) => fd.readable_mut().await,
+        None => std::future::pending().await,
+    }
+}
