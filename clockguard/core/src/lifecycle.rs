@@ -4,12 +4,15 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::time::Realtime;
+
 /// What a running daemon writes to its runtime directory every few seconds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub pid: u32,
-    /// When it was written, CLOCK_REALTIME ns.
-    pub realtime_ns: i64,
+    /// When it was written.
+    #[serde(rename = "realtime_ns")]
+    pub written: Realtime,
     /// The kernel's count of events lost to a full ring buffer then.
     pub ring_buffer_drops: u64,
 }
@@ -24,8 +27,8 @@ pub enum PreviousStop {
     /// Killed (or crashed): no `stop`, and its heartbeat tells when it was last alive.
     Unclean {
         pid: u32,
-        /// CLOCK_REALTIME ns of its last heartbeat.
-        last_alive_ns: i64,
+        /// Its last heartbeat.
+        last_alive: Realtime,
         /// From then until now: the heartbeat is written every few seconds, so no daemon
         /// ran for at most this long.
         down_at_most_s: f64,
@@ -51,11 +54,11 @@ impl PreviousStop {
 }
 
 /// `ended_cleanly`: whether the journal's last record is the previous daemon's `stop`
-/// (None: the journal is empty). `now_realtime_ns` and `drops_now` are read at this start.
+/// (None: the journal is empty). `now` and `drops_now` are read at this start.
 pub fn previous_stop(
     ended_cleanly: Option<bool>,
     heartbeat: Option<&Heartbeat>,
-    now_realtime_ns: i64,
+    now: Realtime,
     drops_now: Option<u64>,
 ) -> PreviousStop {
     match (ended_cleanly, heartbeat) {
@@ -63,8 +66,8 @@ pub fn previous_stop(
         (Some(true), _) => PreviousStop::Clean,
         (Some(false), Some(heartbeat)) => PreviousStop::Unclean {
             pid: heartbeat.pid,
-            last_alive_ns: heartbeat.realtime_ns,
-            down_at_most_s: (now_realtime_ns - heartbeat.realtime_ns) as f64 / 1e9,
+            last_alive: heartbeat.written,
+            down_at_most_s: now.ns_since(heartbeat.written) as f64 / 1e9,
             ring_buffer_drops_while_down: drops_now
                 .map(|now| now.saturating_sub(heartbeat.ring_buffer_drops)),
         },
@@ -76,12 +79,12 @@ pub fn previous_stop(
 mod tests {
     use super::*;
 
-    const NOW: i64 = 1_796_000_000_000_000_000;
+    const NOW: Realtime = Realtime::from_ns(1_796_000_000_000_000_000);
 
     fn heartbeat(seconds_ago: i64, drops: u64) -> Heartbeat {
         Heartbeat {
             pid: 901,
-            realtime_ns: NOW - seconds_ago * 1_000_000_000,
+            written: NOW.plus_ns(-seconds_ago * 1_000_000_000),
             ring_buffer_drops: drops,
         }
     }
@@ -108,7 +111,7 @@ mod tests {
             found,
             PreviousStop::Unclean {
                 pid: 901,
-                last_alive_ns: NOW - 7_000_000_000,
+                last_alive: NOW.plus_ns(-7_000_000_000),
                 down_at_most_s: 7.0,
                 ring_buffer_drops_while_down: Some(15),
             }
@@ -148,7 +151,7 @@ mod tests {
     fn the_heartbeat_file_format_is_kept() {
         let hb = Heartbeat {
             pid: 1,
-            realtime_ns: 2,
+            written: Realtime::from_ns(2),
             ring_buffer_drops: 3,
         };
         let text = serde_json::to_string(&hb).unwrap();

@@ -8,10 +8,16 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 macro_rules! clock_instant {
     ($(#[$doc:meta])* $name:ident, $clock:literal) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        ///
+        /// Serialised as its ns (an integer), as the files and answers that carry one did
+        /// before it was typed.
+        #[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
         pub struct $name(i64);
 
         impl $name {

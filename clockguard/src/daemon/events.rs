@@ -478,19 +478,19 @@ impl Daemon {
         let stop = previous_stop(
             self.journal.previous_run_ended_cleanly(),
             previous.as_ref(),
-            clock::realtime_ns(),
+            clock::reading().realtime,
             self.ring_buffer_drops(),
         );
         let mut detail = json!({ "pid": std::process::id(), "guard": pins });
         detail["previous_stop"] = json!(stop.as_str());
         if let PreviousStop::Unclean {
             pid,
-            last_alive_ns,
+            last_alive,
             down_at_most_s,
             ring_buffer_drops_while_down,
         } = stop
         {
-            let last_alive = record::rfc3339_ns(last_alive_ns);
+            let last_alive = record::rfc3339_ns(last_alive.ns());
             tracing::warn!(
                 "the previous clockguard (pid {pid}) did not stop cleanly: last alive \
                  {last_alive}, {down_at_most_s:.1} s ago"
@@ -515,7 +515,7 @@ impl Daemon {
         self.last_heartbeat = Some(Instant::now());
         let heartbeat = Heartbeat {
             pid: std::process::id(),
-            realtime_ns: clock::realtime_ns(),
+            written: clock::reading().realtime,
             ring_buffer_drops: self.ring_buffer_drops().unwrap_or(0),
         };
         let path = self.config.runtime_dir.join(HEARTBEAT_FILE);

@@ -573,8 +573,14 @@ impl Sim {
         };
         // The reach register before each request.
         for id in due {
-            let reach = self.core.engine().sources()[id].reach();
-            self.reach[id].push(reach);
+            if self
+                .core
+                .next_poll(id)
+                .is_some_and(|due| due <= stamped.raw)
+            {
+                let reach = self.core.engine().sources()[id].reach();
+                self.reach[id].push(reach);
+            }
         }
         let cookies = &mut self.cookies;
         let actions = self

@@ -91,9 +91,8 @@ pub fn adjustment(
     now: Reading,
     applied_freq: Option<f64>,
 ) -> Adjustment {
-    let raw_ns = now.raw.ns();
     let target_ns =
-        raw_ns as i128 + epoch_ns as i128 + (system.offset_at(raw_ns) * 1e9).round() as i128;
+        now.raw.ns() as i128 + epoch_ns as i128 + (system.offset_at(now.raw) * 1e9).round() as i128;
     let error_ns =
         (target_ns - now.realtime.ns() as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
     let new_freq = (system.freq_sigma <= FREQ_APPLY_MAX_SIGMA
@@ -217,8 +216,8 @@ impl ClientCore {
 
     fn leap_due(&self) -> Option<Raw> {
         self.engine
-            .pending_leap_raw_ns()
-            .map(|raw_ns| Raw::from_ns(raw_ns).plus_ns(LEAP_MARGIN_NS))
+            .pending_leap_at()
+            .map(|at| at.plus_ns(LEAP_MARGIN_NS))
     }
 
     /// Everything due at `now`: the polls (each with a cookie from `cookie`, which must be
@@ -243,7 +242,7 @@ impl ClientCore {
             polled = true;
             let cookie = cookie();
             // None: denied by a Kiss-o'-Death.
-            if let Some(request) = self.engine.request(id, cookie, now.raw.ns()) {
+            if let Some(request) = self.engine.request(id, cookie, now.raw) {
                 actions.push(Action::Send {
                     source: id,
                     cookie,
@@ -255,13 +254,13 @@ impl ClientCore {
             // A source that stopped answering leaves the selection without a reply to
             // say so.
             let was_synchronised = self.engine.unsynchronised_why().is_none();
-            self.engine.update(now.raw.ns());
+            self.engine.update(now.raw);
             if was_synchronised && self.engine.unsynchronised_why().is_some() {
                 actions.push(Action::Serve(self.unsynchronised_clock(now)));
             }
         }
         if self.leap_due().is_some_and(|due| due <= now.raw) {
-            self.engine.update(now.raw.ns());
+            self.engine.update(now.raw);
             actions.extend(self.steer(now, slew_remaining_ns));
         }
         if self
@@ -276,7 +275,7 @@ impl ClientCore {
 
     /// The kernel's time of departure of source `id`'s request with `cookie`.
     pub fn sent_at(&mut self, id: usize, cookie: NtpTimestamp, departed: Raw) {
-        self.engine.sent_at(id, cookie, departed.ns());
+        self.engine.sent_at(id, cookie, departed);
     }
 
     /// A datagram from source `id`'s address, received at `arrived`; `now` is read after
@@ -290,7 +289,7 @@ impl ClientCore {
         now: Reading,
         slew_remaining_ns: Option<i64>,
     ) -> Result<Vec<Action>, Rejected> {
-        self.engine.receive(id, bytes, arrived.ns())?;
+        self.engine.receive(id, bytes, arrived)?;
         let interval_ns = (self.engine.sources()[id].interval_s() * 1e9) as i64;
         let schedule = &mut self.schedules[id];
         if schedule.next_poll.is_some() {
@@ -316,7 +315,7 @@ impl ClientCore {
         let offset_s = -(error_ns as f64) / 1e9;
         tracing::debug!(
             "NTP: estimate {:+.9} s ± {:.6} s at {:+.3} ± {:.3} ppm; the clock is {offset_s:+.9} s off",
-            system.offset_at(now.raw.ns()),
+            system.offset_at(now.raw),
             system.freq_sigma,
             system.freq * 1e6,
             system.freq_sigma * 1e6

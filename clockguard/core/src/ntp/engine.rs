@@ -5,7 +5,10 @@
 
 use std::net::SocketAddr;
 
-use crate::status::{self, SourceState};
+use crate::{
+    status::{self, SourceState},
+    time::Raw,
+};
 use chrono::{DateTime, Datelike};
 use serde::Serialize;
 
@@ -76,9 +79,9 @@ fn leap_midnight_after(unix_s: i64) -> Option<i64> {
 /// The combined estimate of the selected sources.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SystemEstimate {
-    /// CLOCK_MONOTONIC_RAW the estimate is anchored at, ns.
-    pub raw_ns: i64,
-    /// The engine's timescale − local timescale at `raw_ns`, s. It runs through leap
+    /// When the estimate was made (it is a line through this point).
+    pub anchored: Raw,
+    /// The engine's timescale − local timescale at `anchored`, s. It runs through leap
     /// seconds; UTC is it less `leap_seconds_passed`.
     pub offset_s: f64,
     /// Leap seconds passed since the engine started (+1 per inserted second).
@@ -101,14 +104,14 @@ pub struct SystemEstimate {
 }
 
 impl SystemEstimate {
-    /// Reference time (UTC) − local timescale at `raw_ns`, s.
-    pub fn offset_at(&self, raw_ns: i64) -> f64 {
-        self.timescale_offset_at(raw_ns) - self.leap_seconds_passed as f64
+    /// Reference time (UTC) − local timescale at `at`, s.
+    pub fn offset_at(&self, at: Raw) -> f64 {
+        self.timescale_offset_at(at) - self.leap_seconds_passed as f64
     }
 
-    /// The engine's timescale (through leap seconds) − local timescale at `raw_ns`, s.
-    fn timescale_offset_at(&self, raw_ns: i64) -> f64 {
-        self.offset_s + self.freq * ((raw_ns - self.raw_ns) as f64 / 1e9)
+    /// The engine's timescale (through leap seconds) − local timescale at `at`, s.
+    fn timescale_offset_at(&self, at: Raw) -> f64 {
+        self.offset_s + self.freq * (at.ns_since(self.anchored) as f64 / 1e9)
     }
 }
 
@@ -158,25 +161,30 @@ impl Engine {
         self.leaps.last().filter(|l| !l.passed)
     }
 
-    /// CLOCK_MONOTONIC_RAW (ns) at which the pending leap second comes, by the estimate.
-    pub fn pending_leap_raw_ns(&self) -> Option<i64> {
+    /// When the pending leap second comes, by the estimate.
+    pub fn pending_leap_at(&self) -> Option<Raw> {
         let leap = self.pending_leap()?;
         let system = self.system.as_ref()?;
-        let timescale_now_ns = system.raw_ns as f64 + self.epoch_ns as f64 + system.offset_s * 1e9;
+        let timescale_now_ns =
+            system.anchored.ns() as f64 + self.epoch_ns as f64 + system.offset_s * 1e9;
         let to_go_ns = leap.timescale_at_s as f64 * 1e9 - timescale_now_ns;
-        Some(system.raw_ns + (to_go_ns / (1.0 + system.freq)).round() as i64)
+        Some(
+            system
+                .anchored
+                .plus_ns((to_go_ns / (1.0 + system.freq)).round() as i64),
+        )
     }
 
-    /// Passes the pending leap second once the timescale has reached it at `raw_ns`: the
+    /// Passes the pending leap second once the timescale has reached it at `now`: the
     /// sources that announced it are read `delta_s` later from now on, and UTC (the
     /// estimate's `offset_at`) moves by it.
-    fn pass_due_leap(&mut self, raw_ns: i64) {
+    fn pass_due_leap(&mut self, now: Raw) {
         let Some(system) = self.system.as_mut() else {
             return;
         };
-        let timescale_ns = raw_ns as i128
+        let timescale_ns = now.ns() as i128
             + self.epoch_ns as i128
-            + (system.timescale_offset_at(raw_ns) * 1e9) as i128;
+            + (system.timescale_offset_at(now) * 1e9) as i128;
         let Some(leap) = self.leaps.last_mut().filter(|l| !l.passed) else {
             return;
         };
@@ -297,33 +305,29 @@ impl Engine {
     }
 
     /// The request for source `id` (None: the source is not polled any more).
-    pub fn request(
-        &mut self,
-        id: usize,
-        cookie: NtpTimestamp,
-        raw_now_ns: i64,
-    ) -> Option<[u8; 48]> {
-        self.sources[id].request(cookie, raw_now_ns)
+    pub fn request(&mut self, id: usize, cookie: NtpTimestamp, now: Raw) -> Option<[u8; 48]> {
+        self.sources[id].request(cookie, now.ns())
     }
 
-    /// The kernel's time of departure of source `id`'s request with `cookie` (raw ns).
-    pub fn sent_at(&mut self, id: usize, cookie: NtpTimestamp, raw_tx_ns: i64) {
-        self.sources[id].sent_at(cookie, raw_tx_ns);
+    /// The kernel's time of departure of source `id`'s request with `cookie`.
+    pub fn sent_at(&mut self, id: usize, cookie: NtpTimestamp, departed: Raw) {
+        self.sources[id].sent_at(cookie, departed.ns());
     }
 
     /// A datagram from source `id`'s address; on a new sample, the system estimate is
-    /// recomputed at `raw_rx_ns`.
-    pub fn receive(&mut self, id: usize, bytes: &[u8], raw_rx_ns: i64) -> Result<Sample, Rejected> {
+    /// recomputed at `arrived`.
+    pub fn receive(&mut self, id: usize, bytes: &[u8], arrived: Raw) -> Result<Sample, Rejected> {
         // A reply from after a leap second is read on the timescale from before it.
-        self.pass_due_leap(raw_rx_ns);
-        let sample = self.sources[id].receive(bytes, raw_rx_ns, self.epoch_ns)?;
-        self.update(raw_rx_ns);
+        self.pass_due_leap(arrived);
+        let sample = self.sources[id].receive(bytes, arrived.ns(), self.epoch_ns)?;
+        self.update(arrived);
         Ok(sample)
     }
 
-    /// Selection and combining at `raw_ns`.
-    pub fn update(&mut self, raw_ns: i64) {
-        self.pass_due_leap(raw_ns);
+    /// Selection and combining at `now`.
+    pub fn update(&mut self, now: Raw) {
+        self.pass_due_leap(now);
+        let raw_ns = now.ns();
         let mut ids = Vec::new();
         let mut candidates = Vec::new();
         for (id, source) in self.sources.iter().enumerate() {
@@ -369,7 +373,7 @@ impl Engine {
         let delay = peer.last_sample().map_or(0.0, |s| s.delay_s);
         let leap_seconds_passed = self.leap_seconds_passed();
         self.system = Some(SystemEstimate {
-            raw_ns,
+            anchored: now,
             offset_s: selection.offset_s,
             leap_seconds_passed,
             freq: freq_sum / freq_weights,

@@ -1,5 +1,6 @@
-//! The NTPv4 packet (RFC 5905 §7.3), sans-IO: parsing and encoding of the 48-byte header,
-//! the 64-bit timestamp and 32-bit short formats, and the era arithmetic around them.
+//! The NTPv4 packet (RFC 5905 §7.3), sans-IO: parsing and encoding of the 48-byte header
+//! (through `bytes`' `Buf`/`BufMut`, which keep the offsets and the byte order), the 64-bit
+//! timestamp and 32-bit short formats, and the era arithmetic around them.
 //!
 //! ```text
 //!  0                   1                   2                   3
@@ -17,6 +18,8 @@
 //! ```
 
 use std::fmt;
+
+use bytes::{Buf, BufMut};
 
 /// Length (bytes) of the NTP header; every packet has at least this much.
 pub const HEADER_LEN: usize = 48;
@@ -274,14 +277,6 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
-fn be_u32(bytes: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn be_u64(bytes: &[u8], at: usize) -> u64 {
-    u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
-}
-
 /// Checks the trailer after the header (RFC 7822): extension fields (type 16 bits,
 /// length 16 bits covering the whole field, >= 16 and a multiple of 4), then optionally a
 /// MAC (key id + MD5 = 20 bytes, key id + SHA-1 = 24 bytes) or a crypto-NAK (4 bytes).
@@ -290,18 +285,19 @@ fn be_u64(bytes: &[u8], at: usize) -> u64 {
 /// extension field of 20 or 24 bytes is then accepted too, both being well-formed); any
 /// other remainder must start with an extension field.
 fn check_trailer(bytes: &[u8]) -> Result<(), ParseError> {
-    let mut pos = HEADER_LEN;
+    let mut trailer = &bytes[HEADER_LEN..];
     loop {
-        let rest = bytes.len() - pos;
-        match rest {
+        let offset = bytes.len() - trailer.remaining();
+        match trailer.remaining() {
             0 | CRYPTO_NAK_LEN | MAC_MD5_LEN | MAC_SHA1_LEN => return Ok(()),
-            _ if rest < MIN_EXTENSION_LEN => return Err(ParseError::BadExtension { offset: pos }),
-            _ => {
-                let len = u16::from_be_bytes([bytes[pos + 2], bytes[pos + 3]]) as usize;
+            rest if rest < MIN_EXTENSION_LEN => return Err(ParseError::BadExtension { offset }),
+            rest => {
+                // Field type (16 bits), then the field's whole length (16 bits).
+                let len = usize::from((&trailer[2..4]).get_u16());
                 if len < MIN_EXTENSION_LEN || !len.is_multiple_of(4) || len > rest {
-                    return Err(ParseError::BadExtension { offset: pos });
+                    return Err(ParseError::BadExtension { offset });
                 }
-                pos += len;
+                trailer.advance(len);
             }
         }
     }
@@ -326,38 +322,52 @@ impl Packet {
             return Err(ParseError::BadLength { len: bytes.len() });
         }
         check_trailer(bytes)?;
+        let mut header = &bytes[..HEADER_LEN];
+        let first = header.get_u8();
+        let stratum = header.get_u8();
+        let poll = header.get_i8();
+        let precision = header.get_i8();
+        let root_delay = NtpShort(header.get_u32());
+        let root_dispersion = NtpShort(header.get_u32());
+        let mut reference_id = [0; 4];
+        header.copy_to_slice(&mut reference_id);
         Ok(Packet {
-            leap: Leap::from_bits(bytes[0] >> 6),
+            leap: Leap::from_bits(first >> 6),
             version,
-            mode: Mode::from_bits(bytes[0]),
-            stratum: bytes[1],
-            poll: bytes[2] as i8,
-            precision: bytes[3] as i8,
-            root_delay: NtpShort(be_u32(bytes, 4)),
-            root_dispersion: NtpShort(be_u32(bytes, 8)),
-            reference_id: bytes[12..16].try_into().expect("4 bytes"),
-            reference_ts: NtpTimestamp(be_u64(bytes, 16)),
-            origin_ts: NtpTimestamp(be_u64(bytes, 24)),
-            receive_ts: NtpTimestamp(be_u64(bytes, 32)),
-            transmit_ts: NtpTimestamp(be_u64(bytes, 40)),
+            mode: Mode::from_bits(first),
+            stratum,
+            poll,
+            precision,
+            root_delay,
+            root_dispersion,
+            reference_id,
+            reference_ts: NtpTimestamp(header.get_u64()),
+            origin_ts: NtpTimestamp(header.get_u64()),
+            receive_ts: NtpTimestamp(header.get_u64()),
+            transmit_ts: NtpTimestamp(header.get_u64()),
         })
     }
 
     /// The 48-byte header on the wire. Only the low 3 bits of `version` are encoded.
     pub fn to_bytes(&self) -> [u8; HEADER_LEN] {
-        let mut b = [0u8; HEADER_LEN];
-        b[0] = (self.leap.bits() << 6) | ((self.version & 0b111) << 3) | self.mode.bits();
-        b[1] = self.stratum;
-        b[2] = self.poll as u8;
-        b[3] = self.precision as u8;
-        b[4..8].copy_from_slice(&self.root_delay.0.to_be_bytes());
-        b[8..12].copy_from_slice(&self.root_dispersion.0.to_be_bytes());
-        b[12..16].copy_from_slice(&self.reference_id);
-        b[16..24].copy_from_slice(&self.reference_ts.0.to_be_bytes());
-        b[24..32].copy_from_slice(&self.origin_ts.0.to_be_bytes());
-        b[32..40].copy_from_slice(&self.receive_ts.0.to_be_bytes());
-        b[40..48].copy_from_slice(&self.transmit_ts.0.to_be_bytes());
-        b
+        let mut bytes = [0u8; HEADER_LEN];
+        self.write_header(&mut &mut bytes[..]);
+        bytes
+    }
+
+    /// Appends the 48-byte header to `out` (extension fields, when there are any, follow).
+    pub fn write_header(&self, out: &mut impl BufMut) {
+        out.put_u8((self.leap.bits() << 6) | ((self.version & 0b111) << 3) | self.mode.bits());
+        out.put_u8(self.stratum);
+        out.put_i8(self.poll);
+        out.put_i8(self.precision);
+        out.put_u32(self.root_delay.0);
+        out.put_u32(self.root_dispersion.0);
+        out.put_slice(&self.reference_id);
+        out.put_u64(self.reference_ts.0);
+        out.put_u64(self.origin_ts.0);
+        out.put_u64(self.receive_ts.0);
+        out.put_u64(self.transmit_ts.0);
     }
 
     /// A client request (mode 3, version 4) whose transmit timestamp is `transmit` (the client
