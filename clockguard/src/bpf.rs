@@ -17,6 +17,7 @@ use aya::{
     },
     Btf, Ebpf, EbpfLoader,
 };
+use clockguard_core::config::EbpfLogLevel;
 pub use clockguard_core::status::{Counters, HookCost, HookStatus};
 use clockguard_ebpf as abi;
 
@@ -131,6 +132,8 @@ pub struct Probes {
     /// Why the guard cannot identify a caller's executable (no kernel BTF, a member
     /// missing), or None when it can.
     pub exe_layout_error: Option<String>,
+    /// The programs' log, when `ebpf_log_level` is not off (taken by the daemon to read).
+    ebpf_log: Option<EbpfLogReader>,
 }
 
 pub struct LoadOptions<'a> {
@@ -143,6 +146,24 @@ pub struct LoadOptions<'a> {
     pub pin: bool,
     /// Repeats of a key sent in full per summary interval (0: no summarising).
     pub repeats_in_full: u32,
+    pub ebpf_log_level: EbpfLogLevel,
+}
+
+/// What reads the eBPF programs' log records into the daemon's log (`ebpf_log_level`).
+pub type EbpfLogReader = aya_log::EbpfLogger<&'static dyn log::Log>;
+
+/// aya-log-ebpf's AYA_LOG_LEVEL for `level`: a record is sent when its level (1 error ..
+/// 5 trace) is at most this; 0 sends none.
+fn aya_log_level(level: EbpfLogLevel) -> u8 {
+    use aya_log::Level;
+    match level {
+        EbpfLogLevel::Off => 0,
+        EbpfLogLevel::Error => Level::Error as u8,
+        EbpfLogLevel::Warn => Level::Warn as u8,
+        EbpfLogLevel::Info => Level::Info as u8,
+        EbpfLogLevel::Debug => Level::Debug as u8,
+        EbpfLogLevel::Trace => Level::Trace as u8,
+    }
 }
 
 impl Probes {
@@ -175,7 +196,12 @@ impl Probes {
             }
             None
         };
+        // aya-log-ebpf sends every level unless told otherwise. The level is a constant of
+        // the loaded object (.rodata), so at 0 the verifier removes the logging code as
+        // dead: logging off costs the programs nothing.
+        let log_level = aya_log_level(opts.ebpf_log_level);
         let mut loader = EbpfLoader::new();
+        loader.override_global(aya_log::LEVEL, &log_level, true);
         if let Some(pins) = &pins {
             // Every map by name: a previous daemon's when pinned, else created and pinned.
             for name in &map_names {
@@ -397,6 +423,20 @@ impl Probes {
                 }
             }
         }
+        // Taken once every program is loaded: the reader owns the log's map descriptor.
+        let ebpf_log = match opts.ebpf_log_level {
+            EbpfLogLevel::Off => None,
+            level => match aya_log::EbpfLogger::init(&mut ebpf) {
+                Ok(reader) => {
+                    tracing::info!("ebpf_log_level = {level:?}: the eBPF programs' log follows");
+                    Some(reader)
+                }
+                Err(err) => {
+                    tracing::warn!("ebpf_log_level: cannot read the eBPF programs' log: {err}");
+                    None
+                }
+            },
+        };
         Ok(Probes {
             ebpf,
             hooks,
@@ -405,7 +445,13 @@ impl Probes {
             kernel_symbols: Default::default(),
             config,
             exe_layout_error,
+            ebpf_log,
         })
+    }
+
+    /// The reader of the programs' log (once; None when `ebpf_log_level` is off).
+    pub fn take_ebpf_log(&mut self) -> Option<EbpfLogReader> {
+        self.ebpf_log.take()
     }
 
     /// The outcome of the hook named `name`.

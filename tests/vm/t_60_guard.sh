@@ -3,6 +3,8 @@
 # as denied with the requested delta; a 1 ms sampler sees no step and no backward move.
 # qemu-ga's refused +2 s step is slewed in (2 s ± 50 ms within 60 s, no jump). An allowed
 # executable steps normally, and no longer once a reload (SIGHUP) took it off the list.
+# With ebpf_log_level = "info" the LSM programs say each refusal in the daemon's log (and
+# not what they allowed: that is debug).
 source "$(dirname "$0")/lib.sh"
 need_vm
 
@@ -11,6 +13,7 @@ ALLOWED="$CG_TEST_TMP/cg-allowed"
 cp "$CALL" "$ALLOWED"
 cat >"$CG_TEST_TMP/guard.toml" <<EOF
 mode = "guard"
+ebpf_log_level = "info"
 [guard]
 allow = ["$ALLOWED"]
 slew_instead = ["/usr/sbin/qemu-ga"]
@@ -63,6 +66,16 @@ check_denied date-s '.comm == "date"' 5000000000 500000000
 check_denied hwclock '.comm == "hwclock" and .kind == "step"' - 0
 check_denied clock_settime '.comm == "cg-clockcall" and .syscall == "clock_settime"' 3000000000 50000000
 check_denied adjtimex-setoffset '.comm == "cg-clockcall" and .kind == "step" and .syscall != "clock_settime"' -3000000000 0
+
+# The eBPF programs' own log (aya-log): one line per refusal, read into the daemon's log.
+refused_lines=0
+for _ in $(seq 1 50); do
+    refused_lines=$(grep -c "guard: refused change 1 (1 step, 2 discipline) by tgid" "$CG_TEST_TMP/daemon.log" || true)
+    (( refused_lines >= 4 )) && break
+    sleep 0.1
+done
+(( refused_lines >= 4 )) || fail "eBPF log: $refused_lines refusal lines, expected 4: $(grep -i ebpf "$CG_TEST_TMP/daemon.log" | tail -5)"
+echo "METRIC guard-ebpf-log refused_lines=$refused_lines"
 
 # A frequency change is not a step: it goes through (exclusive_discipline is off).
 "$CALL" freq 10 >/dev/null || fail "a frequency change was refused"
@@ -124,6 +137,9 @@ recs=$(audit_json | jq -c 'select(.comm == "cg-allowed")')
 echo "$recs" | jq -e -s 'length == 1 and .[0].verdict == "allowed" and .[0].guard.class == "allow" and .[0].clock_was_set == true' >/dev/null \
     || fail "allowed record (status $?): $recs"
 "$ALLOWED" settime-by -1000000000 >/dev/null
+# Allowed changes are debug in the eBPF log: at info the programs do not send them.
+! grep -q "guard: allowed change" "$CG_TEST_TMP/daemon.log" \
+    || fail "eBPF log at info has debug lines: $(grep "guard: allowed" "$CG_TEST_TMP/daemon.log" | head -2)"
 
 # exclusive_discipline: only clockguard may change the frequency, tick or PLL offset; not
 # even an allowed executable. Reads still pass. Turned on by a reload of the running

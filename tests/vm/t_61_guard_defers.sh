@@ -1,6 +1,6 @@
 # Guard mode defers to another time service, as Oracle CTSS does: with a chronyd running,
 # clockguard observes (status says why) and refuses nothing, but records what guard mode
-# would have refused.
+# would have refused. The eBPF programs' log is off by default: nothing of it appears.
 source "$(dirname "$0")/lib.sh"
 need_vm
 
@@ -25,4 +25,8 @@ audit_json | jq -e -s 'map(select(.comm == "cg-clockcall" and .kind == "step")) 
 status_json | jq -e '.kernel.guard_would_deny >= 1 and .kernel.guard_denied == 0' >/dev/null \
     || fail "counters: $(status_json | jq -c '.kernel')"
 "$CALL" settime-by -2000000000 >/dev/null
+# ebpf_log_level is off by default: the programs log nothing (the guard judged the step).
+ebpf_lines='guard: (refused|observing, would refuse|allowed) change'
+! grep -qE "$ebpf_lines" "$CG_TEST_TMP/daemon.log" \
+    || fail "eBPF log lines with ebpf_log_level off: $(grep -E "$ebpf_lines" "$CG_TEST_TMP/daemon.log" | head -2)"
 echo ok

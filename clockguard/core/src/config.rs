@@ -28,6 +28,23 @@ impl Mode {
     }
 }
 
+/// `ebpf_log_level`: how much the eBPF programs say about themselves (aya-log). Off by
+/// default, and then free: the level is a constant of the loaded object, so the kernel's
+/// verifier drops the logging code as dead.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EbpfLogLevel {
+    #[default]
+    Off,
+    Error,
+    Warn,
+    /// Adds what the guard refused (or would refuse, observing) and why.
+    Info,
+    /// Adds what the guard allowed, and clock changes made inside the kernel.
+    Debug,
+    Trace,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -40,6 +57,10 @@ pub struct Config {
     /// tracing filter (RUST_LOG syntax), overridden by RUST_LOG.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// The eBPF programs' own diagnostics, logged through the daemon's log (so `log_level`
+    /// filters them too).
+    #[serde(default)]
+    pub ebpf_log_level: EbpfLogLevel,
     #[serde(default)]
     pub audit: AuditConfig,
     #[serde(default)]
@@ -789,6 +810,23 @@ mod tests {
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/clockguard"));
         assert!(!c.audit.journal_readonly);
         assert!(c.audit.fallback_detector);
+        assert_eq!(c.ebpf_log_level, EbpfLogLevel::Off);
+    }
+
+    #[test]
+    fn ebpf_log_level_takes_the_log_crate_names_and_refuses_others_with_its_line() {
+        let c = Config::parse("ebpf_log_level = \"info\"\n", "t.toml").unwrap();
+        assert_eq!(c.ebpf_log_level, EbpfLogLevel::Info);
+        assert!(
+            EbpfLogLevel::Off < EbpfLogLevel::Error && EbpfLogLevel::Debug < EbpfLogLevel::Trace
+        );
+        let err = Config::parse(
+            "mode = \"observe\"\nebpf_log_level = \"verbose\"\n",
+            "t.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 2") && err.contains("verbose"), "{err}");
     }
 
     #[test]

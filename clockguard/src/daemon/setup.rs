@@ -57,6 +57,7 @@ pub(super) async fn start(
         // only where the pins can outlive it.
         pin: guard_wanted && not_pinned.is_none(),
         repeats_in_full: config.audit.repeats_in_full,
+        ebpf_log_level: config.ebpf_log_level,
     }) {
         Ok(p) => (Some(p), None),
         Err(err) => {
@@ -64,6 +65,9 @@ pub(super) async fn start(
             (None, Some(format!("{err:#}")))
         }
     };
+    if let Some(reader) = probes.as_mut().and_then(Probes::take_ebpf_log) {
+        follow_ebpf_log(reader)?;
+    }
     // Loading parsed the eBPF object and the kernel's BTF (megabytes, freed since): give
     // that memory back to the system instead of keeping it as the daemon's RSS for good.
     clockguard_sys::malloc_trim();
@@ -565,4 +569,22 @@ async fn log_loop(
 fn read_heartbeat(runtime_dir: &Path) -> Option<Heartbeat> {
     let bytes = std::fs::read(runtime_dir.join(HEARTBEAT_FILE)).ok()?;
     serde_json::from_slice(&bytes).ok()
+}
+
+/// Reads the eBPF programs' log records (`ebpf_log_level`) into the daemon's log as they
+/// come. A record the reader cannot decode panics inside aya-log: that ends this task
+/// only, not the daemon.
+fn follow_ebpf_log(reader: bpf::EbpfLogReader) -> Result<()> {
+    let mut reader = clockguard_sys::poll_readable(reader)
+        .map_err(|e| anyhow::anyhow!("cannot poll the eBPF programs' log: {e}"))?;
+    tokio::spawn(async move {
+        loop {
+            let Ok(mut ready) = reader.readable_mut().await else {
+                return;
+            };
+            ready.get_inner_mut().flush();
+            ready.clear_ready();
+        }
+    });
+    Ok(())
 }

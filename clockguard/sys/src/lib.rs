@@ -139,7 +139,8 @@ impl AsRawFd for ClockSetTimer {
 
 /// A value that owns its file descriptor for as long as it lives, and always answers the
 /// same one: what tokio asks of a descriptor it polls. Sealed: only the types below, each
-/// of which holds its descriptor as an `OwnedFd` (a map's `MapData`, a `File`, a timerfd).
+/// of which holds its descriptor as an `OwnedFd` (a map's `MapData`, a `File`, a timerfd,
+/// the eBPF log reader's ring buffer).
 pub trait OwnsItsFd: AsRawFd + private::Sealed {}
 
 mod private {
@@ -154,6 +155,9 @@ impl private::Sealed for ClockSetTimer {}
 impl OwnsItsFd for ClockSetTimer {}
 impl private::Sealed for aya::maps::RingBuf<aya::maps::MapData> {}
 impl OwnsItsFd for aya::maps::RingBuf<aya::maps::MapData> {}
+// It holds the AYA_LOGS ring buffer's `MapData`.
+impl<T> private::Sealed for aya_log::EbpfLogger<T> {}
+impl<T> OwnsItsFd for aya_log::EbpfLogger<T> {}
 
 /// Registers `inner` with the tokio reactor for readability.
 pub fn poll_readable<T: OwnsItsFd>(inner: T) -> io::Result<AsyncFd<T>> {
