@@ -66,7 +66,7 @@ pub(super) async fn start(
         }
     };
     if let Some(reader) = probes.as_mut().and_then(Probes::take_ebpf_log) {
-        follow_ebpf_log(reader)?;
+        follow_ebpf_log(reader);
     }
     // Loading parsed the eBPF object and the kernel's BTF (megabytes, freed since): give
     // that memory back to the system instead of keeping it as the daemon's RSS for good.
@@ -572,11 +572,16 @@ fn read_heartbeat(runtime_dir: &Path) -> Option<Heartbeat> {
 }
 
 /// Reads the eBPF programs' log records (`ebpf_log_level`) into the daemon's log as they
-/// come. A record the reader cannot decode panics inside aya-log: that ends this task
-/// only, not the daemon.
-fn follow_ebpf_log(reader: bpf::EbpfLogReader) -> Result<()> {
-    let mut reader = clockguard_sys::poll_readable(reader)
-        .map_err(|e| anyhow::anyhow!("cannot poll the eBPF programs' log: {e}"))?;
+/// come. A diagnostic: when it cannot be read the daemon runs on without it. A record the
+/// reader cannot decode panics inside aya-log, which ends this task only.
+fn follow_ebpf_log(reader: bpf::EbpfLogReader) {
+    let mut reader = match clockguard_sys::poll_readable(reader) {
+        Ok(reader) => reader,
+        Err(err) => {
+            tracing::warn!("ebpf_log_level: cannot poll the eBPF programs' log: {err}");
+            return;
+        }
+    };
     tokio::spawn(async move {
         loop {
             let Ok(mut ready) = reader.readable_mut().await else {
@@ -586,5 +591,4 @@ fn follow_ebpf_log(reader: bpf::EbpfLogReader) -> Result<()> {
             ready.clear_ready();
         }
     });
-    Ok(())
 }
