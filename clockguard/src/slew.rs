@@ -205,6 +205,10 @@ impl Slew {
             if let Some(last) = self.last {
                 self.account(last, now);
             }
+        } else {
+            // Idle (the driver does not update then): the update that follows this request
+            // measures from it, not from the one that ended the last slew, maybe hours ago.
+            self.last_update = None;
         }
         self.last = Some(now);
     }
@@ -914,6 +918,31 @@ mod tests {
             "{}",
             core.remaining_ns()
         );
+    }
+
+    /// The first update after an idle spell: the driver updates right at the request that
+    /// wakes the engine, and the horizon must stay the update cadence (250 ms here), not
+    /// become the time since the last slew ended (100 s), which would start at ~0 ppm.
+    #[test]
+    fn a_slew_after_an_idle_spell_starts_at_the_update_cadence() {
+        const MS: i64 = 1_000_000;
+        let mut core = Slew::new(SlewConfig::default(), NOMINAL);
+        let at = |raw_ns: i64| Reading {
+            raw: Raw::from_ns(raw_ns),
+            realtime: Realtime::from_ns(raw_ns),
+        };
+        core.replace(100_000, at(0)).unwrap();
+        core.update(at(0));
+        core.update(at(250 * MS));
+        // Done: nothing left, back at the base, idle.
+        core.replace(0, at(300 * MS)).unwrap();
+        core.update(at(500 * MS));
+        assert!(!core.active());
+        core.replace(-50_000, at(100_500 * MS)).unwrap();
+        let rate = core.update(at(100_500 * MS)).expect("slews");
+        let slew_ppm = rate.ppm() - NOMINAL.ppm();
+        // −50 µs over 250 ms.
+        assert!((slew_ppm + 200.0).abs() < 1.0, "{slew_ppm} ppm");
     }
 
     #[test]

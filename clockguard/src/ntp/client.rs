@@ -485,7 +485,11 @@ impl Client {
                     let remaining_ns = slew.status().remaining_ns;
                     actions.extend(self.core.frequency_set(freq, applied.is_ok(), remaining_ns));
                 }
-                Action::WriteDrift(text) => self.write_drift(&text),
+                Action::WriteDrift(text) => {
+                    if !self.write_drift(&text) {
+                        self.core.drift_write_failed();
+                    }
+                }
                 Action::Slew { by_ns } => self.slew_by(by_ns).await,
             }
         }
@@ -533,13 +537,16 @@ impl Client {
         }
     }
 
-    /// Replaces the drift file (written aside, then renamed over it).
-    fn write_drift(&self, text: &str) {
+    /// Replaces the drift file (written aside, then renamed over it); false when it could
+    /// not be written (said).
+    fn write_drift(&self, text: &str) -> bool {
         let tmp = self.drift_path.with_extension("drift.tmp");
-        if let Err(err) =
-            std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &self.drift_path))
-        {
-            tracing::warn!("NTP: writing {}: {err}", self.drift_path.display());
+        match std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &self.drift_path)) {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!("NTP: writing {}: {err}", self.drift_path.display());
+                false
+            }
         }
     }
 

@@ -69,7 +69,8 @@ pub enum Action {
     Slew { by_ns: i64 },
     /// Serve this clock to NTP clients from now on.
     Serve(ServerClock),
-    /// Write this to the drift file (chrony's format: `freq_ppm skew_ppm`).
+    /// Write this to the drift file (chrony's format: `freq_ppm skew_ppm`); report a
+    /// failure with [`ClientCore::drift_write_failed`].
     WriteDrift(String),
 }
 
@@ -250,6 +251,8 @@ impl ClientCore {
                 });
             }
         }
+        // A poll's update below may pass a leap second that is due now: steered then too.
+        let leap_pending = self.engine.pending_leap().is_some();
         if polled {
             // A source that stopped answering leaves the selection without a reply to
             // say so.
@@ -259,7 +262,8 @@ impl ClientCore {
                 actions.push(Action::Serve(self.unsynchronised_clock(now)));
             }
         }
-        if self.leap_due().is_some_and(|due| due <= now.raw) {
+        let leap_passed = leap_pending && self.engine.pending_leap().is_none();
+        if leap_passed || self.leap_due().is_some_and(|due| due <= now.raw) {
             self.engine.update(now.raw);
             actions.extend(self.steer(now, slew_remaining_ns));
         }
@@ -380,6 +384,11 @@ impl ClientCore {
     pub fn correction_refused(&mut self) -> bool {
         self.tracking.corrections_refused += 1;
         !std::mem::replace(&mut self.too_large_alerted, true)
+    }
+
+    /// Writing the drift file failed: it is asked for again with the next frequency.
+    pub fn drift_write_failed(&mut self) {
+        self.last_drift_write = None;
     }
 
     /// The drift file's contents (`freq_ppm skew_ppm`, as chrony's), once the frequency is
