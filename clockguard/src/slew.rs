@@ -219,12 +219,12 @@ impl Slew {
     pub fn update(&mut self, now: Reading) -> Option<KernelRate> {
         if !self.active() {
             self.last = None;
-            self.last_update = None;
             return None;
         }
         if let Some(last) = self.last {
             // The first update after the engine became active measures from the request
-            // that activated it (the driver updates one interval after it).
+            // that woke it (`account_until` forgot the last update then). The driver makes
+            // that update at the request itself: a zero interval, so the horizon stays.
             let interval_ns = now.raw.ns_since(self.last_update.unwrap_or(last.raw));
             if interval_ns > 0 {
                 self.horizon_ns = (interval_ns as f64).max(MIN_HORIZON_NS);

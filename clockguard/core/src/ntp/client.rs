@@ -108,6 +108,11 @@ pub fn correction_wanted(error_ns: i64, remaining_ns: i64) -> bool {
     (error_ns - remaining_ns).abs() >= MIN_CORRECTION_NS
 }
 
+/// Source `id`'s poll interval now, ns (it changes with the source's samples and bursts).
+fn poll_interval_ns(engine: &Engine, id: usize) -> i64 {
+    (engine.sources()[id].interval_s() * 1e9) as i64
+}
+
 /// When a source is polled.
 #[derive(Clone, Copy, Debug)]
 struct Schedule {
@@ -237,7 +242,7 @@ impl ClientCore {
             if schedule.next_poll.is_none_or(|due| due > now.raw) {
                 continue;
             }
-            let interval_ns = (self.engine.sources()[id].interval_s() * 1e9) as i64;
+            let interval_ns = poll_interval_ns(&self.engine, id);
             schedule.next_poll = Some(now.raw.plus_ns(interval_ns));
             schedule.last_poll = now.raw;
             polled = true;
@@ -294,7 +299,7 @@ impl ClientCore {
         slew_remaining_ns: Option<i64>,
     ) -> Result<Vec<Action>, Rejected> {
         self.engine.receive(id, bytes, arrived)?;
-        let interval_ns = (self.engine.sources()[id].interval_s() * 1e9) as i64;
+        let interval_ns = poll_interval_ns(&self.engine, id);
         let schedule = &mut self.schedules[id];
         if schedule.next_poll.is_some() {
             schedule.next_poll = Some(schedule.last_poll.plus_ns(interval_ns).max(now.raw));
