@@ -109,6 +109,8 @@ for t in "${tests[@]}"; do
         echo "FAIL $name (${secs}s)"
         grep -a '^METRIC ' "$log" || true
         echo "    exit status $rc; full log: $log; scratch dir kept: $tmp"
+        # The reason first: a CI excerpt may keep only the first lines of what follows.
+        grep -a -m 3 '^FAIL: ' "$log" | sed 's/^/    /' || true
         tail -n 40 "$log" | sed 's/^/    /'
     fi
 done

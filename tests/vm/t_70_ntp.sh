@@ -77,15 +77,19 @@ audit_json | jq -e -s '[.[] | select(.kind == "step" and .verdict != "denied")] 
     || fail "a step was journaled: $(audit_json | jq -c 'select(.kind == "step")' | head -3)"
 
 # clockguard's server: its time against the reference = query offset + (system - ref).
-query=$("$REF" query 127.0.0.1:12301 --count 2) \
+# The query's offset is only known to within half its round trip (the NTP error bound), and
+# under TCG a round trip on loopback can take milliseconds: the best of 4 is kept, and the
+# tolerance is the 1 ms the discipline holds plus that half.
+query=$("$REF" query 127.0.0.1:12301 --count 4) \
     || fail "no valid answer from clockguard's server: $query; $("$CG" tracking --json --runtime-dir "$RUNTIME" | jq -c '{synchronized, stratum, leap_status, server}')"
 system_minus_ref=$("$REF" offset --params "$PARAMS" | jq .offset_ns)
 echo "query: $query"
 served_minus_ref=$(( $(echo "$query" | jq .offset_ns) + system_minus_ref ))
+half_round_trip=$(( $(echo "$query" | jq .delay_ns) / 2 ))
+echo "METRIC ntp-served served_minus_ref_ns=$served_minus_ref half_round_trip_ns=$half_round_trip"
 echo "$query" | jq -e '.stratum == 2 and .refid == "127.0.0.1" and .reply_len == 48' >/dev/null \
     || fail "served: $query"
-assert_close "$served_minus_ref" 0 1000000
-echo "METRIC ntp-served served_minus_ref_ns=$served_minus_ref"
+assert_close "$served_minus_ref" 0 $(( 1000000 + half_round_trip ))
 # Malformed requests get no answer; a burst beyond 8 is rate-limited (KoD or silence).
 for bad in 1b 1b000000 "$(printf '23%.0s' $(seq 1 47))"; do
     "$REF" query 127.0.0.1:12301 --raw-bytes "$bad" --timeout-ms 300 | jq -e '.reply == false' >/dev/null \
