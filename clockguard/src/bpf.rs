@@ -517,7 +517,7 @@ impl Probes {
                 .map_mut("GUARD_EXES")
                 .context("no GUARD_EXES map")?,
         )?;
-        let stale: Vec<abi::ExeKey> = exes.keys().filter_map(|k| k.ok()).collect();
+        let stale: Vec<abi::ExeKey> = exes.keys().filter_map(Result::ok).collect();
         for key in stale {
             if !policy.iter().any(|e| e.key == Some(key)) {
                 exes.remove(&key)?;
@@ -619,7 +619,7 @@ impl Probes {
     pub fn sync_tracked(&mut self, matched: &std::collections::HashMap<u32, u32>) -> Result<usize> {
         let mut tracked: HashMap<_, u32, u32> =
             HashMap::try_from(self.ebpf.map_mut("TRACKED").context("no TRACKED map")?)?;
-        let present: Vec<(u32, u32)> = tracked.iter().filter_map(|e| e.ok()).collect();
+        let present: Vec<(u32, u32)> = tracked.iter().filter_map(Result::ok).collect();
         for (pid, _) in &present {
             if !matched.contains_key(pid) && !Path::new(&format!("/proc/{pid}")).exists() {
                 // Gone: an exit missed while the hook was not attached.
@@ -633,7 +633,7 @@ impl Probes {
                     .with_context(|| format!("cannot track pid {pid}"))?;
             }
         }
-        Ok(tracked.keys().filter(|k| k.is_ok()).count())
+        Ok(tracked.keys().filter(Result::is_ok).count())
     }
 
     /// The hrtimer lateness histogram, summed over CPUs.
@@ -706,7 +706,7 @@ impl Probes {
         // Keys first: deleting while walking a BPF hash can restart the walk.
         let keys: Vec<abi::RepeatKey> = map
             .keys()
-            .filter_map(|k| k.ok())
+            .filter_map(Result::ok)
             .filter(|k| k.epoch < before)
             .collect();
         let mut taken = Vec::with_capacity(keys.len());
@@ -934,7 +934,7 @@ impl ProcInfoLayout {
     fn apply(&self, config: &mut abi::Config) {
         config.flags |= abi::CONFIG_PROCINFO_LAYOUT;
         config.fork_parent_comm_offset = self.parent_comm_offset;
-        config.fork_parent_comm_dataloc = self.parent_comm_dataloc as u16;
+        config.fork_parent_comm_dataloc = u16::from(self.parent_comm_dataloc);
         config.fork_child_pid_offset = self.child_pid_offset;
         config.exec_filename_offset = self.exec_filename_offset;
     }

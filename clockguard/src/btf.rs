@@ -323,7 +323,7 @@ mod tests {
         }
         /// Appends a `struct btf_type` (trailing data is up to the caller); returns its id.
         fn ty(&mut self, kind: u32, name: &str, kflag: bool, vlen: u32, size: u32) -> u32 {
-            let info = (kflag as u32) << 31 | kind << 24 | vlen;
+            let info = u32::from(kflag) << 31 | kind << 24 | vlen;
             let name = self.str(name);
             self.words.extend([name, info, size]);
             self.ids += 1;

@@ -547,7 +547,7 @@ mod tests {
         status.timers.stall_threshold_ms = 100.0;
         status.timers.found = Default::default();
         status.timers.lateness = Some(LatenessSummary {
-            p99_le_ns: 131071,
+            p99_le_ns: 131_071,
             expiries: 5000,
             ..LatenessSummary::default()
         });
@@ -574,7 +574,7 @@ mod tests {
                     ..golden.clone()
                 })
                 .collect(),
-            unresolved: unresolved.iter().map(|n| n.to_string()).collect(),
+            unresolved: unresolved.iter().map(ToString::to_string).collect(),
         }
     }
 

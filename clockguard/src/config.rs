@@ -49,10 +49,10 @@ impl ConfigSource {
             config.mode = mode;
         }
         if let Some(dir) = &self.state_dir {
-            config.state_dir = dir.clone();
+            config.state_dir.clone_from(dir);
         }
         if let Some(dir) = &self.runtime_dir {
-            config.runtime_dir = dir.clone();
+            config.runtime_dir.clone_from(dir);
         }
         Ok((config, origin))
     }

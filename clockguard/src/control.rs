@@ -349,7 +349,9 @@ async fn request_within(
     let (read, mut write) = stream.into_split();
     if let Err(err) = write_line(&mut write, &request.to_string()).await {
         // The daemon may have answered (a refusal) and closed already: read that first.
-        if err.downcast_ref::<std::io::Error>().map(|e| e.kind())
+        if err
+            .downcast_ref::<std::io::Error>()
+            .map(std::io::Error::kind)
             != Some(std::io::ErrorKind::BrokenPipe)
         {
             return Err(err);

@@ -256,13 +256,7 @@ struct Link {
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let digest = Sha256::digest(bytes);
-    let mut hex = String::with_capacity(64);
-    for byte in digest {
-        let _ = write!(hex, "{byte:02x}");
-    }
-    hex
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// The journal files of `dir`, oldest first.

@@ -113,7 +113,7 @@ mod tests {
             Some(KmsgRecord {
                 facility: 0,
                 seq: 339,
-                usec: 5140900,
+                usec: 5_140_900,
                 text: "clocksource: Switched to clocksource kvm-clock"
             })
         );

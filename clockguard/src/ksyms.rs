@@ -116,19 +116,19 @@ ffffffffc0201000 t watchdog_timer_expired\t[watchdog]
         let found = nearest_symbols(
             KALLSYMS.as_bytes(),
             &[
-                0xffffffff81100010,
-                0xffffffff81100400,
-                0xffffffffc0201020,
+                0xffff_ffff_8110_0010,
+                0xffff_ffff_8110_0400,
+                0xffff_ffff_c020_1020,
                 0x1000,
             ],
         );
-        assert_eq!(found[&0xffffffff81100010].name, "tick_sched_timer");
-        assert_eq!(found[&0xffffffff81100400].name, "hrtimer_wakeup");
+        assert_eq!(found[&0xffff_ffff_8110_0010].name, "tick_sched_timer");
+        assert_eq!(found[&0xffff_ffff_8110_0400].name, "hrtimer_wakeup");
         assert_eq!(
-            found[&0xffffffffc0201020].name,
+            found[&0xffff_ffff_c020_1020].name,
             "watchdog_timer_expired [watchdog]"
         );
-        assert_eq!(found[&0xffffffffc0201020].start, 0xffffffffc0201000);
+        assert_eq!(found[&0xffff_ffff_c020_1020].start, 0xffff_ffff_c020_1000);
         assert!(!found.contains_key(&0x1000), "below every symbol");
     }
 
@@ -147,12 +147,12 @@ ffffffffc0201000 t watchdog_timer_expired\t[watchdog]
             path: path.clone(),
             cache: HashMap::new(),
         };
-        let first = symbols.lookup(&[0xffffffff81100010, 0x5]);
+        let first = symbols.lookup(&[0xffff_ffff_8110_0010, 0x5]);
         assert_eq!(first[0].as_ref().unwrap().name, "tick_sched_timer");
         assert_eq!(first[1], None);
         // Answered from the cache even once the file is gone.
         std::fs::remove_file(&path).unwrap();
-        let again = symbols.lookup(&[0xffffffff81100010]);
+        let again = symbols.lookup(&[0xffff_ffff_8110_0010]);
         assert_eq!(again[0].as_ref().unwrap().name, "tick_sched_timer");
     }
 }

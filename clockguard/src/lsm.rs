@@ -113,7 +113,7 @@ pub fn probe(may_mount: bool) -> ActiveLsms {
 }
 
 /// statfs(2) f_type of securityfs.
-const SECURITYFS_MAGIC: i64 = 0x73636673;
+const SECURITYFS_MAGIC: i64 = 0x7363_6673;
 
 #[cfg(test)]
 mod tests {
@@ -130,7 +130,7 @@ mod tests {
     #[test]
     fn bpf_is_active_only_when_listed() {
         let known = |list: &[&str]| ActiveLsms {
-            list: Some(list.iter().map(|s| s.to_string()).collect()),
+            list: Some(list.iter().map(ToString::to_string).collect()),
             source: LSM_FILE.into(),
         };
         assert_eq!(known(&["capability", "bpf"]).bpf_active(), Some(true));

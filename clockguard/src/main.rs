@@ -199,7 +199,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => code,
-        Err(err) if err.chain().any(|e| e.is::<StdoutClosed>()) => ExitCode::SUCCESS,
+        Err(err)
+            if err
+                .chain()
+                .any(<dyn std::error::Error + 'static>::is::<StdoutClosed>) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             eprintln!("clockguard: {err:#}");
             ExitCode::from(1)
@@ -357,7 +363,7 @@ fn typed_answer<T: serde::de::DeserializeOwned>(cmd: &str, answer: Value) -> Res
 fn run_check(daemon: &DaemonArgs, json: bool) -> Result<ExitCode> {
     let (mut cfg, _) = config::load(daemon.config.as_deref())?;
     if let Some(r) = &daemon.runtime_dir {
-        cfg.runtime_dir = r.clone();
+        cfg.runtime_dir.clone_from(r);
     }
     let (status, daemon_error) = match query_as::<Status>(&cfg.runtime_dir, "status") {
         Ok(status) => (Some(status), None),

@@ -109,7 +109,7 @@ pub fn exposition(status: &Status, tracking: Option<&Tracking>) -> Result<String
     r.register(
         "guard_enforcing",
         "1 while the guard refuses clock steps in the kernel",
-        int_gauge(status.enforcement.active as i64),
+        int_gauge(i64::from(status.enforcement.active)),
     );
     let hooks = Family::<Labels, Gauge>::default();
     for hook in &status.hooks {
@@ -122,7 +122,7 @@ pub fn exposition(status: &Status, tracking: Option<&Tracking>) -> Result<String
             ("hook".to_string(), hook.name.clone()),
             ("kind".to_string(), hook.kind.clone()),
         ];
-        hooks.get_or_create(&labels).set(hook.attached as i64);
+        hooks.get_or_create(&labels).set(i64::from(hook.attached));
     }
     r.register("hook_attached", "1 if the hook is attached", hooks);
     let misses = Family::<Labels, Counter>::default();
@@ -191,7 +191,7 @@ pub fn exposition(status: &Status, tracking: Option<&Tracking>) -> Result<String
             let name = service.name.clone();
             healthy
                 .get_or_create(&vec![("service".to_string(), name.clone())])
-                .set((service.state != ServiceState::Fault) as i64);
+                .set(i64::from(service.state != ServiceState::Fault));
             let after_jump = service.deaths_after_time_jump;
             for (label, n) in [
                 ("true", after_jump),
@@ -256,7 +256,7 @@ pub fn exposition(status: &Status, tracking: Option<&Tracking>) -> Result<String
         r.register(
             "ntp_synchronized",
             "1 while a source is selected",
-            int_gauge(t.synchronized as i64),
+            int_gauge(i64::from(t.synchronized)),
         );
         if let Some(offset) = t.offset_s {
             r.register_with_unit(
@@ -496,7 +496,7 @@ mod tests {
         status.timers.late_events_lost = Some(0);
         status.timers.lateness = Some(LatenessSummary {
             sum_ns: 5_000_100_000,
-            buckets: vec![(1023, 90), (131071, 9), (8589934591, 1)],
+            buckets: vec![(1023, 90), (131_071, 9), (8_589_934_591, 1)],
             ..LatenessSummary::default()
         });
         let mut dovecot = status.services[0].clone();
@@ -506,7 +506,7 @@ mod tests {
         dovecot.deaths_after_time_jump = 1;
         status.services = vec![dovecot];
         let mut tracking = crate::golden::tracking();
-        tracking.offset_s = Some(-0.000012);
+        tracking.offset_s = Some(-0.000_012);
         tracking.frequency_ppm = Some(12.5);
         tracking.root_dispersion_s = Some(0.001);
         let text = exposition(&status, Some(&tracking)).unwrap();

@@ -21,12 +21,12 @@ use sha2::{Digest, Sha256};
 /// Where clockguard pins, in the kernel's BPF file system.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/clockguard";
 /// statfs(2) f_type of bpffs.
-const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// This build's pin directory under `root`: 16 hex digits of the object's SHA-256.
 pub fn build_dir(root: &Path, object: &[u8]) -> PathBuf {
     let digest = Sha256::digest(object);
-    let id: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let id = hex::encode(&digest[..8]);
     root.join(id)
 }
 

@@ -487,7 +487,7 @@ pub fn summary(
             event.timex.modes = key.request;
         }
         abi::SYSCALL_SETTIMEOFDAY => {
-            event.flags |= key.request & (abi::FLAG_HAS_TIME | abi::FLAG_HAS_TZ)
+            event.flags |= key.request & (abi::FLAG_HAS_TIME | abi::FLAG_HAS_TZ);
         }
         _ => event.flags |= abi::FLAG_HAS_TIME,
     }
@@ -638,7 +638,7 @@ mod tests {
 
     #[test]
     fn invalid_settime_decodes_with_einval_and_no_jump() {
-        let mut e = settime_event(0, 2_000_000_000, -(libc::EINVAL as i64));
+        let mut e = settime_event(0, 2_000_000_000, -i64::from(libc::EINVAL));
         e.offset_before_ns = 5_000_000_000;
         e.offset_after_ns = 5_000_000_000;
         let r = decode(&e, 37, 0);
@@ -740,7 +740,7 @@ mod tests {
 
     #[test]
     fn read_jitter_is_not_a_jump() {
-        let mut e = settime_event(0, 2_000_000_000, -(libc::EINVAL as i64));
+        let mut e = settime_event(0, 2_000_000_000, -i64::from(libc::EINVAL));
         e.offset_before_ns = 1_000_000;
         e.offset_after_ns = 1_000_000 - 37;
         assert_eq!(measured_delta_ns(&e, 0), Some(0));
@@ -761,7 +761,7 @@ mod tests {
         assert_eq!(clock_name(11), "CLOCK_TAI");
         // A PTP clock opened as fd 3: clockid = (~3 << 3) | 3.
         assert_eq!(clock_name((!3 << 3) | 3), "FD(3)");
-        assert_eq!(result_name(-(libc::EPERM as i64)), "EPERM");
+        assert_eq!(result_name(-i64::from(libc::EPERM)), "EPERM");
         assert_eq!(result_name(0), "0");
         assert_eq!(result_name(-4095), "E4095");
     }
@@ -795,7 +795,7 @@ mod tests {
 
     #[test]
     fn guard_decision_becomes_the_verdict() {
-        let mut e = settime_event(1_700_000_000, 0, -(libc::EPERM as i64));
+        let mut e = settime_event(1_700_000_000, 0, -i64::from(libc::EPERM));
         assert_eq!(decode(&e, 37, 0).verdict, Verdict::Observed);
         assert!(decode(&e, 37, 0).guard.is_none());
         e.guard.action = abi::GUARD_DENIED;

@@ -211,11 +211,10 @@ const LOG_READ_LIMIT: u64 = 1 << 20;
 
 impl LogTail {
     pub fn new(path: &Path) -> LogTail {
-        use std::os::unix::fs::MetadataExt;
         let meta = fs::metadata(path).ok();
         LogTail {
             path: path.to_path_buf(),
-            inode: meta.as_ref().map(|m| m.ino()),
+            inode: meta.as_ref().map(std::os::unix::fs::MetadataExt::ino),
             offset: meta.map_or(0, |m| m.len()),
             partial: Vec::new(),
         }

@@ -430,7 +430,7 @@ impl Tracker {
                 };
                 let kind = kind.as_str();
                 let mut record = self.service_record(service, kind, jump.as_ref());
-                record.result = detail.clone();
+                record.result.clone_from(&detail);
                 record.verdict = Verdict::Fault;
                 let s = &self.services[service];
                 record.detail = Some(json!({
@@ -572,7 +572,7 @@ impl Tracker {
         record.pid = Some(death.pid);
         record.ppid = death.ppid;
         record.comm = Some(death.comm.clone());
-        record.exe = death.exe.clone();
+        record.exe.clone_from(&death.exe);
         record.result = death.status.describe();
         record.verdict = if faults {
             Verdict::Fault

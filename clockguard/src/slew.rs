@@ -262,12 +262,12 @@ impl Slew {
 
     /// The interval `last`..`now`: what realtime gained on raw, minus the base's part.
     fn account(&mut self, last: Reading, now: Reading) {
-        let d_raw = now.raw.ns() as i128 - last.raw.ns() as i128;
+        let d_raw = i128::from(now.raw.ns()) - i128::from(last.raw.ns());
         if d_raw <= 0 {
             return;
         }
-        let gained = (now.realtime.ns() as i128 - now.raw.ns() as i128)
-            - (last.realtime.ns() as i128 - last.raw.ns() as i128);
+        let gained = (i128::from(now.realtime.ns()) - i128::from(now.raw.ns()))
+            - (i128::from(last.realtime.ns()) - i128::from(last.raw.ns()));
         let ns_per_ppm = d_raw as f64 * 1e-6;
         let slew_ppm = self.programmed.ppm() - self.programmed_base.ppm();
         let measured = gained as f64 - self.programmed_base.ppm() * ns_per_ppm;
@@ -643,7 +643,7 @@ impl<K: KernelClock> Driver<K> {
         let Some(path) = &self.state_file else { return };
         match std::fs::remove_file(path) {
             Err(err) if err.kind() != io::ErrorKind::NotFound => {
-                error!("removing the slew state file {}: {err}", path.display())
+                error!("removing the slew state file {}: {err}", path.display());
             }
             _ => self.state_written = false,
         }
@@ -738,7 +738,7 @@ mod tests {
             let (d, rate) = (sim.step_ns, sim.rate.unwrap());
             let scaled = (rate.tick_us - 10_000) * 100 * 65536 + rate.freq_scaled_ppm;
             let (acc, den) = (
-                sim.frac + (d as i128) * (scaled as i128),
+                sim.frac + i128::from(d) * i128::from(scaled),
                 65_536_000_000i128,
             );
             sim.frac = acc.rem_euclid(den);
@@ -807,7 +807,7 @@ mod tests {
         assert_eq!(KernelRate::from_ppm(200_000.0), kr(11_000, 500 << 16));
         assert_eq!(KernelRate::from_ppm(-200_000.0), kr(9_000, -500 << 16));
         for i in -2_010_000..=2_010_000 {
-            let ppm = i as f64 * 0.05 + 0.0123;
+            let ppm = f64::from(i) * 0.05 + 0.0123;
             let k = KernelRate::from_ppm(ppm);
             assert!(k.is_valid(), "{k:?}");
             assert!(k.freq_scaled_ppm.abs() <= 50 << 16 || ppm.abs() > 100_050.0);

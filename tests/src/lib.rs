@@ -7,6 +7,6 @@ pub fn read_ns(clock: libc::clockid_t) -> i64 {
         tv_nsec: 0,
     };
     // SAFETY: valid out pointer.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &raw mut ts) };
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }

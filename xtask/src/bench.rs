@@ -289,7 +289,7 @@ fn tail(p: &Path, n: usize) -> String {
 
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
+    v.sort_by(f64::total_cmp);
     match v.len() {
         0 => f64::NAN,
         n if n % 2 == 1 => v[n / 2],
@@ -1090,13 +1090,13 @@ pub fn bench() -> Result<i32> {
             }
         };
         if status != "ok" {
-            table.push([name.to_string(), String::new(), status.clone()]);
+            table.push([name.clone(), String::new(), status.clone()]);
         }
         for (k, v) in values {
             if v.is_object() || v.is_array() {
                 continue; // raw tool output: JSON only
             }
-            table.push([name.to_string(), k.clone(), fmt_value(v)]);
+            table.push([name.clone(), k.clone(), fmt_value(v)]);
         }
         rows_json.push(json!({
             "name": name,
@@ -1209,7 +1209,7 @@ mod tests {
 
     #[test]
     fn numbers() {
-        assert_eq!(num(200000.0).to_string(), "200000");
+        assert_eq!(num(200_000.0).to_string(), "200000");
         assert_eq!(num(812.5).to_string(), "812.5");
         assert_eq!(num(f64::NAN), Value::Null);
         assert_eq!(opt(None), Value::Null);

@@ -119,7 +119,11 @@ fn system_mirror() -> Result<String> {
             paths.sort();
             for p in paths {
                 let name = p.to_string_lossy().into_owned();
-                if name.ends_with(".sources") || name.ends_with(".list") {
+                if name.ends_with(".sources")
+                    || std::path::Path::new(&name)
+                        .extension()
+                        .is_some_and(|ext| ext.eq_ignore_ascii_case("list"))
+                {
                     texts.push(fs::read_to_string(&p).unwrap_or_default());
                 }
             }
@@ -243,9 +247,12 @@ impl PrivateApt {
             .flatten()
             .map(|e| e.path())
             .find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+                p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                    n.starts_with(&prefix)
+                        && std::path::Path::new(n)
+                            .extension()
+                            .is_some_and(|ext| ext.eq_ignore_ascii_case("deb"))
+                })
             })
             .with_context(|| format!("apt-get download {package} left no {prefix}*.deb"))
     }

@@ -111,11 +111,11 @@ impl SuiteRun {
         match (rc, counts) {
             (None, _) => problems.push("timed out".to_string()),
             (Some(_), None) => {
-                problems.push("no summary line: the suite did not finish".to_string())
+                problems.push("no summary line: the suite did not finish".to_string());
             }
             // e.g. "no tests found": the runner fails without a failed test.
             (Some(rc), Some(c)) if rc != 0 && c.failed == 0 => {
-                problems.push(format!("the runner exited {rc} with no test failed"))
+                problems.push(format!("the runner exited {rc} with no test failed"));
             }
             _ => {}
         }

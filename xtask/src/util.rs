@@ -210,7 +210,7 @@ pub fn send_signal(pids: &[u32], sig: &str) {
         c
     };
     c.arg(format!("-{sig}"))
-        .args(pids.iter().map(|p| p.to_string()))
+        .args(pids.iter().map(ToString::to_string))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let _ = c.status();

@@ -385,7 +385,7 @@ impl PauseService {
             return;
         };
         let _ = fs::remove_file(&request);
-        let answer = match self.pause(vng_pid, text.trim()) {
+        let answer = match Self::pause(vng_pid, text.trim()) {
             Ok(seconds) => format!("paused_s={seconds:.6}\n"),
             Err(err) => format!("error={err:#}\n"),
         };
@@ -397,7 +397,7 @@ impl PauseService {
         }
     }
 
-    fn pause(&self, vng_pid: u32, request: &str) -> Result<f64> {
+    fn pause(vng_pid: u32, request: &str) -> Result<f64> {
         let seconds: f64 = request
             .parse()
             .ok()

@@ -215,7 +215,7 @@ impl ServiceConfig {
         if self.log_file.is_some() == self.log_patterns.is_empty() {
             bail!("log_file and log_patterns go together: set both or neither");
         }
-        if self.log_patterns.iter().any(|p| p.is_empty()) {
+        if self.log_patterns.iter().any(String::is_empty) {
             bail!("log_patterns: an empty pattern would match every line");
         }
         if !(100..=3_600_000).contains(&self.interval_ms) {
@@ -883,12 +883,12 @@ mod tests {
     /// The commented [[service]] example of the embedded config parses once uncommented.
     #[test]
     fn embedded_service_example_parses() {
-        let example: String = EMBEDDED_DEFAULT
+        let example = EMBEDDED_DEFAULT
             .lines()
             .skip_while(|l| *l != "# [[service]]")
             .map(|l| l.strip_prefix("# ").unwrap_or(l))
-            .map(|l| format!("{l}\n"))
-            .collect();
+            .collect::<Vec<_>>()
+            .join("\n");
         assert!(example.starts_with("[[service]]"), "{example}");
         let c = Config::parse(&example, "example").unwrap();
         let dovecot = &c.services[0];

@@ -411,7 +411,7 @@ impl Daemon {
                             true => self
                                 .recent
                                 .back()
-                                .map(|l| l.to_string())
+                                .map(ToString::to_string)
                                 .unwrap_or(unjournaled),
                             false => unjournaled,
                         };

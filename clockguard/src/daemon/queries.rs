@@ -94,7 +94,7 @@ impl Daemon {
             for entry in policy.iter().map(|e| &e.shown) {
                 match &entry.problem {
                     None => {
-                        tracing::info!("guard policy: {} {}", entry.class, entry.path.display())
+                        tracing::info!("guard policy: {} {}", entry.class, entry.path.display());
                     }
                     Some(problem) => tracing::warn!(
                         "guard policy: {} {}: {problem}",
@@ -119,7 +119,7 @@ impl Daemon {
                 applied.join(", ")
             }
         );
-        self.config_origin = origin.clone();
+        self.config_origin.clone_from(&origin);
         json!({ "config": origin, "applied": applied, "needs_restart": needs_restart })
     }
 
@@ -180,7 +180,10 @@ impl Daemon {
             self_exe: guard::self_exe(),
             policy: self.policy.iter().map(|e| e.shown.clone()).collect(),
             other_time_services: self.time_services.clone(),
-            slew: self.slew.as_ref().map(|s| s.status()),
+            slew: self
+                .slew
+                .as_ref()
+                .map(super::super::slew::SlewHandle::status),
         }
     }
 
@@ -188,7 +191,7 @@ impl Daemon {
         let counters = self
             .probes
             .as_ref()
-            .map(|p| p.counters())
+            .map(super::super::bpf::Probes::counters)
             .transpose()
             .unwrap_or_else(|err| {
                 tracing::warn!("cannot read the kernel counters: {err:#}");
@@ -207,7 +210,7 @@ impl Daemon {
             state_dir: self.config.state_dir.clone(),
             runtime_dir: self.config.runtime_dir.clone(),
             journal: JournalStatus {
-                path: self.journal.path().to_path_buf(),
+                path: self.journal.path().clone(),
                 next_seq: self.journal.next_seq(),
                 head_seq,
                 head_hash: head_hash.into(),
@@ -221,7 +224,10 @@ impl Daemon {
             lsms,
             hooks: self.hooks.clone(),
             ring_buffer_drops: counters.map(|c| c.ring_buffer_drops),
-            hook_misses: self.probes.as_ref().map(|p| p.hook_misses()),
+            hook_misses: self
+                .probes
+                .as_ref()
+                .map(super::super::bpf::Probes::hook_misses),
             summaries: Summaries {
                 repeats_in_full: self.config.audit.repeats_in_full,
                 interval_ms: self.config.audit.summary_interval_ms,
@@ -239,7 +245,7 @@ impl Daemon {
                 .hook_stats
                 .as_ref()
                 .and(self.probes.as_ref())
-                .map(|p| p.hook_costs()),
+                .map(super::super::bpf::Probes::hook_costs),
             timers: self.timers_status(counters.as_ref()),
             services: self.services.status(mono_ns()),
             vm: VmStatus {

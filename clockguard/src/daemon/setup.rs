@@ -85,7 +85,7 @@ pub(super) async fn start(
             (true, None) => tracing::info!("hook {} ({}) attached", hook.name, hook.kind),
             (true, Some(note)) => tracing::warn!("hook {} attached: {note}", hook.name),
             (false, Some(why)) => {
-                tracing::warn!("hook {} ({}) not attached: {why}", hook.name, hook.kind)
+                tracing::warn!("hook {} ({}) not attached: {why}", hook.name, hook.kind);
             }
             (false, None) => {}
         }

@@ -167,7 +167,7 @@ impl SimKernel {
             + rate.freq_scaled_ppm
             + c.bias_scaled_ppm;
         let den = 65_536_000_000i128;
-        let acc = c.frac + d as i128 * scaled as i128;
+        let acc = c.frac + i128::from(d) * i128::from(scaled);
         c.frac = acc.rem_euclid(den);
         c.raw_ns = raw_ns;
         c.realtime_ns += d + acc.div_euclid(den) as i64;

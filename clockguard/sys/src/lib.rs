@@ -164,7 +164,7 @@ pub fn poll_readable<T: OwnsItsFd>(inner: T) -> io::Result<AsyncFd<T>> {
     // SAFETY: tokio requires the descriptor to stay open and the same for the AsyncFd's
     // life; `OwnsItsFd` is implemented only for types that own their descriptor and never
     // swap it, and the AsyncFd owns `inner`.
-    unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }.map_err(|e| e.into())
+    unsafe { AsyncFd::register_with_interest(inner, Interest::READABLE) }.map_err(Into::into)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -244,7 +244,7 @@ pub fn recv_stamped(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr,
         .ok_or_else(|| {
             io::Error::other(format!(
                 "datagram from address family {:?}",
-                msg.address.as_ref().and_then(|a| a.family())
+                msg.address.as_ref().and_then(SockaddrLike::family)
             ))
         })?;
     Ok((msg.bytes, from, stamp))
@@ -264,7 +264,7 @@ pub fn peer_groups(stream: &impl AsFd) -> Vec<u32> {
                 libc::SOL_SOCKET,
                 libc::SO_PEERGROUPS,
                 groups.as_mut_ptr().cast(),
-                &mut len,
+                &raw mut len,
             )
         };
         if rc == 0 {
@@ -373,7 +373,7 @@ pub fn file_identity(path: &Path) -> io::Result<FileIdentity> {
             c_path.as_ptr(),
             libc::AT_STATX_SYNC_AS_STAT,
             libc::STATX_TYPE | libc::STATX_INO | libc::STATX_MNT_ID,
-            &mut stx,
+            &raw mut stx,
         )
     };
     if rc != 0 {
@@ -399,14 +399,8 @@ pub fn lsm_list_modules() -> io::Result<Vec<u64>> {
     let mut size = std::mem::size_of_val(&ids) as u32;
     // SAFETY: the kernel writes at most `size` bytes into `ids` and updates `size`; both
     // live until the call returns.
-    let count = unsafe {
-        libc::syscall(
-            SYS_LSM_LIST_MODULES,
-            ids.as_mut_ptr(),
-            &mut size as *mut u32,
-            0u32,
-        )
-    };
+    let count =
+        unsafe { libc::syscall(SYS_LSM_LIST_MODULES, ids.as_mut_ptr(), &raw mut size, 0u32) };
     if count < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -512,7 +506,7 @@ mod tests {
                     break;
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(std::time::Duration::from_millis(10))
+                    std::thread::sleep(std::time::Duration::from_millis(10));
                 }
                 Err(err) => panic!("{err}"),
             }

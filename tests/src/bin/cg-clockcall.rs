@@ -198,13 +198,7 @@ fn settime_invalid(marker: i64) -> i32 {
     };
     // The raw syscall: glibc's wrapper rejects tv_nsec itself and never enters the kernel.
     // SAFETY: valid timespec; the kernel validates tv_nsec and returns EINVAL.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_clock_settime,
-            libc::CLOCK_REALTIME,
-            &ts as *const libc::timespec,
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_clock_settime, libc::CLOCK_REALTIME, &raw const ts) };
     if rc == 0 {
         0
     } else {
@@ -222,7 +216,7 @@ fn settimeofday_invalid() -> i32 {
     let rc = unsafe {
         libc::syscall(
             libc::SYS_settimeofday,
-            &tv as *const libc::timeval,
+            &raw const tv,
             std::ptr::null::<libc::timezone>(),
         )
     };
@@ -243,7 +237,7 @@ fn adjtime_invalid() -> i32 {
     tx.modes = libc::ADJ_FREQUENCY;
     // clockid 99 does not exist: EINVAL before anything is looked at.
     // SAFETY: valid timex pointer.
-    let rc = unsafe { libc::syscall(libc::SYS_clock_adjtime, 99, &mut tx as *mut libc::timex) };
+    let rc = unsafe { libc::syscall(libc::SYS_clock_adjtime, 99, &raw mut tx) };
     if rc >= 0 {
         0
     } else {
@@ -254,7 +248,7 @@ fn adjtime_invalid() -> i32 {
 fn adjtimex_read() -> i32 {
     let mut tx = timex();
     // SAFETY: valid timex pointer; modes = 0 only reads.
-    let rc = unsafe { libc::syscall(libc::SYS_adjtimex, &mut tx as *mut libc::timex) };
+    let rc = unsafe { libc::syscall(libc::SYS_adjtimex, &raw mut tx) };
     if rc >= 0 {
         0
     } else {
@@ -336,7 +330,7 @@ fn settime_forward(ns: i64) -> i32 {
         tv_nsec: target.rem_euclid(1_000_000_000),
     };
     // SAFETY: valid timespec.
-    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } == 0 {
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &raw const ts) } == 0 {
         0
     } else {
         errno()
@@ -347,7 +341,7 @@ fn settime_forward(ns: i64) -> i32 {
 fn read_timex() -> Result<(i32, libc::timex), String> {
     let mut tx = timex();
     // SAFETY: valid timex pointer; modes = 0 only reads.
-    let state = unsafe { libc::adjtimex(&mut tx) };
+    let state = unsafe { libc::adjtimex(&raw mut tx) };
     if state < 0 {
         return Err(format!("adjtimex: {}", std::io::Error::last_os_error()));
     }
@@ -365,7 +359,7 @@ fn write_frequency(scaled_ppm: libc::c_long) -> i32 {
     tx.modes = libc::ADJ_FREQUENCY;
     tx.freq = scaled_ppm;
     // SAFETY: valid timex pointer.
-    if unsafe { libc::adjtimex(&mut tx) } >= 0 {
+    if unsafe { libc::adjtimex(&raw mut tx) } >= 0 {
         0
     } else {
         errno()
@@ -391,13 +385,7 @@ fn gettime_syscall() -> i32 {
         tv_nsec: 0,
     };
     // SAFETY: valid out pointer.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_clock_gettime,
-            libc::CLOCK_REALTIME,
-            &mut ts as *mut libc::timespec,
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_clock_gettime, libc::CLOCK_REALTIME, &raw mut ts) };
     if rc == 0 {
         0
     } else {
@@ -421,7 +409,7 @@ fn set_status(status: i32) -> Result<Value, String> {
     tx.modes = libc::ADJ_STATUS;
     tx.status = status;
     // SAFETY: valid timex pointer.
-    let rc = unsafe { libc::adjtimex(&mut tx) };
+    let rc = unsafe { libc::adjtimex(&raw mut tx) };
     if rc < 0 {
         return Err(format!(
             "adjtimex(ADJ_STATUS): {}",
@@ -437,7 +425,7 @@ fn setoffset(ns: i64) -> Result<Value, String> {
     tx.time.tv_sec = ns.div_euclid(1_000_000_000);
     tx.time.tv_usec = ns.rem_euclid(1_000_000_000);
     // SAFETY: valid timex pointer.
-    let rc = unsafe { libc::adjtimex(&mut tx) };
+    let rc = unsafe { libc::adjtimex(&raw mut tx) };
     if rc < 0 {
         return Err(format!(
             "adjtimex(ADJ_SETOFFSET): {}",
@@ -463,7 +451,7 @@ fn latency(n: u64, runtime_dir: &std::path::Path) -> Result<Value, String> {
     let pid = std::process::id();
     let mut samples = Vec::with_capacity(n as usize);
     // Markers well away from what anything else passes.
-    let base = 900_000_000 + (pid as i64 % 1000) * 100_000;
+    let base = 900_000_000 + (i64::from(pid) % 1000) * 100_000;
     for i in 0..n as i64 {
         let marker = base + i;
         let start = Instant::now();
@@ -485,7 +473,7 @@ fn latency(n: u64, runtime_dir: &std::path::Path) -> Result<Value, String> {
             }
         }
     }
-    samples.sort_by(|a, b| a.total_cmp(b));
+    samples.sort_by(f64::total_cmp);
     let pct = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
     Ok(json!({
         "calls": n,

@@ -240,8 +240,8 @@ fn unix_ns_to_ntp(ns: i128) -> u64 {
 /// NTP timestamp to Unix time in ns, rounded to nearest; the era is the one that puts the
 /// result nearest to `pivot_ns` (a Unix time known to be within 68 years of it).
 fn ntp_to_unix_ns(ts: u64, pivot_ns: i128) -> i128 {
-    let secs = (ts >> 32) as i128;
-    let frac = (ts & 0xffff_ffff) as i128;
+    let secs = i128::from(ts >> 32);
+    let frac = i128::from(ts & 0xffff_ffff);
     let base = (secs - NTP_UNIX_OFFSET_S) * NS_PER_S + ((frac * NS_PER_S + (1 << 31)) >> 32);
     let eras = (pivot_ns - base + ERA_NS / 2).div_euclid(ERA_NS);
     base + eras * ERA_NS
@@ -283,9 +283,9 @@ impl RefClock {
 
     /// The reference's continuous time (no leap second applied) at `raw_ns`, Unix ns.
     fn continuous_at(&self, raw_ns: i64) -> i128 {
-        let elapsed = (raw_ns as i128 - self.raw0_ns as i128) as f64;
+        let elapsed = (i128::from(raw_ns) - i128::from(self.raw0_ns)) as f64;
         let drift = (elapsed * self.freq_ppm / 1e6).round() as i128;
-        self.k_ns as i128 + raw_ns as i128 + self.offset_ns as i128 + drift
+        i128::from(self.k_ns) + i128::from(raw_ns) + i128::from(self.offset_ns) + drift
     }
 
     /// Whether the leap second is behind at `raw_ns` (a deleted second goes at 23:59:59).
@@ -296,7 +296,7 @@ impl RefClock {
         } else {
             midnight_s - 1
         };
-        (self.continuous_at(raw_ns) >= applied_s as i128 * NS_PER_S).then_some(delta_s)
+        (self.continuous_at(raw_ns) >= i128::from(applied_s) * NS_PER_S).then_some(delta_s)
     }
 
     /// The leap indicator to send at `raw_ns`: `announced` until the leap second (when
@@ -310,7 +310,7 @@ impl RefClock {
 
     /// ref(raw) in ns (Unix time, UTC: with the leap second once it is behind).
     fn at(&self, raw_ns: i64) -> i128 {
-        let leap_ns = self.leap_applied(raw_ns).unwrap_or(0) as i128 * NS_PER_S;
+        let leap_ns = i128::from(self.leap_applied(raw_ns).unwrap_or(0)) * NS_PER_S;
         self.continuous_at(raw_ns) - leap_ns
     }
 
@@ -462,13 +462,13 @@ impl Packet {
 }
 
 /// A refid as text: its ASCII when printable (trailing NULs dropped), else a dotted quad.
-fn refid_text(refid: &[u8; 4]) -> String {
+fn refid_text(refid: [u8; 4]) -> String {
     let end = refid.iter().rposition(|&c| c != 0).map_or(0, |i| i + 1);
     let text = &refid[..end];
     if !text.is_empty() && text.iter().all(|c| c.is_ascii_graphic() || *c == b' ') {
         String::from_utf8_lossy(text).into_owned()
     } else {
-        std::net::Ipv4Addr::from(*refid).to_string()
+        std::net::Ipv4Addr::from(refid).to_string()
     }
 }
 
@@ -607,7 +607,7 @@ fn enable_rx_timestamps(sock: &UdpSocket) -> Result<(), String> {
             sock.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
+            (&raw const on).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
@@ -636,36 +636,36 @@ fn recv_stamped(
         };
         let mut control = [0u64; 16];
         let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
+        msg.msg_name = (&raw mut addr).cast();
         msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
+        msg.msg_iov = &raw mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = std::mem::size_of_val(&control);
-        let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, 0);
+        let n = libc::recvmsg(sock.as_raw_fd(), &raw mut msg, 0);
         if n < 0 {
             return Err(std::io::Error::last_os_error());
         }
         let mut stamp = None;
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        let mut cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
         while !cmsg.is_null() {
             if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
             {
                 let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::timespec);
                 stamp = Some(ts.tv_sec * 1_000_000_000 + ts.tv_nsec);
             }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            cmsg = libc::CMSG_NXTHDR(&raw const msg, cmsg);
         }
-        let peer = match addr.ss_family as libc::c_int {
+        let peer = match libc::c_int::from(addr.ss_family) {
             libc::AF_INET => {
-                let a = &*(&addr as *const libc::sockaddr_storage as *const libc::sockaddr_in);
+                let a = &*(&raw const addr).cast::<libc::sockaddr_in>();
                 SocketAddr::from((
                     std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
                     u16::from_be(a.sin_port),
                 ))
             }
             libc::AF_INET6 => {
-                let a = &*(&addr as *const libc::sockaddr_storage as *const libc::sockaddr_in6);
+                let a = &*(&raw const addr).cast::<libc::sockaddr_in6>();
                 SocketAddr::from((
                     std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
                     u16::from_be(a.sin6_port),
@@ -688,8 +688,8 @@ fn install_stop_handlers() -> Result<(), String> {
         let rc = unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut())
+            libc::sigemptyset(&raw mut sa.sa_mask);
+            libc::sigaction(sig, &raw const sa, std::ptr::null_mut())
         };
         if rc != 0 {
             return Err(format!("sigaction: {}", std::io::Error::last_os_error()));
@@ -983,7 +983,7 @@ fn watch(
             *max = (*max).max(last_offset.abs());
             run_sum_sq += (last_offset as f64).powi(2);
             run_samples += 1;
-            if at - *since >= hold {
+            if at.saturating_sub(*since) >= hold {
                 break "converged";
             }
         } else {
@@ -1136,7 +1136,7 @@ fn exchange(sock: &UdpSocket, timeout: Duration) -> Result<Sample, String> {
         if reply.receive == 0 || reply.transmit == 0 {
             return Err("reply with a zero receive or transmit timestamp".into());
         }
-        let (t1, t4) = (t1 as i128, t4 as i128);
+        let (t1, t4) = (i128::from(t1), i128::from(t4));
         let t2 = ntp_to_unix_ns(reply.receive, t1);
         let t3 = ntp_to_unix_ns(reply.transmit, t1);
         return Ok(Sample {
@@ -1176,7 +1176,7 @@ fn query(server: SocketAddr, count: u32, timeout: Duration, spacing: Duration) -
         "offset_ns": best.map(|s| s.offset_ns as i64),
         "delay_ns": best.map(|s| s.delay_ns as i64),
         "stratum": best.map(|s| s.stratum),
-        "refid": best.map(|s| refid_text(&s.refid)),
+        "refid": best.map(|s| refid_text(s.refid)),
         "leap": best.map(|s| s.leap),
         "version": best.map(|s| s.version),
         "reply_len": best.map(|s| s.reply_len),
@@ -1247,7 +1247,7 @@ fn query_cmd(args: &[String]) -> Result<(Value, u8), String> {
         return Err("--count must be positive".into());
     }
     let (report, ok) = query(server, count, timeout, QUERY_SPACING);
-    Ok((report, if ok { 0 } else { 1 }))
+    Ok((report, u8::from(!ok)))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1302,13 +1302,13 @@ mod tests {
     #[test]
     fn round_trip_is_exact_to_the_ns() {
         // ns -> 2^-32 s -> ns loses less than 0.12 ns + rounding: always the same ns back.
-        let now = realtime_ns() as i128;
+        let now = i128::from(realtime_ns());
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         for i in 0..200_000i128 {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let ns = now + (x % 4_000_000_000_000) as i128 - 2_000_000_000_000 + i;
+            let ns = now + i128::from(x % 4_000_000_000_000) - 2_000_000_000_000 + i;
             assert_eq!(ntp_to_unix_ns(unix_ns_to_ntp(ns), now), ns, "{ns}");
         }
         for sub in [0, 1, 2, 499_999_999, 500_000_000, 999_999_998, 999_999_999] {
@@ -1363,8 +1363,8 @@ mod tests {
         assert_eq!(inserted.at(s(9)), base.at(s(9)));
         assert_eq!(inserted.leap_indicator(1, s(9)), 1);
         // 23:59:59 twice: at the midnight the reference reads 23:59:59 again.
-        assert_eq!(inserted.at(s(10)), (midnight_s - 1) as i128 * NS_PER_S);
-        assert_eq!(inserted.at(s(11)), midnight_s as i128 * NS_PER_S);
+        assert_eq!(inserted.at(s(10)), i128::from(midnight_s - 1) * NS_PER_S);
+        assert_eq!(inserted.at(s(11)), i128::from(midnight_s) * NS_PER_S);
         assert_eq!(inserted.leap_indicator(1, s(10)), 0);
         // Deleted: 23:59:59 is skipped, a second before the midnight.
         let deleted = RefClock {
@@ -1372,7 +1372,7 @@ mod tests {
             ..base.clone()
         };
         assert_eq!(deleted.at(s(8)), base.at(s(8)));
-        assert_eq!(deleted.at(s(9)), midnight_s as i128 * NS_PER_S);
+        assert_eq!(deleted.at(s(9)), i128::from(midnight_s) * NS_PER_S);
         assert_eq!(deleted.leap_indicator(2, s(9) - 1), 2);
         assert_eq!(deleted.leap_indicator(2, s(9)), 0);
         // The params carry it to `offset` and `watch`.
@@ -1480,9 +1480,9 @@ mod tests {
         assert_eq!(&b[12..16], b"CGRF");
         assert_eq!(Packet::decode(&b), Some(p));
         assert_eq!(Packet::decode(&b[..47]), None);
-        assert_eq!(refid_text(b"CGRF"), "CGRF");
-        assert_eq!(refid_text(b"GPS\0"), "GPS");
-        assert_eq!(refid_text(&[127, 0, 0, 1]), "127.0.0.1");
+        assert_eq!(refid_text(*b"CGRF"), "CGRF");
+        assert_eq!(refid_text(*b"GPS\0"), "GPS");
+        assert_eq!(refid_text([127, 0, 0, 1]), "127.0.0.1");
         assert_eq!(parse_refid("GPS").unwrap(), *b"GPS\0");
         assert_eq!(parse_refid("10.1.2.3").unwrap(), [10, 1, 2, 3]);
         assert!(parse_refid("TOOLONG").is_err());

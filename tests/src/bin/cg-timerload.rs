@@ -57,7 +57,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
 fn process_cpu_s() -> f64 {
     // SAFETY: plain out struct.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &raw mut usage) };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
@@ -70,7 +70,14 @@ fn sleeper(stop: Arc<AtomicBool>, wakeups: Arc<AtomicU64>, sleep_us: u64) {
     let mut local = 0;
     while !stop.load(Ordering::Relaxed) {
         // SAFETY: valid timespec; a relative sleep on CLOCK_MONOTONIC.
-        unsafe { libc::clock_nanosleep(libc::CLOCK_MONOTONIC, 0, &ts, std::ptr::null_mut()) };
+        unsafe {
+            libc::clock_nanosleep(
+                libc::CLOCK_MONOTONIC,
+                0,
+                &raw const ts,
+                std::ptr::null_mut(),
+            )
+        };
         local += 1;
     }
     wakeups.fetch_add(local, Ordering::Relaxed);
@@ -97,7 +104,7 @@ fn timerfd_reader(
         it_interval: period,
         it_value: period,
     };
-    if unsafe { libc::timerfd_settime(fd, 0, &spec, std::ptr::null_mut()) } != 0 {
+    if unsafe { libc::timerfd_settime(fd, 0, &raw const spec, std::ptr::null_mut()) } != 0 {
         return Err(format!(
             "timerfd_settime: {}",
             std::io::Error::last_os_error()
@@ -106,7 +113,7 @@ fn timerfd_reader(
     let mut total = 0;
     while !stop.load(Ordering::Relaxed) {
         let mut count = 0u64;
-        let n = unsafe { libc::read(fd, (&mut count as *mut u64).cast(), 8) };
+        let n = unsafe { libc::read(fd, (&raw mut count).cast(), 8) };
         if n == 8 {
             total += count;
         }

@@ -92,10 +92,11 @@ pub fn adjustment(
     now: Reading,
     applied_freq: Option<f64>,
 ) -> Adjustment {
-    let target_ns =
-        now.raw.ns() as i128 + epoch_ns as i128 + (system.offset_at(now.raw) * 1e9).round() as i128;
-    let error_ns =
-        (target_ns - now.realtime.ns() as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+    let target_ns = i128::from(now.raw.ns())
+        + i128::from(epoch_ns)
+        + (system.offset_at(now.raw) * 1e9).round() as i128;
+    let error_ns = (target_ns - i128::from(now.realtime.ns()))
+        .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64;
     let new_freq = (system.freq_sigma <= FREQ_APPLY_MAX_SIGMA
         && applied_freq.is_none_or(|f| (f - system.freq).abs() > 1e-9))
     .then_some(system.freq);
@@ -106,6 +107,11 @@ pub fn adjustment(
 /// still to apply.
 pub fn correction_wanted(error_ns: i64, remaining_ns: i64) -> bool {
     (error_ns - remaining_ns).abs() >= MIN_CORRECTION_NS
+}
+
+/// The slew request for `error_ns`, if it is wanted (see [`correction_wanted`]).
+fn slew_correction(error_ns: i64, remaining_ns: i64) -> Option<Action> {
+    correction_wanted(error_ns, remaining_ns).then_some(Action::Slew { by_ns: error_ns })
 }
 
 /// Source `id`'s poll interval now, ns (it changes with the source's samples and bursts).
@@ -339,7 +345,7 @@ impl ClientCore {
             return actions;
         };
         let Some(freq) = new_freq else {
-            actions.extend(self.correction(error_ns, remaining_ns));
+            actions.extend(slew_correction(error_ns, remaining_ns));
             return actions;
         };
         // The slew engine accounts its progress when the base changes: whether the
@@ -358,10 +364,6 @@ impl ClientCore {
         actions
     }
 
-    fn correction(&self, error_ns: i64, remaining_ns: i64) -> Option<Action> {
-        correction_wanted(error_ns, remaining_ns).then_some(Action::Slew { by_ns: error_ns })
-    }
-
     /// The outcome of [`Action::SetFrequency`]: whether the kernel took `freq` (s/s), and
     /// what the slew engine has still to apply after it, ns. Gives the correction to make
     /// next, if any.
@@ -375,7 +377,7 @@ impl ClientCore {
             self.tracking.applied_freq = Some(freq);
         }
         let error_ns = self.correction_after_frequency.take()?;
-        self.correction(error_ns, slew_remaining_ns)
+        slew_correction(error_ns, slew_remaining_ns)
     }
 
     /// The slew engine took the correction.
@@ -520,8 +522,7 @@ impl ClientCore {
             disciplining: self.disciplining,
             reference: peer.map(|p| p.name.clone()),
             reference_address: peer.map(|p| p.addr.to_string()),
-            reference_id: system
-                .map(|s| s.reference_id.iter().map(|b| format!("{b:02X}")).collect()),
+            reference_id: system.map(|s| hex::encode_upper(s.reference_id)),
             stratum: system.map(|s| s.stratum),
             ref_time: self
                 .tracking
@@ -544,7 +545,7 @@ impl ClientCore {
                 .engine
                 .leap_seconds()
                 .iter()
-                .map(|l| l.report())
+                .map(super::engine::LeapSecond::report)
                 .collect(),
             corrections: self.tracking.corrections,
             corrections_refused: self.tracking.corrections_refused,

@@ -311,8 +311,8 @@ mod tests {
     /// Deterministic noise in [−1, 1] (a tiny LCG: tests must not be flaky).
     fn noise(state: &mut u64) -> f64 {
         *state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         ((*state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
     }
 
@@ -342,7 +342,7 @@ mod tests {
         assert_eq!(fit.samples, 16, "window is bounded");
         assert!((fit.freq - 100e-6).abs() < 0.2e-6, "freq {}", fit.freq);
         let now = 31 * 16 * S;
-        let truth = 11.0 + 100e-6 * (31 * 16) as f64;
+        let truth = 11.0 + 100e-6 * f64::from(31 * 16);
         assert!((fit.offset_at(now) - truth).abs() < 20e-6);
         assert!(fit.residual_rms_s < 20e-6 && fit.residual_rms_s > 1e-6);
         assert!(fit.freq_sigma < 1e-6);
@@ -360,11 +360,11 @@ mod tests {
             error_s: 1e-6,
             delay_s,
         };
-        d.add(at(0, 10.9916455, 0.025));
+        d.add(at(0, 10.991_645_5, 0.025));
         for (t, offset, delay) in [
-            (2, 11.000216, 0.0008),
-            (4, 11.000602, 0.0017),
-            (6, 11.000144, 0.0014),
+            (2, 11.000_216, 0.0008),
+            (4, 11.000_602, 0.0017),
+            (6, 11.000_144, 0.0014),
         ] {
             let outcome = d.add(at(t, offset, delay));
             assert!(

@@ -182,13 +182,13 @@ impl Engine {
         let Some(system) = self.system.as_mut() else {
             return;
         };
-        let timescale_ns = now.ns() as i128
-            + self.epoch_ns as i128
+        let timescale_ns = i128::from(now.ns())
+            + i128::from(self.epoch_ns)
             + (system.timescale_offset_at(now) * 1e9) as i128;
         let Some(leap) = self.leaps.last_mut().filter(|l| !l.passed) else {
             return;
         };
-        if timescale_ns < leap.timescale_at_s as i128 * NS_PER_S as i128 {
+        if timescale_ns < i128::from(leap.timescale_at_s) * i128::from(NS_PER_S) {
             return;
         }
         leap.passed = true;
@@ -252,7 +252,7 @@ impl Engine {
                             -delta_s
                         );
                         let timescale_at_s =
-                            at_unix_s + self.leap_seconds_passed() - (delta_s < 0) as i64;
+                            at_unix_s + self.leap_seconds_passed() - i64::from(delta_s < 0);
                         self.leaps.push(LeapSecond {
                             delta_s,
                             at_unix_s,

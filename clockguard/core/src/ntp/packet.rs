@@ -58,7 +58,7 @@ impl NtpTimestamp {
     /// The timestamp of `ns` nanoseconds since the Unix epoch, rounded to the nearest
     /// 2^-32 s. Times before 1900 or from 2036 on are reduced into the era.
     pub fn from_unix_ns(ns: i64) -> NtpTimestamp {
-        let units = div_round((ns as i128 + NTP_UNIX_OFFSET_NS) << 32, NS_PER_S);
+        let units = div_round((i128::from(ns) + NTP_UNIX_OFFSET_NS) << 32, NS_PER_S);
         // Truncation to the low 64 bits is the reduction modulo one era.
         NtpTimestamp(units as u64)
     }
@@ -69,12 +69,15 @@ impl NtpTimestamp {
     /// Rounds to the nearest ns; saturates at the ends of `i64` (years 1677 and 2262).
     pub fn to_unix_ns(self, pivot_unix_ns: i64) -> i64 {
         // The pivot, in units since the NTP epoch of era 0 (not reduced to an era).
-        let pivot = div_round((pivot_unix_ns as i128 + NTP_UNIX_OFFSET_NS) << 32, NS_PER_S);
+        let pivot = div_round(
+            (i128::from(pivot_unix_ns) + NTP_UNIX_OFFSET_NS) << 32,
+            NS_PER_S,
+        );
         // Signed distance (units) from the pivot to self within one era: |d| <= 2^63.
         let d = self.0.wrapping_sub(pivot as u64) as i64;
-        let units = pivot + d as i128;
+        let units = pivot + i128::from(d);
         let ns = div_round(units * NS_PER_S, 1 << 32) - NTP_UNIX_OFFSET_NS;
-        ns.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+        ns.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
     }
 
     #[cfg(test)]
@@ -83,7 +86,7 @@ impl NtpTimestamp {
     pub fn diff_ns(self, other: NtpTimestamp) -> i64 {
         let d = self.0.wrapping_sub(other.0) as i64;
         // |d| <= 2^63 units = 2^31 s, well inside i64 in ns.
-        div_round(d as i128 * NS_PER_S, 1 << 32) as i64
+        div_round(i128::from(d) * NS_PER_S, 1 << 32) as i64
     }
 
     #[cfg(test)]
@@ -112,7 +115,7 @@ impl NtpShort {
         let units = (s * 65536.0).round();
         if units.is_nan() || units <= 0.0 {
             NtpShort(0)
-        } else if units >= u32::MAX as f64 {
+        } else if units >= f64::from(u32::MAX) {
             NtpShort(u32::MAX)
         } else {
             NtpShort(units as u32)
@@ -121,7 +124,7 @@ impl NtpShort {
 
     /// The value in seconds.
     pub fn to_secs_f64(self) -> f64 {
-        self.0 as f64 / 65536.0
+        f64::from(self.0) / 65536.0
     }
 }
 
@@ -537,10 +540,10 @@ mod tests {
     fn unix_ns_precision_2026() {
         let ns = T2026_S * NS + 123_456_789;
         let ts = NtpTimestamp::from_unix_ns(ns);
-        assert_eq!(ts.seconds() as i64, T2026_S + 2_208_988_800);
+        assert_eq!(i64::from(ts.seconds()), T2026_S + 2_208_988_800);
         // The fraction is the nearest 2^-32 s: within half a unit (0.117 ns).
         let exact = 0.123_456_789 * 4_294_967_296.0;
-        assert!((ts.fraction() as f64 - exact).abs() <= 0.5 + 1e-6);
+        assert!((f64::from(ts.fraction()) - exact).abs() <= 0.5 + 1e-6);
         assert_eq!(ts.to_unix_ns(ns), ns);
         // Every ns in a stretch of 2026 survives the round trip exactly (< 1 ns error).
         for i in 0..10_000 {

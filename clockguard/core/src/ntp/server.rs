@@ -124,7 +124,7 @@ impl RateLimiter {
         RateLimiter {
             interval_log2,
             interval_ns,
-            tolerance_ns: interval_ns.saturating_mul(burst as i64 - 1),
+            tolerance_ns: interval_ns.saturating_mul(i64::from(burst) - 1),
             leak_log2: DEFAULT_LEAK_LOG2,
             max_clients,
             index: HashMap::with_capacity(max_clients.min(DEFAULT_MAX_CLIENTS)),
@@ -616,7 +616,7 @@ mod tests {
         // A flood of distinct sources keeps the table at its bound.
         let mut lim = RateLimiter::new(3, 8, 100);
         for n in 0..10_000u32 {
-            let addr = IpAddr::V6(Ipv6Addr::from((0x2001_0db8_u128 << 96) | n as u128));
+            let addr = IpAddr::V6(Ipv6Addr::from((0x2001_0db8_u128 << 96) | u128::from(n)));
             assert_eq!(lim.check(addr, T0), RateDecision::Pass);
         }
         assert_eq!(lim.len(), 100);

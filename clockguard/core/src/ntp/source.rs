@@ -209,7 +209,7 @@ impl Source {
         if self.burst_left > 0 {
             BURST_INTERVAL_S
         } else {
-            2f64.powi(self.poll as i32)
+            2f64.powi(i32::from(self.poll))
         }
     }
 
@@ -298,7 +298,7 @@ impl Source {
             reference_id: reference_id_text(packet.stratum, packet.reference_id),
             root_delay_s: packet.root_delay.to_secs_f64(),
             root_dispersion_s: packet.root_dispersion.to_secs_f64(),
-            precision_s: 2f64.powi(packet.precision as i32),
+            precision_s: 2f64.powi(i32::from(packet.precision)),
         });
         if packet.leap == Leap::Unsynchronized || packet.stratum == 0 || packet.stratum >= 16 {
             return Err(Rejected::Unsynchronised);
@@ -318,8 +318,8 @@ impl Source {
         if server_ns < 0 || t4 < t1 || delay_ns < 0 {
             return Err(Rejected::Bogus);
         }
-        let offset_ns = ((t2 as i128 - t1 as i128) + (t3 as i128 - t4 as i128)) / 2
-            + self.timescale_shift_s as i128 * 1_000_000_000;
+        let offset_ns = ((i128::from(t2) - i128::from(t1)) + (i128::from(t3) - i128::from(t4))) / 2
+            + i128::from(self.timescale_shift_s) * 1_000_000_000;
         let sample = Sample {
             raw_ns: sent_raw_ns + (raw_rx_ns - sent_raw_ns) / 2,
             offset_s: offset_ns as f64 / 1e9,
