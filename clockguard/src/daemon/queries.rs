@@ -180,10 +180,7 @@ impl Daemon {
             self_exe: guard::self_exe(),
             policy: self.policy.iter().map(|e| e.shown.clone()).collect(),
             other_time_services: self.time_services.clone(),
-            slew: self
-                .slew
-                .as_ref()
-                .map(super::super::slew::SlewHandle::status),
+            slew: self.slew.as_ref().map(SlewHandle::status),
         }
     }
 
@@ -191,7 +188,7 @@ impl Daemon {
         let counters = self
             .probes
             .as_ref()
-            .map(super::super::bpf::Probes::counters)
+            .map(Probes::counters)
             .transpose()
             .unwrap_or_else(|err| {
                 tracing::warn!("cannot read the kernel counters: {err:#}");
@@ -224,10 +221,7 @@ impl Daemon {
             lsms,
             hooks: self.hooks.clone(),
             ring_buffer_drops: counters.map(|c| c.ring_buffer_drops),
-            hook_misses: self
-                .probes
-                .as_ref()
-                .map(super::super::bpf::Probes::hook_misses),
+            hook_misses: self.probes.as_ref().map(Probes::hook_misses),
             summaries: Summaries {
                 repeats_in_full: self.config.audit.repeats_in_full,
                 interval_ms: self.config.audit.summary_interval_ms,
@@ -245,7 +239,7 @@ impl Daemon {
                 .hook_stats
                 .as_ref()
                 .and(self.probes.as_ref())
-                .map(super::super::bpf::Probes::hook_costs),
+                .map(Probes::hook_costs),
             timers: self.timers_status(counters.as_ref()),
             services: self.services.status(mono_ns()),
             vm: VmStatus {

@@ -552,10 +552,7 @@ impl Client {
 
     fn tracking_report(&self) -> Tracking {
         Tracking {
-            slew: self
-                .slew
-                .as_ref()
-                .map(super::super::slew::SlewHandle::status),
+            slew: self.slew.as_ref().map(SlewHandle::status),
             server: self.serving.as_ref().map(|addr| ServerStatus {
                 listen: addr.clone(),
                 counters: *self.server_counters.lock().expect("not poisoned"),
