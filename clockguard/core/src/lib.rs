@@ -13,5 +13,6 @@ pub mod lifecycle;
 pub mod notify;
 pub mod ntp;
 pub mod record;
+pub mod slew;
 pub mod status;
 pub mod time;
