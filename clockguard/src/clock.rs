@@ -1,6 +1,6 @@
 //! Reading the system clocks (never setting them).
 
-use clockguard_core::time::{Raw, Reading, Realtime};
+use clockguard_core::time::{Monotonic, Raw, Reading, Realtime};
 
 /// A clock's value in ns (clock_gettime).
 pub use clockguard_sys::clock_ns as read_ns;
@@ -43,6 +43,16 @@ pub fn tai_offset_s() -> i64 {
 
 pub fn realtime_ns() -> i64 {
     read_ns(libc::CLOCK_REALTIME)
+}
+
+/// CLOCK_REALTIME now.
+pub fn realtime() -> Realtime {
+    Realtime::from_ns(realtime_ns())
+}
+
+/// CLOCK_MONOTONIC now.
+pub fn monotonic() -> Monotonic {
+    Monotonic::from_ns(read_ns(libc::CLOCK_MONOTONIC))
 }
 
 /// CLOCK_MONOTONIC_RAW and CLOCK_REALTIME, back to back: REALTIME between two RAW reads,

@@ -27,7 +27,7 @@ mod ntp;
 mod pinning;
 mod record;
 mod service_io;
-mod services;
+use clockguard_core::services;
 mod slew;
 mod timers;
 mod vmfacts;

@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod notify;
 pub mod ntp;
 pub mod record;
+pub mod services;
 pub mod slew;
 pub mod status;
 pub mod time;

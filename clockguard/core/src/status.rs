@@ -471,9 +471,9 @@ pub struct CheckOutcome {
     pub ok: bool,
     /// What was found ("connected, got \"* OK\"", "connection refused", "2 processes").
     pub detail: String,
-    /// When it was checked, CLOCK_MONOTONIC ns (the daemon's own; not in the JSON).
+    /// When it was checked (the daemon's own; not in the JSON).
     #[serde(skip)]
-    pub mono_ns: i64,
+    pub at: crate::time::Monotonic,
 }
 
 /// The last journaled verdict about a service's processes.

@@ -3,6 +3,7 @@
 //! lines, the kernel's clock messages, and the periodic sample.
 
 use super::*;
+use clockguard_core::time::Monotonic;
 
 impl Daemon {
     pub(super) fn on_late_timers(&mut self, batch: Vec<TimerLateEvent>) {
@@ -230,8 +231,8 @@ impl Daemon {
             *self.stats.jumps.entry(cause).or_default() += 1;
         }
         // Time jumps, for the tracked services (their own records never are one).
-        let jumps: Vec<services::Jump> = if self.services.len() > 0 {
-            let now = mono_ns();
+        let jumps: Vec<services::Jump> = if !self.services.is_empty() {
+            let now = clock::monotonic();
             records
                 .iter()
                 .filter_map(|r| {
@@ -315,7 +316,7 @@ impl Daemon {
             };
             let death = services::Death {
                 service: event.service as usize,
-                mono_ns: event.mono_ns as i64,
+                at: Monotonic::from_ns(event.mono_ns as i64),
                 pid: event.tgid,
                 ppid,
                 comm: record::text(&event.comm).unwrap_or_default(),
@@ -346,7 +347,7 @@ impl Daemon {
             }
         }
         self.service_processes = found;
-        let now = mono_ns();
+        let now = clock::monotonic();
         let mut actions = Vec::new();
         for (index, count) in per_service.into_iter().enumerate() {
             self.services.set_processes(index, count);
@@ -356,7 +357,7 @@ impl Daemon {
                     CheckOutcome {
                         ok: count > 0,
                         detail: format!("{count} processes running"),
-                        mono_ns: now,
+                        at: now,
                     },
                 ));
             }
@@ -371,11 +372,11 @@ impl Daemon {
                 services::Action::Journal {
                     service,
                     mut record,
-                    mono_ns,
+                    at,
                     notify,
                 } => {
                     record.time =
-                        record::rfc3339_ns(mono_ns + clock::realtime_minus_monotonic_ns());
+                        record::rfc3339_ns(at.ns() + clock::realtime_minus_monotonic_ns());
                     let name = self.services.config(service).name.clone();
                     let line = format!(
                         "service {name}: {} {}{}{}",
@@ -433,7 +434,7 @@ impl Daemon {
                     match service_io::write_track_file(&path, fault) {
                         Ok(()) => {
                             self.services
-                                .track_file_written(service, fault, clock::realtime_ns());
+                                .track_file_written(service, fault, clock::realtime());
                             tracing::info!(
                                 "service {name}: track file {} = {} ({})",
                                 path.display(),

@@ -126,10 +126,6 @@ const SERVICE_SCAN_INTERVAL: std::time::Duration = std::time::Duration::from_sec
 /// A notify or restart command still running after this long is killed.
 const SERVICE_COMMAND_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
-fn mono_ns() -> i64 {
-    clock::read_ns(libc::CLOCK_MONOTONIC)
-}
-
 /// What the event loop waits on, as start-up left it (an absent source's arm is off).
 struct Inputs {
     /// The clock events' ring buffer (None without eBPF).

@@ -11,7 +11,7 @@ impl Daemon {
             }
             Query::Services(reply) => {
                 let _ = reply.send(ServicesAnswer {
-                    services: self.services.status(mono_ns()),
+                    services: self.services.status(clock::monotonic()),
                 });
             }
             Query::Recent(reply) => {
@@ -241,7 +241,7 @@ impl Daemon {
                 .and(self.probes.as_ref())
                 .map(Probes::hook_costs),
             timers: self.timers_status(counters.as_ref()),
-            services: self.services.status(mono_ns()),
+            services: self.services.status(clock::monotonic()),
             vm: VmStatus {
                 facts: vmfacts::read(Path::new("/sys"), Path::new("/proc")),
                 kernel_clock_messages: self

@@ -133,7 +133,7 @@ pub(super) async fn start(
         };
         faulted.push(carried);
     }
-    let tracker = Tracker::new(&config.services, &faulted, mono_ns());
+    let tracker = Tracker::new(&config.services, &faulted, clock::monotonic());
     let service_events: Option<AsyncFd<RingBuf<MapData>>> = match probes.as_mut() {
         Some(p)
             if !config.services.is_empty()
@@ -510,7 +510,7 @@ async fn probe_loop(
         let outcome = CheckOutcome {
             ok: result.is_ok(),
             detail: result.unwrap_or_else(|e| e),
-            mono_ns: mono_ns(),
+            at: clock::monotonic(),
         };
         if results.send((service, outcome)).await.is_err() {
             return;
@@ -554,7 +554,7 @@ async fn log_loop(
             };
             let found = services::LogMatch {
                 service,
-                mono_ns: mono_ns(),
+                at: clock::monotonic(),
                 pattern: pattern.clone(),
                 line,
             };
