@@ -1,0 +1,339 @@
+//! The sections of the file other than `[[service]]`: `[metrics]`, `[control]`,
+//! `[timers]`, `[ntp]`, `[guard]` and `[audit]`, with their defaults and checks.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+use super::*;
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve GET /metrics on this address ("127.0.0.1:9474"); unset: off.
+    #[serde(default)]
+    pub listen: Option<String>,
+}
+
+/// `[control]`: who may use the control socket (runtime_dir/control.sock).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// A group (name or gid) whose members may use the read-only requests (status, events,
+    /// tracking, sources, services): the socket becomes 0660 root:GROUP. Unset: 0600, root
+    /// only. Changing the daemon (reload) always needs root.
+    #[serde(default)]
+    pub read_group: Option<String>,
+}
+
+/// `[timers]`: timer lateness, stalls and clocksource watching.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TimersConfig {
+    /// An hrtimer expiry late by this much (ms) or more is an event, and a machine or CPU
+    /// whose timers ran that late is journaled as a stall.
+    #[serde(default = "default_stall_threshold_ms")]
+    pub stall_threshold_ms: f64,
+    /// How often the clocks (REALTIME, MONOTONIC, MONOTONIC_RAW, BOOTTIME), steal time and
+    /// the clocksource are sampled, ms.
+    #[serde(default = "default_sample_interval_ms")]
+    pub sample_interval_ms: u64,
+}
+
+impl Default for TimersConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every [timers] key has a default")
+    }
+}
+
+fn default_stall_threshold_ms() -> f64 {
+    100.0
+}
+fn default_sample_interval_ms() -> u64 {
+    1000
+}
+
+impl TimersConfig {
+    pub(super) fn validate(&self) -> Result<()> {
+        if !(self.stall_threshold_ms >= 1.0 && self.stall_threshold_ms <= 60_000.0) {
+            bail!(
+                "timers.stall_threshold_ms = {} is out of range (1 to 60000 ms)",
+                self.stall_threshold_ms
+            );
+        }
+        if !(100..=60_000).contains(&self.sample_interval_ms) {
+            bail!(
+                "timers.sample_interval_ms = {} is out of range (100 to 60000 ms)",
+                self.sample_interval_ms
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `[ntp]`: the NTP client (slew-only discipline) and server.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NtpConfig {
+    /// Servers: "host", "host:port", "1.2.3.4", "[::1]:123". Names are resolved at start
+    /// and again while a server stays unreachable.
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// Pools: each name gives up to `pool_size` servers.
+    #[serde(default)]
+    pub pools: Vec<String>,
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// Start each source with a burst of 4 requests 2 s apart.
+    #[serde(default = "default_true")]
+    pub iburst: bool,
+    /// log2 of the shortest and longest poll interval, s (4 = 16 s, 10 = 1024 s).
+    #[serde(default = "default_minpoll")]
+    pub minpoll: i8,
+    #[serde(default = "default_maxpoll")]
+    pub maxpoll: i8,
+    /// Answer NTP clients on this address ("0.0.0.0:123"); unset: no server.
+    #[serde(default)]
+    pub serve: Option<String>,
+    /// Serve at this stratum while no source is selected (chrony's `local stratum`), so an
+    /// isolated cluster keeps one time; unset: answer "unsynchronised" instead.
+    #[serde(default)]
+    pub local_stratum: Option<u8>,
+    /// Per-client rate limit: the average interval (log2 s) and burst (chrony's
+    /// `ratelimit interval 3 burst 8`).
+    #[serde(default = "default_rate_limit_interval")]
+    pub rate_limit_interval: i8,
+    #[serde(default = "default_rate_limit_burst")]
+    pub rate_limit_burst: u32,
+}
+
+impl Default for NtpConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every [ntp] key has a default")
+    }
+}
+
+fn default_pool_size() -> usize {
+    4
+}
+fn default_minpoll() -> i8 {
+    4
+}
+fn default_maxpoll() -> i8 {
+    10
+}
+fn default_rate_limit_interval() -> i8 {
+    3
+}
+fn default_rate_limit_burst() -> u32 {
+    8
+}
+
+/// `[guard]`: who may step the clock, and how a refused step is slewed in.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Executables (paths) that may step the clock. clockguard itself always may.
+    #[serde(default)]
+    pub allow: Vec<PathBuf>,
+    /// Time agents whose refused step clockguard applies as a slew.
+    #[serde(default = "default_slew_instead")]
+    pub slew_instead: Vec<PathBuf>,
+    /// Only clockguard may change the kernel's frequency, tick or PLL offset (two daemons
+    /// fighting over the kernel discipline is a classic failure).
+    #[serde(default)]
+    pub exclusive_discipline: bool,
+    /// Start in observe mode when another time service (chronyd, ntpd, systemd-timesyncd)
+    /// is running or configured, as Oracle CTSS does.
+    #[serde(default = "default_true")]
+    pub defer_to_time_services: bool,
+    /// Fastest slew, in ppm (chrony's maxslewrate default: 83333 ppm = 83.3 ms/s).
+    #[serde(default = "default_max_slew_ppm")]
+    pub max_slew_ppm: f64,
+    /// Largest correction slewed in, in seconds; beyond it a step is refused with an alert
+    /// (Oracle CTSS: 24 h).
+    #[serde(default = "default_max_correction_s")]
+    pub max_correction_s: f64,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            allow: Vec::new(),
+            slew_instead: default_slew_instead(),
+            exclusive_discipline: false,
+            defer_to_time_services: true,
+            max_slew_ppm: default_max_slew_ppm(),
+            max_correction_s: default_max_correction_s(),
+        }
+    }
+}
+
+/// Guest agents (qemu-ga, VirtualBox, VMware) and one-shot NTP tools, at the paths Debian,
+/// RHEL and SUSE install them; paths that do not exist are skipped (shown in `status`).
+fn default_slew_instead() -> Vec<PathBuf> {
+    [
+        "/usr/sbin/qemu-ga",
+        "/usr/bin/qemu-ga",
+        "/usr/sbin/VBoxService",
+        "/usr/bin/VBoxService",
+        "/opt/VBoxGuestAdditions/sbin/VBoxService",
+        "/usr/bin/vmtoolsd",
+        "/usr/sbin/ntpdate",
+        "/usr/bin/sntp",
+        "/usr/sbin/sntp",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .collect()
+}
+fn default_max_slew_ppm() -> f64 {
+    83_333.0
+}
+fn default_max_correction_s() -> f64 {
+    86_400.0
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Journal read-only adjtimex calls (modes = 0: chronyc tracking, ntptime, monitoring).
+    /// They are counted either way.
+    #[serde(default)]
+    pub journal_readonly: bool,
+    /// Rotate the journal when it would grow past this many bytes.
+    #[serde(default = "default_max_journal_bytes")]
+    pub max_journal_bytes: u64,
+    /// Rotated journals kept (journal.jsonl.1 .. .N).
+    #[serde(default = "default_keep_journals")]
+    pub keep_journals: u32,
+    /// Hooks not to attach, by the names `clockguard status` shows.
+    #[serde(default)]
+    pub disabled_hooks: Vec<String>,
+    /// The userspace detector (timerfd TFD_TIMER_CANCEL_ON_SET): journals a jump that no
+    /// kernel hook explained.
+    #[serde(default = "default_true")]
+    pub fallback_detector: bool,
+    /// Have the kernel time every run of clockguard's eBPF programs (BPF_ENABLE_STATS) and
+    /// show the cost per run in `status`. Timing costs two clock reads per run, so it is
+    /// off unless you are measuring.
+    #[serde(default)]
+    pub measure_hook_cost: bool,
+    /// In a storm of clock calls that change nothing (failed calls, frequency and status
+    /// writes, reads), the kernel sends this many calls per process, syscall, clock, modes
+    /// and result in each summary interval in full and only counts the rest; each count is
+    /// journaled as one `summary` record. 0: every call in full.
+    #[serde(default = "default_repeats_in_full")]
+    pub repeats_in_full: u32,
+    /// The summary interval (ms).
+    #[serde(default = "default_summary_interval_ms")]
+    pub summary_interval_ms: u64,
+}
+
+fn default_repeats_in_full() -> u32 {
+    8
+}
+fn default_summary_interval_ms() -> u64 {
+    2000
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            journal_readonly: false,
+            max_journal_bytes: default_max_journal_bytes(),
+            keep_journals: default_keep_journals(),
+            disabled_hooks: Vec::new(),
+            fallback_detector: true,
+            measure_hook_cost: false,
+            repeats_in_full: default_repeats_in_full(),
+            summary_interval_ms: default_summary_interval_ms(),
+        }
+    }
+}
+
+impl NtpConfig {
+    pub(super) fn validate(&self) -> Result<()> {
+        // RFC 5905 allows 2^3..2^17 s; clockguard polls at least every 16 s.
+        if !(4..=17).contains(&self.minpoll) || !(self.minpoll..=17).contains(&self.maxpoll) {
+            bail!(
+                "ntp: minpoll = {} and maxpoll = {} must satisfy 4 <= minpoll <= maxpoll <= 17",
+                self.minpoll,
+                self.maxpoll
+            );
+        }
+        if let Some(stratum) = self.local_stratum {
+            if !(1..=15).contains(&stratum) {
+                bail!("ntp.local_stratum = {stratum} is out of range (1 to 15)");
+            }
+        }
+        if let Some(serve) = &self.serve {
+            serve.parse::<std::net::SocketAddr>().map_err(|_| {
+                anyhow::anyhow!(
+                    "ntp.serve = {serve:?} is not an ADDRESS:PORT (e.g. \"0.0.0.0:123\")"
+                )
+            })?;
+        }
+        if !(-4..=12).contains(&self.rate_limit_interval) || self.rate_limit_burst == 0 {
+            bail!(
+                "ntp: rate_limit_interval = {} (-4 to 12) or rate_limit_burst = {} (at least 1) \
+                 is out of range",
+                self.rate_limit_interval,
+                self.rate_limit_burst
+            );
+        }
+        if self.pool_size == 0 || self.pool_size > 16 {
+            bail!(
+                "ntp.pool_size = {} is out of range (1 to 16)",
+                self.pool_size
+            );
+        }
+        for server in self.servers.iter().chain(&self.pools) {
+            split_host_port(server)
+                .map_err(|why| anyhow::anyhow!("ntp: server {server:?}: {why}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// "host", "host:port", "1.2.3.4", "1.2.3.4:123", "[::1]" or "[::1]:123" → (host, port).
+pub fn split_host_port(text: &str) -> Result<(String, u16), String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty server name".into());
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok((addr.ip().to_string(), addr.port()));
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok((ip.to_string(), 123));
+    }
+    if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or("missing ']' after an IPv6 address")?;
+        host.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("{host:?} is not an IPv6 address"))?;
+        let port = match after.strip_prefix(':') {
+            Some(port) => port.parse().map_err(|_| format!("bad port {port:?}"))?,
+            None if after.is_empty() => 123,
+            None => return Err(format!("unexpected {after:?} after ']'")),
+        };
+        return Ok((host.to_string(), port));
+    }
+    let (host, port) = match text.rsplit_once(':') {
+        Some((host, port)) => (
+            host,
+            port.parse().map_err(|_| format!("bad port {port:?}"))?,
+        ),
+        None => (text, 123),
+    };
+    let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_';
+    if host.is_empty() || !host.chars().all(valid) {
+        return Err(format!("{host:?} is not a host name"));
+    }
+    Ok((host.to_string(), port))
+}
