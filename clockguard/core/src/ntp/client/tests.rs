@@ -1,0 +1,179 @@
+use super::*;
+use crate::{
+    ntp::packet::{Mode, NtpShort, Packet},
+    time::Realtime,
+};
+
+const S: i64 = 1_000_000_000;
+/// CLOCK_REALTIME − CLOCK_MONOTONIC_RAW in these tests, ns.
+const EPOCH_NS: i64 = 1_768_478_400 * S;
+
+fn at(raw_ns: i64, clock_error_ns: i64) -> Reading {
+    Reading {
+        raw: Raw::from_ns(raw_ns),
+        realtime: Realtime::from_ns(raw_ns + EPOCH_NS + clock_error_ns),
+    }
+}
+
+fn config() -> SourceConfig {
+    SourceConfig {
+        minpoll: 4,
+        maxpoll: 10,
+        iburst: false,
+    }
+}
+
+fn cookies() -> impl FnMut() -> NtpTimestamp {
+    let mut next = 0x1234_5678_0000_0000_u64;
+    move || {
+        next += 1;
+        NtpTimestamp(next)
+    }
+}
+
+/// A stratum-1 server's reply to `request`, whose clock is `server_ahead_ns` ahead of
+/// the local timescale, with `delay_ns` each way; sent at raw `sent_ns`.
+fn reply(request: &[u8; 48], sent_ns: i64, delay_ns: i64, server_ahead_ns: i64) -> Vec<u8> {
+    let request = Packet::parse(request).expect("a request");
+    let server_ns = |raw_ns: i64| raw_ns + EPOCH_NS + server_ahead_ns;
+    Packet {
+        leap: Leap::None,
+        version: 4,
+        mode: Mode::Server,
+        stratum: 1,
+        poll: request.poll,
+        precision: -20,
+        root_delay: NtpShort(0),
+        root_dispersion: NtpShort(0),
+        reference_id: *b"GPS\0",
+        reference_ts: NtpTimestamp::from_unix_ns(server_ns(sent_ns) - 8 * S),
+        origin_ts: request.transmit_ts,
+        receive_ts: NtpTimestamp::from_unix_ns(server_ns(sent_ns + delay_ns)),
+        transmit_ts: NtpTimestamp::from_unix_ns(server_ns(sent_ns + delay_ns)),
+    }
+    .to_bytes()
+    .to_vec()
+}
+
+fn sends(actions: &[Action]) -> Vec<usize> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { source, .. } => Some(*source),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn sources_are_polled_apart_and_a_retired_one_never() {
+    let mut core = ClientCore::new(EPOCH_NS, config(), 0.0, true, None);
+    let start = Raw::from_ns(1_000 * S);
+    let addr = |i: u8| SocketAddr::from(([192, 0, 2, i], 123));
+    for i in 0..3 {
+        core.add_source(format!("s{i}"), addr(i), start);
+    }
+    assert_eq!(core.next_wakeup(), Some(start));
+    let first = core.on_timer(at(1_000 * S, 0), Some(0), cookies());
+    assert_eq!(sends(&first), [0]);
+    assert_eq!(core.next_wakeup(), Some(start.plus_ns(START_SPREAD_NS)));
+    core.retire(2);
+    let second = core.on_timer(at(1_000 * S + START_SPREAD_NS, 0), Some(0), cookies());
+    assert_eq!(sends(&second), [1]);
+    // Source 0 next, one minpoll (16 s) after its first request.
+    assert_eq!(core.next_wakeup(), Some(start.plus_ns(16 * S)));
+    assert_eq!(core.next_poll(2), None);
+    let much_later = core.on_timer(at(2_000 * S, 0), Some(0), cookies());
+    assert_eq!(sends(&much_later), [0, 1]);
+}
+
+/// Four samples from a server 20 ms ahead (the first gives no estimate yet): the core
+/// serves unsynchronised until then, then asks to slew by 20 ms and follows the
+/// correction to its convergence.
+#[test]
+fn a_clock_20_ms_behind_is_slewed_and_its_convergence_reported() {
+    let mut core = ClientCore::new(EPOCH_NS, config(), 0.0, true, None);
+    core.add_source(
+        "s".into(),
+        SocketAddr::from(([192, 0, 2, 1], 123)),
+        Raw::from_ns(S),
+    );
+    let ahead_ns = 20_000_000;
+    let mut slews = Vec::new();
+    let mut raw_ns = S;
+    let mut replies = 0;
+    while replies < 8 {
+        // Polls and, once a correction runs, convergence checks (the clock is not
+        // moved here, so none converges yet).
+        let actions = core.on_timer(at(raw_ns, 0), Some(0), cookies());
+        if let Some(Action::Send { request, .. }) = actions.first() {
+            let bytes = reply(request, raw_ns, 1_000_000, ahead_ns);
+            let back = raw_ns + 2_000_000;
+            let actions = core
+                .on_datagram(0, &bytes, Raw::from_ns(back), at(back, 0), Some(0))
+                .expect("a genuine reply");
+            replies += 1;
+            assert!(matches!(actions[0], Action::Serve(_)), "{actions:?}");
+            let mut actions = std::collections::VecDeque::from(actions);
+            while let Some(action) = actions.pop_front() {
+                match action {
+                    Action::SetFrequency { freq } => {
+                        actions.extend(core.frequency_set(freq, true, 0));
+                    }
+                    Action::Slew { by_ns } => {
+                        slews.push(by_ns);
+                        core.correction_started();
+                    }
+                    _ => {}
+                }
+            }
+        }
+        raw_ns = core.next_wakeup().expect("polls are due").ns();
+    }
+    let first = *slews.first().expect("a correction was asked for");
+    assert!((first - ahead_ns).abs() < 100_000, "slew by {first} ns");
+    let tracking = core.tracking(at(raw_ns, 0));
+    assert!(tracking.synchronized, "{tracking:?}");
+    assert_eq!(tracking.converging_from_offset_s, Some(-first as f64 / 1e9));
+    // The clock has come to the server's time: the next check reports the convergence.
+    let check = core
+        .tracking
+        .next_convergence_check
+        .expect("checked while converging");
+    let done = at(check.ns(), ahead_ns);
+    core.on_timer(done, Some(0), cookies());
+    let tracking = core.tracking(done);
+    assert_eq!(tracking.converging_from_offset_s, None);
+    let convergence = tracking.last_convergence.expect("reported");
+    assert_eq!(convergence.from_offset_s, -first as f64 / 1e9);
+    assert!(convergence.took_s > 0.0, "{convergence:?}");
+    assert_eq!(tracking.corrections, slews.len() as u64);
+}
+
+#[test]
+fn corrections_under_1_us_of_what_is_pending_are_not_asked_for() {
+    assert!(!correction_wanted(5_000, 4_500));
+    assert!(correction_wanted(5_000, 3_999));
+    assert!(correction_wanted(-1_000, 0));
+}
+
+#[test]
+fn a_refused_correction_is_alerted_once_until_one_succeeds() {
+    let mut core = ClientCore::new(EPOCH_NS, config(), 0.0, true, None);
+    assert!(core.correction_refused());
+    assert!(!core.correction_refused());
+    core.correction_started();
+    assert!(core.correction_refused());
+    let tracking = core.tracking(at(S, 0));
+    assert_eq!((tracking.corrections, tracking.corrections_refused), (1, 3));
+}
+
+#[test]
+fn unsynchronised_it_serves_its_local_stratum_or_stratum_16() {
+    let local = ClientCore::new(EPOCH_NS, config(), 0.0, false, Some(10));
+    let clock = local.unsynchronised_clock(at(S, 0));
+    assert_eq!((clock.stratum, clock.reference_id), (10, *b"LOCL"));
+    let none = ClientCore::new(EPOCH_NS, config(), 0.0, false, None);
+    let clock = none.unsynchronised_clock(at(S, 0));
+    assert_eq!((clock.stratum, clock.leap), (16, Leap::Unsynchronized));
+}

@@ -1,0 +1,161 @@
+use super::*;
+
+fn lines(text: &str) -> Vec<String> {
+    text.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn outcomes_from_run_suite_lines() {
+    assert_eq!(
+        parse_outcome("PASS t_10_hooks (12.3s)"),
+        Some(("t_10_hooks".into(), Outcome::Pass))
+    );
+    assert_eq!(
+        parse_outcome("FAIL t_60_guard (80.0s)"),
+        Some(("t_60_guard".into(), Outcome::Fail))
+    );
+    assert_eq!(
+        parse_outcome("SKIP t_95_vmclock (no vmclock device (ptp_vmclock))"),
+        Some((
+            "t_95_vmclock".into(),
+            Outcome::Skip("no vmclock device (ptp_vmclock)".into())
+        ))
+    );
+    assert_eq!(parse_outcome("PASSED everything"), None);
+    assert_eq!(parse_outcome("METRIC x=1"), None);
+}
+
+#[test]
+fn a_test_that_did_not_run_is_a_problem() {
+    let expected = lines("t_00_smoke\nt_10_hooks\nt_20_real_steps");
+    let out = lines("PASS t_00_smoke (1.0s)\nSKIP t_10_hooks (why)\n1 passed, 0 failed, 1 skipped");
+    let run = SuiteRun::from_lines("vm 7.2".into(), &out, Some(0), &expected, false);
+    assert!(!run.ok());
+    assert_eq!(run.problems, ["1 of 3 tests did not run: t_20_real_steps"]);
+    // Filtered on purpose: not every test is expected.
+    let run = SuiteRun::from_lines("vm 7.2".into(), &out, Some(0), &expected, true);
+    assert!(run.ok());
+    // A skip is not a failure, and not a pass either.
+    assert_eq!(run.counts.map(|c| (c.passed, c.skipped)), Some((1, 1)));
+}
+
+#[test]
+fn a_run_without_its_summary_or_exit_is_not_ok() {
+    let expected = lines("t_00_smoke");
+    let passed = lines("PASS t_00_smoke (1s)\n1 passed, 0 failed, 0 skipped");
+    let run =
+        |lines: &[String], rc| SuiteRun::from_lines("vm 6.1".into(), lines, rc, &expected, false);
+    assert!(run(&passed, Some(0)).ok());
+    // The VM died after the first test: what it printed is still counted.
+    let died = run(&passed[..1], Some(255));
+    assert!(!died.ok());
+    assert_eq!(died.tally().passed, 1);
+    // Timed out, or the runner failed although no test did ("no tests found").
+    assert_eq!(run(&passed, None).problems, ["timed out"]);
+    assert_eq!(
+        run(&passed, Some(1)).problems,
+        ["the runner exited 1 with no test failed"]
+    );
+}
+
+#[test]
+fn a_second_boot_completes_a_suite_whose_guest_died() {
+    let expected = lines("t_00_smoke\nt_70_ntp\nt_80_stall");
+    let first = SuiteRun::from_lines(
+        "vm 6.12".into(),
+        &lines("PASS t_00_smoke (1s)"),
+        Some(255),
+        &expected,
+        false,
+    );
+    assert_eq!(first.not_run(&expected), ["t_70_ntp", "t_80_stall"]);
+    let second = |out: &str, rc| {
+        let second = SuiteRun::from_lines("vm 6.12".into(), &lines(out), rc, &expected, true);
+        SuiteRun::resumed(
+            SuiteRun::from_lines(
+                "vm 6.12".into(),
+                &lines("PASS t_00_smoke (1s)"),
+                Some(255),
+                &expected,
+                false,
+            ),
+            second,
+            &expected,
+            false,
+            "died".into(),
+        )
+    };
+    let run = second(
+        "PASS t_70_ntp (1s)\nFAIL t_80_stall (1s)\n1 passed, 1 failed, 0 skipped",
+        Some(1),
+    );
+    assert!(run.problems.is_empty(), "{:?}", run.problems);
+    assert!(!run.ok(), "a failed test still fails");
+    assert_eq!(
+        run.counts.map(|c| (c.passed, c.failed)),
+        Some((2, 1)),
+        "both boots counted"
+    );
+    assert_eq!(run.warnings, ["died"]);
+    let run = second(
+        "PASS t_70_ntp (1s)\nPASS t_80_stall (1s)\n2 passed, 0 failed, 0 skipped",
+        Some(0),
+    );
+    assert!(run.ok());
+    // It died again: the tests it did not reach are missing, and there is no summary.
+    let run = second("PASS t_70_ntp (1s)", Some(255));
+    assert!(!run.ok());
+    assert_eq!(
+        run.problems,
+        [
+            "no summary line: the suite did not finish",
+            "1 of 3 tests did not run: t_80_stall"
+        ]
+    );
+}
+
+#[test]
+fn a_partial_run_says_why() {
+    assert!(partial_run_reasons(false, false, &[]).is_empty());
+    let all = partial_run_reasons(true, true, &["6.12".into()]);
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert!(all[0].contains("--no-vm") && all[1].contains("CG_TEST_FILTER"));
+    assert!(all[2].contains("6.12"));
+}
+
+#[test]
+fn matrix_table() {
+    let tests = lines("t_00_smoke\nt_80_stall");
+    let a = SuiteRun::from_lines(
+        "vm 6.1".into(),
+        &lines("PASS t_00_smoke (1s)\nPASS t_80_stall (2s)\n2 passed, 0 failed, 0 skipped"),
+        Some(0),
+        &tests,
+        false,
+    );
+    let b = SuiteRun::from_lines(
+        "vm 7.2".into(),
+        &lines("FAIL t_00_smoke (1s)\nSKIP t_80_stall (no hrtimer)\n0 passed, 1 failed, 1 skipped"),
+        Some(1),
+        &tests,
+        false,
+    );
+    let table = render_matrix(&tests, &[a, b]);
+    assert_eq!(
+        table,
+        "test        vm 6.1  vm 7.2\n\
+         t_00_smoke  PASS    FAIL  \n\
+         t_80_stall  PASS    SKIP  \n\
+         SKIP t_80_stall on vm 7.2: no hrtimer\n"
+    );
+}
+
+#[test]
+fn every_capability_names_real_tests() {
+    let vm_tests = suite_tests(&util::repo_root().join("tests/vm")).unwrap();
+    for (capability, tests) in CAPABILITIES {
+        for t in *tests {
+            assert!(vm_tests.iter().any(|v| v == t), "{capability}: no test {t}");
+        }
+    }
+}
