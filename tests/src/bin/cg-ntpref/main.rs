@@ -1,0 +1,144 @@
+//! cg-ntpref: an independent reference NTP implementation for clockguard's tests.
+//!
+//! It shares no code with clockguard: it is the yardstick clockguard's own NTP client and
+//! clock discipline are measured against.
+//!
+//! `serve` answers NTPv4 client requests (RFC 5905, mode 3 in, mode 4 out) from a
+//! *reference clock* that is not the system clock but a function of CLOCK_MONOTONIC_RAW:
+//!
+//! ```text
+//! ref(raw) = K + raw + offset_ns + (raw - raw0) * freq_ppm * 1e-6        (all ns)
+//! ```
+//!
+//! with K = CLOCK_REALTIME - CLOCK_MONOTONIC_RAW and raw0 = CLOCK_MONOTONIC_RAW, both taken
+//! at start. MONOTONIC_RAW is never slewed or stepped, so the reference keeps its course
+//! whatever happens to the system clock afterwards. The server writes K, raw0, the offset
+//! and the frequency to a params file, from which `offset` and `watch` compute the same
+//! reference clock in another process and compare the system clock against it.
+//!
+//! Nothing here changes any clock: the program only reads clocks and sends UDP datagrams.
+
+use std::{
+    fs::File,
+    io::{Read, Write},
+    net::{SocketAddr, ToSocketAddrs, UdpSocket},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use clockguard_tests::read_ns;
+use serde_json::{json, Value};
+
+mod clock;
+mod load;
+mod opts;
+mod packet;
+mod query;
+mod serve;
+mod watch;
+
+use clock::*;
+use load::*;
+use opts::*;
+use packet::*;
+use query::*;
+use serve::*;
+use watch::*;
+
+const USAGE: &str = "usage: cg-ntpref COMMAND
+  serve --listen ADDR:PORT --params FILE [--offset-s S] [--freq-ppm P] [--stratum N]
+        [--refid ABCD|A.B.C.D] [--leap none|ins|del|unsync [--leap-at UNIX_S]] [--hostile N]
+        NTPv4 server (mode 4 replies to mode 3 requests) whose clock is the reference
+        clock ref(raw) = K + raw + offset + (raw - raw0) * P * 1e-6, K = REALTIME - RAW
+        and raw0 = RAW at start. Port 0 binds an ephemeral port. Writes FILE (JSON:
+        k_ns, raw0_ns, offset_ns, freq_ppm, listen), prints {\"listening\": ADDR:PORT},
+        serves until SIGTERM/SIGINT, then prints {\"served\": .., \"ignored\": ..}.
+        Defaults: offset 0 s, 0 ppm, stratum 1, refid CGRF, leap none.
+        --leap-at UNIX_S (a midnight UTC, with --leap ins or del): the leap second is
+        announced until then and applied then, as a kernel does (an inserted second is
+        23:59:59 twice; a deleted one is skipped), and `offset`/`watch` read UTC with it.
+        --hostile N: every Nth reply is preceded by a truncated copy (20 bytes), a copy
+        with a wrong origin timestamp (spoofed) and followed by a duplicate of itself.
+  offset --params FILE
+        CLOCK_REALTIME - ref(now) in ns (negative: the system clock is behind)
+  watch --params FILE --until-abs-ns N --stopfile F [--interval-ms 100] [--hold-s 0]
+        [--measure-s 0] [--settle-s 0]
+        samples the offset every interval until |offset| < N has held for the hold
+        time, F exists or 15 minutes passed; times on CLOCK_MONOTONIC_RAW (the
+        slewed clocks run up to 10 % fast); always exits 0. With --measure-s M, once
+        converged (and S seconds more with --settle-s S: the client's start-up is
+        not its steady state) it samples M seconds, whatever the offset, and reports
+        their RMS, p99 and largest |offset| (\"measured\")
+  query ADDR:PORT [--count 4] [--timeout-ms 1000]
+        SNTP client: N mode-3 requests 200 ms apart; offset (server - CLOCK_REALTIME)
+        and delay of the reply with the smallest delay; exit 1 without a valid reply
+  query ADDR:PORT --raw-bytes HEX [--timeout-ms 1000]
+        sends the datagram HEX once and reports whether any reply came
+  load 127.0.0.1:PORT --rate R --seconds S [--clients N]
+        R requests per second for S seconds from N clients (default 100), each from its
+        own loopback address 127.0.0.(2+i), so per-client rate limits see N clients;
+        counts replies (KoD apart) and late or missing ones
+Prints one JSON object (serve: one when listening, one when stopped).";
+
+/// Seconds from 1900-01-01 (NTP era 0) to 1970-01-01 (Unix epoch).
+const NTP_UNIX_OFFSET_S: i128 = 2_208_988_800;
+const NS_PER_S: i128 = 1_000_000_000;
+/// One NTP era (2^32 s) in ns.
+const ERA_NS: i128 = (1i128 << 32) * NS_PER_S;
+
+const MODE_CLIENT: u8 = 3;
+const MODE_SERVER: u8 = 4;
+const LEAP_UNSYNC: u8 = 3;
+const PACKET_LEN: usize = 48;
+/// Precision advertised by the server: 2^-20 s, about 1 µs.
+const PRECISION: i8 = -20;
+/// Root dispersion advertised by the server: 1 ms in NTP short format (16.16 s).
+const ROOT_DISPERSION: u32 = 66;
+/// `watch` gives up after this long.
+const WATCH_LIMIT: Duration = Duration::from_secs(15 * 60);
+/// `query` sends its requests this far apart.
+const QUERY_SPACING: Duration = Duration::from_millis(200);
+
+/// Set by SIGTERM/SIGINT: `serve` stops at the next packet or within 200 ms.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok((out, code)) => {
+            println!("{out}");
+            ExitCode::from(code)
+        }
+        Err(err) => {
+            eprintln!("cg-ntpref: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The command's JSON result and exit code, or an input error (exit 2).
+fn run(args: &[String]) -> Result<(Value, u8), String> {
+    let cmd = args.first().map(String::as_str).unwrap_or("");
+    let rest = args.get(1..).unwrap_or(&[]);
+    match cmd {
+        "serve" => serve_cmd(rest).map(|v| (v, 0)),
+        "offset" => {
+            let opts = Opts::parse(rest, &["--params"], 0)?;
+            let clock = RefClock::load(Path::new(opts.required("--params")?))?;
+            let s = clock.sample_offset();
+            Ok((
+                json!({"offset_ns": s.offset_ns, "realtime_ns": s.realtime_ns, "ref_ns": s.ref_ns}),
+                0,
+            ))
+        }
+        "watch" => watch_cmd(rest).map(|v| (v, 0)),
+        "query" => query_cmd(rest),
+        "load" => load_cmd(rest).map(|v| (v, 0)),
+        _ => Err(USAGE.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests;
