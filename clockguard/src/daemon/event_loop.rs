@@ -37,28 +37,25 @@ pub(super) async fn run(mut daemon: Daemon, inputs: Inputs) -> Result<()> {
                 let mut guard = ready?;
                 // Bounded batches: a storm is journaled in steps of BATCH events, so memory
                 // stays flat whatever the burst, and queries are answered in between.
-                let batch = drain(guard.get_inner_mut(), BATCH);
-                let more = batch.len() == BATCH;
+                let (batch, emptied) = drain(guard.get_inner_mut(), decode_clock_event);
                 daemon.process(batch).await;
-                if !more {
+                if emptied {
                     guard.clear_ready();
                 }
             }
             ready = readable(timer_events.as_mut()), if timer_events.is_some() => {
                 let mut guard = ready?;
-                let batch = drain_decoded(guard.get_inner_mut(), BATCH, TimerLateEvent::from_bytes);
-                let more = batch.len() == BATCH;
+                let (batch, emptied) = drain(guard.get_inner_mut(), TimerLateEvent::from_bytes);
                 daemon.on_late_timers(batch);
-                if !more {
+                if emptied {
                     guard.clear_ready();
                 }
             }
             ready = readable(service_events.as_mut()), if service_events.is_some() => {
                 let mut guard = ready?;
-                let batch = drain_decoded(guard.get_inner_mut(), BATCH, ServiceExitEvent::from_bytes);
-                let more = batch.len() == BATCH;
+                let (batch, emptied) = drain(guard.get_inner_mut(), ServiceExitEvent::from_bytes);
                 daemon.on_service_exits(batch);
-                if !more {
+                if emptied {
                     guard.clear_ready();
                 }
             }
@@ -102,10 +99,9 @@ pub(super) async fn run(mut daemon: Daemon, inputs: Inputs) -> Result<()> {
     // Whatever is still in the ring buffer is journaled before leaving.
     if let Some(ring) = events.as_mut() {
         loop {
-            let batch = drain(ring.get_mut(), BATCH);
-            let more = batch.len() == BATCH;
+            let (batch, emptied) = drain(ring.get_mut(), decode_clock_event);
             daemon.process(batch).await;
-            if !more {
+            if emptied {
                 break;
             }
         }
@@ -133,29 +129,26 @@ pub(super) async fn run(mut daemon: Daemon, inputs: Inputs) -> Result<()> {
     Ok(())
 }
 
-/// Up to `max` events from the ring buffer, decoded; an undecodable record is `None`.
-fn drain(ring: &mut RingBuf<MapData>, max: usize) -> Vec<Option<ClockEvent>> {
-    let mut out = Vec::with_capacity(max.min(64));
-    while out.len() < max {
-        let Some(item) = ring.next() else { break };
-        out.push(ClockEvent::from_bytes(&item));
-    }
-    out
+/// A clock event as the journal takes it: an undecodable record stays, as `None` (it is
+/// journaled as such, never dropped in silence).
+fn decode_clock_event(bytes: &[u8]) -> Option<Option<ClockEvent>> {
+    Some(ClockEvent::from_bytes(bytes))
 }
 
-/// Up to `max` records from a ring buffer, decoded by `decode`; short records (another
-/// ABI) are skipped.
-fn drain_decoded<T>(
-    ring: &mut RingBuf<MapData>,
-    max: usize,
-    decode: fn(&[u8]) -> Option<T>,
-) -> Vec<T> {
-    let mut out = Vec::new();
-    while out.len() < max {
-        let Some(item) = ring.next() else { break };
+/// Up to BATCH records from a ring buffer, each decoded by `decode` (a record it refuses,
+/// a short one of another ABI, is skipped), and whether the ring was emptied: only then
+/// may the arm's readiness be cleared. Counting the decoded records instead would take a
+/// batch with a skipped record for the last one and leave the rest waiting for the next
+/// event (tokio's readiness is edge-triggered).
+fn drain<T>(ring: &mut RingBuf<MapData>, decode: fn(&[u8]) -> Option<T>) -> (Vec<T>, bool) {
+    let mut out = Vec::with_capacity(BATCH.min(64));
+    for _ in 0..BATCH {
+        let Some(item) = ring.next() else {
+            return (out, true);
+        };
         out.extend(decode(&item));
     }
-    out
+    (out, false)
 }
 
 /// Readiness of an optional event source, for a `select!` arm that is disabled while the
