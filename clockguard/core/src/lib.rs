@@ -17,3 +17,4 @@ pub mod services;
 pub mod slew;
 pub mod status;
 pub mod time;
+pub mod timers;

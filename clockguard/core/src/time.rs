@@ -68,6 +68,16 @@ clock_instant!(
     "CLOCK_REALTIME"
 );
 
+impl Monotonic {
+    /// This instant on CLOCK_REALTIME, given CLOCK_REALTIME − CLOCK_MONOTONIC as measured
+    /// now, ns: exact unless the realtime clock was stepped or slewed in between (it is
+    /// how an event the kernel dated on CLOCK_MONOTONIC gets its journal `time`).
+    #[must_use]
+    pub const fn on_realtime(self, realtime_minus_monotonic_ns: i64) -> Realtime {
+        Realtime::from_ns(self.0.saturating_add(realtime_minus_monotonic_ns))
+    }
+}
+
 /// CLOCK_MONOTONIC_RAW and CLOCK_REALTIME read back to back: what a slew and an NTP
 /// estimate are measured on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

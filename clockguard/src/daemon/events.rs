@@ -16,7 +16,7 @@ impl Daemon {
         for (index, event) in batch.into_iter().enumerate() {
             self.timers.late(LateTimer {
                 cpu: Some(event.cpu),
-                mono_ns: event.mono_ns as i64,
+                at: Monotonic::from_ns(event.mono_ns as i64),
                 lateness_ns: event.lateness_ns as i64,
                 function: functions
                     .get(index)
@@ -375,8 +375,8 @@ impl Daemon {
                     at,
                     notify,
                 } => {
-                    record.time =
-                        record::rfc3339_ns(at.ns() + clock::realtime_minus_monotonic_ns());
+                    let time = at.on_realtime(clock::realtime_minus_monotonic_ns());
+                    record.time = record::rfc3339_ns(time.ns());
                     let name = self.services.config(service).name.clone();
                     let line = format!(
                         "service {name}: {} {}{}{}",
