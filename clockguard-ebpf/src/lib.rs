@@ -1,6 +1,8 @@
 //! The ABI shared by clockguard's eBPF programs and its daemon: event structs, map value
 //! types and constants. Compiled for the kernel (bpfel) and for the host; everything here is
-//! `#[repr(C)]` plain data so both sides agree byte for byte.
+//! `#[repr(C)]` plain data so both sides agree byte for byte. It stays one file (a little
+//! over 700 lines, most of them documented constants): the list both sides compile against
+//! is easier to keep in step when it is read in one place.
 #![no_std]
 
 /// Length of a task's `comm` in the kernel (TASK_COMM_LEN).
