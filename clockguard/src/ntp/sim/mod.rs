@@ -81,6 +81,8 @@ struct Scenario {
     /// Standard deviation of the client's timestamping noise, ns: the raw clock read in
     /// user space before a send and after a receive, with a scheduler in between.
     client_stamp_noise_ns: f64,
+    /// The slew engine's limits (`[guard] max_correction_s` refuses larger corrections).
+    slew: SlewConfig,
 }
 
 impl Scenario {
@@ -98,6 +100,7 @@ impl Scenario {
             kernel_bias_ppm: 0.0,
             t0_unix_ns: T0_UNIX_NS,
             client_stamp_noise_ns: 0.0,
+            slew: SlewConfig::default(),
         }
     }
 }
@@ -132,6 +135,10 @@ struct Run {
     /// True times at which a source's filter reset.
     resets_at: Vec<i64>,
     slew_external_steps: u64,
+    /// True times at which a refused correction raised the alert (once per refusal spell).
+    alerts_at: Vec<i64>,
+    /// The simulated clocks at the end.
+    end: Reading,
 }
 
 struct Sim {
@@ -160,6 +167,7 @@ struct Sim {
     reach: Vec<Vec<u8>>,
     injected: Injected,
     resets_at: Vec<i64>,
+    alerts_at: Vec<i64>,
 }
 
 fn addr(id: usize) -> SocketAddr {
@@ -171,7 +179,7 @@ impl Sim {
         let realtime0 = sc.t0_unix_ns + sc.start_offset_ns;
         let kernel = SimKernel::new(RAW0_NS, realtime0, sc.kernel_bias_ppm);
         let base = kernel.clocks().rate;
-        let core = Slew::new(SlewConfig::default(), base);
+        let core = Slew::new(sc.slew.clone(), base);
         let (driver, _status) = Driver::new(core, kernel.clone(), None);
         // As client::spawn: local timescale = raw + (realtime − raw at the start).
         let epoch_ns = realtime0 - RAW0_NS;
@@ -210,6 +218,7 @@ impl Sim {
             reach: vec![Vec::new(); n],
             injected: Injected::default(),
             resets_at: Vec::new(),
+            alerts_at: Vec::new(),
             sc,
         }
     }
@@ -271,6 +280,8 @@ impl Sim {
             injected: self.injected,
             resets_at: self.resets_at,
             slew_external_steps: self.driver.core().status().external_steps,
+            alerts_at: self.alerts_at,
+            end: self.last,
             core: self.core,
         }
     }
@@ -473,10 +484,15 @@ impl Sim {
                     actions.extend(self.core.frequency_set(freq, true, remaining_ns));
                 }
                 Action::Slew { by_ns } => {
-                    self.slew_request(|d| {
-                        d.replace(by_ns).expect("within max_correction");
-                    });
-                    self.core.correction_started();
+                    // As the shell: a correction beyond max_correction is refused (nothing
+                    // changes) and raises the alert once per refusal spell.
+                    let mut accepted = false;
+                    self.slew_request(|d| accepted = d.replace(by_ns).is_ok());
+                    if accepted {
+                        self.core.correction_started();
+                    } else if self.core.correction_refused() {
+                        self.alerts_at.push(self.t);
+                    }
                 }
                 Action::Serve(_) | Action::WriteDrift(_) => {}
             }

@@ -540,3 +540,54 @@ fn holds_the_time_over_a_netem_link() {
     assert!(pooled(&hold) < 100e3, "{hold:?}");
     assert!(pooled(&later) < 80e3, "{later:?}");
 }
+
+/// `[guard] max_correction_s` = 5 and the clock 11 s ahead: the correction is refused, the
+/// alert is raised once (not at every poll), and the clock is neither stepped nor slewed
+/// (the frequency is still disciplined). When the server moves to within 5 s (+10 s at
+/// 1 h), the correction is taken and slewed, which re-arms the alert; when it moves back
+/// (to 0 at 2.5 h) the alert is raised again.
+#[test]
+fn a_refused_correction_alerts_once_per_spell_and_never_steps() {
+    let started = Instant::now();
+    let (near_at, far_again_at) = (HOUR, 5 * HOUR / 2);
+    let mut server = ServerSpec::lan(10e3);
+    server.offsets = vec![(0, 0), (near_at, 10 * S), (far_again_at, 0)];
+    let sc = Scenario {
+        slew: SlewConfig {
+            max_correction_ns: 5 * S,
+            ..SlewConfig::default()
+        },
+        ..Scenario::new(vec![server], 4 * HOUR)
+    };
+    let run = simulate(sc);
+    let refused = run.core.tracking(run.end).corrections_refused;
+    let during = |from: i64, to: i64| -> Vec<(i64, i64)> {
+        run.trace
+            .iter()
+            .copied()
+            .filter(|&(t, _)| t >= from && t < to)
+            .collect()
+    };
+    let followed = settled_at(&during(near_at, far_again_at), 10 * S, MS);
+    eprintln!(
+        "max_correction 5 s, 11 s ahead: alerts at {:?} s, {refused} corrections refused; \
+         within 1 ms of a server 10 s ahead {:?} s after it moved; realtime rate \
+         {:+.0}..{:+.0} ppm; took {:?}",
+        run.alerts_at.iter().map(|&t| secs(t)).collect::<Vec<_>>(),
+        followed.map(|t| secs(t - near_at)),
+        run.rate_range_ppm.0,
+        run.rate_range_ppm.1,
+        started.elapsed()
+    );
+    assert_eq!(run.alerts_at.len(), 2, "{:?}", run.alerts_at);
+    assert!(run.alerts_at[0] < 60 * S, "{:?}", run.alerts_at);
+    assert!(run.alerts_at[1] > far_again_at, "{:?}", run.alerts_at);
+    // Refused at every poll of both spells, alerted twice.
+    assert!(refused > 10, "{refused}");
+    // Refused: the 11 s stayed (to within what the frequency discipline moves it).
+    let (_, first_spell_mean, _) = stats(&run.trace, 10 * S, near_at);
+    assert!((first_spell_mean - 11e9).abs() < 5e6, "{first_spell_mean}");
+    // Taken once within reach: the clock slewed the 1 s and held the server's time.
+    assert!(followed.is_some_and(|t| t < far_again_at - 10 * S));
+    assert_eq!(run.slew_external_steps, 0);
+}
