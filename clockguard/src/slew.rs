@@ -272,6 +272,10 @@ impl<K: KernelClock> Driver<K> {
             if let Err(err) = self.program(rate) {
                 error!("setting the base clock rate to {rate:?}: {err}");
                 self.core.program_failed(before);
+                // The refused base must not be what a crash restores.
+                if self.state_written {
+                    self.write_state(self.core.base());
+                }
                 return;
             }
         }
@@ -553,5 +557,32 @@ mod tests {
             !st.active && st.rate_ppm == 0.0 && st.remaining_ns > 8 * S,
             "{st:?}"
         );
+    }
+
+    /// A new base the kernel refuses during a slew: the state file (what a crash
+    /// restores) keeps the base the kernel runs on, not the refused one.
+    #[tokio::test]
+    async fn a_refused_base_is_not_what_a_crash_restores() {
+        let sim = SimClock::new(NOMINAL, 100_000_000);
+        let (_dir, path) = temp_state();
+        let handle = spawn(&sim, &path).unwrap();
+        handle.replace(10 * S).await.unwrap();
+        assert_eq!(read_json(&path), NOMINAL);
+        let slewing = sim.rate();
+        sim.sim().fail_sets = 1;
+        handle.set_base(KernelRate::from_ppm(50.0)).unwrap();
+        for _ in 0..1_000 {
+            if sim.sim().fail_sets == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(sim.sim().fail_sets, 0, "the new base was never programmed");
+        // A status answer comes from the driver's task: the request before it is done.
+        handle.replace(10 * S).await.unwrap();
+        assert_eq!(read_json(&path), NOMINAL);
+        assert_eq!(sim.rate(), slewing);
+        handle.shutdown().await;
+        assert_eq!(sim.rate(), NOMINAL);
     }
 }
