@@ -185,3 +185,25 @@ fn proc_stat_and_cpu_lists_parse() {
     assert_eq!(parse_cpu_list("3-1"), None);
     assert_eq!(parse_cpu_list("x"), None);
 }
+
+/// A finding is a record's `detail` as it was before its instants were typed.
+#[test]
+fn findings_keep_their_json_keys() {
+    let suspend = ClockFinding::Suspend {
+        at: at(11 * S),
+        duration_ns: 60 * S,
+    };
+    assert_eq!(
+        serde_json::to_value(&suspend).unwrap(),
+        serde_json::json!({"kind": "suspend", "at_mono_ns": 11 * S, "duration_ns": 60 * S})
+    );
+    let change = ClockFinding::ClocksourceChange {
+        at: at(12 * S),
+        from: "kvm-clock".into(),
+        to: "tsc".into(),
+    };
+    assert_eq!(
+        serde_json::to_value(&change).unwrap(),
+        serde_json::json!({"kind": "clocksource_change", "at_mono_ns": 12 * S, "from": "kvm-clock", "to": "tsc"})
+    );
+}
