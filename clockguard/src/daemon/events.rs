@@ -185,9 +185,10 @@ impl Daemon {
         };
         self.stats.fallback_unexplained += 1;
         // REALTIME at detection, in the new timeline.
-        let wall = jump.seen_mono_ns + clock::realtime_minus_monotonic_ns();
+        let wall =
+            Monotonic::from_ns(jump.seen_mono_ns).on_realtime(clock::realtime_minus_monotonic_ns());
         let record = Record {
-            time: record::rfc3339_ns(wall),
+            time: record::rfc3339_ns(wall.ns()),
             source: Source::Fallback,
             syscall: None,
             clock: Some("CLOCK_REALTIME".into()),
