@@ -385,14 +385,7 @@ mod tests {
     use std::sync::{Arc, Mutex, MutexGuard};
 
     const S: i64 = 1_000_000_000;
-    const NOMINAL: KernelRate = kr(10_000, 0);
-
-    const fn kr(tick_us: i64, freq_scaled_ppm: i64) -> KernelRate {
-        KernelRate {
-            tick_us,
-            freq_scaled_ppm,
-        }
-    }
+    const NOMINAL: KernelRate = KernelRate::NOMINAL;
 
     #[derive(Default)]
     struct Sim {
@@ -519,7 +512,10 @@ mod tests {
 
     #[tokio::test]
     async fn driver_restores_rate_left_by_crashed_run() {
-        let saved = kr(10_000, 1234);
+        let saved = KernelRate {
+            freq_scaled_ppm: 1234,
+            ..NOMINAL
+        };
         let (_dir, path) = temp_state();
         std::fs::write(&path, serde_json::to_string(&saved).unwrap()).unwrap();
         let sim = SimClock::new(KernelRate::from_ppm(83_333.0), 100_000_000);

@@ -38,6 +38,11 @@ pub struct KernelRate {
 impl KernelRate {
     /// Nominal tick, µs.
     pub const NOMINAL_TICK_US: i64 = 10_000;
+    /// The kernel's nominal setting: nominal tick, no frequency offset (0 ppm).
+    pub const NOMINAL: KernelRate = KernelRate {
+        tick_us: Self::NOMINAL_TICK_US,
+        freq_scaled_ppm: 0,
+    };
     /// Largest |rate| representable, ppm: 1000 µs of tick + 500 ppm of freq.
     pub const MAX_PPM: f64 = 100_500.0;
 
@@ -355,7 +360,7 @@ mod tests {
     use crate::time::Realtime;
 
     const S: i64 = 1_000_000_000;
-    const NOMINAL: KernelRate = kr(10_000, 0);
+    const NOMINAL: KernelRate = KernelRate::NOMINAL;
 
     const fn kr(tick_us: i64, freq_scaled_ppm: i64) -> KernelRate {
         KernelRate {

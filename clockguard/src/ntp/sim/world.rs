@@ -98,7 +98,7 @@ impl SimKernel {
             raw_ns,
             realtime_ns,
             frac: 0,
-            rate: KernelRate::from_ppm(0.0),
+            rate: KernelRate::NOMINAL,
             bias_scaled_ppm: (bias_ppm * 65536.0).round() as i64,
         })))
     }
