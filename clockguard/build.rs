@@ -3,6 +3,11 @@
 //! self-contained file.
 //!
 //! Set CLOCKGUARD_EBPF_OBJECT to a prebuilt object to skip the nested build.
+//!
+//! The linked object carries DWARF (1.1 MB of its 1.4 MB): rustc needs `-Cdebuginfo=2` for
+//! bpf-linker to emit BTF, but neither aya nor the kernel reads the DWARF. What is embedded
+//! is a copy with the debug sections stripped (.BTF and .BTF.ext stay): the daemon hashes
+//! the whole object at start to name its pin directory, so every byte embedded is resident.
 
 use std::{
     env,
@@ -32,7 +37,8 @@ fn main() {
     // A target dir of its own: the BPF build must not contend with the host build's lock,
     // and debug and release host builds share the one object.
     let target_dir = workspace.join("target").join("ebpf");
-    let object = build_ebpf(workspace, &target_dir);
+    let linked = build_ebpf(workspace, &target_dir);
+    let object = strip_debug(&linked);
     println!(
         "cargo:rustc-env=CLOCKGUARD_EBPF_OBJECT={}",
         object.display()
@@ -92,4 +98,53 @@ fn build_ebpf(workspace: &Path, target_dir: &Path) -> PathBuf {
         .join("bpfel-unknown-none")
         .join("bpf")
         .join("clockguard-ebpf")
+}
+
+/// Writes `<object>.stripped`, the object without its DWARF sections, with LLVM's strip: the
+/// LLVM that `cargo xtask setup` installs for bpf-linker ships it (Debian's llvm-<N> package,
+/// /usr/lib/llvm-<N>/bin). LLVM_STRIP names another one.
+fn strip_debug(object: &Path) -> PathBuf {
+    println!("cargo:rerun-if-env-changed=LLVM_STRIP");
+    let strip = env::var_os("LLVM_STRIP")
+        .map(PathBuf::from)
+        .or_else(newest_llvm_strip)
+        .unwrap_or_else(|| PathBuf::from("llvm-strip"));
+    let mut stripped = object.as_os_str().to_owned();
+    stripped.push(".stripped");
+    let stripped = PathBuf::from(stripped);
+    let status = Command::new(&strip)
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(object)
+        .status()
+        .unwrap_or_else(|err| {
+            panic!(
+                "cannot run {} to strip the eBPF object's DWARF: {err}; run `cargo xtask setup` \
+                 (it installs LLVM) or set LLVM_STRIP",
+                strip.display()
+            )
+        });
+    if !status.success() {
+        panic!(
+            "{} --strip-debug {} failed ({status})",
+            strip.display(),
+            object.display()
+        );
+    }
+    stripped
+}
+
+/// The llvm-strip of the newest LLVM under /usr/lib/llvm-<N>, if any.
+fn newest_llvm_strip() -> Option<PathBuf> {
+    std::fs::read_dir("/usr/lib")
+        .ok()?
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name();
+            let major: u32 = name.to_str()?.strip_prefix("llvm-")?.parse().ok()?;
+            let strip = Path::new("/usr/lib").join(&name).join("bin/llvm-strip");
+            strip.is_file().then_some((major, strip))
+        })
+        .max_by_key(|(major, _)| *major)
+        .map(|(_, strip)| strip)
 }
