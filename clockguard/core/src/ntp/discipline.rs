@@ -289,8 +289,13 @@ impl Discipline {
     }
 }
 
+/// A sample's error (s): its own and half its excess delay, combined in quadrature with the
+/// window's floor. Spelled as a square root rather than `f64::hypot`, which is libm's: that
+/// one call linked libm.so.6 into the daemon and cost 300 KiB of resident memory. The terms
+/// are seconds (at most a few, never near overflow), where hypot's guard buys nothing.
 fn effective_error(point: &Point, base: DelayBase) -> f64 {
-    (point.error_s + (point.delay_s - base.min_s).max(0.0) / 2.0).hypot(base.floor_s)
+    let own = point.error_s + (point.delay_s - base.min_s).max(0.0) / 2.0;
+    (own * own + base.floor_s * base.floor_s).sqrt()
 }
 
 #[cfg(test)]
