@@ -277,17 +277,25 @@ pub fn run_in_vm_within(
 /// Run in the guest before its command. QEMU's multi-threaded TCG can go on running a stale
 /// translation of kernel text that the other vCPU has just patched with text_poke_bp (seen on
 /// 6.12: "Oops: int3" in __hrtimer_run_queues, a kernel panic, while a daemon attached or
-/// detached its hrtimer hook). Attaching a hook to a tracepoint whose static key is off
-/// patches hot code; so the guest keeps the keys of the hot tracepoints clockguard uses on
-/// for the whole boot, as enabled trace events with tracing off (nothing is recorded), and
-/// attaching or detaching our programs patches nothing there. Real CPUs serialise
-/// text_poke_bp correctly: this is for the emulator only.
+/// detached its hrtimer hook). Real CPUs serialise text_poke_bp correctly: this is for the
+/// emulator only.
+///
+/// A tracepoint's hot code is patched when its static key turns on (0 -> 1 probe) and when
+/// its static call changes target: with one probe it calls that probe directly, with two or
+/// more it calls the iterator (kernel/tracepoint.c, tracepoint_add_func and
+/// tracepoint_remove_func: 1 -> 2 and 2 -> 1 patch, N -> N+1 for N >= 2 does not). So the
+/// guest keeps two probes on each hot tracepoint clockguard uses for the whole boot: the
+/// trace event enabled in the top instance and in a second instance (each instance's event
+/// registers its own probe), with tracing off and tiny buffers (nothing is recorded).
+/// Attaching or detaching our programs is then 2 -> 3 -> 2 and patches nothing.
 const GUEST_PRELUDE: &str = "t=/sys/kernel/tracing; \
     mountpoint -q $t || mount -t tracefs nodev $t 2>/dev/null; \
-    echo 0 >$t/tracing_on 2>/dev/null; \
+    mkdir -p $t/instances/cg_hold 2>/dev/null; \
+    for i in $t $t/instances/cg_hold; do echo 0 >$i/tracing_on 2>/dev/null; \
+    echo 4 >$i/buffer_size_kb 2>/dev/null; \
     for e in timer/hrtimer_expire_entry sched/sched_process_fork sched/sched_process_exec \
-    sched/sched_process_exit; do echo 1 >$t/events/$e/enable 2>/dev/null \
-    || echo \"vm: cannot keep tracepoint $e enabled\" >&2; done;";
+    sched/sched_process_exit; do echo 1 >$i/events/$e/enable 2>/dev/null \
+    || echo \"vm: cannot keep tracepoint $e enabled in $i\" >&2; done; done;";
 
 /// Boots so far in this process (names the console logs).
 static BOOTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
