@@ -369,12 +369,21 @@ pub fn bench() -> Result<i32> {
         Err(_) => crate::kernels::select(&[])?,
     };
     let mut results: Vec<(String, Result<Row>, f64)> = Vec::new();
-    // CG_BENCH_FILTER=text runs only the rows whose name contains it.
     let filter = std::env::var("CG_BENCH_FILTER").unwrap_or_default();
-    for (name, f) in ROWS
+    let selected: Vec<_> = ROWS
         .iter()
-        .filter(|(name, _)| name.contains(filter.as_str()))
-    {
+        .filter(|(name, _)| row_selected(&filter, name))
+        .collect();
+    if selected.is_empty() {
+        bail!(
+            "CG_BENCH_FILTER={filter:?} selects no bench row; the rows are: {}",
+            ROWS.iter()
+                .map(|(name, _)| format!("{name:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    for (name, f) in selected {
         let runs: Vec<(String, Option<&crate::kernels::Kernel>)> = match name.strip_suffix("(VM)") {
             Some(stem) => vm_kernels
                 .iter()
@@ -458,6 +467,16 @@ pub fn bench() -> Result<i32> {
     } else {
         let _ = fs::remove_dir_all(&root);
         Ok(0)
+    }
+}
+
+/// Whether CG_BENCH_FILTER selects the row: `text` selects the rows whose name contains it,
+/// `=name` the row of exactly that name (so "=clock_settime cost" leaves out its VM twin,
+/// "clock_settime cost and journal latency (VM)"). An empty filter selects every row.
+fn row_selected(filter: &str, name: &str) -> bool {
+    match filter.strip_prefix('=') {
+        Some(exact) => name == exact,
+        None => name.contains(filter),
     }
 }
 

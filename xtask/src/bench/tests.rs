@@ -76,3 +76,23 @@ fn numbers() {
     assert_eq!(fmt_value(&json!("x")), "\"x\"");
     assert_eq!(fmt_value(&Value::Null), "null");
 }
+
+#[test]
+fn a_filter_selects_by_substring_or_by_exact_name() {
+    let picked = |filter: &str| -> Vec<&str> {
+        ROWS.iter()
+            .map(|(name, _)| *name)
+            .filter(|name| row_selected(filter, name))
+            .collect()
+    };
+    assert_eq!(picked("").len(), ROWS.len());
+    assert_eq!(
+        picked("clock_settime cost"),
+        [
+            "clock_settime cost",
+            "clock_settime cost and journal latency (VM)"
+        ]
+    );
+    assert_eq!(picked("=clock_settime cost"), ["clock_settime cost"]);
+    assert!(picked("=clock_settime").is_empty());
+}
