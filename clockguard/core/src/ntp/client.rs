@@ -563,7 +563,7 @@ impl ClientCore {
         let sources = (0..self.engine.sources().len())
             .map(|id| {
                 let state = self.engine.source_state(id);
-                self.engine.sources()[id].report(now.raw.ns(), clock_s, state)
+                self.engine.sources()[id].report(now.raw, clock_s, state)
             })
             .collect();
         SourcesAnswer {

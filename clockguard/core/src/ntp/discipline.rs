@@ -16,11 +16,13 @@
 
 use std::collections::VecDeque;
 
+use crate::time::Raw;
+
 /// A combined sample.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Point {
-    /// CLOCK_MONOTONIC_RAW at the sample, ns.
-    pub raw_ns: i64,
+    /// When the sample was taken.
+    pub at: Raw,
     /// Reference time − local timescale (raw + a constant), s.
     pub offset_s: f64,
     /// Standard error of `offset_s` apart from queueing (timestamping, the server's
@@ -36,40 +38,40 @@ pub struct Point {
 /// The fitted line.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Fit {
-    /// The instant the line is anchored at (weighted mean of the samples), raw ns.
-    pub ref_raw_ns: i64,
-    /// Offset at `ref_raw_ns`, s.
+    /// The instant the line is anchored at (weighted mean of the samples).
+    pub anchor: Raw,
+    /// Offset at `anchor`, s.
     pub offset_s: f64,
     /// Frequency of the reference against the raw clock, s/s (1e-6 = 1 ppm).
     pub freq: f64,
     /// Standard error of `freq`, s/s (chronyc's "skew").
     pub freq_sigma: f64,
-    /// Standard error of `offset_s` at `ref_raw_ns`, s.
+    /// Standard error of `offset_s` at `anchor`, s.
     pub offset_sigma_s: f64,
     /// Weighted RMS of the residuals, s.
     pub residual_rms_s: f64,
     /// Samples in the fit.
     pub samples: usize,
-    /// Raw time of the newest sample, ns.
-    pub last_raw_ns: i64,
+    /// When the newest sample was taken.
+    pub last: Raw,
 }
 
 impl Fit {
-    /// The fitted offset at `raw_ns`, s.
-    pub fn offset_at(&self, raw_ns: i64) -> f64 {
-        self.offset_s + self.freq * ((raw_ns - self.ref_raw_ns) as f64 / 1e9)
+    /// The fitted offset at `at`, s.
+    pub fn offset_at(&self, at: Raw) -> f64 {
+        self.offset_s + self.freq * (at.ns_since(self.anchor) as f64 / 1e9)
     }
 
-    /// Standard error of the fitted offset at `raw_ns`, s.
-    pub fn sigma_at(&self, raw_ns: i64) -> f64 {
-        let dt = (raw_ns - self.ref_raw_ns) as f64 / 1e9;
+    /// Standard error of the fitted offset at `at`, s.
+    pub fn sigma_at(&self, at: Raw) -> f64 {
+        let dt = at.ns_since(self.anchor) as f64 / 1e9;
         (self.offset_sigma_s.powi(2) + (self.freq_sigma * dt).powi(2)).sqrt()
     }
 
-    /// Expected standard deviation of a new sample (of error `error_s`) at `raw_ns` from
-    /// the fitted line: the line's own error there, the sample's and the scatter so far.
-    pub fn prediction_sigma(&self, raw_ns: i64, error_s: f64) -> f64 {
-        (self.sigma_at(raw_ns).powi(2) + error_s.powi(2) + self.residual_rms_s.powi(2)).sqrt()
+    /// Expected standard deviation of a new sample (of error `error_s`) at `at` from the
+    /// fitted line: the line's own error there, the sample's and the scatter so far.
+    pub fn prediction_sigma(&self, at: Raw, error_s: f64) -> f64 {
+        (self.sigma_at(at).powi(2) + error_s.powi(2) + self.residual_rms_s.powi(2)).sqrt()
     }
 }
 
@@ -202,8 +204,8 @@ impl Discipline {
             });
         }
         let fit = self.fit.expect("refit keeps a fit for a non-empty window");
-        let residual_s = point.offset_s - fit.offset_at(point.raw_ns);
-        let sigma = fit.prediction_sigma(point.raw_ns, self.error_of(&point));
+        let residual_s = point.offset_s - fit.offset_at(point.at);
+        let sigma = fit.prediction_sigma(point.at, self.error_of(&point));
         if residual_s.abs() > (OUTLIER_SIGMAS * sigma).max(OUTLIER_FLOOR_S) {
             self.outliers.push(held);
             if self.outliers.len() < OUTLIERS_FOR_RESET {
@@ -238,9 +240,9 @@ impl Discipline {
             self.fit = None;
             return;
         };
-        let last_raw_ns = last.point.raw_ns;
-        let first_raw = self.samples[0].point.raw_ns;
-        let x_of = |h: &Held| (h.point.raw_ns - first_raw) as f64 / 1e9;
+        let last_at = last.point.at;
+        let first_at = self.samples[0].point.at;
+        let x_of = |h: &Held| h.point.at.ns_since(first_at) as f64 / 1e9;
         let weight = |h: &Held| 1.0 / h.error(base).max(1e-9).powi(2);
         let sw: f64 = self.samples.iter().map(weight).sum();
         let mean_x = self
@@ -277,14 +279,14 @@ impl Discipline {
             1.0
         };
         self.fit = Some(Fit {
-            ref_raw_ns: first_raw + (mean_x * 1e9).round() as i64,
+            anchor: first_at.plus_ns((mean_x * 1e9).round() as i64),
             offset_s: mean_y,
             freq,
             freq_sigma: (scale / (sxx + prior)).sqrt(),
             offset_sigma_s: (scale / sw).sqrt(),
             residual_rms_s: (chi2 / sw).sqrt(),
             samples: n,
-            last_raw_ns,
+            last: last_at,
         });
     }
 }
@@ -306,7 +308,7 @@ mod tests {
 
     fn point(t_s: i64, offset_s: f64) -> Point {
         Point {
-            raw_ns: t_s * S,
+            at: Raw::from_ns(t_s * S),
             offset_s,
             error_s: 10e-6,
             delay_s: 0.001,
@@ -327,7 +329,7 @@ mod tests {
         d.add(point(100, 11.0));
         let fit = d.fit().unwrap();
         assert_eq!(fit.freq, 12e-6);
-        assert!((fit.offset_at(200 * S) - (11.0 + 12e-6 * 100.0)).abs() < 1e-12);
+        assert!((fit.offset_at(Raw::from_ns(200 * S)) - (11.0 + 12e-6 * 100.0)).abs() < 1e-12);
     }
 
     #[test]
@@ -346,7 +348,7 @@ mod tests {
         let fit = d.fit().unwrap();
         assert_eq!(fit.samples, 16, "window is bounded");
         assert!((fit.freq - 100e-6).abs() < 0.2e-6, "freq {}", fit.freq);
-        let now = 31 * 16 * S;
+        let now = Raw::from_ns(31 * 16 * S);
         let truth = 11.0 + 100e-6 * f64::from(31 * 16);
         assert!((fit.offset_at(now) - truth).abs() < 20e-6);
         assert!(fit.residual_rms_s < 20e-6 && fit.residual_rms_s > 1e-6);
@@ -360,7 +362,7 @@ mod tests {
         // outliers nor tilt the frequency.
         let mut d = Discipline::new(16, 0.0, 500e-6);
         let at = |t: i64, offset_s: f64, delay_s: f64| Point {
-            raw_ns: t * S,
+            at: Raw::from_ns(t * S),
             offset_s,
             error_s: 1e-6,
             delay_s,
@@ -379,7 +381,10 @@ mod tests {
         }
         let fit = d.fit().unwrap();
         assert!(fit.freq.abs() < 100e-6, "freq {} ppm", fit.freq * 1e6);
-        assert!((fit.offset_at(6 * S) - 11.0003).abs() < 0.0005, "{fit:?}");
+        assert!(
+            (fit.offset_at(Raw::from_ns(6 * S)) - 11.0003).abs() < 0.0005,
+            "{fit:?}"
+        );
     }
 
     #[test]
@@ -396,7 +401,7 @@ mod tests {
             d.add(point(9 * 16, 0.5)),
             Outcome::Accepted { .. }
         ));
-        assert!((d.fit().unwrap().offset_at(9 * 16 * S) - 0.5).abs() < 1e-9);
+        assert!((d.fit().unwrap().offset_at(Raw::from_ns(9 * 16 * S)) - 0.5).abs() < 1e-9);
     }
 
     #[test]
@@ -422,6 +427,6 @@ mod tests {
         let fit = d.fit().unwrap();
         assert_eq!(fit.samples, 3);
         assert!((fit.freq - freq_before).abs() < 1e-8, "frequency kept");
-        assert!((fit.offset_at(10 * 16 * S) - stepped(10)).abs() < 1e-6);
+        assert!((fit.offset_at(Raw::from_ns(10 * 16 * S)) - stepped(10)).abs() < 1e-6);
     }
 }

@@ -306,12 +306,12 @@ impl Engine {
 
     /// The request for source `id` (None: the source is not polled any more).
     pub fn request(&mut self, id: usize, cookie: NtpTimestamp, now: Raw) -> Option<[u8; 48]> {
-        self.sources[id].request(cookie, now.ns())
+        self.sources[id].request(cookie, now)
     }
 
     /// The kernel's time of departure of source `id`'s request with `cookie`.
     pub fn sent_at(&mut self, id: usize, cookie: NtpTimestamp, departed: Raw) {
-        self.sources[id].sent_at(cookie, departed.ns());
+        self.sources[id].sent_at(cookie, departed);
     }
 
     /// A datagram from source `id`'s address; on a new sample, the system estimate is
@@ -319,7 +319,7 @@ impl Engine {
     pub fn receive(&mut self, id: usize, bytes: &[u8], arrived: Raw) -> Result<Sample, Rejected> {
         // A reply from after a leap second is read on the timescale from before it.
         self.pass_due_leap(arrived);
-        let sample = self.sources[id].receive(bytes, arrived.ns(), self.epoch_ns)?;
+        let sample = self.sources[id].receive(bytes, arrived, self.epoch_ns)?;
         self.update(arrived);
         Ok(sample)
     }
@@ -327,11 +327,10 @@ impl Engine {
     /// Selection and combining at `now`.
     pub fn update(&mut self, now: Raw) {
         self.pass_due_leap(now);
-        let raw_ns = now.ns();
         let mut ids = Vec::new();
         let mut candidates = Vec::new();
         for (id, source) in self.sources.iter().enumerate() {
-            if let Some((offset_s, distance_s, jitter_s)) = source.estimate(raw_ns) {
+            if let Some((offset_s, distance_s, jitter_s)) = source.estimate(now) {
                 if distance_s <= MAX_DISTANCE_S {
                     ids.push(id);
                     candidates.push(Candidate {
@@ -388,7 +387,7 @@ impl Engine {
             root_dispersion_s: server.root_dispersion_s + peer_candidate.jitter_s,
         });
         self.unsynchronised_why = None;
-        let utc_now_ns = raw_ns + self.epoch_ns + (selection.offset_s * 1e9) as i64
+        let utc_now_ns = now.ns() + self.epoch_ns + (selection.offset_s * 1e9) as i64
             - leap_seconds_passed * NS_PER_S;
         self.follow_leap_announcements(utc_now_ns);
     }

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 
 use crate::status::{SourceReport, SourceState};
+use crate::time::Raw;
 use serde::Serialize;
 
 use super::{
@@ -68,8 +69,9 @@ pub enum Rejected {
 /// One measurement.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Sample {
-    /// CLOCK_MONOTONIC_RAW halfway between our transmit and receive, ns.
-    pub raw_ns: i64,
+    /// Halfway between our transmit and receive (serialised as `raw_ns`, its ns).
+    #[serde(rename = "raw_ns")]
+    pub at: Raw,
     /// Server time − local timescale (raw + epoch), s.
     pub offset_s: f64,
     /// Round-trip delay, s.
@@ -80,7 +82,7 @@ pub use crate::status::SourceCounters;
 
 struct Pending {
     cookie: NtpTimestamp,
-    sent_raw_ns: i64,
+    sent: Raw,
 }
 
 /// What the server said about itself in its last valid reply.
@@ -216,43 +218,40 @@ impl Source {
     /// The request to send now, with `cookie` (random) as its transmit timestamp. An
     /// outstanding request that was not answered is forgotten (and the reach register
     /// says so).
-    pub fn request(&mut self, cookie: NtpTimestamp, raw_now_ns: i64) -> Option<[u8; 48]> {
+    pub fn request(&mut self, cookie: NtpTimestamp, now: Raw) -> Option<[u8; 48]> {
         if self.denied.is_some() {
             return None;
         }
         self.reach <<= 1;
         self.burst_left = self.burst_left.saturating_sub(1);
-        self.pending = Some(Pending {
-            cookie,
-            sent_raw_ns: raw_now_ns,
-        });
+        self.pending = Some(Pending { cookie, sent: now });
         self.counters.sent += 1;
         Some(Packet::client_request(cookie, self.poll).to_bytes())
     }
 
-    /// The kernel's time of departure of the request with `cookie` (raw ns), which replaces
+    /// The kernel's time of departure of the request with `cookie`, which replaces
     /// the time taken before the send: that one is early by the whole send path (hundreds of
     /// µs in a loaded VM), which would count as outbound delay and bias the offset by half
     /// of it. Ignored unless it belongs to the request still outstanding and is not before
     /// the send began.
-    pub fn sent_at(&mut self, cookie: NtpTimestamp, raw_tx_ns: i64) {
+    pub fn sent_at(&mut self, cookie: NtpTimestamp, departed: Raw) {
         if let Some(pending) = self.pending.as_mut() {
-            if pending.cookie == cookie && raw_tx_ns >= pending.sent_raw_ns {
-                pending.sent_raw_ns = raw_tx_ns;
+            if pending.cookie == cookie && departed >= pending.sent {
+                pending.sent = departed;
             }
         }
     }
 
-    /// A datagram from the source's address, received at `raw_rx_ns`. `epoch_ns` is the
+    /// A datagram from the source's address, received at `received`. `epoch_ns` is the
     /// local timescale's offset from the raw clock (local = raw + epoch, Unix ns).
     pub fn receive(
         &mut self,
         bytes: &[u8],
-        raw_rx_ns: i64,
+        received: Raw,
         epoch_ns: i64,
     ) -> Result<Sample, Rejected> {
         self.counters.received += 1;
-        let result = self.check(bytes, raw_rx_ns, epoch_ns);
+        let result = self.check(bytes, received, epoch_ns);
         if let Err(why) = result {
             let counter = match why {
                 Rejected::Malformed => &mut self.counters.malformed,
@@ -268,7 +267,7 @@ impl Source {
         result
     }
 
-    fn check(&mut self, bytes: &[u8], raw_rx_ns: i64, epoch_ns: i64) -> Result<Sample, Rejected> {
+    fn check(&mut self, bytes: &[u8], received: Raw, epoch_ns: i64) -> Result<Sample, Rejected> {
         let packet = Packet::parse(bytes).map_err(|_| Rejected::Malformed)?;
         if packet.mode != Mode::Server {
             return Err(Rejected::NotAReply);
@@ -283,7 +282,7 @@ impl Source {
         if packet.origin_ts != pending.cookie {
             return Err(Rejected::BadOrigin);
         }
-        let sent_raw_ns = pending.sent_raw_ns;
+        let sent = pending.sent;
         // Authentic from here on (it knew the cookie): the exchange is over.
         self.answered = self.pending.take().map(|p| p.cookie);
         if let Some(code) = packet.kiss_code() {
@@ -308,9 +307,9 @@ impl Source {
         if packet.receive_ts == NtpTimestamp::ZERO || packet.transmit_ts == NtpTimestamp::ZERO {
             return Err(Rejected::Bogus);
         }
-        let local = |raw: i64| raw + epoch_ns;
-        let t1 = local(sent_raw_ns);
-        let t4 = local(raw_rx_ns);
+        let local = |at: Raw| at.ns() + epoch_ns;
+        let t1 = local(sent);
+        let t4 = local(received);
         let t2 = packet.receive_ts.to_unix_ns(t1);
         let t3 = packet.transmit_ts.to_unix_ns(t4);
         let server_ns = t3 - t2;
@@ -321,7 +320,7 @@ impl Source {
         let offset_ns = ((i128::from(t2) - i128::from(t1)) + (i128::from(t3) - i128::from(t4))) / 2
             + i128::from(self.timescale_shift_s) * 1_000_000_000;
         let sample = Sample {
-            raw_ns: sent_raw_ns + (raw_rx_ns - sent_raw_ns) / 2,
+            at: sent.plus_ns(received.ns_since(sent) / 2),
             offset_s: offset_ns as f64 / 1e9,
             delay_s: delay_ns as f64 / 1e9,
         };
@@ -333,7 +332,7 @@ impl Source {
     fn add_sample(&mut self, sample: Sample) {
         let precision = self.server.as_ref().map_or(0.0, |s| s.precision_s);
         let point = Point {
-            raw_ns: sample.raw_ns,
+            at: sample.at,
             offset_s: sample.offset_s,
             error_s: MIN_ERROR_S + precision,
             delay_s: sample.delay_s,
@@ -343,9 +342,8 @@ impl Source {
         let outcome = self.filter.add(point);
         match outcome {
             Outcome::Accepted { residual_s } => {
-                let sigma = before.map_or(f64::INFINITY, |f| {
-                    f.prediction_sigma(sample.raw_ns, error_s)
-                });
+                let sigma =
+                    before.map_or(f64::INFINITY, |f| f.prediction_sigma(sample.at, error_s));
                 if residual_s.abs() > POLL_DOWN_SIGMAS * sigma {
                     // Polled too seldom to follow the oscillator: poll more often.
                     self.good_in_a_row = 0;
@@ -398,9 +396,9 @@ impl Source {
         }
     }
 
-    /// The source's offset (s) at `raw_ns`, its root distance (s) and jitter (s), when it
+    /// The source's offset (s) at `now`, its root distance (s) and jitter (s), when it
     /// can take part in selection.
-    pub fn estimate(&self, raw_ns: i64) -> Option<(f64, f64, f64)> {
+    pub fn estimate(&self, now: Raw) -> Option<(f64, f64, f64)> {
         let fit = self.filter.fit()?;
         let server = self.server.as_ref()?;
         if self.denied.is_some()
@@ -411,20 +409,20 @@ impl Source {
             return None;
         }
         let last = self.last_sample?;
-        let age_s = ((raw_ns - fit.last_raw_ns) as f64 / 1e9).max(0.0);
-        let jitter = fit.residual_rms_s.max(fit.sigma_at(raw_ns));
+        let age_s = (now.ns_since(fit.last) as f64 / 1e9).max(0.0);
+        let jitter = fit.residual_rms_s.max(fit.sigma_at(now));
         let distance = server.root_delay_s / 2.0
             + server.root_dispersion_s
             + last.delay_s / 2.0
             + PHI * age_s
             + jitter;
-        Some((fit.offset_at(raw_ns), distance, jitter))
+        Some((fit.offset_at(now), distance, jitter))
     }
 
     /// The `clockguard sources` row (chronyc's vocabulary). `clock_s`: CLOCK_REALTIME −
     /// local timescale now, s, so that offsets are against the system clock (positive: the
     /// server is ahead), in the server's own time (leap seconds included).
-    pub fn report(&self, raw_now_ns: i64, clock_s: f64, state: SourceState) -> SourceReport {
+    pub fn report(&self, now: Raw, clock_s: f64, state: SourceState) -> SourceReport {
         let fit = self.filter.fit();
         let clock_s = clock_s + self.timescale_shift_s as f64;
         SourceReport {
@@ -435,11 +433,9 @@ impl Source {
             reference_id: self.server.as_ref().map(|s| s.reference_id.clone()),
             poll: self.poll,
             reach: format!("{:o}", self.reach),
-            last_rx_s: self
-                .last_sample
-                .map(|s| (raw_now_ns - s.raw_ns) as f64 / 1e9),
-            offset_s: fit.map(|f| f.offset_at(raw_now_ns) - clock_s),
-            error_s: fit.map(|f| f.sigma_at(raw_now_ns).max(f.residual_rms_s)),
+            last_rx_s: self.last_sample.map(|s| now.ns_since(s.at) as f64 / 1e9),
+            offset_s: fit.map(|f| f.offset_at(now) - clock_s),
+            error_s: fit.map(|f| f.sigma_at(now).max(f.residual_rms_s)),
             frequency_ppm: fit.map(|f| f.freq * 1e6),
             skew_ppm: fit.map(|f| f.freq_sigma * 1e6),
             last_delay_s: self.last_sample.map(|s| s.delay_s),
@@ -505,10 +501,15 @@ mod tests {
         edit: impl FnOnce(&mut Packet),
     ) -> Result<Sample, Rejected> {
         let cookie = NtpTimestamp(0x1234_5678_9abc_def0 ^ at_raw_ns as u64);
-        s.request(cookie, at_raw_ns).expect("a request");
+        s.request(cookie, Raw::from_ns(at_raw_ns))
+            .expect("a request");
         let mut packet = reply(cookie, at_raw_ns, 3 * MS);
         edit(&mut packet);
-        s.receive(&packet.to_bytes(), at_raw_ns + 2 * MS + 10_000, EPOCH_NS)
+        s.receive(
+            &packet.to_bytes(),
+            Raw::from_ns(at_raw_ns + 2 * MS + 10_000),
+            EPOCH_NS,
+        )
     }
 
     #[test]
@@ -529,21 +530,21 @@ mod tests {
         let early = 400_000;
         let cookie = NtpTimestamp(0x55);
         let mut s = source();
-        s.request(cookie, -early).unwrap();
+        s.request(cookie, Raw::from_ns(-early)).unwrap();
         let packet = reply(cookie, 0, 3 * MS);
         let biased = s
-            .receive(&packet.to_bytes(), 2 * MS + 10_000, EPOCH_NS)
+            .receive(&packet.to_bytes(), Raw::from_ns(2 * MS + 10_000), EPOCH_NS)
             .unwrap();
         assert!((biased.offset_s - 0.0032).abs() < 1e-8, "{biased:?}");
         // With the kernel's stamp: the true 3 ms. A stamp of another request, or one from
         // before the send began, is ignored.
         let mut s = source();
-        s.request(cookie, -early).unwrap();
-        s.sent_at(NtpTimestamp(0x56), 0);
-        s.sent_at(cookie, -early - 1);
-        s.sent_at(cookie, 0);
+        s.request(cookie, Raw::from_ns(-early)).unwrap();
+        s.sent_at(NtpTimestamp(0x56), Raw::from_ns(0));
+        s.sent_at(cookie, Raw::from_ns(-early - 1));
+        s.sent_at(cookie, Raw::from_ns(0));
         let sample = s
-            .receive(&packet.to_bytes(), 2 * MS + 10_000, EPOCH_NS)
+            .receive(&packet.to_bytes(), Raw::from_ns(2 * MS + 10_000), EPOCH_NS)
             .unwrap();
         assert!((sample.offset_s - 0.003).abs() < 1e-8, "{sample:?}");
         assert!((sample.delay_s - 0.002).abs() < 1e-8, "{sample:?}");
@@ -574,11 +575,11 @@ mod tests {
             assert_eq!(got, Err(Rejected::Kiss));
             assert_eq!(s.denied(), Some(std::str::from_utf8(&code).unwrap()));
             assert_eq!(
-                s.request(NtpTimestamp(7), 10 * MS),
+                s.request(NtpTimestamp(7), Raw::from_ns(10 * MS)),
                 None,
                 "no longer polled"
             );
-            assert_eq!(s.estimate(10 * MS), None);
+            assert_eq!(s.estimate(Raw::from_ns(10 * MS)), None);
         }
     }
 
@@ -640,17 +641,20 @@ mod tests {
     #[test]
     fn a_reply_without_our_cookie_or_a_second_one_is_counted_apart() {
         let mut s = source();
-        s.request(NtpTimestamp(42), 0).unwrap();
+        s.request(NtpTimestamp(42), Raw::from_ns(0)).unwrap();
         let spoofed = reply(NtpTimestamp(41), 0, 3 * MS).to_bytes();
         assert_eq!(
-            s.receive(&spoofed, 2 * MS, EPOCH_NS),
+            s.receive(&spoofed, Raw::from_ns(2 * MS), EPOCH_NS),
             Err(Rejected::BadOrigin)
         );
         let real = reply(NtpTimestamp(42), 0, 3 * MS).to_bytes();
-        assert!(s.receive(&real, 2 * MS, EPOCH_NS).is_ok());
-        assert_eq!(s.receive(&real, 3 * MS, EPOCH_NS), Err(Rejected::Duplicate));
+        assert!(s.receive(&real, Raw::from_ns(2 * MS), EPOCH_NS).is_ok());
         assert_eq!(
-            s.receive(&real[..40], 3 * MS, EPOCH_NS),
+            s.receive(&real, Raw::from_ns(3 * MS), EPOCH_NS),
+            Err(Rejected::Duplicate)
+        );
+        assert_eq!(
+            s.receive(&real[..40], Raw::from_ns(3 * MS), EPOCH_NS),
             Err(Rejected::Malformed)
         );
         let c = s.counters;
