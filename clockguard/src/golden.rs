@@ -3,6 +3,7 @@
 //! metrics), which change the one field a test is about.
 
 use clockguard_core::status::{SourcesAnswer, Stall, StallCause, Status, Tracking};
+use clockguard_core::time::Monotonic;
 
 /// The host's `status` answer: observe mode, NTP from a loopback reference 11 s off, two
 /// tracked services, every fentry/LSM hook refused with EPERM.
@@ -14,8 +15,8 @@ pub fn status() -> Status {
 /// A 5.002 s pause of the whole VM (CPUs 0 and 1): what the golden status lacks.
 pub fn stall() -> Stall {
     Stall {
-        started_mono_ns: 0,
-        ended_mono_ns: 5_002_000_000,
+        started: Monotonic::from_ns(0),
+        ended: Monotonic::from_ns(5_002_000_000),
         duration_ns: 5_002_000_000,
         cause: StallCause::VmPaused,
         explanation: StallCause::VmPaused.explain().into(),

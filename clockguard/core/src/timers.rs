@@ -117,8 +117,8 @@ impl StallDetector {
             StallCause::CpuStall
         };
         Some(Stall {
-            started_mono_ns: episode.started.ns(),
-            ended_mono_ns: episode.started.plus_ns(episode.duration_ns).ns(),
+            started: episode.started,
+            ended: episode.started.plus_ns(episode.duration_ns),
             duration_ns: episode.duration_ns,
             cause,
             explanation: cause.explain().into(),
@@ -386,7 +386,7 @@ pub fn stall_record(stall: &Stall, wall_minus_mono_ns: i64) -> Record {
         stall.timers.join(", ")
     );
     timers_record(
-        Monotonic::from_ns(stall.started_mono_ns).on_realtime(wall_minus_mono_ns),
+        stall.started.on_realtime(wall_minus_mono_ns),
         "stall",
         Some(stall.duration_ns),
         stall.cause.as_str(),

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::time::Monotonic;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TimersStatus {
     pub stall_threshold_ms: f64,
@@ -134,9 +136,11 @@ impl StallCause {
 /// A time during which timers did not run: what `audit` journals as kind "stall".
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Stall {
-    /// CLOCK_MONOTONIC when the stall began and ended, ns.
-    pub started_mono_ns: i64,
-    pub ended_mono_ns: i64,
+    /// When the stall began and ended (serialised as their ns, under the keys they had).
+    #[serde(rename = "started_mono_ns")]
+    pub started: Monotonic,
+    #[serde(rename = "ended_mono_ns")]
+    pub ended: Monotonic,
     /// How long timers were held up: the largest lateness seen, ns.
     pub duration_ns: i64,
     pub cause: StallCause,

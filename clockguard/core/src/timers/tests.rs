@@ -34,7 +34,7 @@ fn a_paused_guest_is_one_stall_of_the_largest_lateness() {
     assert_eq!(stall.late_timers, 2);
     assert_eq!(stall.steal_ns, Some(0));
     assert_eq!(stall.timers, vec!["tick_sched_timer", "watchdog_timer_fn"]);
-    assert_eq!(stall.started_mono_ns, 105 * S - 4_998 * MS);
+    assert_eq!(stall.started, Monotonic::from_ns(105 * S - 4_998 * MS));
     assert_eq!(d.tick(at(107 * S), 2), None, "reported once");
 }
 
