@@ -7,6 +7,7 @@
 use std::{io, time::Duration};
 
 use anyhow::{Context, Result};
+use clockguard_core::time::Monotonic;
 use clockguard_sys::{ClockSetTimer, ClockSetTimerRead};
 use tokio::{io::unix::AsyncFd, sync::mpsc};
 
@@ -21,8 +22,8 @@ const NOISE_NS: i64 = 100_000;
 pub struct Jump {
     /// REALTIME − MONOTONIC after minus before, ns.
     pub delta_ns: i64,
-    /// CLOCK_MONOTONIC ns when the cancellation was seen.
-    pub seen_mono_ns: i64,
+    /// When the cancellation was seen.
+    pub seen: Monotonic,
 }
 
 fn arm(timer: &ClockSetTimer) -> io::Result<()> {
@@ -62,7 +63,7 @@ pub async fn run(timer: AsyncFd<ClockSetTimer>, jumps: mpsc::Sender<Jump>) -> Re
         }
         let jump = Jump {
             delta_ns,
-            seen_mono_ns: clock::read_ns(libc::CLOCK_MONOTONIC),
+            seen: clock::monotonic(),
         };
         if jumps.send(jump).await.is_err() {
             return Ok(());
@@ -101,7 +102,7 @@ mod tests {
     fn jump(delta_ns: i64) -> Jump {
         Jump {
             delta_ns,
-            seen_mono_ns: 0,
+            seen: Monotonic::default(),
         }
     }
 

@@ -185,8 +185,7 @@ impl Daemon {
         };
         self.stats.fallback_unexplained += 1;
         // REALTIME at detection, in the new timeline.
-        let wall =
-            Monotonic::from_ns(jump.seen_mono_ns).on_realtime(clock::realtime_minus_monotonic_ns());
+        let wall = jump.seen.on_realtime(clock::realtime_minus_monotonic_ns());
         let record = Record {
             time: record::rfc3339_ns(wall.ns()),
             source: Source::Fallback,

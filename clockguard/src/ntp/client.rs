@@ -601,9 +601,15 @@ async fn serve(
             }
         };
         let rx = NtpTimestamp::from_unix_ns(stamp.unwrap_or_else(clock::realtime_ns));
-        let mono = clock::read_ns(libc::CLOCK_MONOTONIC);
         let clock = clock_rx.borrow().clone();
-        let response = server::respond(&buf[..n], from.ip(), rx, mono, &clock, &mut limiter);
+        let response = server::respond(
+            &buf[..n],
+            from.ip(),
+            rx,
+            clock::monotonic(),
+            &clock,
+            &mut limiter,
+        );
         let reply = {
             let mut c = counters.lock().expect("not poisoned");
             match response {

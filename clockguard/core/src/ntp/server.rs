@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::packet::{Leap, Mode, NtpShort, NtpTimestamp, Packet};
+use crate::time::Monotonic;
 
 /// What the server says about its own clock (filled by the daemon from the discipline).
 #[derive(Clone, Debug, PartialEq)]
@@ -49,9 +50,9 @@ const NIL: usize = usize::MAX;
 #[derive(Debug)]
 struct Client {
     addr: IpAddr,
-    /// Theoretical arrival time (monotonic ns) of the GCRA: the client's bucket is full
-    /// when this is at or before now, and empty when it is `tolerance_ns` past now.
-    tat_ns: i64,
+    /// Theoretical arrival time of the GCRA: the client's bucket is full when this is at
+    /// or before now, and empty when it is `tolerance_ns` past now.
+    tat: Monotonic,
     /// Packets limited so far (wrapping), to answer every 2^leak-th with a KoD.
     limited: u32,
     /// Neighbours in the recency list (slot indices; `NIL` at the ends).
@@ -159,23 +160,23 @@ impl RateLimiter {
         self.slots.is_empty()
     }
 
-    /// Whether the packet from `client` arriving at `now_mono_ns` (monotonic ns) is within
-    /// the client's rate. Counts the packet (unless it is limited).
-    pub fn check(&mut self, client: IpAddr, now_mono_ns: i64) -> RateDecision {
+    /// Whether the packet from `client` arriving at `now` is within the client's rate.
+    /// Counts the packet (unless it is limited).
+    pub fn check(&mut self, client: IpAddr, now: Monotonic) -> RateDecision {
         let addr = client.to_canonical();
         let i = match self.index.get(&addr) {
             Some(&i) => {
                 self.unlink(i);
                 i
             }
-            None => self.admit(addr, now_mono_ns),
+            None => self.admit(addr, now),
         };
         self.push_newest(i);
 
         let mask = (1u32 << self.leak_log2) - 1;
         let c = &mut self.slots[i];
-        let tat = c.tat_ns.max(now_mono_ns);
-        if tat.saturating_sub(now_mono_ns) > self.tolerance_ns {
+        let tat = c.tat.max(now);
+        if tat.ns_since(now) > self.tolerance_ns {
             c.limited = c.limited.wrapping_add(1);
             if c.limited.wrapping_sub(1) & mask == 0 {
                 RateDecision::Kod
@@ -183,17 +184,17 @@ impl RateLimiter {
                 RateDecision::Drop
             }
         } else {
-            c.tat_ns = tat.saturating_add(self.interval_ns);
+            c.tat = tat.plus_ns(self.interval_ns);
             RateDecision::Pass
         }
     }
 
     /// A slot for a client not in the table, with a full bucket, evicting the least
     /// recently seen client if the table is full. The slot is not in the recency list.
-    fn admit(&mut self, addr: IpAddr, now_mono_ns: i64) -> usize {
+    fn admit(&mut self, addr: IpAddr, now: Monotonic) -> usize {
         let fresh = Client {
             addr,
-            tat_ns: now_mono_ns,
+            tat: now,
             limited: 0,
             newer: NIL,
             older: NIL,
@@ -267,7 +268,7 @@ pub enum Response {
 /// transmit, receive = rx. The transmit timestamp is left ZERO: the caller stamps it just before
 /// sending (`Packet::transmit_ts = ...`). The reply is always 48 bytes, never larger than the request.
 ///
-/// `now_mono_ns` (monotonic ns) is for the rate limiter only. A KoD carries the request's
+/// `now` is for the rate limiter only. A KoD carries the request's
 /// version and transmit timestamp as origin, `receive = rx`, our precision, zero reference
 /// timestamp / root delay / dispersion, and as poll the larger of the request's and the
 /// limiter's interval (log2 s), the rate the client should slow down to; its transmit
@@ -276,7 +277,7 @@ pub fn respond(
     request: &[u8],
     client: IpAddr,
     rx: NtpTimestamp,
-    now_mono_ns: i64,
+    now: Monotonic,
     clock: &ServerClock,
     limiter: &mut RateLimiter,
 ) -> Response {
@@ -286,7 +287,7 @@ pub fn respond(
     if req.mode != Mode::Client {
         return Response::Drop(DropReason::NotARequest);
     }
-    match limiter.check(client, now_mono_ns) {
+    match limiter.check(client, now) {
         RateDecision::Pass => Response::Reply(Packet {
             leap: clock.leap,
             version: req.version,
@@ -332,7 +333,7 @@ mod tests {
 
     const S: i64 = 1_000_000_000;
     /// Some monotonic time (ns) to start at.
-    const T0: i64 = 1_000 * S;
+    const T0: Monotonic = Monotonic::from_ns(1_000 * S);
 
     fn clock() -> ServerClock {
         ServerClock {
@@ -560,16 +561,20 @@ mod tests {
         }
         assert_ne!(lim.check(a, T0), RateDecision::Pass);
         // Just under one interval later: still empty.
-        assert_ne!(lim.check(a, T0 + 8 * S - 1), RateDecision::Pass);
+        assert_ne!(lim.check(a, T0.plus_ns(8 * S - 1)), RateDecision::Pass);
         // One interval (8 s) refills one packet.
-        assert_eq!(lim.check(a, T0 + 8 * S), RateDecision::Pass);
-        assert_ne!(lim.check(a, T0 + 8 * S), RateDecision::Pass);
+        assert_eq!(lim.check(a, T0.plus_ns(8 * S)), RateDecision::Pass);
+        assert_ne!(lim.check(a, T0.plus_ns(8 * S)), RateDecision::Pass);
         // A steady client at exactly the average rate is never limited.
         for k in 2..100 {
-            assert_eq!(lim.check(a, T0 + k * 8 * S), RateDecision::Pass, "poll {k}");
+            assert_eq!(
+                lim.check(a, T0.plus_ns(k * 8 * S)),
+                RateDecision::Pass,
+                "poll {k}"
+            );
         }
         // A long silence refills the whole burst, and no more.
-        let later = T0 + 10_000 * S;
+        let later = T0.plus_ns(10_000 * S);
         for _ in 0..8 {
             assert_eq!(lim.check(a, later), RateDecision::Pass);
         }
@@ -581,15 +586,27 @@ mod tests {
         // interval −2: 250 ms, burst 1.
         let mut lim = RateLimiter::new(-2, 1, 16);
         assert_eq!(lim.check(ip(1), T0), RateDecision::Pass);
-        assert_ne!(lim.check(ip(1), T0 + 249_999_999), RateDecision::Pass);
-        assert_eq!(lim.check(ip(1), T0 + 250_000_000), RateDecision::Pass);
+        assert_ne!(
+            lim.check(ip(1), T0.plus_ns(249_999_999)),
+            RateDecision::Pass
+        );
+        assert_eq!(
+            lim.check(ip(1), T0.plus_ns(250_000_000)),
+            RateDecision::Pass
+        );
         // Out-of-range arguments are clamped, not trusted.
         let lim = RateLimiter::new(i8::MAX, 0, 0);
         assert_eq!(lim.interval_log2(), 12);
         let mut lim = RateLimiter::new(i8::MIN, 0, 0);
         assert_eq!(lim.interval_log2(), -19);
-        assert_eq!(lim.check(ip(1), i64::MIN), RateDecision::Pass); // burst 0 → 1
-        assert_eq!(lim.check(ip(2), i64::MAX), RateDecision::Pass);
+        assert_eq!(
+            lim.check(ip(1), Monotonic::from_ns(i64::MIN)),
+            RateDecision::Pass
+        ); // burst 0 → 1
+        assert_eq!(
+            lim.check(ip(2), Monotonic::from_ns(i64::MAX)),
+            RateDecision::Pass
+        );
         assert_eq!(lim.len(), 1); // max_clients 0 → 1
     }
 

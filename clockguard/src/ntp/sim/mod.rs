@@ -28,7 +28,7 @@ use std::{
 
 use clockguard_core::{
     ntp::client::{Action, ClientCore},
-    time::{Raw, Reading, Realtime},
+    time::{Monotonic, Raw, Reading, Realtime},
 };
 
 use super::{
@@ -415,7 +415,14 @@ impl Sim {
         let rx = NtpTimestamp::from_unix_ns(clock_ns + self.noise(noise_ns));
         let client = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
         let limiter = &mut self.limiters[server];
-        let mut reply = match server::respond(bytes, client, rx, self.t, &clock, limiter) {
+        let mut reply = match server::respond(
+            bytes,
+            client,
+            rx,
+            Monotonic::from_ns(self.t),
+            &clock,
+            limiter,
+        ) {
             Response::Reply(packet) => packet,
             Response::Drop(why) => panic!("server {server} dropped a request: {why:?}"),
         };
