@@ -164,9 +164,15 @@ pub fn run_in_vm_within(
             // kernel can find the vCPUs' TSCs unsynchronised and fall back to hpet. Level 5
             // still prints warnings and messages of the default level (4), which an oops's
             // lines are, and panic() turns the console fully verbose.
+            // tsc=nowatchdog: the clocksource watchdog (hpet against the TSC) marked the
+            // emulated TSC unstable after t_80's pause on 7.2, and that disables the
+            // sched_clock_stable static key at run time: kernel text patched under
+            // multi-threaded TCG, which panicked the guest ("Oops: int3" in
+            // sched_clock_cpu), as GUEST_PRELUDE explains. Without the watchdog the TSC
+            // stays the clocksource for the whole boot.
             "--verbose",
             "--append",
-            "loglevel=5",
+            "loglevel=5 tsc=nowatchdog",
             "--disable-kvm",
             "--user",
             "root",

@@ -109,6 +109,9 @@ pub(crate) fn watch(
     // The current run below the limit: its start (since `start`), its largest |offset| and
     // the sum of its squared offsets (ns², for the RMS) over `run_samples`.
     let mut run: Option<(Duration, i64)> = None;
+    // CLOCK_REALTIME when the current run began: what a daemon's own report of the same
+    // moment can be compared with, however late the watch itself started.
+    let mut run_started_realtime_ns = 0;
     let (mut run_sum_sq, mut run_samples) = (0f64, 0u64);
     let mut last_offset;
     let reason = loop {
@@ -118,6 +121,7 @@ pub(crate) fn watch(
         if last_offset.abs() < limit {
             if run.is_none() {
                 (run_sum_sq, run_samples) = (0.0, 0);
+                run_started_realtime_ns = realtime_ns();
             }
             let (since, max) = run.get_or_insert((at, 0));
             *max = (*max).max(last_offset.abs());
@@ -144,6 +148,7 @@ pub(crate) fn watch(
     json!({
         "converged": reason == "converged",
         "converged_after_s": run.map(|(since, _)| since.as_secs_f64()),
+        "converged_at_realtime_ns": run.map(|_| run_started_realtime_ns),
         "final_offset_ns": last_offset,
         "max_abs_offset_after_converged_ns": run.map(|(_, max)| max),
         "rms_offset_after_converged_ns": run
