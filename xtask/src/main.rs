@@ -1,5 +1,7 @@
 //! Developer tasks for clockguard: `cargo xtask <setup|build|run|test|vm|bench>`.
 
+#![forbid(unsafe_code)]
+
 mod bench;
 mod kernels;
 mod setup;

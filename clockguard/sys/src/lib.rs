@@ -6,9 +6,14 @@
 //! itself forbids unsafe code.
 //!
 //! Nothing here sets a clock: the only clock-changing call is `adjtimex` with the modes
-//! its caller chose (the slew engine's frequency), and it reads the clock otherwise.
+//! its caller chose (the slew engine's frequency), and it reads the clock otherwise. The
+//! test programs' raw clock calls are in `test_calls`, behind the `test-calls` feature,
+//! which only the tests crate turns on.
 
 #![deny(unsafe_op_in_unsafe_fn)]
+
+#[cfg(feature = "test-calls")]
+pub mod test_calls;
 
 use std::{
     io,

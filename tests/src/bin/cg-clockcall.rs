@@ -5,6 +5,8 @@
 //! changes. `setoffset` really steps the clock and refuses to run outside the test VM
 //! (CG_IN_VM=1).
 
+#![forbid(unsafe_code)]
+
 use std::{
     io::{BufRead, BufReader, Write},
     os::unix::net::UnixStream,
@@ -13,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use clockguard_sys::{test_calls as raw, timex};
 use clockguard_tests::read_ns;
 use serde_json::{json, Value};
 
@@ -161,8 +164,12 @@ fn run(args: &[String]) -> Result<Value, String> {
     }
 }
 
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+/// 0 for success, else the call's errno (the counts `repeat` keeps).
+fn errno_of<T>(result: std::io::Result<T>) -> i32 {
+    match result {
+        Ok(_) => 0,
+        Err(err) => err.raw_os_error().unwrap_or(-1),
+    }
 }
 
 /// Runs `call` n times; reports the errno counts and the cost per call.
@@ -192,68 +199,29 @@ fn repeat(n: u64, mut call: impl FnMut(u64) -> i32) -> Value {
 /// clock_settime(CLOCK_REALTIME) with tv_nsec = 2e9: the kernel refuses it (EINVAL) before
 /// touching the clock. `marker` goes in tv_sec, so a test can find this very call.
 fn settime_invalid(marker: i64) -> i32 {
-    let ts = libc::timespec {
-        tv_sec: marker,
-        tv_nsec: 2_000_000_000,
-    };
     // The raw syscall: glibc's wrapper rejects tv_nsec itself and never enters the kernel.
-    // SAFETY: valid timespec; the kernel validates tv_nsec and returns EINVAL.
-    let rc = unsafe { libc::syscall(libc::SYS_clock_settime, libc::CLOCK_REALTIME, &raw const ts) };
-    if rc == 0 {
-        0
-    } else {
-        errno()
-    }
+    errno_of(raw::clock_settime(
+        libc::CLOCK_REALTIME,
+        marker,
+        2_000_000_000,
+    ))
 }
 
 fn settimeofday_invalid() -> i32 {
-    let tv = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 2_000_000,
-    };
-    // SAFETY: valid timeval; tv_usec out of range: EINVAL before any change. The raw
-    // syscall, so no libc check stands in front of the kernel's.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_settimeofday,
-            &raw const tv,
-            std::ptr::null::<libc::timezone>(),
-        )
-    };
-    if rc == 0 {
-        0
-    } else {
-        errno()
-    }
-}
-
-fn timex() -> libc::timex {
-    // SAFETY: timex is plain integers.
-    unsafe { std::mem::zeroed() }
+    // tv_usec out of range: EINVAL before any change.
+    errno_of(raw::settimeofday(0, 2_000_000))
 }
 
 fn adjtime_invalid() -> i32 {
     let mut tx = timex();
     tx.modes = libc::ADJ_FREQUENCY;
     // clockid 99 does not exist: EINVAL before anything is looked at.
-    // SAFETY: valid timex pointer.
-    let rc = unsafe { libc::syscall(libc::SYS_clock_adjtime, 99, &raw mut tx) };
-    if rc >= 0 {
-        0
-    } else {
-        errno()
-    }
+    errno_of(raw::clock_adjtime(99, &mut tx))
 }
 
 fn adjtimex_read() -> i32 {
-    let mut tx = timex();
-    // SAFETY: valid timex pointer; modes = 0 only reads.
-    let rc = unsafe { libc::syscall(libc::SYS_adjtimex, &raw mut tx) };
-    if rc >= 0 {
-        0
-    } else {
-        errno()
-    }
+    // modes = 0 only reads.
+    errno_of(raw::adjtimex(&mut timex()))
 }
 
 /// REALTIME read between two reads of `reference`, against their midpoint (ns).
@@ -329,22 +297,18 @@ fn settime_forward(ns: i64) -> i32 {
         tv_sec: target.div_euclid(1_000_000_000),
         tv_nsec: target.rem_euclid(1_000_000_000),
     };
-    // SAFETY: valid timespec.
-    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &raw const ts) } == 0 {
-        0
-    } else {
-        errno()
-    }
+    errno_of(raw::clock_settime(
+        libc::CLOCK_REALTIME,
+        ts.tv_sec,
+        ts.tv_nsec,
+    ))
 }
 
 /// The kernel's discipline state: adjtimex's clock state (TIME_OK, ...) and the timex.
 fn read_timex() -> Result<(i32, libc::timex), String> {
     let mut tx = timex();
-    // SAFETY: valid timex pointer; modes = 0 only reads.
-    let state = unsafe { libc::adjtimex(&raw mut tx) };
-    if state < 0 {
-        return Err(format!("adjtimex: {}", std::io::Error::last_os_error()));
-    }
+    // modes = 0 only reads.
+    let state = raw::adjtimex(&mut tx).map_err(|err| format!("adjtimex: {err}"))?;
     Ok((state, tx))
 }
 
@@ -358,39 +322,18 @@ fn write_frequency(scaled_ppm: libc::c_long) -> i32 {
     let mut tx = timex();
     tx.modes = libc::ADJ_FREQUENCY;
     tx.freq = scaled_ppm;
-    // SAFETY: valid timex pointer.
-    if unsafe { libc::adjtimex(&raw mut tx) } >= 0 {
-        0
-    } else {
-        errno()
-    }
+    errno_of(raw::adjtimex(&mut tx))
 }
 
 /// setuid(own uid): the kernel asks capable(CAP_SETUID) first, whatever the uid.
 fn setuid_to_self() -> i32 {
-    // SAFETY: plain syscalls; setting the uid the process already has changes nothing. The
-    // raw syscall, so glibc's all-threads setxid broadcast is not in the measure.
-    let rc = unsafe { libc::syscall(libc::SYS_setuid, libc::getuid()) };
-    if rc == 0 {
-        0
-    } else {
-        errno()
-    }
+    // The raw syscall, so glibc's all-threads setxid broadcast is not in the measure.
+    errno_of(raw::setuid(nix::unistd::getuid().as_raw()))
 }
 
 /// clock_gettime(CLOCK_REALTIME) as a real syscall, past the vDSO.
 fn gettime_syscall() -> i32 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out pointer.
-    let rc = unsafe { libc::syscall(libc::SYS_clock_gettime, libc::CLOCK_REALTIME, &raw mut ts) };
-    if rc == 0 {
-        0
-    } else {
-        errno()
-    }
+    errno_of(raw::clock_gettime_syscall())
 }
 
 fn set_frequency(ppm: f64) -> Result<Value, String> {
@@ -408,14 +351,7 @@ fn set_status(status: i32) -> Result<Value, String> {
     let mut tx = timex();
     tx.modes = libc::ADJ_STATUS;
     tx.status = status;
-    // SAFETY: valid timex pointer.
-    let rc = unsafe { libc::adjtimex(&raw mut tx) };
-    if rc < 0 {
-        return Err(format!(
-            "adjtimex(ADJ_STATUS): {}",
-            std::io::Error::last_os_error()
-        ));
-    }
+    let rc = raw::adjtimex(&mut tx).map_err(|err| format!("adjtimex(ADJ_STATUS): {err}"))?;
     Ok(json!({"pid": std::process::id(), "status": status, "clock_state": rc}))
 }
 
@@ -424,14 +360,7 @@ fn setoffset(ns: i64) -> Result<Value, String> {
     tx.modes = libc::ADJ_SETOFFSET | libc::ADJ_NANO;
     tx.time.tv_sec = ns.div_euclid(1_000_000_000);
     tx.time.tv_usec = ns.rem_euclid(1_000_000_000);
-    // SAFETY: valid timex pointer.
-    let rc = unsafe { libc::adjtimex(&raw mut tx) };
-    if rc < 0 {
-        return Err(format!(
-            "adjtimex(ADJ_SETOFFSET): {}",
-            std::io::Error::last_os_error()
-        ));
-    }
+    raw::adjtimex(&mut tx).map_err(|err| format!("adjtimex(ADJ_SETOFFSET): {err}"))?;
     Ok(json!({"pid": std::process::id(), "setoffset_ns": ns}))
 }
 

@@ -5,6 +5,8 @@
 //! tick-sampled busy time misses most of a workload that sleeps 50 µs at a time).
 //! Changes no clock.
 
+#![forbid(unsafe_code)]
+
 use std::{
     process::ExitCode,
     sync::{
@@ -14,6 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use nix::sys::time::TimeSpec;
 use serde_json::json;
 
 const USAGE: &str =
@@ -55,29 +58,23 @@ fn parse(args: &[String]) -> Result<Options, String> {
 }
 
 fn process_cpu_s() -> f64 {
-    // SAFETY: plain out struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &raw mut usage) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(usage.ru_utime) + tv(usage.ru_stime)
+    use nix::sys::{resource, time::TimeValLike};
+    resource::getrusage(resource::UsageWho::RUSAGE_SELF).map_or(0.0, |usage| {
+        (usage.user_time().num_microseconds() + usage.system_time().num_microseconds()) as f64 / 1e6
+    })
 }
 
 fn sleeper(stop: Arc<AtomicBool>, wakeups: Arc<AtomicU64>, sleep_us: u64) {
-    let ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: (sleep_us * 1000) as i64,
-    };
+    use nix::time::{clock_nanosleep, ClockId, ClockNanosleepFlags};
+    let pause = TimeSpec::from_duration(Duration::from_micros(sleep_us));
     let mut local = 0;
     while !stop.load(Ordering::Relaxed) {
-        // SAFETY: valid timespec; a relative sleep on CLOCK_MONOTONIC.
-        unsafe {
-            libc::clock_nanosleep(
-                libc::CLOCK_MONOTONIC,
-                0,
-                &raw const ts,
-                std::ptr::null_mut(),
-            )
-        };
+        // A relative sleep on CLOCK_MONOTONIC; an interrupted one counts as a wake-up too.
+        let _ = clock_nanosleep(
+            ClockId::CLOCK_MONOTONIC,
+            ClockNanosleepFlags::empty(),
+            &pause,
+        );
         local += 1;
     }
     wakeups.fetch_add(local, Ordering::Relaxed);
@@ -88,37 +85,21 @@ fn timerfd_reader(
     expirations: Arc<AtomicU64>,
     hz: u64,
 ) -> Result<(), String> {
-    // SAFETY: plain syscalls on an fd we own and close.
-    let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(format!(
-            "timerfd_create: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    let period = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: (1_000_000_000 / hz) as i64,
-    };
-    let spec = libc::itimerspec {
-        it_interval: period,
-        it_value: period,
-    };
-    if unsafe { libc::timerfd_settime(fd, 0, &raw const spec, std::ptr::null_mut()) } != 0 {
-        return Err(format!(
-            "timerfd_settime: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
+    use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+    let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, TimerFlags::TFD_CLOEXEC)
+        .map_err(|e| format!("timerfd_create: {e}"))?;
+    let period = TimeSpec::from_duration(Duration::from_nanos(1_000_000_000 / hz));
+    timer
+        .set(Expiration::Interval(period), TimerSetTimeFlags::empty())
+        .map_err(|e| format!("timerfd_settime: {e}"))?;
     let mut total = 0;
     while !stop.load(Ordering::Relaxed) {
-        let mut count = 0u64;
-        let n = unsafe { libc::read(fd, (&raw mut count).cast(), 8) };
-        if n == 8 {
-            total += count;
+        // Each read blocks until the next expiry and returns how many passed (a u64).
+        let mut count = [0u8; 8];
+        if nix::unistd::read(&timer, &mut count) == Ok(8) {
+            total += u64::from_ne_bytes(count);
         }
     }
-    unsafe { libc::close(fd) };
     expirations.fetch_add(total, Ordering::Relaxed);
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! cg-ntpref: an independent reference NTP implementation for clockguard's tests.
 //!
-//! It shares no code with clockguard: it is the yardstick clockguard's own NTP client and
-//! clock discipline are measured against.
+//! It shares no NTP code with clockguard, nor its socket code (its own receive timestamps):
+//! it is the yardstick clockguard's own NTP client and clock discipline are measured
+//! against. From clockguard-sys it takes only a clock read (clock_gettime) and the
+//! set-up of its stop signals, where the unsafe code lives.
 //!
 //! `serve` answers NTPv4 client requests (RFC 5905, mode 3 in, mode 4 out) from a
 //! *reference clock* that is not the system clock but a function of CLOCK_MONOTONIC_RAW:
@@ -17,6 +19,8 @@
 //! reference clock in another process and compare the system clock against it.
 //!
 //! Nothing here changes any clock: the program only reads clocks and sends UDP datagrams.
+
+#![forbid(unsafe_code)]
 
 use std::{
     fs::File,
@@ -100,9 +104,6 @@ const ROOT_DISPERSION: u32 = 66;
 const WATCH_LIMIT: Duration = Duration::from_secs(15 * 60);
 /// `query` sends its requests this far apart.
 const QUERY_SPACING: Duration = Duration::from_millis(200);
-
-/// Set by SIGTERM/SIGINT: `serve` stops at the next packet or within 200 ms.
-static STOP: AtomicBool = AtomicBool::new(false);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

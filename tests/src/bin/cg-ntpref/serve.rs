@@ -1,6 +1,10 @@
 //! `serve`: answers NTPv4 client requests from the reference clock, optionally with hostile
 //! datagrams mixed in.
 
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+
 use super::*;
 
 pub(crate) struct Server {
@@ -56,7 +60,9 @@ impl Server {
     pub(crate) fn serve(&self, sock: &UdpSocket, stop: &AtomicBool) -> Result<ServeCounts, String> {
         sock.set_read_timeout(Some(Duration::from_millis(200)))
             .map_err(|e| format!("SO_RCVTIMEO: {e}"))?;
-        enable_rx_timestamps(sock)?;
+        // SO_TIMESTAMPNS: the kernel stamps each datagram with CLOCK_REALTIME on arrival.
+        nix::sys::socket::setsockopt(sock, nix::sys::socket::sockopt::ReceiveTimestampns, &true)
+            .map_err(|e| format!("SO_TIMESTAMPNS: {e}"))?;
         let mut counts = ServeCounts::default();
         let mut buf = vec![0u8; 65536];
         while !stop.load(Ordering::Relaxed) {
@@ -111,105 +117,35 @@ impl Server {
     }
 }
 
-/// Turns on SO_TIMESTAMPNS: the kernel stamps each datagram with CLOCK_REALTIME on arrival.
-pub(crate) fn enable_rx_timestamps(sock: &UdpSocket) -> Result<(), String> {
-    use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: a valid fd and option value of the size given.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&raw const on).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(format!(
-            "SO_TIMESTAMPNS: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
-}
-
-/// recv_from with the kernel's receive stamp (CLOCK_REALTIME ns, when there is one).
-pub(crate) fn recv_stamped(
+/// recv_from with the kernel's receive stamp (CLOCK_REALTIME ns, when there is one). A
+/// blocking receive (the socket's read timeout bounds it). Written here, not taken from
+/// clockguard: a stamping error shared by the reference and the client under test would
+/// cancel out of the offset the test measures.
+fn recv_stamped(
     sock: &UdpSocket,
     buf: &mut [u8],
 ) -> std::io::Result<(usize, SocketAddr, Option<i64>)> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: plain C structs, all-zero is valid; every pointer in `msg` points at a live
-    // local of the stated size; the cmsg walk stays within msg_controllen.
-    unsafe {
-        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let mut control = [0u64; 16];
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = (&raw mut addr).cast();
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        msg.msg_iov = &raw mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control);
-        let n = libc::recvmsg(sock.as_raw_fd(), &raw mut msg, 0);
-        if n < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut stamp = None;
-        let mut cmsg = libc::CMSG_FIRSTHDR(&raw const msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
-            {
-                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::timespec);
-                stamp = Some(ts.tv_sec * 1_000_000_000 + ts.tv_nsec);
-            }
-            cmsg = libc::CMSG_NXTHDR(&raw const msg, cmsg);
-        }
-        let peer = match libc::c_int::from(addr.ss_family) {
-            libc::AF_INET => {
-                let a = &*(&raw const addr).cast::<libc::sockaddr_in>();
-                SocketAddr::from((
-                    std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                    u16::from_be(a.sin_port),
-                ))
-            }
-            libc::AF_INET6 => {
-                let a = &*(&raw const addr).cast::<libc::sockaddr_in6>();
-                SocketAddr::from((
-                    std::net::Ipv6Addr::from(a.sin6_addr.s6_addr),
-                    u16::from_be(a.sin6_port),
-                ))
-            }
-            family => return Err(std::io::Error::other(format!("address family {family}"))),
-        };
-        Ok((n as usize, peer, stamp))
-    }
-}
-
-extern "C" fn on_stop_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
-}
-
-/// SIGTERM and SIGINT set STOP; without SA_RESTART, so a blocked recv returns at once.
-pub(crate) fn install_stop_handlers() -> Result<(), String> {
-    for sig in [libc::SIGTERM, libc::SIGINT] {
-        // SAFETY: sigaction is plain data; the handler only stores to an atomic.
-        let rc = unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as usize;
-            libc::sigemptyset(&raw mut sa.sa_mask);
-            libc::sigaction(sig, &raw const sa, std::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(format!("sigaction: {}", std::io::Error::last_os_error()));
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut control = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let msg = recvmsg::<SockaddrStorage>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut control),
+        MsgFlags::empty(),
+    )?;
+    let mut stamp = None;
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmTimestampns(ts) = cmsg {
+            stamp = Some(ts.tv_sec() * 1_000_000_000 + ts.tv_nsec());
         }
     }
-    Ok(())
+    let peer = msg.address.as_ref().and_then(|a| {
+        a.as_sockaddr_in()
+            .map(|v4| SocketAddr::from(*v4))
+            .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6)))
+    });
+    let peer = peer.ok_or_else(|| std::io::Error::other("a datagram from no IPv4/IPv6 address"))?;
+    Ok((msg.bytes, peer, stamp))
 }
 
 pub(crate) fn parse_leap(text: &str) -> Result<u8, String> {
@@ -271,7 +207,9 @@ pub(crate) fn serve_cmd(args: &[String]) -> Result<Value, String> {
 
     let sock = UdpSocket::bind(listen).map_err(|e| format!("bind {listen}: {e}"))?;
     let bound = sock.local_addr().map_err(|e| e.to_string())?;
-    install_stop_handlers()?;
+    // SIGTERM and SIGINT set the flag; a blocked recv returns at once.
+    let stop = clockguard_sys::test_calls::stop_on_sigterm_or_sigint()
+        .map_err(|e| format!("sigaction: {e}"))?;
     let server = Server {
         clock: RefClock::start(offset_ns, freq_ppm, leap_second),
         stratum,
@@ -284,7 +222,7 @@ pub(crate) fn serve_cmd(args: &[String]) -> Result<Value, String> {
     writeln!(out, "{}", json!({"listening": bound.to_string()}))
         .and_then(|_| out.flush())
         .map_err(|e| format!("stdout: {e}"))?;
-    let counts = server.serve(&sock, &STOP)?;
+    let counts = server.serve(&sock, stop)?;
     Ok(json!({
         "served": counts.served,
         "hostile": counts.hostile,
