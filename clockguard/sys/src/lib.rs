@@ -12,6 +12,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod segment;
 #[cfg(feature = "test-calls")]
 pub mod test_calls;
 
