@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bound;
 pub mod clockbound;
 pub mod config;
 pub mod control_protocol;
