@@ -117,8 +117,8 @@ impl SharedSegment {
     /// A copy of the whole segment as it is now (no consistency promised).
     pub fn read(&self) -> Vec<u8> {
         (0..self.len)
-            // SAFETY: in bounds of the live mapping; volatile because other processes may
-            // write the file too (a reader never does, but its size is all we own).
+            // SAFETY: in bounds of the live mapping. Volatile: the memory is a shared file's,
+            // which the writer before us (or anyone with write access) may have changed.
             .map(|i| unsafe { self.map.as_ptr().add(i).read_volatile() })
             .collect()
     }
