@@ -131,7 +131,8 @@ pub fn run_in_vm_within(
             .join(" "),
     };
     let script = format!(
-        "{GUEST_PRELUDE} export {}; cd {} || exit 125; {}",
+        ". {}/{GUEST_PRELUDE}; export {}; cd {} || exit 125; {}",
+        sh_quote(&repo_s),
         exports
             .iter()
             .map(|(k, v)| format!("{k}={}", sh_quote(v)))
@@ -164,15 +165,9 @@ pub fn run_in_vm_within(
             // kernel can find the vCPUs' TSCs unsynchronised and fall back to hpet. Level 5
             // still prints warnings and messages of the default level (4), which an oops's
             // lines are, and panic() turns the console fully verbose.
-            // tsc=nowatchdog: the clocksource watchdog (hpet against the TSC) marked the
-            // emulated TSC unstable after t_80's pause on 7.2, and that disables the
-            // sched_clock_stable static key at run time: kernel text patched under
-            // multi-threaded TCG, which panicked the guest ("Oops: int3" in
-            // sched_clock_cpu), as GUEST_PRELUDE explains. Without the watchdog the TSC
-            // stays the clocksource for the whole boot.
             "--verbose",
             "--append",
-            "loglevel=5 tsc=nowatchdog",
+            "loglevel=5",
             "--disable-kvm",
             "--user",
             "root",
@@ -294,14 +289,12 @@ pub fn run_in_vm_within(
 /// trace event enabled in the top instance and in a second instance (each instance's event
 /// registers its own probe), with tracing off and tiny buffers (nothing is recorded).
 /// Attaching or detaching our programs is then 2 -> 3 -> 2 and patches nothing.
-const GUEST_PRELUDE: &str = "t=/sys/kernel/tracing; \
-    mountpoint -q $t || mount -t tracefs nodev $t 2>/dev/null; \
-    mkdir -p $t/instances/cg_hold 2>/dev/null; \
-    for i in $t $t/instances/cg_hold; do echo 0 >$i/tracing_on 2>/dev/null; \
-    echo 4 >$i/buffer_size_kb 2>/dev/null; \
-    for e in timer/hrtimer_expire_entry sched/sched_process_fork sched/sched_process_exec \
-    sched/sched_process_exit; do echo 1 >$i/events/$e/enable 2>/dev/null \
-    || echo \"vm: cannot keep tracepoint $e enabled in $i\" >&2; done; done;";
+///
+/// The script is a file of the repository, sourced, not inlined: virtme-ng hands the guest
+/// its command on the kernel command line (base64), which the kernel cuts at 2048 bytes;
+/// a retry boot's long test filter with the prelude inlined went over it and the guest
+/// panicked before it started (a fortify panic in start_kernel).
+const GUEST_PRELUDE: &str = "tests/vm/guest-prelude.sh";
 
 /// Boots so far in this process (names the console logs).
 static BOOTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
