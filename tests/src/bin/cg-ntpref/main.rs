@@ -35,6 +35,7 @@ use std::{
 use clockguard_tests::read_ns;
 use serde_json::{json, Value};
 
+mod bound;
 mod clock;
 mod load;
 mod opts;
@@ -43,6 +44,7 @@ mod query;
 mod serve;
 mod watch;
 
+use bound::*;
 use clock::*;
 use load::*;
 use opts::*;
@@ -84,6 +86,12 @@ const USAGE: &str = "usage: cg-ntpref COMMAND
         R requests per second for S seconds from N clients (default 100), each from its
         own loopback address 127.0.0.(2+i), so per-client rate limits see N clients;
         counts replies (KoD apart) and late or missing ones
+  bound --params FILE --segment PATH --stopfile F [--interval-ms 1] [--vmclock DEV]
+        reads the ClockBound segment PATH through ClockBound's own client crate every
+        interval until F exists or 15 minutes passed, and holds each reading's
+        [earliest, latest] against the reference's time then: samples, how many had the
+        reference outside (and by how much), the bound's p50/p99/max by status, the
+        status changes and the client's errors. Waits up to 30 s for the segment.
 Prints one JSON object (serve: one when listening, one when stopped).";
 
 /// Seconds from 1900-01-01 (NTP era 0) to 1970-01-01 (Unix epoch).
@@ -137,6 +145,7 @@ fn run(args: &[String]) -> Result<(Value, u8), String> {
         "watch" => watch_cmd(rest).map(|v| (v, 0)),
         "query" => query_cmd(rest),
         "load" => load_cmd(rest).map(|v| (v, 0)),
+        "bound" => bound_cmd(rest).map(|v| (v, 0)),
         _ => Err(USAGE.into()),
     }
 }

@@ -1,0 +1,269 @@
+//! `bound`: reads a ClockBound segment through ClockBound's own client crate, as a database
+//! would, and holds each reading's [earliest, latest] against the reference's time at that
+//! moment. The reference is the yardstick: a reading whose interval cannot contain it is
+//! counted as outside, with by how much.
+
+use std::collections::BTreeMap;
+
+use clock_bound_client::{ClockBoundClient, ClockStatus};
+
+use super::*;
+
+/// How long `bound` waits for the segment to become readable (the daemon writes it at
+/// start).
+const OPEN_WAIT: Duration = Duration::from_secs(30);
+/// Status changes listed in the report, at most.
+const CHANGES_LISTED: usize = 64;
+
+pub(crate) fn bound_cmd(args: &[String]) -> Result<Value, String> {
+    let opts = Opts::parse(
+        args,
+        &[
+            "--params",
+            "--segment",
+            "--stopfile",
+            "--interval-ms",
+            "--vmclock",
+        ],
+        0,
+    )?;
+    let clock = RefClock::load(Path::new(opts.required("--params")?))?;
+    let segment = opts.required("--segment")?;
+    let stopfile = PathBuf::from(opts.required("--stopfile")?);
+    let vmclock = opts.get("--vmclock").unwrap_or("/dev/vmclock0");
+    let interval_ms: u64 = opts.parsed("--interval-ms", 1)?;
+    if interval_ms == 0 {
+        return Err("--interval-ms must be positive".into());
+    }
+    let mut client = open_client(segment, vmclock)?;
+    let interval = Duration::from_millis(interval_ms);
+    let start = Instant::now();
+    let start_raw = raw_ns();
+    let mut tally = Tally::default();
+    let mut reads = 0u32;
+    while !stopfile.exists() && start.elapsed() < WATCH_LIMIT {
+        let before = raw_ns();
+        let now = client.now();
+        let after = raw_ns();
+        let at_s = (after - start_raw) as f64 / 1e9;
+        match now {
+            Ok(now) => tally.add(&Reading {
+                at_s,
+                status: status_name(now.clock_status),
+                earliest_ns: i128::from(now.earliest.tv_sec()) * NS_PER_S
+                    + i128::from(now.earliest.tv_nsec()),
+                latest_ns: i128::from(now.latest.tv_sec()) * NS_PER_S
+                    + i128::from(now.latest.tv_nsec()),
+                truth_from_ns: clock.at(before),
+                truth_to_ns: clock.at(after),
+            }),
+            Err(err) => tally.error(format!("{:?}", err.kind)),
+        }
+        reads = reads.saturating_add(1);
+        // On a fixed grid, as in `watch`.
+        if let Some(wait) = (interval * reads).checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    Ok(tally.report(start.elapsed().as_secs_f64()))
+}
+
+/// The client, once the segment can be read (the daemon may still be starting).
+fn open_client(segment: &str, vmclock: &str) -> Result<ClockBoundClient, String> {
+    let start = Instant::now();
+    loop {
+        match ClockBoundClient::new_with_paths(segment, vmclock) {
+            Ok(client) => return Ok(client),
+            Err(err) if start.elapsed() >= OPEN_WAIT => {
+                return Err(format!(
+                    "cannot read the ClockBound segment {segment} after {} s: {:?} {}",
+                    OPEN_WAIT.as_secs(),
+                    err.kind,
+                    err.detail
+                ));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+fn status_name(status: ClockStatus) -> &'static str {
+    match status {
+        ClockStatus::Unknown => "unknown",
+        ClockStatus::Synchronized => "synchronized",
+        ClockStatus::FreeRunning => "free_running",
+        ClockStatus::Disrupted => "disrupted",
+    }
+}
+
+/// One reading: the client's interval and status, and the reference's time just before
+/// and just after the client read its clocks (UTC ns).
+#[derive(Clone, Debug)]
+pub(crate) struct Reading {
+    pub(crate) at_s: f64,
+    pub(crate) status: &'static str,
+    pub(crate) earliest_ns: i128,
+    pub(crate) latest_ns: i128,
+    pub(crate) truth_from_ns: i128,
+    pub(crate) truth_to_ns: i128,
+}
+
+impl Reading {
+    /// How far the reference was outside the interval, ns: it cannot have been inside at
+    /// the moment of the read (it was later than `latest` all along, or earlier than
+    /// `earliest` all along). None when it can have been inside.
+    pub(crate) fn miss_ns(&self) -> Option<i128> {
+        if self.truth_from_ns > self.latest_ns {
+            Some(self.truth_from_ns - self.latest_ns)
+        } else if self.truth_to_ns < self.earliest_ns {
+            Some(self.earliest_ns - self.truth_to_ns)
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Default, Debug)]
+pub(crate) struct PerStatus {
+    pub(crate) samples: u64,
+    pub(crate) outside: u64,
+    pub(crate) worst_miss_ns: i128,
+    /// Half widths (latest − earliest) / 2, ns.
+    pub(crate) bounds_ns: Vec<i64>,
+}
+
+#[derive(Default, Debug)]
+pub(crate) struct Tally {
+    pub(crate) by_status: BTreeMap<&'static str, PerStatus>,
+    pub(crate) errors: BTreeMap<String, u64>,
+    pub(crate) changes: Vec<(f64, &'static str)>,
+    pub(crate) changes_total: u64,
+    pub(crate) last_status: Option<&'static str>,
+    pub(crate) first_outside: Option<Reading>,
+}
+
+impl Tally {
+    pub(crate) fn add(&mut self, r: &Reading) {
+        if self.last_status != Some(r.status) {
+            self.last_status = Some(r.status);
+            self.changes_total += 1;
+            if self.changes.len() < CHANGES_LISTED {
+                self.changes.push((r.at_s, r.status));
+            }
+        }
+        let per = self.by_status.entry(r.status).or_default();
+        per.samples += 1;
+        per.bounds_ns.push(
+            ((r.latest_ns - r.earliest_ns) / 2)
+                .try_into()
+                .unwrap_or(i64::MAX),
+        );
+        if let Some(miss) = r.miss_ns() {
+            per.outside += 1;
+            per.worst_miss_ns = per.worst_miss_ns.max(miss);
+            if self.first_outside.is_none() {
+                self.first_outside = Some(r.clone());
+            }
+        }
+    }
+
+    pub(crate) fn error(&mut self, kind: String) {
+        *self.errors.entry(kind).or_default() += 1;
+    }
+
+    pub(crate) fn report(&self, seconds: f64) -> Value {
+        let by_status: serde_json::Map<String, Value> = self
+            .by_status
+            .iter()
+            .map(|(status, per)| {
+                let mut bounds = per.bounds_ns.clone();
+                bounds.sort_unstable();
+                let at = |q: f64| bounds[((bounds.len() - 1) as f64 * q).round() as usize];
+                (
+                    (*status).to_string(),
+                    json!({
+                        "samples": per.samples,
+                        "outside": per.outside,
+                        "worst_miss_ns": (per.outside > 0).then_some(per.worst_miss_ns as i64),
+                        "bound_p50_ns": at(0.5),
+                        // A p99 from 100 samples on; below that only the largest is stated.
+                        "bound_p99_ns": (bounds.len() >= 100).then(|| at(0.99)),
+                        "bound_max_ns": bounds.last(),
+                    }),
+                )
+            })
+            .collect();
+        json!({
+            "seconds": seconds,
+            "samples": self.by_status.values().map(|p| p.samples).sum::<u64>(),
+            "outside": self.by_status.values().map(|p| p.outside).sum::<u64>(),
+            "by_status": by_status,
+            "errors": self.errors,
+            "status_changes": self.changes_total,
+            "changes": self.changes.iter().map(|(at, s)| json!([at, s])).collect::<Vec<_>>(),
+            "first_outside": self.first_outside.as_ref().map(|r| json!({
+                "at_s": r.at_s,
+                "status": r.status,
+                "earliest_ns": r.earliest_ns.to_string(),
+                "latest_ns": r.latest_ns.to_string(),
+                "truth_ns": r.truth_from_ns.to_string(),
+            })),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(
+        status: &'static str,
+        earliest_ns: i128,
+        latest_ns: i128,
+        truth_ns: i128,
+    ) -> Reading {
+        Reading {
+            at_s: 0.0,
+            status,
+            earliest_ns,
+            latest_ns,
+            truth_from_ns: truth_ns,
+            truth_to_ns: truth_ns + 10,
+        }
+    }
+
+    #[test]
+    fn the_reference_outside_the_interval_is_counted_with_its_miss() {
+        assert_eq!(reading("synchronized", 100, 200, 150).miss_ns(), None);
+        // The read spans 195..205: the reference can have been at 200.
+        assert_eq!(reading("synchronized", 100, 200, 195).miss_ns(), None);
+        assert_eq!(reading("synchronized", 100, 200, 230).miss_ns(), Some(30));
+        assert_eq!(reading("synchronized", 100, 200, 60).miss_ns(), Some(30));
+    }
+
+    #[test]
+    fn a_tally_counts_by_status_and_lists_the_changes() {
+        let mut t = Tally::default();
+        for i in 0..150 {
+            t.add(&reading("synchronized", 1_000 - i, 1_000 + i, 1_000));
+        }
+        t.add(&reading("disrupted", 0, 10, 500));
+        t.add(&reading("disrupted", 0, 10, 500));
+        t.add(&reading("synchronized", 0, 2_000, 1_000));
+        t.error("CausalityBreach".into());
+        let r = t.report(1.0);
+        assert_eq!(r["samples"], 153);
+        assert_eq!(r["outside"], 2);
+        assert_eq!(r["status_changes"], 3);
+        assert_eq!(r["by_status"]["disrupted"]["worst_miss_ns"], 490);
+        assert_eq!(r["by_status"]["synchronized"]["outside"], 0);
+        assert_eq!(r["by_status"]["synchronized"]["bound_max_ns"], 1_000);
+        assert!(r["by_status"]["synchronized"]["bound_p99_ns"].is_number());
+        assert!(
+            r["by_status"]["disrupted"]["bound_p99_ns"].is_null(),
+            "2 samples: no p99"
+        );
+        assert_eq!(r["errors"]["CausalityBreach"], 1);
+        assert_eq!(r["first_outside"]["status"], "disrupted");
+    }
+}
