@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use clockguard_sys::{test_calls as raw, timex};
+use clockguard_sys::{adjtimex, test_calls as raw, timex};
 use clockguard_tests::read_ns;
 use serde_json::{json, Value};
 
@@ -308,7 +308,7 @@ fn settime_forward(ns: i64) -> i32 {
 fn read_timex() -> Result<(i32, libc::timex), String> {
     let mut tx = timex();
     // modes = 0 only reads.
-    let state = raw::adjtimex(&mut tx).map_err(|err| format!("adjtimex: {err}"))?;
+    let state = adjtimex(&mut tx).map_err(|err| format!("adjtimex: {err}"))?;
     Ok((state, tx))
 }
 
@@ -322,7 +322,7 @@ fn write_frequency(scaled_ppm: libc::c_long) -> i32 {
     let mut tx = timex();
     tx.modes = libc::ADJ_FREQUENCY;
     tx.freq = scaled_ppm;
-    errno_of(raw::adjtimex(&mut tx))
+    errno_of(adjtimex(&mut tx))
 }
 
 /// setuid(own uid): the kernel asks capable(CAP_SETUID) first, whatever the uid.
@@ -351,7 +351,7 @@ fn set_status(status: i32) -> Result<Value, String> {
     let mut tx = timex();
     tx.modes = libc::ADJ_STATUS;
     tx.status = status;
-    let rc = raw::adjtimex(&mut tx).map_err(|err| format!("adjtimex(ADJ_STATUS): {err}"))?;
+    let rc = adjtimex(&mut tx).map_err(|err| format!("adjtimex(ADJ_STATUS): {err}"))?;
     Ok(json!({"pid": std::process::id(), "status": status, "clock_state": rc}))
 }
 
@@ -360,7 +360,7 @@ fn setoffset(ns: i64) -> Result<Value, String> {
     tx.modes = libc::ADJ_SETOFFSET | libc::ADJ_NANO;
     tx.time.tv_sec = ns.div_euclid(1_000_000_000);
     tx.time.tv_usec = ns.rem_euclid(1_000_000_000);
-    raw::adjtimex(&mut tx).map_err(|err| format!("adjtimex(ADJ_SETOFFSET): {err}"))?;
+    adjtimex(&mut tx).map_err(|err| format!("adjtimex(ADJ_SETOFFSET): {err}"))?;
     Ok(json!({"pid": std::process::id(), "setoffset_ns": ns}))
 }
 
