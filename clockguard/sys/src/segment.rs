@@ -74,7 +74,7 @@ impl SharedSegment {
             if errno == nix::errno::Errno::EWOULDBLOCK {
                 SegmentOpenError::Owned
             } else {
-                SegmentOpenError::Io("flock", io::Error::from_raw_os_error(errno as i32))
+                SegmentOpenError::Io("flock", super::io_error(errno))
             }
         })?;
         let current = lock
@@ -98,7 +98,7 @@ impl SharedSegment {
                 0,
             )
         }
-        .map_err(|e| SegmentOpenError::Io("mmap", io::Error::from_raw_os_error(e as i32)))?;
+        .map_err(|e| SegmentOpenError::Io("mmap", super::io_error(e)))?;
         Ok((
             SharedSegment {
                 map: map.cast(),
@@ -108,10 +108,6 @@ impl SharedSegment {
             },
             fresh,
         ))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// A copy of the whole segment as it is now (no consistency promised).
@@ -196,10 +192,6 @@ impl ClockBoundWriter {
         Ok(ClockBoundWriter { segment })
     }
 
-    pub fn path(&self) -> &Path {
-        self.segment.path()
-    }
-
     /// Makes `bound` what every reader sees from now on.
     pub fn publish(&mut self, bound: &clockguard_core::clockbound::ErrorBound) {
         use clockguard_core::clockbound::{
@@ -212,11 +204,6 @@ impl ClockBoundWriter {
             HEADER_SIZE,
             &bound.encode(),
         );
-    }
-
-    /// The segment's bytes as they are now.
-    pub fn bytes(&self) -> Vec<u8> {
-        self.segment.read()
     }
 }
 

@@ -94,8 +94,7 @@ pub fn stop_on_sigterm_or_sigint() -> io::Result<&'static AtomicBool> {
     );
     for signal in [Signal::SIGTERM, Signal::SIGINT] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe { sigaction(signal, &action) }
-            .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+        unsafe { sigaction(signal, &action) }.map_err(super::io_error)?;
     }
     Ok(&STOP_REQUESTED)
 }

@@ -178,16 +178,15 @@ impl Tally {
             .map(|(status, per)| {
                 let mut bounds = per.bounds_ns.clone();
                 bounds.sort_unstable();
-                let at = |q: f64| bounds[((bounds.len() - 1) as f64 * q).round() as usize];
                 (
                     (*status).to_string(),
                     json!({
                         "samples": per.samples,
                         "outside": per.outside,
                         "worst_miss_ns": (per.outside > 0).then_some(per.worst_miss_ns as i64),
-                        "bound_p50_ns": at(0.5),
-                        // A p99 from 100 samples on; below that only the largest is stated.
-                        "bound_p99_ns": (bounds.len() >= 100).then(|| at(0.99)),
+                        "bound_p50_ns": quantile_of_sorted(&bounds, 0.5),
+                        // Below 100 samples only the largest is stated.
+                        "bound_p99_ns": p99_of_sorted(&bounds),
                         "bound_max_ns": bounds.last(),
                     }),
                 )

@@ -81,7 +81,7 @@ pub(crate) fn measure(clock: &RefClock, interval: Duration, length: Duration) ->
     abs.sort_unstable();
     let rms =
         (offsets.iter().map(|&o| (o as f64).powi(2)).sum::<f64>() / offsets.len() as f64).sqrt();
-    let p99 = (abs.len() >= 100).then(|| abs[((abs.len() - 1) as f64 * 0.99).round() as usize]);
+    let p99 = p99_of_sorted(&abs);
     json!({
         "seconds": length.as_secs_f64(),
         "samples": offsets.len(),
@@ -90,6 +90,21 @@ pub(crate) fn measure(clock: &RefClock, interval: Duration, length: Duration) ->
         "max_abs_ns": abs.last(),
         "mean_ns": (offsets.iter().map(|&o| o as f64).sum::<f64>() / offsets.len() as f64).round() as i64,
     })
+}
+
+/// The `q` quantile (0..=1) of sorted values, by nearest rank; None when there are none.
+pub(crate) fn quantile_of_sorted(sorted: &[i64], q: f64) -> Option<i64> {
+    let last = sorted.len().checked_sub(1)?;
+    Some(sorted[(last as f64 * q).round() as usize])
+}
+
+/// The p99 of sorted values, stated from 100 values on (fewer cannot say it).
+pub(crate) fn p99_of_sorted(sorted: &[i64]) -> Option<i64> {
+    if sorted.len() >= 100 {
+        quantile_of_sorted(sorted, 0.99)
+    } else {
+        None
+    }
 }
 
 /// Samples the offset until |offset| < limit has held for `hold` (from the first sample
