@@ -55,6 +55,12 @@ pub fn monotonic() -> Monotonic {
     Monotonic::from_ns(read_ns(libc::CLOCK_MONOTONIC))
 }
 
+/// CLOCK_MONOTONIC_COARSE now: CLOCK_MONOTONIC as of the last tick, the clock ClockBound's
+/// readers date the bound on (see clockguard_core::clockbound).
+pub fn monotonic_coarse() -> Monotonic {
+    Monotonic::from_ns(read_ns(libc::CLOCK_MONOTONIC_COARSE))
+}
+
 /// CLOCK_MONOTONIC_RAW and CLOCK_REALTIME, back to back: REALTIME between two RAW reads,
 /// RAW taken as their midpoint.
 pub fn reading() -> Reading {

@@ -88,6 +88,10 @@ pub fn resolve_group(group: &str) -> Result<u32> {
     }
 }
 
+/// Why `now` has no answer.
+const NO_BOUND: &str = "no clock error bound is kept: it needs the NTP client ([ntp] servers \
+                        or pools) and [bound] enabled = true";
+
 /// What a connection asks of the daemon's main loop.
 pub enum Query {
     Status(oneshot::Sender<Box<Status>>),
@@ -95,6 +99,8 @@ pub enum Query {
     Services(oneshot::Sender<ServicesAnswer>),
     /// The recent records (JSON lines), oldest first.
     Recent(oneshot::Sender<Vec<Arc<str>>>),
+    /// The clock error bound now (None: not kept).
+    Now(oneshot::Sender<Option<clockguard_core::bound::Answer>>),
     /// Read the configuration again, for this peer.
     Reload {
         peer: Option<UCred>,
@@ -227,6 +233,15 @@ async fn handle(
             let (tx, rx) = oneshot::channel();
             queries.send(Query::Services(tx)).await?;
             write_line(&mut write, &answer_line(&rx.await?)?).await?;
+        }
+        Request::Now {} => {
+            let (tx, rx) = oneshot::channel();
+            queries.send(Query::Now(tx)).await?;
+            let answer = match rx.await? {
+                Some(answer) => serde_json::to_value(answer)?,
+                None => json!({ "error": NO_BOUND }),
+            };
+            write_line(&mut write, &answer_line(&answer)?).await?;
         }
         Request::Tracking {} | Request::Sources {} => {
             let answer = match (&ntp, &request) {

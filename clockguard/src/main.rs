@@ -11,7 +11,7 @@ mod check;
 mod cli;
 use cli::{
     ask, audit, audit_verify, reload, run_check, service_check, stdout_error,
-    text::{audit_header, audit_row, sources_text, status_text, tracking_text},
+    text::{audit_header, audit_row, now_text, sources_text, status_text, tracking_text},
     StdoutClosed,
 };
 mod clock;
@@ -120,6 +120,14 @@ enum Command {
     },
     /// The NTP discipline: reference, offset, frequency (chronyc tracking).
     Tracking {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// The clock error bound now: earliest and latest true time can be, the status
+    /// ClockBound's readers see, and what the bound is made of.
+    Now {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -269,6 +277,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Status { json, daemon } => ask(&daemon, "status", json, status_text),
         Command::Tracking { json, daemon } => ask(&daemon, "tracking", json, tracking_text),
         Command::Sources { json, daemon } => ask(&daemon, "sources", json, sources_text),
+        Command::Now { json, daemon } => ask(&daemon, "now", json, now_text),
         Command::Check { json, daemon } => run_check(&daemon, json),
         Command::ServiceCheck { name, daemon } => service_check(&daemon, &name),
         Command::Reload { daemon } => reload(&daemon),

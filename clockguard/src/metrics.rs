@@ -27,6 +27,7 @@ use tokio::{
 use clockguard_core::status::{bucket_le_ns, ServiceState, Status, Tracking};
 
 use crate::{control::Query, ntp::client::NtpHandle};
+use clockguard_core::clockbound::ClockStatus;
 
 type Labels = Vec<(String, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -286,6 +287,36 @@ pub fn exposition(status: &Status, tracking: Option<&Tracking>) -> Result<String
             r.register("ntp_stratum", "Stratum", int_gauge(stratum.into()));
         }
     }
+    if let Some(bound) = &status.bound {
+        r.register_with_unit(
+            "clock_error_bound",
+            "How far CLOCK_REALTIME may be from true time now, as ClockBound's readers take \
+             it (the half width of [earliest, latest])",
+            Unit::Seconds,
+            gauge(bound.bound_ns as f64 / 1e9),
+        );
+        let states = Family::<Labels, Gauge>::default();
+        for (name, state) in [
+            ("unknown", ClockStatus::Unknown),
+            ("synchronized", ClockStatus::Synchronized),
+            ("free_running", ClockStatus::FreeRunning),
+            ("disrupted", ClockStatus::Disrupted),
+        ] {
+            states
+                .get_or_create(&vec![("status".to_string(), name.to_string())])
+                .set(i64::from(bound.status == state));
+        }
+        r.register(
+            "clock_error_bound_status",
+            "1 for the clock status ClockBound's readers see now",
+            states,
+        );
+        r.register(
+            "clock_error_bound_segment_ok",
+            "1 while the ClockBound segment is written",
+            int_gauge(i64::from(bound.segment_error.is_none())),
+        );
+    }
     if let Some(remaining) = status
         .enforcement
         .slew
@@ -509,8 +540,31 @@ mod tests {
         tracking.offset_s = Some(-0.000_012);
         tracking.frequency_ppm = Some(12.5);
         tracking.root_dispersion_s = Some(0.001);
+        let mut bound = clockguard_core::bound::Bound::new(
+            clockguard_core::bound::Policy {
+                drift_floor_ppb: 1_000,
+                void_after_ns: 1_000_000_000_000,
+                error_sigmas: 3.0,
+                disruption_support: false,
+                exclusive_discipline: true,
+            },
+            0,
+            clockguard_core::time::Monotonic::from_ns(1_000_000_000),
+        );
+        bound.disrupted(
+            clockguard_core::time::Monotonic::from_ns(2_000_000_000),
+            clockguard_core::bound::Disruption::Pause { ns: 250_000_000 },
+        );
+        status.bound = Some(bound.answer(
+            clockguard_core::time::Monotonic::from_ns(2_000_000_000),
+            clockguard_core::time::Realtime::from_ns(1_800_000_000_000_000_000),
+        ));
         let text = exposition(&status, Some(&tracking)).unwrap();
         for line in [
+            "clockguard_clock_error_bound_seconds 0.25",
+            "clockguard_clock_error_bound_status{status=\"disrupted\"} 1",
+            "clockguard_clock_error_bound_status{status=\"synchronized\"} 0",
+            "clockguard_clock_error_bound_segment_ok 1",
             "clockguard_steps_refused_total 2",
             "clockguard_ring_buffer_drops_total 3",
             "clockguard_events_summarised_total 99000",

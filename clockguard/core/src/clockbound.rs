@@ -36,7 +36,7 @@
 //! void_after must be read on CLOCK_MONOTONIC_COARSE too, and `Monotonic` instants here
 //! are on it. A bound dated at the last tick is only larger for it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::time::Monotonic;
 
@@ -59,7 +59,7 @@ pub const VERSION_OFFSET: usize = 12;
 pub const READER_GRACE_NS: i64 = 5_000_000_000;
 
 /// The clock's status, as the readers know it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClockStatus {
     /// Never synchronised, or the bound is void.

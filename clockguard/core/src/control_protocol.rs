@@ -17,6 +17,8 @@ pub enum Request {
     Tracking {},
     Sources {},
     Services {},
+    /// The clock error bound now (`clockguard now`).
+    Now {},
     Reload {},
 }
 
@@ -28,6 +30,7 @@ impl Request {
             Request::Tracking {} => "tracking",
             Request::Sources {} => "sources",
             Request::Services {} => "services",
+            Request::Now {} => "now",
             Request::Reload {} => "reload",
         }
     }
@@ -71,6 +74,10 @@ mod tests {
         assert!(matches!(
             parse_request("{\"cmd\":\"services\"}"),
             Ok(Request::Services {})
+        ));
+        assert!(matches!(
+            parse_request("{\"cmd\":\"now\"}"),
+            Ok(Request::Now {})
         ));
         assert!(parse_request("{\"cmd\":\"reboot\"}")
             .unwrap_err()

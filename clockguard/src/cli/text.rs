@@ -6,6 +6,7 @@ use clockguard_core::status::{
 };
 
 use crate::record::Record;
+use clockguard_core::{bound, clockbound::ClockStatus};
 
 /// "dovecot: fault (died_from_time_jump, 3.2 s, hold 6.8 s), 7 processes, last: ..."
 pub(crate) fn service_line(s: &ServiceStatus) -> String {
@@ -131,6 +132,19 @@ pub(crate) fn status_text(s: &Status) -> String {
                 .as_deref()
                 .map(|a| format!(", serving on {a}"))
                 .unwrap_or_default()
+        );
+    }
+    if let Some(bound) = &s.bound {
+        push_line!(
+            out,
+            "bound: ±{} ({}){}; `clockguard now` for details",
+            duration_text(bound.bound_ns as f64),
+            status_name(bound.status),
+            match (&bound.segment, &bound.segment_error) {
+                (_, Some(err)) => format!(", segment NOT written: {err}"),
+                (Some(path), None) => format!(", published at {path}"),
+                (None, None) => String::new(),
+            }
         );
     }
     if let Some(err) = &s.ebpf_load_error {
@@ -292,6 +306,110 @@ pub(crate) fn seconds(s: Option<f64>) -> String {
 }
 
 /// What `clockguard tracking` prints (without its last newline).
+fn status_name(status: ClockStatus) -> &'static str {
+    match status {
+        ClockStatus::Unknown => "unknown",
+        ClockStatus::Synchronized => "synchronized",
+        ClockStatus::FreeRunning => "free running",
+        ClockStatus::Disrupted => "DISRUPTED",
+    }
+}
+
+/// `clockguard now`: the interval, and what it is made of.
+pub(crate) fn now_text(a: &bound::Answer) -> String {
+    let mut out = String::new();
+    let usable = matches!(
+        a.status,
+        ClockStatus::Synchronized | ClockStatus::FreeRunning
+    );
+    push_line!(
+        out,
+        "Status            : {}{}",
+        status_name(a.status),
+        if usable {
+            ""
+        } else {
+            " (readers must not use the interval)"
+        }
+    );
+    push_line!(out, "Earliest (UTC)    : {}", a.earliest);
+    push_line!(out, "Latest (UTC)      : {}", a.latest);
+    push_line!(
+        out,
+        "Bound             : ±{}, published {:.1} s ago, growing {:.3} ppm; void in {:.0} s",
+        duration_text(a.bound_ns as f64),
+        a.as_of_age_s,
+        f64::from(a.max_drift_ppb) / 1e3,
+        a.void_in_s.max(0.0)
+    );
+    let why = &a.why;
+    if let Some(t) = &why.measured {
+        push_line!(
+            out,
+            "Measured          : offset {} + {} estimate error + {} half root delay + {} root \
+             dispersion + {} slewing in",
+            duration_text(t.offset_ns as f64),
+            duration_text(t.estimate_error_ns as f64),
+            duration_text(t.half_root_delay_ns as f64),
+            duration_text(t.root_dispersion_ns as f64),
+            duration_text(t.slewing_in_ns as f64)
+        );
+    } else {
+        push_line!(out, "Measured          : not yet (no NTP estimate)");
+    }
+    push_line!(
+        out,
+        "Drift             : {:.3} ppm from the frequency's error + {:.3} ppm floor{}",
+        f64::from(why.drift_from_skew_ppb) / 1e3,
+        f64::from(why.drift_floor_ppb) / 1e3,
+        if why.drift_floor_ppb >= clockguard_core::bound::KERNEL_SLEW_PPB {
+            " (others may slew the clock: the guard does not hold exclusive_discipline)"
+        } else {
+            ""
+        }
+    );
+    if why.slewing_in_ns != 0 {
+        push_line!(
+            out,
+            "Slewing in        : {} (a refused step)",
+            duration_text(why.slewing_in_ns as f64)
+        );
+    }
+    if let Some(d) = &why.last_disruption {
+        push_line!(
+            out,
+            "Last disruption   : {d:?}{}",
+            if why.disrupted {
+                ", not measured again yet"
+            } else {
+                ""
+            }
+        );
+    }
+    if why.sources_lost {
+        push_line!(
+            out,
+            "Sources           : LOST (the bound grows at the drift)"
+        );
+    }
+    match (&a.segment, &a.segment_error) {
+        (Some(path), None) => push_line!(
+            out,
+            "Segment           : {path} (ClockBound protocol 2, {} writes)",
+            a.segment_writes
+        ),
+        (path, Some(err)) => push_line!(
+            out,
+            "Segment           : NOT written{}: {err}",
+            path.as_deref()
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default()
+        ),
+        (None, None) => {}
+    }
+    out.trim_end().to_string()
+}
+
 pub(crate) fn tracking_text(t: &Tracking) -> String {
     let text = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let ppm = |v: Option<f64>| v.map_or("-".into(), |p| format!("{p:+.3} ppm"));

@@ -19,6 +19,8 @@ pub(super) async fn run(mut daemon: Daemon, inputs: Inputs) -> Result<()> {
         fallback_jumps: mut jump_rx,
         queries: mut query_rx,
         ntp,
+        mut bound_refresh,
+        mut bound_updates,
     } = inputs;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -84,6 +86,14 @@ pub(super) async fn run(mut daemon: Daemon, inputs: Inputs) -> Result<()> {
             _ = repeat_interval.tick(), if events.is_some() => daemon.on_repeat_interval(),
             Some(jump) = jump_rx.recv() => daemon.on_fallback_jump(jump),
             Some(query) = query_rx.recv() => daemon.answer(query),
+            _ = tick(bound_refresh.as_mut()), if bound_refresh.is_some() => daemon.bound_refresh(),
+            changed = bound_changed(bound_updates.as_mut()), if bound_updates.is_some() => {
+                match changed {
+                    Some(update) => daemon.on_bound_update(update),
+                    // The NTP service stopped: no more measurements.
+                    None => bound_updates = None,
+                }
+            }
             _ = watchdog.tick(), if watchdog_period.is_some() => systemd::notify("WATCHDOG=1"),
             _ = sighup.recv() => {
                 daemon.reload(None);
@@ -149,6 +159,29 @@ fn drain<T>(ring: &mut RingBuf<MapData>, decode: fn(&[u8]) -> Option<T>) -> (Vec
         out.extend(decode(&item));
     }
     (out, false)
+}
+
+/// The next tick of an optional interval (never, without one).
+async fn tick(interval: Option<&mut tokio::time::Interval>) {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The NTP service's next news for the error bound; None once it has stopped.
+async fn bound_changed(
+    updates: Option<&mut tokio::sync::watch::Receiver<Option<clockguard_core::bound::Update>>>,
+) -> Option<clockguard_core::bound::Update> {
+    let updates = updates?;
+    loop {
+        updates.changed().await.ok()?;
+        if let Some(update) = *updates.borrow_and_update() {
+            return Some(update);
+        }
+    }
 }
 
 /// Readiness of an optional event source, for a `select!` arm that is disabled while the

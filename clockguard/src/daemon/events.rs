@@ -7,6 +7,13 @@ use clockguard_core::time::Monotonic;
 
 impl Daemon {
     pub(super) fn on_late_timers(&mut self, batch: Vec<TimerLateEvent>) {
+        // A timer as late as a stall (the kernel sends no other): until the NTP service
+        // measures again, the bound cannot tell a vCPU held off from a VM paused with its
+        // clock stopped, and is Disrupted from now; the stall record follows at the next
+        // sample, once the machine's timers are all seen.
+        if let Some(late_ns) = batch.iter().map(|e| e.lateness_ns as i64).max() {
+            self.bound_disrupted(clockguard_core::bound::Disruption::Pause { ns: late_ns });
+        }
         // One pass over kallsyms names the whole batch's callbacks.
         let addresses: Vec<u64> = batch.iter().map(|e| e.function).collect();
         let functions = match self.probes.as_mut() {
@@ -207,6 +214,8 @@ impl Daemon {
     }
 
     pub(super) fn journal_and_publish(&mut self, mut records: Vec<Record>) {
+        // The error bound first: the segment changes before the journal's write.
+        self.bound_disruptions(&records);
         if !self.unwritten.is_empty() {
             let mut pending = std::mem::take(&mut self.unwritten);
             pending.append(&mut records);

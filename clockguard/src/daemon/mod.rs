@@ -9,13 +9,19 @@
 //! - `queries`: the control socket's questions, the reload, the status report;
 //! - `systemd`: sd_notify and the watchdog.
 
+mod bound;
 mod event_loop;
 mod events;
 mod queries;
 mod setup;
 mod systemd;
 
-use std::{collections::VecDeque, path::Path, sync::Arc, time::Instant};
+use std::{
+    collections::VecDeque,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Instant,
+};
 
 use anyhow::Result;
 use aya::maps::{MapData, RingBuf};
@@ -57,6 +63,10 @@ use crate::{
     vmfacts,
 };
 
+/// How often the error bound is published again between the discipline's updates: well
+/// within the 5 s after which ClockBound's readers take a bound for FreeRunning.
+const BOUND_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How often the slew engine measures its progress and re-programs the kernel.
 pub(crate) const SLEW_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -95,8 +105,10 @@ struct Daemon {
     time_services: Vec<TimeService>,
     /// The slew engine, running only while the guard enforces.
     slew: Option<SlewHandle>,
-    /// The NTP service runs (servers or `serve` configured).
-    ntp_running: bool,
+    /// The NTP service (servers or `serve` configured).
+    ntp: Option<ntp::client::NtpHandle>,
+    /// The clock error bound (`[bound]`, while the NTP client runs).
+    bound: Option<bound::Publisher>,
     timers: TimerWatch,
     /// Keeps the kernel's per-program statistics on (`measure_hook_cost`) while held.
     hook_stats: Option<std::os::fd::OwnedFd>,
@@ -145,6 +157,10 @@ struct Inputs {
     fallback_jumps: mpsc::Receiver<fallback::Jump>,
     queries: mpsc::Receiver<Query>,
     ntp: Option<ntp::client::NtpHandle>,
+    /// Every second while the error bound is kept: published again, dated then.
+    bound_refresh: Option<tokio::time::Interval>,
+    /// The NTP service's measurements for the error bound (None without a bound).
+    bound_updates: Option<tokio::sync::watch::Receiver<Option<clockguard_core::bound::Update>>>,
 }
 
 pub async fn run(config: Config, config_origin: String, config_source: ConfigSource) -> Result<()> {

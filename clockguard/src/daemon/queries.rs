@@ -17,6 +17,9 @@ impl Daemon {
             Query::Recent(reply) => {
                 let _ = reply.send(self.recent.iter().cloned().collect());
             }
+            Query::Now(reply) => {
+                let _ = reply.send(self.bound_answer());
+            }
             Query::Reload { peer, reply } => {
                 let _ = reply.send(self.reload(peer));
             }
@@ -107,6 +110,7 @@ impl Daemon {
             self.config.guard.allow = new.guard.allow;
             self.config.guard.slew_instead = new.guard.slew_instead;
             self.config.guard.exclusive_discipline = new.guard.exclusive_discipline;
+            self.bound_policy_changed();
         }
         for key in &needs_restart {
             tracing::warn!("reload: {key} changed; it takes effect at the next restart");
@@ -137,6 +141,7 @@ impl Daemon {
         let pending = slew.status().remaining_ns;
         match slew.replace(requested).await {
             Ok(status) => {
+                self.bound_slewing_in(requested);
                 record.verdict = Verdict::Slewed;
                 record.slew = Some(json!({
                     "correction_ns": requested,
@@ -229,11 +234,11 @@ impl Daemon {
             },
             kernel: counters,
             ntp: NtpStatus {
-                running: self.ntp_running,
+                running: self.ntp.is_some(),
                 servers: self.config.ntp.servers.clone(),
                 pools: self.config.ntp.pools.clone(),
                 serve: self.config.ntp.serve.clone(),
-                disciplining: self.ntp_running && self.slew.is_some(),
+                disciplining: self.ntp.is_some() && self.slew.is_some(),
             },
             hook_costs: self
                 .hook_stats
@@ -250,6 +255,7 @@ impl Daemon {
                     .map(|m| m.iter().cloned().collect()),
             },
             daemon: self.stats.clone(),
+            bound: self.bound_answer(),
         }
     }
 

@@ -267,7 +267,25 @@ pub(super) async fn start(
     let guard = start_guard(&config, probes.as_mut())?;
     let previous_heartbeat = read_heartbeat(&config.runtime_dir);
 
-    let ntp = ntp::client::spawn(&config.ntp, guard.slew.clone(), &config.state_dir).await?;
+    // The error bound, while there is a discipline to take it from.
+    let ntp_client = !config.ntp.servers.is_empty() || !config.ntp.pools.is_empty();
+    let bound = (config.bound.enabled && ntp_client).then(|| {
+        bound::Publisher::start(&config.bound, bound::policy(&config, &guard.enforcement))
+    });
+    let (bound_tx, bound_updates) = match bound {
+        Some(_) => {
+            let (tx, rx) = tokio::sync::watch::channel(None);
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
+    let bound_refresh = bound.is_some().then(|| {
+        let mut refresh = tokio::time::interval(BOUND_REFRESH);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        refresh
+    });
+    let ntp =
+        ntp::client::spawn(&config.ntp, guard.slew.clone(), &config.state_dir, bound_tx).await?;
     if ntp.is_some() && guard.slew.is_none() {
         tracing::info!(
             "NTP: measuring only ({} mode): the clock is disciplined in guard mode",
@@ -339,7 +357,8 @@ pub(super) async fn start(
         journaled_at_trim: 0,
         journaled_at_sample: 0,
         repeat_epoch,
-        ntp_running: ntp.is_some(),
+        ntp: ntp.clone(),
+        bound,
         hook_stats,
         services: tracker,
         service_processes: Default::default(),
@@ -377,6 +396,8 @@ pub(super) async fn start(
             fallback_jumps: jump_rx,
             queries: query_rx,
             ntp,
+            bound_refresh,
+            bound_updates,
         },
     ))
 }

@@ -12,6 +12,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use clockguard_core::{
+    bound::{self, Measured},
     ntp::client::{Action, ClientCore},
     status::{ServerCounters, ServerStatus, SourcesAnswer, Tracking},
     time::Raw,
@@ -79,8 +80,14 @@ fn raw_at_stamp(stamp: Option<i64>) -> Raw {
 enum NtpQuery {
     Tracking(oneshot::Sender<Tracking>),
     Sources(oneshot::Sender<SourcesAnswer>),
+    /// The clock was disrupted: measure it again soon.
+    Burst,
     Shutdown(oneshot::Sender<()>),
 }
+
+/// Where the NTP service tells the error bound what it measured: the latest news only
+/// (each is the whole state), read by the daemon's loop.
+pub type BoundUpdates = watch::Sender<Option<bound::Update>>;
 
 /// What the daemon keeps of the NTP service.
 #[derive(Clone)]
@@ -113,6 +120,12 @@ impl NtpHandle {
         rx.await.map_err(|_| NtpStopped)
     }
 
+    /// The clock was disrupted: every source is polled now, in a burst (at most once a
+    /// minute). Never waits: with the queue full, a burst is on its way anyway.
+    pub fn burst(&self) {
+        let _ = self.queries.try_send(NtpQuery::Burst);
+    }
+
     /// Writes the drift file and stops.
     pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
@@ -124,10 +137,12 @@ impl NtpHandle {
 
 /// Starts the NTP service when the configuration has servers or `serve`. `slew`: the
 /// clock is disciplined only when given (guard mode in force); otherwise it is measured.
+/// `bound`: where each measurement is told, for the error bound.
 pub async fn spawn(
     config: &NtpConfig,
     slew: Option<SlewHandle>,
     state_dir: &Path,
+    bound: Option<BoundUpdates>,
 ) -> Result<Option<NtpHandle>> {
     if config.servers.is_empty() && config.pools.is_empty() && config.serve.is_none() {
         return Ok(None);
@@ -195,6 +210,7 @@ pub async fn spawn(
         server_clock: server_clock_tx,
         server_counters,
         serving,
+        bound,
     };
     tokio::spawn(client.run(datagrams, query_rx));
     Ok(Some(NtpHandle { queries }))
@@ -239,6 +255,7 @@ struct Client {
     server_clock: watch::Sender<ServerClock>,
     server_counters: Arc<Mutex<ServerCounters>>,
     serving: Option<String>,
+    bound: Option<BoundUpdates>,
 }
 
 /// A source's socket and the task that reads it; dropping it (the source retired, or the
@@ -296,6 +313,11 @@ impl Client {
                 query = queries.recv() => match query {
                     Some(NtpQuery::Tracking(reply)) => { let _ = reply.send(self.tracking_report()); }
                     Some(NtpQuery::Sources(reply)) => { let _ = reply.send(self.sources_report()); }
+                    Some(NtpQuery::Burst) => {
+                        if self.core.burst(clock::reading().raw) {
+                            tracing::info!("NTP: the clock was disrupted: polling every source now");
+                        }
+                    }
                     Some(NtpQuery::Shutdown(reply)) => {
                         if let Some(text) = self.core.drift_text() {
                             self.write_drift(&text);
@@ -491,6 +513,20 @@ impl Client {
                     }
                 }
                 Action::Slew { by_ns } => self.slew_by(by_ns).await,
+                Action::Measured(report) => {
+                    let Some(bound) = &self.bound else { continue };
+                    let update = match report {
+                        Some(e) => {
+                            // Coarse first: both instants then come out no later than
+                            // they were (Measured::from_discipline).
+                            let now = clock::monotonic_coarse();
+                            let now_raw = clock::reading().raw;
+                            bound::Update::Measured(Measured::from_discipline(&e, now_raw, now))
+                        }
+                        None => bound::Update::SourcesLost,
+                    };
+                    bound.send_replace(Some(update));
+                }
             }
         }
     }

@@ -9,6 +9,7 @@ fn policy(disruption_support: bool) -> Policy {
         void_after_ns: 1_000 * S,
         error_sigmas: 3.0,
         disruption_support,
+        exclusive_discipline: true,
     }
 }
 
@@ -136,31 +137,196 @@ fn with_vmclock_the_marker_is_the_device_s() {
 }
 
 #[test]
-fn a_correction_slewed_in_widens_the_bound_at_once_until_measured() {
+fn a_correction_slewed_in_widens_the_bound_at_once_until_the_discipline_replaces_it() {
     let mut b = Bound::new(policy(false), 0, at(0));
     assert_eq!(
         b.slewing_in(at(1), 2 * S).status,
         ClockStatus::Unknown,
         "nothing to widen yet"
     );
+    // The discipline's update after it replaced the correction: its offset says what is
+    // left, the 2 s are not added again.
     let synced = b.measured(measured(100));
-    assert_eq!(
-        synced.bound_ns,
-        185_000 + 2 * S,
-        "measured with 2 s still to slew in"
-    );
+    assert_eq!(synced.bound_ns, 185_000);
+    assert_eq!(b.why().slewing_in_ns, 0);
+    // A refused step taken as a slew: widened at once, as of now, not a disruption.
+    let widened = b.slewing_in(at(101), 2 * S);
+    let grown = synced.as_read_at(at(101)).unwrap().0;
+    assert_eq!((widened.as_of, widened.bound_ns), (at(101), grown + 2 * S));
+    assert_eq!(widened.status, ClockStatus::Synchronized);
     // It shrinks as it is absorbed: the bound stays as wide until the next update.
-    let absorbing = b.slewing_in(at(101), S);
-    assert_eq!(absorbing, synced);
-    let remeasured = b.measured(measured(110));
-    assert_eq!(remeasured.bound_ns, 185_000 + S);
-    // A new refused step taken as a slew: widened at once, as of now.
-    let widened = b.slewing_in(at(111), 3 * S);
-    let grown = remeasured.as_read_at(at(111)).unwrap().0;
-    assert_eq!((widened.as_of, widened.bound_ns), (at(111), grown + 2 * S));
+    assert_eq!(b.slewing_in(at(102), S), widened);
+    // An update computed before the slew began (it reached us late) still adds it.
+    let late = b.measured(measured(100));
+    assert_eq!(late.bound_ns, 185_000 + S);
+    // One after it does not.
+    assert_eq!(b.measured(measured(110)).bound_ns, 185_000);
+}
+
+#[test]
+fn others_may_slew_at_the_kernel_s_limit_unless_the_discipline_is_exclusive() {
+    let shared = Policy {
+        exclusive_discipline: false,
+        ..policy(false)
+    };
+    let mut b = Bound::new(shared, 0, at(0));
+    let e = b.measured(measured(100));
+    assert_eq!(e.max_drift_ppb, 4_502 + KERNEL_SLEW_PPB);
+    // The guard takes the discipline: republished at once with the narrower drift,
+    // grown to now at the old one.
+    let narrowed = b.set_policy(at(102), policy(false));
+    assert_eq!(narrowed.max_drift_ppb, 4_502 + 10_000);
+    assert_eq!(narrowed.as_of, at(102));
+    assert_eq!(narrowed.bound_ns, e.as_read_at(at(102)).unwrap().0);
+    assert_eq!(b.why().drift_floor_ppb, 10_000);
+    // The same policy again changes nothing.
+    assert_eq!(b.set_policy(at(200), policy(false)), narrowed);
+}
+
+#[test]
+fn records_that_break_the_clock_are_disruptions_and_refused_ones_are_not() {
+    let own = 42;
+    let record = |source, kind: &str, delta_ns: Option<i64>, verdict, pid| Record {
+        source,
+        kind: kind.into(),
+        delta_ns,
+        verdict,
+        pid,
+        result: "0".into(),
+        ..Default::default()
+    };
+    use Source::*;
+    let cases = [
+        (
+            record(Syscall, "step", Some(-3 * S), Verdict::Allowed, Some(7)),
+            Some(Disruption::Step { by_ns: -3 * S }),
+        ),
+        (
+            record(Syscall, "step", Some(0), Verdict::Observed, Some(7)),
+            None,
+        ),
+        (
+            record(Syscall, "step", None, Verdict::Denied, Some(7)),
+            None,
+        ),
+        (
+            record(Syscall, "step", Some(2 * S), Verdict::Slewed, Some(7)),
+            None,
+        ),
+        (
+            record(Kernel, "step", Some(-S), Verdict::Observed, None),
+            Some(Disruption::Step { by_ns: -S }),
+        ),
+        (
+            record(Fallback, "step", Some(S), Verdict::Observed, None),
+            Some(Disruption::Step { by_ns: S }),
+        ),
+        (
+            record(Timers, "stall", Some(5 * S), Verdict::Observed, None),
+            Some(Disruption::Pause { ns: 5 * S }),
+        ),
+        (
+            record(Timers, "suspend", Some(60 * S), Verdict::Observed, None),
+            Some(Disruption::Resume),
+        ),
+        (
+            record(
+                Timers,
+                "clocksource_jump",
+                Some(-MS),
+                Verdict::Observed,
+                None,
+            ),
+            Some(Disruption::ClocksourceJump { by_ns: -MS }),
+        ),
+        (
+            record(Timers, "clocksource_change", None, Verdict::Observed, None),
+            Some(Disruption::ClocksourceSwitch),
+        ),
+        (
+            record(Syscall, "tick", None, Verdict::Observed, Some(7)),
+            Some(Disruption::RateChange),
+        ),
+        (
+            record(Syscall, "tick", None, Verdict::Observed, Some(own)),
+            None,
+        ),
+        (
+            record(Syscall, "tick", None, Verdict::Denied, Some(7)),
+            None,
+        ),
+        (
+            record(Syscall, "frequency", None, Verdict::Observed, Some(7)),
+            None,
+        ),
+        (record(Daemon, "start", None, Verdict::Observed, None), None),
+    ];
+    for (record, expected) in cases {
+        assert_eq!(disruption_of(&record, own), expected, "{record:?}");
+    }
+    let mut failed_tick = record(Syscall, "tick", None, Verdict::Observed, Some(7));
+    failed_tick.result = "EINVAL".into();
+    assert_eq!(disruption_of(&failed_tick, own), None);
+}
+
+#[test]
+fn a_sample_is_placed_on_monotonic_no_later_than_it_was() {
+    let now = Monotonic::from_ns(1_000 * S);
+    let now_raw = Raw::from_ns(500 * S);
+    assert_eq!(sample_on_monotonic(now_raw, now_raw, now), now);
+    // 10 s ago on the raw clock: up to 10.05 % more on the slewed one.
     assert_eq!(
-        widened.status,
-        ClockStatus::Synchronized,
-        "not a disruption"
+        sample_on_monotonic(now_raw.plus_ns(-10 * S), now_raw, now),
+        now.plus_ns(-11_005 * MS)
+    );
+}
+
+#[test]
+fn why_names_the_terms_and_the_last_disruption() {
+    let mut b = Bound::new(policy(false), 0, at(0));
+    b.measured(measured(100));
+    b.disrupted(at(105), Disruption::Pause { ns: 5 * S });
+    let why = b.why();
+    assert_eq!(
+        why.measured,
+        Some(Terms {
+            offset_ns: 40_000,
+            estimate_error_ns: 15_000,
+            half_root_delay_ns: 100_000,
+            root_dispersion_ns: 30_000,
+            slewing_in_ns: 0,
+        })
+    );
+    assert_eq!(
+        (why.drift_from_skew_ppb, why.drift_floor_ppb),
+        (4_502, 10_000)
+    );
+    assert_eq!(why.last_disruption, Some(Disruption::Pause { ns: 5 * S }));
+    assert!(why.disrupted && !why.sources_lost);
+    let json = serde_json::to_value(&why).unwrap();
+    assert_eq!(json["last_disruption"]["kind"], "pause");
+    assert_eq!(json["last_disruption_at"], 105 * S);
+}
+
+#[test]
+fn a_refresh_dates_the_bound_now_grown_and_keeps_status_and_void_after() {
+    let mut b = Bound::new(policy(false), 0, at(0));
+    assert_eq!(b.refresh(at(5)), b.last(), "Unknown stays as it is");
+    let synced = b.measured(measured(100));
+    let fresh = b.refresh(at(104));
+    assert_eq!(fresh.as_of, at(104));
+    assert_eq!(fresh.bound_ns, synced.as_read_at(at(104)).unwrap().0);
+    assert_eq!(
+        (fresh.status, fresh.void_after),
+        (ClockStatus::Synchronized, synced.void_after)
+    );
+    // A reader 8 s after the update, 4 s after the refresh: still synchronized.
+    assert_eq!(
+        fresh.as_read_at(at(108)).unwrap().1,
+        ClockStatus::Synchronized
+    );
+    assert_eq!(
+        synced.as_read_at(at(108)).unwrap().1,
+        ClockStatus::FreeRunning
     );
 }

@@ -80,6 +80,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub control: ControlConfig,
+    #[serde(default)]
+    pub bound: BoundConfig,
     /// `[[service]]` tables: services whose deaths after a time jump drive the failover.
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
@@ -225,6 +227,7 @@ impl Config {
             })?;
         }
         self.ntp.validate()?;
+        self.bound.validate()?;
         for path in self.guard.allow.iter().chain(&self.guard.slew_instead) {
             if !path.is_absolute() {
                 bail!(
@@ -278,6 +281,34 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("line 2") && err.contains("verbose"), "{err}");
+    }
+
+    #[test]
+    fn the_bound_section_has_defaults_and_bad_values_name_their_line() {
+        let c = Config::parse("", "t.toml").unwrap();
+        assert!(c.bound.enabled);
+        assert_eq!(c.bound.path, PathBuf::from("/var/run/clockbound/shm0"));
+        assert_eq!(
+            (c.bound.drift_floor_ppb, c.bound.void_after_s),
+            (1_000, 1_000)
+        );
+        assert_eq!(c.bound, Config::parse(EMBEDDED_DEFAULT, "e").unwrap().bound);
+        let bad = |text: &str| format!("{:#}", Config::parse(text, "t.toml").unwrap_err());
+        let err = bad("[bound]\npath = \"shm0\"\n");
+        assert!(err.contains("line 2") && err.contains("absolute"), "{err}");
+        let err = bad("[bound]\nenabled = true\nerror_sigmas = 0.5\n");
+        assert!(err.contains("line 3") && err.contains("1 to 10"), "{err}");
+        let err = bad("[bound]\nvoid_after_s = 5\n");
+        assert!(err.contains("void_after_s"), "{err}");
+        let err = bad("[bound]\ndrift_floor_ppb = -1\n");
+        assert!(err.contains("line 2"), "{err}");
+        // A restart applies it, as every key but the guard policy.
+        let on = Config::parse("", "t").unwrap();
+        let off = Config::parse("[bound]\nenabled = false\n", "t").unwrap();
+        assert_eq!(
+            ReloadPlan::between(&on, &off).needs_restart,
+            ["bound.enabled"]
+        );
     }
 
     #[test]

@@ -18,6 +18,76 @@ pub struct MetricsConfig {
     pub listen: Option<String>,
 }
 
+/// `[bound]`: the clock error bound, published as a ClockBound segment.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BoundConfig {
+    /// Publish it (while the NTP client runs: without sources there is no bound).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The segment (ClockBound's clients read /var/run/clockbound/shm0).
+    #[serde(default = "default_bound_path")]
+    pub path: PathBuf,
+    /// The least drift published, ppb: what the oscillator may wander unmeasured.
+    #[serde(default = "default_drift_floor_ppb")]
+    pub drift_floor_ppb: u32,
+    /// Standard errors of the offset and frequency estimates in the bound.
+    #[serde(default = "default_error_sigmas")]
+    pub error_sigmas: f64,
+    /// A bound not renewed for this long is void (readers say unknown), s.
+    #[serde(default = "default_void_after_s")]
+    pub void_after_s: u64,
+}
+
+impl Default for BoundConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every [bound] key has a default")
+    }
+}
+
+fn default_bound_path() -> PathBuf {
+    PathBuf::from("/var/run/clockbound/shm0")
+}
+fn default_drift_floor_ppb() -> u32 {
+    1_000
+}
+fn default_error_sigmas() -> f64 {
+    3.0
+}
+fn default_void_after_s() -> u64 {
+    1_000
+}
+
+impl BoundConfig {
+    pub(super) fn validate(&self) -> Result<()> {
+        if !self.path.is_absolute() || self.path.file_name().is_none() {
+            bail!(
+                "bound.path = {:?} is not an absolute path to a file",
+                self.path.display().to_string()
+            );
+        }
+        if self.drift_floor_ppb > 100_000_000 {
+            bail!(
+                "bound.drift_floor_ppb = {} is out of range (0 to 100000000 ppb)",
+                self.drift_floor_ppb
+            );
+        }
+        if !(1.0..=10.0).contains(&self.error_sigmas) {
+            bail!(
+                "bound.error_sigmas = {} is out of range (1 to 10)",
+                self.error_sigmas
+            );
+        }
+        if !(10..=86_400).contains(&self.void_after_s) {
+            bail!(
+                "bound.void_after_s = {} is out of range (10 to 86400 s)",
+                self.void_after_s
+            );
+        }
+        Ok(())
+    }
+}
+
 /// `[control]`: who may use the control socket (runtime_dir/control.sock).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

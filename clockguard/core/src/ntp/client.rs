@@ -49,6 +49,10 @@ const LEAP_MARGIN_NS: i64 = 1_000_000;
 /// Sources start this far apart (modulo 2 s), so that their first bursts do not collide.
 const START_SPREAD_NS: i64 = 100_000_000;
 const START_SPREAD_MAX_NS: i64 = 2_000_000_000;
+/// Bursts asked for after a disruption are at least this far apart, ns
+/// (CLOCK_MONOTONIC_RAW), so that a run of disruptions cannot make clockguard a client
+/// that servers rate-limit.
+const BURST_MIN_GAP_NS: i64 = 60 * 1_000_000_000;
 
 /// What the shell does for the core, in the order given.
 #[derive(Clone, Debug, PartialEq)]
@@ -72,6 +76,26 @@ pub enum Action {
     /// Write this to the drift file (chrony's format: `freq_ppm skew_ppm`); report a
     /// failure with [`ClientCore::drift_write_failed`].
     WriteDrift(String),
+    /// Tell the clock error bound ([`crate::bound`]) what the discipline knows: the
+    /// clock's error as measured now, or None when no source is selected any more.
+    Measured(Option<ClockError>),
+}
+
+/// The clock's error as the discipline measured it, for the error bound.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClockError {
+    /// When (the clocks read for the estimate).
+    pub at: Reading,
+    /// When the system peer's newest sample was taken.
+    pub newest_sample: Raw,
+    /// Reference time − CLOCK_REALTIME at `at`, ns: what is still to be slewed.
+    pub offset_ns: i64,
+    /// The estimate's standard error, ns.
+    pub offset_sigma_ns: f64,
+    pub root_delay_ns: i64,
+    pub root_dispersion_ns: i64,
+    /// The frequency estimate's standard error (chronyc's skew), ppb.
+    pub skew_ppb: f64,
 }
 
 /// What bringing the clock to the estimate takes.
@@ -152,6 +176,8 @@ pub struct ClientCore {
     tracking: TrackingState,
     /// The clock is slewed towards NTP time (guard mode); else only measured.
     disciplining: bool,
+    /// When the last burst after a disruption was asked for.
+    last_burst: Option<Raw>,
     /// The stratum served while unsynchronised (`ntp.local_stratum`).
     local_stratum: Option<u8>,
     /// A too-large correction was refused and said; said again only after one succeeds.
@@ -178,6 +204,7 @@ impl ClientCore {
             tracking: TrackingState::default(),
             disciplining,
             local_stratum,
+            last_burst: None,
             too_large_alerted: false,
             last_drift_write: None,
             correction_after_frequency: None,
@@ -197,6 +224,26 @@ impl ClientCore {
             last_poll: now,
         });
         id
+    }
+
+    /// The clock was disrupted (a pause, a migration, a step): every source is polled now
+    /// and then in a burst, so that the error bound is measured again within seconds
+    /// rather than a poll interval. At most once per BURST_MIN_GAP_NS; true when done.
+    pub fn burst(&mut self, now: Raw) -> bool {
+        if self
+            .last_burst
+            .is_some_and(|at| now.ns_since(at) < BURST_MIN_GAP_NS)
+        {
+            return false;
+        }
+        self.last_burst = Some(now);
+        for (id, schedule) in self.schedules.iter_mut().enumerate() {
+            if schedule.next_poll.is_some() {
+                schedule.next_poll = Some(now);
+                self.engine.burst(id);
+            }
+        }
+        true
     }
 
     /// Source `id` stays listed (unreachable) but is no longer polled.
@@ -271,6 +318,7 @@ impl ClientCore {
             self.engine.update(now.raw);
             if was_synchronised && self.engine.unsynchronised_why().is_some() {
                 actions.push(Action::Serve(self.unsynchronised_clock(now)));
+                actions.push(Action::Measured(None));
             }
         }
         let leap_passed = leap_pending && self.engine.pending_leap().is_none();
@@ -319,7 +367,12 @@ impl ClientCore {
     fn steer(&mut self, now: Reading, slew_remaining_ns: Option<i64>) -> Vec<Action> {
         let system = match self.engine.system() {
             Some(system) if self.engine.unsynchronised_why().is_none() => system.clone(),
-            _ => return vec![Action::Serve(self.unsynchronised_clock(now))],
+            _ => {
+                return vec![
+                    Action::Serve(self.unsynchronised_clock(now)),
+                    Action::Measured(None),
+                ]
+            }
         };
         let Adjustment { error_ns, new_freq } = adjustment(
             &system,
@@ -336,11 +389,18 @@ impl ClientCore {
             system.freq_sigma * 1e6
         );
         self.record_update(offset_s, now);
-        let mut actions = vec![Action::Serve(self.served_clock(
-            &system,
-            now,
-            slew_remaining_ns,
-        ))];
+        let mut actions = vec![
+            Action::Serve(self.served_clock(&system, now, slew_remaining_ns)),
+            Action::Measured(Some(ClockError {
+                at: now,
+                newest_sample: system.newest_sample,
+                offset_ns: error_ns,
+                offset_sigma_ns: system.offset_sigma_at(now.raw) * 1e9,
+                root_delay_ns: (system.root_delay_s * 1e9) as i64,
+                root_dispersion_ns: (system.root_dispersion_s * 1e9) as i64,
+                skew_ppb: system.freq_sigma * 1e9,
+            })),
+        ];
         let Some(remaining_ns) = slew_remaining_ns.filter(|_| self.disciplining) else {
             return actions;
         };

@@ -101,12 +101,24 @@ pub struct SystemEstimate {
     /// Root delay and dispersion through the peer, s.
     pub root_delay_s: f64,
     pub root_dispersion_s: f64,
+    /// Standard error of the peer's fitted offset at `anchored`, s (see
+    /// [`offset_sigma_at`](Self::offset_sigma_at)).
+    pub offset_sigma_s: f64,
+    /// When the peer's newest sample was taken.
+    pub newest_sample: Raw,
 }
 
 impl SystemEstimate {
     /// Reference time (UTC) − local timescale at `at`, s.
     pub fn offset_at(&self, at: Raw) -> f64 {
         self.timescale_offset_at(at) - self.leap_seconds_passed as f64
+    }
+
+    /// Standard error of [`offset_at`](Self::offset_at) at `at`, s: the fit's at its
+    /// anchor and the frequency's error carried from there.
+    pub fn offset_sigma_at(&self, at: Raw) -> f64 {
+        let dt_s = at.ns_since(self.anchored) as f64 / 1e9;
+        (self.offset_sigma_s.powi(2) + (self.freq_sigma * dt_s).powi(2)).sqrt()
     }
 
     /// The engine's timescale (through leap seconds) − local timescale at `at`, s.
@@ -304,6 +316,11 @@ impl Engine {
         self.unsynchronised_why.as_deref()
     }
 
+    /// Source `id`'s next requests go out as a burst.
+    pub fn burst(&mut self, id: usize) {
+        self.sources[id].burst();
+    }
+
     /// The request for source `id` (None: the source is not polled any more).
     pub fn request(&mut self, id: usize, cookie: NtpTimestamp, now: Raw) -> Option<[u8; 48]> {
         self.sources[id].request(cookie, now)
@@ -370,6 +387,7 @@ impl Engine {
             tracing::info!("NTP: selected source {} ({})", peer.name, peer.addr);
         }
         let delay = peer.last_sample().map_or(0.0, |s| s.delay_s);
+        let peer_fit = peer.fit().expect("a candidate has a fit");
         let leap_seconds_passed = self.leap_seconds_passed();
         self.system = Some(SystemEstimate {
             anchored: now,
@@ -385,6 +403,8 @@ impl Engine {
             leap: Leap::None,
             root_delay_s: server.root_delay_s + delay,
             root_dispersion_s: server.root_dispersion_s + peer_candidate.jitter_s,
+            offset_sigma_s: peer_fit.sigma_at(now),
+            newest_sample: peer_fit.last,
         });
         self.unsynchronised_why = None;
         let utc_now_ns = now.ns() + self.epoch_ns + (selection.offset_s * 1e9) as i64

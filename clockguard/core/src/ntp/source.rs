@@ -215,6 +215,14 @@ impl Source {
         }
     }
 
+    /// The next requests go out as a burst (4, 2 s apart), as at the start with iburst:
+    /// the clock was disrupted and must be measured again soon.
+    pub fn burst(&mut self) {
+        if self.denied.is_none() {
+            self.burst_left = BURST_REQUESTS;
+        }
+    }
+
     /// The request to send now, with `cookie` (random) as its transmit timestamp. An
     /// outstanding request that was not answered is forgotten (and the reach register
     /// says so).

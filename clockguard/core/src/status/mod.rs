@@ -57,6 +57,9 @@ pub struct Status {
     pub services: Vec<ServiceStatus>,
     pub vm: VmStatus,
     pub daemon: DaemonStats,
+    /// The clock error bound (absent while none is kept: `[bound]` off, or no NTP client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<crate::bound::Answer>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

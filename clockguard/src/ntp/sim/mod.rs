@@ -27,6 +27,8 @@ use std::{
 };
 
 use clockguard_core::{
+    bound::{self, Bound, Measured},
+    clockbound::ClockStatus,
     ntp::client::{Action, ClientCore},
     time::{Monotonic, Raw, Reading, Realtime},
 };
@@ -139,6 +141,33 @@ struct Run {
     alerts_at: Vec<i64>,
     /// The simulated clocks at the end.
     end: Reading,
+    /// The published error bound held against true time at every event.
+    coverage: Coverage,
+}
+
+/// How the error bound clockguard would publish fared against true time: checked at
+/// every event while a reader would trust it (Synchronized or FreeRunning, as read).
+#[derive(Debug, Default)]
+struct Coverage {
+    checks: u64,
+    misses: u64,
+    /// The first miss: (true time since the start, realtime − true time, bound), ns.
+    first_miss: Option<(i64, i64, i64)>,
+    /// The bound as read at each observation (every second) while synchronised: (true
+    /// time since the start, bound), ns.
+    widths: Vec<(i64, i64)>,
+}
+
+/// The bound's policy in the simulation: the defaults, and clockguard alone steers the
+/// simulated kernel.
+fn bound_policy() -> bound::Policy {
+    bound::Policy {
+        drift_floor_ppb: 1_000,
+        void_after_ns: 1_000 * S,
+        error_sigmas: 3.0,
+        disruption_support: false,
+        exclusive_discipline: true,
+    }
 }
 
 struct Sim {
@@ -168,6 +197,8 @@ struct Sim {
     injected: Injected,
     resets_at: Vec<i64>,
     alerts_at: Vec<i64>,
+    bound: Bound,
+    coverage: Coverage,
 }
 
 fn addr(id: usize) -> SocketAddr {
@@ -219,6 +250,8 @@ impl Sim {
             injected: Injected::default(),
             resets_at: Vec::new(),
             alerts_at: Vec::new(),
+            bound: Bound::new(bound_policy(), 0, Monotonic::from_ns(RAW0_NS)),
+            coverage: Coverage::default(),
             sc,
         }
     }
@@ -263,6 +296,8 @@ impl Sim {
                 self.on_timer();
             } else if self.next_obs == t {
                 let now = self.kernel.now();
+                // The daemon's sampler refreshes the segment every second.
+                self.bound.refresh(self.monotonic(now));
                 self.trace
                     .push((t, now.realtime.ns() - (self.sc.t0_unix_ns + t)));
                 self.next_obs = t + S;
@@ -283,6 +318,36 @@ impl Sim {
             alerts_at: self.alerts_at,
             end: self.last,
             core: self.core,
+            coverage: self.coverage,
+        }
+    }
+
+    /// CLOCK_MONOTONIC in the simulation: it runs with realtime, which is never stepped
+    /// here, from RAW0_NS at the start.
+    fn monotonic(&self, now: Reading) -> Monotonic {
+        Monotonic::from_ns(
+            now.realtime.ns() - (self.sc.t0_unix_ns + self.sc.start_offset_ns) + RAW0_NS,
+        )
+    }
+
+    /// Is true time within the bound a reader takes now?
+    fn check_bound(&mut self, now: Reading, observation: bool) {
+        let published = self.bound.last();
+        let Some((bound_ns, status)) = published.as_read_at(self.monotonic(now)) else {
+            return;
+        };
+        if !matches!(status, ClockStatus::Synchronized | ClockStatus::FreeRunning) {
+            return;
+        }
+        let error_ns = now.realtime.ns() - (self.sc.t0_unix_ns + self.t);
+        let c = &mut self.coverage;
+        c.checks += 1;
+        if error_ns.abs() > bound_ns {
+            c.misses += 1;
+            c.first_miss.get_or_insert((self.t, error_ns, bound_ns));
+        }
+        if observation && status == ClockStatus::Synchronized {
+            c.widths.push((self.t, bound_ns));
         }
     }
 
@@ -319,6 +384,8 @@ impl Sim {
             assert_eq!(d_real, 0, "realtime moved while raw did not");
         }
         self.last = now;
+        let observation = t == self.next_obs;
+        self.check_bound(now, observation);
     }
 
     fn send(&mut self, at: i64, flight: Flight) {
@@ -500,6 +567,15 @@ impl Sim {
                     } else if self.core.correction_refused() {
                         self.alerts_at.push(self.t);
                     }
+                }
+                Action::Measured(Some(e)) => {
+                    let now = self.kernel.now();
+                    let mono = self.monotonic(now);
+                    self.bound
+                        .measured(Measured::from_discipline(&e, now.raw, mono));
+                }
+                Action::Measured(None) => {
+                    self.bound.sources_lost();
                 }
                 Action::Serve(_) | Action::WriteDrift(_) => {}
             }

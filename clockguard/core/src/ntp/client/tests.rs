@@ -177,3 +177,85 @@ fn unsynchronised_it_serves_its_local_stratum_or_stratum_16() {
     let clock = none.unsynchronised_clock(at(S, 0));
     assert_eq!((clock.stratum, clock.leap), (16, Leap::Unsynchronized));
 }
+
+/// What the core tells the error bound: nothing usable until it has an estimate, then the
+/// clock's error at each update (here the server stays 20 ms ahead: the clock is not
+/// moved), and the loss once the server stops answering.
+#[test]
+fn the_error_bound_is_told_each_measurement_and_the_loss_of_the_sources() {
+    let mut core = ClientCore::new(EPOCH_NS, config(), 0.0, true, None);
+    core.add_source(
+        "s".into(),
+        SocketAddr::from(([192, 0, 2, 1], 123)),
+        Raw::from_ns(S),
+    );
+    let ahead_ns = 20_000_000;
+    let mut raw_ns = S;
+    let mut reports = Vec::new();
+    let mut last_arrival = Raw::from_ns(0);
+    for _ in 0..8 {
+        let actions = core.on_timer(at(raw_ns, 0), Some(0), cookies());
+        if let Some(Action::Send { request, .. }) = actions.first() {
+            let bytes = reply(request, raw_ns, 1_000_000, ahead_ns);
+            last_arrival = Raw::from_ns(raw_ns + 2_000_000);
+            let actions = core
+                .on_datagram(0, &bytes, last_arrival, at(last_arrival.ns(), 0), Some(0))
+                .expect("a genuine reply");
+            reports.extend(actions.into_iter().filter_map(|a| match a {
+                Action::Measured(report) => Some(report),
+                _ => None,
+            }));
+        }
+        raw_ns = core.next_wakeup().expect("polls are due").ns();
+    }
+    assert_eq!(reports.first(), Some(&None), "no estimate from one sample");
+    let last = reports.last().copied().flatten().expect("measured");
+    assert!((last.offset_ns - ahead_ns).abs() < 100_000, "{last:?}");
+    // A sample is dated at the middle of its round trip.
+    assert_eq!(last.newest_sample, last_arrival.plus_ns(-1_000_000));
+    assert_eq!(last.at.raw, last_arrival);
+    // The round trip is 2 ms: root delay 2 ms (the server adds none).
+    assert!((last.root_delay_ns - 2_000_000).abs() < 10_000, "{last:?}");
+    assert!(
+        last.offset_sigma_ns >= 0.0 && last.skew_ppb > 0.0,
+        "{last:?}"
+    );
+    // No more answers: the source becomes unreachable and the bound is told.
+    let silent_from_ns = raw_ns;
+    let mut lost_after_s = None;
+    while raw_ns < silent_from_ns + 3_600 * S {
+        let actions = core.on_timer(at(raw_ns, 0), Some(0), cookies());
+        if actions.contains(&Action::Measured(None)) {
+            lost_after_s = Some((raw_ns - silent_from_ns) / S);
+            break;
+        }
+        raw_ns = core.next_wakeup().expect("polls are due").ns();
+    }
+    // Eight unanswered polls at 16 s.
+    let lost_after_s = lost_after_s.expect("the loss is told");
+    assert!((100..=160).contains(&lost_after_s), "{lost_after_s} s");
+}
+
+#[test]
+fn a_burst_polls_every_source_now_then_every_2_s_and_not_again_within_a_minute() {
+    let mut core = ClientCore::new(EPOCH_NS, config(), 0.0, true, None);
+    let start = Raw::from_ns(1_000 * S);
+    for i in 0..2 {
+        core.add_source(
+            format!("s{i}"),
+            SocketAddr::from(([192, 0, 2, i], 123)),
+            start,
+        );
+    }
+    core.retire(1);
+    core.on_timer(at(start.ns(), 0), Some(0), cookies());
+    let later = Raw::from_ns(1_005 * S);
+    assert!(core.burst(later));
+    assert_eq!(core.next_poll(0), Some(later));
+    assert_eq!(core.next_poll(1), None, "a retired source stays retired");
+    let polled = core.on_timer(at(later.ns(), 0), Some(0), cookies());
+    assert_eq!(sends(&polled), [0]);
+    assert_eq!(core.next_poll(0), Some(later.plus_ns(2 * S)));
+    assert!(!core.burst(later.plus_ns(59 * S)), "too soon");
+    assert!(core.burst(later.plus_ns(60 * S)));
+}

@@ -1,0 +1,168 @@
+//! The clock error bound: kept from the NTP service's measurements and from every
+//! disruption the daemon sees, and published as a ClockBound segment the moment either
+//! changes it (clockguard_core::bound decides, clockguard_sys::segment writes).
+
+use clockguard_core::{
+    bound::{self, Bound, Disruption, Policy, Update},
+    clockbound::ErrorBound,
+    config::BoundConfig,
+};
+use clockguard_sys::segment::ClockBoundWriter;
+
+use super::*;
+
+/// The bound and the segment it is written to.
+pub(super) struct Publisher {
+    bound: Bound,
+    /// None when the segment could not be opened (`segment_error` says why): the bound is
+    /// kept all the same, for `now`, `status` and the metrics.
+    writer: Option<ClockBoundWriter>,
+    path: PathBuf,
+    segment_error: Option<String>,
+    writes: u64,
+}
+
+impl Publisher {
+    /// Opens the segment (creating its directory), publishes Unknown, and says in the log
+    /// what it could not do: a bound that cannot be published stops nothing else.
+    pub(super) fn start(config: &BoundConfig, policy: Policy) -> Publisher {
+        let path = config.path.clone();
+        let (writer, segment_error) = match open_segment(&path) {
+            Ok(writer) => {
+                tracing::info!(
+                    "bound: publishing the clock error bound at {}",
+                    path.display()
+                );
+                (Some(writer), None)
+            }
+            Err(why) => {
+                tracing::error!(
+                    "bound: cannot write the ClockBound segment {}: {why}; the bound is \
+                     kept (`clockguard now`) but not published",
+                    path.display()
+                );
+                (None, Some(why))
+            }
+        };
+        let mut publisher = Publisher {
+            bound: Bound::new(policy, 0, clock::monotonic_coarse()),
+            writer,
+            path,
+            segment_error,
+            writes: 0,
+        };
+        publisher.write(publisher.bound.last());
+        publisher
+    }
+
+    fn write(&mut self, published: ErrorBound) {
+        if let Some(writer) = &mut self.writer {
+            writer.publish(&published);
+            self.writes += 1;
+        }
+    }
+
+    /// What `now` and `status` show.
+    pub(super) fn answer(&self) -> bound::Answer {
+        let now = clock::monotonic_coarse();
+        bound::Answer {
+            segment: Some(self.path.display().to_string()),
+            segment_error: self.segment_error.clone(),
+            segment_writes: self.writes,
+            ..self.bound.answer(now, clock::realtime())
+        }
+    }
+}
+
+/// The segment's writer, its directory created if missing; what went wrong, in words.
+fn open_segment(path: &Path) -> std::result::Result<ClockBoundWriter, String> {
+    if let Some(dir) = path.parent().filter(|d| !d.exists()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|err| format!("cannot create its directory {}: {err}", dir.display()))?;
+    }
+    ClockBoundWriter::open(path).map_err(|err| err.to_string())
+}
+
+/// The bound's policy under `config` with the guard as it is enforced.
+pub(super) fn policy(config: &Config, enforcement: &Enforcement) -> Policy {
+    Policy {
+        drift_floor_ppb: config.bound.drift_floor_ppb,
+        void_after_ns: (config.bound.void_after_s as i64).saturating_mul(1_000_000_000),
+        error_sigmas: config.bound.error_sigmas,
+        disruption_support: false,
+        exclusive_discipline: enforcement.active && config.guard.exclusive_discipline,
+    }
+}
+
+impl Daemon {
+    /// The NTP service measured the clock, or lost its sources.
+    pub(super) fn on_bound_update(&mut self, update: Update) {
+        let Some(publisher) = self.bound.as_mut() else {
+            return;
+        };
+        let published = publisher.bound.update(update);
+        publisher.write(published);
+    }
+
+    /// Something broke the line between CLOCK_MONOTONIC and true time: Disrupted at once,
+    /// and the NTP sources are polled in a burst so that it is measured again soon.
+    pub(super) fn bound_disrupted(&mut self, what: Disruption) {
+        let Some(publisher) = self.bound.as_mut() else {
+            return;
+        };
+        let published = publisher.bound.disrupted(clock::monotonic_coarse(), what);
+        publisher.write(published);
+        tracing::info!("bound: disrupted ({what:?}) until measured again");
+        if let Some(ntp) = &self.ntp {
+            ntp.burst();
+        }
+    }
+
+    /// The disruptions among records about to be journaled.
+    pub(super) fn bound_disruptions(&mut self, records: &[Record]) {
+        if self.bound.is_none() {
+            return;
+        }
+        let own = std::process::id();
+        for what in records.iter().filter_map(|r| bound::disruption_of(r, own)) {
+            self.bound_disrupted(what);
+        }
+    }
+
+    /// clockguard slews in a correction the discipline did not ask for (a refused step).
+    pub(super) fn bound_slewing_in(&mut self, remaining_ns: i64) {
+        let Some(publisher) = self.bound.as_mut() else {
+            return;
+        };
+        let published = publisher
+            .bound
+            .slewing_in(clock::monotonic_coarse(), remaining_ns);
+        publisher.write(published);
+    }
+
+    /// The sampler's tick: the bound dated now, so that readers do not take it for
+    /// FreeRunning (they do once it is 5 s old).
+    pub(super) fn bound_refresh(&mut self) {
+        let Some(publisher) = self.bound.as_mut() else {
+            return;
+        };
+        let published = publisher.bound.refresh(clock::monotonic_coarse());
+        publisher.write(published);
+    }
+
+    /// The guard's policy may have changed who may slew (a reload).
+    pub(super) fn bound_policy_changed(&mut self) {
+        let policy = policy(&self.config, &self.enforcement);
+        let Some(publisher) = self.bound.as_mut() else {
+            return;
+        };
+        let published = publisher
+            .bound
+            .set_policy(clock::monotonic_coarse(), policy);
+        publisher.write(published);
+    }
+
+    pub(super) fn bound_answer(&self) -> Option<bound::Answer> {
+        self.bound.as_ref().map(Publisher::answer)
+    }
+}
