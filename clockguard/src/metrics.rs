@@ -547,6 +547,7 @@ mod tests {
                 error_sigmas: 3.0,
                 disruption_support: false,
                 exclusive_discipline: true,
+                slew_in_flight_ns: 0,
             },
             0,
             clockguard_core::time::Monotonic::from_ns(1_000_000_000),

@@ -4,6 +4,10 @@
 # 1 ms without a step or a backward move (1 ms sampler), reports the convergence time, holds
 # it, and counts every hostile datagram. Its own NTP server answers with the disciplined
 # time; malformed requests get no answer, a burst gets rate-limited.
+# Throughout, a reader built on ClockBound's own client crate reads the error bound
+# clockguard publishes every millisecond and holds it against the reference's time: 0
+# readings outside, from the first estimate through the 11 s slew and the hold, and through
+# a refused +2 s step that clockguard slews in (the bound widens by it at once).
 source "$(dirname "$0")/lib.sh"
 need_vm
 
@@ -18,6 +22,11 @@ for _ in $(seq 1 100); do [[ -s "$PARAMS" ]] && break; sleep 0.1; done
 echo "reference: $(cat "$PARAMS")"
 echo "offset before: $("$REF" offset --params "$PARAMS")"
 
+# A time agent whose refused step clockguard slews in: a copy of cg-clockcall (its own
+# inode, so the original stays plainly refused).
+AGENT="$CG_TEST_TMP/cg-agent"
+cp "$CALL" "$AGENT"
+SEGMENT="$CG_TEST_TMP/clockbound/shm0"
 cat >"$CG_TEST_TMP/ntp.toml" <<EOF2
 mode = "guard"
 log_level = "info,clockguard::ntp=debug"
@@ -25,10 +34,21 @@ log_level = "info,clockguard::ntp=debug"
 defer_to_time_services = false
 # The kernel's fastest: 10 % through the tick + 500 ppm through the frequency.
 max_slew_ppm = 100500
+slew_instead = ["$AGENT"]
+# No one else may slew: the bound grows at the drift floor + 3 x skew, not at 500 ppm.
+exclusive_discipline = true
 [ntp]
 servers = ["127.0.0.1:12300"]
 serve = "127.0.0.1:12301"
+[bound]
+path = "$SEGMENT"
 EOF2
+# The reader waits (30 s at most) for the daemon to create the segment.
+echo "bound reader started at $(date -u +%T.%N) (its seconds count from then)"
+"$REF" bound --params "$PARAMS" --segment "$SEGMENT" --stopfile "$CG_TEST_TMP/bound.stop" \
+    --trace "$CG_TEST_TMP/bound.trace" >"$CG_TEST_TMP/bound.json" 2>"$CG_TEST_TMP/bound.err" &
+reader=$!
+trap 'kill "$ref_pid" "$reader" 2>/dev/null; stop_daemon' EXIT
 STOP="$CG_TEST_TMP/sampler.stop"
 "$CALL" sample "$STOP" >"$CG_TEST_TMP/sampler.json" &
 sampler=$!
@@ -103,3 +123,39 @@ echo "server counters: $counters"
 echo "$counters" | jq -e '.malformed >= 3 and (.kiss_rate + .rate_limited) >= 1' >/dev/null \
     || fail "server counters: $counters"
 kill -0 "$DAEMON_PID" || fail "the daemon died"
+
+# The bound now: synchronized and narrow (the clock holds the time under 1 ms).
+"$CG" now --runtime-dir "$RUNTIME"
+now=$("$CG" now --json --runtime-dir "$RUNTIME")
+echo "$now" | jq -e '.status == "synchronized" and .bound_ns < 20000000 and .why.drift_floor_ppb == 1000' >/dev/null \
+    || fail "bound after convergence: $now"
+# A refused +2 s step slewed in: the bound takes the 2 s at once.
+"$AGENT" settime-by 2000000000 || true
+wait_records 1 '.verdict == "slewed"'
+now=$("$CG" now --json --runtime-dir "$RUNTIME")
+echo "slewing in: $(echo "$now" | jq -c '{status, bound_ns, slewing_in_ns: .why.slewing_in_ns}')"
+echo "$now" | jq -e '.why.slewing_in_ns > 1900000000 and .bound_ns > 1900000000 and .status == "synchronized"' >/dev/null \
+    || fail "the bound did not take the refused step being slewed in: $now"
+# Read on while the agent's step is slewed in and clockguard's discipline takes it back.
+sleep 25
+touch "$CG_TEST_TMP/bound.stop"
+wait "$reader" || fail "the ClockBound reader failed: $(cat "$CG_TEST_TMP/bound.err")"
+jq -c 'del(.changes)' "$CG_TEST_TMP/bound.json"
+jq -c '.changes' "$CG_TEST_TMP/bound.json"
+"$CG" now --runtime-dir "$RUNTIME"
+# Every reading a client may trust (all but "unknown", before the first estimate) holds
+# the reference's time.
+jq -e '[.by_status | to_entries[] | select(.key != "unknown") | .value.outside] | add == 0' \
+    "$CG_TEST_TMP/bound.json" >/dev/null \
+    || { awk 'NR % 10 == 1' "$CG_TEST_TMP/bound.trace" | head -400
+         grep -E "bound|NTP: the clock|slew" "$CG_TEST_TMP/daemon.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -60
+         fail "true time outside the bound: $(jq -c '{outside, first_outside, by_status}' "$CG_TEST_TMP/bound.json")"; }
+jq -e '.by_status.synchronized.samples > 100000 and .errors == {}' "$CG_TEST_TMP/bound.json" >/dev/null \
+    || fail "too few synchronized readings, or read errors: $(jq -c 'del(.changes)' "$CG_TEST_TMP/bound.json")"
+# The width once converged (the trace's readings of a bound under 20 ms: after the 11 s
+# slew, before the agent's step), every 100th reading.
+held=$(awk '$2 == "synchronized" && $3 < 20000000 { print $3 }' "$CG_TEST_TMP/bound.trace" | sort -n \
+    | awk '{ v[NR] = $1 } END { if (NR) printf "held_readings=%d held_bound_p50_ns=%d held_bound_max_ns=%d", NR, v[int((NR + 1) / 2)], v[NR] }')
+[[ -n "$held" ]] || fail "no converged readings in the trace"
+echo "METRIC bound-ntp-vm-held $held"
+echo "METRIC bound-ntp-vm $(jq -r '"samples=\(.samples) outside_trusted=\([.by_status | to_entries[] | select(.key != "unknown") | .value.outside] | add) synchronized=\(.by_status.synchronized.samples) bound_p50_ns=\(.by_status.synchronized.bound_p50_ns) bound_p99_ns=\(.by_status.synchronized.bound_p99_ns) status_changes=\(.status_changes)"' "$CG_TEST_TMP/bound.json")"

@@ -53,6 +53,11 @@ pub struct Policy {
     /// Only clockguard may change the clock's rate (the guard enforces
     /// `exclusive_discipline`). Otherwise the drift is at least [`KERNEL_SLEW_PPB`].
     pub exclusive_discipline: bool,
+    /// How far a correction in progress may still move the clock after the discipline
+    /// replaced it, ns: the slew engine picks a new correction up at its next update, so
+    /// the old one runs on for up to an update interval (and a scheduling delay) at the
+    /// fastest slew.
+    pub slew_in_flight_ns: i64,
 }
 
 impl Policy {
@@ -192,7 +197,9 @@ pub struct Terms {
     /// Half the root delay (the path's asymmetry can be at most that).
     pub half_root_delay_ns: i64,
     pub root_dispersion_ns: i64,
-    /// A correction clockguard slews in that the discipline did not ask for.
+    /// A correction clockguard slews in that the discipline did not ask for (once the
+    /// discipline replaced it: what it may still move the clock, see
+    /// [`Policy::slew_in_flight_ns`]).
     pub slewing_in_ns: i64,
 }
 
@@ -334,7 +341,11 @@ impl Bound {
     /// added.
     pub fn measured(&mut self, m: Measured) -> ErrorBound {
         self.sources_lost = false;
+        // A correction the discipline did not ask for, replaced by this update: what it
+        // may still move the clock before the slew engine takes the new one up.
+        let mut in_flight_ns = self.slewing_in_ns.saturating_abs();
         if self.slewing_in_since.is_some_and(|since| since < m.at) {
+            in_flight_ns = in_flight_ns.min(self.policy.slew_in_flight_ns);
             self.slewing_in_ns = 0;
             self.slewing_in_since = None;
         }
@@ -351,7 +362,7 @@ impl Bound {
             estimate_error_ns: (sigmas * m.offset_sigma_ns.max(0.0)).ceil() as i64,
             half_root_delay_ns: (m.root_delay_ns.max(0) as u64).div_ceil(2) as i64,
             root_dispersion_ns: m.root_dispersion_ns.max(0),
-            slewing_in_ns: self.slewing_in_ns.saturating_abs(),
+            slewing_in_ns: in_flight_ns,
         };
         self.terms = Some((m.at, terms));
         self.slewing_in_counted_ns = self.slewing_in_ns;

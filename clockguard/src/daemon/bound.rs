@@ -91,6 +91,12 @@ pub(super) fn policy(config: &Config, enforcement: &Enforcement) -> Policy {
         error_sigmas: config.bound.error_sigmas,
         disruption_support: false,
         exclusive_discipline: enforcement.active && config.guard.exclusive_discipline,
+        // Two slew updates at the fastest slew: one interval, and as much again for the
+        // engine's task to be scheduled (TCG VMs take tens of ms).
+        slew_in_flight_ns: (config.guard.max_slew_ppm
+            * 1e-6
+            * 2.0
+            * SLEW_INTERVAL.as_nanos() as f64) as i64,
     }
 }
 

@@ -485,9 +485,12 @@ impl Client {
         }
     }
 
-    /// Carries out the core's actions, in order, and tells it what came of them.
+    /// Carries out the core's actions, in order, and tells it what came of them. The error
+    /// bound is told last, once the corrections asked for with it are in place: until then
+    /// it still counts a correction it replaces (a refused step being slewed in).
     async fn execute(&mut self, actions: Vec<Action>) {
         let mut actions = std::collections::VecDeque::from(actions);
+        let mut measured = None;
         while let Some(action) = actions.pop_front() {
             match action {
                 Action::Send {
@@ -513,21 +516,21 @@ impl Client {
                     }
                 }
                 Action::Slew { by_ns } => self.slew_by(by_ns).await,
-                Action::Measured(report) => {
-                    let Some(bound) = &self.bound else { continue };
-                    let update = match report {
-                        Some(e) => {
-                            // Coarse first: both instants then come out no later than
-                            // they were (Measured::from_discipline).
-                            let now = clock::monotonic_coarse();
-                            let now_raw = clock::reading().raw;
-                            bound::Update::Measured(Measured::from_discipline(&e, now_raw, now))
-                        }
-                        None => bound::Update::SourcesLost,
-                    };
-                    bound.send_replace(Some(update));
-                }
+                Action::Measured(report) => measured = Some(report),
             }
+        }
+        if let (Some(report), Some(bound)) = (measured, &self.bound) {
+            let update = match report {
+                Some(e) => {
+                    // Coarse first: both instants then come out no later than they were
+                    // (Measured::from_discipline).
+                    let now = clock::monotonic_coarse();
+                    let now_raw = clock::reading().raw;
+                    bound::Update::Measured(Measured::from_discipline(&e, now_raw, now))
+                }
+                None => bound::Update::SourcesLost,
+            };
+            bound.send_replace(Some(update));
         }
     }
 

@@ -10,6 +10,7 @@ fn policy(disruption_support: bool) -> Policy {
         error_sigmas: 3.0,
         disruption_support,
         exclusive_discipline: true,
+        slew_in_flight_ns: 50 * MS,
     }
 }
 
@@ -144,23 +145,29 @@ fn a_correction_slewed_in_widens_the_bound_at_once_until_the_discipline_replaces
         ClockStatus::Unknown,
         "nothing to widen yet"
     );
-    // The discipline's update after it replaced the correction: its offset says what is
-    // left, the 2 s are not added again.
+    // The discipline's update after it replaced the correction: its offset says where
+    // the clock is, and the old correction may run on for one slew update (50 ms here).
     let synced = b.measured(measured(100));
-    assert_eq!(synced.bound_ns, 185_000);
+    assert_eq!(synced.bound_ns, 185_000 + 50 * MS);
     assert_eq!(b.why().slewing_in_ns, 0);
+    // By the next update it has long been taken up.
+    assert_eq!(b.measured(measured(101)).bound_ns, 185_000);
     // A refused step taken as a slew: widened at once, as of now, not a disruption.
-    let widened = b.slewing_in(at(101), 2 * S);
-    let grown = synced.as_read_at(at(101)).unwrap().0;
-    assert_eq!((widened.as_of, widened.bound_ns), (at(101), grown + 2 * S));
+    let before = b.last();
+    let widened = b.slewing_in(at(102), 2 * S);
+    let grown = before.as_read_at(at(102)).unwrap().0;
+    assert_eq!((widened.as_of, widened.bound_ns), (at(102), grown + 2 * S));
     assert_eq!(widened.status, ClockStatus::Synchronized);
     // It shrinks as it is absorbed: the bound stays as wide until the next update.
-    assert_eq!(b.slewing_in(at(102), S), widened);
-    // An update computed before the slew began (it reached us late) still adds it.
+    assert_eq!(b.slewing_in(at(103), S), widened);
+    // An update computed before the slew began (it reached us late) still adds all of it.
     let late = b.measured(measured(100));
     assert_eq!(late.bound_ns, 185_000 + S);
-    // One after it does not.
-    assert_eq!(b.measured(measured(110)).bound_ns, 185_000);
+    // One after it: what may still be in flight.
+    assert_eq!(b.measured(measured(110)).bound_ns, 185_000 + 50 * MS);
+    // Less when less is left.
+    b.slewing_in(at(111), 20 * MS);
+    assert_eq!(b.measured(measured(120)).bound_ns, 185_000 + 20 * MS);
 }
 
 #[test]

@@ -24,6 +24,7 @@ pub(crate) fn bound_cmd(args: &[String]) -> Result<Value, String> {
             "--stopfile",
             "--interval-ms",
             "--vmclock",
+            "--trace",
         ],
         0,
     )?;
@@ -35,6 +36,14 @@ pub(crate) fn bound_cmd(args: &[String]) -> Result<Value, String> {
     if interval_ms == 0 {
         return Err("--interval-ms must be positive".into());
     }
+    // Every 100th reading: s from the start, status, bound and true time − the interval's
+    // middle (ns), one line each.
+    let mut trace = match opts.get("--trace") {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|e| format!("--trace {path}: {e}"))?,
+        )),
+        None => None,
+    };
     let mut client = open_client(segment, vmclock)?;
     let interval = Duration::from_millis(interval_ms);
     let start = Instant::now();
@@ -47,16 +56,30 @@ pub(crate) fn bound_cmd(args: &[String]) -> Result<Value, String> {
         let after = raw_ns();
         let at_s = (after - start_raw) as f64 / 1e9;
         match now {
-            Ok(now) => tally.add(&Reading {
-                at_s,
-                status: status_name(now.clock_status),
-                earliest_ns: i128::from(now.earliest.tv_sec()) * NS_PER_S
-                    + i128::from(now.earliest.tv_nsec()),
-                latest_ns: i128::from(now.latest.tv_sec()) * NS_PER_S
-                    + i128::from(now.latest.tv_nsec()),
-                truth_from_ns: clock.at(before),
-                truth_to_ns: clock.at(after),
-            }),
+            Ok(now) => {
+                let reading = Reading {
+                    at_s,
+                    status: status_name(now.clock_status),
+                    earliest_ns: i128::from(now.earliest.tv_sec()) * NS_PER_S
+                        + i128::from(now.earliest.tv_nsec()),
+                    latest_ns: i128::from(now.latest.tv_sec()) * NS_PER_S
+                        + i128::from(now.latest.tv_nsec()),
+                    truth_from_ns: clock.at(before),
+                    truth_to_ns: clock.at(after),
+                };
+                if let Some(out) = trace.as_mut().filter(|_| reads.is_multiple_of(100)) {
+                    let middle = (reading.earliest_ns + reading.latest_ns) / 2;
+                    writeln!(
+                        out,
+                        "{at_s:.3} {} {} {}",
+                        reading.status,
+                        (reading.latest_ns - reading.earliest_ns) / 2,
+                        reading.truth_from_ns - middle
+                    )
+                    .map_err(|e| format!("--trace: {e}"))?;
+                }
+                tally.add(&reading);
+            }
             Err(err) => tally.error(format!("{:?}", err.kind)),
         }
         reads = reads.saturating_add(1);
@@ -64,6 +87,9 @@ pub(crate) fn bound_cmd(args: &[String]) -> Result<Value, String> {
         if let Some(wait) = (interval * reads).checked_sub(start.elapsed()) {
             std::thread::sleep(wait);
         }
+    }
+    if let Some(mut out) = trace {
+        out.flush().map_err(|e| format!("--trace: {e}"))?;
     }
     Ok(tally.report(start.elapsed().as_secs_f64()))
 }
@@ -128,6 +154,10 @@ pub(crate) struct PerStatus {
     pub(crate) samples: u64,
     pub(crate) outside: u64,
     pub(crate) worst_miss_ns: i128,
+    /// When the first and the last reading outside were taken (s from the start), and
+    /// the worst miss's.
+    pub(crate) miss_span_s: Option<(f64, f64)>,
+    pub(crate) worst_miss_at_s: f64,
     /// Half widths (latest − earliest) / 2, ns.
     pub(crate) bounds_ns: Vec<i64>,
 }
@@ -137,6 +167,7 @@ pub(crate) struct Tally {
     pub(crate) by_status: BTreeMap<&'static str, PerStatus>,
     pub(crate) errors: BTreeMap<String, u64>,
     pub(crate) changes: Vec<(f64, &'static str)>,
+    /// The first reading outside whose status a client may trust (not unknown).
     pub(crate) changes_total: u64,
     pub(crate) last_status: Option<&'static str>,
     pub(crate) first_outside: Option<Reading>,
@@ -160,8 +191,16 @@ impl Tally {
         );
         if let Some(miss) = r.miss_ns() {
             per.outside += 1;
-            per.worst_miss_ns = per.worst_miss_ns.max(miss);
-            if self.first_outside.is_none() {
+            if miss > per.worst_miss_ns {
+                per.worst_miss_ns = miss;
+                per.worst_miss_at_s = r.at_s;
+            }
+            per.miss_span_s = Some(
+                per.miss_span_s
+                    .map_or((r.at_s, r.at_s), |(first, _)| (first, r.at_s)),
+            );
+            // The first a client may trust (an unknown status says: do not use it).
+            if self.first_outside.is_none() && r.status != "unknown" {
                 self.first_outside = Some(r.clone());
             }
         }
@@ -184,6 +223,9 @@ impl Tally {
                         "samples": per.samples,
                         "outside": per.outside,
                         "worst_miss_ns": (per.outside > 0).then_some(per.worst_miss_ns as i64),
+                        "worst_miss_at_s": (per.outside > 0).then_some(per.worst_miss_at_s),
+                        "outside_from_s": per.miss_span_s.map(|(first, _)| first),
+                        "outside_to_s": per.miss_span_s.map(|(_, last)| last),
                         "bound_p50_ns": quantile_of_sorted(&bounds, 0.5),
                         // Below 100 samples only the largest is stated.
                         "bound_p99_ns": p99_of_sorted(&bounds),
@@ -264,5 +306,6 @@ mod tests {
         );
         assert_eq!(r["errors"]["CausalityBreach"], 1);
         assert_eq!(r["first_outside"]["status"], "disrupted");
+        assert_eq!(r["by_status"]["disrupted"]["outside_from_s"], 0.0);
     }
 }

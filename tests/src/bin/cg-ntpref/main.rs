@@ -86,12 +86,13 @@ const USAGE: &str = "usage: cg-ntpref COMMAND
         R requests per second for S seconds from N clients (default 100), each from its
         own loopback address 127.0.0.(2+i), so per-client rate limits see N clients;
         counts replies (KoD apart) and late or missing ones
-  bound --params FILE --segment PATH --stopfile F [--interval-ms 1] [--vmclock DEV]
+  bound --params FILE --segment PATH --stopfile F [--interval-ms 1] [--vmclock DEV] [--trace T]
         reads the ClockBound segment PATH through ClockBound's own client crate every
         interval until F exists or 15 minutes passed, and holds each reading's
         [earliest, latest] against the reference's time then: samples, how many had the
         reference outside (and by how much), the bound's p50/p99/max by status, the
-        status changes and the client's errors. Waits up to 30 s for the segment.
+        status changes and the client's errors. Waits up to 30 s for the segment. --trace:
+        every 100th reading to T as \"S STATUS BOUND_NS TRUE_MINUS_MIDDLE_NS\".
 Prints one JSON object (serve: one when listening, one when stopped).";
 
 /// Seconds from 1900-01-01 (NTP era 0) to 1970-01-01 (Unix epoch).
