@@ -145,3 +145,38 @@ fn a_segment_path_in_a_missing_directory_is_a_clear_error() {
         "open: No such file or directory (os error 2)"
     );
 }
+
+/// A segment cut short (a writer that died while creating it, a stray file) is never read
+/// as a usable bound by ClockBound's client (it maps the header's size, and the page past
+/// the file's end reads as zeros: status Unknown, bound 0), and clockguard takes it over as
+/// a fresh segment that the client then reads.
+#[test]
+fn a_truncated_segment_is_never_usable_for_the_client_and_rewritten_by_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shm0");
+    let whole = {
+        let mut writer = ClockBoundWriter::open(&path).unwrap();
+        writer.publish(&bound(ClockStatus::Synchronized, monotonic()));
+        std::fs::read(&path).unwrap()
+    };
+    std::fs::write(&path, &whole[..40]).unwrap();
+    let (segment, vmclock) = (
+        path.to_str().unwrap(),
+        dir.path().join("no-vmclock").to_str().unwrap().to_string(),
+    );
+    let refused = ClockBoundClient::new_with_paths(segment, &vmclock)
+        .and_then(|mut client| client.now().map(|now| now.clock_status));
+    assert!(
+        matches!(refused, Ok(Theirs::Unknown) | Err(_)),
+        "a 40-byte segment read as {refused:?}"
+    );
+    let mut writer = ClockBoundWriter::open(&path).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), whole.len() as u64);
+    let published = bound(ClockStatus::Synchronized, monotonic());
+    writer.publish(&published);
+    let mut client = ClockBoundClient::new_with_paths(segment, &vmclock).unwrap();
+    assert_eq!(
+        read_and_check(&mut client, &published),
+        Theirs::Synchronized
+    );
+}
