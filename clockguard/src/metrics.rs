@@ -554,6 +554,7 @@ mod tests {
         );
         bound.disrupted(
             clockguard_core::time::Monotonic::from_ns(2_000_000_000),
+            clockguard_core::time::Monotonic::from_ns(2_000_000_000),
             clockguard_core::bound::Disruption::Pause { ns: 250_000_000 },
         );
         status.bound = Some(bound.answer(

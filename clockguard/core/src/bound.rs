@@ -147,35 +147,51 @@ impl Disruption {
     }
 }
 
-/// The disruption a journaled record reports, if any: a step that moved the clock (by a
-/// process, by the kernel, or found by the fallback detector), a stall, a suspend, a
-/// clocksource jump, switch or instability, or a tick change by another process than
-/// clockguard (`own_pid`). A refused step is none: it did not happen, and one slewed in
-/// instead is [`Bound::slewing_in`]'s.
-pub fn disruption_of(record: &Record, own_pid: u32) -> Option<Disruption> {
+/// The disruption a journaled record reports, if any, and when it happened when the record
+/// says (a stall's end, a timers finding's time; else it is taken to be now): a step that
+/// moved the clock (by a process, by the kernel, or found by the fallback detector), a
+/// stall, a suspend, a clocksource jump, switch or instability, or a tick change by another
+/// process than clockguard (`own_pid`). A refused step is none: it did not happen, and one
+/// slewed in instead is [`Bound::slewing_in`]'s.
+pub fn disruption_of(record: &Record, own_pid: u32) -> Option<(Disruption, Option<Monotonic>)> {
     let delta_ns = record.delta_ns.unwrap_or(0);
     let refused = matches!(record.verdict, Verdict::Denied | Verdict::Slewed);
-    match (record.source, record.kind.as_str()) {
-        (Source::Timers, "stall") => Some(Disruption::Pause { ns: delta_ns }),
-        (Source::Timers, "suspend") => Some(Disruption::Resume),
-        (Source::Timers, "clocksource_jump") => {
-            Some(Disruption::ClocksourceJump { by_ns: delta_ns })
+    let detail_instant = |key: &str| {
+        record
+            .detail
+            .as_ref()
+            .and_then(|d| d[key].as_i64())
+            .map(Monotonic::from_ns)
+    };
+    let what = match (record.source, record.kind.as_str()) {
+        (Source::Timers, "stall") => {
+            return Some((
+                Disruption::Pause { ns: delta_ns },
+                detail_instant("ended_mono_ns"),
+            ))
         }
+        (Source::Timers, "suspend") => Disruption::Resume,
+        (Source::Timers, "clocksource_jump") => Disruption::ClocksourceJump { by_ns: delta_ns },
         (Source::Timers, "clocksource_change" | "clocksource_unstable") => {
-            Some(Disruption::ClocksourceSwitch)
+            Disruption::ClocksourceSwitch
         }
-        (Source::Fallback, _) => Some(Disruption::Step { by_ns: delta_ns }),
-        (Source::Kernel, _) if delta_ns != 0 => Some(Disruption::Step { by_ns: delta_ns }),
+        (Source::Fallback, _) => Disruption::Step { by_ns: delta_ns },
+        (Source::Kernel, _) if delta_ns != 0 => Disruption::Step { by_ns: delta_ns },
         (Source::Syscall, "step") if delta_ns != 0 && !refused => {
-            Some(Disruption::Step { by_ns: delta_ns })
+            Disruption::Step { by_ns: delta_ns }
         }
         (Source::Syscall, "tick")
             if record.result == "0" && !refused && record.pid != Some(own_pid) =>
         {
-            Some(Disruption::RateChange)
+            Disruption::RateChange
         }
+        _ => return None,
+    };
+    let at = match record.source {
+        Source::Timers => detail_instant("at_mono_ns"),
         _ => None,
-    }
+    };
+    Some((what, at))
 }
 
 /// A sample's time (CLOCK_MONOTONIC_RAW) on CLOCK_MONOTONIC, given both read now: never
@@ -279,6 +295,8 @@ pub struct Bound {
     slewing_in_counted_ns: i64,
     /// The last measured bound's terms and drift from the frequency's error, ppb.
     terms: Option<(Monotonic, Terms)>,
+    /// When the newest sample of the last accepted measurement was taken.
+    newest_sample: Option<Monotonic>,
     drift_from_skew_ppb: u32,
     sources_lost: bool,
 }
@@ -306,6 +324,7 @@ impl Bound {
             slewing_in_since: None,
             slewing_in_counted_ns: 0,
             terms: None,
+            newest_sample: None,
             drift_from_skew_ppb: 0,
             sources_lost: false,
         }
@@ -355,6 +374,7 @@ impl Bound {
             }
         }
         self.disrupted_at = None;
+        self.newest_sample = Some(m.newest_sample);
         self.status = ClockStatus::Synchronized;
         let sigmas = self.policy.error_sigmas;
         let terms = Terms {
@@ -450,21 +470,45 @@ impl Bound {
         self.last
     }
 
-    /// A disruption at `at`: Disrupted from now until measured again, the marker changed,
-    /// the bound grown to `at` and by what is known of the disruption's size.
-    pub fn disrupted(&mut self, at: Monotonic, what: Disruption) -> ErrorBound {
+    /// A disruption that happened at `happened`, seen at `now` (the bound is dated then):
+    /// Disrupted until a sample taken after it is measured, the marker changed, the bound
+    /// grown to `now` and by what is known of the disruption's size. One the discipline has
+    /// already measured past changes nothing, and a stall seen twice (as its first late
+    /// timer, then as the stall record) counts once.
+    pub fn disrupted(
+        &mut self,
+        now: Monotonic,
+        happened: Monotonic,
+        what: Disruption,
+    ) -> ErrorBound {
+        if self.newest_sample.is_some_and(|sample| happened < sample) {
+            return self.last;
+        }
+        if let (
+            Some(_),
+            Some((seen_at, Disruption::Pause { ns: seen_ns })),
+            Disruption::Pause { ns },
+        ) = (self.disrupted_at, self.last_disruption, what)
+        {
+            if ns <= seen_ns && happened.ns_since(seen_at).abs() <= seen_ns {
+                return self.last;
+            }
+        }
         self.marker = match what {
             Disruption::Vmclock { marker } => marker,
             // With vmclock, readers distrust a marker other than the device's.
             _ if self.policy.disruption_support => self.marker,
             _ => self.marker.wrapping_add(1),
         };
-        self.last_disruption = Some((at, what));
-        let grown_ns = self.grown_bound_ns(at);
+        self.last_disruption = Some((happened, what));
+        let grown_ns = self.grown_bound_ns(now);
         self.status = ClockStatus::Disrupted;
-        self.disrupted_at = Some(self.disrupted_at.map_or(at, |before| before.max(at)));
+        self.disrupted_at = Some(
+            self.disrupted_at
+                .map_or(happened, |before| before.max(happened)),
+        );
         self.last = ErrorBound {
-            as_of: at.max(self.last.as_of),
+            as_of: now.max(self.last.as_of),
             bound_ns: grown_ns.saturating_add(what.known_size_ns()),
             disruption_marker: self.marker,
             status: ClockStatus::Disrupted,

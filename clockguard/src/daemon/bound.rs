@@ -6,6 +6,7 @@ use clockguard_core::{
     bound::{self, Bound, Disruption, Policy, Update},
     clockbound::ErrorBound,
     config::BoundConfig,
+    time::Monotonic,
 };
 use clockguard_sys::segment::ClockBoundWriter;
 
@@ -110,13 +111,24 @@ impl Daemon {
         publisher.write(published);
     }
 
-    /// Something broke the line between CLOCK_MONOTONIC and true time: Disrupted at once,
-    /// and the NTP sources are polled in a burst so that it is measured again soon.
-    pub(super) fn bound_disrupted(&mut self, what: Disruption) {
+    /// Something broke the line between CLOCK_MONOTONIC and true time (at `happened`, on
+    /// CLOCK_MONOTONIC, when known; else now): Disrupted at once, and the NTP sources are
+    /// polled in a burst so that it is measured again soon.
+    pub(super) fn bound_disrupted(&mut self, what: Disruption, happened: Option<Monotonic>) {
         let Some(publisher) = self.bound.as_mut() else {
             return;
         };
-        let published = publisher.bound.disrupted(clock::monotonic_coarse(), what);
+        // Dated on the coarse clock, as readers take their now: a bound dated after it
+        // would be refused by them (a causality breach).
+        let now = clock::monotonic_coarse();
+        let before = publisher.bound.last();
+        let published = publisher
+            .bound
+            .disrupted(now, happened.unwrap_or(now), what);
+        if published == before {
+            // Already measured past it, or the same stall seen again.
+            return;
+        }
         publisher.write(published);
         tracing::info!("bound: disrupted ({what:?}) until measured again");
         if let Some(ntp) = &self.ntp {
@@ -130,8 +142,8 @@ impl Daemon {
             return;
         }
         let own = std::process::id();
-        for what in records.iter().filter_map(|r| bound::disruption_of(r, own)) {
-            self.bound_disrupted(what);
+        for (what, happened) in records.iter().filter_map(|r| bound::disruption_of(r, own)) {
+            self.bound_disrupted(what, happened);
         }
     }
 

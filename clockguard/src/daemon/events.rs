@@ -11,8 +11,13 @@ impl Daemon {
         // measures again, the bound cannot tell a vCPU held off from a VM paused with its
         // clock stopped, and is Disrupted from now; the stall record follows at the next
         // sample, once the machine's timers are all seen.
-        if let Some(late_ns) = batch.iter().map(|e| e.lateness_ns as i64).max() {
-            self.bound_disrupted(clockguard_core::bound::Disruption::Pause { ns: late_ns });
+        if let Some(latest) = batch.iter().max_by_key(|e| e.lateness_ns) {
+            self.bound_disrupted(
+                clockguard_core::bound::Disruption::Pause {
+                    ns: latest.lateness_ns as i64,
+                },
+                Some(Monotonic::from_ns(latest.mono_ns as i64)),
+            );
         }
         // One pass over kallsyms names the whole batch's callbacks.
         let addresses: Vec<u64> = batch.iter().map(|e| e.function).collect();

@@ -86,7 +86,7 @@ fn a_disruption_holds_until_a_sample_taken_after_it() {
     let mut b = Bound::new(policy(false), 4, at(0));
     let synced = b.measured(measured(100));
     // A 2 s step at 110 s: the bound grown over 10 s at the drift, plus the step.
-    let d = b.disrupted(at(110), Disruption::Step { by_ns: -2 * S });
+    let d = b.disrupted(at(110), at(110), Disruption::Step { by_ns: -2 * S });
     let grown = synced.as_read_at(at(110)).unwrap().0;
     assert_eq!(d.bound_ns, grown + 2 * S);
     assert_eq!(
@@ -110,12 +110,12 @@ fn a_disruption_holds_until_a_sample_taken_after_it() {
     );
     // A pause adds its length; a switch nothing known, but still disrupts.
     assert_eq!(
-        b.disrupted(at(130), Disruption::Pause { ns: 5 * S })
+        b.disrupted(at(130), at(130), Disruption::Pause { ns: 5 * S })
             .bound_ns,
         again.as_read_at(at(130)).unwrap().0 + 5 * S
     );
     assert_eq!(
-        b.disrupted(at(131), Disruption::ClocksourceSwitch)
+        b.disrupted(at(131), at(131), Disruption::ClocksourceSwitch)
             .disruption_marker,
         7
     );
@@ -127,13 +127,13 @@ fn with_vmclock_the_marker_is_the_device_s() {
     b.measured(measured(100));
     // Our own disruptions leave the marker as the device has it (a reader that finds
     // them different distrusts the segment).
-    let step = b.disrupted(at(101), Disruption::Step { by_ns: S });
+    let step = b.disrupted(at(101), at(101), Disruption::Step { by_ns: S });
     assert_eq!(
         (step.disruption_marker, step.status),
         (40, ClockStatus::Disrupted)
     );
     assert!(step.disruption_support);
-    let migrated = b.disrupted(at(102), Disruption::Vmclock { marker: 41 });
+    let migrated = b.disrupted(at(102), at(102), Disruption::Vmclock { marker: 41 });
     assert_eq!(migrated.disruption_marker, 41);
 }
 
@@ -269,8 +269,21 @@ fn records_that_break_the_clock_are_disruptions_and_refused_ones_are_not() {
         (record(Daemon, "start", None, Verdict::Observed, None), None),
     ];
     for (record, expected) in cases {
-        assert_eq!(disruption_of(&record, own), expected, "{record:?}");
+        assert_eq!(
+            disruption_of(&record, own).map(|(what, _)| what),
+            expected,
+            "{record:?}"
+        );
     }
+    // When it happened, where the record says: a stall's end, a finding's time.
+    let mut stall = record(Timers, "stall", Some(5 * S), Verdict::Observed, None);
+    stall.detail = Some(serde_json::json!({"started_mono_ns": 10 * S, "ended_mono_ns": 15 * S}));
+    assert_eq!(disruption_of(&stall, own).unwrap().1, Some(at(15)));
+    let mut switch = record(Timers, "clocksource_change", None, Verdict::Observed, None);
+    switch.detail = Some(serde_json::json!({"at_mono_ns": 12 * S}));
+    assert_eq!(disruption_of(&switch, own).unwrap().1, Some(at(12)));
+    let step = record(Syscall, "step", Some(S), Verdict::Allowed, Some(7));
+    assert_eq!(disruption_of(&step, own).unwrap().1, None);
     let mut failed_tick = record(Syscall, "tick", None, Verdict::Observed, Some(7));
     failed_tick.result = "EINVAL".into();
     assert_eq!(disruption_of(&failed_tick, own), None);
@@ -292,7 +305,7 @@ fn a_sample_is_placed_on_monotonic_no_later_than_it_was() {
 fn why_names_the_terms_and_the_last_disruption() {
     let mut b = Bound::new(policy(false), 0, at(0));
     b.measured(measured(100));
-    b.disrupted(at(105), Disruption::Pause { ns: 5 * S });
+    b.disrupted(at(105), at(105), Disruption::Pause { ns: 5 * S });
     let why = b.why();
     assert_eq!(
         why.measured,
@@ -335,5 +348,41 @@ fn a_refresh_dates_the_bound_now_grown_and_keeps_status_and_void_after() {
     assert_eq!(
         synced.as_read_at(at(108)).unwrap().1,
         ClockStatus::FreeRunning
+    );
+}
+
+#[test]
+fn a_stall_seen_twice_counts_once_and_one_measured_past_counts_not_at_all() {
+    let mut b = Bound::new(policy(false), 0, at(0));
+    let synced = b.measured(measured(100));
+    // The first late timer at 106 s, of a 5 s pause; the stall record a second later.
+    let first = b.disrupted(at(106), at(106), Disruption::Pause { ns: 5 * S });
+    assert_eq!(
+        first.bound_ns,
+        synced.as_read_at(at(106)).unwrap().0 + 5 * S
+    );
+    assert_eq!(
+        b.disrupted(at(107), at(106), Disruption::Pause { ns: 5 * S }),
+        first
+    );
+    // Measured again with a sample from 106.5 s: synchronized.
+    let again = b.measured(Measured {
+        newest_sample: Monotonic::from_ns(106 * S + S / 2),
+        ..measured(107)
+    });
+    assert_eq!(again.status, ClockStatus::Synchronized);
+    // The stall record arriving after that (it ended at 106 s) changes nothing.
+    assert_eq!(
+        b.disrupted(at(108), at(106), Disruption::Pause { ns: 5 * S }),
+        again
+    );
+    // A new pause, later: disrupted.
+    let later = b.disrupted(at(120), at(120), Disruption::Pause { ns: S });
+    assert_eq!(later.status, ClockStatus::Disrupted);
+    // A second, longer pause before the discipline measured: both count.
+    let longer = b.disrupted(at(125), at(125), Disruption::Pause { ns: 3 * S });
+    assert_eq!(
+        longer.bound_ns,
+        later.as_read_at(at(125)).unwrap().0 + 3 * S
     );
 }
