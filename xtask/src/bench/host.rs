@@ -212,6 +212,81 @@ pub(super) fn row_ntp_server_load(ctx: &mut Ctx) -> Result<Row> {
     Ok(row)
 }
 
+/// What an application pays to read clockguard's error bound: ns per
+/// `ClockBoundClient::now()` (ClockBound's own client crate) on the segment of a daemon
+/// synchronised to a reference on loopback, against ns per clock_gettime(CLOCK_REALTIME)
+/// through the vDSO, in one program, alternating rounds. Changes no clock (observe mode).
+pub(super) fn row_bound_read_cost(ctx: &mut Ctx) -> Result<Row> {
+    let params = ctx.root.join("bound-ref.json");
+    let segment = ctx.root.join("clockbound/shm0");
+    let mut reference = root_cmd(ctx.bin("cg-ntpref"), &[])
+        .arg("serve")
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{BOUND_REF_PORT}"))
+        .arg("--params")
+        .arg(&params)
+        .args(["--offset-s", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start the reference (cg-ntpref serve)")?;
+    let measured = (|| -> Result<Value> {
+        let config = ctx.root.join("bound.toml");
+        fs::write(
+            &config,
+            format!(
+                "mode = \"observe\"\n[ntp]\nservers = [\"127.0.0.1:{BOUND_REF_PORT}\"]\n\
+                 [bound]\npath = \"{}\"\n",
+                segment.display()
+            ),
+        )?;
+        ctx.start_daemon_with(Some(&config))?;
+        let runtime_dir = ctx.daemon()?.runtime_dir.clone();
+        let started = Instant::now();
+        loop {
+            let now = capture(
+                root_cmd(ctx.bin("clockguard"), &[])
+                    .args(["now", "--json", "--runtime-dir"])
+                    .arg(&runtime_dir),
+            )
+            .ok()
+            .and_then(|out| last_object(&out));
+            if now.as_ref().is_some_and(|n| n["status"] == "synchronized") {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("the bound was not synchronized after 60 s: {now:?}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let out = capture(
+            root_cmd(ctx.bin("cg-ntpref"), &[])
+                .arg("read-cost")
+                .arg("--segment")
+                .arg(&segment)
+                .args(["--reads", BOUND_READS]),
+        )?;
+        last_object(&out).context("cg-ntpref read-cost printed no JSON object")
+    })();
+    let _ = reference.kill();
+    let _ = reference.wait();
+    ctx.stop_daemon();
+    let cost = measured?;
+    if cost["errors"] != 0 {
+        bail!("ClockBound's client failed some reads: {cost}");
+    }
+    let mut row = Row::new();
+    row.set("status_read", cost["status"].clone());
+    row.set("reads_per_round", cost["reads_per_round"].clone());
+    row.set(
+        "ns_per_clockbound_now",
+        cost["ns_per_clockbound_now"].clone(),
+    );
+    row.set("ns_per_vdso_gettime", cost["ns_per_vdso_gettime"].clone());
+    row.set("ratio", cost["ratio"].clone());
+    Ok(row)
+}
+
 /// The soak row's loopback NTP port.
 pub(super) const SOAK_NTP_PORT: u16 = 12499;
 

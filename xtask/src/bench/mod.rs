@@ -32,6 +32,7 @@ const ROWS: &[(&str, RowFn)] = &[
     ("daemon RSS", row_daemon_rss),
     ("syscall to journal latency", row_latency),
     ("NTP server at 1000 requests/s", row_ntp_server_load),
+    ("ClockBound read cost", row_bound_read_cost),
     ("guard hooks on allowed calls (VM)", row_guard_cost_vm),
     (
         "clock_settime cost and journal latency (VM)",
@@ -57,6 +58,10 @@ const NTP_LOAD_PORT: u16 = 12399;
 const NTP_LOAD_RATE: &str = "1000";
 const NTP_LOAD_SECONDS: &str = "20";
 const NTP_LOAD_CLIENTS: &str = "100";
+
+/// The ClockBound read-cost row: the loopback reference's port and the reads per round.
+const BOUND_REF_PORT: u16 = 12398;
+const BOUND_READS: &str = "1000000";
 
 const SETTIME_CALLS: &str = "200000";
 const GETTIME_CALLS: &str = "10000000";

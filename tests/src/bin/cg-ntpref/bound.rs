@@ -94,6 +94,62 @@ pub(crate) fn bound_cmd(args: &[String]) -> Result<Value, String> {
     Ok(tally.report(start.elapsed().as_secs_f64()))
 }
 
+/// Rounds of `read-cost`, alternating the two reads; the median round counts.
+const COST_ROUNDS: usize = 7;
+
+/// `read-cost`: what an application pays per [earliest, latest]: ns per
+/// `ClockBoundClient::now()` on the segment, against ns per clock_gettime(CLOCK_REALTIME)
+/// through the vDSO (what it pays for the time alone), in alternating rounds of `--reads`
+/// calls each; medians of the rounds.
+pub(crate) fn read_cost_cmd(args: &[String]) -> Result<Value, String> {
+    let opts = Opts::parse(args, &["--segment", "--reads", "--vmclock"], 0)?;
+    let segment = opts.required("--segment")?;
+    let vmclock = opts.get("--vmclock").unwrap_or("/dev/vmclock0");
+    let reads: u32 = opts.parsed("--reads", 1_000_000)?;
+    if reads == 0 {
+        return Err("--reads must be positive".into());
+    }
+    let mut client = open_client(segment, vmclock)?;
+    let status = client
+        .now()
+        .map(|now| status_name(now.clock_status))
+        .map_err(|e| format!("cannot read {segment}: {:?} {}", e.kind, e.detail))?;
+    let (mut bound_ns, mut vdso_ns) = (Vec::new(), Vec::new());
+    let mut errors = 0u64;
+    let mut sink = 0i64;
+    for _ in 0..COST_ROUNDS {
+        let start = Instant::now();
+        for _ in 0..reads {
+            match client.now() {
+                Ok(now) => sink ^= now.earliest.tv_nsec(),
+                Err(_) => errors += 1,
+            }
+        }
+        bound_ns.push(start.elapsed().as_nanos() as f64 / f64::from(reads));
+        let start = Instant::now();
+        for _ in 0..reads {
+            sink ^= read_ns(libc::CLOCK_REALTIME);
+        }
+        vdso_ns.push(start.elapsed().as_nanos() as f64 / f64::from(reads));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (bound, vdso) = (median(&mut bound_ns), median(&mut vdso_ns));
+    Ok(json!({
+        "status": status,
+        "reads_per_round": reads,
+        "rounds": COST_ROUNDS,
+        "ns_per_clockbound_now": bound,
+        "ns_per_vdso_gettime": vdso,
+        "ratio": bound / vdso,
+        "errors": errors,
+        // Keeps the reads from being optimised away.
+        "sink": sink & 1,
+    }))
+}
+
 /// The client, once the segment can be read (the daemon may still be starting).
 fn open_client(segment: &str, vmclock: &str) -> Result<ClockBoundClient, String> {
     let start = Instant::now();

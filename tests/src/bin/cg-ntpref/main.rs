@@ -93,6 +93,10 @@ const USAGE: &str = "usage: cg-ntpref COMMAND
         reference outside (and by how much), the bound's p50/p99/max by status, the
         status changes and the client's errors. Waits up to 30 s for the segment. --trace:
         every 100th reading to T as \"S STATUS BOUND_NS TRUE_MINUS_MIDDLE_NS\".
+  read-cost --segment PATH [--reads N] [--vmclock DEV]
+        ns per ClockBoundClient::now() on the segment against ns per clock_gettime
+        (CLOCK_REALTIME) through the vDSO: 7 alternating rounds of N (1000000) reads each,
+        medians
 Prints one JSON object (serve: one when listening, one when stopped).";
 
 /// Seconds from 1900-01-01 (NTP era 0) to 1970-01-01 (Unix epoch).
@@ -147,6 +151,7 @@ fn run(args: &[String]) -> Result<(Value, u8), String> {
         "query" => query_cmd(rest),
         "load" => load_cmd(rest).map(|v| (v, 0)),
         "bound" => bound_cmd(rest).map(|v| (v, 0)),
+        "read-cost" => read_cost_cmd(rest).map(|v| (v, 0)),
         _ => Err(USAGE.into()),
     }
 }
