@@ -20,6 +20,12 @@ const DEB_PACKAGES: &[(&str, &str)] = &[
         "busybox-static",
         "virtme-ng builds its initramfs from a static busybox",
     ),
+    (
+        "udev",
+        "the VM boots over this file system and its init starts systemd-udevd to name the \
+         virtio ports (/dev/virtio-ports/virtme.*) through which vng hands back the guest \
+         command's output and exit status; without it every VM run ends in exit status 255",
+    ),
     ("util-linux", "hwclock"),
     ("qemu-guest-agent", "guest-set-time peer in VM tests"),
     ("iproute2", "network namespaces in VM tests"),

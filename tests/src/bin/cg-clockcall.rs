@@ -43,6 +43,9 @@ const USAGE: &str = "usage: cg-clockcall COMMAND
   sample STOPFILE          every 1 ms until STOPFILE exists (at most 10 min): the largest
                            change of REALTIME - MONOTONIC between samples (a step) and
                            every backward move of CLOCK_REALTIME
+  bound-latency N --segment PATH
+                           N steps of +1 us, each timed from the syscall's return to the
+                           ClockBound segment showing a new disruption marker (test VM only)
   latency N --runtime-dir DIR
                            syscall-to-journal latency through the daemon's event stream
 Prints one JSON object.";
@@ -151,6 +154,18 @@ fn run(args: &[String]) -> Result<Value, String> {
         "sample" => Ok(sample(std::path::Path::new(
             args.get(1).ok_or("missing STOPFILE")?,
         ))),
+        "bound-latency" => {
+            if std::env::var("CG_IN_VM").as_deref() != Ok("1") {
+                return Err("bound-latency steps the clock: test VM only (CG_IN_VM=1)".into());
+            }
+            let n = count_arg(args)?;
+            let segment = args
+                .iter()
+                .position(|a| a == "--segment")
+                .and_then(|i| args.get(i + 1))
+                .ok_or("bound-latency needs --segment PATH")?;
+            bound_latency(n, &PathBuf::from(segment))
+        }
         "latency" => {
             let n = count_arg(args)?;
             let dir = args
@@ -406,6 +421,62 @@ fn latency(n: u64, runtime_dir: &std::path::Path) -> Result<Value, String> {
     let pct = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
     Ok(json!({
         "calls": n,
+        "p50_us": pct(0.50),
+        "p99_us": pct(0.99),
+        "max_us": samples.last().copied().unwrap_or(0.0),
+    }))
+}
+
+/// The segment's disruption marker now (None while it is unreadable or being written).
+fn segment_marker(file: &std::fs::File) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = [0u8; clockguard_core::clockbound::SEGMENT_SIZE];
+    file.read_exact_at(&mut bytes, 0).ok()?;
+    clockguard_core::clockbound::decode(&bytes)
+        .ok()
+        .map(|(_, bound)| bound.disruption_marker)
+}
+
+/// `n` steps of +1 µs (each one a disruption of the error bound), each timed on
+/// CLOCK_MONOTONIC from the return of clock_settime to the segment showing a new marker:
+/// the daemon's path from the kernel's event through the ring buffer to the segment. A
+/// step whose marker does not change within a second is counted as missed.
+fn bound_latency(n: u64, segment: &std::path::Path) -> Result<Value, String> {
+    let file = std::fs::File::open(segment).map_err(|e| format!("{}: {e}", segment.display()))?;
+    let mut samples = Vec::new();
+    let mut missed = 0u64;
+    for _ in 0..n {
+        let before = segment_marker(&file).ok_or("the segment is not readable")?;
+        let errno = settime_forward(1_000);
+        if errno != 0 {
+            return Err(format!("clock_settime: errno {errno}"));
+        }
+        let stepped = read_ns(libc::CLOCK_MONOTONIC);
+        loop {
+            let now = read_ns(libc::CLOCK_MONOTONIC);
+            if segment_marker(&file).is_some_and(|m| m != before) {
+                samples.push((now - stepped) as f64 / 1000.0);
+                break;
+            }
+            if now - stepped > 1_000_000_000 {
+                missed += 1;
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        // Each step its own event (and its own ring-buffer wake-up).
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if samples.is_empty() {
+        return Err(format!(
+            "no step changed the segment's marker ({missed} missed)"
+        ));
+    }
+    samples.sort_by(f64::total_cmp);
+    let pct = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
+    Ok(json!({
+        "steps": n,
+        "missed": missed,
         "p50_us": pct(0.50),
         "p99_us": pct(0.99),
         "max_us": samples.last().copied().unwrap_or(0.0),

@@ -39,6 +39,7 @@ const ROWS: &[(&str, RowFn)] = &[
         row_audit_cost_vm,
     ),
     ("11 s off: NTP and a refused step (VM)", row_ntp_converge_vm),
+    ("error bound: step to segment (VM)", row_bound_latency_vm),
     (
         "NTP like for like over netem: clockguard, chronyd, ntpd-rs (VM)",
         row_ntp_netem_vm,

@@ -71,6 +71,22 @@ pub(super) fn row_audit_cost_vm(ctx: &mut Ctx) -> Result<Row> {
     Ok(row)
 }
 
+/// In the test VM: from a step's return to the ClockBound segment showing it (a new
+/// disruption marker), over 200 steps (tests/bench/vm_bound_latency.sh).
+pub(super) fn row_bound_latency_vm(ctx: &mut Ctx) -> Result<Row> {
+    let results = vm_results(ctx, "tests/bench/vm_bound_latency.sh")?;
+    let r = &results[0];
+    if r["missed"] != 0 {
+        bail!("steps the segment did not show within a second: {r}");
+    }
+    let mut row = Row::new();
+    row.set("steps", r["steps"].clone());
+    row.set("step_to_segment_p50_us", r["p50_us"].clone());
+    row.set("step_to_segment_p99_us", r["p99_us"].clone());
+    row.set("step_to_segment_max_us", r["max_us"].clone());
+    Ok(row)
+}
+
 /// In the test VM, side by side: clockguard and chronyd from 11 s behind a reference, and
 /// a slew_instead agent's refused +11 s step slewed in by the guard
 /// (tests/bench/vm_ntp_converge.sh). Times are on CLOCK_MONOTONIC_RAW.
