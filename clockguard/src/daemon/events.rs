@@ -103,6 +103,9 @@ impl Daemon {
                 0
             };
             let mut record = record::decode(&event, tai_now, change);
+            // The error bound hears of a step as soon as it is decoded: before the slew,
+            // the enrichment (/proc reads) and the journal's write.
+            self.bound_disruptions(std::slice::from_ref(&record));
             // clockguard's own reads of the kernel's rate (the clock sampler, each
             // sample_interval_ms) would fill a journal_readonly journal with itself.
             if record.kind == "read" && event.tgid == std::process::id() {
@@ -125,7 +128,7 @@ impl Daemon {
             }
             records.push(record);
         }
-        self.journal_and_publish(records);
+        self.journal_records(records);
     }
 
     /// Every summary interval: the kernel counts new repeats under a new epoch, and the
@@ -218,9 +221,14 @@ impl Daemon {
         self.journal_and_publish(vec![record]);
     }
 
-    pub(super) fn journal_and_publish(&mut self, mut records: Vec<Record>) {
+    pub(super) fn journal_and_publish(&mut self, records: Vec<Record>) {
         // The error bound first: the segment changes before the journal's write.
         self.bound_disruptions(&records);
+        self.journal_records(records);
+    }
+
+    /// `journal_and_publish` for records whose disruptions the error bound has been told.
+    fn journal_records(&mut self, mut records: Vec<Record>) {
         if !self.unwritten.is_empty() {
             let mut pending = std::mem::take(&mut self.unwritten);
             pending.append(&mut records);
