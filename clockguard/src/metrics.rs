@@ -548,6 +548,7 @@ mod tests {
                 disruption_support: false,
                 exclusive_discipline: true,
                 slew_in_flight_ns: 0,
+                pause_disrupts_ns: 1_000_000_000,
             },
             0,
             clockguard_core::time::Monotonic::from_ns(1_000_000_000),
@@ -555,7 +556,7 @@ mod tests {
         bound.disrupted(
             clockguard_core::time::Monotonic::from_ns(2_000_000_000),
             clockguard_core::time::Monotonic::from_ns(2_000_000_000),
-            clockguard_core::bound::Disruption::Pause { ns: 250_000_000 },
+            clockguard_core::bound::Disruption::Pause { ns: 2_500_000_000 },
         );
         status.bound = Some(bound.answer(
             clockguard_core::time::Monotonic::from_ns(2_000_000_000),
@@ -563,7 +564,7 @@ mod tests {
         ));
         let text = exposition(&status, Some(&tracking)).unwrap();
         for line in [
-            "clockguard_clock_error_bound_seconds 0.25",
+            "clockguard_clock_error_bound_seconds 2.5",
             "clockguard_clock_error_bound_status{status=\"disrupted\"} 1",
             "clockguard_clock_error_bound_status{status=\"synchronized\"} 0",
             "clockguard_clock_error_bound_segment_ok 1",

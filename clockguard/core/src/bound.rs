@@ -58,6 +58,11 @@ pub struct Policy {
     /// the old one runs on for up to an update interval (and a scheduling delay) at the
     /// fastest slew.
     pub slew_in_flight_ns: i64,
+    /// A pause (a stall, a VM stopped) this long or longer disrupts the bound; a shorter
+    /// one only widens it by its length, ns. Under an emulator or on a loaded host, timers
+    /// 100 ms late come and go; making each a disruption would leave the bound Disrupted
+    /// (unusable) until the next poll.
+    pub pause_disrupts_ns: i64,
 }
 
 impl Policy {
@@ -288,15 +293,16 @@ pub struct Bound {
     /// When the last disruption was seen, while Disrupted.
     disrupted_at: Option<Monotonic>,
     last_disruption: Option<(Monotonic, Disruption)>,
-    /// A correction being slewed in that the discipline did not ask for, ns, since when,
-    /// and the part of it the published bound includes.
+    /// A correction being slewed in that the discipline did not ask for, ns, and since when.
     slewing_in_ns: i64,
     slewing_in_since: Option<Monotonic>,
-    slewing_in_counted_ns: i64,
     /// The last measured bound's terms and drift from the frequency's error, ppb.
     terms: Option<(Monotonic, Terms)>,
     /// When the newest sample of the last accepted measurement was taken.
     newest_sample: Option<Monotonic>,
+    /// The last pause counted (when it ended, how long), so that a stall seen twice counts
+    /// once.
+    last_pause: Option<(Monotonic, i64)>,
     drift_from_skew_ppb: u32,
     sources_lost: bool,
 }
@@ -322,9 +328,9 @@ impl Bound {
             last_disruption: None,
             slewing_in_ns: 0,
             slewing_in_since: None,
-            slewing_in_counted_ns: 0,
             terms: None,
             newest_sample: None,
+            last_pause: None,
             drift_from_skew_ppb: 0,
             sources_lost: false,
         }
@@ -385,7 +391,6 @@ impl Bound {
             slewing_in_ns: in_flight_ns,
         };
         self.terms = Some((m.at, terms));
-        self.slewing_in_counted_ns = self.slewing_in_ns;
         self.drift_from_skew_ppb = (sigmas * m.skew_ppb.max(0.0))
             .ceil()
             .min(f64::from(MAX_DRIFT_PPB)) as u32;
@@ -472,9 +477,11 @@ impl Bound {
 
     /// A disruption that happened at `happened`, seen at `now` (the bound is dated then):
     /// Disrupted until a sample taken after it is measured, the marker changed, the bound
-    /// grown to `now` and by what is known of the disruption's size. One the discipline has
-    /// already measured past changes nothing, and a stall seen twice (as its first late
-    /// timer, then as the stall record) counts once.
+    /// grown to `now` and by what is known of the disruption's size. A pause shorter than
+    /// [`Policy::pause_disrupts_ns`] only widens the bound by its length (the clock can
+    /// have stood still that long at most) and leaves the status as it is. One the
+    /// discipline has already measured past changes nothing, and a stall seen twice (as its
+    /// first late timer, then as the stall record) counts once.
     pub fn disrupted(
         &mut self,
         now: Monotonic,
@@ -484,13 +491,24 @@ impl Bound {
         if self.newest_sample.is_some_and(|sample| happened < sample) {
             return self.last;
         }
-        if let (
-            Some(_),
-            Some((seen_at, Disruption::Pause { ns: seen_ns })),
-            Disruption::Pause { ns },
-        ) = (self.disrupted_at, self.last_disruption, what)
-        {
-            if ns <= seen_ns && happened.ns_since(seen_at).abs() <= seen_ns {
+        if let Disruption::Pause { ns } = what {
+            if let Some((seen_at, seen_ns)) = self.last_pause {
+                if ns <= seen_ns && happened.ns_since(seen_at).abs() <= seen_ns {
+                    return self.last;
+                }
+            }
+            self.last_pause = Some((happened, ns));
+            if ns < self.policy.pause_disrupts_ns {
+                // Unknown: there is no bound to widen yet.
+                if self.status == ClockStatus::Unknown {
+                    return self.last;
+                }
+                let grown_ns = self.grown_bound_ns(now);
+                self.last = ErrorBound {
+                    as_of: now.max(self.last.as_of),
+                    bound_ns: grown_ns.saturating_add(ns.max(0)),
+                    ..self.last
+                };
                 return self.last;
             }
         }
@@ -517,26 +535,23 @@ impl Bound {
         self.last
     }
 
-    /// A correction the discipline did not ask for (a refused step taken as a slew) has
-    /// `remaining_ns` left to slew in: until it is absorbed or the discipline measures
-    /// again, CLOCK_REALTIME may move that much more, and the bound says so at once.
-    pub fn slewing_in(&mut self, at: Monotonic, remaining_ns: i64) -> ErrorBound {
-        self.slewing_in_ns = remaining_ns;
+    /// A correction the discipline did not ask for (a refused step taken as a slew),
+    /// `requested_ns`, replaces whatever the slew engine had pending: until the discipline
+    /// measures again, CLOCK_REALTIME may move that much more, on top of what an earlier
+    /// one has already moved it (how much of that is unknown here), and the bound says so
+    /// at once. 0: nothing will be slewed after all (the request was refused).
+    pub fn slewing_in(&mut self, at: Monotonic, requested_ns: i64) -> ErrorBound {
+        self.slewing_in_ns = requested_ns;
         self.slewing_in_since = Some(at);
-        if self.status == ClockStatus::Unknown {
+        if self.status == ClockStatus::Unknown || requested_ns == 0 {
             return self.last;
         }
-        let counted = self.slewing_in_counted_ns.unsigned_abs();
-        let wanted = remaining_ns.unsigned_abs();
-        if wanted > counted {
-            let grown_ns = self.grown_bound_ns(at);
-            self.last = ErrorBound {
-                as_of: at.max(self.last.as_of),
-                bound_ns: grown_ns.saturating_add((wanted - counted) as i64),
-                ..self.last
-            };
-            self.slewing_in_counted_ns = remaining_ns;
-        }
+        let grown_ns = self.grown_bound_ns(at);
+        self.last = ErrorBound {
+            as_of: at.max(self.last.as_of),
+            bound_ns: grown_ns.saturating_add(requested_ns.saturating_abs()),
+            ..self.last
+        };
         self.last
     }
 

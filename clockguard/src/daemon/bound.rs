@@ -84,6 +84,11 @@ fn open_segment(path: &Path) -> std::result::Result<ClockBoundWriter, String> {
     ClockBoundWriter::open(path).map_err(|err| err.to_string())
 }
 
+/// A pause this long disrupts the bound; a shorter one widens it by its length. A second:
+/// a live migration's or a host's stop is longer, an emulator's or a loaded host's timer
+/// hiccup (100 ms here and there under TCG) shorter.
+const PAUSE_DISRUPTS: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The bound's policy under `config` with the guard as it is enforced.
 pub(super) fn policy(config: &Config, enforcement: &Enforcement) -> Policy {
     Policy {
@@ -98,6 +103,7 @@ pub(super) fn policy(config: &Config, enforcement: &Enforcement) -> Policy {
             * 1e-6
             * 2.0
             * SLEW_INTERVAL.as_nanos() as f64) as i64,
+        pause_disrupts_ns: PAUSE_DISRUPTS.as_nanos() as i64,
     }
 }
 
@@ -130,6 +136,12 @@ impl Daemon {
             return;
         }
         publisher.write(published);
+        if published.disruption_marker == before.disruption_marker
+            && published.status == before.status
+        {
+            tracing::debug!("bound: widened by {what:?}");
+            return;
+        }
         tracing::info!("bound: disrupted ({what:?}) until measured again");
         if let Some(ntp) = &self.ntp {
             ntp.burst();
@@ -147,7 +159,8 @@ impl Daemon {
         }
     }
 
-    /// clockguard slews in a correction the discipline did not ask for (a refused step).
+    /// clockguard is about to slew in a correction the discipline did not ask for (a
+    /// refused step), or (0) will not after all.
     pub(super) fn bound_slewing_in(&mut self, remaining_ns: i64) {
         let Some(publisher) = self.bound.as_mut() else {
             return;
@@ -158,7 +171,7 @@ impl Daemon {
         publisher.write(published);
     }
 
-    /// The sampler's tick: the bound dated now, so that readers do not take it for
+    /// Every BOUND_REFRESH: the bound dated now, so that readers do not take it for
     /// FreeRunning (they do once it is 5 s old).
     pub(super) fn bound_refresh(&mut self) {
         let Some(publisher) = self.bound.as_mut() else {

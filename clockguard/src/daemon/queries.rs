@@ -139,9 +139,11 @@ impl Daemon {
         };
         self.stats.slews_requested += 1;
         let pending = slew.status().remaining_ns;
+        // The bound widens before the clock starts to move.
+        let slew = slew.clone();
+        self.bound_slewing_in(requested);
         match slew.replace(requested).await {
             Ok(status) => {
-                self.bound_slewing_in(requested);
                 record.verdict = Verdict::Slewed;
                 record.slew = Some(json!({
                     "correction_ns": requested,
@@ -157,6 +159,7 @@ impl Daemon {
                 );
             }
             Err(err) => {
+                self.bound_slewing_in(0);
                 self.stats.slews_refused += 1;
                 tracing::error!(
                     "ALERT: refused a {:+.6} s step by {} (pid {}) and will not slew it: {err}",

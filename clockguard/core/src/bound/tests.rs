@@ -11,6 +11,7 @@ fn policy(disruption_support: bool) -> Policy {
         disruption_support,
         exclusive_discipline: true,
         slew_in_flight_ns: 50 * MS,
+        pause_disrupts_ns: S,
     }
 }
 
@@ -158,8 +159,13 @@ fn a_correction_slewed_in_widens_the_bound_at_once_until_the_discipline_replaces
     let grown = before.as_read_at(at(102)).unwrap().0;
     assert_eq!((widened.as_of, widened.bound_ns), (at(102), grown + 2 * S));
     assert_eq!(widened.status, ClockStatus::Synchronized);
-    // It shrinks as it is absorbed: the bound stays as wide until the next update.
-    assert_eq!(b.slewing_in(at(103), S), widened);
+    // Another agent's step replaces it before the discipline measured: the first may have
+    // moved the clock already, so the new one is added in full.
+    let again = b.slewing_in(at(103), S);
+    assert_eq!(again.bound_ns, widened.as_read_at(at(103)).unwrap().0 + S);
+    // A request the slew engine refused widens nothing.
+    assert_eq!(b.slewing_in(at(104), 0), again);
+    b.slewing_in(at(104), S);
     // An update computed before the slew began (it reached us late) still adds all of it.
     let late = b.measured(measured(100));
     assert_eq!(late.bound_ns, 185_000 + S);
@@ -384,5 +390,38 @@ fn a_stall_seen_twice_counts_once_and_one_measured_past_counts_not_at_all() {
     assert_eq!(
         longer.bound_ns,
         later.as_read_at(at(125)).unwrap().0 + 3 * S
+    );
+}
+
+#[test]
+fn a_short_pause_widens_the_bound_by_its_length_and_a_long_one_disrupts_it() {
+    let mut b = Bound::new(policy(false), 3, at(0));
+    // Before the first measurement: a short pause changes nothing (there is no bound).
+    assert_eq!(
+        b.disrupted(at(1), at(1), Disruption::Pause { ns: 100 * MS })
+            .status,
+        ClockStatus::Unknown
+    );
+    let synced = b.measured(measured(100));
+    let short = b.disrupted(at(105), at(105), Disruption::Pause { ns: 100 * MS });
+    assert_eq!(
+        (short.status, short.disruption_marker),
+        (ClockStatus::Synchronized, 3),
+        "no disruption"
+    );
+    assert_eq!(
+        short.bound_ns,
+        synced.as_read_at(at(105)).unwrap().0 + 100 * MS
+    );
+    // The same stall again (its record): nothing more.
+    assert_eq!(
+        b.disrupted(at(106), at(105), Disruption::Pause { ns: 100 * MS }),
+        short
+    );
+    // A pause of a second or more disrupts.
+    let long = b.disrupted(at(110), at(110), Disruption::Pause { ns: 2 * S });
+    assert_eq!(
+        (long.status, long.disruption_marker),
+        (ClockStatus::Disrupted, 4)
     );
 }

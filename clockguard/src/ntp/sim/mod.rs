@@ -168,6 +168,7 @@ fn bound_policy() -> bound::Policy {
         disruption_support: false,
         exclusive_discipline: true,
         slew_in_flight_ns: (83_333e-6 * 2.0 * SLEW_INTERVAL_NS as f64) as i64,
+        pause_disrupts_ns: S,
     }
 }
 
