@@ -124,10 +124,14 @@ echo "$counters" | jq -e '.malformed >= 3 and (.kiss_rate + .rate_limited) >= 1'
     || fail "server counters: $counters"
 kill -0 "$DAEMON_PID" || fail "the daemon died"
 
-# The bound now: synchronized and narrow (the clock holds the time under 1 ms).
+# The bound now: synchronized, and the discipline's part of it narrow (the clock holds the
+# time under 1 ms). The published bound may be wider by a short stall's length (the
+# emulator has 100 ms ones), which widens it without disrupting it.
 "$CG" now --runtime-dir "$RUNTIME"
 now=$("$CG" now --json --runtime-dir "$RUNTIME")
-echo "$now" | jq -e '.status == "synchronized" and .bound_ns < 20000000 and .why.drift_floor_ppb == 1000' >/dev/null \
+echo "$now" | jq -e '.status == "synchronized" and .why.drift_floor_ppb == 1000
+    and ([.why.measured | .offset_ns, .estimate_error_ns, .half_root_delay_ns, .root_dispersion_ns, .slewing_in_ns] | add) < 20000000
+    and .bound_ns < 1000000000' >/dev/null \
     || fail "bound after convergence: $now"
 # A refused +2 s step slewed in: the bound takes the 2 s at once.
 "$AGENT" settime-by 2000000000 || true

@@ -492,8 +492,23 @@ impl Bound {
             return self.last;
         }
         if let Disruption::Pause { ns } = what {
+            // The same stall seen again (its record after its first late timer): only what
+            // it lasted beyond what was counted.
             if let Some((seen_at, seen_ns)) = self.last_pause {
-                if ns <= seen_ns && happened.ns_since(seen_at).abs() <= seen_ns {
+                let overlaps =
+                    happened.plus_ns(-ns) <= seen_at && seen_at.plus_ns(-seen_ns) <= happened;
+                if overlaps {
+                    let extra_ns = ns.saturating_sub(seen_ns);
+                    if extra_ns <= 0 || self.status == ClockStatus::Unknown {
+                        return self.last;
+                    }
+                    self.last_pause = Some((happened.max(seen_at), ns));
+                    let grown_ns = self.grown_bound_ns(now);
+                    self.last = ErrorBound {
+                        as_of: now.max(self.last.as_of),
+                        bound_ns: grown_ns.saturating_add(extra_ns),
+                        ..self.last
+                    };
                     return self.last;
                 }
             }

@@ -425,3 +425,25 @@ fn a_short_pause_widens_the_bound_by_its_length_and_a_long_one_disrupts_it() {
         (ClockStatus::Disrupted, 4)
     );
 }
+
+#[test]
+fn a_stall_whose_record_says_it_was_longer_adds_only_the_excess() {
+    let mut b = Bound::new(policy(false), 0, at(0));
+    b.measured(measured(100));
+    // The first late timer fired at 106 s, 4.9 s late; the stall record says the stall
+    // lasted 5 s and ended at 106.05 s: the same stall, 0.1 s longer than counted.
+    let first = b.disrupted(at(106), at(106), Disruption::Pause { ns: 4_900 * MS });
+    let record = b.disrupted(
+        at(107),
+        Monotonic::from_ns(106 * S + 50 * MS),
+        Disruption::Pause { ns: 5 * S },
+    );
+    assert_eq!(
+        record.bound_ns,
+        first.as_read_at(at(107)).unwrap().0 + 100 * MS
+    );
+    assert_eq!(
+        (record.status, record.disruption_marker),
+        (first.status, first.disruption_marker)
+    );
+}
