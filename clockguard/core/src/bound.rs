@@ -12,10 +12,11 @@
 //!   frequency estimate's standard error (skew) + the configured floor.
 //! - FreeRunning when the sources are lost: the last bound, growing at its drift.
 //! - Disrupted from the moment something breaks the line between CLOCK_MONOTONIC and true
-//!   time (a step, a pause, a clocksource jump or switch, a resume, a vmclock disruption)
-//!   until the discipline has measured again with a sample taken after it. The disruption
-//!   marker changes with each one (with vmclock, it is the device's marker, which readers
-//!   compare with the device itself).
+//!   time (a step, a pause of a second or more, a clocksource jump or switch, a resume, a
+//!   vmclock disruption) until the discipline has measured again with a sample taken after
+//!   it. The disruption marker changes with each one (with vmclock, it is the device's
+//!   marker, which readers compare with the device itself). A shorter pause only widens
+//!   the bound by its length.
 //!
 //! Instants are on CLOCK_MONOTONIC_COARSE, the protocol's clock (see `clockbound`).
 
@@ -23,8 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clockbound::{ClockStatus, ErrorBound};
 use crate::ntp::client::ClockError;
-use crate::record::rfc3339_ns;
-use crate::record::{Record, Source, Verdict};
+use crate::record::{rfc3339_ns, Record, Source, Verdict};
 use crate::time::{Monotonic, Raw, Realtime};
 
 /// The largest max drift a reader accepts is below 1e9 ppb (one second per second).
