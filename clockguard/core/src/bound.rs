@@ -376,7 +376,7 @@ impl Bound {
         }
         if let Some(disrupted_at) = self.disrupted_at {
             if m.newest_sample <= disrupted_at {
-                return self.republish(m.at);
+                return self.widen(m.at, 0);
             }
         }
         self.disrupted_at = None;
@@ -459,7 +459,7 @@ impl Bound {
             return self.last;
         }
         let drift = self.max_drift_ppb();
-        self.republish(at);
+        self.widen(at, 0);
         self.last.max_drift_ppb = drift;
         self.last
     }
@@ -503,13 +503,7 @@ impl Bound {
                         return self.last;
                     }
                     self.last_pause = Some((happened.max(seen_at), ns));
-                    let grown_ns = self.grown_bound_ns(now);
-                    self.last = ErrorBound {
-                        as_of: now.max(self.last.as_of),
-                        bound_ns: grown_ns.saturating_add(extra_ns),
-                        ..self.last
-                    };
-                    return self.last;
+                    return self.widen(now, extra_ns);
                 }
             }
             self.last_pause = Some((happened, ns));
@@ -518,13 +512,7 @@ impl Bound {
                 if self.status == ClockStatus::Unknown {
                     return self.last;
                 }
-                let grown_ns = self.grown_bound_ns(now);
-                self.last = ErrorBound {
-                    as_of: now.max(self.last.as_of),
-                    bound_ns: grown_ns.saturating_add(ns.max(0)),
-                    ..self.last
-                };
-                return self.last;
+                return self.widen(now, ns.max(0));
             }
         }
         self.marker = match what {
@@ -561,13 +549,7 @@ impl Bound {
         if self.status == ClockStatus::Unknown || requested_ns == 0 {
             return self.last;
         }
-        let grown_ns = self.grown_bound_ns(at);
-        self.last = ErrorBound {
-            as_of: at.max(self.last.as_of),
-            bound_ns: grown_ns.saturating_add(requested_ns.saturating_abs()),
-            ..self.last
-        };
-        self.last
+        self.widen(at, requested_ns.saturating_abs())
     }
 
     /// The same bound, grown to `at` and dated then: readers take a bound more than 5 s
@@ -578,15 +560,16 @@ impl Bound {
         if self.status == ClockStatus::Unknown {
             return self.last;
         }
-        self.republish(at)
+        self.widen(at, 0)
     }
 
-    /// The last bound again as of `at`, grown to it.
-    fn republish(&mut self, at: Monotonic) -> ErrorBound {
+    /// The last bound again as of `at`, grown to it and widened by `by_ns` more; status,
+    /// marker and void_after stay.
+    fn widen(&mut self, at: Monotonic, by_ns: i64) -> ErrorBound {
         let grown_ns = self.grown_bound_ns(at);
         self.last = ErrorBound {
             as_of: at.max(self.last.as_of),
-            bound_ns: grown_ns,
+            bound_ns: grown_ns.saturating_add(by_ns),
             ..self.last
         };
         self.last

@@ -63,6 +63,21 @@ impl Publisher {
         }
     }
 
+    /// Applies `change` to the bound as of now and writes the result when it differs;
+    /// gives the bound before and after. Now is CLOCK_MONOTONIC_COARSE, the readers' own
+    /// clock: a bound dated after their now would be refused (a causality breach).
+    fn change(
+        &mut self,
+        change: impl FnOnce(&mut Bound, Monotonic) -> ErrorBound,
+    ) -> (ErrorBound, ErrorBound) {
+        let before = self.bound.last();
+        let published = change(&mut self.bound, clock::monotonic_coarse());
+        if published != before {
+            self.write(published);
+        }
+        (before, published)
+    }
+
     /// What `now` and `status` show.
     pub(super) fn answer(&self) -> bound::Answer {
         let now = clock::monotonic_coarse();
@@ -110,11 +125,9 @@ pub(super) fn policy(config: &Config, enforcement: &Enforcement) -> Policy {
 impl Daemon {
     /// The NTP service measured the clock, or lost its sources.
     pub(super) fn on_bound_update(&mut self, update: Update) {
-        let Some(publisher) = self.bound.as_mut() else {
-            return;
-        };
-        let published = publisher.bound.update(update);
-        publisher.write(published);
+        if let Some(publisher) = self.bound.as_mut() {
+            publisher.change(|bound, _| bound.update(update));
+        }
     }
 
     /// Something broke the line between CLOCK_MONOTONIC and true time (at `happened`, on
@@ -124,18 +137,12 @@ impl Daemon {
         let Some(publisher) = self.bound.as_mut() else {
             return;
         };
-        // Dated on the coarse clock, as readers take their now: a bound dated after it
-        // would be refused by them (a causality breach).
-        let now = clock::monotonic_coarse();
-        let before = publisher.bound.last();
-        let published = publisher
-            .bound
-            .disrupted(now, happened.unwrap_or(now), what);
+        let (before, published) =
+            publisher.change(|bound, now| bound.disrupted(now, happened.unwrap_or(now), what));
         if published == before {
             // Already measured past it, or the same stall seen again.
             return;
         }
-        publisher.write(published);
         if published.disruption_marker == before.disruption_marker
             && published.status == before.status
         {
@@ -162,35 +169,25 @@ impl Daemon {
     /// clockguard is about to slew in a correction the discipline did not ask for (a
     /// refused step), or (0) will not after all.
     pub(super) fn bound_slewing_in(&mut self, remaining_ns: i64) {
-        let Some(publisher) = self.bound.as_mut() else {
-            return;
-        };
-        let published = publisher
-            .bound
-            .slewing_in(clock::monotonic_coarse(), remaining_ns);
-        publisher.write(published);
+        if let Some(publisher) = self.bound.as_mut() {
+            publisher.change(|bound, now| bound.slewing_in(now, remaining_ns));
+        }
     }
 
     /// Every BOUND_REFRESH: the bound dated now, so that readers do not take it for
     /// FreeRunning (they do once it is 5 s old).
     pub(super) fn bound_refresh(&mut self) {
-        let Some(publisher) = self.bound.as_mut() else {
-            return;
-        };
-        let published = publisher.bound.refresh(clock::monotonic_coarse());
-        publisher.write(published);
+        if let Some(publisher) = self.bound.as_mut() {
+            publisher.change(Bound::refresh);
+        }
     }
 
     /// The guard's policy may have changed who may slew (a reload).
     pub(super) fn bound_policy_changed(&mut self) {
         let policy = policy(&self.config, &self.enforcement);
-        let Some(publisher) = self.bound.as_mut() else {
-            return;
-        };
-        let published = publisher
-            .bound
-            .set_policy(clock::monotonic_coarse(), policy);
-        publisher.write(published);
+        if let Some(publisher) = self.bound.as_mut() {
+            publisher.change(|bound, now| bound.set_policy(now, policy));
+        }
     }
 
     pub(super) fn bound_answer(&self) -> Option<bound::Answer> {

@@ -417,14 +417,23 @@ fn latency(n: u64, runtime_dir: &std::path::Path) -> Result<Value, String> {
             }
         }
     }
+    let mut out = latency_summary(samples);
+    out["calls"] = json!(n);
+    Ok(out)
+}
+
+/// p50, p99 and max of latencies in µs (nearest rank; none given: an empty object).
+fn latency_summary(mut samples: Vec<f64>) -> Value {
+    if samples.is_empty() {
+        return json!({});
+    }
     samples.sort_by(f64::total_cmp);
     let pct = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
-    Ok(json!({
-        "calls": n,
+    json!({
         "p50_us": pct(0.50),
         "p99_us": pct(0.99),
         "max_us": samples.last().copied().unwrap_or(0.0),
-    }))
+    })
 }
 
 /// The segment's disruption marker now (None while it is unreadable or being written).
@@ -472,13 +481,8 @@ fn bound_latency(n: u64, segment: &std::path::Path) -> Result<Value, String> {
             "no step changed the segment's marker ({missed} missed)"
         ));
     }
-    samples.sort_by(f64::total_cmp);
-    let pct = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
-    Ok(json!({
-        "steps": n,
-        "missed": missed,
-        "p50_us": pct(0.50),
-        "p99_us": pct(0.99),
-        "max_us": samples.last().copied().unwrap_or(0.0),
-    }))
+    let mut out = latency_summary(samples);
+    out["steps"] = json!(n);
+    out["missed"] = json!(missed);
+    Ok(out)
 }

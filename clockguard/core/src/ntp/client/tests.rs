@@ -55,6 +55,17 @@ fn reply(request: &[u8; 48], sent_ns: i64, delay_ns: i64, server_ahead_ns: i64) 
     .to_vec()
 }
 
+/// A disciplining core with one source, added at raw 1 s.
+fn disciplining_one_source() -> ClientCore {
+    let mut core = ClientCore::new(EPOCH_NS, config(), 0.0, true, None);
+    core.add_source(
+        "s".into(),
+        SocketAddr::from(([192, 0, 2, 1], 123)),
+        Raw::from_ns(S),
+    );
+    core
+}
+
 fn sends(actions: &[Action]) -> Vec<usize> {
     actions
         .iter()
@@ -92,12 +103,7 @@ fn sources_are_polled_apart_and_a_retired_one_never() {
 /// correction to its convergence.
 #[test]
 fn a_clock_20_ms_behind_is_slewed_and_its_convergence_reported() {
-    let mut core = ClientCore::new(EPOCH_NS, config(), 0.0, true, None);
-    core.add_source(
-        "s".into(),
-        SocketAddr::from(([192, 0, 2, 1], 123)),
-        Raw::from_ns(S),
-    );
+    let mut core = disciplining_one_source();
     let ahead_ns = 20_000_000;
     let mut slews = Vec::new();
     let mut raw_ns = S;
@@ -183,12 +189,7 @@ fn unsynchronised_it_serves_its_local_stratum_or_stratum_16() {
 /// moved), and the loss once the server stops answering.
 #[test]
 fn the_error_bound_is_told_each_measurement_and_the_loss_of_the_sources() {
-    let mut core = ClientCore::new(EPOCH_NS, config(), 0.0, true, None);
-    core.add_source(
-        "s".into(),
-        SocketAddr::from(([192, 0, 2, 1], 123)),
-        Raw::from_ns(S),
-    );
+    let mut core = disciplining_one_source();
     let ahead_ns = 20_000_000;
     let mut raw_ns = S;
     let mut reports = Vec::new();
