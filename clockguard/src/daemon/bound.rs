@@ -167,11 +167,12 @@ impl Daemon {
     }
 
     /// clockguard is about to slew in a correction the discipline did not ask for (a
-    /// refused step), or (0) will not after all.
-    pub(super) fn bound_slewing_in(&mut self, remaining_ns: i64) {
-        if let Some(publisher) = self.bound.as_mut() {
-            publisher.change(|bound, now| bound.slewing_in(now, remaining_ns));
-        }
+    /// refused step), or (0) will not after all; the bound (ns) then published, if one is
+    /// kept.
+    pub(super) fn bound_slewing_in(&mut self, remaining_ns: i64) -> Option<i64> {
+        let publisher = self.bound.as_mut()?;
+        let (_, published) = publisher.change(|bound, now| bound.slewing_in(now, remaining_ns));
+        Some(published.bound_ns)
     }
 
     /// Every BOUND_REFRESH: the bound dated now, so that readers do not take it for

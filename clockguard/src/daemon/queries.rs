@@ -141,7 +141,7 @@ impl Daemon {
         let pending = slew.status().remaining_ns;
         // The bound widens before the clock starts to move.
         let slew = slew.clone();
-        self.bound_slewing_in(requested);
+        let bound_ns = self.bound_slewing_in(requested);
         match slew.replace(requested).await {
             Ok(status) => {
                 record.verdict = Verdict::Slewed;
@@ -150,6 +150,9 @@ impl Daemon {
                     "replaced_pending_ns": pending,
                     "rate_ppm": status.rate_ppm,
                     "eta_s": status.eta_s,
+                    // The clock error bound published as the slew began (null when no
+                    // bound is kept): it holds the whole correction.
+                    "bound_ns": bound_ns,
                 }));
                 tracing::info!(
                     "refused a {:+.6} s step by {} (pid {}): slewing it in instead",
