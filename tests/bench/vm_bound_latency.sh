@@ -14,14 +14,10 @@ source "$CG_REPO/tests/vm/lib.sh"
 need_vm
 STEPS=${CG_BENCH_BOUND_STEPS:-200}
 
-REF="$CG_BIN_DIR/cg-ntpref"
 PARAMS="$CG_TEST_TMP/ref.json"
-rm -f "$PARAMS"
-"$REF" serve --listen 127.0.0.1:12320 --params "$PARAMS" --offset-s 0 >"$CG_TEST_TMP/ref.log" 2>&1 &
-ref_pid=$!
+start_reference "$PARAMS" "$CG_TEST_TMP/ref.log" --listen 127.0.0.1:12320 --offset-s 0
+ref_pid=$REF_PID
 trap 'kill "$ref_pid" 2>/dev/null; stop_daemon' EXIT
-for _ in $(seq 1 100); do [[ -s "$PARAMS" ]] && break; sleep 0.1; done
-[[ -s "$PARAMS" ]] || fail "cg-ntpref did not start: $(cat "$CG_TEST_TMP/ref.log")"
 SEGMENT="$CG_TEST_TMP/clockbound/shm0"
 cat >"$CG_TEST_TMP/bound.toml" <<EOF2
 mode = "observe"

@@ -50,6 +50,19 @@ stop_daemon() {
 }
 trap 'stop_daemon' EXIT
 
+# start_reference PARAMS LOG SERVE_ARGS...: starts the reference NTP server (`cg-ntpref
+# serve`, its pid in REF_PID) and waits until it has written PARAMS, the reference clock
+# that `offset`, `watch` and `bound` hold the system clock against.
+start_reference() {
+    local params=$1 log=$2
+    shift 2
+    rm -f "$params"
+    "$CG_BIN_DIR/cg-ntpref" serve --params "$params" "$@" >"$log" 2>&1 &
+    REF_PID=$!
+    for _ in $(seq 1 100); do [[ -s "$params" ]] && return 0; sleep 0.1; done
+    fail "cg-ntpref did not start: $(cat "$log")"
+}
+
 # expect_refused LABEL COMMAND...: the command fails, and says EPERM in its own words.
 expect_refused() {
     local label=$1; shift

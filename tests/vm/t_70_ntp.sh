@@ -13,12 +13,9 @@ need_vm
 
 REF="$CG_BIN_DIR/cg-ntpref"
 PARAMS="$CG_TEST_TMP/ref.json"
-"$REF" serve --listen 127.0.0.1:12300 --params "$PARAMS" --offset-s 11 --hostile 5 \
-    >"$CG_TEST_TMP/ref.log" 2>&1 &
-ref_pid=$!
+start_reference "$PARAMS" "$CG_TEST_TMP/ref.log" --listen 127.0.0.1:12300 --offset-s 11 --hostile 5
+ref_pid=$REF_PID
 trap 'kill "$ref_pid" 2>/dev/null; stop_daemon' EXIT
-for _ in $(seq 1 100); do [[ -s "$PARAMS" ]] && break; sleep 0.1; done
-[[ -s "$PARAMS" ]] || fail "cg-ntpref did not start: $(cat "$CG_TEST_TMP/ref.log")"
 echo "reference: $(cat "$PARAMS")"
 echo "offset before: $("$REF" offset --params "$PARAMS")"
 

@@ -10,10 +10,9 @@ need_vm
 
 CHRONYD="$CG_REPO/target/tools/chrony/usr/sbin/chronyd"
 [[ -x "$CHRONYD" ]] || fail "no $CHRONYD: run cargo xtask setup"
-REF="$CG_BIN_DIR/cg-ntpref"
 PARAMS="$CG_TEST_TMP/ref.json"
-"$REF" serve --listen 127.0.0.1:12300 --params "$PARAMS" --offset-s 0.5 >"$CG_TEST_TMP/ref.log" 2>&1 &
-ref_pid=$!
+start_reference "$PARAMS" "$CG_TEST_TMP/ref.log" --listen 127.0.0.1:12300 --offset-s 0.5
+ref_pid=$REF_PID
 cat >"$CG_TEST_TMP/chrony-server.conf" <<EOF2
 server 127.0.0.1 port 12300 iburst minpoll 0 maxpoll 0
 port 12302

@@ -27,11 +27,8 @@ trap restore EXIT
 "$CALL" settime-by $(( (MIDNIGHT - 60) * 1000000000 - $(date +%s%N) )) >/dev/null
 echo "clock set to $(date -u +%FT%TZ)"
 
-"$REF" serve --listen 127.0.0.1:12372 --params "$PARAMS" --leap ins --leap-at "$MIDNIGHT" \
-    >"$CG_TEST_TMP/ref.log" 2>&1 &
-ref_pid=$!
-for _ in $(seq 1 100); do [[ -s "$PARAMS" ]] && break; sleep 0.1; done
-[[ -s "$PARAMS" ]] || fail "cg-ntpref did not start: $(cat "$CG_TEST_TMP/ref.log")"
+start_reference "$PARAMS" "$CG_TEST_TMP/ref.log" --listen 127.0.0.1:12372 --leap ins --leap-at "$MIDNIGHT"
+ref_pid=$REF_PID
 
 cat >"$CG_TEST_TMP/ntp.toml" <<EOF2
 mode = "guard"

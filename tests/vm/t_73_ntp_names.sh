@@ -8,7 +8,6 @@
 source "$(dirname "$0")/lib.sh"
 need_vm
 
-REF="$CG_BIN_DIR/cg-ntpref"
 PORT=12373
 HOSTS_SAVED="$CG_TEST_TMP/hosts.saved"
 cp /etc/hosts "$HOSTS_SAVED"
@@ -22,10 +21,8 @@ trap cleanup EXIT
 
 # start_ref ADDR: a reference server (on time) on ADDR:PORT.
 start_ref() {
-    "$REF" serve --listen "$1:$PORT" --params "$CG_TEST_TMP/ref-$1.json" >"$CG_TEST_TMP/ref-$1.log" 2>&1 &
-    ref_pids[$1]=$!
-    for _ in $(seq 1 100); do [[ -s "$CG_TEST_TMP/ref-$1.json" ]] && return 0; sleep 0.1; done
-    fail "cg-ntpref on $1 did not start: $(cat "$CG_TEST_TMP/ref-$1.log")"
+    start_reference "$CG_TEST_TMP/ref-$1.json" "$CG_TEST_TMP/ref-$1.log" --listen "$1:$PORT"
+    ref_pids[$1]=$REF_PID
 }
 for a in 127.0.0.11 127.0.0.12 127.0.0.13 127.0.0.14 127.0.0.22; do start_ref "$a"; done
 

@@ -4,20 +4,20 @@
 # against the reference's time. The whole VM is stopped for 5 s from outside (SIGSTOP to
 # QEMU): the first timer that fires late makes the segment Disrupted (the daemon cannot
 # tell yet whether the guest's clock stood still), the NTP sources are polled in a burst,
-# and the bound is synchronized again within seconds. True time never leaves a bound a
-# client may trust (synchronized, free running or disrupted).
+# and the bound is synchronized again within seconds. Then the reference goes away: the
+# bound grows at the drift from the last measurement, and once the source is unreachable
+# (8 unanswered polls, polls held at 16 s) the segment says free running and goes on
+# growing. True time never leaves a bound a client may trust (synchronized, free running
+# or disrupted).
 source "$(dirname "$0")/lib.sh"
 need_vm
 
 REF="$CG_BIN_DIR/cg-ntpref"
 PARAMS="$CG_TEST_TMP/ref.json"
-"$REF" serve --listen 127.0.0.1:12310 --params "$PARAMS" --offset-s 0 \
-    >"$CG_TEST_TMP/ref.log" 2>&1 &
-ref_pid=$!
+start_reference "$PARAMS" "$CG_TEST_TMP/ref.log" --listen 127.0.0.1:12310 --offset-s 0
+ref_pid=$REF_PID
 reader=""
-trap 'kill "$ref_pid" $reader 2>/dev/null; stop_daemon' EXIT
-for _ in $(seq 1 100); do [[ -s "$PARAMS" ]] && break; sleep 0.1; done
-[[ -s "$PARAMS" ]] || fail "cg-ntpref did not start: $(cat "$CG_TEST_TMP/ref.log")"
+trap 'kill $ref_pid $reader 2>/dev/null || true; stop_daemon' EXIT
 
 SEGMENT="$CG_TEST_TMP/clockbound/shm0"
 cat >"$CG_TEST_TMP/bound.toml" <<EOF2
@@ -27,6 +27,7 @@ defer_to_time_services = false
 exclusive_discipline = true
 [ntp]
 servers = ["127.0.0.1:12310"]
+maxpoll = 4
 [bound]
 path = "$SEGMENT"
 EOF2
@@ -58,6 +59,27 @@ for _ in $(seq 1 300); do [[ "$(now_status)" == synchronized ]] && break; sleep 
 grep -q "NTP: the clock was disrupted: polling every source now" "$CG_TEST_TMP/daemon.log" \
     || fail "no burst after the pause"
 sleep 3
+
+# The reference goes away (its time, which the reader holds the bound against, runs on).
+kill "$ref_pid"
+wait "$ref_pid" || true
+ref_pid=""
+gone_at=$(cut -d' ' -f1 /proc/uptime)
+lost_from=$("$CG" now --json --runtime-dir "$RUNTIME")
+for _ in $(seq 1 2400); do [[ "$(now_status)" == free_running ]] && break; sleep 0.1; done
+lost=$("$CG" now --json --runtime-dir "$RUNTIME")
+lost_after_s=$(awk -v from="$gone_at" '{ printf "%.1f", $1 - from }' /proc/uptime)
+"$CG" now --runtime-dir "$RUNTIME"
+echo "$lost" | jq -e '.status == "free_running" and .published_status == "free_running" and .why.sources_lost' >/dev/null \
+    || fail "not free running 240 s after the reference went away: $lost"
+sleep 2
+still=$("$CG" now --json --runtime-dir "$RUNTIME")
+# Growing all the while, at the drift published with the last measurement: 3 x the
+# measured skew + the 1 ppm floor (the guard keeps every other process from slewing).
+jq -n -e --argjson from "$lost_from" --argjson lost "$lost" --argjson still "$still" \
+    '$lost.bound_ns > $from.bound_ns and $still.bound_ns > $lost.bound_ns
+     and $still.max_drift_ppb >= 1000' >/dev/null \
+    || fail "the bound did not grow without sources: $(jq -n -c --argjson a "$lost_from" --argjson b "$lost" --argjson c "$still" '[$a, $b, $c] | map({status, bound_ns, max_drift_ppb})')"
 touch "$CG_TEST_TMP/bound.stop"
 wait "$reader" || fail "the ClockBound reader failed: $(cat "$CG_TEST_TMP/bound.err")"
 reader=""
@@ -67,8 +89,8 @@ jq -e '[.by_status | to_entries[] | select(.key != "unknown") | .value.outside] 
     "$CG_TEST_TMP/bound.json" >/dev/null \
     || { awk '$2 != "unknown"' "$CG_TEST_TMP/bound.trace" | awk 'NR % 5 == 1' | tail -120
          fail "true time outside the bound: $(jq -c '{first_outside, by_status}' "$CG_TEST_TMP/bound.json")"; }
-jq -e '.errors == {} and .by_status.disrupted.samples > 0' "$CG_TEST_TMP/bound.json" >/dev/null \
-    || fail "read errors, or the reader never saw the segment disrupted: $(jq -c 'del(.changes)' "$CG_TEST_TMP/bound.json")"
+jq -e '.errors == {} and .by_status.disrupted.samples > 0 and (.changes | last | .[1]) == "free_running"' "$CG_TEST_TMP/bound.json" >/dev/null \
+    || fail "read errors, or the reader did not see the segment disrupted, then free running at the end: $(jq -c 'del(.changes)' "$CG_TEST_TMP/bound.json")"
 # The reader saw: synchronized, then disrupted (maybe free running in between: its own
 # 5 s pause aged the bound), then synchronized again; how long the bound stayed disrupted.
 disrupted_for=$(jq '[.changes[] | select(.[1] == "disrupted")][0][0] as $from
@@ -78,5 +100,8 @@ disrupted_for=$(jq '[.changes[] | select(.[1] == "disrupted")][0][0] as $from
 # past 5 s: free running) before the segment said disrupted.
 stale_for=$(jq '.changes as $c | ([range(0; $c | length) | select($c[.][1] == "disrupted")][0]) as $i
     | if $i > 0 and $c[$i - 1][1] == "free_running" then $c[$i][0] - $c[$i - 1][0] else 0 end' "$CG_TEST_TMP/bound.json")
+# The sources lost: how long after the reference went away the segment said free running,
+# and the widest bound read then.
+echo "METRIC bound-vm-sources-lost free_running_after_s=$lost_after_s free_running_bound_max_ns=$(jq .by_status.free_running.bound_max_ns "$CG_TEST_TMP/bound.json")"
 echo "METRIC bound-vm-pause paused_s=$paused_s stale_after_resume_s=$stale_for disrupted_for_s=$disrupted_for $(jq -r '"samples=\(.samples) disrupted=\(.by_status.disrupted.samples) outside_trusted=\([.by_status | to_entries[] | select(.key != "unknown") | .value.outside] | add) disrupted_bound_max_ns=\(.by_status.disrupted.bound_max_ns)"' "$CG_TEST_TMP/bound.json")"
 kill -0 "$DAEMON_PID" || fail "the daemon died"
