@@ -250,6 +250,37 @@ pub fn ensure_ntpd_rs() -> Result<PathBuf> {
     Ok(binary)
 }
 
+/// ClockBound's own daemon (`clockbound`, crate clock-bound-d) for the side-by-side bound
+/// bench: built from crates.io into target/tools/clockbound with its lock file, at the
+/// version whose segment layout clockguard writes.
+pub fn clockbound_d_path() -> PathBuf {
+    util::repo_root().join("target/tools/clockbound/bin/clockbound")
+}
+
+/// The crate and version `ensure_clockbound_d` builds.
+const CLOCKBOUND_D: (&str, &str) = ("clock-bound-d", "2.0.3");
+
+/// Builds ClockBound's daemon (see `clockbound_d_path`) unless it is there and runs.
+pub fn ensure_clockbound_d() -> Result<PathBuf> {
+    let binary = clockbound_d_path();
+    if output_ok(cmd(&binary).arg("--help")).is_some() {
+        return Ok(binary);
+    }
+    let (krate, version) = CLOCKBOUND_D;
+    println!(
+        "setup: building ClockBound's daemon ({krate} {version}) into target/tools/clockbound"
+    );
+    let root = util::repo_root().join("target/tools/clockbound");
+    util::run(
+        cmd("cargo")
+            .args(["install", "--locked", "--version", version, "--root"])
+            .arg(&root)
+            .arg(krate),
+    )
+    .with_context(|| format!("cannot build {krate} {version}"))?;
+    Ok(binary)
+}
+
 /// promtool, Prometheus's own checker of the metrics exposition format, unpacked from
 /// Debian's prometheus package (installing it would start a Prometheus server).
 pub fn promtool_path() -> PathBuf {

@@ -41,6 +41,10 @@ const ROWS: &[(&str, RowFn)] = &[
     ("11 s off: NTP and a refused step (VM)", row_ntp_converge_vm),
     ("error bound: step to segment (VM)", row_bound_latency_vm),
     (
+        "error bound side by side: clockguard, ClockBound over chronyd (VM)",
+        row_bound_side_by_side_vm,
+    ),
+    (
         "NTP like for like over netem: clockguard, chronyd, ntpd-rs (VM)",
         row_ntp_netem_vm,
     ),

@@ -87,6 +87,33 @@ pub(super) fn row_bound_latency_vm(ctx: &mut Ctx) -> Result<Row> {
     Ok(row)
 }
 
+/// In the test VM, one boot, the same reference and the same events (steady state, a time
+/// agent's +2 s step, a 5 s VM pause): the bound read every millisecond through
+/// ClockBound's client from clockguard's segment and from ClockBound's own daemon over
+/// chronyd; readings a client may trust that miss the reference's time, and the width
+/// while synchronized (tests/bench/vm_bound_side_by_side.sh).
+pub(super) fn row_bound_side_by_side_vm(ctx: &mut Ctx) -> Result<Row> {
+    crate::setup::ensure_clockbound_d()?;
+    let results = vm_results(ctx, "tests/bench/vm_bound_side_by_side.sh")?;
+    let mut row = Row::new();
+    for r in &results {
+        let daemon = r["daemon"].as_str().unwrap_or("?");
+        for key in [
+            "samples",
+            "outside_trusted",
+            "worst_miss_ns",
+            "held_bound_p50_ns",
+            "held_bound_p99_ns",
+            "synchronized_bound_p50_ns",
+            "synchronized_bound_p99_ns",
+        ] {
+            row.set(&format!("{daemon}_{key}"), r[key].clone());
+        }
+    }
+    row.set("results", Value::Array(results));
+    Ok(row)
+}
+
 /// In the test VM, side by side: clockguard and chronyd from 11 s behind a reference, and
 /// a slew_instead agent's refused +11 s step slewed in by the guard
 /// (tests/bench/vm_ntp_converge.sh). Times are on CLOCK_MONOTONIC_RAW.
