@@ -91,6 +91,8 @@ pub struct Measured {
     pub root_dispersion_ns: i64,
     /// The frequency estimate's standard error (chronyc's skew), ppb.
     pub skew_ppb: f64,
+    /// Samples held back as outliers disagree with the estimate by this much, ns.
+    pub unconfirmed_ns: i64,
 }
 
 impl Measured {
@@ -106,6 +108,7 @@ impl Measured {
             root_delay_ns: e.root_delay_ns,
             root_dispersion_ns: e.root_dispersion_ns,
             skew_ppb: e.skew_ppb,
+            unconfirmed_ns: e.unconfirmed_ns,
         }
     }
 }
@@ -222,6 +225,11 @@ pub struct Terms {
     /// discipline replaced it: what it may still move the clock, see
     /// [`Policy::slew_in_flight_ns`]).
     pub slewing_in_ns: i64,
+    /// How far samples the discipline held back as outliers lie from its estimate: they
+    /// may be the first sight of a reference that moved (a server that stepped), so the
+    /// bound holds them too until the discipline has decided.
+    #[serde(default)]
+    pub unconfirmed_ns: i64,
 }
 
 impl Terms {
@@ -231,6 +239,7 @@ impl Terms {
             .saturating_add(self.half_root_delay_ns)
             .saturating_add(self.root_dispersion_ns)
             .saturating_add(self.slewing_in_ns)
+            .saturating_add(self.unconfirmed_ns)
     }
 }
 
@@ -389,6 +398,7 @@ impl Bound {
             half_root_delay_ns: (m.root_delay_ns.max(0) as u64).div_ceil(2) as i64,
             root_dispersion_ns: m.root_dispersion_ns.max(0),
             slewing_in_ns: in_flight_ns,
+            unconfirmed_ns: m.unconfirmed_ns.max(0),
         };
         self.terms = Some((m.at, terms));
         self.drift_from_skew_ppb = (sigmas * m.skew_ppb.max(0.0))

@@ -354,6 +354,14 @@ pub(crate) fn now_text(a: &bound::Answer) -> String {
             duration_text(t.root_dispersion_ns as f64),
             duration_text(t.slewing_in_ns as f64)
         );
+        if t.unconfirmed_ns != 0 {
+            push_line!(
+                out,
+                "Unconfirmed       : + {} (samples held back as outliers: spikes, or the \
+                 server stepped)",
+                duration_text(t.unconfirmed_ns as f64)
+            );
+        }
     } else {
         push_line!(out, "Measured          : not yet (no NTP estimate)");
     }

@@ -29,6 +29,7 @@ fn measured(t: i64) -> Measured {
         root_delay_ns: 200_000,
         root_dispersion_ns: 30_000,
         skew_ppb: 1_500.4,
+        unconfirmed_ns: 0,
     }
 }
 
@@ -321,6 +322,7 @@ fn why_names_the_terms_and_the_last_disruption() {
             half_root_delay_ns: 100_000,
             root_dispersion_ns: 30_000,
             slewing_in_ns: 0,
+            unconfirmed_ns: 0,
         })
     );
     assert_eq!(
@@ -446,4 +448,22 @@ fn a_stall_whose_record_says_it_was_longer_adds_only_the_excess() {
         (record.status, record.disruption_marker),
         (first.status, first.disruption_marker)
     );
+}
+
+/// Samples the discipline holds back as outliers may be a server that stepped: the bound
+/// holds them until the discipline decides, and lets them go when it does.
+#[test]
+fn samples_held_back_as_outliers_widen_the_bound_until_decided() {
+    let mut b = Bound::new(policy(true), 0, at(0));
+    let steady = b.measured(measured(100)).bound_ns;
+    let held = b
+        .measured(Measured {
+            unconfirmed_ns: 2 * S,
+            ..measured(116)
+        })
+        .bound_ns;
+    assert_eq!(held - steady, 2 * S);
+    assert_eq!(b.why().measured.map(|t| t.unconfirmed_ns), Some(2 * S));
+    // Decided (a spike: the next sample agreed; or a reset: the offset says it now).
+    assert_eq!(b.measured(measured(132)).bound_ns, steady);
 }

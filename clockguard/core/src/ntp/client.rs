@@ -96,6 +96,9 @@ pub struct ClockError {
     pub root_dispersion_ns: i64,
     /// The frequency estimate's standard error (chronyc's skew), ppb.
     pub skew_ppb: f64,
+    /// Samples held back as outliers disagree with the estimate by this much, ns
+    /// ([`SystemEstimate::unconfirmed_s`]).
+    pub unconfirmed_ns: i64,
 }
 
 /// What bringing the clock to the estimate takes.
@@ -399,6 +402,7 @@ impl ClientCore {
                 root_delay_ns: (system.root_delay_s * 1e9) as i64,
                 root_dispersion_ns: (system.root_dispersion_s * 1e9) as i64,
                 skew_ppb: system.freq_sigma * 1e9,
+                unconfirmed_ns: (system.unconfirmed_s * 1e9).ceil() as i64,
             })),
         ];
         let Some(remaining_ns) = slew_remaining_ns.filter(|_| self.disciplining) else {

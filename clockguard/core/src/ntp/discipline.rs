@@ -157,6 +157,17 @@ impl Discipline {
         self.fit
     }
 
+    /// How far (s) the held-back outliers lie from the fitted line, the farthest; 0 with
+    /// none. Until more samples say whether they were spikes or the reference moving,
+    /// either may be the truth.
+    pub fn unconfirmed_s(&self) -> f64 {
+        let Some(fit) = self.fit else { return 0.0 };
+        self.outliers
+            .iter()
+            .map(|held| (held.point.offset_s - fit.offset_at(held.point.at)).abs())
+            .fold(0.0, f64::max)
+    }
+
     /// The delays of the recent samples of the window and `point`.
     fn delay_base(&self, point: Option<&Point>) -> DelayBase {
         let recent = self.samples.len().saturating_sub(DELAY_WINDOW);
@@ -405,25 +416,53 @@ mod tests {
     }
 
     #[test]
+    fn a_spike_is_unconfirmed_until_the_next_sample_agrees_with_the_fit() {
+        let mut d = Discipline::new(16, 0.0, 500e-6);
+        for i in 0..8 {
+            d.add(point(i * 16, 1.0));
+        }
+        assert!(matches!(d.add(point(8 * 16, 1.5)), Outcome::Outlier { .. }));
+        assert!((d.unconfirmed_s() - 0.5).abs() < 1e-6);
+        assert!(matches!(
+            d.add(point(9 * 16, 1.0)),
+            Outcome::Accepted { .. }
+        ));
+        assert_eq!(d.unconfirmed_s(), 0.0);
+    }
+
+    #[test]
     fn a_reference_that_steps_is_followed_after_three_samples() {
         let mut d = Discipline::new(16, 0.0, 500e-6);
         for i in 0..8 {
             d.add(point(i * 16, 1.0 + 50e-6 * (i * 16) as f64));
         }
         let freq_before = d.fit().unwrap().freq;
+        assert_eq!(d.unconfirmed_s(), 0.0);
         let stepped = |i: i64| 3.0 + 50e-6 * (i * 16) as f64;
         assert!(matches!(
             d.add(point(8 * 16, stepped(8))),
             Outcome::Outlier { .. }
         ));
+        // Held back, not yet decided: the 2 s may be the truth.
+        assert!(
+            (d.unconfirmed_s() - 2.0).abs() < 1e-6,
+            "{}",
+            d.unconfirmed_s()
+        );
         assert!(matches!(
             d.add(point(9 * 16, stepped(9))),
             Outcome::Outlier { .. }
         ));
+        assert!((d.unconfirmed_s() - 2.0).abs() < 1e-6);
         assert!(matches!(
             d.add(point(10 * 16, stepped(10))),
             Outcome::Reset { .. }
         ));
+        assert_eq!(
+            d.unconfirmed_s(),
+            0.0,
+            "decided: the fit is on the new line"
+        );
         let fit = d.fit().unwrap();
         assert_eq!(fit.samples, 3);
         assert!((fit.freq - freq_before).abs() < 1e-8, "frequency kept");

@@ -106,6 +106,10 @@ pub struct SystemEstimate {
     pub offset_sigma_s: f64,
     /// When the peer's newest sample was taken.
     pub newest_sample: Raw,
+    /// How far a truechimer's samples held back as outliers lie from its fit, s, the
+    /// farthest (0: none held). They may be spikes, or the first sight of a reference that
+    /// moved: until that is known the truth may be as far.
+    pub unconfirmed_s: f64,
 }
 
 impl SystemEstimate {
@@ -405,6 +409,11 @@ impl Engine {
             root_dispersion_s: server.root_dispersion_s + peer_candidate.jitter_s,
             offset_sigma_s: peer_fit.sigma_at(now),
             newest_sample: peer_fit.last,
+            unconfirmed_s: selection
+                .truechimers
+                .iter()
+                .map(|&i| self.sources[ids[i]].unconfirmed_s())
+                .fold(0.0, f64::max),
         });
         self.unsynchronised_why = None;
         let utc_now_ns = now.ns() + self.epoch_ns + (selection.offset_s * 1e9) as i64

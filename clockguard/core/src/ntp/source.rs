@@ -194,6 +194,11 @@ impl Source {
         self.filter.fit()
     }
 
+    /// See [`Discipline::unconfirmed_s`].
+    pub fn unconfirmed_s(&self) -> f64 {
+        self.filter.unconfirmed_s()
+    }
+
     pub fn last_sample(&self) -> Option<Sample> {
         self.last_sample
     }

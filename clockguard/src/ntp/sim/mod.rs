@@ -136,6 +136,8 @@ struct Run {
     injected: Injected,
     /// True times at which a source's filter reset.
     resets_at: Vec<i64>,
+    /// True times at which a sample was held back as an outlier.
+    outliers_at: Vec<i64>,
     slew_external_steps: u64,
     /// True times at which a refused correction raised the alert (once per refusal spell).
     alerts_at: Vec<i64>,
@@ -151,8 +153,10 @@ struct Run {
 struct Coverage {
     checks: u64,
     misses: u64,
-    /// The first miss: (true time since the start, realtime − true time, bound), ns.
+    /// The first and the last miss: (true time since the start, realtime − true time,
+    /// bound), ns.
     first_miss: Option<(i64, i64, i64)>,
+    last_miss: Option<(i64, i64, i64)>,
     /// The bound as read at each observation (every second) while synchronised: (true
     /// time since the start, bound), ns.
     widths: Vec<(i64, i64)>,
@@ -198,6 +202,8 @@ struct Sim {
     reach: Vec<Vec<u8>>,
     injected: Injected,
     resets_at: Vec<i64>,
+    /// True times at which a sample was held back as an outlier.
+    outliers_at: Vec<i64>,
     alerts_at: Vec<i64>,
     bound: Bound,
     coverage: Coverage,
@@ -251,6 +257,7 @@ impl Sim {
             reach: vec![Vec::new(); n],
             injected: Injected::default(),
             resets_at: Vec::new(),
+            outliers_at: Vec::new(),
             alerts_at: Vec::new(),
             bound: Bound::new(bound_policy(), 0, Monotonic::from_ns(RAW0_NS)),
             coverage: Coverage::default(),
@@ -316,6 +323,7 @@ impl Sim {
             reach: self.reach,
             injected: self.injected,
             resets_at: self.resets_at,
+            outliers_at: self.outliers_at,
             slew_external_steps: self.driver.core().status().external_steps,
             alerts_at: self.alerts_at,
             end: self.last,
@@ -332,7 +340,9 @@ impl Sim {
         )
     }
 
-    /// Is true time within the bound a reader takes now?
+    /// Is the reference's time within the bound a reader takes now? The reference is the
+    /// first server's clock (as in the VM tests): true time while it is on time, and where
+    /// it steps, the time a client must follow.
     fn check_bound(&mut self, now: Reading, observation: bool) {
         let published = self.bound.last();
         let Some((bound_ns, status)) = published.as_read_at(self.monotonic(now)) else {
@@ -341,12 +351,14 @@ impl Sim {
         if !matches!(status, ClockStatus::Synchronized | ClockStatus::FreeRunning) {
             return;
         }
-        let error_ns = now.realtime.ns() - (self.sc.t0_unix_ns + self.t);
+        let reference_ns = self.sc.t0_unix_ns + self.t + self.sc.servers[0].offset_at(self.t);
+        let error_ns = now.realtime.ns() - reference_ns;
         let c = &mut self.coverage;
         c.checks += 1;
         if error_ns.abs() > bound_ns {
             c.misses += 1;
             c.first_miss.get_or_insert((self.t, error_ns, bound_ns));
+            c.last_miss = Some((self.t, error_ns, bound_ns));
         }
         if observation && status == ClockStatus::Synchronized {
             c.widths.push((self.t, bound_ns));
@@ -521,13 +533,17 @@ impl Sim {
     fn on_datagram(&mut self, id: usize, bytes: &[u8]) {
         let now = self.kernel.now();
         let arrived = now.raw.plus_ns(self.noise(self.sc.client_stamp_noise_ns));
-        let resets = self.core.engine().sources()[id].counters.resets;
+        let counters = self.core.engine().sources()[id].counters;
         let remaining_ns = Some(self.driver.core().remaining_ns());
         let Ok(actions) = self.core.on_datagram(id, bytes, arrived, now, remaining_ns) else {
             return;
         };
-        if self.core.engine().sources()[id].counters.resets != resets {
+        let after = &self.core.engine().sources()[id].counters;
+        if after.resets != counters.resets {
             self.resets_at.push(self.t);
+        }
+        if after.outliers != counters.outliers {
+            self.outliers_at.push(self.t);
         }
         self.execute(actions);
     }

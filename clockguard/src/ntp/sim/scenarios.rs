@@ -303,6 +303,42 @@ fn a_server_that_steps_is_followed_by_a_slew() {
         run.rate_range_ppm
     );
     assert_eq!(run.slew_external_steps, 0);
+    // The error bound (held against the server, whose time the client must follow): out
+    // from the step until the first sample after it, which nothing can know sooner; from
+    // that sample on, while the filter holds it back as an outlier, the bound holds it.
+    let first_seen = run
+        .outliers_at
+        .iter()
+        .copied()
+        .find(|&t| t >= step_at)
+        .expect("an outlier after the step");
+    let cov = &run.coverage;
+    eprintln!(
+        "error bound: {} checks, {} outside, the first at {:?}, the last at {:?} (true time \
+         since the start, realtime − the server, bound; ns); first sample after the step \
+         {:.0} s after it",
+        cov.checks,
+        cov.misses,
+        cov.first_miss,
+        cov.last_miss,
+        secs(first_seen - step_at)
+    );
+    let (first, _, _) = cov
+        .first_miss
+        .expect("the step is missed until it is sampled");
+    let (last, _, _) = cov
+        .last_miss
+        .expect("the step is missed until it is sampled");
+    assert!(
+        first >= step_at,
+        "outside before the step: {:?}",
+        cov.first_miss
+    );
+    assert!(
+        last <= first_seen,
+        "outside after the step was sampled: {:?}",
+        cov.last_miss
+    );
 }
 
 /// 2026-12-31T22:00:00Z: two hours before a midnight where a leap second may come.
