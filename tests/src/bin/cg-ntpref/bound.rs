@@ -28,7 +28,7 @@ pub(crate) fn bound_cmd(args: &[String]) -> Result<Value, String> {
         ],
         0,
     )?;
-    let clock = RefClock::load(Path::new(opts.required("--params")?))?;
+    let mut params = Params::load(Path::new(opts.required("--params")?))?;
     let segment = opts.required("--segment")?;
     let stopfile = PathBuf::from(opts.required("--stopfile")?);
     let vmclock = opts.get("--vmclock").unwrap_or("/dev/vmclock0");
@@ -51,6 +51,8 @@ pub(crate) fn bound_cmd(args: &[String]) -> Result<Value, String> {
     let mut tally = Tally::default();
     let mut reads = 0u32;
     while !stopfile.exists() && start.elapsed() < WATCH_LIMIT {
+        // The reference as it is now (a `step` may have been added to the params).
+        let clock = params.clock()?;
         let before = raw_ns();
         let now = client.now();
         let after = raw_ns();
@@ -91,7 +93,10 @@ pub(crate) fn bound_cmd(args: &[String]) -> Result<Value, String> {
     if let Some(mut out) = trace {
         out.flush().map_err(|e| format!("--trace: {e}"))?;
     }
-    Ok(tally.report(start.elapsed().as_secs_f64()))
+    let mut report = tally.report(start.elapsed().as_secs_f64());
+    // The readings' seconds count from this CLOCK_MONOTONIC_RAW instant.
+    report["started_raw_ns"] = json!(start_raw);
+    Ok(report)
 }
 
 /// Rounds of `read-cost`, alternating the two reads; the median round counts.

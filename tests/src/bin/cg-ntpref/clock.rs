@@ -55,6 +55,9 @@ pub(crate) struct RefClock {
     /// deleted). From then on the reference reads UTC with it, as a kernel does: an
     /// inserted second is 23:59:59 twice, a deleted one is skipped.
     pub(crate) leap: Option<(i64, i64)>,
+    /// Steps of the reference's own time (`step`): (CLOCK_MONOTONIC_RAW ns from which it
+    /// applies, ns), in the order they were made.
+    pub(crate) steps: Vec<(i64, i64)>,
 }
 
 /// One comparison of the system clock with the reference clock.
@@ -75,6 +78,7 @@ impl RefClock {
             offset_ns,
             freq_ppm,
             leap,
+            steps: Vec::new(),
         }
     }
 
@@ -82,7 +86,13 @@ impl RefClock {
     pub(crate) fn continuous_at(&self, raw_ns: i64) -> i128 {
         let elapsed = (i128::from(raw_ns) - i128::from(self.raw0_ns)) as f64;
         let drift = (elapsed * self.freq_ppm / 1e6).round() as i128;
-        i128::from(self.k_ns) + i128::from(raw_ns) + i128::from(self.offset_ns) + drift
+        let stepped: i128 = self
+            .steps
+            .iter()
+            .filter(|(from_raw_ns, _)| raw_ns >= *from_raw_ns)
+            .map(|(_, by_ns)| i128::from(*by_ns))
+            .sum();
+        i128::from(self.k_ns) + i128::from(raw_ns) + i128::from(self.offset_ns) + drift + stepped
     }
 
     /// Whether the leap second is behind at `raw_ns` (a deleted second goes at 23:59:59).
@@ -133,6 +143,7 @@ impl RefClock {
             "offset_ns": self.offset_ns,
             "freq_ppm": self.freq_ppm,
             "leap": self.leap.map(|(at_s, delta_s)| json!({"at_unix_s": at_s, "delta_s": delta_s})),
+            "steps": steps_json(&self.steps),
             "listen": listen.to_string(),
         })
     }
@@ -161,6 +172,23 @@ impl RefClock {
                         .ok_or("params: leap.delta_s missing or not an integer")?,
                 )),
             },
+            steps: match &v["steps"] {
+                Value::Null => Vec::new(),
+                Value::Array(steps) => steps
+                    .iter()
+                    .map(|step| {
+                        Ok((
+                            step["at_raw_ns"]
+                                .as_i64()
+                                .ok_or("params: steps[].at_raw_ns missing or not an integer")?,
+                            step["by_ns"]
+                                .as_i64()
+                                .ok_or("params: steps[].by_ns missing or not an integer")?,
+                        ))
+                    })
+                    .collect::<Result<_, String>>()?,
+                _ => return Err("params: steps is not an array".into()),
+            },
         })
     }
 
@@ -171,6 +199,98 @@ impl RefClock {
             .map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
         RefClock::from_json(&v).map_err(|e| format!("{}: {e}", path.display()))
     }
+}
+
+fn steps_json(steps: &[(i64, i64)]) -> Value {
+    steps
+        .iter()
+        .map(|(at_raw_ns, by_ns)| json!({"at_raw_ns": at_raw_ns, "by_ns": by_ns}))
+        .collect()
+}
+
+/// The reference clock of a params file, loaded again when the file is replaced (`step`
+/// rewrites it): looked at no more often than every `RELOAD_CHECK`.
+pub(crate) struct Params {
+    /// None: a clock given as it is, never reloaded (unit tests).
+    path: Option<PathBuf>,
+    clock: RefClock,
+    modified: Option<std::time::SystemTime>,
+    checked: Instant,
+}
+
+/// How often `Params` looks for a new params file; `step` schedules its step further ahead
+/// than this, so that every reader has it before it applies.
+const RELOAD_CHECK: Duration = Duration::from_millis(100);
+
+impl Params {
+    pub(crate) fn load(path: &Path) -> Result<Params, String> {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        Ok(Params {
+            clock: RefClock::load(path)?,
+            path: Some(path.to_path_buf()),
+            modified,
+            checked: Instant::now(),
+        })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn fixed(clock: RefClock) -> Params {
+        Params {
+            path: None,
+            clock,
+            modified: None,
+            checked: Instant::now(),
+        }
+    }
+
+    /// The clock as the params file says now. A file that cannot be read or parsed in the
+    /// middle of a run is an error: the reference's time would no longer be known.
+    pub(crate) fn clock(&mut self) -> Result<&RefClock, String> {
+        let Some(path) = self
+            .path
+            .as_ref()
+            .filter(|_| self.checked.elapsed() >= RELOAD_CHECK)
+        else {
+            return Ok(&self.clock);
+        };
+        self.checked = Instant::now();
+        let modified = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if Some(modified) != self.modified {
+            self.clock = RefClock::load(path)?;
+            self.modified = Some(modified);
+        }
+        Ok(&self.clock)
+    }
+}
+
+/// `step --params FILE --by-ns N [--in-ms 1000]`: the reference's time steps by N ns, in
+/// `--in-ms` ms (on CLOCK_MONOTONIC_RAW) so that `serve` and `bound` have read it before.
+pub(crate) fn step_cmd(args: &[String]) -> Result<Value, String> {
+    let opts = Opts::parse(args, &["--params", "--by-ns", "--in-ms"], 0)?;
+    let path = Path::new(opts.required("--params")?);
+    let by_ns: i64 = opts.parsed("--by-ns", 0)?;
+    if by_ns == 0 {
+        return Err("--by-ns: a step of 0 ns is no step".into());
+    }
+    let in_ms: u64 = opts.parsed("--in-ms", 1000)?;
+    if u128::from(in_ms) <= RELOAD_CHECK.as_millis() * 2 {
+        return Err(format!(
+            "--in-ms {in_ms}: readers look at the params every {} ms; give them longer",
+            RELOAD_CHECK.as_millis()
+        ));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut v: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+    let mut clock = RefClock::from_json(&v).map_err(|e| format!("{}: {e}", path.display()))?;
+    let at_raw_ns = raw_ns().saturating_add((in_ms as i64).saturating_mul(1_000_000));
+    clock.steps.push((at_raw_ns, by_ns));
+    v["steps"] = steps_json(&clock.steps);
+    write_atomically(path, &v)?;
+    Ok(json!({"at_raw_ns": at_raw_ns, "by_ns": by_ns}))
 }
 
 /// Writes `value` to `path` atomically: a temporary file next to it, then a rename (which

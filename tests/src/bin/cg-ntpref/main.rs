@@ -93,6 +93,10 @@ const USAGE: &str = "usage: cg-ntpref COMMAND
         reference outside (and by how much), the bound's p50/p99/max by status, the
         status changes and the client's errors. Waits up to 30 s for the segment. --trace:
         every 100th reading to T as \"S STATUS BOUND_NS TRUE_MINUS_MIDDLE_NS\".
+  step --params FILE --by-ns N [--in-ms 1000]
+        the reference's time steps by N ns, in --in-ms ms (on CLOCK_MONOTONIC_RAW): the
+        step is added to FILE, which `serve` and `bound` look at again every 100 ms
+        (`offset` reads FILE each time, `watch` once at its start); prints {\"at_raw_ns\", \"by_ns\"}
   read-cost --segment PATH [--reads N] [--vmclock DEV]
         ns per ClockBoundClient::now() on the segment against ns per clock_gettime
         (CLOCK_REALTIME) through the vDSO: 7 alternating rounds of N (1000000) reads each,
@@ -152,6 +156,7 @@ fn run(args: &[String]) -> Result<(Value, u8), String> {
         "load" => load_cmd(rest).map(|v| (v, 0)),
         "bound" => bound_cmd(rest).map(|v| (v, 0)),
         "read-cost" => read_cost_cmd(rest).map(|v| (v, 0)),
+        "step" => step_cmd(rest).map(|v| (v, 0)),
         _ => Err(USAGE.into()),
     }
 }

@@ -8,7 +8,7 @@ use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
 use super::*;
 
 pub(crate) struct Server {
-    pub(crate) clock: RefClock,
+    pub(crate) clock: Params,
     pub(crate) stratum: u8,
     pub(crate) refid: [u8; 4],
     pub(crate) leap: u8,
@@ -57,7 +57,11 @@ impl Server {
     }
 
     /// Answers requests on `sock` until `stop` is set (checked at least every 200 ms).
-    pub(crate) fn serve(&self, sock: &UdpSocket, stop: &AtomicBool) -> Result<ServeCounts, String> {
+    pub(crate) fn serve(
+        &mut self,
+        sock: &UdpSocket,
+        stop: &AtomicBool,
+    ) -> Result<ServeCounts, String> {
         sock.set_read_timeout(Some(Duration::from_millis(200)))
             .map_err(|e| format!("SO_RCVTIMEO: {e}"))?;
         // SO_TIMESTAMPNS: the kernel stamps each datagram with CLOCK_REALTIME on arrival.
@@ -88,8 +92,10 @@ impl Server {
             // the wake-up of this thread is not part of the network delay.
             let (real, raw) = realtime_and_raw();
             let waited = stamp.map_or(0, |s| (real - s).clamp(0, 1_000_000_000));
-            let rx_ns = self.clock.at(raw - waited);
-            let leap = self.clock.leap_indicator(self.leap, raw - waited);
+            // The reference as the params say now (a `step` may have been added).
+            let clock = self.clock.clock()?.clone();
+            let rx_ns = clock.at(raw - waited);
+            let leap = clock.leap_indicator(self.leap, raw - waited);
             let Some(reply) = self.reply(&buf[..len], rx_ns, leap) else {
                 counts.ignored += 1;
                 continue;
@@ -100,11 +106,11 @@ impl Server {
                 counts.hostile += 1;
                 let mut spoofed = bytes;
                 spoofed[24] ^= 0x80; // the origin timestamp (bytes 24..32) no longer matches
-                spoofed[40..48].copy_from_slice(&unix_ns_to_ntp(self.clock.now()).to_be_bytes());
+                spoofed[40..48].copy_from_slice(&unix_ns_to_ntp(clock.now()).to_be_bytes());
                 let _ = sock.send_to(&bytes[..20], peer);
                 let _ = sock.send_to(&spoofed, peer);
             }
-            bytes[40..48].copy_from_slice(&unix_ns_to_ntp(self.clock.now()).to_be_bytes());
+            bytes[40..48].copy_from_slice(&unix_ns_to_ntp(clock.now()).to_be_bytes());
             match sock.send_to(&bytes, peer) {
                 Ok(_) => counts.served += 1,
                 Err(_) => counts.send_errors += 1,
@@ -210,14 +216,15 @@ pub(crate) fn serve_cmd(args: &[String]) -> Result<Value, String> {
     // SIGTERM and SIGINT set the flag; a blocked recv returns at once.
     let stop = clockguard_sys::test_calls::stop_on_sigterm_or_sigint()
         .map_err(|e| format!("sigaction: {e}"))?;
-    let server = Server {
-        clock: RefClock::start(offset_ns, freq_ppm, leap_second),
+    let clock = RefClock::start(offset_ns, freq_ppm, leap_second);
+    write_atomically(&params, &clock.to_json(&bound))?;
+    let mut server = Server {
+        clock: Params::load(&params)?,
         stratum,
         refid,
         leap,
         hostile_every,
     };
-    write_atomically(&params, &server.clock.to_json(&bound))?;
     let mut out = std::io::stdout();
     writeln!(out, "{}", json!({"listening": bound.to_string()}))
         .and_then(|_| out.flush())

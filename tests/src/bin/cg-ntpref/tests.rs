@@ -98,6 +98,7 @@ fn ref_clock_leap_second() {
         offset_ns: 0,
         freq_ppm: 0.0,
         leap: None,
+        steps: Vec::new(),
     };
     let s = |n: i64| n * 1_000_000_000;
     let inserted = RefClock {
@@ -137,6 +138,7 @@ fn ref_clock_formula() {
         offset_ns: 11_000_000_000,
         freq_ppm: 0.0,
         leap: None,
+        steps: Vec::new(),
     };
     // At raw0: realtime at start + offset.
     assert_eq!(
@@ -235,7 +237,7 @@ fn packet_encode_decode() {
 #[test]
 fn server_answers_only_client_requests() {
     let server = Server {
-        clock: RefClock::start(0, 0.0, None),
+        clock: Params::fixed(RefClock::start(0, 0.0, None)),
         stratum: 1,
         refid: *b"CGRF",
         leap: 0,
@@ -287,8 +289,8 @@ impl TestServer {
         let addr = sock.local_addr().unwrap();
         assert_ne!(addr.port(), 0);
         let stop = Arc::new(AtomicBool::new(false));
-        let server = Server {
-            clock: RefClock::start(offset_ns, 0.0, None),
+        let mut server = Server {
+            clock: Params::fixed(RefClock::start(offset_ns, 0.0, None)),
             stratum: 1,
             refid: *b"CGRF",
             leap,
@@ -435,4 +437,50 @@ fn command_line_errors() {
     assert_eq!(parse_hex("1b 00:ff").unwrap(), vec![0x1b, 0, 0xff]);
     assert_eq!(seconds_to_ns("x", "-0.25").unwrap(), -250_000_000);
     assert_eq!(seconds_to_ns("x", "11").unwrap(), 11_000_000_000);
+}
+
+/// `step` adds a step to the params ahead of time; the clock applies it from then on, and
+/// a reader of the params (`Params`) picks the new file up.
+#[test]
+fn a_step_is_scheduled_in_the_params_and_reloaded() {
+    let path = temp_path("step.json");
+    let addr: SocketAddr = "127.0.0.1:12345".parse().unwrap();
+    write_atomically(&path, &RefClock::start(0, 0.0, None).to_json(&addr)).unwrap();
+    let mut params = Params::load(&path).unwrap();
+    let before = params.clock().unwrap().clone();
+    let args = |a: &[&str]| a.iter().map(ToString::to_string).collect::<Vec<_>>();
+    let p = path.to_str().unwrap();
+    assert!(step_cmd(&args(&["--params", p, "--by-ns", "0"])).is_err());
+    assert!(step_cmd(&args(&["--params", p, "--by-ns", "5", "--in-ms", "50"])).is_err());
+    let out = step_cmd(&args(&[
+        "--params",
+        p,
+        "--by-ns",
+        "2000000000",
+        "--in-ms",
+        "1000",
+    ]))
+    .unwrap();
+    let at = out["at_raw_ns"].as_i64().unwrap();
+    // The file keeps what it had (the listen address) and gains the step.
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(v["listen"], "127.0.0.1:12345");
+    let stepped = RefClock::load(&path).unwrap();
+    assert_eq!(stepped.steps, vec![(at, 2_000_000_000)]);
+    assert_eq!(stepped.at(at - 1), before.at(at - 1));
+    assert_eq!(stepped.at(at), before.at(at) + 2 * NS_PER_S);
+    // A second step adds to the first.
+    let out = step_cmd(&args(&[
+        "--params", p, "--by-ns", "-500", "--in-ms", "1000",
+    ]))
+    .unwrap();
+    let at2 = out["at_raw_ns"].as_i64().unwrap();
+    assert_eq!(
+        RefClock::load(&path).unwrap().at(at2),
+        before.at(at2) + 2 * NS_PER_S - 500
+    );
+    // The reader sees the new file once it looks again.
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(params.clock().unwrap().steps.len(), 2);
+    let _ = std::fs::remove_file(&path);
 }
