@@ -66,18 +66,28 @@ sleep 3
 # The reference steps +2 s (in 1 s: the server and the reader pick the step up first).
 step=$("$REF" step --params "$PARAMS" --by-ns 2000000000)
 echo "reference step: $step"
-bound_now() { "$CG" now --json --runtime-dir "$RUNTIME" | jq .bound_ns; }
-for _ in $(seq 1 300); do (( $(bound_now) > 1900000000 )) && break; sleep 0.1; done
-"$CG" now --runtime-dir "$RUNTIME"
-(( $(bound_now) > 1900000000 )) || fail "the bound did not take the reference's step within 30 s"
+# wait_now TRIES FILTER: polls `now --json` every 0.1 s until FILTER holds; prints the
+# answer that passed (or the last one) and says whether one did.
+wait_now() {
+    local tries=$1 filter=$2 answer=""
+    for _ in $(seq 1 "$tries"); do
+        answer=$("$CG" now --json --runtime-dir "$RUNTIME" 2>/dev/null) || answer="{}"
+        if echo "$answer" | jq -e "$filter" >/dev/null 2>&1; then
+            echo "$answer"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "$answer"
+    return 1
+}
+taken=$(wait_now 300 '.bound_ns > 1900000000') \
+    || fail "the bound did not take the reference's step within 30 s: $taken"
+echo "bound after the step: $(echo "$taken" | jq -c '{status, bound_ns, measured: .why.measured}')"
 # The filter resets onto the new line after three samples; the 2 s is then slewed in.
-for _ in $(seq 1 900); do
-    "$CG" now --json --runtime-dir "$RUNTIME" | jq -e '.why.measured.offset_ns | fabs > 1000000000' >/dev/null && break
-    sleep 0.1
-done
-"$CG" now --runtime-dir "$RUNTIME"
-"$CG" now --json --runtime-dir "$RUNTIME" | jq -e '.why.measured.offset_ns | fabs > 1000000000' >/dev/null \
-    || fail "the discipline did not follow the reference's step within 90 s: $("$CG" sources --json --runtime-dir "$RUNTIME" | jq -c .sources[0])"
+followed=$(wait_now 900 '.why.measured.offset_ns | fabs > 1000000000') \
+    || fail "the discipline did not follow the reference's step within 90 s: $followed; $("$CG" sources --json --runtime-dir "$RUNTIME" | jq -c .sources[0])"
+echo "followed: $(echo "$followed" | jq -c '{status, bound_ns, measured: .why.measured}')"
 
 # The reference goes away (its time, which the reader holds the bound against, runs on).
 kill "$ref_pid"

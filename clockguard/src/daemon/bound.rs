@@ -21,7 +21,18 @@ pub(super) struct Publisher {
     path: PathBuf,
     segment_error: Option<String>,
     writes: u64,
+    /// How much earlier than the bound's own as_of the segment dates it, ns: one tick of
+    /// CLOCK_MONOTONIC_COARSE (see `READER_MARGIN_MAX_NS`).
+    reader_margin_ns: i64,
 }
+
+/// ClockBound's client refuses a bound dated after its own CLOCK_MONOTONIC_COARSE read
+/// (CausalityBreach, with 1 µs of tolerance), and one reader in the VM saw that once in
+/// 188,000 reads of a bound dated at the writer's coarse now (AWS's code notes the same
+/// and leaves it unexplained). The segment dates the bound a tick earlier: readers grow it
+/// from then, which makes it wider by the drift over a tick (at most 500 ppm × 4 ms =
+/// 2 µs at HZ=250), never narrower. At most this much, whatever clock_getres says.
+const READER_MARGIN_MAX_NS: i64 = 10_000_000;
 
 impl Publisher {
     /// Opens the segment (creating its directory), publishes Unknown, and says in the log
@@ -51,6 +62,9 @@ impl Publisher {
             path,
             segment_error,
             writes: 0,
+            reader_margin_ns: clockguard_sys::clock_resolution_ns(libc::CLOCK_MONOTONIC_COARSE)
+                .unwrap_or(READER_MARGIN_MAX_NS)
+                .clamp(0, READER_MARGIN_MAX_NS),
         };
         publisher.write(publisher.bound.last());
         publisher
@@ -58,7 +72,10 @@ impl Publisher {
 
     fn write(&mut self, published: ErrorBound) {
         if let Some(writer) = &mut self.writer {
-            writer.publish(&published);
+            writer.publish(&ErrorBound {
+                as_of: published.as_of.plus_ns(-self.reader_margin_ns),
+                ..published
+            });
             self.writes += 1;
         }
     }

@@ -54,6 +54,13 @@ pub fn clock_ns(clock: libc::clockid_t) -> i64 {
         .unwrap_or(0)
 }
 
+/// A clock's resolution in ns (clock_getres); None when the kernel will not say.
+pub fn clock_resolution_ns(clock: libc::clockid_t) -> Option<i64> {
+    nix::time::clock_getres(nix::time::ClockId::from_raw(clock))
+        .ok()
+        .map(|ts| ts.tv_sec() * 1_000_000_000 + ts.tv_nsec())
+}
+
 /// The kernel's clock ticks per second for /proc/stat's counters (USER_HZ, 100 nearly
 /// everywhere).
 pub fn clock_ticks_per_s() -> i64 {

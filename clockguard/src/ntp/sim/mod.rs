@@ -85,6 +85,9 @@ struct Scenario {
     client_stamp_noise_ns: f64,
     /// The slew engine's limits (`[guard] max_correction_s` refuses larger corrections).
     slew: SlewConfig,
+    /// The error bound is held against the first server's clock (a reference that steps
+    /// and that the client must follow) instead of true time.
+    bound_follows_server0: bool,
 }
 
 impl Scenario {
@@ -103,6 +106,7 @@ impl Scenario {
             t0_unix_ns: T0_UNIX_NS,
             client_stamp_noise_ns: 0.0,
             slew: SlewConfig::default(),
+            bound_follows_server0: false,
         }
     }
 }
@@ -340,9 +344,8 @@ impl Sim {
         )
     }
 
-    /// Is the reference's time within the bound a reader takes now? The reference is the
-    /// first server's clock (as in the VM tests): true time while it is on time, and where
-    /// it steps, the time a client must follow.
+    /// Is true time (or, with `bound_follows_server0`, the first server's time) within the
+    /// bound a reader takes now?
     fn check_bound(&mut self, now: Reading, observation: bool) {
         let published = self.bound.last();
         let Some((bound_ns, status)) = published.as_read_at(self.monotonic(now)) else {
@@ -351,7 +354,12 @@ impl Sim {
         if !matches!(status, ClockStatus::Synchronized | ClockStatus::FreeRunning) {
             return;
         }
-        let reference_ns = self.sc.t0_unix_ns + self.t + self.sc.servers[0].offset_at(self.t);
+        let followed_ns = if self.sc.bound_follows_server0 {
+            self.sc.servers[0].offset_at(self.t)
+        } else {
+            0
+        };
+        let reference_ns = self.sc.t0_unix_ns + self.t + followed_ns;
         let error_ns = now.realtime.ns() - reference_ns;
         let c = &mut self.coverage;
         c.checks += 1;

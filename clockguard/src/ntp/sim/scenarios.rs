@@ -254,11 +254,13 @@ fn a_server_that_steps_is_followed_by_a_slew() {
     let mut server = ServerSpec::lan(10e3);
     server.offsets = vec![(0, 0), (step_at, 2 * S)];
     // On time from the start, so that the only slew after the step is the one following
-    // it; no wander, so that the poll interval is at its longest (1024 s) when it comes.
+    // it; no wander, so that the poll interval is long (512 s, doubled from 16 s after
+    // every 8 good samples) when it comes.
     let sc = Scenario {
         start_offset_ns: 0,
         wander: 0.0,
         watch_rates_from_ns: step_at,
+        bound_follows_server0: true,
         ..Scenario::new(vec![server], 4 * HOUR)
     };
     let run = simulate(sc);
@@ -287,11 +289,12 @@ fn a_server_that_steps_is_followed_by_a_slew() {
         started.elapsed()
     );
     assert_eq!((c.resets, c.outliers), (1, 2), "{c:?}");
-    // Three samples disagree (the first up to 1024 s after the step, then each outlier
-    // halves the interval: 512 s, 256 s), then 2 s are slewed at 83 333 ppm in 24 s.
+    // Three samples disagree (the first up to a poll interval, 512 s, after the step,
+    // then each outlier halves the interval: 256 s, 128 s), then 2 s are slewed at
+    // 83 333 ppm in 24 s.
     let reset = reset.expect("reset");
     assert!(
-        secs(reset) <= 1024.0 + 512.0 + 256.0 + 1.0,
+        secs(reset) <= 512.0 + 256.0 + 128.0 + 1.0,
         "reset after {reset}"
     );
     assert!(secs(followed - reset) < 30.0, "followed {followed}");

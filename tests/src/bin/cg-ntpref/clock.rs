@@ -193,12 +193,18 @@ impl RefClock {
     }
 
     pub(crate) fn load(path: &Path) -> Result<RefClock, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
-        RefClock::from_json(&v).map_err(|e| format!("{}: {e}", path.display()))
+        parse_params(path, &read_params(path)?)
     }
+}
+
+fn read_params(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn parse_params(path: &Path, text: &str) -> Result<RefClock, String> {
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+    RefClock::from_json(&v).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn steps_json(steps: &[(i64, i64)]) -> Value {
@@ -208,13 +214,14 @@ fn steps_json(steps: &[(i64, i64)]) -> Value {
         .collect()
 }
 
-/// The reference clock of a params file, loaded again when the file is replaced (`step`
-/// rewrites it): looked at no more often than every `RELOAD_CHECK`.
+/// The reference clock of a params file, loaded again when the file's text changes
+/// (`step` rewrites it; its text, not its mtime, which two quick writes can share): read
+/// no more often than every `RELOAD_CHECK`.
 pub(crate) struct Params {
     /// None: a clock given as it is, never reloaded (unit tests).
     path: Option<PathBuf>,
     clock: RefClock,
-    modified: Option<std::time::SystemTime>,
+    text: String,
     checked: Instant,
 }
 
@@ -224,11 +231,11 @@ const RELOAD_CHECK: Duration = Duration::from_millis(100);
 
 impl Params {
     pub(crate) fn load(path: &Path) -> Result<Params, String> {
-        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let text = read_params(path)?;
         Ok(Params {
-            clock: RefClock::load(path)?,
+            clock: parse_params(path, &text)?,
             path: Some(path.to_path_buf()),
-            modified,
+            text,
             checked: Instant::now(),
         })
     }
@@ -238,7 +245,7 @@ impl Params {
         Params {
             path: None,
             clock,
-            modified: None,
+            text: String::new(),
             checked: Instant::now(),
         }
     }
@@ -254,12 +261,10 @@ impl Params {
             return Ok(&self.clock);
         };
         self.checked = Instant::now();
-        let modified = std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        if Some(modified) != self.modified {
-            self.clock = RefClock::load(path)?;
-            self.modified = Some(modified);
+        let text = read_params(path)?;
+        if text != self.text {
+            self.clock = parse_params(path, &text)?;
+            self.text = text;
         }
         Ok(&self.clock)
     }
@@ -281,11 +286,10 @@ pub(crate) fn step_cmd(args: &[String]) -> Result<Value, String> {
             RELOAD_CHECK.as_millis()
         ));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut v: Value =
-        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
-    let mut clock = RefClock::from_json(&v).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = read_params(path)?;
+    let mut clock = parse_params(path, &text)?;
+    // The file is rewritten whole, with what else it holds (the listen address).
+    let mut v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
     let at_raw_ns = raw_ns().saturating_add((in_ms as i64).saturating_mul(1_000_000));
     clock.steps.push((at_raw_ns, by_ns));
     v["steps"] = steps_json(&clock.steps);
