@@ -52,7 +52,8 @@ pub(crate) fn bound_cmd(args: &[String]) -> Result<Value, String> {
     let mut reads = 0u32;
     while !stopfile.exists() && start.elapsed() < WATCH_LIMIT {
         // The reference as it is now (a `step` may have been added to the params).
-        let clock = params.clock()?;
+        params.refresh()?;
+        let clock = params.current();
         let before = raw_ns();
         let now = client.now();
         let after = raw_ns();

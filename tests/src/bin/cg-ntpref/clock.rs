@@ -250,15 +250,16 @@ impl Params {
         }
     }
 
-    /// The clock as the params file says now. A file that cannot be read or parsed in the
-    /// middle of a run is an error: the reference's time would no longer be known.
-    pub(crate) fn clock(&mut self) -> Result<&RefClock, String> {
+    /// Reads the params file again when `RELOAD_CHECK` has passed. A file that cannot be
+    /// read or parsed in the middle of a run is an error: the reference's time would no
+    /// longer be known.
+    pub(crate) fn refresh(&mut self) -> Result<(), String> {
         let Some(path) = self
             .path
             .as_ref()
             .filter(|_| self.checked.elapsed() >= RELOAD_CHECK)
         else {
-            return Ok(&self.clock);
+            return Ok(());
         };
         self.checked = Instant::now();
         let text = read_params(path)?;
@@ -266,7 +267,12 @@ impl Params {
             self.clock = parse_params(path, &text)?;
             self.text = text;
         }
-        Ok(&self.clock)
+        Ok(())
+    }
+
+    /// The clock as the params file said when last read.
+    pub(crate) fn current(&self) -> &RefClock {
+        &self.clock
     }
 }
 

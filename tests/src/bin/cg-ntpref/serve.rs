@@ -93,7 +93,8 @@ impl Server {
             let (real, raw) = realtime_and_raw();
             let waited = stamp.map_or(0, |s| (real - s).clamp(0, 1_000_000_000));
             // The reference as the params say now (a `step` may have been added).
-            let clock = self.clock.clock()?.clone();
+            self.clock.refresh()?;
+            let clock = self.clock.current();
             let rx_ns = clock.at(raw - waited);
             let leap = clock.leap_indicator(self.leap, raw - waited);
             let Some(reply) = self.reply(&buf[..len], rx_ns, leap) else {

@@ -447,7 +447,7 @@ fn a_step_is_scheduled_in_the_params_and_reloaded() {
     let addr: SocketAddr = "127.0.0.1:12345".parse().unwrap();
     write_atomically(&path, &RefClock::start(0, 0.0, None).to_json(&addr)).unwrap();
     let mut params = Params::load(&path).unwrap();
-    let before = params.clock().unwrap().clone();
+    let before = params.current().clone();
     let args = |a: &[&str]| a.iter().map(ToString::to_string).collect::<Vec<_>>();
     let p = path.to_str().unwrap();
     assert!(step_cmd(&args(&["--params", p, "--by-ns", "0"])).is_err());
@@ -481,6 +481,7 @@ fn a_step_is_scheduled_in_the_params_and_reloaded() {
     );
     // The reader sees the new file once it looks again.
     std::thread::sleep(Duration::from_millis(150));
-    assert_eq!(params.clock().unwrap().steps.len(), 2);
+    params.refresh().unwrap();
+    assert_eq!(params.current().steps.len(), 2);
     let _ = std::fs::remove_file(&path);
 }
