@@ -27,10 +27,7 @@ servers = ["127.0.0.1:12320"]
 path = "$SEGMENT"
 EOF2
 start_daemon --config "$CG_TEST_TMP/bound.toml"
-for _ in $(seq 1 300); do
-    [[ "$("$CG" now --json --runtime-dir "$RUNTIME" | jq -r .status)" == synchronized ]] && break
-    sleep 0.1
-done
+wait_now 300 '.status == "synchronized"' >/dev/null || true
 latency=$("$CALL" bound-latency "$STEPS" --segment "$SEGMENT")
 stop_daemon
 echo "$latency" | jq -c '{steps, missed, p50_us, p99_us, max_us}' | sed 's/^/RESULT /'

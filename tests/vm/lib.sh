@@ -63,6 +63,22 @@ start_reference() {
     fail "cg-ntpref did not start: $(cat "$log")"
 }
 
+# wait_now TRIES FILTER: polls `clockguard now --json` (the bound as a ClockBound reader
+# sees it) every 0.1 s until the jq FILTER holds; prints the answer that passed (or the
+# last one) and says whether one did.
+wait_now() {
+    local tries=$1 filter=$2 answer=""
+    for _ in $(seq 1 "$tries"); do
+        answer=$("$CG" now --json --runtime-dir "$RUNTIME" 2>/dev/null) || answer="{}"
+        if echo "$answer" | jq -e "$filter" >/dev/null 2>&1; then
+            echo "$answer"
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "$answer"
+    return 1
+}
 # expect_refused LABEL COMMAND...: the command fails, and says EPERM in its own words.
 expect_refused() {
     local label=$1; shift

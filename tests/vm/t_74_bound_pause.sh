@@ -39,10 +39,7 @@ EOF2
 reader=$!
 start_daemon --config "$CG_TEST_TMP/bound.toml"
 
-# now_status: the status a ClockBound reader sees now.
-now_status() { "$CG" now --json --runtime-dir "$RUNTIME" | jq -r .status; }
-for _ in $(seq 1 600); do [[ "$(now_status)" == synchronized ]] && break; sleep 0.1; done
-[[ "$(now_status)" == synchronized ]] || fail "not synchronized in 60 s: $("$CG" now --json --runtime-dir "$RUNTIME")"
+synced=$(wait_now 600 '.status == "synchronized"') || fail "not synchronized in 60 s: $synced"
 "$CG" now --runtime-dir "$RUNTIME"
 sleep 5
 
@@ -56,9 +53,8 @@ grep "bound: disrupted" "$CG_TEST_TMP/daemon.log" | sed 's/\x1b\[[0-9;]*m//g' | 
 grep -q "bound: disrupted (Pause" "$CG_TEST_TMP/daemon.log" \
     || fail "the pause did not disrupt the bound: $(grep -E "bound|stall" "$CG_TEST_TMP/daemon.log" | tail -5)"
 # Measured again: the sources were polled in a burst.
-for _ in $(seq 1 300); do [[ "$(now_status)" == synchronized ]] && break; sleep 0.1; done
+synced=$(wait_now 300 '.status == "synchronized"') || fail "not synchronized again 30 s after the pause: $synced"
 "$CG" now --runtime-dir "$RUNTIME"
-[[ "$(now_status)" == synchronized ]] || fail "not synchronized again 30 s after the pause"
 grep -q "NTP: the clock was disrupted: polling every source now" "$CG_TEST_TMP/daemon.log" \
     || fail "no burst after the pause"
 sleep 3
@@ -66,21 +62,6 @@ sleep 3
 # The reference steps +2 s (in 1 s: the server and the reader pick the step up first).
 step=$("$REF" step --params "$PARAMS" --by-ns 2000000000)
 echo "reference step: $step"
-# wait_now TRIES FILTER: polls `now --json` every 0.1 s until FILTER holds; prints the
-# answer that passed (or the last one) and says whether one did.
-wait_now() {
-    local tries=$1 filter=$2 answer=""
-    for _ in $(seq 1 "$tries"); do
-        answer=$("$CG" now --json --runtime-dir "$RUNTIME" 2>/dev/null) || answer="{}"
-        if echo "$answer" | jq -e "$filter" >/dev/null 2>&1; then
-            echo "$answer"
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "$answer"
-    return 1
-}
 taken=$(wait_now 300 '.bound_ns > 1900000000') \
     || fail "the bound did not take the reference's step within 30 s: $taken"
 echo "bound after the step: $(echo "$taken" | jq -c '{status, bound_ns, measured: .why.measured}')"
@@ -95,8 +76,7 @@ wait "$ref_pid" || true
 ref_pid=""
 gone_at=$(cut -d' ' -f1 /proc/uptime)
 lost_from=$("$CG" now --json --runtime-dir "$RUNTIME")
-for _ in $(seq 1 2400); do [[ "$(now_status)" == free_running ]] && break; sleep 0.1; done
-lost=$("$CG" now --json --runtime-dir "$RUNTIME")
+lost=$(wait_now 2400 '.status == "free_running"') || true
 lost_after_s=$(awk -v from="$gone_at" '{ printf "%.1f", $1 - from }' /proc/uptime)
 "$CG" now --runtime-dir "$RUNTIME"
 echo "$lost" | jq -e '.status == "free_running" and .published_status == "free_running" and .why.sources_lost' >/dev/null \
