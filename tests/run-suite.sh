@@ -4,7 +4,8 @@
 #   bash tests/run-suite.sh tests/host     # on the host, as root
 #   bash tests/run-suite.sh tests/vm       # inside the test VM (cargo xtask vm / test)
 #
-# Each test runs as `bash t_NAME.sh` under `timeout ${CG_TEST_TIMEOUT:-300}` with:
+# Each test runs as `bash t_NAME.sh` under `timeout ${CG_TEST_TIMEOUT:-300}` (a test that
+# needs longer says so in a line "# cg-timeout: SECONDS" of its own) with:
 #   CG_BIN_DIR   directory with clockguard and cg-clockcall (default <repo>/target/release)
 #   CG_REPO      the repository root
 #   CG_TEST_TMP  a fresh empty directory for this test only (a tmpfs inside the VM)
@@ -75,13 +76,14 @@ for t in "${tests[@]}"; do
     ran=$((ran + 1))
     log="$log_dir/$name.log"
     tmp="$(mktemp -d "$tmp_root/cg-$name.XXXXXX")"
+    test_timeout_s="$(grep -m1 -oE '^# cg-timeout: [0-9]+$' "$t" | grep -oE '[0-9]+$' || echo "$timeout_s")"
     start="$(now)"
     # `timeout` puts itself and the test into a new process group; whatever the test left
     # running in that group is killed once the test is over.
     (
         cd "$CG_REPO" &&
             exec env CG_TEST_TMP="$tmp" CG_TEST_NAME="$name" \
-                timeout --kill-after=15 "$timeout_s" bash "$t"
+                timeout --kill-after=15 "$test_timeout_s" bash "$t"
     ) </dev/null >"$log" 2>&1 &
     pid=$!
     wait "$pid"
@@ -91,7 +93,7 @@ for t in "${tests[@]}"; do
     kill -TERM -- "-$pid" 2>/dev/null || true
     secs="$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')"
     if [[ $rc -eq 124 || $rc -eq 137 ]]; then
-        echo "[run-suite] timed out after ${timeout_s}s (exit $rc)" >>"$log"
+        echo "FAIL: timed out after ${test_timeout_s}s (run-suite killed it, exit $rc)" >>"$log"
     fi
     # 77 alone is no skip: under `set -e` any command failing with 77 ends a test so.
     reason="$(grep -a -m1 '^SKIP: ' "$log" | sed 's/^SKIP: //')"

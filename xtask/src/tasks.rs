@@ -59,6 +59,35 @@ enum Outcome {
     Skip(String),
 }
 
+/// The longest reason quoted per failed test in the summary, in bytes (the whole log is
+/// on disk; a CI excerpt may keep only the summary).
+const FAIL_REASON_MAX: usize = 400;
+
+/// Each failed test with the first "FAIL: " line it printed after run-suite.sh's
+/// "FAIL t_name" (run-suite echoes the reason first, indented), shortened to
+/// FAIL_REASON_MAX bytes.
+fn fail_reasons(lines: &[String]) -> Vec<(String, String)> {
+    let mut reasons = Vec::new();
+    let mut failed: Option<String> = None;
+    for line in lines {
+        if let Some((name, outcome)) = parse_outcome(line) {
+            failed = (outcome == Outcome::Fail).then_some(name);
+            continue;
+        }
+        if let Some(reason) = line.trim_start().strip_prefix("FAIL: ") {
+            if let Some(name) = failed.take() {
+                let mut end = reason.len().min(FAIL_REASON_MAX);
+                while !reason.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let ellipsis = if end < reason.len() { " …" } else { "" };
+                reasons.push((name, format!("{}{ellipsis}", &reason[..end])));
+            }
+        }
+    }
+    reasons
+}
+
 /// "PASS t_10_hooks (12.3s)", "FAIL t_10_hooks (1.0s)", "SKIP t_10_hooks (no vmclock device)".
 fn parse_outcome(line: &str) -> Option<(String, Outcome)> {
     let (word, rest) = line.trim_end().split_once(' ')?;
@@ -86,6 +115,8 @@ fn parse_outcome(line: &str) -> Option<(String, Outcome)> {
 struct SuiteRun {
     name: String,
     outcomes: Vec<(String, Outcome)>,
+    /// Why each failed test failed, in its own words (fail_reasons).
+    fail_reasons: Vec<(String, String)>,
     counts: Option<Counts>,
     /// Why the run as a whole is not to be trusted (no summary, timeout, tests missing).
     problems: Vec<String>,
@@ -122,6 +153,7 @@ impl SuiteRun {
         let mut run = SuiteRun {
             name,
             outcomes,
+            fail_reasons: fail_reasons(lines),
             counts,
             problems,
             warnings: Vec::new(),
@@ -167,6 +199,8 @@ impl SuiteRun {
         let earlier = first.tally();
         let mut outcomes = first.outcomes;
         outcomes.extend(second.outcomes);
+        let mut fail_reasons = first.fail_reasons;
+        fail_reasons.extend(second.fail_reasons);
         let counts = second.counts.map(|c| Counts {
             passed: c.passed + earlier.passed,
             failed: c.failed + earlier.failed,
@@ -175,6 +209,7 @@ impl SuiteRun {
         let mut run = SuiteRun {
             name: first.name,
             outcomes,
+            fail_reasons,
             counts,
             // The second boot's own problems (it timed out, it died too): it ran filtered,
             // so which tests are missing is judged here, over both boots.
@@ -410,7 +445,17 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
         )?
         .success();
 
-    // 2. Host suite (as root; these tests never change the clock).
+    // 2. The Debian package, which the host suite's t_80_package inspects.
+    println!("\n=== cargo xtask package ===");
+    let package_ok = match crate::package::package() {
+        Ok(_) => true,
+        Err(err) => {
+            println!("package: FAILED: {err:#}");
+            false
+        }
+    };
+
+    // 3. Host suite (as root; these tests never change the clock).
     println!("\n=== host suite: tests/host ===");
     let bins_s = bins.to_string_lossy().into_owned();
     let mut c = root_cmd("bash", &[("CG_BIN_DIR", &bins_s)]);
@@ -420,7 +465,7 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
     let host_tests = suite_tests(&repo.join("tests/host"))?;
     let host = SuiteRun::from_lines("host".into(), &lines, Some(host_rc), &host_tests, filtered);
 
-    // 3. The VM suite, one boot per kernel.
+    // 4. The VM suite, one boot per kernel.
     let vm_tests = suite_tests(&repo.join("tests/vm"))?;
     let mut vm_runs = Vec::new();
     if vm_skipped {
@@ -485,6 +530,7 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
     println!("cargo fmt --check: {}", verdict(fmt_ok));
     println!("cargo clippy -D warnings: {}", verdict(clippy_ok));
     println!("cargo test: {}", verdict(unit_ok));
+    println!("cargo xtask package (lintian): {}", verdict(package_ok));
     for result in &fuzz_results {
         println!("fuzz {}", result.summary);
     }
@@ -494,6 +540,18 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
         println!("\nWhat each kernel can do (from the tests above):");
         print!("{}", render_capabilities(&vm_runs));
         println!();
+    }
+    let reasons: Vec<String> = std::iter::once(&host)
+        .chain(&vm_runs)
+        .flat_map(|run| {
+            run.fail_reasons
+                .iter()
+                .map(move |(test, why)| format!("  {} {test}: {why}", run.name))
+        })
+        .collect();
+    if !reasons.is_empty() {
+        println!("Why the failed tests failed (first FAIL: line; logs in target/test-logs):");
+        println!("{}\n", reasons.join("\n"));
     }
     let mut total = Counts::default();
     let mut failures: Vec<String> = Vec::new();
@@ -505,6 +563,9 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
     }
     if !unit_ok {
         failures.push("cargo test".into());
+    }
+    if !package_ok {
+        failures.push("cargo xtask package".into());
     }
     failures.extend(
         fuzz_results

@@ -159,3 +159,22 @@ fn every_capability_names_real_tests() {
         }
     }
 }
+
+#[test]
+fn each_failed_test_keeps_its_first_fail_line() {
+    let long = "x".repeat(FAIL_REASON_MAX + 10);
+    let out = lines(&format!(
+        "PASS t_00_smoke (1s)\n    FAIL: not this one, it passed\nFAIL t_74_bound_pause (9s)\n\
+         METRIC a=1\n    exit status 1; full log: x\n    FAIL: true time outside\n    \
+         FAIL: true time outside\nFAIL t_90_failover (5s)\n    FAIL: {long}\n\
+         FAIL t_91_none (1s)\n    no reason printed\n1 passed, 3 failed, 0 skipped"
+    ));
+    let reasons = fail_reasons(&out);
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(
+        reasons[0],
+        ("t_74_bound_pause".into(), "true time outside".into())
+    );
+    assert_eq!(reasons[1].0, "t_90_failover");
+    assert_eq!(reasons[1].1, format!("{} …", &long[..FAIL_REASON_MAX]));
+}
