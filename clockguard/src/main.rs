@@ -19,6 +19,7 @@ mod config;
 mod control;
 use clockguard_core::control_protocol;
 mod daemon;
+mod docs;
 mod enrich;
 mod fallback;
 #[cfg(test)]
@@ -57,7 +58,17 @@ use crate::{
 #[command(
     name = "clockguard",
     version,
-    about = "Audits every change to the system clock, and who made it"
+    about = "Audits every change to the system clock, and who made it",
+    long_about = "Audits every change to the system clock, and who made it.\n\n\
+        clockguard sees every change to the system clock in the kernel (eBPF) and journals \
+        who made it and how far the clock moved. In guard mode it refuses clock steps with \
+        the BPF LSM (a refused step from a time agent is slewed in instead), disciplines the \
+        clock from NTP by slewing only, publishes a clock error bound in ClockBound's format, \
+        watches timers for VM stalls, and drives keepalived failover when a time jump kills \
+        a tracked service.\n\n\
+        `clockguard run` is the daemon (as root; the systemd unit clockguard.service runs \
+        it); the other commands ask the running daemon over its control socket, or read its \
+        journal. Configuration: /etc/clockguard/clockguard.toml, see clockguard.toml(5)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -72,6 +83,8 @@ enum Command {
         /// the embedded default].
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Overrides the configuration's `mode`: observe (audit only) or guard (refuse
+        /// clock steps in the kernel).
         #[arg(long, value_enum)]
         mode: Option<config::Mode>,
         /// Where the journal is kept [default: /var/lib/clockguard].
@@ -93,19 +106,24 @@ enum Command {
         /// edited, removed or reordered (each is named by file and line).
         #[arg(long, conflicts_with_all = ["since", "json"])]
         verify: bool,
+        /// Where the journal is [default: state_dir of the config].
         #[arg(long)]
         state_dir: Option<PathBuf>,
         /// The running daemon's runtime directory, whose journal head --verify compares the
         /// files with [default: runtime_dir of the config].
         #[arg(long)]
         runtime_dir: Option<PathBuf>,
+        /// The configuration file whose directories to use [default:
+        /// /etc/clockguard/clockguard.toml if it exists, else the embedded default].
         #[arg(long)]
         config: Option<PathBuf>,
     },
     /// Recent clock events from the daemon; with --follow, stream new ones as they happen.
     Events {
+        /// Stay connected and print each new event as it happens.
         #[arg(long, short)]
         follow: bool,
+        /// Print the daemon's answer as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -113,6 +131,7 @@ enum Command {
     },
     /// The daemon's hooks (attached or not, and why), mode and counters.
     Status {
+        /// Print the daemon's answer as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -120,6 +139,7 @@ enum Command {
     },
     /// The NTP discipline: reference, offset, frequency (chronyc tracking).
     Tracking {
+        /// Print the daemon's answer as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -128,6 +148,7 @@ enum Command {
     /// The clock error bound now: earliest and latest true time can be, the status
     /// ClockBound's readers see, and what the bound is made of.
     Now {
+        /// Print the daemon's answer as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -135,6 +156,7 @@ enum Command {
     },
     /// The NTP sources: state, stratum, poll, reach, offset (chronyc sources).
     Sources {
+        /// Print the daemon's answer as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -143,6 +165,7 @@ enum Command {
     /// Is this host's time setup sound? PASS/WARN/FAIL per finding, with the remedy;
     /// exit status 2 when anything FAILs (to gate deployments).
     Check {
+        /// Print the findings as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -163,6 +186,13 @@ enum Command {
         #[command(flatten)]
         daemon: DaemonArgs,
     },
+    /// Write the man pages and shell completions into DIR (for packaging: `cargo xtask
+    /// package`), and list the files written.
+    #[command(hide = true)]
+    GenerateDocs {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 /// Where to reach the daemon: its runtime dir, from the command line or the config.
@@ -171,6 +201,8 @@ struct DaemonArgs {
     /// The daemon's runtime directory [default: runtime_dir of the config].
     #[arg(long)]
     runtime_dir: Option<PathBuf>,
+    /// The configuration file whose runtime_dir to use [default:
+    /// /etc/clockguard/clockguard.toml if it exists, else the embedded default].
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -281,6 +313,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Check { json, daemon } => run_check(&daemon, json),
         Command::ServiceCheck { name, daemon } => service_check(&daemon, &name),
         Command::Reload { daemon } => reload(&daemon),
+        Command::GenerateDocs { out } => {
+            use clap::CommandFactory;
+            for file in docs::write_all(&Cli::command(), &out)? {
+                writeln!(io::stdout(), "{}", out.join(file).display()).map_err(stdout_error)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -292,5 +331,49 @@ mod tests {
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    /// What the package ships: a page per visible command, the configuration's page, and
+    /// completions that offer the commands but not the hidden generate-docs.
+    #[test]
+    fn docs_cover_every_command_and_hide_the_generator() {
+        use clap::CommandFactory;
+        let out = tempfile::tempdir().unwrap();
+        let written = docs::write_all(&Cli::command(), out.path()).unwrap();
+        for page in [
+            "man/clockguard.8",
+            "man/clockguard-run.8",
+            "man/clockguard-service-check.8",
+        ] {
+            assert!(
+                written.iter().any(|w| w == page),
+                "{page} not in {written:?}"
+            );
+        }
+        assert!(
+            written.iter().all(|w| !w.contains("generate")),
+            "{written:?}"
+        );
+        let main_page = std::fs::read_to_string(out.path().join("man/clockguard.8")).unwrap();
+        assert!(
+            main_page.contains("clockguard\\-service\\-check(8)"),
+            "{main_page}"
+        );
+        let bash = std::fs::read_to_string(out.path().join("completions/clockguard")).unwrap();
+        assert!(bash.contains("service-check") && bash.contains("--runtime-dir"));
+        assert!(
+            !bash.contains("generate-docs"),
+            "the hidden command is offered"
+        );
+        for file in [
+            "completions/_clockguard",
+            "completions/clockguard.fish",
+            "man/clockguard.toml.5",
+        ] {
+            assert!(
+                written.iter().any(|w| w == file),
+                "{file} not in {written:?}"
+            );
+        }
     }
 }

@@ -19,8 +19,8 @@ fail() { echo "FAIL: $*"; tail -n 30 "$CG_TEST_TMP/daemon.log"; exit 1; }
 as_user() { setpriv --reuid="$1" --regid="$2" --groups="$3" -- "${@:4}"; }
 
 # The unit file, with ExecStart pointing at the binary under test.
-sed "s|/usr/local/sbin/clockguard|$CG|" packaging/clockguard.service >"$CG_TEST_TMP/clockguard.service"
-systemd-analyze verify "$CG_TEST_TMP/clockguard.service" >"$CG_TEST_TMP/verify.log" 2>&1 \
+sed "s|/usr/sbin/clockguard|$CG|" packaging/clockguard.service >"$CG_TEST_TMP/clockguard.service"
+systemd-analyze verify --man=no "$CG_TEST_TMP/clockguard.service" >"$CG_TEST_TMP/verify.log" 2>&1 \
     || { cat "$CG_TEST_TMP/verify.log"; fail "systemd-analyze verify refused the unit file"; }
 grep -q "clockguard.service" "$CG_TEST_TMP/verify.log" && { cat "$CG_TEST_TMP/verify.log"; fail "systemd-analyze warned about the unit"; }
 

@@ -1,9 +1,10 @@
-//! Developer tasks for clockguard: `cargo xtask <setup|build|run|test|vm|bench>`.
+//! Developer tasks for clockguard: `cargo xtask <setup|build|run|test|vm|package|bench>`.
 
 #![forbid(unsafe_code)]
 
 mod bench;
 mod kernels;
+mod package;
 mod setup;
 mod tasks;
 mod util;
@@ -63,6 +64,10 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
     },
+    /// Build the Debian package target/debian/clockguard_VERSION_amd64.deb (cargo-deb):
+    /// binary, systemd unit, default configuration as a conffile, man pages, completions;
+    /// lintian must find no error.
+    Package,
     /// Build --release and run the benchmark rows; table on stdout, JSON in
     /// target/bench/results.json.
     Bench,
@@ -80,6 +85,9 @@ fn main() {
             fuzz,
         } => tasks::test(no_vm, &kernels, fuzz),
         Cmd::Vm { cmd } => vm::vm(&cmd),
+        Cmd::Package => setup::setup(false, None)
+            .and_then(|()| package::package())
+            .map(|_| 0),
         Cmd::Bench => bench::bench(),
     };
     match r {

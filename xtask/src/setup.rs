@@ -39,6 +39,11 @@ const DEB_PACKAGES: &[(&str, &str)] = &[
         "dovecot-imapd",
         "kills its workers on a backward jump: the failover test's service",
     ),
+    ("lintian", "checks the .deb `cargo xtask package` builds"),
+    (
+        "dpkg-dev",
+        "dpkg-shlibdeps: the .deb's Depends, found by cargo-deb",
+    ),
 ];
 
 const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
@@ -271,6 +276,29 @@ pub fn ensure_clockbound_d() -> Result<PathBuf> {
         "setup: building ClockBound's daemon ({krate} {version}) into target/tools/clockbound"
     );
     let root = util::repo_root().join("target/tools/clockbound");
+    util::run(
+        cmd("cargo")
+            .args(["install", "--locked", "--version", version, "--root"])
+            .arg(&root)
+            .arg(krate),
+    )
+    .with_context(|| format!("cannot build {krate} {version}"))?;
+    Ok(binary)
+}
+
+/// The crate and version `ensure_cargo_deb` builds.
+const CARGO_DEB: (&str, &str) = ("cargo-deb", "3.6.2");
+
+/// cargo-deb, the packager `cargo xtask package` uses, built into target/tools/cargo-deb
+/// unless it is there and runs.
+pub fn ensure_cargo_deb() -> Result<PathBuf> {
+    let (krate, version) = CARGO_DEB;
+    let root = util::repo_root().join("target/tools/cargo-deb");
+    let binary = root.join("bin/cargo-deb");
+    if output_ok(cmd(&binary).arg("--version")).is_some_and(|v| v.contains(version)) {
+        return Ok(binary);
+    }
+    println!("setup: building {krate} {version} into target/tools/cargo-deb");
     util::run(
         cmd("cargo")
             .args(["install", "--locked", "--version", version, "--root"])
