@@ -104,9 +104,19 @@ pub fn exposition(status: &Status, tracking: Option<&Tracking>) -> Result<String
         .get_or_create(&vec![
             ("version".to_string(), status.version.clone()),
             ("mode".to_string(), status.mode.clone()),
+            // The mode asked for: an alert on guard configured but not enforcing needs it
+            // (`mode` says observe while deferring to another time service).
+            (
+                "mode_configured".to_string(),
+                status.mode_configured.clone(),
+            ),
         ])
         .set(1);
-    r.register("build_info", "clockguard's version and mode", build);
+    r.register(
+        "build_info",
+        "clockguard's version, the mode in effect and the mode configured",
+        build,
+    );
     r.register(
         "guard_enforcing",
         "1 while the guard refuses clock steps in the kernel",
@@ -488,8 +498,10 @@ mod tests {
     use super::*;
     use clockguard_core::status::{Counters, HookStatus, LatenessSummary, SlewStatus};
 
-    #[test]
-    fn the_exposition_names_units_and_counters_by_convention() {
+    /// The golden status with every family populated: guard enforcing, a slew, hooks
+    /// attached and not, kernel counters, jumps, hook misses, a stall, timer lateness, a
+    /// tracked service in fault, NTP tracking and a disrupted bound.
+    fn full_status() -> (Status, Tracking) {
         let mut status = crate::golden::status();
         status.mode = "guard".into();
         status.enforcement.active = true;
@@ -562,6 +574,12 @@ mod tests {
             clockguard_core::time::Monotonic::from_ns(2_000_000_000),
             clockguard_core::time::Realtime::from_ns(1_800_000_000_000_000_000),
         ));
+        (status, tracking)
+    }
+
+    #[test]
+    fn the_exposition_names_units_and_counters_by_convention() {
+        let (status, tracking) = full_status();
         let text = exposition(&status, Some(&tracking)).unwrap();
         for line in [
             "clockguard_clock_error_bound_seconds 2.5",
@@ -634,8 +652,56 @@ mod tests {
         assert!(classic.contains("# TYPE clockguard_guard_enforcing gauge\n"));
     }
 
+    /// The alerting rules the package ships name only samples clockguard exposes (an alert
+    /// on a misspelt metric would never fire), and labels those samples carry.
+    #[test]
+    fn the_shipped_alert_rules_name_only_exposed_metrics() {
+        let (status, tracking) = full_status();
+        let text = exposition(&status, Some(&tracking)).unwrap();
+        let rules = include_str!("../../packaging/prometheus/clockguard-rules.yml");
+        let mut named = 0;
+        for expr in rules
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("expr: "))
+        {
+            for (at, _) in expr.match_indices("clockguard_") {
+                let name: String = expr[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let samples: Vec<&str> = text
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))
+                    })
+                    .collect();
+                assert!(
+                    !samples.is_empty(),
+                    "{name} (in `{expr}`) is not exposed:\n{text}"
+                );
+                // A label matcher `name{label="..."}` needs that label on the samples.
+                if let Some(matchers) = expr[at + name.len()..].strip_prefix('{') {
+                    let matchers = &matchers[..matchers.find('}').expect("closed matcher")];
+                    for label in matchers
+                        .split(',')
+                        .filter_map(|m| m.split_once('='))
+                        .map(|(l, _)| l.trim())
+                    {
+                        assert!(
+                            samples.iter().all(|s| s.contains(&format!("{label}=\""))),
+                            "{name} has no label {label}: {samples:?}"
+                        );
+                    }
+                }
+                named += 1;
+            }
+        }
+        assert!(named >= 7, "only {named} metrics named in the rules");
+    }
+
     /// The exposition of the golden status is the one the clockguard of before the typed
-    /// status wrote for it (golden/metrics-host*.txt, 2026-12-05). A family's samples come in
+    /// status wrote for it (golden/metrics-host*.txt, 2026-12-05; build_info's
+    /// mode_configured label since 2026-12-06). A family's samples come in
     /// the order of a hash map, so they are compared as a set; the families keep their order.
     #[test]
     fn the_exposition_is_unchanged() {
