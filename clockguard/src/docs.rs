@@ -1,7 +1,8 @@
 //! The documentation the package ships, generated from what the binary itself knows, so it
 //! cannot drift from the code: clockguard(8) and a page per command from the CLI definition
-//! (clap_mangen), shell completions (clap_complete), and clockguard.toml(5) from the
-//! commented default configuration embedded in the binary (`clockguard.toml`).
+//! (clap_mangen), shell completions (clap_complete), clockguard.toml(5) from the
+//! commented default configuration embedded in the binary (`clockguard.toml`), and the
+//! systemd journal's message catalog for clockguard's entries.
 //!
 //! `clockguard generate-docs --out DIR` writes them; `cargo xtask package` puts them in the
 //! .deb. The page text is made by pure functions, the writing is at the edge.
@@ -12,7 +13,8 @@ use anyhow::{Context, Result};
 use clap::Command;
 
 /// Every file `generate-docs` writes, relative to its output directory: man pages under
-/// `man/`, completions under `completions/` with the names their shells look for.
+/// `man/`, the journal's message catalog under `catalog/`, completions under
+/// `completions/` with the names their shells look for.
 pub fn write_all(cli: &Command, out: &Path) -> Result<Vec<String>> {
     let cli = &visible(cli);
     let mut written = Vec::new();
@@ -32,6 +34,10 @@ pub fn write_all(cli: &Command, out: &Path) -> Result<Vec<String>> {
     put(
         "man/clockguard.toml.5".into(),
         config_page(crate::config::EMBEDDED_DEFAULT, env!("CARGO_PKG_VERSION")).as_bytes(),
+    )?;
+    put(
+        "catalog/clockguard.catalog".into(),
+        clockguard_core::journald::catalog().as_bytes(),
     )?;
     for (shell, file) in [
         (clap_complete::Shell::Bash, "completions/clockguard"),

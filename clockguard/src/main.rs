@@ -26,6 +26,7 @@ mod fallback;
 mod golden;
 mod guard;
 mod journal;
+mod journald;
 mod kmsg;
 mod ksyms;
 mod lsm;

@@ -24,7 +24,7 @@ for f in ./usr/sbin/clockguard ./etc/clockguard/clockguard.toml \
     ./usr/share/bash-completion/completions/clockguard ./usr/share/zsh/vendor-completions/_clockguard \
     ./usr/share/fish/vendor_completions.d/clockguard.fish ./usr/share/doc/clockguard/copyright \
     ./usr/share/doc/clockguard/changelog.Debian.gz ./usr/share/clockguard/prometheus/clockguard-rules.yml \
-    ./usr/share/clockguard/prometheus/clockguard-rules.test.yml; do
+    ./usr/share/clockguard/prometheus/clockguard-rules.test.yml ./usr/lib/systemd/catalog/clockguard.catalog; do
     grep -q " $f\$" "$CG_TEST_TMP/contents" || fail "$f is not in the package: $(cat "$CG_TEST_TMP/contents")"
 done
 grep -q '^-rwxr-xr-x \./usr/sbin/clockguard$' "$CG_TEST_TMP/contents" || fail "the binary is not 0755"
@@ -65,6 +65,16 @@ for key in max_slew_ppm drift_floor_ppb stall_threshold_ms read_group; do
     grep -q "$key" "$CG_TEST_TMP/toml.txt" || fail "clockguard.toml(5) does not document $key"
 done
 grep -A2 'max_slew_ppm' "$CG_TEST_TMP/toml.txt" | head -3
+
+# The journal's message catalog: systemd's format, one entry per explained kind, the
+# MESSAGE_ID clockguard's entries carry for a step (t_75 checks the entries' IDs).
+CATALOG="$ROOT/usr/lib/systemd/catalog/clockguard.catalog"
+step_id=$(printf 'clockguard:syscall:step' | sha256sum | cut -c1-32)
+grep -qx -- "-- $step_id" "$CATALOG" || fail "the catalog has no entry for a step ($step_id)"
+[[ $(grep -cE '^-- [0-9a-f]{32}$' "$CATALOG") == $(grep -c '^Subject: ' "$CATALOG") ]] ||
+    fail "catalog entries without a Subject"
+awk '/^-- [0-9a-f]{32}$/ { getline; if ($0 !~ /^Subject: /) exit 1 }' "$CATALOG" ||
+    fail "an entry's first line is not its Subject"
 
 # bash completion completes a command and a flag.
 completions=$(bash -c "source '$ROOT/usr/share/bash-completion/completions/clockguard'

@@ -11,6 +11,7 @@ pub mod clockbound;
 pub mod config;
 pub mod control_protocol;
 pub mod correlation;
+pub mod journald;
 pub mod lifecycle;
 pub mod notify;
 pub mod ntp;

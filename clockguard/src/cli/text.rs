@@ -216,6 +216,15 @@ pub(crate) fn status_text(s: &Status) -> String {
         s.daemon.records_journaled,
         s.daemon.fallback_unexplained
     );
+    // Only when journald is there: a machine without it has nothing to say here.
+    if s.daemon.journald_entries + s.daemon.journald_dropped > 0 {
+        push_line!(
+            out,
+            "systemd journal: {} entries sent, {} not taken",
+            s.daemon.journald_entries,
+            s.daemon.journald_dropped
+        );
+    }
     timers_text(&mut out, &s.timers, &s.vm);
     if !s.services.is_empty() {
         push_line!(out);

@@ -269,6 +269,7 @@ impl Daemon {
                 Ok(s) => s.into(),
                 Err(_) => continue,
             };
+            self.journald.send(&record, &line);
             if self.recent.len() == RECENT {
                 self.recent.pop_front();
             }

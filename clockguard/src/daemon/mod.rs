@@ -53,6 +53,7 @@ use crate::{
     fallback::{self, Reconciler},
     guard::{self, Enforcement, PolicyEntry, TimeService},
     journal::Journal,
+    journald::Journald,
     kmsg::{self, ClockMessage},
     ntp,
     record::{self, Record, Source, Verdict},
@@ -93,6 +94,8 @@ struct Daemon {
     not_pinned: Option<String>,
     hooks: Vec<HookStatus>,
     journal: Journal,
+    /// Each journaled record also goes to the systemd journal, when there is one.
+    journald: Journald,
     enricher: Enricher,
     reconciler: Reconciler,
     recent: VecDeque<Arc<str>>,

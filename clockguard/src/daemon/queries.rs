@@ -260,7 +260,11 @@ impl Daemon {
                     .as_ref()
                     .map(|m| m.iter().cloned().collect()),
             },
-            daemon: self.stats.clone(),
+            daemon: DaemonStats {
+                journald_entries: self.journald.sent,
+                journald_dropped: self.journald.dropped,
+                ..self.stats.clone()
+            },
             bound: self.bound_answer(),
         }
     }

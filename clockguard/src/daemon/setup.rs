@@ -341,6 +341,7 @@ pub(super) async fn start(
         not_pinned,
         hooks,
         journal,
+        journald: Journald::new(&config.audit.journald_socket, config.audit.journald),
         enricher: Enricher::system(),
         reconciler: Reconciler::default(),
         recent: VecDeque::with_capacity(RECENT),

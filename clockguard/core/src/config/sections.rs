@@ -301,6 +301,17 @@ pub struct AuditConfig {
     /// The summary interval (ms).
     #[serde(default = "default_summary_interval_ms")]
     pub summary_interval_ms: u64,
+    /// Also send each record to the systemd journal as a structured entry (journald's
+    /// native protocol), when its socket exists.
+    #[serde(default = "default_true")]
+    pub journald: bool,
+    /// journald's native socket.
+    #[serde(default = "default_journald_socket")]
+    pub journald_socket: PathBuf,
+}
+
+fn default_journald_socket() -> PathBuf {
+    PathBuf::from("/run/systemd/journal/socket")
 }
 
 fn default_repeats_in_full() -> u32 {
@@ -321,6 +332,8 @@ impl Default for AuditConfig {
             measure_hook_cost: false,
             repeats_in_full: default_repeats_in_full(),
             summary_interval_ms: default_summary_interval_ms(),
+            journald: true,
+            journald_socket: default_journald_socket(),
         }
     }
 }

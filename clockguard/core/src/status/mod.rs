@@ -337,6 +337,12 @@ pub struct DaemonStats {
     pub jumps: BTreeMap<String, u64>,
     /// Track files that could not be written.
     pub track_file_errors: u64,
+    /// Records sent to the systemd journal, and those it did not take (clockguard's own
+    /// journal has them all).
+    #[serde(default)]
+    pub journald_entries: u64,
+    #[serde(default)]
+    pub journald_dropped: u64,
 }
 
 #[cfg(test)]
