@@ -88,11 +88,19 @@ wait "$ref_pid" || true
 ref_pid=""
 gone_at=$(cut -d' ' -f1 /proc/uptime)
 lost_from=$("$CG" now --json --runtime-dir "$RUNTIME")
-lost=$(wait_now 2400 '.status == "free_running"') || true
+# Sources lost: a synchronized bound goes on as free running; one a disruption came to
+# since the last measurement stays disrupted (bound.rs: nothing measured it again). 7.2
+# switches clocksource on its own in this VM, so either may be the answer; the sources
+# must be lost either way. At most ~300 s of tries, so that a failure is told before
+# run-suite's timeout.
+lost=$(wait_now 1500 '.why.sources_lost and (.status == "free_running" or .status == "disrupted")') || true
 lost_after_s=$(awk -v from="$gone_at" '{ printf "%.1f", $1 - from }' /proc/uptime)
 "$CG" now --runtime-dir "$RUNTIME"
-echo "$lost" | jq -e '.status == "free_running" and .published_status == "free_running" and .why.sources_lost' >/dev/null \
-    || fail "not free running 240 s after the reference went away: $lost"
+echo "$lost" | jq -e '.why.sources_lost and .status == .published_status
+    and (.status == "free_running" or (.status == "disrupted" and .why.disrupted))' >/dev/null \
+    || fail "the sources not lost, or not free running, $lost_after_s s after the reference went away: $(echo "$lost" | jq -c '{status, published_status, why}'); sources: $("$CG" sources --json --runtime-dir "$RUNTIME" | jq -c '.sources[0] | {state, reach, poll}'); daemon: $(grep -E "bound:|NTP:|clocksource" "$CG_TEST_TMP/daemon.log" | sed 's/\x1b\[[0-9;]*m//g' | tail -n 12)"
+lost_status=$(echo "$lost" | jq -r .status)
+[[ $lost_status == free_running ]] || echo "sources lost while disrupted: $(echo "$lost" | jq -c .why.last_disruption)"
 sleep 2
 still=$("$CG" now --json --runtime-dir "$RUNTIME")
 # Growing all the while, at the drift published with the last measurement: 3 x the
@@ -119,8 +127,8 @@ jq -e --argjson step_at_s "$step_at_s" '[.by_status | to_entries[] | select(.key
     "$CG_TEST_TMP/bound.json" >/dev/null \
     || { awk '$2 != "unknown"' "$CG_TEST_TMP/bound.trace" | awk 'NR % 5 == 1' | tail -120
          fail "true time outside the bound other than between the reference's step (at $step_at_s s) and the first poll after it: $(jq -c '{first_outside, by_status}' "$CG_TEST_TMP/bound.json")"; }
-jq -e '.errors == {} and .by_status.disrupted.samples > 0 and (.changes | last | .[1]) == "free_running"' "$CG_TEST_TMP/bound.json" >/dev/null \
-    || fail "read errors, or the reader did not see the segment disrupted, then free running at the end: $(jq -c 'del(.changes)' "$CG_TEST_TMP/bound.json")"
+jq -e --arg lost "$lost_status" '.errors == {} and .by_status.disrupted.samples > 0 and (.changes | last | .[1]) == $lost' "$CG_TEST_TMP/bound.json" >/dev/null \
+    || fail "read errors, or the reader did not see the segment disrupted, then $lost_status at the end: $(jq -c 'del(.changes)' "$CG_TEST_TMP/bound.json")"
 # The reader saw: synchronized, then disrupted (maybe free running in between: its own
 # 5 s pause aged the bound), then synchronized again; how long the bound stayed disrupted.
 disrupted_for=$(jq '[.changes[] | select(.[1] == "disrupted")][0][0] as $from
@@ -134,6 +142,6 @@ echo "METRIC bound-vm-reference-step $(jq -r --argjson step_at_s "$step_at_s" '[
     | "outside=\([.[].outside] | add) outside_for_s=\((([.[] | .outside_to_s // empty] | max) - $step_at_s) * 1000 | round / 1000)"' "$CG_TEST_TMP/bound.json")"
 # The sources lost: how long after the reference went away the segment said free running,
 # and the widest bound read then.
-echo "METRIC bound-vm-sources-lost free_running_after_s=$lost_after_s free_running_bound_max_ns=$(jq .by_status.free_running.bound_max_ns "$CG_TEST_TMP/bound.json")"
+echo "METRIC bound-vm-sources-lost status=$lost_status after_s=$lost_after_s free_running_bound_max_ns=$(jq .by_status.free_running.bound_max_ns "$CG_TEST_TMP/bound.json")"
 echo "METRIC bound-vm-pause paused_s=$paused_s stale_after_resume_s=$stale_for disrupted_for_s=$disrupted_for $(jq -r '"samples=\(.samples) disrupted=\(.by_status.disrupted.samples) outside_trusted=\([.by_status | to_entries[] | select(.key != "unknown") | .value.outside] | add) disrupted_bound_max_ns=\(.by_status.disrupted.bound_max_ns)"' "$CG_TEST_TMP/bound.json")"
 kill -0 "$DAEMON_PID" || fail "the daemon died"

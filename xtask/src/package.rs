@@ -14,7 +14,7 @@ use crate::util::{self, cmd};
 use crate::{setup, tasks};
 
 /// The built package's path.
-pub fn deb_path() -> Result<PathBuf> {
+fn deb_path() -> Result<PathBuf> {
     let dir = util::repo_root().join("target/debian");
     let mut debs: Vec<PathBuf> = std::fs::read_dir(&dir)
         .with_context(|| format!("no {}: run `cargo xtask package`", dir.display()))?
@@ -70,8 +70,7 @@ fn generate_docs(clockguard: &Path, docs: &Path) -> Result<()> {
     Ok(())
 }
 
-/// lintian's verdict: errors fail the package, warnings are shown. The overrides a
-/// package like this one needs are in packaging/debian/lintian-overrides, each with why.
+/// lintian's verdict: errors fail the package, warnings and notes are shown.
 fn lintian(deb: &Path) -> Result<()> {
     let out = cmd("lintian")
         .args(["--no-tag-display-limit", "--display-info"])
