@@ -111,7 +111,7 @@ fn command_pages(cli: &Command) -> Result<Vec<(String, Vec<u8>)>> {
 }
 
 /// A line of the default configuration, as the page reads it.
-#[derive(Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum ConfigLine<'a> {
     Blank,
     /// `# text`: the comment's text.
@@ -247,8 +247,8 @@ pub fn config_page(default_toml: &str, version: &str) -> String {
                 let _ = writeln!(page, ".SS [{}]", roff_text(name));
                 doc.end_paragraph(&mut page);
             }
-            ConfigLine::Key(first) | ConfigLine::UnsetKey(first) => {
-                let unset = matches!(classify(line), ConfigLine::UnsetKey(_));
+            kind @ (ConfigLine::Key(first) | ConfigLine::UnsetKey(first)) => {
+                let unset = matches!(kind, ConfigLine::UnsetKey(_));
                 let mut value_lines = vec![first.trim().to_string()];
                 // An array written over several lines: up to its closing bracket.
                 if first.trim_end().ends_with('[') {

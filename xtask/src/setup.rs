@@ -271,19 +271,22 @@ pub fn ensure_clockbound_d() -> Result<PathBuf> {
     if output_ok(cmd(&binary).arg("--help")).is_some() {
         return Ok(binary);
     }
-    let (krate, version) = CLOCKBOUND_D;
-    println!(
-        "setup: building ClockBound's daemon ({krate} {version}) into target/tools/clockbound"
-    );
-    let root = util::repo_root().join("target/tools/clockbound");
+    cargo_install(CLOCKBOUND_D, "clockbound")?;
+    Ok(binary)
+}
+
+/// `cargo install --locked` of the crate and version `(krate, version)` into
+/// target/tools/DIR (its binaries in DIR/bin).
+fn cargo_install((krate, version): (&str, &str), dir: &str) -> Result<()> {
+    println!("setup: building {krate} {version} into target/tools/{dir}");
+    let root = util::repo_root().join("target/tools").join(dir);
     util::run(
         cmd("cargo")
             .args(["install", "--locked", "--version", version, "--root"])
             .arg(&root)
             .arg(krate),
     )
-    .with_context(|| format!("cannot build {krate} {version}"))?;
-    Ok(binary)
+    .with_context(|| format!("cannot build {krate} {version}"))
 }
 
 /// The crate and version `ensure_cargo_deb` builds.
@@ -292,20 +295,11 @@ const CARGO_DEB: (&str, &str) = ("cargo-deb", "3.6.2");
 /// cargo-deb, the packager `cargo xtask package` uses, built into target/tools/cargo-deb
 /// unless it is there and runs.
 pub fn ensure_cargo_deb() -> Result<PathBuf> {
-    let (krate, version) = CARGO_DEB;
-    let root = util::repo_root().join("target/tools/cargo-deb");
-    let binary = root.join("bin/cargo-deb");
-    if output_ok(cmd(&binary).arg("--version")).is_some_and(|v| v.contains(version)) {
+    let binary = util::repo_root().join("target/tools/cargo-deb/bin/cargo-deb");
+    if output_ok(cmd(&binary).arg("--version")).is_some_and(|v| v.contains(CARGO_DEB.1)) {
         return Ok(binary);
     }
-    println!("setup: building {krate} {version} into target/tools/cargo-deb");
-    util::run(
-        cmd("cargo")
-            .args(["install", "--locked", "--version", version, "--root"])
-            .arg(&root)
-            .arg(krate),
-    )
-    .with_context(|| format!("cannot build {krate} {version}"))?;
+    cargo_install(CARGO_DEB, "cargo-deb")?;
     Ok(binary)
 }
 
