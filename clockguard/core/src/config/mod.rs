@@ -153,16 +153,33 @@ fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
 impl Config {
     /// Parses TOML text; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config> {
-        let config: Config = toml::from_str(text).map_err(|err| {
-            let message = err.message().trim_end();
-            match err.span() {
-                Some(span) => {
-                    let (line, column) = line_and_column(text, span.start);
-                    anyhow::anyhow!("{origin}: line {line}, column {column}: {message}")
+        let config: Config = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|err| {
+                // The key the error is about ("guard.max_slew_ppm"); "." is the top level,
+                // where an error (a syntax error, an unknown table) has no key to name.
+                let key = err.path().to_string();
+                let key = if key == "." {
+                    String::new()
+                } else {
+                    format!("{key}: ")
+                };
+                let err = err.into_inner();
+                // One line: a syntax error comes as "invalid array\nexpected `]`".
+                let message = err
+                    .message()
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect::<Vec<_>>()
+                    .join(": ");
+                match err.span() {
+                    Some(span) => {
+                        let (line, column) = line_and_column(text, span.start);
+                        anyhow::anyhow!("{origin}: line {line}, column {column}: {key}{message}")
+                    }
+                    None => anyhow::anyhow!("{origin}: {key}{message}"),
                 }
-                None => anyhow::anyhow!("{origin}: {message}"),
-            }
-        })?;
+            })?;
         if let Err(err) = config.validate() {
             let message = format!("{err:#}");
             let line = key_named_by(&message)
@@ -460,11 +477,19 @@ mod tests {
             ),
             (
                 "[ntp]\nminpoll = \"x\"\n",
-                "t.toml: line 2, column 11: invalid type",
+                "t.toml: line 2, column 11: ntp.minpoll: invalid type",
             ),
             (
                 "mode = \"observe\"\n[control]\nread_grup = \"adm\"\n",
-                "t.toml: line 3, column 1: unknown field `read_grup`",
+                "t.toml: line 3, column 1: control.read_grup: unknown field `read_grup`",
+            ),
+            (
+                "mode = \"guard\"\n[guard]\nmax_slew_ppm = \"fast\"\n",
+                "t.toml: line 3, column 16: guard.max_slew_ppm: invalid type",
+            ),
+            (
+                "mode = \"guard\"\n[guard]\nallow = [\"/usr/bin/date\"\nx = 1\n",
+                "t.toml: line 4, column 1: invalid array: expected `]`",
             ),
         ] {
             let err = format!("{:#}", Config::parse(text, "t.toml").unwrap_err());
