@@ -111,7 +111,7 @@ fn payload_dependencies(depends: &str) -> Vec<String> {
 
 /// The first Debian mirror of the system's own apt configuration (deb822 `URIs:` or a
 /// one-line `deb URI suite ...`), security archives left out.
-fn system_mirror() -> Result<String> {
+pub fn system_mirror() -> Result<String> {
     let mut texts = Vec::new();
     for dir in ["/etc/apt/sources.list.d"] {
         if let Ok(entries) = fs::read_dir(dir) {

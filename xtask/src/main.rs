@@ -6,6 +6,7 @@ mod bench;
 mod kernels;
 mod package;
 mod setup;
+mod systemd_vm;
 mod tasks;
 mod util;
 mod vm;
@@ -61,6 +62,10 @@ enum Cmd {
     /// matrix, e.g. 6.12, or a kernel image path; default 6.1),
     /// CLOCKGUARD_VM_CPUS, CLOCKGUARD_VM_MEMORY.
     Vm {
+        /// Boot the systemd test machine (a Debian 12 image with systemd as PID 1, built
+        /// once under target/systemd-vm) instead of the host's own file system.
+        #[arg(long)]
+        systemd: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
     },
@@ -84,7 +89,7 @@ fn main() {
             kernels,
             fuzz,
         } => tasks::test(no_vm, &kernels, fuzz),
-        Cmd::Vm { cmd } => vm::vm(&cmd),
+        Cmd::Vm { systemd, cmd } => vm::vm(systemd, &cmd),
         Cmd::Package => setup::setup(false, None)
             .and_then(|()| package::package())
             .map(|_| 0),

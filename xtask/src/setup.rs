@@ -27,6 +27,14 @@ const DEB_PACKAGES: &[(&str, &str)] = &[
          command's output and exit status; without it every VM run ends in exit status 255",
     ),
     ("util-linux", "hwclock"),
+    (
+        "mmdebstrap",
+        "builds the systemd test machine's Debian image (once, cached under target/systemd-vm)",
+    ),
+    (
+        "e2fsprogs",
+        "mke2fs -d: the systemd test machine's ext4 image",
+    ),
     ("qemu-guest-agent", "guest-set-time peer in VM tests"),
     ("iproute2", "network namespaces in VM tests"),
     ("procps", "ps/pgrep in tests"),

@@ -396,6 +396,9 @@ fn banner(msg: &str) {
 
 /// `cargo xtask test [--no-vm] [--kernel K]...`: the host suite once, the VM suite once per
 /// kernel (every kernel of the matrix unless `--kernel` names some).
+/// Time limit of the systemd machine's boot (s), unless CLOCKGUARD_VM_TIMEOUT sets one.
+const SYSTEMD_SUITE_TIMEOUT_SECS: u64 = 15 * 60;
+
 pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
     let vm_skipped = no_vm || std::env::var("CLOCKGUARD_NO_VM").is_ok_and(|v| v == "1");
     let filtered = std::env::var("CG_TEST_FILTER").is_ok_and(|f| !f.is_empty());
@@ -489,7 +492,7 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
                 kernel.label, kernel.release
             );
             let name = format!("vm {}", kernel.label);
-            let r = vm::run_in_vm(&kernel, &cmdline, true)?;
+            let r = vm::run_in_vm(&kernel, &vm::Machine::HostRoot, &cmdline, true)?;
             let mut elapsed = r.elapsed;
             let mut run = SuiteRun::from_lines(name.clone(), &r.lines, r.code, &vm_tests, filtered);
             let rest = run.not_run(&vm_tests);
@@ -509,7 +512,7 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
                     "CG_TEST_FILTER={} bash tests/run-suite.sh tests/vm",
                     util::sh_quote(&filter)
                 )];
-                let r2 = vm::run_in_vm(&kernel, &again, true)?;
+                let r2 = vm::run_in_vm(&kernel, &vm::Machine::HostRoot, &again, true)?;
                 elapsed += r2.elapsed;
                 let second = SuiteRun::from_lines(name, &r2.lines, r2.code, &vm_tests, true);
                 run = SuiteRun::resumed(run, second, &vm_tests, filtered, death);
@@ -517,6 +520,46 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
             run.note = format!("{}, {:.0}s", kernel.release, elapsed.as_secs_f64());
             vm_runs.push(run);
         }
+    }
+
+    // 5. The systemd machine: the package installed and driven under systemd as PID 1,
+    // one boot on the first kernel of the run (Debian 12's own by default).
+    let systemd_tests = suite_tests(&repo.join("tests/systemd"))?;
+    let mut systemd_run = None;
+    if !vm_skipped {
+        let kernel = kernels::select(kernels_wanted)?.remove(0);
+        println!(
+            "\n=== systemd suite: tests/systemd in the systemd machine, kernel {} ({}), one boot ===",
+            kernel.label, kernel.release
+        );
+        let name = format!("systemd {}", kernel.label);
+        let run = match crate::systemd_vm::ensure_image() {
+            Ok(image) => {
+                let cmdline = vec![
+                    "bash".to_string(),
+                    "tests/run-suite.sh".to_string(),
+                    "tests/systemd".to_string(),
+                ];
+                // The suite takes about 4 min; a guest that hangs must not hold CI for the
+                // default 30.
+                let r = vm::run_in_vm_within(
+                    &kernel,
+                    &vm::Machine::Systemd(image),
+                    &cmdline,
+                    true,
+                    SYSTEMD_SUITE_TIMEOUT_SECS,
+                )?;
+                let mut run =
+                    SuiteRun::from_lines(name, &r.lines, r.code, &systemd_tests, filtered);
+                run.note = format!("{}, {:.0}s", kernel.release, r.elapsed.as_secs_f64());
+                run
+            }
+            Err(err) => {
+                println!("systemd-vm: FAILED to build the image: {err:#}");
+                SuiteRun::from_lines(name, &[], None, &systemd_tests, filtered)
+            }
+        };
+        systemd_run = Some(run);
     }
 
     let fuzz_results = if fuzz {
@@ -543,6 +586,7 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
     }
     let reasons: Vec<String> = std::iter::once(&host)
         .chain(&vm_runs)
+        .chain(&systemd_run)
         .flat_map(|run| {
             run.fail_reasons
                 .iter()
@@ -573,7 +617,7 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
             .filter(|r| !r.ok)
             .map(|r| r.summary.clone()),
     );
-    for run in std::iter::once(&host).chain(&vm_runs) {
+    for run in std::iter::once(&host).chain(&vm_runs).chain(&systemd_run) {
         let counts = run.tally();
         total.passed += counts.passed;
         total.failed += counts.failed;

@@ -63,17 +63,37 @@ pub struct VmRun {
     pub console_log: PathBuf,
 }
 
+/// What the guest boots into.
+pub enum Machine {
+    /// The host's own root file system, read-only over 9p (/tmp and target/ writable), with
+    /// virtme-ng's init as PID 1: quick to boot, for the clock tests.
+    HostRoot,
+    /// The Debian disk image of systemd_vm.rs with systemd as PID 1. Writes go to QEMU's
+    /// throwaway snapshot, so every boot starts from the same image; the repository is
+    /// shared read-write at its host path. The command runs in serial-getty@ttyS0.service.
+    Systemd(PathBuf),
+}
+
+/// Sourced in the systemd machine after GUEST_PRELUDE (the script says why).
+const SYSTEMD_PRELUDE: &str = "tests/systemd/guest-prelude.sh";
+
 /// Boot the VM once on `kernel` and run `command` in it, from the repository root, with CG_BIN_DIR,
 /// CG_REPO, CG_IN_VM=1 (and the host's other CG_* variables) exported. One argument is
 /// taken as a shell command line; several are quoted word by word. stdout is echoed and,
 /// with `capture`, also returned.
-pub fn run_in_vm(kernel: &Kernel, command: &[String], capture: bool) -> Result<VmRun> {
-    run_in_vm_within(kernel, command, capture, DEFAULT_TIMEOUT_SECS)
+pub fn run_in_vm(
+    kernel: &Kernel,
+    machine: &Machine,
+    command: &[String],
+    capture: bool,
+) -> Result<VmRun> {
+    run_in_vm_within(kernel, machine, command, capture, DEFAULT_TIMEOUT_SECS)
 }
 
 /// As `run_in_vm`, with the time limit (s) when CLOCKGUARD_VM_TIMEOUT does not set one.
 pub fn run_in_vm_within(
     kernel: &Kernel,
+    machine: &Machine,
     command: &[String],
     capture: bool,
     default_timeout_secs: u64,
@@ -96,7 +116,16 @@ pub fn run_in_vm_within(
         "CLOCKGUARD_VM_TIMEOUT",
         default_timeout_secs,
     ));
-    let cpus = std::env::var("CLOCKGUARD_VM_CPUS").unwrap_or_else(|_| "2".into());
+    // The systemd machine gets one vCPU: with two, QEMU's multi-threaded TCG hung the guest
+    // in text_poke_bp while GUEST_PRELUDE enabled its tracepoints (a soft lockup, one vCPU
+    // spinning on an int3 in __schedule), with systemd's services busy on the other vCPU.
+    // One vCPU cannot run a stale translation of text another vCPU patched, and its tests
+    // need no second CPU.
+    let default_cpus = match machine {
+        Machine::HostRoot => "2",
+        Machine::Systemd(_) => "1",
+    };
+    let cpus = std::env::var("CLOCKGUARD_VM_CPUS").unwrap_or_else(|_| default_cpus.into());
     let memory = std::env::var("CLOCKGUARD_VM_MEMORY").unwrap_or_else(|_| "2G".into());
 
     let repo_s = repo.to_string_lossy().into_owned();
@@ -130,22 +159,50 @@ pub fn run_in_vm_within(
             .collect::<Vec<_>>()
             .join(" "),
     };
-    let script = format!(
-        ". {}/{GUEST_PRELUDE}; export {}; cd {} || exit 125; {}",
-        sh_quote(&repo_s),
-        exports
-            .iter()
-            .map(|(k, v)| format!("{k}={}", sh_quote(v)))
-            .collect::<Vec<_>>()
-            .join(" "),
-        sh_quote(&repo_s),
-        user_cmd
-    );
+    // Numbered per boot of this xtask run, so a second boot keeps the first one's logs.
+    let boot = BOOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    let exports = exports
+        .iter()
+        .map(|(k, v)| format!("{k}={}", sh_quote(v)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let prelude = format!(". {}/{GUEST_PRELUDE}", sh_quote(&repo_s));
+    // Under systemd the command's first bytes on the serial console can be lost while the
+    // getty sets up its terminal (seen: the first two lines of output missing), so its
+    // output also goes to a file on the shared target/, and that file is what is captured.
+    let output_file = match machine {
+        Machine::HostRoot => None,
+        Machine::Systemd(_) => Some(target.join("test-logs").join(format!(
+            "systemd-vm-{}-boot{boot}.out",
+            file_safe(kernel_label)
+        ))),
+    };
+    let script = match &output_file {
+        None => format!(
+            "{prelude}; export {exports}; cd {} || exit 125; {user_cmd}",
+            sh_quote(&repo_s)
+        ),
+        // bash for pipefail: the getty's shell is sh.
+        Some(out) => format!(
+            "exec bash -c {}",
+            sh_quote(&format!(
+                "{prelude}; . {}/{SYSTEMD_PRELUDE}; export {exports}; cd {} || exit 125; \
+                 set -o pipefail; {{ {user_cmd}\n}} 2>&1 | tee {}",
+                sh_quote(&repo_s),
+                sh_quote(&repo_s),
+                sh_quote(&out.to_string_lossy())
+            ))
+        ),
+    };
+
+    // A file left by an earlier xtask run with the same boot number must not pass for this
+    // boot's output when the guest never gets to run the command.
+    if let Some(out) = &output_file {
+        let _ = fs::remove_file(out);
+    }
 
     // The guest's kernel console (--verbose sends it to vng's stderr) is kept in a file:
     // when the guest dies (a panic, an oops, QEMU killed) it is the only witness.
-    // Numbered per boot of this xtask run, so a second boot keeps the first one's.
-    let boot = BOOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     let console_path = target.join("test-logs").join(format!(
         "vm-console-{}-boot{boot}.log",
         file_safe(kernel_label)
@@ -157,31 +214,41 @@ pub fn run_in_vm_within(
         .with_context(|| format!("cannot create {}", console_path.display()))?;
 
     let mut c = cmd(&vng);
-    c.arg("-r")
-        .arg(kernel)
-        .args([
-            // The kernel console to vng's stderr, but not the boot's info and notice lines:
-            // printing the whole boot log on the emulated UART slows the boot enough that the
-            // kernel can find the vCPUs' TSCs unsynchronised and fall back to hpet. Level 5
-            // still prints warnings and messages of the default level (4), which an oops's
-            // lines are, and panic() turns the console fully verbose.
-            "--verbose",
-            "--append",
-            "loglevel=5",
-            "--disable-kvm",
-            "--user",
-            "root",
-            "--cpus",
-            &cpus,
-            "--memory",
-            &memory,
-        ])
-        .args(["--rwdir", "/tmp", "--rwdir"])
-        .arg(&target)
-        .arg("--cwd")
-        .arg(&repo)
-        .arg("--")
-        .arg(&script);
+    c.arg("-r").arg(kernel).args([
+        // The kernel console to vng's stderr, but not the boot's info and notice lines:
+        // printing the whole boot log on the emulated UART slows the boot enough that the
+        // kernel can find the vCPUs' TSCs unsynchronised and fall back to hpet. Level 5
+        // still prints warnings and messages of the default level (4), which an oops's
+        // lines are, and panic() turns the console fully verbose.
+        "--verbose",
+        "--append",
+        "loglevel=5",
+        "--disable-kvm",
+        "--user",
+        "root",
+        "--cpus",
+        &cpus,
+        "--memory",
+        &memory,
+    ]);
+    match machine {
+        Machine::HostRoot => {
+            c.args(["--rwdir", "/tmp", "--rwdir"]).arg(&target);
+        }
+        Machine::Systemd(disk) => {
+            c.args(["--systemd", "--root-disk"])
+                .arg(disk)
+                .args([
+                    "--root-fstype",
+                    "ext4",
+                    "--rw",
+                    "--qemu-opts=-snapshot",
+                    "--rwdir",
+                ])
+                .arg(&repo);
+        }
+    }
+    c.arg("--cwd").arg(&repo).arg("--").arg(&script);
     // Always pipes: QEMU opens /proc/self/fd/1 and /proc/self/fd/2 as "file" chardevs with
     // O_TRUNC, which would wipe (and, with several opens, overwrite) a log file that our
     // output is redirected to. stdin: nothing to read; the VM runs a script.
@@ -260,11 +327,19 @@ pub fn run_in_vm_within(
         };
         show_console_tail(&console_path, CONSOLE_TAIL_LINES, why);
     }
-    let lines = std::mem::take(
+    let mut lines = std::mem::take(
         &mut *lines
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
+    if let (Some(out), true) = (&output_file, capture) {
+        lines = fs::read_to_string(out)
+            .map(|text| text.lines().map(str::to_string).collect())
+            .unwrap_or_else(|e| {
+                eprintln!("vm: the command's output file {}: {e}", out.display());
+                Vec::new()
+            });
+    }
     let _ = fs::remove_dir_all(&pause.dir);
     Ok(VmRun {
         code,
@@ -426,8 +501,13 @@ impl PauseService {
 }
 
 /// `cargo xtask vm [-- CMD...]`: returns the exit code to forward.
-pub fn vm(command: &[String]) -> Result<i32> {
-    let r = run_in_vm(&crate::kernels::default_kernel()?, command, false)?;
+pub fn vm(systemd: bool, command: &[String]) -> Result<i32> {
+    let machine = if systemd {
+        Machine::Systemd(crate::systemd_vm::ensure_image()?)
+    } else {
+        Machine::HostRoot
+    };
+    let r = run_in_vm(&crate::kernels::default_kernel()?, &machine, command, false)?;
     Ok(r.code.unwrap_or(124))
 }
 

@@ -196,7 +196,13 @@ pub(super) fn vm_results_within(ctx: &Ctx, script: &str, limit_s: u64) -> Result
         Some(k) => k.clone(),
         None => crate::kernels::default_kernel()?,
     };
-    let run = crate::vm::run_in_vm_within(&kernel, &command, true, limit_s)?;
+    let run = crate::vm::run_in_vm_within(
+        &kernel,
+        &crate::vm::Machine::HostRoot,
+        &command,
+        true,
+        limit_s,
+    )?;
     let results: Vec<Value> = run
         .lines
         .iter()
