@@ -27,7 +27,10 @@ fn a_paused_guest_is_one_stall_of_the_largest_lateness() {
     d.late(late(0, 105 * S + 2 * MS, 2 * MS, "tick_sched_timer")); // under threshold
     d.steal_sample(at(106 * S), 7 * S);
     assert_eq!(d.tick(at(105 * S + 100 * MS), 2), None, "still open");
-    let stall = d.tick(at(106 * S), 2).expect("closed after 500 ms quiet");
+    assert_eq!(d.tick(at(106 * S), 2), None, "still open after 1 s");
+    let stall = d
+        .tick(at(107 * S + 2 * MS), 2)
+        .expect("closed after 2 s quiet");
     assert_eq!(stall.duration_ns, 4_998 * MS);
     assert_eq!(stall.cause, StallCause::VmPaused);
     assert_eq!(stall.cpus, vec![0, 1]);
@@ -35,7 +38,20 @@ fn a_paused_guest_is_one_stall_of_the_largest_lateness() {
     assert_eq!(stall.steal_ns, Some(0));
     assert_eq!(stall.timers, vec!["tick_sched_timer", "watchdog_timer_fn"]);
     assert_eq!(stall.started, Monotonic::from_ns(105 * S - 4_998 * MS));
-    assert_eq!(d.tick(at(107 * S), 2), None, "reported once");
+    assert_eq!(d.tick(at(109 * S), 2), None, "reported once");
+}
+
+#[test]
+fn a_vcpu_that_resumes_late_joins_the_same_pause() {
+    // A 5 s pause; the second vCPU ran its late timers 1.5 s after the first (TCG).
+    let mut d = StallDetector::new(100 * MS, Some("QEMU (TCG)".into()));
+    d.late(late(1, 105 * S, 5_000 * MS, "watchdog_timer_fn"));
+    assert_eq!(d.tick(at(106 * S), 2), None, "still open after 1 s");
+    d.late(late(0, 106 * S + 500 * MS, 5_000 * MS, "tick_sched_timer"));
+    assert_eq!(d.tick(at(108 * S), 2), None, "quiet for 1.5 s only");
+    let stall = d.tick(at(108 * S + 600 * MS), 2).expect("closed");
+    assert_eq!(stall.cause, StallCause::VmPaused);
+    assert_eq!(stall.cpus, vec![0, 1]);
 }
 
 #[test]
@@ -54,7 +70,7 @@ fn the_cause_follows_steal_cpus_and_hypervisor() {
             });
         }
         d.steal_sample(at(11 * S), steal_s * S);
-        d.tick(at(11 * S), 4).unwrap().cause
+        d.tick(at(12 * S), 4).unwrap().cause
     };
     assert_eq!(run(Some("KVM"), &[0, 1, 2, 3], 0), StallCause::VmPaused);
     assert_eq!(
@@ -74,7 +90,7 @@ fn steal_is_measured_from_before_the_stall_began() {
     d.steal_sample(at(S), 10 * S);
     d.steal_sample(at(5 * S + MS), 14 * S); // after the resume, before the events arrive
     d.late(late(0, 5 * S, 4 * S, "tick_sched_timer"));
-    let stall = d.tick(at(6 * S), 1).unwrap();
+    let stall = d.tick(at(7 * S), 1).unwrap();
     assert_eq!(stall.steal_ns, Some(4 * S));
     assert_eq!(stall.cause, StallCause::HypervisorSteal);
 }
@@ -83,7 +99,7 @@ fn steal_is_measured_from_before_the_stall_began() {
 fn without_steal_history_the_steal_is_unknown() {
     let mut d = StallDetector::new(100 * MS, None);
     d.late(late(0, 5 * S, 300 * MS, "x"));
-    let stall = d.tick(at(6 * S), 1).unwrap();
+    let stall = d.tick(at(7 * S), 1).unwrap();
     assert_eq!(stall.steal_ns, None);
     assert_eq!(stall.cause, StallCause::MachineStall);
 }
