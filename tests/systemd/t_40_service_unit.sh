@@ -4,10 +4,10 @@
 # ("Time just moved backwards"), and the chain is journaled: the step, who made it, the
 # death and its exit status, the unit, in clockguard's journal and in journald.
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/../dovecot_lib.sh"
 ensure_installed
 DOVECOT_DROPIN=/etc/dovecot/conf.d/99-cg-test.conf
 cp "$CONF" "$CG_TEST_TMP/clockguard.toml.orig"
-IMAP_PID=""
 cleanup() {
     exec 8>&- 2>/dev/null || true
     [[ -n "$IMAP_PID" ]] && kill "$IMAP_PID" 2>/dev/null
@@ -20,20 +20,7 @@ trap cleanup EXIT
 # dovecot as packaged, plus one plain-text user for the test.
 mkdir -p /var/mail/cg && chmod 777 /var/mail/cg
 echo "u1:{PLAIN}pw1:65534:65534::/var/mail/cg/u1" >/etc/dovecot/cg-users
-cat >"$DOVECOT_DROPIN" <<'CONF'
-ssl = no
-disable_plaintext_auth = no
-mail_location = maildir:~/Maildir
-first_valid_uid = 1
-passdb {
-  driver = passwd-file
-  args = /etc/dovecot/cg-users
-}
-userdb {
-  driver = passwd-file
-  args = /etc/dovecot/cg-users
-}
-CONF
+dovecot_test_auth /etc/dovecot/cg-users >"$DOVECOT_DROPIN"
 systemctl restart dovecot
 [[ $(systemctl is-active dovecot) == active ]] || fail "dovecot.service is not active"
 
@@ -58,17 +45,14 @@ for _ in $(seq 1 100); do [[ $(service | jq -r .state) == healthy ]] && break; s
 
 # A logged-in IMAP session: commands written to fd 8, answers in imap.out.
 T=$CG_TEST_TMP
-mkfifo "$T/imap.in"
-bash -c "exec 3<>/dev/tcp/127.0.0.1/143 || exit 1
-    cat <&3 >'$T/imap.out' &
-    printf 'a LOGIN u1 pw1\r\n' >&3
-    while read -r line; do printf '%s\r\n' \"\$line\" >&3; done <'$T/imap.in'" &
-IMAP_PID=$!
-exec 8<>"$T/imap.in"
-for _ in $(seq 1 150); do grep -q '^a OK' "$T/imap.out" 2>/dev/null && break; sleep 0.1; done
-grep -q '^a OK' "$T/imap.out" || fail "IMAP login failed: $(cat "$T/imap.out"; journalctl -u dovecot -n 5 --no-pager)"
-worker=$(pgrep -x imap | tail -n 1)
-[[ -n "$worker" ]] || fail "no imap worker after the login"
+status=0
+imap_session "$T" 127.0.0.1 || status=$?
+case $status in
+    0) ;;
+    1) fail "IMAP login failed: $(cat "$T/imap.out"; journalctl -u dovecot -n 5 --no-pager)" ;;
+    *) fail "no imap worker after the login" ;;
+esac
+worker=$WORKER
 grep -q '/system.slice/dovecot.service' "/proc/$worker/cgroup" || fail "the worker is not in dovecot.service: $(cat "/proc/$worker/cgroup")"
 echo "imap worker: pid $worker, $(cat "/proc/$worker/cgroup")"
 n=$(service | jq '.processes // empty')

@@ -8,7 +8,7 @@ VIP=10.77.0.100
 A_IP=10.77.0.1
 B_IP=10.77.0.2
 RESPONDERS=""
-IMAP_PID=""
+source "$(dirname "${BASH_SOURCE[0]}")/../dovecot_lib.sh"
 
 failover_cleanup() {
     set +e
@@ -51,19 +51,8 @@ listen = $A_IP
 base_dir = $T/dovecot/run
 state_dir = $T/dovecot/state
 log_path = $T/dovecot/dovecot.log
-ssl = no
-disable_plaintext_auth = no
-mail_location = maildir:~/Maildir
-first_valid_uid = 1
-passdb {
-  driver = passwd-file
-  args = $T/dovecot/passwd
-}
-userdb {
-  driver = passwd-file
-  args = $T/dovecot/passwd
-}
 CONF
+    dovecot_test_auth "$T/dovecot/passwd" >>"$T/dovecot/dovecot.conf"
     ip netns exec cgA dovecot -c "$T/dovecot/dovecot.conf" || fail "dovecot did not start"
 
     for node in A B; do
@@ -158,28 +147,15 @@ wait_vip() {
     return 1
 }
 
-# imap_login: a logged-in IMAP session on A (commands written to fd 8 go to the server,
-# answers land in $T/imap.out); sets WORKER to the pid of its imap process.
+# imap_login: a logged-in IMAP session on A (imap_session in tests/dovecot_lib.sh: commands
+# written to fd 8 go to the server, answers land in $T/imap.out); sets WORKER to the pid of
+# its imap process.
 imap_login() {
-    [[ -n "$IMAP_PID" ]] && { exec 8>&-; kill "$IMAP_PID" 2>/dev/null; }
-    local before
-    before=$(pgrep -x imap | tr "\n" " " || true)
-    rm -f "$T/imap.in" "$T/imap.out"
-    mkfifo "$T/imap.in"
-    ip netns exec cgA bash -c "exec 3<>/dev/tcp/$A_IP/143 || exit 1
-        cat <&3 >'$T/imap.out' &
-        printf 'a LOGIN u1 pw1\r\n' >&3
-        while read -r line; do printf '%s\r\n' \"\$line\" >&3; done <'$T/imap.in'" &
-    IMAP_PID=$!
-    # Read-write: opening a FIFO so never blocks, even when the session failed to connect.
-    exec 8<>"$T/imap.in"
-    for _ in $(seq 1 150); do grep -q '^a OK' "$T/imap.out" 2>/dev/null && break; sleep 0.1; done
-    grep -q '^a OK' "$T/imap.out" ||
-        fail "IMAP login failed: $(cat "$T/imap.out"; tail -n 5 "$T/dovecot/dovecot.log")"
-    WORKER=""
-    local pid
-    for pid in $(pgrep -x imap); do
-        [[ " $before " == *" $pid "* ]] || WORKER=$pid
-    done
-    [[ -n "$WORKER" ]] || fail "no new imap worker after the login"
+    local status=0
+    imap_session "$T" "$A_IP" ip netns exec cgA || status=$?
+    case $status in
+        0) ;;
+        1) fail "IMAP login failed: $(cat "$T/imap.out"; tail -n 5 "$T/dovecot/dovecot.log")" ;;
+        *) fail "no new imap worker after the login" ;;
+    esac
 }

@@ -47,16 +47,24 @@ const PACKAGES: &[(&str, &str)] = &[
 /// Size of the ext4 file system (sparse: the packages take about 700 MB of it).
 const IMAGE_SIZE: &str = "3G";
 
-pub fn dir() -> PathBuf {
+fn dir() -> PathBuf {
     util::repo_root().join("target").join("systemd-vm")
+}
+
+/// PACKAGES' names, as mmdebstrap's --include takes them.
+fn package_list() -> String {
+    PACKAGES
+        .iter()
+        .map(|(p, _)| *p)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// What the cached image was built from: a different manifest builds it again.
 fn manifest() -> String {
-    let names: Vec<&str> = PACKAGES.iter().map(|(p, _)| *p).collect();
     format!(
         "suite={SUITE}\nvariant=minbase\nsize={IMAGE_SIZE}\npackages={}\n",
-        names.join(",")
+        package_list()
     )
 }
 
@@ -85,15 +93,10 @@ pub fn ensure_image() -> Result<PathBuf> {
         "systemd-vm: building a Debian {SUITE} image from {mirror} (once; cached in {})",
         dir.display()
     );
-    let include = PACKAGES
-        .iter()
-        .map(|(p, _)| *p)
-        .collect::<Vec<_>>()
-        .join(",");
     util::run(
         cmd("mmdebstrap")
             .args(["--mode=root", "--variant=minbase", "--quiet"])
-            .arg(format!("--include={include}"))
+            .arg(format!("--include={}", package_list()))
             .arg(SUITE)
             .arg(&root)
             .arg(&mirror),
