@@ -351,7 +351,7 @@ mod tests {
             (dovecot.fall, dovecot.rise, dovecot.interval_ms),
             (2, 3, 1000)
         );
-        assert_eq!(dovecot.jump_window_s, 60.0);
+        assert_eq!((dovecot.jump_window_s, dovecot.jump_min_ms), (60.0, 100.0));
         assert_eq!(c.services[1].comm, vec!["nginx".to_string()]);
 
         let bad = |text: &str| format!("{:#}", Config::parse(text, "t.toml").unwrap_err());
@@ -375,6 +375,8 @@ mod tests {
         assert!(err.contains("log_patterns"), "{err}");
         let err = bad("[[service]]\nname = \"a\"\ncomm = [\"x\"]\nrise = 0\n");
         assert!(err.contains("rise"), "{err}");
+        let err = bad("[[service]]\nname = \"a\"\ncomm = [\"x\"]\njump_min_ms = -1\n");
+        assert!(err.contains("jump_min_ms = -1 is out of range"), "{err}");
         let err = bad("[[service]]\nname = \"a\"\ncomm = [\"x\"]\nfal = 2\n");
         assert!(err.contains("line 4") && err.contains("fal"), "{err}");
     }

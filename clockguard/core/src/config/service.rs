@@ -45,6 +45,11 @@ pub struct ServiceConfig {
     /// step, stall, clocksource jump) is charged to the jump.
     #[serde(default = "default_jump_window_s")]
     pub jump_window_s: f64,
+    /// A jump smaller than this (ms, either way) explains nothing: a hypervisor's or an NTP
+    /// client's millisecond correction does not kill services, and a crash that follows
+    /// one by chance must not fail the service over. Jumps of unknown size always count.
+    #[serde(default = "default_jump_min_ms")]
+    pub jump_min_ms: f64,
     /// A fault lasts at least this long (s) before good checks count toward `rise`; after a
     /// backward jump, at least as long as the jump, so the old timeline has caught up.
     #[serde(default = "default_hold_s")]
@@ -85,6 +90,9 @@ fn default_rise() -> u32 {
 }
 fn default_jump_window_s() -> f64 {
     60.0
+}
+fn default_jump_min_ms() -> f64 {
+    100.0
 }
 fn default_hold_s() -> f64 {
     10.0
@@ -169,6 +177,12 @@ impl ServiceConfig {
             bail!(
                 "jump_window_s = {} is out of range (more than 0, at most 86400)",
                 self.jump_window_s
+            );
+        }
+        if !(self.jump_min_ms >= 0.0 && self.jump_min_ms <= 3_600_000.0) {
+            bail!(
+                "jump_min_ms = {} is out of range (0 to 3600000)",
+                self.jump_min_ms
             );
         }
         if !(self.hold_s >= 0.0 && self.hold_s <= 86_400.0) {

@@ -174,8 +174,7 @@ impl Tracker {
         let mut index = 0;
         while index < self.pending.len() {
             let death = &self.pending[index];
-            let window = window_ns(&self.services[death.service].config);
-            if explains(&jump, death.at, window) {
+            if explains(&jump, death.at, &self.services[death.service].config) {
                 explained.push(self.pending.remove(index));
             } else {
                 index += 1;
@@ -402,11 +401,11 @@ impl Tracker {
 
     /// The latest jump whose window holds `at`.
     fn jump_explaining(&self, service: usize, at: Monotonic) -> Option<Jump> {
-        let window = window_ns(&self.services.get(service)?.config);
+        let config = &self.services.get(service)?.config;
         self.jumps
             .iter()
             .rev()
-            .find(|j| explains(j, at, window))
+            .find(|j| explains(j, at, config))
             .cloned()
     }
 
@@ -614,10 +613,14 @@ fn window_ns(config: &ServiceConfig) -> i64 {
     (config.jump_window_s * 1e9) as i64
 }
 
-/// Does `jump` explain something at `at`? From a little before the daemon learnt of the
-/// jump (DEATH_GRACE_NS: the record trails the event) to the end of the window.
-fn explains(jump: &Jump, at: Monotonic, window_ns: i64) -> bool {
-    (-DEATH_GRACE_NS..=window_ns).contains(&at.ns_since(jump.at))
+/// Does `jump` explain something at `at` for a service configured so? A jump of at least
+/// `jump_min_ms` (or of unknown size), from a little before the daemon learnt of it
+/// (DEATH_GRACE_NS: the record trails the event) to the end of the window.
+fn explains(jump: &Jump, at: Monotonic, config: &ServiceConfig) -> bool {
+    let big_enough = jump
+        .delta_ns
+        .is_none_or(|d| d.unsigned_abs() as f64 >= config.jump_min_ms * 1e6);
+    big_enough && (-DEATH_GRACE_NS..=window_ns(config)).contains(&at.ns_since(jump.at))
 }
 
 /// The jump as a record's `detail.jump`, seen from `at`.

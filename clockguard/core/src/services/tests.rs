@@ -128,6 +128,53 @@ fn a_death_before_its_jump_is_journaled_waits_for_it() {
 }
 
 #[test]
+fn a_jump_below_jump_min_ms_explains_no_death() {
+    // A hypervisor's 2 ms correction 1 s before a crash: the crash is a plain death.
+    let mut t = healthy_tracker();
+    let mut nudge = step(4, 10 * S, 0);
+    nudge.cause = "unexplained".into();
+    nudge.delta_ns = Some(-2_000_000);
+    t.on_jump(nudge.clone());
+    assert!(t.on_death(death(11 * S, ExitStatus::Exited(1))).is_empty());
+    let actions = t.tick(at(11 * S + DEATH_GRACE_NS));
+    assert_eq!(journaled(&actions)[0].kind, "died");
+    assert_eq!(t.health(0), &Health::Healthy);
+
+    // The default floor is 100 ms, either way; a jump of unknown size always counts.
+    for (delta_ns, charged) in [
+        (Some(100_000_000), true),
+        (Some(-99_999_999), false),
+        (None, true),
+    ] {
+        let mut t = healthy_tracker();
+        let mut jump = nudge.clone();
+        jump.delta_ns = delta_ns;
+        t.on_jump(jump);
+        let mut actions = t.on_death(death(11 * S, ExitStatus::Exited(1)));
+        actions.extend(t.tick(at(11 * S + DEATH_GRACE_NS)));
+        let kinds: Vec<&str> = journaled(&actions)
+            .iter()
+            .map(|r| r.kind.as_str())
+            .collect();
+        let expected = if charged {
+            "died_from_time_jump"
+        } else {
+            "died"
+        };
+        assert_eq!(kinds, [expected], "{delta_ns:?}");
+    }
+
+    // jump_min_ms = 0: every jump counts.
+    let mut every = config("dovecot");
+    every.jump_min_ms = 0.0;
+    let mut t = Tracker::new(&[every], &[false], at(0));
+    t.on_check(0, check(true, S));
+    t.on_jump(nudge);
+    let records = journaled(&t.on_death(death(11 * S, ExitStatus::Exited(1)))).len();
+    assert_eq!(records, 1, "charged at once to the 2 ms jump");
+}
+
+#[test]
 fn a_death_without_a_jump_is_reported_but_does_not_fault() {
     let mut t = healthy_tracker();
     // A jump long before the window does not count.
