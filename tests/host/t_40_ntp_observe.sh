@@ -45,7 +45,9 @@ measured=$(echo "$t" | jq '.offset_s * 1e9 | round')
 d=$(( measured - truth )); d=${d#-}
 [[ "$d" -lt 5000000 ]] || { echo "measured $measured ns, reference says $truth ns"; exit 1; }
 echo "METRIC ntp-observe measured_ns=$measured truth_ns=$truth"
-"$CG" sources --json --runtime-dir "$RUNTIME" | jq -e '.sources[0].state == "selected" and .sources[0].stratum == 1 and (.sources[0].offset_s - 11 | fabs) < 0.005' >/dev/null \
+# Against the reference's own figure, not its nominal 11 s: whatever else moves this
+# machine's clock (a hypervisor's time sync) moves both.
+"$CG" sources --json --runtime-dir "$RUNTIME" | jq -e --argjson truth "$truth" '.sources[0].state == "selected" and .sources[0].stratum == 1 and (.sources[0].offset_s * 1e9 + $truth | fabs) < 5e6' >/dev/null \
     || { echo "sources: $("$CG" sources --json --runtime-dir "$RUNTIME")"; exit 1; }
 grep -q "NTP: measuring only" "$CG_TEST_TMP/daemon.log" || { echo "not said in the log"; exit 1; }
 "$CG" status --json --runtime-dir "$RUNTIME" | jq -e '.ntp.running == true and .ntp.disciplining == false' >/dev/null \
@@ -63,8 +65,8 @@ echo "$q" | jq -e '.stratum == 2 and (.offset_ns | fabs) < 5000000' >/dev/null |
 # published where ClockBound's client reads it.
 "$CG" now --runtime-dir "$RUNTIME"
 now=$("$CG" now --json --runtime-dir "$RUNTIME")
-echo "$now" | jq -e --arg seg "$SEGMENT" '.status == "synchronized" and .bound_ns >= 11000000000
-    and .bound_ns < 11100000000 and .why.drift_floor_ppb == 500000 and .segment == $seg
+echo "$now" | jq -e --arg seg "$SEGMENT" --argjson truth "$truth" '.status == "synchronized"
+    and .bound_ns >= ($truth | fabs) - 5e6 and .bound_ns < ($truth | fabs) + 1e8 and .why.drift_floor_ppb == 500000 and .segment == $seg
     and .segment_error == null and .segment_writes >= 2
     and (.latest_ns - .earliest_ns - 2 * .bound_ns | fabs) < 1000' >/dev/null \
     || { echo "now: $now"; exit 1; }

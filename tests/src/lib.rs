@@ -7,3 +7,4 @@ pub use clockguard_sys::clock_ns as read_ns;
 
 #[cfg(test)]
 mod clockbound_reader;
+pub mod witness;

@@ -111,6 +111,17 @@ fn parse_outcome(line: &str) -> Option<(String, Outcome)> {
     Some((name.to_string(), outcome))
 }
 
+/// The tests run-suite.sh ran twice because this machine's clock was changed by
+/// something else while they failed ("RETRY t_40_ntp_observe (3.6s): it failed while ..."):
+/// each is a warning, whatever the second run gave.
+fn retries(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("RETRY "))
+        .map(|what| format!("retried {what}"))
+        .collect()
+}
+
 /// One run of a suite (the host's, or the VM's on one kernel).
 struct SuiteRun {
     name: String,
@@ -156,7 +167,7 @@ impl SuiteRun {
             fail_reasons: fail_reasons(lines),
             counts,
             problems,
-            warnings: Vec::new(),
+            warnings: retries(lines),
             note: String::new(),
         };
         if !filtered {
@@ -214,7 +225,7 @@ impl SuiteRun {
             // The second boot's own problems (it timed out, it died too): it ran filtered,
             // so which tests are missing is judged here, over both boots.
             problems: second.problems,
-            warnings: vec![death],
+            warnings: [vec![death], first.warnings, second.warnings].concat(),
             note: String::new(),
         };
         if !filtered {

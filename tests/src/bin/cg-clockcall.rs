@@ -16,7 +16,10 @@ use std::{
 };
 
 use clockguard_sys::{adjtimex, test_calls as raw, timex};
-use clockguard_tests::read_ns;
+use clockguard_tests::{
+    read_ns,
+    witness::{self, ClockState},
+};
 use serde_json::{json, Value};
 
 const USAGE: &str = "usage: cg-clockcall COMMAND
@@ -40,6 +43,9 @@ const USAGE: &str = "usage: cg-clockcall COMMAND
   timex                    the kernel's discipline state (adjtimex read): status, freq
   offset                   CLOCK_REALTIME - CLOCK_MONOTONIC now, ns (changes only by steps)
   offset-raw               CLOCK_REALTIME - CLOCK_MONOTONIC_RAW now, ns (moves with slews too)
+  witness                  the clocks and the kernel's discipline state, for witness-changes
+  witness-changes JSON     what changed this machine's clock since the witness reading JSON
+                           (steps, slews, tick, frequency, status): a list of changes
   sample STOPFILE          every 1 ms until STOPFILE exists (at most 10 min): the largest
                            change of REALTIME - MONOTONIC between samples (a step) and
                            every backward move of CLOCK_REALTIME
@@ -151,6 +157,14 @@ fn run(args: &[String]) -> Result<Value, String> {
         }
         "offset" => Ok(json!({"realtime_minus_monotonic_ns": realtime_minus_monotonic_ns()})),
         "offset-raw" => Ok(json!({"realtime_minus_raw_ns": realtime_minus_raw_ns()})),
+        "witness" => Ok(witness()?.to_json()),
+        "witness-changes" => {
+            let text = args.get(1).ok_or("missing JSON (a witness reading)")?;
+            let value: Value =
+                serde_json::from_str(text).map_err(|e| format!("the witness reading: {e}"))?;
+            let before = ClockState::from_json(&value)?;
+            Ok(json!({ "changes": witness::changes(&before, &witness()?) }))
+        }
         "sample" => Ok(sample(std::path::Path::new(
             args.get(1).ok_or("missing STOPFILE")?,
         ))),
@@ -256,6 +270,23 @@ fn realtime_minus_monotonic_ns() -> i64 {
 /// (MONOTONIC_RAW is never adjusted), so it shows a slew's progress.
 fn realtime_minus_raw_ns() -> i64 {
     realtime_minus(libc::CLOCK_MONOTONIC_RAW)
+}
+
+/// One reading of the clocks and the discipline state (see clockguard_tests::witness).
+fn witness() -> Result<ClockState, String> {
+    let (_, tx) = read_timex()?;
+    let raw1 = read_ns(libc::CLOCK_MONOTONIC_RAW);
+    let monotonic = read_ns(libc::CLOCK_MONOTONIC);
+    let raw2 = read_ns(libc::CLOCK_MONOTONIC_RAW);
+    let raw_ns = raw1 + (raw2 - raw1) / 2;
+    Ok(ClockState {
+        realtime_minus_monotonic_ns: realtime_minus_monotonic_ns(),
+        monotonic_minus_raw_ns: monotonic - raw_ns,
+        raw_ns,
+        freq_scaled_ppm: tx.freq,
+        tick_us: tx.tick,
+        status: i64::from(tx.status),
+    })
 }
 
 /// The 1 ms sampler of the guard tests: a step shows as a change of REALTIME − MONOTONIC

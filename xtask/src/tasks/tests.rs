@@ -178,3 +178,22 @@ fn each_failed_test_keeps_its_first_fail_line() {
     assert_eq!(reasons[1].0, "t_90_failover");
     assert_eq!(reasons[1].1, format!("{} …", &long[..FAIL_REASON_MAX]));
 }
+
+#[test]
+fn a_retried_test_is_a_warning_and_counts_once() {
+    let run = SuiteRun::from_lines(
+        "host".into(),
+        &lines("RETRY t_40_ntp (3.6s): it failed while this machine's clock was stepped by +2.000 ms\nPASS t_40_ntp (3.1s)\n1 passed, 0 failed, 0 skipped"),
+        Some(0),
+        &lines("t_40_ntp"),
+        false,
+    );
+    assert!(run.ok());
+    assert_eq!(run.counts.map(|c| c.passed), Some(1));
+    assert_eq!(run.warnings.len(), 1);
+    assert!(
+        run.warnings[0].starts_with("retried t_40_ntp (3.6s)"),
+        "{:?}",
+        run.warnings
+    );
+}
