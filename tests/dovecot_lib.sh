@@ -31,7 +31,7 @@ CONF
 imap_session() {
     local dir=$1 addr=$2
     shift 2
-    [[ -n "$IMAP_PID" ]] && { exec 8>&-; kill "$IMAP_PID" 2>/dev/null; }
+    [[ -z "$IMAP_PID" ]] || { exec 8>&-; kill "$IMAP_PID" 2>/dev/null || true; }
     local before pid
     before=$(pgrep -x imap | tr "\n" " " || true)
     rm -f "$dir/imap.in" "$dir/imap.out"

@@ -58,7 +58,7 @@ for page in man8/clockguard.8.gz man8/clockguard-now.8.gz man5/clockguard.toml.5
         >"$CG_TEST_TMP/page.txt" 2>"$CG_TEST_TMP/page.err" || fail "man cannot render $page"
     [[ ! -s "$CG_TEST_TMP/page.err" ]] || fail "groff warns on $page: $(head -5 "$CG_TEST_TMP/page.err")"
 done
-MANWIDTH=100 man -l "$ROOT/usr/share/man/man8/clockguard.8.gz" | grep -q 'clockguard-service-check(8)' ||
+MANWIDTH=100 man -l "$ROOT/usr/share/man/man8/clockguard.8.gz" | grep 'clockguard-service-check(8)' >/dev/null ||
     fail "clockguard(8) does not list the commands"
 MANWIDTH=100 man -l "$ROOT/usr/share/man/man5/clockguard.toml.5.gz" >"$CG_TEST_TMP/toml.txt"
 for key in max_slew_ppm drift_floor_ppb stall_threshold_ms read_group; do

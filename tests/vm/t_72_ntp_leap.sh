@@ -18,7 +18,7 @@ saved_offset=$(offset_ns)
 ref_pid=""
 restore() {
     stop_daemon
-    [[ -n "$ref_pid" ]] && kill "$ref_pid" 2>/dev/null
+    [[ -z "$ref_pid" ]] || kill "$ref_pid" 2>/dev/null || true
     "$CALL" settime-by $(( saved_offset - $(offset_ns) )) >/dev/null || true
     "$CALL" freq 0 >/dev/null || true
 }
