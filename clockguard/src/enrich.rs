@@ -218,7 +218,7 @@ fn read_cmdline(dir: &Path) -> Option<String> {
 }
 
 /// The cgroup v2 path from /proc/PID/cgroup (`0::/system.slice/chrony.service`).
-fn read_cgroup(dir: &Path) -> Option<String> {
+pub fn read_cgroup(dir: &Path) -> Option<String> {
     let text = fs::read_to_string(dir.join("cgroup")).ok()?;
     text.lines()
         .find_map(|line| line.strip_prefix("0::"))

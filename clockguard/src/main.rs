@@ -94,6 +94,11 @@ enum Command {
         /// Where the control socket is [default: /run/clockguard].
         #[arg(long)]
         runtime_dir: Option<PathBuf>,
+        /// Only read and check the configuration, say whether it is valid (exit status 0)
+        /// or where it is not (1), and exit, as `keepalived --config-test` and `sshd -t` do.
+        /// The package's upgrade runs it before restarting the daemon.
+        #[arg(long)]
+        check_config: bool,
     },
     /// Print the journal (works without the daemon).
     Audit {
@@ -250,6 +255,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             mode,
             state_dir,
             runtime_dir,
+            check_config,
         } => {
             let source = ConfigSource {
                 path: config,
@@ -258,6 +264,13 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 runtime_dir,
             };
             let (cfg, origin) = source.load()?;
+            if check_config {
+                println!(
+                    "{origin}: the configuration is valid (mode {})",
+                    cfg.mode.as_str()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log_level))
                 .with_context(|| format!("bad log_level {:?}", cfg.log_level))?;

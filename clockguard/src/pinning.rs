@@ -4,7 +4,8 @@
 //! writing their events into the pinned ring buffer; the next daemon of the same build
 //! adopts them (maps reused by name, links taken over as they are), and reads what they
 //! wrote while it was down. A clean stop releases the pins: the guard then ends with the
-//! daemon, as an operator who stops it expects.
+//! daemon, as an operator who stops it expects. A restart by systemd (`systemctl restart`,
+//! the package's upgrade) leaves them to the next daemon (daemon::systemd::restart_pending).
 //!
 //! `<build>` is a hash of the eBPF object, so only programs and maps of identical layout
 //! are ever shared. The pins of another build (an upgrade) are released once the new

@@ -90,4 +90,12 @@ if out=$("$CG" run --config "$CG_TEST_TMP/bad.toml" --state-dir "$STATE" --runti
     echo "bad config accepted"; exit 1
 fi
 echo "$out" | grep -q "line 2" || { echo "error does not name the line: $out"; exit 1; }
+# --check-config says the same and starts nothing (the package checks before a restart);
+# the shipped default is valid.
+if out=$("$CG" run --check-config --config "$CG_TEST_TMP/bad.toml" 2>&1); then
+    echo "--check-config accepted a bad file: $out"; exit 1
+fi
+[[ "$out" == *"$CG_TEST_TMP/bad.toml: line 2"*"journal_reads"* ]] || { echo "--check-config said: $out"; exit 1; }
+out=$("$CG" run --check-config --config "$CG_REPO/clockguard/clockguard.toml") || { echo "the default is invalid: $out"; exit 1; }
+[[ "$out" == *"clockguard.toml: the configuration is valid (mode observe)" ]] || { echo "--check-config said: $out"; exit 1; }
 echo ok

@@ -125,11 +125,16 @@ pub(super) async fn run(mut daemon: Daemon, inputs: Inputs) -> Result<()> {
     if let Some(slew) = &daemon.slew {
         slew.shutdown().await;
     }
-    // A clean stop ends the guard with the daemon (a crash leaves it pinned, in force).
-    let guard_released = daemon.probes.as_mut().is_some_and(Probes::release_pins);
+    // A clean stop ends the guard with the daemon (a crash leaves it pinned, in force); a
+    // restart leaves it to the next daemon (systemd::restart_pending).
+    let restarting = daemon.probes.is_some() && super::systemd::restart_pending().await;
+    let guard_released = !restarting && daemon.probes.as_mut().is_some_and(Probes::release_pins);
+    if restarting {
+        tracing::info!("restarting: the pinned guard stays in force for the next daemon");
+    }
     daemon.journal_and_publish(vec![daemon_record(
         "stop",
-        json!({ "guard_released": guard_released }),
+        json!({ "guard_released": guard_released, "restarting": restarting }),
     )]);
     let _ = std::fs::remove_file(daemon.config.runtime_dir.join(HEARTBEAT_FILE));
     daemon.flush_unwritten();

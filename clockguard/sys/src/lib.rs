@@ -339,6 +339,26 @@ pub fn malloc_trim() {
     unsafe { libc::malloc_trim(0) };
 }
 
+/// Makes `command`'s child ignore SIGTERM, so it outlives a stop in progress: systemd
+/// sends SIGTERM to every process of the unit's cgroup while it stops the unit, and keeps
+/// sending it to processes that appear meanwhile. A child that must finish its work during
+/// the stop (asking systemd what the stop is for) ignores it; SIGKILL at TimeoutStopSec
+/// still ends it.
+pub fn ignore_sigterm_in_child(command: &mut tokio::process::Command) {
+    // SAFETY: the closure runs in the forked child before exec and calls only signal(2)
+    // through nix, which is async-signal-safe; an ignored disposition survives exec.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGTERM,
+                nix::sys::signal::SigHandler::SigIgn,
+            )
+            .map(drop)
+            .map_err(io_error)
+        });
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Files and file systems
 
