@@ -43,6 +43,14 @@ struct Episode {
 /// watchdog timer must have expired late: most likely the other vCPU's late timers came
 /// more than 500 ms later and made an episode of their own.
 const EPISODE_QUIET_NS: i64 = 2_000_000_000;
+/// A timer whose soft expiry lies this close to the start of CLOCK_MONOTONIC (ns, so in
+/// the first second after boot) was armed with a deadline in the past, to run at once, and
+/// its "lateness" is the uptime, not a delay. systemd's sd-event does exactly that: to be
+/// woken now it arms its timerfd at the absolute time 1 ns ("some time looooong ago", in
+/// its source), which made every busy systemd look like a VM paused for its whole uptime.
+/// No timer armed in earnest is still due from the first second of boot while the daemon
+/// runs.
+pub const ARMED_IN_THE_PAST_NS: i64 = 1_000_000_000;
 /// Steal samples kept (one per sample interval).
 const STEAL_HISTORY: usize = 64;
 
@@ -277,6 +285,12 @@ impl TimerWatch {
     }
 
     pub fn late(&mut self, timer: LateTimer) {
+        // When it was due: its soft expiry, on CLOCK_MONOTONIC.
+        let due = timer.at.plus_ns(-timer.lateness_ns);
+        if due < Monotonic::from_ns(ARMED_IN_THE_PAST_NS) {
+            self.stats.armed_in_the_past += 1;
+            return;
+        }
         self.stalls.late(timer);
     }
 

@@ -78,6 +78,9 @@ impl LatenessSummary {
 /// What the timer watch counted.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TimerStats {
+    /// Late expiries not counted as lateness: their deadline was set in the past (see
+    /// timers::ARMED_IN_THE_PAST_NS), so they were never waiting to run.
+    pub armed_in_the_past: u64,
     pub stalls: u64,
     pub suspends: u64,
     pub clocksource_changes: u64,

@@ -55,6 +55,30 @@ fn a_vcpu_that_resumes_late_joins_the_same_pause() {
 }
 
 #[test]
+fn a_timer_armed_in_the_past_is_no_stall() {
+    // systemd's sd-event arms its timerfd at 1 ns to be woken at once: 121 s after boot
+    // that expiry is "late" by 121 s. A timer due 1 s after boot, run 125 s late, counts.
+    let mut w = TimerWatch::new(
+        &crate::config::TimersConfig::default(),
+        Some("QEMU (TCG)".into()),
+    );
+    let clock = |mono_s: f64| sample(mono_s, mono_s, mono_s, 0.0, "tsc");
+    assert!(w
+        .sample(clock(120.0), Some(0), 1, 500.0, true, 0)
+        .is_empty());
+    w.late(late(0, 121 * S, 121 * S - 1, "timerfd_tmrproc"));
+    let later = w.sample(clock(125.0), Some(0), 1, 500.0, true, 0);
+    assert!(later.is_empty(), "{later:?}");
+    assert_eq!((w.stats.armed_in_the_past, w.stats.stalls), (1, 0));
+
+    w.late(late(0, 126 * S, 125 * S, "hrtimer_wakeup"));
+    let stalls = w.sample(clock(130.0), Some(0), 1, 500.0, true, 0);
+    assert_eq!(stalls.len(), 1, "{stalls:?}");
+    assert_eq!(stalls[0].delta_ns, Some(125 * S));
+    assert_eq!((w.stats.armed_in_the_past, w.stats.stalls), (1, 1));
+}
+
+#[test]
 fn the_cause_follows_steal_cpus_and_hypervisor() {
     let run = |hypervisor: Option<&str>, cpus: &[u32], steal_s: i64| {
         let mut d = StallDetector::new(100 * MS, hypervisor.map(Into::into));
