@@ -19,6 +19,11 @@
 # "SKIP: <reason>"; it is reported as "SKIP name (reason)" and counted apart: a skip is
 # never a pass.
 #
+# On the host (CG_IN_VM not 1), a test that failed while something outside it changed
+# this machine's clock is run once more: "RETRY name (...)" before its second outcome, the
+# first log kept as <name>.first-run.log; "NOTE name: ..." names such a change during a
+# test (see tests/host/README.md).
+#
 # The last line printed is exactly "N passed, M failed, K skipped". Exit status 1 if any
 # test failed or if no tests were found.
 set -uo pipefail

@@ -1,12 +1,18 @@
 //! Did something outside a test change this machine's clock while the test ran? On the
-//! host no test changes the clock (see PLATFORM.md), yet a hypervisor's time sync or an NTP
+//! host no test changes the clock (tests/host/README.md), yet a hypervisor's time sync or an NTP
 //! client may; run-suite.sh compares two readings of [`ClockState`] around each host test
 //! and says what changed (and retries a failed test once when something did).
 
+use clockguard_core::slew::KernelRate;
 use serde_json::{json, Value};
 
 /// A step smaller than this is read noise between the clock reads (ns).
 const STEP_NOISE_NS: i64 = 100_000;
+/// A change of the kernel's rate matters when it could move the clock by this much over
+/// the interval (ns): an NTP client's updates of a few ppm over a test do not.
+const RATE_EFFECT_NS: i64 = 1_000_000;
+/// adjtimex status bits STA_INS | STA_DEL: a leap second armed.
+const STA_LEAP_BITS: i64 = 0x10 | 0x20;
 /// A slew is CLOCK_MONOTONIC running apart from CLOCK_MONOTONIC_RAW faster or slower than
 /// the kernel's frequency and tick say; below this (ns, plus SLEW_NOISE_PPB of the time
 /// between the readings) it is the kernel's own rounding.
@@ -31,6 +37,15 @@ pub struct ClockState {
 }
 
 impl ClockState {
+    /// The kernel's rate (frequency and tick), ppb.
+    fn rate_ppb(&self) -> i64 {
+        let rate = KernelRate {
+            tick_us: self.tick_us,
+            freq_scaled_ppm: self.freq_scaled_ppm,
+        };
+        (rate.ppm() * 1e3).round() as i64
+    }
+
     pub fn to_json(self) -> Value {
         json!({
             "realtime_minus_monotonic_ns": self.realtime_minus_monotonic_ns,
@@ -60,45 +75,47 @@ impl ClockState {
 }
 
 /// What changed the clock between `before` and `after`, one phrase per change; empty
-/// when nothing did.
+/// when nothing did. Judged by effect, so that an NTP client's routine frequency updates
+/// on a host that runs one are no finding: a step; a slew beyond what the kernel's rate
+/// (frequency and tick) at either reading explains; a change of that rate that could move
+/// the clock by more than RATE_EFFECT_NS over the interval; a leap second armed or
+/// disarmed.
 pub fn changes(before: &ClockState, after: &ClockState) -> Vec<String> {
     let mut found = Vec::new();
     let step_ns = after.realtime_minus_monotonic_ns - before.realtime_minus_monotonic_ns;
     if step_ns.abs() > STEP_NOISE_NS {
         found.push(format!("stepped by {:+.3} ms", step_ns as f64 / 1e6));
     }
-    if after.tick_us != before.tick_us {
+    let elapsed_ns = after.raw_ns - before.raw_ns;
+    let (rate_before, rate_after) = (before.rate_ppb(), after.rate_ppb());
+    if ppb_of(elapsed_ns, (rate_after - rate_before).abs()) > RATE_EFFECT_NS {
         found.push(format!(
-            "its tick changed from {} to {} µs",
-            before.tick_us, after.tick_us
+            "its rate changed from {:+.3} to {:+.3} ppm",
+            rate_before as f64 / 1e3,
+            rate_after as f64 / 1e3
         ));
     }
-    if after.freq_scaled_ppm != before.freq_scaled_ppm {
-        found.push(format!(
-            "its frequency changed from {:+.3} to {:+.3} ppm",
-            before.freq_scaled_ppm as f64 / 65536.0,
-            after.freq_scaled_ppm as f64 / 65536.0
-        ));
+    // MONOTONIC runs apart from RAW at the kernel's rate; whatever rate between the two
+    // readings held meanwhile, more than that is a slew (adjtime, a PLL offset).
+    let moved_ns = after.monotonic_minus_raw_ns - before.monotonic_minus_raw_ns;
+    let low = ppb_of(elapsed_ns, rate_before.min(rate_after));
+    let high = ppb_of(elapsed_ns, rate_before.max(rate_after));
+    let slew_ns = moved_ns - moved_ns.clamp(low, high);
+    if slew_ns.abs() > SLEW_NOISE_NS + ppb_of(elapsed_ns, SLEW_NOISE_PPB) {
+        found.push(format!("slewed by {:+.3} ms", slew_ns as f64 / 1e6));
     }
-    if after.status != before.status {
+    let leap = |state: &ClockState| state.status & STA_LEAP_BITS;
+    if leap(after) != leap(before) {
         found.push(format!(
-            "the kernel's status changed from {:#x} to {:#x}",
-            before.status, after.status
+            "a leap second was {} (status {:#x} to {:#x})",
+            if leap(after) != 0 {
+                "armed"
+            } else {
+                "disarmed"
+            },
+            before.status,
+            after.status
         ));
-    }
-    // With tick and frequency unchanged, MONOTONIC runs apart from RAW at their rate only;
-    // anything more is a slew (adjtime, a PLL offset) made meanwhile.
-    if after.tick_us == before.tick_us && after.freq_scaled_ppm == before.freq_scaled_ppm {
-        let elapsed_ns = after.raw_ns - before.raw_ns;
-        // ppb of rate: the frequency (ppm << 16) and the tick's deviation from 10000 µs.
-        let rate_ppb = before.freq_scaled_ppm * 1000 / 65536 + (before.tick_us - 10_000) * 100_000;
-        let expected_ns = ppb_of(elapsed_ns, rate_ppb);
-        let moved_ns = after.monotonic_minus_raw_ns - before.monotonic_minus_raw_ns;
-        let slew_ns = moved_ns - expected_ns;
-        let noise_ns = SLEW_NOISE_NS + ppb_of(elapsed_ns, SLEW_NOISE_PPB);
-        if slew_ns.abs() > noise_ns {
-            found.push(format!("slewed by {:+.3} ms", slew_ns as f64 / 1e6));
-        }
     }
     found
 }
@@ -162,19 +179,34 @@ mod tests {
         after.monotonic_minus_raw_ns += 14_000_000;
         assert_eq!(changes(&still(), &after), ["slewed by +14.000 ms"]);
 
+        // The tick to 10100 µs (+10 000 ppm) 1 s before the reading, and a leap second
+        // armed: MONOTONIC gained 10 ms on RAW, which the new rate explains.
         let mut after = still();
         after.raw_ns += S;
         after.tick_us = 10_100;
-        after.freq_scaled_ppm = -(5 << 16);
-        after.status = 0x2001;
+        after.monotonic_minus_raw_ns += 10_000_000;
+        after.status = 0x2050;
         assert_eq!(
             changes(&still(), &after),
             [
-                "its tick changed from 10000 to 10100 µs",
-                "its frequency changed from +0.000 to -5.000 ppm",
-                "the kernel's status changed from 0x2040 to 0x2001"
+                "its rate changed from +0.000 to +10000.000 ppm",
+                "a leap second was armed (status 0x2040 to 0x2050)"
             ]
         );
+    }
+
+    #[test]
+    fn an_ntp_clients_frequency_updates_are_no_finding() {
+        // chronyd moved the frequency from +12 to +15 ppm during a 30 s test (an effect of
+        // 90 µs at most), and the clock ran at a rate in between; it cleared STA_UNSYNC.
+        let mut before = still();
+        before.freq_scaled_ppm = 12 << 16;
+        let mut after = before;
+        after.raw_ns += 30 * S;
+        after.freq_scaled_ppm = 15 << 16;
+        after.monotonic_minus_raw_ns += 400_000;
+        after.status = 0x2001;
+        assert_eq!(changes(&before, &after), Vec::<String>::new());
     }
 
     #[test]

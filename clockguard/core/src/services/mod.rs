@@ -170,6 +170,11 @@ impl Tracker {
     /// A time jump was journaled. Deaths waiting for an explanation that it explains are
     /// charged to it now.
     pub fn on_jump(&mut self, jump: Jump) -> Vec<Action> {
+        // Too small for every service: kept, it could only push a real jump out of the
+        // bounded history (a hypervisor correcting the clock every second).
+        if !self.services.iter().any(|s| big_enough(&jump, &s.config)) {
+            return Vec::new();
+        }
         let mut explained = Vec::new();
         let mut index = 0;
         while index < self.pending.len() {
@@ -617,10 +622,14 @@ fn window_ns(config: &ServiceConfig) -> i64 {
 /// `jump_min_ms` (or of unknown size), from a little before the daemon learnt of it
 /// (DEATH_GRACE_NS: the record trails the event) to the end of the window.
 fn explains(jump: &Jump, at: Monotonic, config: &ServiceConfig) -> bool {
-    let big_enough = jump
-        .delta_ns
-        .is_none_or(|d| d.unsigned_abs() as f64 >= config.jump_min_ms * 1e6);
-    big_enough && (-DEATH_GRACE_NS..=window_ns(config)).contains(&at.ns_since(jump.at))
+    big_enough(jump, config)
+        && (-DEATH_GRACE_NS..=window_ns(config)).contains(&at.ns_since(jump.at))
+}
+
+/// At least the service's `jump_min_ms` either way, or of unknown size.
+fn big_enough(jump: &Jump, config: &ServiceConfig) -> bool {
+    jump.delta_ns
+        .is_none_or(|d| d.unsigned_abs() as f64 >= config.jump_min_ms * 1e6)
 }
 
 /// The jump as a record's `detail.jump`, seen from `at`.

@@ -164,6 +164,20 @@ fn a_jump_below_jump_min_ms_explains_no_death() {
         assert_eq!(kinds, [expected], "{delta_ns:?}");
     }
 
+    // A stream of small corrections does not push a real step out of the history.
+    let mut t = healthy_tracker();
+    t.on_jump(step(5, 10 * S, -10));
+    for i in 0..200 {
+        let mut small = nudge.clone();
+        small.at = at(10 * S + i * 100_000_000);
+        t.on_jump(small);
+    }
+    let records = journaled(&t.on_death(death(40 * S, ExitStatus::Exited(89)))).len();
+    assert_eq!(
+        records, 1,
+        "charged to the step 30 s before, through 200 small jumps"
+    );
+
     // jump_min_ms = 0: every jump counts.
     let mut every = config("dovecot");
     every.jump_min_ms = 0.0;
