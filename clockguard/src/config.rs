@@ -32,6 +32,29 @@ pub fn load(path: Option<&Path>) -> Result<(Config, String)> {
     }
 }
 
+/// The daemon's log filter: `log_level`. (The parser's message repeats its cause, so the
+/// cause is not chained again.)
+pub fn log_filter(config: &Config) -> Result<tracing_subscriber::EnvFilter> {
+    tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .map_err(|err| anyhow::anyhow!("bad log_level {:?}: {err}", config.log_level))
+}
+
+/// What the daemon checks at start beyond the file's own rules (the log filter, the
+/// control socket's group, where the track files go), without starting anything: with
+/// `Config::parse`, what `run --check-config` needs to promise that `run` will start.
+pub fn check_startable(config: &Config) -> Result<()> {
+    log_filter(config)?;
+    if let Some(group) = &config.control.read_group {
+        crate::control::resolve_group(group)?;
+    }
+    for service in &config.services {
+        if let Some(path) = &service.track_file {
+            crate::service_io::check_track_file(&service.name, path)?;
+        }
+    }
+    Ok(())
+}
+
 /// Where the daemon's configuration comes from: the file (or the default) and the command
 /// line's overrides, so a reload (SIGHUP, `clockguard reload`) reads it as `run` did.
 #[derive(Clone, Debug, Default)]

@@ -265,15 +265,17 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             };
             let (cfg, origin) = source.load()?;
             if check_config {
+                config::check_startable(&cfg).with_context(|| origin.clone())?;
                 println!(
                     "{origin}: the configuration is valid (mode {})",
                     cfg.mode.as_str()
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-                .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log_level))
-                .with_context(|| format!("bad log_level {:?}", cfg.log_level))?;
+            let filter = match tracing_subscriber::EnvFilter::try_from_default_env() {
+                Ok(filter) => filter,
+                Err(_) => config::log_filter(&cfg)?,
+            };
             tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_writer(io::stderr)

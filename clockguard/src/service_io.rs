@@ -182,6 +182,16 @@ pub fn prepare_track_file(service: &str, path: &Path) -> Result<()> {
             path.display()
         )
     })?;
+    check_track_file(service, path)
+}
+
+/// `prepare_track_file`'s check, creating nothing (`run --check-config`): a directory that
+/// does not exist yet passes, the daemon makes it.
+pub fn check_track_file(service: &str, path: &Path) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    if !dir.exists() {
+        return Ok(());
+    }
     let fs_type = clockguard_sys::fs_type(dir)
         .with_context(|| format!("service {service:?}: statfs {}", dir.display()))?;
     if fs_type == V9FS_MAGIC {

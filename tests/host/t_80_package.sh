@@ -41,6 +41,10 @@ cmp "$ROOT/etc/clockguard/clockguard.toml" clockguard/clockguard.toml || fail "t
 grep -q 'deb-systemd-helper .*enable' "$CTRL/postinst" || fail "postinst does not enable the unit"
 grep -qE 'deb-systemd-invoke (\$_dh_action|start|restart)' "$CTRL/postinst" || fail "postinst does not start the unit"
 grep -qE 'deb-systemd-invoke stop' "$CTRL/prerm" || fail "prerm does not stop the unit"
+# ... on removal only: an upgrade restarts it (keeping the guard), it never stops it.
+grep -qF '"$1" = remove' "$CTRL/prerm" && ! grep -q upgrade "$CTRL/prerm" ||
+    fail "prerm stops the unit for more than a removal: $(cat "$CTRL/prerm")"
+grep -q 'run --check-config' "$CTRL/postinst" || fail "postinst restarts without checking the configuration"
 grep -q 'deb-systemd-helper purge' "$CTRL/postrm" || fail "postrm does not purge the unit's state"
 grep -q 'rm -rf /var/lib/clockguard' "$CTRL/postrm" || fail "postrm does not remove the state on purge"
 grep -q '/sys/fs/bpf/clockguard' "$CTRL/postrm" || fail "postrm does not release a pinned guard"

@@ -127,7 +127,11 @@ pub(super) async fn run(mut daemon: Daemon, inputs: Inputs) -> Result<()> {
     }
     // A clean stop ends the guard with the daemon (a crash leaves it pinned, in force); a
     // restart leaves it to the next daemon (systemd::restart_pending).
-    let restarting = daemon.probes.is_some() && super::systemd::restart_pending().await;
+    let pinned = daemon
+        .probes
+        .as_ref()
+        .is_some_and(|p| p.pin_dir().is_some());
+    let restarting = pinned && super::systemd::restart_pending().await;
     let guard_released = !restarting && daemon.probes.as_mut().is_some_and(Probes::release_pins);
     if restarting {
         tracing::info!("restarting: the pinned guard stays in force for the next daemon");

@@ -65,11 +65,12 @@ pub(super) async fn restart_pending() -> bool {
         Ok(Ok(out)) if out.status.success() => {
             let jobs = String::from_utf8_lossy(&out.stdout);
             let again = job_starts_again(&jobs, &unit);
-            tracing::info!(
-                "{} {unit} (its jobs: {:?})",
-                if again { "restarting" } else { "stopping" },
-                jobs.trim()
-            );
+            if !again {
+                tracing::info!(
+                    "stopping {unit}, not restarting (its jobs: {:?})",
+                    jobs.trim()
+                );
+            }
             again
         }
         Ok(Ok(out)) => {
