@@ -26,6 +26,13 @@ pub struct LateTimer {
     pub function: Option<String>,
 }
 
+impl LateTimer {
+    /// When it was due: its soft expiry, on CLOCK_MONOTONIC.
+    fn due(&self) -> Monotonic {
+        self.at.plus_ns(-self.lateness_ns)
+    }
+}
+
 /// Late expiries belonging to one stall, while it is still open.
 struct Episode {
     started: Monotonic,
@@ -84,7 +91,7 @@ impl StallDetector {
         if timer.lateness_ns < self.threshold_ns {
             return;
         }
-        let started = timer.at.plus_ns(-timer.lateness_ns);
+        let started = timer.due();
         let episode = self.open.get_or_insert_with(|| Episode {
             started,
             last_event: timer.at,
@@ -285,9 +292,7 @@ impl TimerWatch {
     }
 
     pub fn late(&mut self, timer: LateTimer) {
-        // When it was due: its soft expiry, on CLOCK_MONOTONIC.
-        let due = timer.at.plus_ns(-timer.lateness_ns);
-        if due < Monotonic::from_ns(ARMED_IN_THE_PAST_NS) {
+        if timer.due() < Monotonic::from_ns(ARMED_IN_THE_PAST_NS) {
             self.stats.armed_in_the_past += 1;
             return;
         }

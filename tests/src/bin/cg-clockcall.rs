@@ -45,7 +45,7 @@ const USAGE: &str = "usage: cg-clockcall COMMAND
   offset-raw               CLOCK_REALTIME - CLOCK_MONOTONIC_RAW now, ns (moves with slews too)
   witness                  the clocks and the kernel's discipline state, for witness-changes
   witness-changes JSON     what changed this machine's clock since the witness reading JSON
-                           (steps, slews, tick, frequency, status): a list of changes
+                           (steps, slews, rate changes, a leap second): a list of changes
   sample STOPFILE          every 1 ms until STOPFILE exists (at most 10 min): the largest
                            change of REALTIME - MONOTONIC between samples (a step) and
                            every backward move of CLOCK_REALTIME
@@ -255,10 +255,15 @@ fn adjtimex_read() -> i32 {
 
 /// REALTIME read between two reads of `reference`, against their midpoint (ns).
 fn realtime_minus(reference: libc::clockid_t) -> i64 {
+    clock_minus(libc::CLOCK_REALTIME, reference)
+}
+
+/// `clock` − `reference` now, `clock` read between two reads of `reference`.
+fn clock_minus(clock: libc::clockid_t, reference: libc::clockid_t) -> i64 {
     let m1 = read_ns(reference);
-    let r = read_ns(libc::CLOCK_REALTIME);
+    let c = read_ns(clock);
     let m2 = read_ns(reference);
-    r - (m1 + (m2 - m1) / 2)
+    c - (m1 + (m2 - m1) / 2)
 }
 
 /// REALTIME − MONOTONIC: changes only by steps (slews move both clocks alike).
@@ -275,14 +280,10 @@ fn realtime_minus_raw_ns() -> i64 {
 /// One reading of the clocks and the discipline state (see clockguard_tests::witness).
 fn witness() -> Result<ClockState, String> {
     let (_, tx) = read_timex()?;
-    let raw1 = read_ns(libc::CLOCK_MONOTONIC_RAW);
-    let monotonic = read_ns(libc::CLOCK_MONOTONIC);
-    let raw2 = read_ns(libc::CLOCK_MONOTONIC_RAW);
-    let raw_ns = raw1 + (raw2 - raw1) / 2;
     Ok(ClockState {
         realtime_minus_monotonic_ns: realtime_minus_monotonic_ns(),
-        monotonic_minus_raw_ns: monotonic - raw_ns,
-        raw_ns,
+        monotonic_minus_raw_ns: clock_minus(libc::CLOCK_MONOTONIC, libc::CLOCK_MONOTONIC_RAW),
+        raw_ns: read_ns(libc::CLOCK_MONOTONIC_RAW),
         freq_scaled_ppm: tx.freq,
         tick_us: tx.tick,
         status: i64::from(tx.status),
