@@ -39,9 +39,10 @@ log_level = "info"
 servers = ["moving.cg.test:$PORT"]
 pools = ["pool.cg.test:$PORT"]
 pool_size = 3
-# Polls stay 16 s apart, so that 8 unanswered ones take 128 s, not up to 2 h.
-minpoll = 4
-maxpoll = 4
+# Polls stay 4 s apart (the servers are ours, on loopback), so that 8 unanswered ones
+# take 32 s, not up to 2 h.
+minpoll = 2
+maxpoll = 2
 EOF2
 start_daemon --config "$CG_TEST_TMP/ntp.toml"
 sources_json() { "$CG" sources --json --runtime-dir "$RUNTIME"; }
@@ -68,8 +69,8 @@ sources_json | jq -e '[.sources[] | select(.name == "pool.cg.test:'$PORT'")] | l
 hosts "${POOL[@]}" "127.0.0.22 moving.cg.test"
 kill "${ref_pids[127.0.0.13]}"; unset 'ref_pids[127.0.0.13]'
 started=$(date +%s)
-# 8 unanswered requests in a row (polls 16 s apart) make a name due again.
-wait_for 200 reachable 127.0.0.22 127.0.0.14 \
+# 8 unanswered requests in a row (polls 4 s apart) make a name due again.
+wait_for 100 reachable 127.0.0.22 127.0.0.14 \
     || fail "did not move to the new addresses: $(sources_json | jq -c '[.sources[] | {name, address, reach, state}]')"
 took=$(( $(date +%s) - started ))
 "$CG" sources --runtime-dir "$RUNTIME"

@@ -437,8 +437,12 @@ mod tests {
         let ok = "[ntp]\nservers = [\"ntp1.example\", \"10.0.0.1:1123\", \"[::1]\"]\n\
                   serve = \"0.0.0.0:123\"\nlocal_stratum = 10\n";
         Config::parse(ok, "t").unwrap();
+        // A LAN server one runs may be polled every second.
+        let fast = Config::parse("[ntp]\nminpoll = 0\nmaxpoll = 2\n", "t").unwrap();
+        assert_eq!((fast.ntp.minpoll, fast.ntp.maxpoll), (0, 2));
         for (text, says) in [
-            ("[ntp]\nminpoll = 3\n", "minpoll = 3"),
+            ("[ntp]\nminpoll = -1\n", "minpoll = -1"),
+            ("[ntp]\nmaxpoll = 18\n", "maxpoll = 18"),
             ("[ntp]\nminpoll = 8\nmaxpoll = 6\n", "maxpoll = 6"),
             ("[ntp]\nserve = \"123\"\n", "ntp.serve"),
             ("[ntp]\nlocal_stratum = 16\n", "local_stratum = 16"),

@@ -160,7 +160,8 @@ pub struct NtpConfig {
     /// Start each source with a burst of 4 requests 2 s apart.
     #[serde(default = "default_true")]
     pub iburst: bool,
-    /// log2 of the shortest and longest poll interval, s (4 = 16 s, 10 = 1024 s).
+    /// log2 of the shortest and longest poll interval, s (4 = 16 s, 10 = 1024 s; at least
+    /// 0 = 1 s, below 4 only against a server one runs).
     #[serde(default = "default_minpoll")]
     pub minpoll: i8,
     #[serde(default = "default_maxpoll")]
@@ -340,10 +341,12 @@ impl Default for AuditConfig {
 
 impl NtpConfig {
     pub(super) fn validate(&self) -> Result<()> {
-        // RFC 5905 allows 2^3..2^17 s; clockguard polls at least every 16 s.
-        if !(4..=17).contains(&self.minpoll) || !(self.minpoll..=17).contains(&self.maxpoll) {
+        // RFC 5905's longest is 2^17 s. Below 16 s (chrony goes down to 2^-6 s) only for a
+        // server on a network one runs: public servers answer faster polls with a RATE kiss,
+        // and clockguard's own server rate-limits below 8 s (rate_limit_interval = 3).
+        if !(0..=17).contains(&self.minpoll) || !(self.minpoll..=17).contains(&self.maxpoll) {
             bail!(
-                "ntp: minpoll = {} and maxpoll = {} must satisfy 4 <= minpoll <= maxpoll <= 17",
+                "ntp: minpoll = {} and maxpoll = {} must satisfy 0 <= minpoll <= maxpoll <= 17",
                 self.minpoll,
                 self.maxpoll
             );
