@@ -43,6 +43,8 @@ pub(super) async fn run(mut daemon: Daemon, inputs: Inputs) -> Result<()> {
                 daemon.process(batch).await;
                 if emptied {
                     guard.clear_ready();
+                } else {
+                    yield_between_batches().await;
                 }
             }
             ready = readable(timer_events.as_mut()), if timer_events.is_some() => {
@@ -51,6 +53,8 @@ pub(super) async fn run(mut daemon: Daemon, inputs: Inputs) -> Result<()> {
                 daemon.on_late_timers(batch);
                 if emptied {
                     guard.clear_ready();
+                } else {
+                    yield_between_batches().await;
                 }
             }
             ready = readable(service_events.as_mut()), if service_events.is_some() => {
@@ -59,6 +63,8 @@ pub(super) async fn run(mut daemon: Daemon, inputs: Inputs) -> Result<()> {
                 daemon.on_service_exits(batch);
                 if emptied {
                     guard.clear_ready();
+                } else {
+                    yield_between_batches().await;
                 }
             }
             Some((service, outcome)) = check_rx.recv() => {
@@ -168,6 +174,15 @@ fn drain<T>(ring: &mut RingBuf<MapData>, decode: fn(&[u8]) -> Option<T>) -> (Vec
         out.extend(decode(&item));
     }
     (out, false)
+}
+
+/// Lets the runtime's other tasks run before the next batch of a ring buffer that is not
+/// empty yet. The daemon runs on one thread, and a ring buffer that stays readable spends
+/// tokio's cooperative budget (128 polls) only slowly: a storm's backlog, a batch per poll,
+/// kept the control socket, the slew engine and the NTP server waiting for over 10 s on
+/// one emulated CPU (`clockguard status`: "gave no answer within 10 s").
+async fn yield_between_batches() {
+    tokio::task::yield_now().await;
 }
 
 /// The next tick of an optional interval (never, without one).
