@@ -72,6 +72,10 @@ pub enum Machine {
     /// throwaway snapshot, so every boot starts from the same image; the repository is
     /// shared read-write at its host path. The command runs in serial-getty@ttyS0.service.
     Systemd(PathBuf),
+    /// As `Systemd`, on a copy of the image that keeps the boot's writes (the bench's first
+    /// boot installs the package into it, so that the second boots with clockguard enabled).
+    /// The command must `sync` before it ends: the guest is not shut down cleanly.
+    SystemdKeepingWrites(PathBuf),
 }
 
 /// Sourced in the systemd machine after GUEST_PRELUDE (the script says why).
@@ -123,7 +127,7 @@ pub fn run_in_vm_within(
     // need no second CPU.
     let default_cpus = match machine {
         Machine::HostRoot => "2",
-        Machine::Systemd(_) => "1",
+        Machine::Systemd(_) | Machine::SystemdKeepingWrites(_) => "1",
     };
     let cpus = std::env::var("CLOCKGUARD_VM_CPUS").unwrap_or_else(|_| default_cpus.into());
     let memory = std::env::var("CLOCKGUARD_VM_MEMORY").unwrap_or_else(|_| "2G".into());
@@ -172,10 +176,12 @@ pub fn run_in_vm_within(
     // output also goes to a file on the shared target/, and that file is what is captured.
     let output_file = match machine {
         Machine::HostRoot => None,
-        Machine::Systemd(_) => Some(target.join("test-logs").join(format!(
-            "systemd-vm-{}-boot{boot}.out",
-            file_safe(kernel_label)
-        ))),
+        Machine::Systemd(_) | Machine::SystemdKeepingWrites(_) => {
+            Some(target.join("test-logs").join(format!(
+                "systemd-vm-{}-boot{boot}.out",
+                file_safe(kernel_label)
+            )))
+        }
     };
     let script = match &output_file {
         None => format!(
@@ -235,17 +241,14 @@ pub fn run_in_vm_within(
         Machine::HostRoot => {
             c.args(["--rwdir", "/tmp", "--rwdir"]).arg(&target);
         }
-        Machine::Systemd(disk) => {
+        Machine::Systemd(disk) | Machine::SystemdKeepingWrites(disk) => {
             c.args(["--systemd", "--root-disk"])
                 .arg(disk)
-                .args([
-                    "--root-fstype",
-                    "ext4",
-                    "--rw",
-                    "--qemu-opts=-snapshot",
-                    "--rwdir",
-                ])
-                .arg(&repo);
+                .args(["--root-fstype", "ext4", "--rw"]);
+            if matches!(machine, Machine::Systemd(_)) {
+                c.arg("--qemu-opts=-snapshot");
+            }
+            c.arg("--rwdir").arg(&repo);
         }
     }
     c.arg("--cwd").arg(&repo).arg("--").arg(&script);

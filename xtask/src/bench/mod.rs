@@ -50,6 +50,10 @@ const ROWS: &[(&str, RowFn)] = &[
     ),
     ("hrtimer workload, timer hook", row_timer_hook),
     ("failover from a time jump (VM)", row_failover_vm),
+    (
+        "systemd machine: boot to READY, start-up beside chronyd, journald forwarding",
+        row_systemd_vm,
+    ),
     ("soak: an hour of events and NTP traffic", row_soak),
 ];
 

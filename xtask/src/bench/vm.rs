@@ -182,6 +182,108 @@ pub(super) fn row_ntp_netem_vm(ctx: &mut Ctx) -> Result<Row> {
     Ok(row)
 }
 
+/// In the systemd machine (tests/bench/systemd_startup.sh), two boots of one copy of the
+/// image: the first installs the package, the second boots with clockguard enabled. Boot
+/// to clockguard's READY=1; clockguard's and Debian's chronyd's start-up under systemd,
+/// side by side (medians of alternating rounds); and the 100,000-call storm with journald
+/// forwarding on and off, side by side.
+pub(super) fn row_systemd_vm(ctx: &mut Ctx) -> Result<Row> {
+    use crate::vm::Machine;
+    crate::package::package()?;
+    if !crate::setup::chronyd_path().is_file() {
+        bail!("no chronyd in target/tools: run `cargo xtask setup`");
+    }
+    let image = crate::systemd_vm::ensure_image()?;
+    let copy = image.with_file_name("bench-installed.img");
+    util::run(
+        util::cmd("cp")
+            .arg("--sparse=always")
+            .arg(&image)
+            .arg(&copy),
+    )?;
+    let script = "tests/bench/systemd_startup.sh";
+    let installed = crate::vm::run_in_vm_within(
+        &ctx.vm_kernel
+            .clone()
+            .map_or_else(crate::kernels::default_kernel, Ok)?,
+        &Machine::SystemdKeepingWrites(copy.clone()),
+        &[
+            "bash".to_string(),
+            script.to_string(),
+            "install".to_string(),
+        ],
+        true,
+        900,
+    );
+    let results = match installed {
+        Ok(run) if run.code == Some(0) => machine_results(
+            ctx,
+            &Machine::Systemd(copy.clone()),
+            &[script, "measure"],
+            1800,
+        ),
+        Ok(run) => Err(anyhow::anyhow!(
+            "{script} install: exited {:?}; last lines:\n{}",
+            run.code,
+            run.lines[run.lines.len().saturating_sub(20)..].join("\n")
+        )),
+        Err(e) => Err(e),
+    };
+    let _ = fs::remove_file(&copy);
+    let results = results?;
+    let mut row = Row::new();
+    let of = |what: &'static str| results.iter().filter(move |r| r["what"] == what);
+    if let Some(boot) = of("boot").next() {
+        row.set(
+            "boot_to_clockguard_ready_s",
+            boot["boot_to_ready_s"].clone(),
+        );
+        row.set("boot_userspace_start_s", boot["userspace_start_s"].clone());
+        row.set("boot_exec_to_ready_ms", boot["exec_to_ready_ms"].clone());
+    }
+    let median_of = |rows: Vec<&Value>, key: &str| -> Value {
+        let values: Vec<f64> = rows.iter().filter_map(|r| r[key].as_f64()).collect();
+        if values.is_empty() {
+            Value::Null
+        } else {
+            num((median(&values) * 10.0).round() / 10.0)
+        }
+    };
+    for daemon in ["clockguard", "chronyd"] {
+        let rounds: Vec<&Value> = of("startup").filter(|r| r["daemon"] == daemon).collect();
+        row.set(&format!("{daemon}_rounds"), num(rounds.len() as f64));
+        row.set(
+            &format!("{daemon}_start_to_active_ms_median"),
+            median_of(rounds.clone(), "start_to_active_ms"),
+        );
+        if daemon == "clockguard" {
+            row.set(
+                "clockguard_exec_to_ready_ms_median",
+                median_of(rounds, "exec_to_ready_ms"),
+            );
+        }
+    }
+    for journald in ["on", "off"] {
+        let rounds: Vec<&Value> = of("storm").filter(|r| r["journald"] == journald).collect();
+        for key in [
+            "records",
+            "records_per_s",
+            "ring_buffer_drops",
+            "daemon_cpu_s",
+            "journald_sent",
+            "journald_kept",
+            "status_unanswered",
+        ] {
+            row.set(
+                &format!("storm_journald_{journald}_{key}_median"),
+                median_of(rounds.clone(), key),
+            );
+        }
+    }
+    row.set("results", Value::Array(results));
+    Ok(row)
+}
+
 /// Runs a bench script in the test VM and returns its `RESULT {json}` lines. The row fails
 /// when the script did not finish well (partial results are not measurements) or when a
 /// name its `EXPECT` line announced has no RESULT (see `script_problems`).
@@ -191,18 +293,27 @@ pub(super) fn vm_results(ctx: &Ctx, script: &str) -> Result<Vec<Value>> {
 
 /// As `vm_results`, for a script that needs more than the VM's default time limit (s).
 pub(super) fn vm_results_within(ctx: &Ctx, script: &str, limit_s: u64) -> Result<Vec<Value>> {
-    let command = ["bash".to_string(), script.to_string()];
+    machine_results(ctx, &crate::vm::Machine::HostRoot, &[script], limit_s)
+}
+
+/// Runs `bash SCRIPT ARGS...` (`script_and_args`) in `machine` on the row's kernel and
+/// returns its `RESULT {json}` lines, as `vm_results` says.
+fn machine_results(
+    ctx: &Ctx,
+    machine: &crate::vm::Machine,
+    script_and_args: &[&str],
+    limit_s: u64,
+) -> Result<Vec<Value>> {
+    let script = script_and_args.first().copied().unwrap_or_default();
+    let command: Vec<String> = std::iter::once("bash")
+        .chain(script_and_args.iter().copied())
+        .map(String::from)
+        .collect();
     let kernel = match &ctx.vm_kernel {
         Some(k) => k.clone(),
         None => crate::kernels::default_kernel()?,
     };
-    let run = crate::vm::run_in_vm_within(
-        &kernel,
-        &crate::vm::Machine::HostRoot,
-        &command,
-        true,
-        limit_s,
-    )?;
+    let run = crate::vm::run_in_vm_within(&kernel, machine, &command, true, limit_s)?;
     let results: Vec<Value> = run
         .lines
         .iter()
