@@ -47,3 +47,17 @@ words=$(bash -c 'source /usr/share/bash-completion/bash_completion
     echo "${COMPREPLY[*]}"')
 echo "completion of 'clockguard sta': $words"
 [[ " $words " == *" status "* ]] || fail "bash completion does not offer status for 'clockguard sta': '$words'"
+# fish asks its completions as the shell would for a command line.
+fish_words=$(fish -c 'complete -C "clockguard sta"' | cut -f1 | tr '\n' ' ')
+echo "fish completion of 'clockguard sta': $fish_words"
+[[ " $fish_words " == *" status "* ]] || fail "fish completion does not offer status for 'clockguard sta': '$fish_words'"
+# zsh: compinit finds the function in Debian's vendor-completions and binds it to the
+# command; loaded, it parses and knows the subcommands.
+zsh_binding=$(zsh -fc 'autoload -Uz compinit && compinit -u -d "$1/zcompdump" && print -r -- ${_comps[clockguard]}
+    autoload +X _clockguard && functions _clockguard | grep -c "status"' zsh "$CG_TEST_TMP") ||
+    fail "zsh: compinit or _clockguard failed: $zsh_binding"
+zsh_function=${zsh_binding%%$'\n'*}
+zsh_status_lines=${zsh_binding##*$'\n'}
+echo "zsh: clockguard completed by $zsh_function, which names status on $zsh_status_lines lines"
+[[ $zsh_function == _clockguard && $zsh_status_lines -gt 0 ]] ||
+    fail "zsh does not complete clockguard with _clockguard: $zsh_binding"

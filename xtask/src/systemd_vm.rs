@@ -36,6 +36,8 @@ const PACKAGES: &[(&str, &str)] = &[
         "bash-completion",
         "tab completion of the shipped completions",
     ),
+    ("zsh", "the shipped zsh completion"),
+    ("fish", "the shipped fish completion"),
     ("jq", "JSON checks"),
     ("curl", "Prometheus's HTTP API"),
     (
