@@ -271,6 +271,7 @@ pub(super) fn row_systemd_vm(ctx: &mut Ctx) -> Result<Row> {
             "ring_buffer_drops",
             "daemon_cpu_s",
             "journald_sent",
+            "journald_not_taken",
             "journald_kept",
             "status_unanswered",
         ] {
