@@ -7,10 +7,10 @@
 # and the bound is synchronized again within seconds. Then the reference's own time steps
 # +2 s: the bound misses it until clockguard's first sample after the step (within a 4 s
 # poll: nothing can know sooner) and holds it from then on, first as the samples the
-# filter holds back as outliers, then as the offset slewed in. Then the reference goes away: the
-# bound grows at the drift from the last measurement, and once the source is unreachable
-# (8 unanswered polls, polls held at 4 s: the reference is ours, on loopback) the segment says free running and goes on
-# growing. True time never leaves a bound a client may trust (synchronized, free running
+# filter holds back as outliers, then as the offset slewed in. Then the reference goes
+# away: the bound grows at the drift from the last measurement, and once the source is
+# unreachable (8 unanswered polls, polls held at 4 s: the reference is ours, on loopback)
+# the segment says free running and goes on growing. True time never leaves a bound a client may trust (synchronized, free running
 # or disrupted).
 #
 # About 90 s; on 7.2 the pause makes the kernel give up the TSC (ClocksourceSwitch) and
