@@ -41,31 +41,19 @@ pub(super) async fn run(mut daemon: Daemon, inputs: Inputs) -> Result<()> {
                 // stays flat whatever the burst, and queries are answered in between.
                 let (batch, emptied) = drain(guard.get_inner_mut(), decode_clock_event);
                 daemon.process(batch).await;
-                if emptied {
-                    guard.clear_ready();
-                } else {
-                    yield_between_batches().await;
-                }
+                batch_done(guard, emptied).await;
             }
             ready = readable(timer_events.as_mut()), if timer_events.is_some() => {
                 let mut guard = ready?;
                 let (batch, emptied) = drain(guard.get_inner_mut(), TimerLateEvent::from_bytes);
                 daemon.on_late_timers(batch);
-                if emptied {
-                    guard.clear_ready();
-                } else {
-                    yield_between_batches().await;
-                }
+                batch_done(guard, emptied).await;
             }
             ready = readable(service_events.as_mut()), if service_events.is_some() => {
                 let mut guard = ready?;
                 let (batch, emptied) = drain(guard.get_inner_mut(), ServiceExitEvent::from_bytes);
                 daemon.on_service_exits(batch);
-                if emptied {
-                    guard.clear_ready();
-                } else {
-                    yield_between_batches().await;
-                }
+                batch_done(guard, emptied).await;
             }
             Some((service, outcome)) = check_rx.recv() => {
                 let actions = daemon.services.on_check(service, outcome);
@@ -176,13 +164,22 @@ fn drain<T>(ring: &mut RingBuf<MapData>, decode: fn(&[u8]) -> Option<T>) -> (Vec
     (out, false)
 }
 
-/// Lets the runtime's other tasks run before the next batch of a ring buffer that is not
-/// empty yet. The daemon runs on one thread, and a ring buffer that stays readable spends
-/// tokio's cooperative budget (128 polls) only slowly: a storm's backlog, a batch per poll,
-/// kept the control socket, the slew engine and the NTP server waiting for over 10 s on
-/// one emulated CPU (`clockguard status`: "gave no answer within 10 s").
-async fn yield_between_batches() {
-    tokio::task::yield_now().await;
+/// After a batch from a ring buffer: an emptied ring's readiness is cleared (only then:
+/// tokio's readiness is edge-triggered, see `drain`); one that is not empty yet lets the
+/// runtime's other tasks run before its next batch. The daemon runs on one thread, and a
+/// ring buffer that stays readable spends tokio's cooperative budget (128 polls) only
+/// slowly: a storm's backlog, a batch per poll, kept the control socket, the slew engine
+/// and the NTP server waiting for over 10 s on one emulated CPU (`clockguard status`:
+/// "gave no answer within 10 s").
+async fn batch_done<T: std::os::fd::AsRawFd>(
+    mut guard: tokio::io::unix::AsyncFdReadyMutGuard<'_, T>,
+    emptied: bool,
+) {
+    if emptied {
+        guard.clear_ready();
+    } else {
+        tokio::task::yield_now().await;
+    }
 }
 
 /// The next tick of an optional interval (never, without one).
