@@ -19,9 +19,9 @@
 #              the entries sent to journald and the ones journald kept (it rate-limits a
 #              unit to 10,000 per 30 s unless told otherwise).
 # Prints "RESULT {json}" lines.
-set -euo pipefail
-CONF=/etc/clockguard/clockguard.toml
-CALL="$CG_BIN_DIR/cg-clockcall"
+export CG_TEST_TMP=/run/cg-bench-systemd
+mkdir -p "$CG_TEST_TMP"
+source "$CG_REPO/tests/systemd/lib.sh"
 ROUNDS=${CG_BENCH_ROUNDS:-5}
 STORM_ROUNDS=${CG_BENCH_STORM_ROUNDS:-2}
 STORM_CALLS=100000
@@ -31,25 +31,12 @@ RETRIES=/run/cg-bench-status-retries
 show() { systemctl show -p "$2" --value "$1"; }
 
 install() {
-    local deb
-    deb=$(find "$CG_REPO/target/debian" -maxdepth 1 -name 'clockguard_*_amd64.deb' | sort -V | tail -n 1)
-    [[ -n "$deb" ]] || { echo "no .deb in $CG_REPO/target/debian" >&2; exit 1; }
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$deb" >/tmp/apt.log 2>&1 \
-        || { cat /tmp/apt.log >&2; exit 1; }
-    [[ $(systemctl is-enabled clockguard) == enabled ]] || { echo "clockguard not enabled" >&2; exit 1; }
+    apt_install
+    [[ $(systemctl is-enabled clockguard) == enabled ]] || fail "clockguard not enabled after install"
     systemctl stop clockguard
     sync
-    echo "installed $(dpkg-query -W -f='${Version}' clockguard), enabled"
-}
-
-wait_active() { # UNIT
-    for _ in $(seq 1 300); do
-        [[ $(systemctl is-active "$1") == active ]] && return 0
-        sleep 0.1
-    done
-    echo "$1 is not active: $(systemctl is-active "$1")" >&2
-    journalctl -b -u "$1" --no-pager -n 20 >&2
-    exit 1
+    jq -cn --arg version "$(dpkg-query -W -f='${Version}' clockguard)" \
+        '{what: "install", version: $version, enabled: true}' | sed 's/^/RESULT /'
 }
 
 boot() {
@@ -72,7 +59,7 @@ timed() {
     begin=$(show "$unit" InactiveExitTimestampMonotonic)
     exec=$(show "$unit" ExecMainStartTimestampMonotonic)
     ready=$(show "$unit" ActiveEnterTimestampMonotonic)
-    (( ready > begin && begin > 0 )) || { echo "$unit: no start timestamps ($begin, $ready)" >&2; exit 1; }
+    (( ready > begin && begin > 0 )) || fail "$unit: no start timestamps ($begin, $ready)"
     # Exec to READY=1 only means something for Type=notify: a forking unit's main process
     # is known (and "started") only once its parent has exited.
     [[ $(show "$unit" Type) == notify ]] && notify=true || notify=false
@@ -85,7 +72,7 @@ timed() {
 
 startup() {
     local chronyd="$CG_REPO/target/tools/chrony/usr/sbin/chronyd" dir=/run/cg-bench-chrony
-    [[ -x "$chronyd" ]] || { echo "no $chronyd: run cargo xtask setup" >&2; exit 1; }
+    [[ -x "$chronyd" ]] || fail "no $chronyd: run cargo xtask setup"
     mkdir -p "$dir"
     cat >"$dir/chrony.conf" <<EOF
 pidfile $dir/chronyd.pid
@@ -130,7 +117,7 @@ storm_round() {
     systemctl restart clockguard
     wait_active clockguard
     sleep 2
-    pid=$(show clockguard MainPID)
+    pid=$(main_pid)
     before=$(status_json)
     kept0=$(journald_kept)
     ticks0=$(cpu_ticks "$pid")

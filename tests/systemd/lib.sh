@@ -34,14 +34,15 @@ set_mode() { sed -i "s/^mode = .*/mode = \"$1\"/" "$CONF"; }
 
 main_pid() { systemctl show -p MainPID --value clockguard; }
 
-# wait_active [TRIES]: until the unit is active (READY=1 seen: Type=notify), 0.1 s apart.
+# wait_active [UNIT]: until UNIT (clockguard) is active (for clockguard: READY=1 seen,
+# Type=notify), 30 s at most.
 wait_active() {
-    local tries=${1:-300}
-    for _ in $(seq 1 "$tries"); do
-        [[ $(systemctl is-active clockguard) == active ]] && return 0
+    local unit=${1:-clockguard}
+    for _ in $(seq 1 300); do
+        [[ $(systemctl is-active "$unit") == active ]] && return 0
         sleep 0.1
     done
-    fail "clockguard.service is not active: $(systemctl is-active clockguard)"
+    fail "$unit is not active: $(systemctl is-active "$unit")"
 }
 
 # entries FIELD=VALUE...: this boot's journal entries of the unit that match, as JSON lines.

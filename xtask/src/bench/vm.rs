@@ -202,33 +202,20 @@ pub(super) fn row_systemd_vm(ctx: &mut Ctx) -> Result<Row> {
             .arg(&copy),
     )?;
     let script = "tests/bench/systemd_startup.sh";
-    let installed = crate::vm::run_in_vm_within(
-        &ctx.vm_kernel
-            .clone()
-            .map_or_else(crate::kernels::default_kernel, Ok)?,
+    let results = machine_results(
+        ctx,
         &Machine::SystemdKeepingWrites(copy.clone()),
-        &[
-            "bash".to_string(),
-            script.to_string(),
-            "install".to_string(),
-        ],
-        true,
+        &[script, "install"],
         900,
-    );
-    let results = match installed {
-        Ok(run) if run.code == Some(0) => machine_results(
+    )
+    .and_then(|_| {
+        machine_results(
             ctx,
             &Machine::Systemd(copy.clone()),
             &[script, "measure"],
             1800,
-        ),
-        Ok(run) => Err(anyhow::anyhow!(
-            "{script} install: exited {:?}; last lines:\n{}",
-            run.code,
-            run.lines[run.lines.len().saturating_sub(20)..].join("\n")
-        )),
-        Err(e) => Err(e),
-    };
+        )
+    });
     let _ = fs::remove_file(&copy);
     let results = results?;
     let mut row = Row::new();
