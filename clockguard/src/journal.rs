@@ -11,8 +11,16 @@
 //! [`GENESIS`]. A root user who rewrites the whole chain from some record on is not caught
 //! by the files alone: the daemon's head (`status`: journal.head_seq/head_hash, and its log
 //! at start and stop) is the outside reference `--verify` compares the files with.
+//!
+//! Against root after the fact: once `clockguard audit --setup-keys` has written a sealing
+//! key, every record also carries its epoch and a MAC with that epoch's key, and a `seal`
+//! record ends each epoch, after which the key evolves one way ([`Sealer`],
+//! `clockguard_core::seal`); `verify` with the verification key then proves every record
+//! up to the last seal. Each file after a rotation begins with the first seq still kept,
+//! so a deleted rotated file is a gap `verify` names.
 
 use std::{
+    collections::VecDeque,
     fs::{self, File, OpenOptions},
     io::{BufRead, BufReader, Read, Seek, SeekFrom, Write},
     os::unix::fs::OpenOptionsExt,
@@ -22,7 +30,13 @@ use std::{
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::record::Record;
+use crate::record::{rfc3339_ns, Record, Source, Verdict};
+use serde_json::{json, Value};
+
+mod sealer;
+mod verify;
+pub use sealer::Sealer;
+pub use verify::{verify, Verification};
 
 pub const JOURNAL_FILE: &str = "journal.jsonl";
 
@@ -41,11 +55,21 @@ pub struct Journal {
     ended_with_stop: Option<bool>,
     max_bytes: u64,
     keep: u32,
+    /// Forward-secure sealing, once `clockguard audit --setup-keys` has set it up.
+    sealer: Option<Sealer>,
+}
+
+/// Records composed into one write, not yet in the file.
+#[derive(Default)]
+struct Pending {
+    bytes: Vec<u8>,
+    records: Vec<Record>,
 }
 
 impl Journal {
-    /// Opens (creating) the journal in `dir`. Returns it and the problems found (a torn last
-    /// line), which the caller reports.
+    /// Opens (creating) the journal in `dir`, with its sealing state when there is one.
+    /// Returns it and the problems found (a torn last line, a sealing state that cannot be
+    /// used), which the caller reports.
     pub fn open(dir: &Path, max_bytes: u64, keep: u32) -> Result<(Journal, Vec<String>)> {
         fs::create_dir_all(dir)
             .with_context(|| format!("cannot create state directory {}", dir.display()))?;
@@ -66,9 +90,20 @@ impl Journal {
             Some(link) => Some(link),
             None => last_link_in(&rotated_path(dir, 1))?,
         };
-        let ended_with_stop = last
-            .as_ref()
-            .map(|link| link.source == "daemon" && link.kind == "stop");
+        let ended_with_stop = last.as_ref().map(Link::is_clean_stop);
+        let sealer = match Sealer::open(dir) {
+            Ok(Some(mut sealer)) => {
+                if let Some(problem) = catch_up(&mut sealer, last.as_ref()) {
+                    problems.push(problem);
+                }
+                Some(sealer)
+            }
+            Ok(None) => None,
+            Err(err) => {
+                problems.push(format!("{err:#}; the journal is written unsealed"));
+                None
+            }
+        };
         let (last_seq, head_hash) = match last {
             // A record written before the journal was chained starts a new chain.
             Some(link) => (link.seq, link.hash.unwrap_or_else(|| GENESIS.into())),
@@ -84,6 +119,7 @@ impl Journal {
                 ended_with_stop,
                 max_bytes,
                 keep,
+                sealer,
             },
             problems,
         ))
@@ -108,57 +144,160 @@ impl Journal {
         (self.next_seq - 1, &self.head_hash)
     }
 
-    /// Numbers and chains the records and appends them, one write per file; rotates first
-    /// when the batch would take the file past `max_bytes`. On an error, `records` keeps
-    /// only those not written (to be retried), and the chain goes on from the last written.
+    /// The sealing key's id and current epoch, when the journal is sealed.
+    pub fn sealing(&self) -> Option<(String, u64)> {
+        let key = self.sealer.as_ref()?.key();
+        Some((key.key_id(), key.epoch()))
+    }
+
+    /// A seal record ending the current epoch (None when the journal is not sealed), for
+    /// `append`. `reason`: interval | stop | rotation.
+    pub fn seal_record(&self, reason: &str) -> Option<Record> {
+        let key = self.sealer.as_ref()?.key();
+        Some(daemon_record(
+            "seal",
+            json!({ "reason": reason, "key_id": key.key_id() }),
+        ))
+    }
+
+    /// Numbers, chains (and seals) the records and appends them, one write per file and
+    /// seal; rotates first when the batch would take the file past `max_bytes`, and then
+    /// begins the new file with a record of the first seq still kept (a seal, when
+    /// sealed). After a seal record is written the sealing key evolves. On success
+    /// `records` holds every record written, that one included; on an error only those
+    /// not written (to be retried), and the chain goes on from the last written.
     pub fn append(&mut self, records: &mut Vec<Record>) -> Result<()> {
-        let mut buf = Vec::with_capacity(records.len() * 512);
-        let mut head = self.head_hash.clone();
-        // Records [..written] are in the file; those in `buf` are not yet.
-        let mut written = 0;
-        for (index, seq) in (0..records.len()).zip(self.next_seq..) {
-            let start = buf.len();
-            let record = &mut records[index];
-            record.seq = seq;
-            record.prev = Some(head);
-            record.hash = None;
-            serde_json::to_writer(&mut buf, &*record)?;
-            let hash = hex_sha256(&buf[start..]);
-            // The hashed line ends `..."prev":"…"}`: `hash` goes before the closing brace.
-            buf.pop();
-            writeln!(buf, ",\"hash\":\"{hash}\"}}")?;
-            record.hash = Some(hash.clone());
-            head = hash;
-            let line_len = (buf.len() - start) as u64;
-            if self.size > 0 && self.size + start as u64 + line_len > self.max_bytes {
-                // Flush what fits in the current file, then rotate.
-                if let Err(err) = self.write_all(&buf[..start]) {
-                    records.drain(..written);
-                    return Err(err);
-                }
-                written = index;
-                self.commit(&records[..written]);
-                buf.drain(..start);
-                if let Err(err) = self.rotate() {
-                    records.drain(..written);
-                    return Err(err);
-                }
+        let mut queue: VecDeque<Record> = std::mem::take(records).into();
+        let mut pending = Pending::default();
+        let mut written = Vec::with_capacity(queue.len());
+        match self.append_queue(&mut queue, &mut pending, &mut written) {
+            Ok(()) => {
+                *records = written;
+                Ok(())
+            }
+            Err(err) => {
+                records.extend(pending.records.into_iter().map(unchained));
+                records.extend(queue);
+                Err(err)
             }
         }
-        if let Err(err) = self.write_all(&buf) {
-            records.drain(..written);
-            return Err(err);
+    }
+
+    fn append_queue(
+        &mut self,
+        queue: &mut VecDeque<Record>,
+        pending: &mut Pending,
+        written: &mut Vec<Record>,
+    ) -> Result<()> {
+        while let Some(mut record) = queue.pop_front() {
+            let start = pending.bytes.len();
+            let (seq, prev) = match pending.records.last() {
+                Some(last) => (last.seq + 1, last.hash.clone().unwrap_or_default()),
+                None => (self.next_seq, self.head_hash.clone()),
+            };
+            self.compose(&mut record, seq, prev, &mut pending.bytes)?;
+            let line_len = (pending.bytes.len() - start) as u64;
+            if self.size > 0 && self.size + start as u64 + line_len > self.max_bytes {
+                // Flush what fits in the current file, rotate, and begin the new file with
+                // the rotation's record; this record comes after it.
+                pending.bytes.truncate(start);
+                queue.push_front(unchained(record));
+                self.flush(pending, written)?;
+                self.rotate()?;
+                queue.push_front(self.rotation_record()?);
+                continue;
+            }
+            let seal = is_seal(&record);
+            pending.records.push(record);
+            if seal {
+                self.flush(pending, written)?;
+                self.end_epoch()?;
+            }
         }
-        self.commit(records);
+        self.flush(pending, written)
+    }
+
+    /// Serialises `record` as number `seq` after the record whose hash is `prev` onto
+    /// `out`: its line, hashed up to `hash`, then the epoch and MAC when sealed.
+    fn compose(
+        &self,
+        record: &mut Record,
+        seq: u64,
+        prev: String,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let start = out.len();
+        record.seq = seq;
+        record.prev = Some(prev);
+        record.hash = None;
+        record.epoch = None;
+        record.mac = None;
+        serde_json::to_writer(&mut *out, &*record)?;
+        let hash = hex_sha256(&out[start..]);
+        // The hashed line ends `..."prev":"…"}`: `hash` goes before the closing brace.
+        out.pop();
+        write!(out, ",\"hash\":\"{hash}\"")?;
+        if let Some(sealer) = &self.sealer {
+            let key = sealer.key();
+            let mac = key.record_mac(seq, &hash);
+            write!(out, ",\"epoch\":{},\"mac\":\"{mac}\"", key.epoch())?;
+            record.epoch = Some(key.epoch());
+            record.mac = Some(mac);
+        }
+        out.extend_from_slice(b"}\n");
+        record.hash = Some(hash);
         Ok(())
     }
 
-    /// The chain's head after `records` (the last of them) were written.
-    fn commit(&mut self, records: &[Record]) {
-        if let Some(last) = records.last() {
+    /// Writes the pending records and moves them to `written`.
+    fn flush(&mut self, pending: &mut Pending, written: &mut Vec<Record>) -> Result<()> {
+        self.write_all(&pending.bytes)?;
+        pending.bytes.clear();
+        if let Some(last) = pending.records.last() {
             self.next_seq = last.seq + 1;
             self.head_hash = last.hash.clone().unwrap_or_else(|| GENESIS.into());
         }
+        written.append(&mut pending.records);
+        Ok(())
+    }
+
+    /// After a seal record is in the file: makes it durable, then evolves the key (the
+    /// other order would leave, after a crash, an epoch that no seal ends).
+    fn end_epoch(&mut self) -> Result<()> {
+        self.sync()?;
+        let (seq, hash) = (self.next_seq - 1, self.head_hash.clone());
+        let Some(sealer) = self.sealer.as_mut() else {
+            return Ok(());
+        };
+        let (key_id, epoch) = (sealer.key().key_id(), sealer.key().epoch());
+        // The system log keeps a copy outside the state directory.
+        tracing::info!(
+            "journal sealed: epoch {epoch} ends at seq {seq}, hash {hash}, key id {key_id}"
+        );
+        if let Err(err) = sealer.evolve() {
+            tracing::error!("{err:#}");
+        }
+        Ok(())
+    }
+
+    /// The first record of a new file: the first seq the kept files still hold, so that a
+    /// rotated file deleted later is a gap `--verify` names. A seal when sealed.
+    fn rotation_record(&self) -> Result<Record> {
+        let first_kept_seq = journal_files(&self.dir)
+            .iter()
+            .find(|path| **path != self.path())
+            .map(|oldest| first_seq_in(oldest))
+            .transpose()?
+            .flatten()
+            // Nothing kept (keep_journals = 0): the new file begins with this record.
+            .unwrap_or(self.next_seq);
+        let mut record = self
+            .seal_record("rotation")
+            .unwrap_or_else(|| daemon_record("rotate", json!({})));
+        if let Some(Value::Object(detail)) = record.detail.as_mut() {
+            detail.insert("first_kept_seq".into(), first_kept_seq.into());
+        }
+        Ok(record)
     }
 
     fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
@@ -195,6 +334,54 @@ impl Journal {
         self.file.sync_data()?;
         Ok(())
     }
+}
+
+/// A record as the caller gave it, without what `compose` added (to be composed again).
+fn unchained(mut record: Record) -> Record {
+    record.prev = None;
+    record.hash = None;
+    record.epoch = None;
+    record.mac = None;
+    record
+}
+
+fn is_seal(record: &Record) -> bool {
+    record.source == Source::Daemon && record.kind == "seal"
+}
+
+/// The daemon's own records (start, stop, seal, ...).
+pub fn daemon_record(kind: &str, detail: Value) -> Record {
+    Record {
+        time: rfc3339_ns(crate::clock::realtime_ns()),
+        source: Source::Daemon,
+        kind: kind.into(),
+        detail: Some(detail),
+        result: "0".into(),
+        verdict: Verdict::Observed,
+        ..Default::default()
+    }
+}
+
+/// Brings the sealing key up to the journal: after a crash between a seal's write and
+/// the key's evolution, the key is still the sealed epoch's. Returns what to report.
+fn catch_up(sealer: &mut Sealer, last: Option<&Link>) -> Option<String> {
+    let last = last?;
+    let epoch = last.epoch?;
+    let current = if last.is_seal() { epoch + 1 } else { epoch };
+    let mut problem = None;
+    while sealer.key().epoch() < current {
+        problem = Some(format!(
+            "the sealing key was at epoch {} but the journal's last record (seq {}) is of \
+             epoch {epoch}{}: the key moved on to epoch {current}",
+            sealer.key().epoch(),
+            last.seq,
+            if last.is_seal() { ", a seal" } else { "" }
+        ));
+        if let Err(err) = sealer.evolve() {
+            return Some(format!("{err:#}"));
+        }
+    }
+    problem
 }
 
 fn open_append(path: &Path) -> Result<File> {
@@ -250,9 +437,54 @@ struct Link {
     #[serde(default)]
     hash: Option<String>,
     #[serde(default)]
+    epoch: Option<u64>,
+    #[serde(default)]
+    mac: Option<String>,
+    #[serde(default)]
     source: String,
     #[serde(default)]
     kind: String,
+    #[serde(default)]
+    detail: Option<LinkDetail>,
+}
+
+/// What the daemon's seal and rotation records say in `detail`.
+#[derive(serde::Deserialize, Default)]
+struct LinkDetail {
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    key_id: Option<String>,
+    #[serde(default)]
+    first_kept_seq: Option<u64>,
+}
+
+impl Link {
+    fn is_seal(&self) -> bool {
+        self.source == "daemon" && self.kind == "seal"
+    }
+
+    /// The daemon's last record at a clean stop: "stop", or the seal written after it.
+    fn is_clean_stop(&self) -> bool {
+        self.source == "daemon"
+            && (self.kind == "stop"
+                || (self.is_seal()
+                    && self
+                        .detail
+                        .as_ref()
+                        .is_some_and(|d| d.reason.as_deref() == Some("stop"))))
+    }
+}
+
+/// The seq of the first record of a file (None when it has none).
+fn first_seq_in(path: &Path) -> Result<Option<u64>> {
+    let file = File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    for line in BufReader::new(file).split(b'\n') {
+        if let Ok(link) = serde_json::from_slice::<Link>(&line?) {
+            return Ok(Some(link.seq));
+        }
+    }
+    Ok(None)
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
@@ -323,133 +555,6 @@ pub fn read_records(dir: &Path, mut each: impl FnMut(Record)) -> Result<Vec<Stri
         }
     })?;
     Ok(problems)
-}
-
-/// What `audit --verify` found in a journal.
-#[derive(Debug, Default)]
-pub struct Verification {
-    pub files: usize,
-    /// Records read, and of them those carrying a hash.
-    pub records: u64,
-    pub chained: u64,
-    /// The last chained record: seq and hash (compared with the daemon's head).
-    pub last: Option<(u64, String)>,
-    /// Where the chain is broken (tampering, or damage): `file:line: what`, in file order.
-    pub failures: Vec<String>,
-    /// What is irregular but no break: a line torn by a crash that the chain goes on
-    /// around, records from before the journal was chained, a start rotated out.
-    pub notes: Vec<String>,
-}
-
-/// Walks the hash chain of the journal in `dir`, oldest record first.
-pub fn verify(dir: &Path) -> Result<Verification> {
-    let mut found = Verification::default();
-    // The last chained record read: seq, hash, and where it is.
-    let mut previous: Option<(u64, String, String)> = None;
-    // Lines that are no record, since the last record read.
-    let mut unreadable: Vec<String> = Vec::new();
-    let files = each_line(dir, |path, number, text| {
-        let place = format!("{}:{number}", path.display());
-        let link = match serde_json::from_slice::<Link>(text) {
-            Ok(link) => link,
-            Err(err) => {
-                unreadable.push(format!("{place}: not a journal record ({err})"));
-                return;
-            }
-        };
-        let first_record = found.records == 0;
-        found.records += 1;
-        let Some(hash) = link.hash else {
-            match &previous {
-                Some((seq, _, at)) => found.failures.push(format!(
-                    "{place}: record seq {} has no hash, but the chain began before it \
-                         (seq {seq} at {at}): its hash was removed",
-                    link.seq
-                )),
-                None => found.notes.push(format!(
-                    "{place}: record seq {} was written before the journal was chained",
-                    link.seq
-                )),
-            }
-            found.notes.append(&mut unreadable);
-            return;
-        };
-        found.chained += 1;
-        if !line_matches_hash(text, &hash) {
-            found.failures.push(format!(
-                "{place}: record seq {} was edited: its content does not match its hash",
-                link.seq
-            ));
-        }
-        let prev = link.prev.as_deref().unwrap_or("");
-        let broken = match &previous {
-            Some((seq, hash, at)) if prev != hash => Some(format!(
-                "{place}: record seq {} does not follow the record before it (seq {seq} \
-                     at {at}): {}",
-                link.seq,
-                chain_break(*seq, link.seq)
-            )),
-            Some(_) => None,
-            None if prev == GENESIS => None,
-            None if first_record => {
-                found.notes.push(format!(
-                    "{place}: the chain begins at seq {}; the records before it were \
-                         rotated out",
-                    link.seq
-                ));
-                None
-            }
-            None => Some(format!(
-                "{place}: record seq {} follows a record that is not in the journal",
-                link.seq
-            )),
-        };
-        match broken {
-            Some(failure) => {
-                found.failures.append(&mut unreadable);
-                found.failures.push(failure);
-            }
-            None => {
-                for torn in unreadable.drain(..) {
-                    found.notes.push(format!(
-                        "{torn}; torn by a crash while writing (the chain goes on around it)"
-                    ));
-                }
-            }
-        }
-        previous = Some((link.seq, hash, place));
-    })?;
-    found.files = files;
-    // After the last record, only the daemon's head can tell a torn write from an edit.
-    found.notes.append(&mut unreadable);
-    found.last = previous.map(|(seq, hash, _)| (seq, hash));
-    Ok(found)
-}
-
-/// Whether a journal line is intact: it ends with its `hash` field, and that is the hash
-/// of the line without it.
-fn line_matches_hash(line: &[u8], hash: &str) -> bool {
-    let suffix = format!(",\"hash\":\"{hash}\"}}");
-    let Some(body) = line.strip_suffix(suffix.as_bytes()) else {
-        return false;
-    };
-    let mut hashed = body.to_vec();
-    hashed.push(b'}');
-    hex_sha256(&hashed) == hash
-}
-
-/// What a record whose `prev` is not the hash of the record read before it (seq
-/// `before`) says about the journal.
-fn chain_break(before: u64, seq: u64) -> String {
-    if seq == before + 2 {
-        format!("record seq {} is missing", before + 1)
-    } else if seq > before + 2 {
-        format!("records seq {} to {} are missing", before + 1, seq - 1)
-    } else if seq <= before {
-        "the records are out of order".into()
-    } else {
-        format!("seq {before} is not the record it was written after: it was replaced")
-    }
 }
 
 #[cfg(test)]

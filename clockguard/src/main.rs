@@ -10,7 +10,7 @@ mod btf;
 mod check;
 mod cli;
 use cli::{
-    ask, audit, audit_verify, reload, run_check, service_check, stdout_error,
+    ask, audit, audit_setup_keys, audit_verify, reload, run_check, service_check, stdout_error,
     text::{audit_header, audit_row, now_text, sources_text, status_text, tracking_text},
     StdoutClosed,
 };
@@ -112,6 +112,19 @@ enum Command {
         /// edited, removed or reordered (each is named by file and line).
         #[arg(long, conflicts_with_all = ["since", "json"])]
         verify: bool,
+        /// With --verify: also check the seals with the verification key that
+        /// --setup-keys printed (exit status 2 names the first record not as written;
+        /// records after the last seal are reported as unsealed, not as proven).
+        #[arg(long, value_name = "KEY", requires = "verify")]
+        verify_key: Option<String>,
+        /// Set up forward-secure sealing of the journal: writes a new sealing key to the
+        /// state directory and prints the verification key, to keep off this machine (as
+        /// `journalctl --setup-keys`). The daemon seals from its next start.
+        #[arg(long, conflicts_with_all = ["since", "json", "verify"])]
+        setup_keys: bool,
+        /// With --setup-keys: replace an existing sealing key.
+        #[arg(long, requires = "setup_keys")]
+        force: bool,
         /// Where the journal is [default: state_dir of the config].
         #[arg(long)]
         state_dir: Option<PathBuf>,
@@ -287,13 +300,23 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             since,
             json,
             verify,
+            verify_key,
+            setup_keys,
+            force,
             state_dir,
             runtime_dir,
             config,
         } => {
             let cfg = dirs(config.as_deref(), state_dir, runtime_dir)?;
-            if verify {
-                audit_verify(&cfg.state_dir, &cfg.runtime_dir)
+            if setup_keys {
+                audit_setup_keys(&cfg.state_dir, force)
+            } else if verify {
+                let seed = verify_key
+                    .as_deref()
+                    .map(clockguard_core::seal::parse_verification_key)
+                    .transpose()
+                    .context("--verify-key")?;
+                audit_verify(&cfg.state_dir, &cfg.runtime_dir, seed)
             } else {
                 audit(&cfg.state_dir, since.as_deref(), json)
             }

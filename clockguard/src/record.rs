@@ -454,6 +454,8 @@ pub fn decode(event: &ClockEvent, tai_offset_s: i64, tai_change_s: i64) -> Recor
         stack: Vec::new(),
         prev: None,
         hash: None,
+        epoch: None,
+        mac: None,
         mono_ns: Some(event.exit_mono_ns.max(event.enter_mono_ns) as i64),
     }
 }

@@ -254,6 +254,15 @@ const CATALOG: &[(Source, &str, &str, &str)] = &[
     ),
     (
         Source::Daemon,
+        "seal",
+        "clockguard sealed its audit journal",
+        "A forward-secure sealing epoch ended: every record up to this one (CLOCKGUARD_SEQ, \
+         CLOCKGUARD_HASH) is MACed with a key that has now evolved and been overwritten. A \
+         remote copy of this entry is an outside witness of the journal's head; `clockguard \
+         audit --verify --verify-key KEY` proves the records up to it.",
+    ),
+    (
+        Source::Daemon,
         "reload",
         "clockguard reloaded its configuration",
         "The configuration was reloaded: CLOCKGUARD_RECORD's detail lists what was applied \

@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod notify;
 pub mod ntp;
 pub mod record;
+pub mod seal;
 pub mod services;
 pub mod slew;
 pub mod status;

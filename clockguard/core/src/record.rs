@@ -126,7 +126,8 @@ pub struct Record {
     /// summary (repeated calls the kernel counted: `detail` says of which kind); from the
     /// timers: stall | suspend | clocksource_change | clocksource_jump |
     /// clocksource_unstable; from a service: died | probe_failed | ...; from the daemon:
-    /// start | stop | reload
+    /// start | stop | reload | seal (ends a sealing epoch) | rotate (the
+    /// first record of a new file after a rotation, without sealing)
     pub kind: String,
     /// Why time moved, when clockguard can tell (timers: vm_paused, hypervisor_steal,
     /// machine_stall, cpu_stall, ...).
@@ -180,6 +181,13 @@ pub struct Record {
     pub prev: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
+    /// Forward-secure sealing (`clockguard audit --setup-keys`): the sealing epoch and this
+    /// record's MAC with that epoch's key (see `seal`). After `hash`, outside what it
+    /// hashes; absent while sealing is not set up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
     /// CLOCK_MONOTONIC ns when the change was made (the kernel's clock), for correlating
     /// it with other kernel events in the daemon; not journaled.
     #[serde(skip)]

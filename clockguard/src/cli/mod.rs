@@ -215,16 +215,61 @@ pub(crate) fn require_journal(state_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `audit --verify`: the hash chain of the files, then their end against the head of the
-/// daemon that writes them (removing the last records leaves a chain that is intact).
-pub(crate) fn audit_verify(state_dir: &Path, runtime_dir: &Path) -> Result<ExitCode> {
+/// `audit --setup-keys`: a new sealing key in the state directory; the verification key
+/// to stdout, once.
+pub(crate) fn audit_setup_keys(state_dir: &Path, replace: bool) -> Result<ExitCode> {
+    let mut seed = [0u8; clockguard_core::seal::SEED_LEN];
+    getrandom::fill(&mut seed).map_err(|err| anyhow::anyhow!("cannot draw a random key: {err}"))?;
+    let sealer = journal::Sealer::create(state_dir, &seed, replace)?;
+    outln!(
+        "A new sealing key is in {} (key id {}).",
+        sealer.path().display(),
+        sealer.key().key_id()
+    );
+    outln!();
+    outln!("The verification key; keep it off this machine (it proves the journal to you,");
+    outln!("and whoever has it can forge seals):");
+    outln!();
+    outln!(
+        "    {}",
+        clockguard_core::seal::format_verification_key(&seed)
+    );
+    outln!();
+    outln!("clockguard seals the journal from its next start: systemctl restart clockguard");
+    outln!("Check it with: clockguard audit --verify --verify-key KEY");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `audit --verify`: the hash chain of the files, the seals with a verification key, then
+/// the end of the files against the head of the daemon that writes them (removing the
+/// last records leaves a chain that is intact).
+pub(crate) fn audit_verify(
+    state_dir: &Path,
+    runtime_dir: &Path,
+    seed: Option<[u8; clockguard_core::seal::SEED_LEN]>,
+) -> Result<ExitCode> {
     require_journal(state_dir)?;
-    let found = verify_against_daemon(state_dir, runtime_dir)?;
+    let found = verify_against_daemon(state_dir, runtime_dir, seed)?;
     for note in &found.notes {
         outln!("note: {note}");
     }
     for failure in &found.failures {
         outln!("FAIL: {failure}");
+    }
+    if let Some(sealing) = &found.sealing {
+        match sealing.proven_through {
+            Some((seq, epoch)) => outln!(
+                "sealed (key id {}): every record up to seq {seq} (the seal of epoch {epoch}) \
+                 is as written; {} record(s) after it are not sealed yet",
+                sealing.key_id,
+                sealing.unsealed_after
+            ),
+            None => outln!(
+                "sealed (key id {}): no seal proves any record ({} MAC(s) verified)",
+                sealing.key_id,
+                sealing.macs_verified
+            ),
+        }
     }
     let span = match &found.last {
         Some((seq, hash)) => format!(", the last seq {seq} (hash {hash})"),
@@ -255,6 +300,7 @@ pub(crate) fn audit_verify(state_dir: &Path, runtime_dir: &Path) -> Result<ExitC
 pub(crate) fn verify_against_daemon(
     state_dir: &Path,
     runtime_dir: &Path,
+    seed: Option<[u8; clockguard_core::seal::SEED_LEN]>,
 ) -> Result<journal::Verification> {
     const ATTEMPTS: usize = 5;
     let head = |status: &Status| (status.journal.head_seq, status.journal.head_hash.clone());
@@ -262,7 +308,7 @@ pub(crate) fn verify_against_daemon(
     loop {
         attempt += 1;
         let before = query_as::<Status>(runtime_dir, "status").ok();
-        let mut found = journal::verify(state_dir)?;
+        let mut found = journal::verify(state_dir, seed)?;
         let Some(before) = before else {
             found.notes.push(format!(
                 "no daemon answers in {}: the end of the journal is not compared with its head",

@@ -161,6 +161,16 @@ pub(crate) fn status_text(s: &Status) -> String {
         push_line!(out, "guard NOT pinned: {why}");
     }
     push_line!(out, "journal: {}", s.journal.path.display());
+    match &s.journal.sealing {
+        Some(sealing) => push_line!(
+            out,
+            "sealing: key id {}, epoch {}, a seal every {} s",
+            sealing.key_id,
+            sealing.epoch,
+            sealing.interval_s
+        ),
+        None => push_line!(out, "sealing: off (clockguard audit --setup-keys)"),
+    }
     push_line!(
         out,
         "kernel {}; active LSMs: {} (from {})",

@@ -21,6 +21,7 @@ pub(super) async fn run(mut daemon: Daemon, inputs: Inputs) -> Result<()> {
         ntp,
         mut bound_refresh,
         mut bound_updates,
+        mut seal_interval,
     } = inputs;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -88,6 +89,7 @@ pub(super) async fn run(mut daemon: Daemon, inputs: Inputs) -> Result<()> {
                     None => bound_updates = None,
                 }
             }
+            _ = tick(seal_interval.as_mut()), if seal_interval.is_some() => daemon.seal("interval"),
             _ = watchdog.tick(), if watchdog_period.is_some() => systemd::notify("WATCHDOG=1"),
             _ = sighup.recv() => {
                 daemon.reload(None);
@@ -134,6 +136,8 @@ pub(super) async fn run(mut daemon: Daemon, inputs: Inputs) -> Result<()> {
         "stop",
         json!({ "guard_released": guard_released, "restarting": restarting }),
     )]);
+    // The last record: everything the daemon wrote is sealed when it stops.
+    daemon.seal("stop");
     let _ = std::fs::remove_file(daemon.config.runtime_dir.join(HEARTBEAT_FILE));
     daemon.flush_unwritten();
     daemon.journal.sync().ok();

@@ -221,6 +221,14 @@ impl Daemon {
         self.journal_and_publish(vec![record]);
     }
 
+    /// Ends the sealing epoch with a seal record (nothing while the journal is not
+    /// sealed); the journal then evolves the key. `reason`: interval | stop.
+    pub(super) fn seal(&mut self, reason: &str) {
+        if let Some(record) = self.journal.seal_record(reason) {
+            self.journal_records(vec![record]);
+        }
+    }
+
     pub(super) fn journal_and_publish(&mut self, records: Vec<Record>) {
         // The error bound first: the segment changes before the journal's write.
         self.bound_disruptions(&records);

@@ -39,8 +39,8 @@ use clockguard_core::{
     lifecycle::{previous_stop, Heartbeat, PreviousStop},
     notify::notify_env,
     status::{
-        DaemonStats, EnforcementStatus, JournalStatus, NtpStatus, ServicesAnswer, Status,
-        Summaries, TimersStatus, VmStatus,
+        DaemonStats, EnforcementStatus, JournalStatus, NtpStatus, SealingStatus, ServicesAnswer,
+        Status, Summaries, TimersStatus, VmStatus,
     },
 };
 
@@ -52,7 +52,7 @@ use crate::{
     enrich::Enricher,
     fallback::{self, Reconciler},
     guard::{self, Enforcement, PolicyEntry, TimeService},
-    journal::Journal,
+    journal::{daemon_record, Journal},
     journald::Journald,
     kmsg::{self, ClockMessage},
     ntp,
@@ -164,24 +164,13 @@ struct Inputs {
     bound_refresh: Option<tokio::time::Interval>,
     /// The NTP service's measurements for the error bound (None without a bound).
     bound_updates: Option<tokio::sync::watch::Receiver<Option<clockguard_core::bound::Update>>>,
+    /// A seal every `audit.seal_interval_s` (None while the journal is not sealed).
+    seal_interval: Option<tokio::time::Interval>,
 }
 
 pub async fn run(config: Config, config_origin: String, config_source: ConfigSource) -> Result<()> {
     let (daemon, inputs) = setup::start(config, config_origin, config_source).await?;
     event_loop::run(daemon, inputs).await
-}
-
-/// A record of clockguard's own (source "daemon"): start, stop, reload.
-fn daemon_record(kind: &str, detail: Value) -> Record {
-    Record {
-        time: record::rfc3339_ns(clock::realtime_ns()),
-        source: Source::Daemon,
-        kind: kind.into(),
-        detail: Some(detail),
-        result: "0".into(),
-        verdict: Verdict::Observed,
-        ..Default::default()
-    }
 }
 
 /// In the runtime directory (gone at reboot, like the pins).

@@ -222,6 +222,11 @@ impl Daemon {
                 next_seq: self.journal.next_seq(),
                 head_seq,
                 head_hash: head_hash.into(),
+                sealing: self.journal.sealing().map(|(key_id, epoch)| SealingStatus {
+                    key_id,
+                    epoch,
+                    interval_s: self.config.audit.seal_interval_s,
+                }),
             },
             enforcement: self.enforcement(),
             ebpf_load_error: self.load_error.clone(),

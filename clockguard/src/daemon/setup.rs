@@ -380,6 +380,15 @@ pub(super) async fn start(
         daemon.config_origin,
         daemon.journal.path().display()
     );
+    let seal_interval = daemon.journal.sealing().map(|(key_id, epoch)| {
+        let period = std::time::Duration::from_secs(daemon.config.audit.seal_interval_s);
+        tracing::info!(
+            "the journal is sealed: key id {key_id}, epoch {epoch}, a seal every {period:?}"
+        );
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval
+    });
     systemd::notify("READY=1");
     Ok((
         daemon,
@@ -399,6 +408,7 @@ pub(super) async fn start(
             ntp,
             bound_refresh,
             bound_updates,
+            seal_interval,
         },
     ))
 }

@@ -215,6 +215,12 @@ impl Config {
                 self.audit.max_journal_bytes
             );
         }
+        if !(1..=86_400).contains(&self.audit.seal_interval_s) {
+            bail!(
+                "audit.seal_interval_s = {} is out of range (1 to 86400 s)",
+                self.audit.seal_interval_s
+            );
+        }
         if !(100..=3_600_000).contains(&self.audit.summary_interval_ms) {
             bail!(
                 "audit.summary_interval_ms = {} is out of range (100 to 3600000 ms)",
@@ -462,6 +468,20 @@ mod tests {
             Config::parse("[ntp]\nserver = []\n", "f.toml").unwrap_err()
         );
         assert!(err.contains("line 2") && err.contains("server"), "{err}");
+    }
+
+    #[test]
+    fn seal_interval_out_of_range_is_refused() {
+        for bad in ["0", "86401"] {
+            let text = format!("[audit]\nseal_interval_s = {bad}\n");
+            let err = format!("{:#}", Config::parse(&text, "t.toml").unwrap_err());
+            assert!(
+                err.contains("seal_interval_s") && err.contains(bad),
+                "{err}"
+            );
+        }
+        let c = Config::parse("[audit]\nseal_interval_s = 2\n", "t.toml").unwrap();
+        assert_eq!(c.audit.seal_interval_s, 2);
     }
 
     #[test]

@@ -309,6 +309,16 @@ pub struct AuditConfig {
     /// journald's native socket.
     #[serde(default = "default_journald_socket")]
     pub journald_socket: PathBuf,
+    /// Once sealing is set up (`clockguard audit --setup-keys`), a seal record ends a
+    /// sealing epoch this often (s), and at every stop and rotation; the key then evolves.
+    /// Whoever takes the host can rewrite at most the records since the last seal.
+    #[serde(default = "default_seal_interval_s")]
+    pub seal_interval_s: u64,
+}
+
+fn default_seal_interval_s() -> u64 {
+    // journald's Forward Secure Sealing default.
+    900
 }
 
 fn default_journald_socket() -> PathBuf {
@@ -335,6 +345,7 @@ impl Default for AuditConfig {
             summary_interval_ms: default_summary_interval_ms(),
             journald: true,
             journald_socket: default_journald_socket(),
+            seal_interval_s: default_seal_interval_s(),
         }
     }
 }

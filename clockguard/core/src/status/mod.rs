@@ -69,6 +69,17 @@ pub struct JournalStatus {
     /// The last record written and its hash (`audit --verify` compares with them).
     pub head_seq: u64,
     pub head_hash: String,
+    /// Forward-secure sealing: the key id and the current epoch (None: not sealed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealing: Option<SealingStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SealingStatus {
+    pub key_id: String,
+    pub epoch: u64,
+    /// Seconds between seals (and at every stop and rotation).
+    pub interval_s: u64,
 }
 
 /// Whether the kernel refuses steps now, why (not), and what the guard is made of.
