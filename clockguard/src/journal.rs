@@ -59,6 +59,13 @@ pub struct Journal {
     sealer: Option<Sealer>,
 }
 
+/// What `Journal::append` did: the records written (numbered and chained, to publish),
+/// and when a write or a rotation failed, why and the records still to write.
+pub struct Appended {
+    pub written: Vec<Record>,
+    pub failed: Option<(anyhow::Error, Vec<Record>)>,
+}
+
 /// Records composed into one write, not yet in the file.
 #[derive(Default)]
 struct Pending {
@@ -163,24 +170,24 @@ impl Journal {
     /// Numbers, chains (and seals) the records and appends them, one write per file and
     /// seal; rotates first when the batch would take the file past `max_bytes`, and then
     /// begins the new file with a record of the first seq still kept (a seal, when
-    /// sealed). After a seal record is written the sealing key evolves. On success
-    /// `records` holds every record written, that one included; on an error only those
-    /// not written (to be retried), and the chain goes on from the last written.
-    pub fn append(&mut self, records: &mut Vec<Record>) -> Result<()> {
-        let mut queue: VecDeque<Record> = std::mem::take(records).into();
+    /// sealed). After a seal record is written the sealing key evolves. Returns every
+    /// record written (the rotation's included) even when a later write or rotation
+    /// failed; then also the error and the records not written, to retry: the chain goes
+    /// on from the last written.
+    pub fn append(&mut self, records: Vec<Record>) -> Appended {
+        let mut queue: VecDeque<Record> = records.into();
         let mut pending = Pending::default();
         let mut written = Vec::with_capacity(queue.len());
-        match self.append_queue(&mut queue, &mut pending, &mut written) {
-            Ok(()) => {
-                *records = written;
-                Ok(())
-            }
+        let failed = match self.append_queue(&mut queue, &mut pending, &mut written) {
+            Ok(()) => None,
             Err(err) => {
-                records.extend(pending.records.into_iter().map(unchained));
-                records.extend(queue);
-                Err(err)
+                let mut unwritten: Vec<Record> =
+                    pending.records.into_iter().map(unchained).collect();
+                unwritten.extend(queue);
+                Some((err, unwritten))
             }
-        }
+        };
+        Appended { written, failed }
     }
 
     fn append_queue(
@@ -313,17 +320,28 @@ impl Journal {
 
     fn rotate(&mut self) -> Result<()> {
         let current = self.path();
+        let rename = |from: &Path, to: &Path| {
+            fs::rename(from, to).with_context(|| {
+                format!(
+                    "cannot rotate the journal: renaming {} to {}",
+                    from.display(),
+                    to.display()
+                )
+            })
+        };
         if self.keep == 0 {
-            fs::remove_file(&current)?;
+            fs::remove_file(&current).with_context(|| {
+                format!("cannot rotate the journal: removing {}", current.display())
+            })?;
         } else {
             let _ = fs::remove_file(rotated_path(&self.dir, self.keep));
             for n in (1..self.keep).rev() {
                 let from = rotated_path(&self.dir, n);
                 if from.exists() {
-                    fs::rename(&from, rotated_path(&self.dir, n + 1))?;
+                    rename(&from, &rotated_path(&self.dir, n + 1))?;
                 }
             }
-            fs::rename(&current, rotated_path(&self.dir, 1))?;
+            rename(&current, &rotated_path(&self.dir, 1))?;
         }
         self.file = open_append(&current)?;
         self.size = 0;
@@ -527,7 +545,10 @@ fn each_line(dir: &Path, mut each: impl FnMut(&Path, u64, &[u8])) -> Result<usiz
         let mut number = 0u64;
         loop {
             line.clear();
-            if reader.read_until(b'\n', &mut line)? == 0 {
+            let read = reader
+                .read_until(b'\n', &mut line)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            if read == 0 {
                 break;
             }
             number += 1;

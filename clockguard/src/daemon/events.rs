@@ -242,20 +242,23 @@ impl Daemon {
             pending.append(&mut records);
             records = pending;
         }
-        if let Err(err) = self.journal.append(&mut records) {
+        let Appended { written, failed } = self.journal.append(records);
+        if let Some((err, mut unwritten)) = failed {
             self.stats.journal_errors += 1;
             tracing::error!(
                 "{err:#}; keeping {} records in memory to retry",
-                records.len()
+                unwritten.len()
             );
-            if records.len() > MAX_UNWRITTEN {
-                let lost = records.len() - MAX_UNWRITTEN;
+            if unwritten.len() > MAX_UNWRITTEN {
+                let lost = unwritten.len() - MAX_UNWRITTEN;
                 self.stats.records_lost_unwritable += lost as u64;
-                records.drain(..lost);
+                unwritten.drain(..lost);
             }
-            self.unwritten = records;
-            return;
+            self.unwritten = unwritten;
         }
+        // Whatever reached the file is counted, published and shown to the services, even
+        // when a rotation failed after it.
+        let records = written;
         self.stats.records_journaled += records.len() as u64;
         for cause in records.iter().filter_map(jump_cause) {
             *self.stats.jumps.entry(cause).or_default() += 1;

@@ -52,7 +52,7 @@ use crate::{
     enrich::Enricher,
     fallback::{self, Reconciler},
     guard::{self, Enforcement, PolicyEntry, TimeService},
-    journal::{daemon_record, Journal},
+    journal::{daemon_record, Appended, Journal},
     journald::Journald,
     kmsg::{self, ClockMessage},
     ntp,

@@ -14,6 +14,15 @@ fn rec(comm: &str) -> Record {
     }
 }
 
+/// Appends every record (the test fails on an error) and leaves them as written.
+fn append_all(j: &mut Journal, records: &mut Vec<Record>) {
+    let appended = j.append(std::mem::take(records));
+    if let Some((err, _)) = appended.failed {
+        panic!("append failed: {err:#}");
+    }
+    *records = appended.written;
+}
+
 fn read(dir: &Path) -> (Vec<Record>, Vec<String>) {
     let mut out = Vec::new();
     let problems = read_records(dir, |r| out.push(r)).unwrap();
@@ -25,8 +34,8 @@ fn records_are_numbered_and_read_back_in_order() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut j, problems) = Journal::open(tmp.path(), 1 << 20, 2).unwrap();
     assert!(problems.is_empty());
-    j.append(&mut vec![rec("a"), rec("b")]).unwrap();
-    j.append(&mut vec![rec("c")]).unwrap();
+    append_all(&mut j, &mut vec![rec("a"), rec("b")]);
+    append_all(&mut j, &mut vec![rec("c")]);
     let (records, problems) = read(tmp.path());
     assert!(problems.is_empty());
     let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
@@ -38,11 +47,11 @@ fn records_are_numbered_and_read_back_in_order() {
 fn seq_continues_after_reopen() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut j, _) = Journal::open(tmp.path(), 1 << 20, 2).unwrap();
-    j.append(&mut vec![rec("a"), rec("b")]).unwrap();
+    append_all(&mut j, &mut vec![rec("a"), rec("b")]);
     drop(j);
     let (mut j, _) = Journal::open(tmp.path(), 1 << 20, 2).unwrap();
     assert_eq!(j.next_seq(), 3);
-    j.append(&mut vec![rec("c")]).unwrap();
+    append_all(&mut j, &mut vec![rec("c")]);
     let (records, _) = read(tmp.path());
     assert_eq!(records.last().unwrap().seq, 3);
 }
@@ -51,7 +60,7 @@ fn seq_continues_after_reopen() {
 fn torn_last_line_is_reported_skipped_and_earlier_records_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut j, _) = Journal::open(tmp.path(), 1 << 20, 2).unwrap();
-    j.append(&mut vec![rec("a"), rec("b")]).unwrap();
+    append_all(&mut j, &mut vec![rec("a"), rec("b")]);
     drop(j);
     // A crash in the middle of a write: half a record, no newline.
     let path = tmp.path().join(JOURNAL_FILE);
@@ -62,7 +71,7 @@ fn torn_last_line_is_reported_skipped_and_earlier_records_kept() {
     assert_eq!(problems.len(), 1);
     assert!(problems[0].contains("torn"), "{}", problems[0]);
     assert_eq!(j.next_seq(), 3, "the torn record never counted");
-    j.append(&mut vec![rec("c")]).unwrap();
+    append_all(&mut j, &mut vec![rec("c")]);
     let (records, problems) = read(tmp.path());
     let comms: Vec<&str> = records.iter().map(|r| r.comm.as_deref().unwrap()).collect();
     assert_eq!(comms, vec!["a", "b", "c"]);
@@ -77,7 +86,7 @@ fn rotation_keeps_n_files_and_loses_nothing_in_between() {
     // Room for about three records per file, two rotated files kept.
     let (mut j, _) = Journal::open(tmp.path(), one_line * 3, 2).unwrap();
     for i in 0..8 {
-        j.append(&mut vec![rec(&format!("r{i}"))]).unwrap();
+        append_all(&mut j, &mut vec![rec(&format!("r{i}"))]);
     }
     let files = journal_files(tmp.path());
     assert_eq!(files.len(), 3, "{files:?}");
@@ -109,7 +118,7 @@ fn a_batch_larger_than_a_file_is_split_across_rotations() {
     let one_line = serde_json::to_vec(&rec("x")).unwrap().len() as u64 + 10;
     let (mut j, _) = Journal::open(tmp.path(), one_line * 2, 5).unwrap();
     let mut batch: Vec<Record> = (0..5).map(|i| rec(&format!("r{i}"))).collect();
-    j.append(&mut batch).unwrap();
+    append_all(&mut j, &mut batch);
     let (records, _) = read(tmp.path());
     assert_eq!(records.len(), 5);
     assert_eq!(
@@ -135,7 +144,7 @@ fn journal_of(n: usize) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let (mut j, _) = Journal::open(tmp.path(), 1 << 20, 2).unwrap();
     let mut batch: Vec<Record> = (0..n).map(|i| rec(&format!("r{i}"))).collect();
-    j.append(&mut batch).unwrap();
+    append_all(&mut j, &mut batch);
     let path = tmp.path().join(JOURNAL_FILE);
     (tmp, path)
 }
@@ -145,7 +154,7 @@ fn records_are_chained_and_the_line_is_what_subscribers_get() {
     let tmp = tempfile::tempdir().unwrap();
     let (mut j, _) = Journal::open(tmp.path(), 1 << 20, 2).unwrap();
     let mut batch = vec![rec("a"), rec("b")];
-    j.append(&mut batch).unwrap();
+    append_all(&mut j, &mut batch);
     assert_eq!(batch[0].prev.as_deref(), Some(GENESIS));
     assert_eq!(batch[1].prev, batch[0].hash);
     assert_eq!(j.head(), (2, batch[1].hash.as_deref().unwrap()));
@@ -160,7 +169,7 @@ fn records_are_chained_and_the_line_is_what_subscribers_get() {
     // The chain goes on across a restart.
     let (mut j, _) = Journal::open(tmp.path(), 1 << 20, 2).unwrap();
     let mut next = vec![rec("c")];
-    j.append(&mut next).unwrap();
+    append_all(&mut j, &mut next);
     assert_eq!(next[0].prev, batch[1].hash);
     let found = verify(tmp.path(), None).unwrap();
     assert!(found.failures.is_empty(), "{:?}", found.failures);
@@ -174,7 +183,7 @@ fn verify_passes_across_rotations_and_notes_the_rotated_out_start() {
     let one_line = serde_json::to_vec(&rec("x")).unwrap().len() as u64 + 160;
     let (mut j, _) = Journal::open(tmp.path(), one_line * 3, 2).unwrap();
     for i in 0..12 {
-        j.append(&mut vec![rec(&format!("r{i}"))]).unwrap();
+        append_all(&mut j, &mut vec![rec(&format!("r{i}"))]);
     }
     let found = verify(tmp.path(), None).unwrap();
     assert!(found.failures.is_empty(), "{:?}", found.failures);
@@ -271,7 +280,7 @@ fn a_torn_line_is_a_note_and_legacy_records_start_the_chain() {
     fs::write(&path, format!("{legacy}\n{{\"seq\":2,\"time\":\"2026")).unwrap();
     let (mut j, problems) = Journal::open(tmp.path(), 1 << 20, 2).unwrap();
     assert_eq!(problems.len(), 1);
-    j.append(&mut vec![rec("a"), rec("b")]).unwrap();
+    append_all(&mut j, &mut vec![rec("a"), rec("b")]);
     let found = verify(tmp.path(), None).unwrap();
     assert!(found.failures.is_empty(), "{:?}", found.failures);
     assert_eq!((found.records, found.chained), (3, 2));
@@ -322,7 +331,7 @@ fn sealed_journal(before: usize, between: usize, after: usize) -> (tempfile::Tem
             })
             .collect();
         batch.extend(seal.then(|| j.seal_record("interval").unwrap()));
-        j.append(&mut batch).unwrap();
+        append_all(&mut j, &mut batch);
     }
     (tmp, j)
 }
@@ -367,7 +376,7 @@ fn a_suffix_rewritten_with_a_recomputed_chain_is_named_at_its_first_record() {
     write_lines(&path, &kept);
     let (mut j, _) = Journal::open(tmp.path(), 1 << 20, 2).unwrap();
     let mut forged: Vec<Record> = (3..=6).map(|n| rec(&format!("forged{n}"))).collect();
-    j.append(&mut forged).unwrap();
+    append_all(&mut j, &mut forged);
     drop(j);
     assert!(
         verify(tmp.path(), None).unwrap().failures.is_empty(),
@@ -446,7 +455,7 @@ fn a_crash_between_a_seal_and_the_key_evolution_is_caught_up_at_the_next_open() 
     let (mut j, problems) = Journal::open(tmp.path(), 1 << 20, 2).unwrap();
     assert!(problems[0].contains("moved on to epoch 2"), "{problems:?}");
     assert_eq!(j.sealing().unwrap().1, 2);
-    j.append(&mut vec![rec("after")]).unwrap();
+    append_all(&mut j, &mut vec![rec("after")]);
     let (_, failures) = seal_failures(tmp.path(), SEED);
     assert!(failures.is_empty(), "{failures:?}");
 }
@@ -458,7 +467,7 @@ fn a_seal_after_the_stop_record_is_still_a_clean_stop() {
     let (mut j, _) = Journal::open(tmp.path(), 1 << 20, 2).unwrap();
     let stop = daemon_record("stop", json!({}));
     let seal = j.seal_record("stop").unwrap();
-    j.append(&mut vec![rec("a"), stop, seal]).unwrap();
+    append_all(&mut j, &mut vec![rec("a"), stop, seal]);
     drop(j);
     let (j, _) = Journal::open(tmp.path(), 1 << 20, 2).unwrap();
     assert_eq!(j.previous_run_ended_cleanly(), Some(true));
@@ -474,7 +483,7 @@ fn a_deleted_rotated_file_is_a_gap_with_its_seq_range() {
     let one_line = serde_json::to_vec(&rec("x")).unwrap().len() as u64 + 300;
     let (mut j, _) = Journal::open(tmp.path(), one_line * 3, 3).unwrap();
     for i in 0..14 {
-        j.append(&mut vec![rec(&format!("r{i}"))]).unwrap();
+        append_all(&mut j, &mut vec![rec(&format!("r{i}"))]);
     }
     drop(j);
     let files = journal_files(tmp.path());
@@ -496,4 +505,47 @@ fn a_deleted_rotated_file_is_a_gap_with_its_seq_range() {
         "{:?}",
         found.failures
     );
+}
+
+#[test]
+fn a_rotation_that_fails_mid_batch_returns_what_was_written_and_what_was_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one_line = serde_json::to_vec(&rec("x")).unwrap().len() as u64 + 10;
+    let (mut j, _) = Journal::open(tmp.path(), one_line * 3, 1).unwrap();
+    append_all(&mut j, &mut vec![rec("first")]);
+    // The rotated file's name is taken by a directory that is not empty: the rename fails.
+    fs::create_dir_all(tmp.path().join("journal.jsonl.1/in-the-way")).unwrap();
+    let batch: Vec<Record> = (0..6).map(|i| rec(&format!("r{i}"))).collect();
+    let appended = j.append(batch);
+    let (err, unwritten) = appended.failed.expect("the rotation fails");
+    assert!(format!("{err:#}").contains("rotate"), "{err:#}");
+    let written: Vec<&str> = appended
+        .written
+        .iter()
+        .map(|r| r.comm.as_deref().unwrap())
+        .collect();
+    assert!(!written.is_empty(), "the records that fitted were written");
+    assert_eq!(
+        written.len() + unwritten.len(),
+        6,
+        "{written:?} + {unwritten:?}"
+    );
+    // What was written is in the file, numbered; what was not is given back unchained.
+    fs::remove_dir_all(tmp.path().join("journal.jsonl.1")).unwrap();
+    let (records, _) = read(tmp.path());
+    assert_eq!(
+        records.last().unwrap().comm.as_deref(),
+        Some(*written.last().unwrap())
+    );
+    assert_eq!(
+        records.last().unwrap().seq,
+        appended.written.last().unwrap().seq
+    );
+    assert!(unwritten
+        .iter()
+        .all(|r| r.hash.is_none() && r.prev.is_none()));
+    // Once the way is clear, the retry goes on with the chain.
+    let mut retry = unwritten;
+    append_all(&mut j, &mut retry);
+    assert!(verify(tmp.path(), None).unwrap().failures.is_empty());
 }
