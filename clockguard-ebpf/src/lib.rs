@@ -259,6 +259,11 @@ pub struct Config {
     /// Calls per REPEATS key and epoch sent in full before the rest are only counted;
     /// 0: every call in full (no summarising).
     pub repeats_in_full: u32,
+    pub _pad2: u32,
+    /// clockguard's own executable, valid with CONFIG_SELF_EXE: a process is clockguard
+    /// only with its tgid *and* this executable, so after a crash a process that reuses
+    /// the dead daemon's pid gets none of its rights.
+    pub self_exe: ExeKey,
 }
 
 /// Emit read-only adjtimex calls (modes == 0) instead of only counting them.
@@ -274,6 +279,8 @@ pub const CONFIG_GUARD_EXCLUSIVE_DISCIPLINE: u32 = 1 << 3;
 pub const CONFIG_EXE_LAYOUT: u32 = 1 << 4;
 /// `Config::task_exit_code_offset` is valid: service exits carry their wait status.
 pub const CONFIG_EXIT_CODE_LAYOUT: u32 = 1 << 5;
+/// `Config::self_exe` is valid (and CONFIG_EXE_LAYOUT set): CLASS_SELF needs it too.
+pub const CONFIG_SELF_EXE: u32 = 1 << 6;
 
 /// A process of a tracked service (TRACKED map: tgid → service index) exited; sent by the
 /// sched_process_exit hook, filtered in the kernel: untracked exits cost one map lookup.

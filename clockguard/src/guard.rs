@@ -102,6 +102,13 @@ pub fn resolve_policy(config: &GuardConfig) -> Vec<PolicyEntry> {
     entries
 }
 
+/// clockguard's own executable as the kernel identifies it (`mm->exe_file`): the guard
+/// knows the daemon by its tgid and this, not by a pid another process may reuse.
+pub fn self_identity() -> Result<ExeKey, String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    kernel_identity(Path::new("/proc/self/exe"), &mountinfo)
+}
+
 /// The kernel's own executable, always allowed by tgid; also returned for `status`.
 pub fn self_exe() -> Option<PathBuf> {
     std::fs::read_link("/proc/self/exe").ok()

@@ -2,8 +2,9 @@
 # `kill -9` of the daemon, `date -s`, a raw clock_settime and an ADJ_SETOFFSET are still
 # refused (and the clock does not move); the restarted daemon adopts the pinned hooks,
 # journals the gap (the previous run killed, when it was last alive) and then the steps
-# refused while no daemon ran, read from the pinned ring buffer. The chain verifies across
-# the kill. A clean stop releases the pins: the guard ends with the daemon.
+# refused while no daemon ran, read from the pinned ring buffer. A process that takes the
+# dead daemon's pid is refused too. The chain verifies across the kill. A clean stop
+# releases the pins: the guard ends with the daemon.
 source "$(dirname "$0")/lib.sh"
 need_vm
 PINS=/sys/fs/bpf/clockguard
@@ -16,6 +17,21 @@ mode = "guard"
 allow = []
 defer_to_time_services = false
 EOF
+# run_as_pid PID COMMAND...: runs COMMAND as process PID (through ns_last_pid; retried
+# while another fork takes the pid first).
+run_as_pid() {
+    local pid=$1 rc
+    shift
+    for _ in $(seq 1 50); do
+        echo $((pid - 1)) >/proc/sys/kernel/ns_last_pid
+        rc=0
+        bash -c '[[ $$ == '"$pid"' ]] || exit 99; exec "$@"' run_as_pid "$@" || rc=$?
+        [[ $rc -ne 99 ]] && return $rc
+    done
+    echo "could not run as pid $pid"
+    return 98
+}
+
 start_daemon --config "$CG_TEST_TMP/guard.toml"
 first_pid=$DAEMON_PID
 GUARD_HOOKS='["capable","do_adjtimex","do_adjtimex_exit","settime","fentry_clock_adjtime","fentry_clock_settime","fexit_clock_adjtime","fexit_clock_settime"]'
@@ -36,6 +52,9 @@ target=$(( $(date +%s%N) + 5000000000 ))
 expect_refused date-s-while-down date -s "@$(( target / 1000000000 ))"
 expect_refused clock_settime-while-down "$CALL" settime-by 3000000000
 expect_refused setoffset-while-down "$CALL" setoffset -2000000000
+# A process that reuses the dead daemon's pid gets none of its rights: the guard knows
+# clockguard by its tgid and its executable.
+expect_refused step-from-the-reused-pid run_as_pid "$first_pid" "$CALL" settime-by 3000000000
 assert_close "$(offset_ns)" "$offset0" 50000000
 sleep 1
 

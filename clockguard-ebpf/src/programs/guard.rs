@@ -50,7 +50,12 @@ fn judge(ctx: &LsmContext, guarded: u16) -> i32 {
     let Some(cfg) = config() else { return 0 };
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let exe = current_exe(cfg);
-    let class = if cfg.self_tgid != 0 && tgid == cfg.self_tgid {
+    // The tgid alone would hand clockguard's rights, after a crash, to whatever process
+    // reuses its pid; with the executable known, both must match.
+    let is_self = cfg.self_tgid != 0
+        && tgid == cfg.self_tgid
+        && (cfg.flags & CONFIG_SELF_EXE == 0 || exe.as_ref() == Some(&cfg.self_exe));
+    let class = if is_self {
         CLASS_SELF
     } else if let Some(key) = &exe {
         unsafe { GUARD_EXES.get(key) }

@@ -186,6 +186,16 @@ impl Probes {
             Ok(offsets) => {
                 config.exe_offsets = offsets;
                 config.flags |= abi::CONFIG_EXE_LAYOUT;
+                match crate::guard::self_identity() {
+                    Ok(key) => {
+                        config.self_exe = key;
+                        config.flags |= abi::CONFIG_SELF_EXE;
+                    }
+                    Err(err) => tracing::warn!(
+                        "clockguard's own executable is unknown ({err}): the guard knows the \
+                         daemon by its pid alone"
+                    ),
+                }
                 None
             }
             Err(err) => Some(format!("{err:#}")),
