@@ -13,6 +13,12 @@
 //! file mode, each connection's peer credentials (SO_PEERCRED, SO_PEERGROUPS) are checked
 //! against the same rule, so a socket made world-writable by hand (or reached through a
 //! descriptor passed on) still changes nothing for anyone but root.
+//!
+//! What a peer can hold: [`Limits`]. Root's connections and everyone else's have separate
+//! budgets, and a connection over its budget is answered "too many connections" and
+//! closed at once, so an allowed user who opens thousands neither exhausts the daemon's
+//! descriptors nor queues in front of root; a peer that sends no request line within the
+//! request timeout is closed.
 
 use std::{
     os::unix::fs::PermissionsExt,
@@ -28,7 +34,7 @@ use serde_json::{json, Value};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{unix::UCred, UnixListener, UnixStream},
-    sync::{broadcast, mpsc, oneshot},
+    sync::{broadcast, mpsc, oneshot, Semaphore},
 };
 
 use crate::{
@@ -37,6 +43,31 @@ use crate::{
 };
 
 pub const SOCKET_NAME: &str = "control.sock";
+
+/// How many connections the socket serves at once, and how long a peer has to send its
+/// request line.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections of peers that may only read, and of refused ones (answered, then
+    /// closed): `events --follow` subscribers count here.
+    pub readers: usize,
+    /// Root's (and the daemon user's) own.
+    pub admins: usize,
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            readers: 64,
+            admins: 64,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Says a busy socket no more often than this.
+const BUSY_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 pub fn socket_path(runtime_dir: &Path) -> PathBuf {
     runtime_dir.join(SOCKET_NAME)
@@ -147,10 +178,15 @@ pub async fn bind(runtime_dir: &Path, read_gid: Option<u32>) -> Result<UnixListe
 pub async fn serve(
     listener: UnixListener,
     access: Access,
+    limits: Limits,
     queries: mpsc::Sender<Query>,
     live: broadcast::Sender<Arc<str>>,
     ntp: Option<NtpHandle>,
 ) {
+    let readers = Arc::new(Semaphore::new(limits.readers));
+    let admins = Arc::new(Semaphore::new(limits.admins));
+    let mut busy_since_log = 0u64;
+    let mut busy_logged: Option<std::time::Instant> = None;
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -175,21 +211,51 @@ pub async fn serve(
                 None,
             ),
         };
+        let budget = if peer == Peer::Admin {
+            &admins
+        } else {
+            &readers
+        };
+        let Ok(permit) = budget.clone().try_acquire_owned() else {
+            // Never waits for the peer: a full socket buffer only loses the courtesy.
+            let _ = stream.try_write(TOO_MANY.as_bytes());
+            busy_since_log += 1;
+            if busy_logged.is_none_or(|at| at.elapsed() >= BUSY_LOG_INTERVAL) {
+                tracing::warn!(
+                    "control socket: {busy_since_log} connection(s) refused as too many (the \
+                     last from {}); at most {} of root's and {} of others at once",
+                    describe(cred),
+                    limits.admins,
+                    limits.readers
+                );
+                busy_logged = Some(std::time::Instant::now());
+                busy_since_log = 0;
+            }
+            continue;
+        };
         let queries = queries.clone();
         let live = live.subscribe();
         let ntp = ntp.clone();
+        let timeout = limits.request_timeout;
         tokio::spawn(async move {
-            if let Err(err) = handle(stream, peer, cred, queries, live, ntp).await {
+            // Held until the connection ends.
+            let _permit = permit;
+            if let Err(err) = handle(stream, peer, cred, timeout, queries, live, ntp).await {
                 tracing::debug!("control connection: {err:#}");
             }
         });
     }
 }
 
+/// The answer to a connection over its budget.
+const TOO_MANY: &str =
+    "{\"error\":\"too many connections to the control socket: try again later\"}\n";
+
 async fn handle(
     stream: UnixStream,
     peer: Peer,
     cred: Option<UCred>,
+    request_timeout: Duration,
     queries: mpsc::Sender<Query>,
     mut live: broadcast::Receiver<Arc<str>>,
     ntp: Option<NtpHandle>,
@@ -199,7 +265,19 @@ async fn handle(
     let mut line = String::new();
     // Read before any refusal: a peer whose request is not read yet could see its own write
     // fail (EPIPE) instead of the answer.
-    reader.read_line(&mut line).await?;
+    match tokio::time::timeout(request_timeout, reader.read_line(&mut line)).await {
+        Ok(read) => {
+            read?;
+        }
+        Err(_) => {
+            let message = format!(
+                "no request within {} s: the connection is closed",
+                request_timeout.as_secs_f64()
+            );
+            write_line(&mut write, &json!({ "error": message }).to_string()).await?;
+            return Ok(());
+        }
+    }
     if let Peer::Refused(why) = &peer {
         return refuse(&mut write, cred, why).await;
     }
@@ -428,6 +506,64 @@ mod tests {
         assert!(err.contains("gave no answer within 0.2 s"), "{err}");
         assert!(started.elapsed() < Duration::from_secs(5));
         silent.abort();
+    }
+
+    /// Reads one line from a connection (None once the daemon closed it without one).
+    async fn answer_of(stream: &mut UnixStream) -> Option<String> {
+        let mut line = String::new();
+        let mut reader = BufReader::new(stream);
+        tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
+            .await
+            .expect("the daemon answers or closes within 5 s")
+            .ok()?;
+        (!line.is_empty()).then_some(line)
+    }
+
+    /// Connections over the budget are told so and closed at once; one that sends
+    /// nothing is closed after the request timeout, and its place is served again.
+    #[tokio::test]
+    async fn connections_over_the_budget_and_silent_ones_are_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = bind(dir.path(), None).await.unwrap();
+        // This process's own uid is the admin: every connection of the test is root's.
+        let access = Access {
+            admin_uid: clockguard_sys::effective_uid(),
+            read_gid: None,
+        };
+        let limits = Limits {
+            readers: 2,
+            admins: 2,
+            request_timeout: Duration::from_millis(300),
+        };
+        let (queries, _keep) = mpsc::channel(4);
+        let (live, _) = broadcast::channel(4);
+        let server = tokio::spawn(serve(listener, access, limits, queries, live, None));
+        let path = socket_path(dir.path());
+        let mut idle = Vec::new();
+        for _ in 0..2 {
+            idle.push(UnixStream::connect(&path).await.unwrap());
+        }
+        // Let the server take both before the third comes.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut third = UnixStream::connect(&path).await.unwrap();
+        let refused = answer_of(&mut third).await.unwrap();
+        assert!(refused.contains("too many connections"), "{refused}");
+        // The silent ones are closed after the timeout, with the reason.
+        for stream in &mut idle {
+            let said = answer_of(stream).await.unwrap();
+            assert!(said.contains("no request within 0.3 s"), "{said}");
+        }
+        // And the budget is free again: a request is read and answered.
+        let mut next = UnixStream::connect(&path).await.unwrap();
+        next.write_all(b"{\"cmd\":\"no-such-command\"}\n")
+            .await
+            .unwrap();
+        let answer = answer_of(&mut next).await.unwrap();
+        assert!(
+            answer.contains("error") && !answer.contains("too many"),
+            "{answer}"
+        );
+        server.abort();
     }
 
     #[test]

@@ -8,6 +8,8 @@
 # - Nothing listens on the network by default. The control socket: 0600 and root only;
 #   the peer's credentials are checked past the file mode; with `[control] read_group`,
 #   0660, and the group (primary or supplementary, SO_PEERGROUPS) may read, never reload.
+#   10,000 idle connections of a reader are turned away or timed out, and root's status
+#   is answered throughout.
 # - The hash chain: `audit --verify` passes, then names a hand-edited record, and finds
 #   the last record removed by comparing with the daemon's head.
 set -euo pipefail
@@ -166,4 +168,33 @@ echo "nobody, reload: $out"
 if out=$(as_user 65533 65533 65533 "$CG" status --runtime-dir "$RUNTIME" 2>&1); then fail "a non-member read the status: $out"; fi
 echo "non-member: $out"
 grep -q "control socket: refused pid [0-9]* (uid 65534): permission denied" "$CG_TEST_TMP/daemon.log" || fail "the refused reload is not logged"
+
+# 7. A flood: nobody (in the read group) opens 10,000 connections that send nothing. The
+# daemon answers those over its budget "too many" and closes them at once, closes the
+# silent ones it took after its request timeout (5 s), and root's status is answered
+# all along (its connections have their own budget).
+ulimit -n 10200
+mkdir "$CG_TEST_TMP/flood" && chown 65534:65534 "$CG_TEST_TMP/flood"
+ready="$CG_TEST_TMP/flood/ready"
+as_user 65534 65534 65534 "$CG_BIN_DIR/cg-clockcall" hold-connections "$RUNTIME/control.sock" 10000 8 "$ready" \
+    >"$CG_TEST_TMP/flood.json" &
+holder=$!
+for _ in $(seq 1 300); do [[ -e "$ready" ]] && break; sleep 0.1; done
+[[ -e "$ready" ]] || fail "the flood did not connect within 30 s"
+worst_ms=0
+for _ in 1 2 3 4 5; do
+    started=$(date +%s%N)
+    "$CG" status --runtime-dir "$RUNTIME" >/dev/null || fail "root's status went unanswered during the flood"
+    took_ms=$(( ($(date +%s%N) - started) / 1000000 ))
+    (( took_ms > worst_ms )) && worst_ms=$took_ms
+    sleep 1
+done
+echo "METRIC control_status_during_flood_worst_ms $worst_ms"
+wait "$holder" || fail "the flood's holder failed: $(cat "$CG_TEST_TMP/flood.json")"
+flood=$(cat "$CG_TEST_TMP/flood.json")
+echo "flood: $flood"
+echo "$flood" | jq -e '.connected == 10000 and .too_many >= 9900 and .timed_out >= 1 and .too_many + .timed_out == 10000' >/dev/null \
+    || fail "the flood was not turned away and timed out as expected: $flood"
+grep -q "connection(s) refused as too many" "$CG_TEST_TMP/daemon.log" || fail "the refused flood is not logged"
+"$CG" status --runtime-dir "$RUNTIME" >/dev/null || fail "no status after the flood"
 echo ok

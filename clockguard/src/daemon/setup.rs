@@ -314,6 +314,7 @@ pub(super) async fn start(
     tokio::spawn(control::serve(
         listener,
         access,
+        control::Limits::default(),
         query_tx,
         live.clone(),
         ntp.clone(),

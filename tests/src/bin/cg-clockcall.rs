@@ -54,6 +54,11 @@ const USAGE: &str = "usage: cg-clockcall COMMAND
                            ClockBound segment showing a new disruption marker (test VM only)
   latency N --runtime-dir DIR
                            syscall-to-journal latency through the daemon's event stream
+  hold-connections SOCKET N SECONDS READY
+                           opens N connections to a control socket and sends nothing,
+                           creates the file READY, holds them SECONDS, then says what each
+                           got: too_many, timed_out (closed for sending no request), other,
+                           or nothing yet (open)
 Prints one JSON object.";
 
 fn main() -> ExitCode {
@@ -156,6 +161,7 @@ fn run(args: &[String]) -> Result<Value, String> {
             }))
         }
         "offset" => Ok(json!({"realtime_minus_monotonic_ns": realtime_minus_monotonic_ns()})),
+        "hold-connections" => hold_connections(args),
         "offset-raw" => Ok(json!({"realtime_minus_raw_ns": realtime_minus_raw_ns()})),
         "witness" => Ok(witness()?.to_json()),
         "witness-changes" => {
@@ -517,4 +523,45 @@ fn bound_latency(n: u64, segment: &std::path::Path) -> Result<Value, String> {
     out["steps"] = json!(n);
     out["missed"] = json!(missed);
     Ok(out)
+}
+
+/// `hold-connections SOCKET N SECONDS READY`: a local user's flood of idle connections.
+fn hold_connections(args: &[String]) -> Result<Value, String> {
+    let [_, socket, n, seconds, ready] = args else {
+        return Err("hold-connections SOCKET N SECONDS READY".into());
+    };
+    let n: usize = n.parse().map_err(|e| format!("N: {e}"))?;
+    let seconds: f64 = seconds.parse().map_err(|e| format!("SECONDS: {e}"))?;
+    let mut streams = Vec::with_capacity(n);
+    let mut connect_errors: Vec<String> = Vec::new();
+    for _ in 0..n {
+        match UnixStream::connect(socket) {
+            Ok(stream) => streams.push(stream),
+            Err(err) => connect_errors.push(err.to_string()),
+        }
+    }
+    std::fs::write(ready, b"").map_err(|e| format!("{ready}: {e}"))?;
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    let (mut too_many, mut timed_out, mut other, mut open) = (0, 0, 0, 0);
+    for stream in &mut streams {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .map_err(|e| e.to_string())?;
+        let mut line = String::new();
+        match BufReader::new(&*stream).read_line(&mut line) {
+            Ok(_) if line.contains("too many connections") => too_many += 1,
+            Ok(_) if line.contains("no request within") => timed_out += 1,
+            Ok(_) => other += 1,
+            Err(_) => open += 1,
+        }
+    }
+    connect_errors.dedup();
+    Ok(json!({
+        "connected": streams.len(),
+        "connect_errors": connect_errors,
+        "too_many": too_many,
+        "timed_out": timed_out,
+        "other": other,
+        "open": open,
+    }))
 }
