@@ -259,7 +259,6 @@ pub struct Config {
     /// Calls per REPEATS key and epoch sent in full before the rest are only counted;
     /// 0: every call in full (no summarising).
     pub repeats_in_full: u32,
-    pub _pad2: u32,
     /// clockguard's own executable, valid with CONFIG_SELF_EXE: a process is clockguard
     /// only with its tgid *and* this executable, so after a crash a process that reuses
     /// the dead daemon's pid gets none of its rights.
@@ -634,7 +633,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<ClockEvent>(), 376);
         assert_eq!(core::mem::size_of::<PendingCall>(), 152);
         assert_eq!(core::mem::size_of::<GuardDecision>(), 24);
-        assert_eq!(core::mem::size_of::<Config>(), 48);
+        assert_eq!(core::mem::size_of::<Config>(), 64);
         assert_eq!(core::mem::size_of::<RepeatKey>(), 24);
         assert_eq!(core::mem::size_of::<RepeatCount>(), 232);
         assert_eq!(core::mem::size_of::<ExeKey>(), 16);

@@ -87,15 +87,16 @@ cp -a "$STATE"/journal.jsonl* "$backup/"
 
 # (b) The oldest rotated file deleted: a gap with its seq range.
 oldest=$(ls "$STATE"/journal.jsonl.* | sort -t. -k3 -n | tail -1)
-first=$(head -1 "$oldest" | jq .seq)
+first=$(awk 'NR == 1' "$oldest" | jq .seq)
 rm "$oldest"
 verify_with
 [[ $rc -eq 2 && "$out" == *"records seq $first to "*"are missing"*"deleted"* ]] || fail "deleted $oldest (from seq $first), rc $rc: $out"
 cp -a "$backup"/journal.jsonl* "$STATE/"
 
 # (c) An edited record is named.
-edited=$(grep -l '"comm":"cg-clockcall"' "$STATE"/journal.jsonl* | head -1)
-line=$(grep -n '"comm":"cg-clockcall"' "$edited" | head -1 | cut -d: -f1)
+# (awk, not `| head`: under pipefail a writer cut short by head fails the test.)
+edited=$(grep -l '"comm":"cg-clockcall"' "$STATE"/journal.jsonl* | awk 'NR == 1')
+line=$(awk '/"comm":"cg-clockcall"/ { print NR; exit }' "$edited")
 sed -i "${line}s/\"comm\":\"cg-clockcall\"/\"comm\":\"innocent\"/" "$edited"
 verify_with --verify-key "$KEY"
 [[ $rc -eq 2 && "$out" == *"$edited:$line: record seq"*"was edited"* ]] || fail "edited $edited:$line, rc $rc: $out"
@@ -105,7 +106,7 @@ cp -a "$backup"/journal.jsonl* "$STATE/"
 # the daemon, restarted on the truncated file, holds the evolved key and MACs it all anew.
 # The current file ends with the stop's record and its seal (or a rotation's seal first).
 [[ $(wc -l <"$STATE/journal.jsonl") -ge 2 ]] || fail "the current file: $(cat "$STATE/journal.jsonl")"
-kept=$(head -1 "$STATE/journal.jsonl")
+kept=$(awk 'NR == 1' "$STATE/journal.jsonl")
 first_rewritten=$(( $(echo "$kept" | jq .seq) + 1 ))
 echo "$kept" >"$STATE/journal.jsonl"
 start_daemon --config "$CG_TEST_TMP/sealed.toml"
@@ -114,8 +115,8 @@ stop_daemon
 verify_with
 [[ $rc -eq 0 ]] || fail "the rewritten chain should pass without the key (rc $rc): $out"
 verify_with --verify-key "$KEY"
-echo "$out" | grep -m1 '^FAIL'
-first_fail=$(echo "$out" | grep -m1 '^FAIL' || true)
+first_fail=$(echo "$out" | awk '/^FAIL/ { print; exit }')
+echo "$first_fail"
 [[ $rc -eq 2 && "$first_fail" == *"record seq $first_rewritten was rewritten"* ]] \
     || fail "the rewrite from seq $first_rewritten (rc $rc): $out"
 echo "PASS: sealed journal: intact across kill -9 and $((files - 1)) rotation(s); rewrite, gap and edit named"

@@ -52,8 +52,8 @@ enum Cmd {
         #[arg(long = "kernel", value_name = "KERNEL")]
         kernels: Vec<String>,
         /// Also run the fuzz targets (cargo fuzz, nightly): the NTP packet parser for
-        /// CG_FUZZ_RUNS inputs (default 10 million), the control protocol for
-        /// CG_FUZZ_SECONDS (default 60).
+        /// CG_FUZZ_RUNS inputs (default 10 million), the control protocol, the NTS-KE
+        /// records and the NTS extension fields for CG_FUZZ_SECONDS each (default 60).
         #[arg(long)]
         fuzz: bool,
     },

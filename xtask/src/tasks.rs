@@ -685,6 +685,8 @@ fn run_fuzzers(repo: &Path) -> Result<Vec<FuzzResult>> {
     let targets = [
         ("ntp_packet", format!("-runs={runs}")),
         ("control_request", format!("-max_total_time={seconds}")),
+        ("nts_ke", format!("-max_total_time={seconds}")),
+        ("nts_packet", format!("-max_total_time={seconds}")),
     ];
     let logs = repo.join("target/fuzz-logs");
     std::fs::create_dir_all(&logs)?;

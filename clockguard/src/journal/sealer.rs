@@ -43,17 +43,21 @@ impl Sealer {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create state directory {}", dir.display()))?;
         let path = dir.join(SEAL_KEY_FILE);
-        if !replace {
-            if let Ok(Some(existing)) = Sealer::open(dir) {
-                bail!(
-                    "{} exists: sealing is set up already (key id {}, epoch {}). --force \
-                     replaces it; the records sealed so far then verify only with the old \
-                     verification key",
-                    path.display(),
+        if !replace && path.exists() {
+            let what = match Sealer::open(dir) {
+                Ok(Some(existing)) => format!(
+                    "sealing is set up already (key id {}, epoch {})",
                     existing.key.key_id(),
                     existing.key.epoch()
-                );
-            }
+                ),
+                Ok(None) => "it was just created".into(),
+                Err(err) => format!("it cannot be used ({err:#})"),
+            };
+            bail!(
+                "{} exists: {what}. --force replaces it; the records sealed so far then \
+                 verify only with the old verification key",
+                path.display()
+            );
         }
         let key = SealKey::from_seed(seed);
         let mut file = OpenOptions::new()

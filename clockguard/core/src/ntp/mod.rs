@@ -7,6 +7,7 @@
 pub mod client;
 pub mod discipline;
 pub mod engine;
+pub mod nts;
 pub mod packet;
 pub mod select;
 pub mod server;
