@@ -218,7 +218,7 @@ impl Journal {
             pending.records.push(record);
             if seal {
                 self.flush(pending, written)?;
-                self.end_epoch()?;
+                self.end_epoch();
             }
         }
         self.flush(pending, written)
@@ -269,12 +269,16 @@ impl Journal {
     }
 
     /// After a seal record is in the file: makes it durable, then evolves the key (the
-    /// other order would leave, after a crash, an epoch that no seal ends).
-    fn end_epoch(&mut self) -> Result<()> {
-        self.sync()?;
+    /// other order would leave, after a crash, an epoch that no seal ends). The key
+    /// evolves even when the sync fails: the seal is written, and a record after it MACed
+    /// with the sealed epoch's key would read as rewritten.
+    fn end_epoch(&mut self) {
+        if let Err(err) = self.sync() {
+            tracing::error!("{err:#}: the seal may not be on disk yet");
+        }
         let (seq, hash) = (self.next_seq - 1, self.head_hash.clone());
         let Some(sealer) = self.sealer.as_mut() else {
-            return Ok(());
+            return;
         };
         let (key_id, epoch) = (sealer.key().key_id(), sealer.key().epoch());
         // The system log keeps a copy outside the state directory.
@@ -284,7 +288,6 @@ impl Journal {
         if let Err(err) = sealer.evolve() {
             tracing::error!("{err:#}");
         }
-        Ok(())
     }
 
     /// The first record of a new file: the first seq the kept files still hold, so that a
@@ -349,8 +352,9 @@ impl Journal {
     }
 
     pub fn sync(&self) -> Result<()> {
-        self.file.sync_data()?;
-        Ok(())
+        self.file
+            .sync_data()
+            .with_context(|| format!("cannot sync {}", self.path().display()))
     }
 }
 
