@@ -118,7 +118,14 @@ impl Walk {
         let first_record = found.records == 0;
         found.records += 1;
         self.first_seq.get_or_insert(link.seq);
-        if let Some(first_kept) = link.detail.as_ref().and_then(|d| d.first_kept_seq) {
+        // Only the daemon's rotation records say what a rotation kept.
+        let rotation = link.source == "daemon" && (link.kind == "rotate" || link.is_seal());
+        if let Some(first_kept) = link
+            .detail
+            .as_ref()
+            .and_then(|d| d.first_kept_seq)
+            .filter(|_| rotation)
+        {
             self.kept_from = Some((first_kept, link.seq));
         }
         let Some(hash) = link.hash.clone() else {
