@@ -334,7 +334,12 @@ impl std::error::Error for NtsError {}
 /// The extension fields after the header of `packet`, in order. The authenticator is the
 /// last one NTS reads: anything after it is not authenticated and is refused.
 pub fn extensions(packet: &[u8]) -> Result<Vec<Extension>, NtsError> {
-    let mut at = HEADER_LEN;
+    extensions_from(packet, HEADER_LEN)
+}
+
+/// The extension fields of `packet` from offset `at` on (after a header, or the whole of a
+/// decrypted authenticator's plaintext).
+fn extensions_from(packet: &[u8], mut at: usize) -> Result<Vec<Extension>, NtsError> {
     let mut found = Vec::new();
     while at < packet.len() {
         let Some(head) = packet.get(at..at + 4) else {
@@ -420,7 +425,6 @@ pub fn open_authenticator(
     }
     let nonce = &value[..nonce_len];
     let ciphertext = &value[nonce_padded..nonce_padded + ciphertext_len];
-    let cipher = Aes128SivAead::new(key.into());
     // SIV takes nonces of any length; the `Aead` trait wants the 16-byte kind.
     if nonce.len() != NONCE_LEN {
         return Err(NtsError::Malformed(format!(
@@ -428,7 +432,7 @@ pub fn open_authenticator(
             nonce.len()
         )));
     }
-    cipher
+    Aes128SivAead::new(key.into())
         .decrypt(
             Nonce::from_slice(nonce),
             Payload {
@@ -476,13 +480,10 @@ pub fn client_reply(
         return Err(NtsError::NotOurs);
     }
     let plaintext = open_authenticator(packet, &fields, s2c)?;
-    // The decrypted fields, read as if they followed a header.
-    let mut inner = vec![0; HEADER_LEN];
-    inner.extend_from_slice(&plaintext);
-    Ok(extensions(&inner)?
+    Ok(extensions_from(&plaintext, 0)?
         .into_iter()
         .filter(|f| f.kind == EF_COOKIE)
-        .map(|f| inner[f.value].to_vec())
+        .map(|f| plaintext[f.value].to_vec())
         .collect())
 }
 
