@@ -108,7 +108,7 @@ fn time_services(facts: &Facts) -> Finding {
         .map(|s| format!("{} ({})", s.name, s.evidence))
         .collect::<Vec<_>>()
         .join(", ");
-    let clockguard_ntp = !facts.config.ntp.servers.is_empty() || !facts.config.ntp.pools.is_empty();
+    let clockguard_ntp = facts.config.ntp.has_sources();
     match names.len() {
         0 if clockguard_ntp => finding(
             "time_services",
@@ -338,7 +338,8 @@ fn daemon_hooks(facts: &Facts) -> Finding {
 }
 
 fn ntp_sources(facts: &Facts) -> Option<Finding> {
-    let configured = facts.config.ntp.servers.len() + facts.config.ntp.pools.len();
+    let ntp = &facts.config.ntp;
+    let configured = ntp.servers.len() + ntp.pools.len() + ntp.nts_servers.len();
     if configured == 0 {
         return None;
     }
@@ -357,6 +358,14 @@ fn ntp_sources(facts: &Facts) -> Option<Finding> {
             .iter()
             .map(|n| format!("{n} (does not resolve)")),
     );
+    // NTS servers whose key exchange never worked have no source either.
+    unreachable.extend(report.nts.iter().filter(|n| n.address.is_none()).map(|n| {
+        format!(
+            "{} (NTS key exchange: {})",
+            n.name,
+            n.last_error.as_deref().unwrap_or("not done yet")
+        )
+    }));
     Some(if reachable.is_empty() {
         finding(
             "ntp_sources",

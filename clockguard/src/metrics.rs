@@ -24,7 +24,7 @@ use tokio::{
     sync::{mpsc, oneshot},
 };
 
-use clockguard_core::status::{bucket_le_ns, ServiceState, Status, Tracking};
+use clockguard_core::status::{bucket_le_ns, NtsReport, ServiceState, Status, Tracking};
 
 use crate::{control::Query, ntp::client::NtpHandle};
 use clockguard_core::clockbound::ClockStatus;
@@ -93,8 +93,13 @@ fn int_gauge(value: i64) -> Gauge<i64, AtomicI64> {
     g
 }
 
-/// The OpenMetrics text for a status object and, when NTP runs, its tracking object.
-pub fn exposition(status: &Status, tracking: Option<&Tracking>) -> Result<String> {
+/// The OpenMetrics text for a status object and, when NTP runs, its tracking object and
+/// its NTS servers.
+pub fn exposition(
+    status: &Status,
+    tracking: Option<&Tracking>,
+    nts: &[NtsReport],
+) -> Result<String> {
     let mut r = Registry::with_prefix("clockguard");
 
     // A gauge of 1 rather than an OpenMetrics `info`: the Prometheus text parser (promtool)
@@ -297,6 +302,47 @@ pub fn exposition(status: &Status, tracking: Option<&Tracking>) -> Result<String
             r.register("ntp_stratum", "Stratum", int_gauge(stratum.into()));
         }
     }
+    if !nts.is_empty() {
+        let packets = Family::<Labels, Counter>::default();
+        let exchanges = Family::<Labels, Counter>::default();
+        let cookies = Family::<Labels, Gauge>::default();
+        for server in nts {
+            let label = |result: &str| {
+                vec![
+                    ("server".to_string(), server.name.clone()),
+                    ("result".to_string(), result.to_string()),
+                ]
+            };
+            for (result, n) in [
+                ("authenticated", server.authenticated),
+                ("rejected", server.rejected),
+                ("nak", server.naks),
+            ] {
+                packets.get_or_create(&label(result)).inc_by(n);
+            }
+            exchanges
+                .get_or_create(&label("ok"))
+                .inc_by(server.key_exchanges);
+            exchanges
+                .get_or_create(&label("failed"))
+                .inc_by(server.key_exchange_errors);
+            cookies
+                .get_or_create(&vec![("server".to_string(), server.name.clone())])
+                .set(server.cookies as i64);
+        }
+        r.register(
+            "nts_packets",
+            "NTP replies from NTS servers: authenticated (the only ones used), rejected \
+             (forged, foreign or malformed) and NTS NAKs",
+            packets,
+        );
+        r.register(
+            "nts_key_exchanges",
+            "NTS-KE exchanges with each NTS server, by result",
+            exchanges,
+        );
+        r.register("nts_cookies", "NTS cookies held per server", cookies);
+    }
     if let Some(bound) = &status.bound {
         r.register_with_unit(
             "clock_error_bound",
@@ -460,11 +506,14 @@ async fn handle(
             let (tx, rx) = oneshot::channel();
             queries.send(Query::Status(tx)).await?;
             let status = rx.await?;
-            let tracking = match &ntp {
-                Some(ntp) => ntp.tracking().await.ok(),
-                None => None,
+            let (tracking, nts) = match &ntp {
+                Some(ntp) => (
+                    ntp.tracking().await.ok(),
+                    ntp.sources().await.map(|s| s.nts).unwrap_or_default(),
+                ),
+                None => (None, Vec::new()),
             };
-            let text = exposition(&status, tracking.as_ref())?;
+            let text = exposition(&status, tracking.as_ref(), &nts)?;
             // Prometheus asks for OpenMetrics in its Accept header; anything else gets the
             // classic text format.
             let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
@@ -580,8 +629,22 @@ mod tests {
     #[test]
     fn the_exposition_names_units_and_counters_by_convention() {
         let (status, tracking) = full_status();
-        let text = exposition(&status, Some(&tracking)).unwrap();
+        let nts = NtsReport {
+            name: "time.example:4460".into(),
+            cookies: 7,
+            key_exchanges: 2,
+            key_exchange_errors: 1,
+            authenticated: 40,
+            rejected: 3,
+            ..NtsReport::default()
+        };
+        let text = exposition(&status, Some(&tracking), &[nts]).unwrap();
         for line in [
+            "clockguard_nts_packets_total{server=\"time.example:4460\",result=\"authenticated\"} 40",
+            "clockguard_nts_packets_total{server=\"time.example:4460\",result=\"rejected\"} 3",
+            "clockguard_nts_packets_total{server=\"time.example:4460\",result=\"nak\"} 0",
+            "clockguard_nts_key_exchanges_total{server=\"time.example:4460\",result=\"failed\"} 1",
+            "clockguard_nts_cookies{server=\"time.example:4460\"} 7",
             "clockguard_clock_error_bound_seconds 2.5",
             "clockguard_clock_error_bound_status{status=\"disrupted\"} 1",
             "clockguard_clock_error_bound_status{status=\"synchronized\"} 0",
@@ -629,7 +692,7 @@ mod tests {
     fn without_ntp_or_hook_those_metrics_are_absent() {
         let mut status = crate::golden::status();
         status.timers.lateness = None;
-        let text = exposition(&status, None).unwrap();
+        let text = exposition(&status, None, &[]).unwrap();
         assert!(!text.contains("ntp_offset"));
         assert!(!text.contains("timer_lateness"));
         assert!(text.contains("clockguard_stalls_total 0"));
@@ -642,7 +705,7 @@ mod tests {
             guard_denied: 2,
             ..Counters::default()
         });
-        let text = exposition(&status, None).unwrap();
+        let text = exposition(&status, None, &[]).unwrap();
         let classic = prometheus_text(&text);
         assert!(classic.contains("# TYPE clockguard_steps_refused_total counter\n"));
         assert!(classic.contains("# HELP clockguard_steps_refused_total Clock steps"));
@@ -657,7 +720,7 @@ mod tests {
     #[test]
     fn the_shipped_alert_rules_name_only_exposed_metrics() {
         let (status, tracking) = full_status();
-        let text = exposition(&status, Some(&tracking)).unwrap();
+        let text = exposition(&status, Some(&tracking), &[]).unwrap();
         let rules = include_str!("../../packaging/prometheus/clockguard-rules.yml");
         let mut named = 0;
         for expr in rules
@@ -709,11 +772,11 @@ mod tests {
         let tracking = crate::golden::tracking();
         for (text, golden) in [
             (
-                exposition(&status, Some(&tracking)).unwrap(),
+                exposition(&status, Some(&tracking), &[]).unwrap(),
                 include_str!("../core/tests/golden/metrics-host.txt"),
             ),
             (
-                exposition(&status, None).unwrap(),
+                exposition(&status, None, &[]).unwrap(),
                 include_str!("../core/tests/golden/metrics-host-no-ntp.txt"),
             ),
         ] {

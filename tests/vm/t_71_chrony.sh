@@ -1,10 +1,13 @@
 # chrony interoperability, with Debian's chronyd 4.3 (unpacked by `cargo xtask setup`, run
 # with -x so that it never touches the clock: it then keeps its notion of the time in
-# software). The chain: cg-ntpref (0.5 s ahead of the VM's clock) → chronyd as a server →
-# clockguard in guard mode, which selects chronyd and slews the clock to the reference's
-# time. A server on the same machine cannot be its own clock's reference, hence the
-# upstream. Then `chronyd -Q` as a client accepts clockguard's server and measures an
-# offset under 1 ms.
+# software). The chain: cg-ntpref (0.5 s ahead of the VM's clock) → chronyd as an NTS
+# server (a certificate from a CA this test makes) → clockguard in guard mode with
+# `require_nts`, which takes chronyd's keys and cookies over NTS-KE (TLS 1.3), accepts
+# only authenticated replies and slews the clock to the reference's time. A server on the
+# same machine cannot be its own clock's reference, hence the upstream. A second NTS name,
+# 127.0.0.2, reaches the same chronyd but is not in its certificate: its key exchange must
+# fail and nothing from it be used. Then `chronyd -Q` as a (plain NTP) client accepts
+# clockguard's server and measures an offset under 1 ms.
 source "$(dirname "$0")/lib.sh"
 need_vm
 
@@ -13,11 +16,29 @@ CHRONYD="$CG_REPO/target/tools/chrony/usr/sbin/chronyd"
 PARAMS="$CG_TEST_TMP/ref.json"
 start_reference "$PARAMS" "$CG_TEST_TMP/ref.log" --listen 127.0.0.1:12300 --offset-s 0.5
 ref_pid=$REF_PID
+# The operator's steps: a CA, and a server certificate for 127.0.0.1 signed by it.
+pki="$CG_TEST_TMP/pki"
+mkdir -p "$pki"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=clockguard-test-CA -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null \
+    || fail "openssl: cannot make the test CA"
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+    -keyout "$pki/server.key" -out "$pki/server.csr" 2>/dev/null \
+    || fail "openssl: cannot make the server's key"
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+    >"$pki/server.ext"
+openssl x509 -req -in "$pki/server.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" \
+    -CAcreateserial -days 2 -extfile "$pki/server.ext" -out "$pki/server.pem" 2>/dev/null \
+    || fail "openssl: cannot sign the server's certificate"
 cat >"$CG_TEST_TMP/chrony-server.conf" <<EOF2
 server 127.0.0.1 port 12300 iburst minpoll 0 maxpoll 0
 port 12302
 cmdport 0
 allow 127.0.0.1
+ntsserverkey $pki/server.key
+ntsservercert $pki/server.pem
+ntsport 4460
+ntsdumpdir $CG_TEST_TMP
 pidfile $CG_TEST_TMP/chronyd-server.pid
 EOF2
 "$CHRONYD" -x -d -u root -f "$CG_TEST_TMP/chrony-server.conf" >"$CG_TEST_TMP/chronyd.log" 2>&1 &
@@ -29,7 +50,9 @@ mode = "guard"
 [guard]
 defer_to_time_services = false
 [ntp]
-servers = ["127.0.0.1:12302"]
+nts_servers = ["127.0.0.1:4460", "127.0.0.2:4460"]
+nts_ca = "$pki/ca.pem"
+require_nts = true
 serve = "127.0.0.1:12301"
 EOF2
 start_daemon --config "$CG_TEST_TMP/ntp.toml"
@@ -48,6 +71,19 @@ echo "$tracking" | jq -e '.synchronized == true and .stratum == 3' >/dev/null \
     || fail "not synchronised to chronyd: $tracking"
 "$CG" sources --json --runtime-dir "$RUNTIME" | jq -e '.sources[0].state == "selected" and .sources[0].stratum == 2' >/dev/null \
     || fail "chronyd source: $("$CG" sources --json --runtime-dir "$RUNTIME")"
+# NTS: chronyd named its NTP port (12302) in the key exchange; every reply used was
+# authenticated, and none was dropped.
+sources=$("$CG" sources --json --runtime-dir "$RUNTIME")
+echo "$sources" | jq -e '.nts[0] | .name == "127.0.0.1:4460" and .address == "127.0.0.1:12302"
+        and .key_exchanges >= 1 and .authenticated >= 4 and .rejected == 0 and .cookies >= 1' \
+    >/dev/null || fail "NTS with chronyd: $sources"
+# The name the certificate does not cover: refused by TLS, never polled.
+echo "$sources" | jq -e '.nts[1] | .address == null and .key_exchange_errors >= 1
+        and (.last_error | test("certificate"; "i")) and .authenticated == 0' >/dev/null \
+    || fail "NTS to a name outside chronyd's certificate: $sources"
+[[ $(echo "$sources" | jq '.sources | length') == 1 ]] || fail "sources: $sources"
+echo "METRIC chrony-nts-server authenticated=$(echo "$sources" | jq '.nts[0].authenticated') \
+cookies=$(echo "$sources" | jq '.nts[0].cookies') rejected=$(echo "$sources" | jq '.nts[0].rejected')"
 echo "METRIC chrony-server-source converged_after_s=$(jq .converged_after_s "$CG_TEST_TMP/watch.json") offset_s=$(echo "$tracking" | jq .offset_s)"
 
 # chronyd as a client of clockguard: -Q measures and prints, and never sets the clock.

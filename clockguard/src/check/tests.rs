@@ -66,6 +66,7 @@ fn sources(rows: &[(&str, &str)], unresolved: &[&str]) -> SourcesAnswer {
             })
             .collect(),
         unresolved: unresolved.iter().map(ToString::to_string).collect(),
+        nts: Vec::new(),
     }
 }
 

@@ -2,7 +2,7 @@
 //! `service-check`, the `audit` table). Golden tests pin every byte of it.
 
 use clockguard_core::status::{
-    ServiceState, ServiceStatus, SourcesAnswer, Status, TimersStatus, Tracking, VmStatus,
+    NtsReport, ServiceState, ServiceStatus, SourcesAnswer, Status, TimersStatus, Tracking, VmStatus,
 };
 
 use crate::record::Record;
@@ -120,7 +120,7 @@ pub(crate) fn status_text(s: &Status) -> String {
     if ntp.running {
         push_line!(
             out,
-            "ntp: {} ({} servers, {} pools{}); `clockguard tracking` and `sources` for details",
+            "ntp: {} ({} servers, {} pools{}{}); `clockguard tracking` and `sources` for details",
             if ntp.disciplining {
                 "disciplining the clock, slew only"
             } else {
@@ -128,6 +128,11 @@ pub(crate) fn status_text(s: &Status) -> String {
             },
             ntp.servers.len(),
             ntp.pools.len(),
+            if ntp.nts_servers.is_empty() {
+                String::new()
+            } else {
+                format!(", {} NTS servers", ntp.nts_servers.len())
+            },
             ntp.serve
                 .as_deref()
                 .map(|a| format!(", serving on {a}"))
@@ -552,8 +557,37 @@ pub(crate) fn sources_text(s: &SourcesAnswer) -> String {
     for name in &s.unresolved {
         push_line!(out, "{:<14} {}", "unresolved", name);
     }
+    for nts in &s.nts {
+        push_line!(out, "{}", nts_line(nts));
+    }
     out.pop();
     out
+}
+
+/// An NTS server's line under the sources table.
+fn nts_line(nts: &NtsReport) -> String {
+    let plural = |n: u64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let mut line = format!("NTS {}", nts.name);
+    match &nts.address {
+        Some(address) => line.push_str(&format!(
+            " (NTP at {address}): {} cookies, {}, {} authenticated, {} rejected",
+            nts.cookies,
+            plural(nts.key_exchanges, "key exchange"),
+            nts.authenticated,
+            nts.rejected
+        )),
+        None => line.push_str(": no key exchange has worked yet"),
+    }
+    if nts.naks > 0 {
+        line.push_str(&format!(", {}", plural(nts.naks, "NTS NAK")));
+    }
+    if let Some(error) = &nts.last_error {
+        line.push_str(&format!(
+            "; {} failed, the last: {error}",
+            plural(nts.key_exchange_errors, "key exchange")
+        ));
+    }
+    line
 }
 
 #[cfg(test)]
@@ -651,6 +685,38 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("unresolved     gone.example"), "{text}");
+        s.nts = vec![
+            NtsReport {
+                name: "time.example:4460".into(),
+                address: Some("192.0.2.1:123".into()),
+                cookies: 7,
+                key_exchanges: 1,
+                authenticated: 40,
+                rejected: 3,
+                ..NtsReport::default()
+            },
+            NtsReport {
+                name: "down.example:4460".into(),
+                key_exchange_errors: 2,
+                last_error: Some("connection refused".into()),
+                ..NtsReport::default()
+            },
+        ];
+        let text = sources_text(&s);
+        assert!(
+            text.contains(
+                "\nNTS time.example:4460 (NTP at 192.0.2.1:123): 7 cookies, 1 key exchange, \
+                 40 authenticated, 3 rejected\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "NTS down.example:4460: no key exchange has worked yet; 2 key exchanges \
+                 failed, the last: connection refused"
+            ),
+            "{text}"
+        );
     }
 
     /// What the golden status does not show: a stall, a fault, a pinned guard, no eBPF.

@@ -248,6 +248,7 @@ impl Daemon {
                 running: self.ntp.is_some(),
                 servers: self.config.ntp.servers.clone(),
                 pools: self.config.ntp.pools.clone(),
+                nts_servers: self.config.ntp.nts_servers.clone(),
                 serve: self.config.ntp.serve.clone(),
                 disciplining: self.ntp.is_some() && self.slew.is_some(),
             },

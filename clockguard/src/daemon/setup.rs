@@ -268,7 +268,7 @@ pub(super) async fn start(
     let previous_heartbeat = read_heartbeat(&config.runtime_dir);
 
     // The error bound, while there is a discipline to take it from.
-    let ntp_client = !config.ntp.servers.is_empty() || !config.ntp.pools.is_empty();
+    let ntp_client = config.ntp.has_sources();
     let bound = (config.bound.enabled && ntp_client).then(|| {
         bound::Publisher::start(&config.bound, bound::policy(&config, &guard.enforcement))
     });

@@ -13,8 +13,12 @@ use std::{
 use anyhow::{Context, Result};
 use clockguard_core::{
     bound::{self, Measured},
-    ntp::client::{Action, ClientCore},
-    status::{ServerCounters, ServerStatus, SourcesAnswer, Tracking},
+    ntp::{
+        client::{Action, ClientCore},
+        nts::{self, ClientSession, ReplyOutcome},
+        packet::HEADER_LEN,
+    },
+    status::{NtsReport, ServerCounters, ServerStatus, SourcesAnswer, Tracking},
     time::Raw,
 };
 use tokio::{
@@ -23,6 +27,7 @@ use tokio::{
     time::Instant,
 };
 
+use super::nts_ke::{self, KeyExchange};
 use super::{
     packet::NtpTimestamp,
     server::{self, DropReason, RateLimiter, Response, ServerClock},
@@ -144,9 +149,15 @@ pub async fn spawn(
     state_dir: &Path,
     bound: Option<BoundUpdates>,
 ) -> Result<Option<NtpHandle>> {
-    if config.servers.is_empty() && config.pools.is_empty() && config.serve.is_none() {
+    if !config.has_sources() && config.serve.is_none() {
         return Ok(None);
     }
+    // Before anything starts: an unreadable CA file stops the daemon with its name.
+    let tls = if config.nts_servers.is_empty() {
+        None
+    } else {
+        Some(nts_ke::tls_config(config.nts_ca.as_deref())?)
+    };
     let drift_path = state_dir.join(DRIFT_FILE);
     let drift = read_drift(&drift_path);
     let prior_freq = drift.map_or(0.0, |(ppm, _)| ppm * 1e-6);
@@ -200,9 +211,14 @@ pub async fn spawn(
     for pool in &config.pools {
         names.push(Name::new(pool, config.pool_size));
     }
+    let nts_names = config.nts_servers.iter().map(|s| NtsName::new(s)).collect();
+    let (exchanges_tx, exchanges) = mpsc::channel(16);
     let client = Client {
         core,
         names,
+        nts: nts_names,
+        tls,
+        exchanges_tx,
         sockets: Vec::new(),
         datagrams_tx,
         slew,
@@ -212,8 +228,69 @@ pub async fn spawn(
         serving,
         bound,
     };
-    tokio::spawn(client.run(datagrams, query_rx));
+    tokio::spawn(client.run(datagrams, query_rx, exchanges));
     Ok(Some(NtpHandle { queries }))
+}
+
+/// A configured NTS server: its key exchanges, the session they gave and its source.
+struct NtsName {
+    text: String,
+    host: String,
+    port: u16,
+    /// The source polled with the session (the NTP address the last exchange named).
+    source: Option<usize>,
+    session: Option<ClientSession>,
+    /// When the next key exchange starts; None while one runs or none is needed.
+    next_exchange: Option<Instant>,
+    exchanging: bool,
+    /// When the last exchange started, and how many failed in a row since one worked.
+    last_exchange: Option<Instant>,
+    failures: u32,
+    report: NtsReport,
+}
+
+impl NtsName {
+    fn new(text: &str) -> NtsName {
+        let (host, port) = clockguard_core::config::split_host_port_or(text, nts::KE_PORT)
+            .expect("validated with the configuration");
+        NtsName {
+            text: text.to_string(),
+            report: NtsReport {
+                name: format!("{host}:{port}"),
+                ..NtsReport::default()
+            },
+            host,
+            port,
+            source: None,
+            session: None,
+            next_exchange: Some(Instant::now()),
+            exchanging: false,
+            last_exchange: None,
+            failures: 0,
+        }
+    }
+
+    /// Asks for a key exchange now, unless one runs or a failed one's back-off holds.
+    fn exchange_soon(&mut self) {
+        if !self.exchanging && self.next_exchange.is_none() {
+            self.next_exchange = Some(Instant::now());
+        }
+    }
+}
+
+/// `len` bytes from the kernel's random source (getrandom(2)): NTS unique identifiers and
+/// nonces must be unpredictable.
+fn random_array<const LEN: usize>() -> [u8; LEN] {
+    let mut bytes = [0u8; LEN];
+    if getrandom::fill(&mut bytes).is_err() {
+        // getrandom(2) does not fail after boot; a fixed value would only make a reply
+        // easier to forge, never accepted without the key.
+        for (i, chunk) in bytes.chunks_mut(8).enumerate() {
+            let word = random_cookie().0.rotate_left(i as u32);
+            chunk.copy_from_slice(&word.to_be_bytes()[..chunk.len()]);
+        }
+    }
+    bytes
 }
 
 /// A configured server or pool name and the sources it gave.
@@ -247,6 +324,11 @@ impl Name {
 struct Client {
     core: ClientCore,
     names: Vec<Name>,
+    nts: Vec<NtsName>,
+    /// The NTS-KE TLS configuration, when there are NTS servers.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// Key exchanges' results, by NTS name index (the error as text).
+    exchanges_tx: mpsc::Sender<(usize, Result<KeyExchange, String>)>,
     /// Per source id; None once the source is retired.
     sockets: Vec<Option<SourceIo>>,
     datagrams_tx: mpsc::Sender<(usize, Vec<u8>, Raw)>,
@@ -292,13 +374,16 @@ impl Client {
         mut self,
         mut datagrams: mpsc::Receiver<(usize, Vec<u8>, Raw)>,
         mut queries: mpsc::Receiver<NtpQuery>,
+        mut exchanges: mpsc::Receiver<(usize, Result<KeyExchange, String>)>,
     ) {
         loop {
             self.resolve_due().await;
+            self.exchange_due();
             let core_due = self.core.next_wakeup().map(tokio_instant_at);
             let next = core_due
                 .into_iter()
                 .chain(self.names.iter().filter_map(|n| n.next_resolve))
+                .chain(self.nts.iter().filter_map(|n| n.next_exchange))
                 .min()
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
@@ -310,6 +395,7 @@ impl Client {
                     }
                 }
                 Some((id, bytes, arrived)) = datagrams.recv() => self.on_datagram(id, &bytes, arrived).await,
+                Some((index, result)) = exchanges.recv() => self.on_exchange(index, result).await,
                 query = queries.recv() => match query {
                     Some(NtpQuery::Tracking(reply)) => { let _ = reply.send(self.tracking_report()); }
                     Some(NtpQuery::Sources(reply)) => { let _ = reply.send(self.sources_report()); }
@@ -380,6 +466,106 @@ impl Client {
             }
             self.adopt(index, addrs).await;
         }
+    }
+
+    /// Starts the NTS key exchanges that are due: at start, when a session has no cookie
+    /// left, when its source stopped answering (at most once per `RESOLVE_RETRY`), and
+    /// after a failed one's back-off. Each runs in its own task; `on_exchange` takes the
+    /// result.
+    fn exchange_due(&mut self) {
+        let Some(tls) = &self.tls else { return };
+        let now = Instant::now();
+        for (index, name) in self.nts.iter_mut().enumerate() {
+            let unanswered = name.source.is_some_and(|id| self.core.unreachable(id))
+                && name
+                    .last_exchange
+                    .is_none_or(|t| now.duration_since(t) >= RESOLVE_RETRY);
+            let no_cookie = name.session.as_ref().is_some_and(|s| s.cookies() == 0);
+            if unanswered || no_cookie {
+                name.exchange_soon();
+            }
+            if name.exchanging || name.next_exchange.is_none_or(|t| t > now) {
+                continue;
+            }
+            name.next_exchange = None;
+            name.exchanging = true;
+            name.last_exchange = Some(now);
+            let (tls, host, port) = (tls.clone(), name.host.clone(), name.port);
+            let results = self.exchanges_tx.clone();
+            tokio::spawn(async move {
+                let result = nts_ke::key_exchange(tls, &host, port)
+                    .await
+                    .map_err(|err| format!("{err:#}"));
+                let _ = results.send((index, result)).await;
+            });
+        }
+    }
+
+    /// A key exchange ended: a new session, polled at the NTP address it named (a new
+    /// source when that changed), or the error kept and the next attempt backed off.
+    async fn on_exchange(&mut self, index: usize, result: Result<KeyExchange, String>) {
+        self.nts[index].exchanging = false;
+        let result = match result {
+            Ok(exchange) => {
+                let target = format!("{}:{}", exchange.ntp_host, exchange.ntp_port);
+                let lookup =
+                    tokio::net::lookup_host((exchange.ntp_host.clone(), exchange.ntp_port));
+                match tokio::time::timeout(Duration::from_secs(5), lookup).await {
+                    Ok(Ok(mut addrs)) => addrs
+                        .next()
+                        .map(|addr| (exchange, addr))
+                        .ok_or(format!("the NTP server it named, {target}, has no address")),
+                    Ok(Err(err)) => Err(format!(
+                        "cannot resolve the NTP server it named, {target}: {err}"
+                    )),
+                    Err(_) => Err(format!(
+                        "resolving the NTP server it named, {target}, timed out"
+                    )),
+                }
+            }
+            Err(err) => Err(err),
+        };
+        let name = &mut self.nts[index];
+        let (exchange, addr) = match result {
+            Ok(done) => done,
+            Err(why) => {
+                name.failures += 1;
+                name.report.key_exchange_errors += 1;
+                let wait_s = nts::key_exchange_backoff_s(name.failures);
+                tracing::warn!(
+                    "NTS: key exchange with {} failed: {why}; next attempt in {wait_s} s",
+                    name.report.name
+                );
+                name.report.last_error = Some(why);
+                name.next_exchange = Some(Instant::now() + Duration::from_secs(wait_s));
+                return;
+            }
+        };
+        name.failures = 0;
+        name.report.key_exchanges += 1;
+        name.report.last_error = None;
+        name.report.address = Some(addr.to_string());
+        tracing::info!(
+            "NTS: key exchange with {}: {} cookies, NTP at {addr}",
+            name.report.name,
+            exchange.cookies.len()
+        );
+        name.session = Some(ClientSession::new(
+            exchange.c2s,
+            exchange.s2c,
+            exchange.cookies,
+        ));
+        let previous = name.source;
+        if previous.is_some_and(|id| self.core.engine().sources()[id].addr == addr) {
+            return;
+        }
+        let text = self.nts[index].text.clone();
+        let new_id = self.add_source(&text, addr).await;
+        if let Some(id) = previous {
+            self.core.retire(id);
+            self.sockets[id] = None;
+        }
+        self.nts[index].source = new_id;
     }
 
     /// Points the name's sources at `addrs`: unreachable ones move to a new address, new
@@ -468,6 +654,34 @@ impl Client {
     }
 
     async fn on_datagram(&mut self, id: usize, bytes: &[u8], arrived: Raw) {
+        let bytes = match self.nts.iter_mut().find(|n| n.source == Some(id)) {
+            None => bytes,
+            Some(name) => match name.session.as_mut().map(|s| s.reply(bytes)) {
+                Some(Ok(ReplyOutcome::Authentic)) => {
+                    name.report.authenticated += 1;
+                    &bytes[..HEADER_LEN]
+                }
+                Some(Ok(ReplyOutcome::Nak)) => {
+                    name.report.naks += 1;
+                    tracing::info!(
+                        "NTS: {} no longer takes our cookies (NTS NAK): a new key exchange",
+                        name.report.name
+                    );
+                    name.exchange_soon();
+                    return;
+                }
+                // Never measured: forged, another request's, or no session to check it.
+                Some(Err(why)) => {
+                    name.report.rejected += 1;
+                    tracing::debug!("NTS: dropped a reply from {}: {why}", name.report.name);
+                    return;
+                }
+                None => {
+                    name.report.rejected += 1;
+                    return;
+                }
+            },
+        };
         let now = clock::reading();
         match self
             .core
@@ -538,6 +752,31 @@ impl Client {
         let Some(socket) = self.sockets[id].as_ref().map(|io| io.socket.clone()) else {
             return;
         };
+        let protected;
+        let request = match self.nts.iter_mut().find(|n| n.source == Some(id)) {
+            None => request,
+            Some(name) => {
+                let header: &[u8; HEADER_LEN] = request
+                    .try_into()
+                    .expect("the core's requests are bare NTP headers");
+                let packet = name
+                    .session
+                    .as_mut()
+                    .and_then(|s| s.request(header, random_array(), &random_array()));
+                match packet {
+                    Some(packet) => {
+                        protected = packet;
+                        &protected
+                    }
+                    // No cookie left: this poll goes unanswered (the reach register shows
+                    // it) while a key exchange fetches new ones.
+                    None => {
+                        name.exchange_soon();
+                        return;
+                    }
+                }
+            }
+        };
         match socket.try_send(request) {
             Ok(_) => {
                 if let Some(stamp) = clockguard_sys::take_tx_timestamp(socket.as_raw_fd()) {
@@ -607,7 +846,17 @@ impl Client {
             .filter(|n| n.sources.is_empty())
             .map(|n| n.text.clone())
             .collect();
-        self.core.sources(clock::reading(), unresolved)
+        SourcesAnswer {
+            nts: self
+                .nts
+                .iter()
+                .map(|n| NtsReport {
+                    cookies: n.session.as_ref().map_or(0, ClientSession::cookies),
+                    ..n.report.clone()
+                })
+                .collect(),
+            ..self.core.sources(clock::reading(), unresolved)
+        }
     }
 }
 

@@ -5,5 +5,6 @@
 
 pub use clockguard_core::ntp::{packet, server, source};
 pub mod client;
+mod nts_ke;
 #[cfg(test)]
 mod sim;

@@ -445,6 +445,17 @@ mod tests {
         Config::parse(ok, "t").unwrap();
         // A LAN server one runs may be polled every second.
         let fast = Config::parse("[ntp]\nminpoll = 0\nmaxpoll = 2\n", "t").unwrap();
+        assert!(!fast.ntp.has_sources());
+        let nts = Config::parse(
+            "[ntp]\nnts_servers = [\"time.example\", \"10.0.0.2:4461\"]\nrequire_nts = true\n",
+            "t",
+        )
+        .unwrap();
+        assert!(nts.ntp.has_sources() && nts.ntp.require_nts);
+        assert_eq!(
+            split_host_port_or(&nts.ntp.nts_servers[0], 4460),
+            Ok(("time.example".into(), 4460))
+        );
         assert_eq!((fast.ntp.minpoll, fast.ntp.maxpoll), (0, 2));
         for (text, says) in [
             ("[ntp]\nminpoll = -1\n", "minpoll = -1"),
@@ -456,6 +467,15 @@ mod tests {
             ("[ntp]\nservers = [\"host:99999\"]\n", "bad port"),
             ("[ntp]\nrate_limit_burst = 0\n", "rate_limit_burst = 0"),
             ("[ntp]\npool_size = 0\n", "pool_size = 0"),
+            (
+                "[ntp]\nnts_servers = [\"nts:x\"]\n",
+                "NTS server \"nts:x\": bad port",
+            ),
+            (
+                "[ntp]\nservers = [\"10.0.0.1\"]\nnts_servers = [\"nts\"]\nrequire_nts = true\n",
+                "would be polled without authentication",
+            ),
+            ("[ntp]\nrequire_nts = true\n", "nts_servers is empty"),
         ] {
             let err = format!("{:#}", Config::parse(text, "f.toml").unwrap_err());
             assert!(

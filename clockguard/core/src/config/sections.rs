@@ -155,6 +155,18 @@ pub struct NtpConfig {
     /// Pools: each name gives up to `pool_size` servers.
     #[serde(default)]
     pub pools: Vec<String>,
+    /// Servers polled with Network Time Security (RFC 8915): "host" or "host:port" of the
+    /// NTS-KE server (TLS 1.3, port 4460 by default), which names the NTP server and port.
+    /// Replies that do not authenticate are dropped. chrony's `server HOST nts`.
+    #[serde(default)]
+    pub nts_servers: Vec<String>,
+    /// PEM file of CA certificates trusted for NTS-KE, besides the system's trust store
+    /// (chrony's `ntstrustedcerts`).
+    #[serde(default)]
+    pub nts_ca: Option<PathBuf>,
+    /// Use authenticated time only: `servers` and `pools` are then a configuration error.
+    #[serde(default)]
+    pub require_nts: bool,
     #[serde(default = "default_pool_size")]
     pub pool_size: usize,
     /// Start each source with a burst of 4 requests 2 s apart.
@@ -392,12 +404,37 @@ impl NtpConfig {
             split_host_port(server)
                 .map_err(|why| anyhow::anyhow!("ntp: server {server:?}: {why}"))?;
         }
+        for server in &self.nts_servers {
+            split_host_port_or(server, crate::ntp::nts::KE_PORT)
+                .map_err(|why| anyhow::anyhow!("ntp: NTS server {server:?}: {why}"))?;
+        }
+        if self.require_nts && !(self.servers.is_empty() && self.pools.is_empty()) {
+            bail!(
+                "ntp.require_nts = true, but servers {:?} and pools {:?} would be polled \
+                 without authentication: move them to nts_servers, or drop require_nts",
+                self.servers,
+                self.pools
+            );
+        }
+        if self.require_nts && self.nts_servers.is_empty() {
+            bail!("ntp.require_nts = true, but nts_servers is empty: no source would be polled");
+        }
         Ok(())
+    }
+
+    /// Whether any source is configured (plain or NTS): the NTP client runs.
+    pub fn has_sources(&self) -> bool {
+        !(self.servers.is_empty() && self.pools.is_empty() && self.nts_servers.is_empty())
     }
 }
 
 /// "host", "host:port", "1.2.3.4", "1.2.3.4:123", "[::1]" or "[::1]:123" → (host, port).
 pub fn split_host_port(text: &str) -> Result<(String, u16), String> {
+    split_host_port_or(text, 123)
+}
+
+/// As [`split_host_port`], with `default_port` where the text gives none.
+pub fn split_host_port_or(text: &str, default_port: u16) -> Result<(String, u16), String> {
     let text = text.trim();
     if text.is_empty() {
         return Err("empty server name".into());
@@ -406,7 +443,7 @@ pub fn split_host_port(text: &str) -> Result<(String, u16), String> {
         return Ok((addr.ip().to_string(), addr.port()));
     }
     if let Ok(ip) = text.parse::<IpAddr>() {
-        return Ok((ip.to_string(), 123));
+        return Ok((ip.to_string(), default_port));
     }
     if let Some(rest) = text.strip_prefix('[') {
         let (host, after) = rest
@@ -416,7 +453,7 @@ pub fn split_host_port(text: &str) -> Result<(String, u16), String> {
             .map_err(|_| format!("{host:?} is not an IPv6 address"))?;
         let port = match after.strip_prefix(':') {
             Some(port) => port.parse().map_err(|_| format!("bad port {port:?}"))?,
-            None if after.is_empty() => 123,
+            None if after.is_empty() => default_port,
             None => return Err(format!("unexpected {after:?} after ']'")),
         };
         return Ok((host.to_string(), port));
@@ -426,7 +463,7 @@ pub fn split_host_port(text: &str) -> Result<(String, u16), String> {
             host,
             port.parse().map_err(|_| format!("bad port {port:?}"))?,
         ),
-        None => (text, 123),
+        None => (text, default_port),
     };
     let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_';
     if host.is_empty() || !host.chars().all(valid) {

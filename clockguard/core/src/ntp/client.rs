@@ -633,6 +633,7 @@ impl ClientCore {
         SourcesAnswer {
             sources,
             unresolved,
+            nts: Vec::new(),
         }
     }
 }

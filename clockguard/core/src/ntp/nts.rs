@@ -487,6 +487,107 @@ pub fn client_reply(
         .collect())
 }
 
+/// The unique identifier's length this side sends (bytes; RFC 8915 asks at least 32).
+pub const UNIQUE_ID_LEN: usize = 32;
+
+/// One NTS source's state between key exchanges: the keys the TLS exporter gave, the
+/// cookies left (each is used once), and the unique identifier of the request in flight.
+/// The daemon supplies the randomness and does the I/O.
+pub struct ClientSession {
+    c2s: [u8; KEY_LEN],
+    s2c: [u8; KEY_LEN],
+    cookies: std::collections::VecDeque<Vec<u8>>,
+    in_flight: Option<[u8; UNIQUE_ID_LEN]>,
+}
+
+/// What a reply to an NTS request came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplyOutcome {
+    /// Authenticated: its first [`HEADER_LEN`] bytes are the NTP header to use.
+    Authentic,
+    /// An NTS negative acknowledgement (kiss code NTSN, §5.7) for the request in flight:
+    /// the server cannot read our cookies any more. The cookies are dropped, so the next
+    /// poll needs a new key exchange. Unauthenticated by design: an on-path attacker can
+    /// force a key exchange this way, but cannot move the clock.
+    Nak,
+}
+
+impl ClientSession {
+    pub fn new(c2s: [u8; KEY_LEN], s2c: [u8; KEY_LEN], cookies: Vec<Vec<u8>>) -> Self {
+        ClientSession {
+            c2s,
+            s2c,
+            cookies: cookies.into_iter().take(COOKIES_WANTED).collect(),
+            in_flight: None,
+        }
+    }
+
+    pub fn cookies(&self) -> usize {
+        self.cookies.len()
+    }
+
+    /// The NTS request for `header`, spending a cookie and asking (with placeholders) for
+    /// as many back as keep the jar at [`COOKIES_WANTED`] when the reply arrives. None when
+    /// no cookie is left: a new key exchange is needed.
+    pub fn request(
+        &mut self,
+        header: &[u8; HEADER_LEN],
+        unique_id: [u8; UNIQUE_ID_LEN],
+        nonce: &[u8; NONCE_LEN],
+    ) -> Option<Vec<u8>> {
+        let cookie = self.cookies.pop_front()?;
+        // The reply carries one cookie per cookie and placeholder sent.
+        let placeholders = COOKIES_WANTED.saturating_sub(self.cookies.len() + 1);
+        self.in_flight = Some(unique_id);
+        Some(client_packet(
+            header,
+            &unique_id,
+            &cookie,
+            placeholders,
+            &self.c2s,
+            nonce,
+        ))
+    }
+
+    /// Checks a reply against the request in flight. Authentic: its cookies join the jar
+    /// and the identifier is spent (a replay of the same reply is then not ours). A forged
+    /// reply leaves the request in flight, so the genuine one is still taken.
+    pub fn reply(&mut self, packet: &[u8]) -> Result<ReplyOutcome, NtsError> {
+        let Some(unique_id) = self.in_flight else {
+            return Err(NtsError::NotOurs);
+        };
+        match client_reply(packet, &unique_id, &self.s2c) {
+            Ok(cookies) => {
+                self.in_flight = None;
+                for cookie in cookies {
+                    if self.cookies.len() < COOKIES_WANTED {
+                        self.cookies.push_back(cookie);
+                    }
+                }
+                Ok(ReplyOutcome::Authentic)
+            }
+            Err(NtsError::Unauthenticated) if is_nts_nak(packet) => {
+                self.in_flight = None;
+                self.cookies.clear();
+                Ok(ReplyOutcome::Nak)
+            }
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// A kiss-o'-death with code NTSN (stratum 0, reference id "NTSN").
+fn is_nts_nak(packet: &[u8]) -> bool {
+    packet.len() >= HEADER_LEN && packet[1] == 0 && &packet[12..16] == b"NTSN"
+}
+
+/// How long to wait before key exchange attempt `failures + 1` after `failures` failed in
+/// a row (s): 16 s, doubling to 1024 s (chrony backs off the same way), so that a server
+/// that is down is not hammered with TLS handshakes.
+pub fn key_exchange_backoff_s(failures: u32) -> u64 {
+    16u64 << failures.saturating_sub(1).min(6)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -669,6 +770,93 @@ mod tests {
             client_reply(&appended, &UID, &S2C),
             Err(NtsError::Malformed(_))
         ));
+    }
+
+    /// The cookie a request carried and how many placeholders it had.
+    fn cookie_and_placeholders(packet: &[u8]) -> (Vec<u8>, usize) {
+        let fields = extensions(packet).unwrap();
+        let cookie = fields.iter().find(|f| f.kind == EF_COOKIE).unwrap();
+        let placeholders = fields
+            .iter()
+            .filter(|f| f.kind == EF_COOKIE_PLACEHOLDER)
+            .count();
+        (packet[cookie.value.clone()].to_vec(), placeholders)
+    }
+
+    #[test]
+    fn a_session_spends_each_cookie_once_and_refills_from_authentic_replies() {
+        let header = [0x23; HEADER_LEN];
+        let cookies: Vec<Vec<u8>> = (0..8u8).map(|i| vec![i; 100]).collect();
+        let mut session = ClientSession::new(C2S, S2C, cookies);
+        assert_eq!(session.cookies(), 8);
+        // With a full jar, one cookie back is enough: no placeholder.
+        let first = session.request(&header, UID, &NONCE).unwrap();
+        assert_eq!(cookie_and_placeholders(&first), (vec![0; 100], 0));
+        assert_eq!(session.cookies(), 7);
+        // Unanswered requests: each asks for the ones lost before it.
+        let second = session.request(&header, [8; 32], &NONCE).unwrap();
+        assert_eq!(cookie_and_placeholders(&second), (vec![1; 100], 1));
+        // The first request's reply is no longer awaited: only the latest is.
+        assert_eq!(
+            session.reply(&server_reply(&UID, &[vec![9; 100]], &S2C)),
+            Err(NtsError::NotOurs)
+        );
+        // A forged reply to the latest leaves it awaited; the genuine one is then taken.
+        let genuine = server_reply(&[8; 32], &[vec![10; 100], vec![11; 100]], &S2C);
+        let mut forged = genuine.clone();
+        forged[40] ^= 5;
+        assert_eq!(session.reply(&forged), Err(NtsError::Unauthenticated));
+        assert_eq!(session.reply(&genuine), Ok(ReplyOutcome::Authentic));
+        assert_eq!(session.cookies(), 8);
+        // Replayed: the identifier is spent.
+        assert_eq!(session.reply(&genuine), Err(NtsError::NotOurs));
+        // The new cookies are spent after the old ones, and the jar never holds more than 8.
+        for expected in 2..8u8 {
+            let request = session.request(&header, UID, &NONCE).unwrap();
+            assert_eq!(cookie_and_placeholders(&request).0, vec![expected; 100]);
+        }
+        let request = session.request(&header, UID, &NONCE).unwrap();
+        assert_eq!(cookie_and_placeholders(&request), (vec![10; 100], 6));
+        session.request(&header, UID, &NONCE).unwrap();
+        assert_eq!(
+            session.request(&header, UID, &NONCE),
+            None,
+            "the jar is empty"
+        );
+    }
+
+    #[test]
+    fn an_nts_nak_for_the_request_in_flight_empties_the_jar() {
+        let header = [0x23; HEADER_LEN];
+        let mut session = ClientSession::new(C2S, S2C, vec![vec![1; 100]; 4]);
+        session.request(&header, UID, &NONCE).unwrap();
+        // A kiss NTSN: stratum 0, reference id "NTSN", the identifier, no authenticator.
+        let mut nak = vec![0x24; HEADER_LEN];
+        nak[1] = 0;
+        nak[12..16].copy_from_slice(b"NTSN");
+        put_extension(&mut nak, EF_UNIQUE_IDENTIFIER, &[9; 32]);
+        assert_eq!(
+            session.reply(&nak),
+            Err(NtsError::NotOurs),
+            "another request's"
+        );
+        let mut ours = nak[..HEADER_LEN].to_vec();
+        put_extension(&mut ours, EF_UNIQUE_IDENTIFIER, &UID);
+        assert_eq!(session.reply(&ours), Ok(ReplyOutcome::Nak));
+        assert_eq!(session.cookies(), 0);
+        assert_eq!(session.request(&header, UID, &NONCE), None);
+        // Any other unauthenticated kiss is refused, not taken for a NAK.
+        let mut session = ClientSession::new(C2S, S2C, vec![vec![1; 100]; 4]);
+        session.request(&header, UID, &NONCE).unwrap();
+        ours[12..16].copy_from_slice(b"RATE");
+        assert_eq!(session.reply(&ours), Err(NtsError::Unauthenticated));
+        assert_eq!(session.cookies(), 3);
+    }
+
+    #[test]
+    fn key_exchanges_back_off_from_16_s_to_1024_s() {
+        let waits: Vec<u64> = (0..9).map(key_exchange_backoff_s).collect();
+        assert_eq!(waits, [16, 16, 32, 64, 128, 256, 512, 1024, 1024]);
     }
 
     #[test]

@@ -272,6 +272,8 @@ pub struct NtpStatus {
     pub running: bool,
     pub servers: Vec<String>,
     pub pools: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nts_servers: Vec<String>,
     /// The address the NTP server was configured to listen on.
     pub serve: Option<String>,
     /// The clock is disciplined only with the slew engine, i.e. in guard mode.

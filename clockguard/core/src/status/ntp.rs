@@ -94,6 +94,31 @@ pub struct SourcesAnswer {
     pub sources: Vec<SourceReport>,
     /// Configured names that did not resolve (yet).
     pub unresolved: Vec<String>,
+    /// The NTS servers: key exchange and authentication.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nts: Vec<NtsReport>,
+}
+
+/// One NTS server (`nts_servers`): its key exchange (NTS-KE over TLS 1.3) and what its
+/// replies came to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NtsReport {
+    /// As configured: the NTS-KE server.
+    pub name: String,
+    /// The NTP server the last key exchange named (ADDRESS:PORT); None before one worked.
+    pub address: Option<String>,
+    /// Cookies left (each request spends one; each authentic reply brings some back).
+    pub cookies: usize,
+    pub key_exchanges: u64,
+    pub key_exchange_errors: u64,
+    /// Why the last key exchange failed, while no later one has worked.
+    pub last_error: Option<String>,
+    /// Replies whose authenticator verified (the only ones the clock is measured with).
+    pub authenticated: u64,
+    /// Replies dropped: forged, answering another request, or malformed.
+    pub rejected: u64,
+    /// NTS negative acknowledgements (kiss NTSN): the server no longer reads our cookies.
+    pub naks: u64,
 }
 
 /// One NTP source. Offsets are the source's time − the system clock, s.
