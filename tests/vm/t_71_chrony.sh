@@ -16,20 +16,8 @@ CHRONYD="$CG_REPO/target/tools/chrony/usr/sbin/chronyd"
 PARAMS="$CG_TEST_TMP/ref.json"
 start_reference "$PARAMS" "$CG_TEST_TMP/ref.log" --listen 127.0.0.1:12300 --offset-s 0.5
 ref_pid=$REF_PID
-# The operator's steps: a CA, and a server certificate for 127.0.0.1 signed by it.
 pki="$CG_TEST_TMP/pki"
-mkdir -p "$pki"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj /CN=clockguard-test-CA -keyout "$pki/ca.key" -out "$pki/ca.pem" 2>/dev/null \
-    || fail "openssl: cannot make the test CA"
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
-    -keyout "$pki/server.key" -out "$pki/server.csr" 2>/dev/null \
-    || fail "openssl: cannot make the server's key"
-printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
-    >"$pki/server.ext"
-openssl x509 -req -in "$pki/server.csr" -CA "$pki/ca.pem" -CAkey "$pki/ca.key" \
-    -CAcreateserial -days 2 -extfile "$pki/server.ext" -out "$pki/server.pem" 2>/dev/null \
-    || fail "openssl: cannot sign the server's certificate"
+make_test_pki "$pki"
 cat >"$CG_TEST_TMP/chrony-server.conf" <<EOF2
 server 127.0.0.1 port 12300 iburst minpoll 0 maxpoll 0
 port 12302

@@ -41,6 +41,7 @@ mod load;
 mod opts;
 mod packet;
 mod query;
+mod relay;
 mod serve;
 mod watch;
 
@@ -50,6 +51,7 @@ use load::*;
 use opts::*;
 use packet::*;
 use query::*;
+use relay::*;
 use serve::*;
 use watch::*;
 
@@ -101,7 +103,12 @@ const USAGE: &str = "usage: cg-ntpref COMMAND
         ns per ClockBoundClient::now() on the segment against ns per clock_gettime
         (CLOCK_REALTIME) through the vDSO: 7 alternating rounds of N (1000000) reads each,
         medians
-Prints one JSON object (serve: one when listening, one when stopped).";
+  relay --listen ADDR:PORT --upstream ADDR:PORT [--forge-s S]
+        an on-path attacker: forwards each datagram to the upstream server and its
+        replies back to the client heard last, every reply's receive and transmit
+        timestamps moved on by S seconds (default 0); until SIGTERM/SIGINT, then prints
+        {\"relayed_requests\": .., \"forged_replies\": ..}
+Prints one JSON object (serve and relay: one when listening, one when stopped).";
 
 /// Seconds from 1900-01-01 (NTP era 0) to 1970-01-01 (Unix epoch).
 const NTP_UNIX_OFFSET_S: i128 = 2_208_988_800;
@@ -157,6 +164,7 @@ fn run(args: &[String]) -> Result<(Value, u8), String> {
         "bound" => bound_cmd(rest).map(|v| (v, 0)),
         "read-cost" => read_cost_cmd(rest).map(|v| (v, 0)),
         "step" => step_cmd(rest).map(|v| (v, 0)),
+        "relay" => relay_cmd(rest).map(|v| (v, 0)),
         _ => Err(USAGE.into()),
     }
 }

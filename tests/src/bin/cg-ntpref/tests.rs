@@ -485,3 +485,32 @@ fn a_step_is_scheduled_in_the_params_and_reloaded() {
     assert_eq!(params.current().steps.len(), 2);
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn the_relay_moves_both_server_timestamps_by_the_forged_amount() {
+    let rx = unix_ns_to_ntp(1_800_000_000_000_000_000);
+    let tx = unix_ns_to_ntp(1_800_000_000_000_250_000);
+    let mut reply = [0u8; PACKET_LEN];
+    reply[24..32].copy_from_slice(&7u64.to_be_bytes());
+    reply[32..40].copy_from_slice(&rx.to_be_bytes());
+    reply[40..48].copy_from_slice(&tx.to_be_bytes());
+    assert!(forge_reply(&mut reply, 5_000_000_000));
+    let at = |i: usize| u64::from_be_bytes(reply[i..i + 8].try_into().unwrap());
+    assert_eq!(at(32), unix_ns_to_ntp(1_800_000_005_000_000_000));
+    // 5 s is a whole number of seconds: the fraction is untouched, so exact.
+    assert_eq!(at(40), tx + (5 << 32));
+    assert_eq!(
+        at(24),
+        7,
+        "the origin timestamp (the client's cookie) is kept"
+    );
+    // Backwards by half a second.
+    assert_eq!(
+        shift_timestamp(5 << 32, -500_000_000),
+        (4 << 32) | 0x8000_0000
+    );
+    assert!(
+        !forge_reply(&mut [0u8; 20], 5_000_000_000),
+        "not an NTP reply"
+    );
+}
