@@ -38,7 +38,7 @@ use tokio::{
 };
 
 use crate::{
-    control_protocol::{parse_request, Request, MAX_REQUEST},
+    control_protocol::{parse_request, request_line, Request, MAX_REQUEST},
     ntp::client::NtpHandle,
 };
 
@@ -262,10 +262,10 @@ async fn handle(
 ) -> Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read.take(MAX_REQUEST as u64 + 1));
-    let mut line = String::new();
+    let mut raw = Vec::new();
     // Read before any refusal: a peer whose request is not read yet could see its own write
     // fail (EPIPE) instead of the answer.
-    match tokio::time::timeout(request_timeout, reader.read_line(&mut line)).await {
+    match tokio::time::timeout(request_timeout, reader.read_until(b'\n', &mut raw)).await {
         Ok(read) => {
             read?;
         }
@@ -281,7 +281,7 @@ async fn handle(
     if let Peer::Refused(why) = &peer {
         return refuse(&mut write, cred, why).await;
     }
-    let request = match parse_request(&line) {
+    let request = match request_line(&raw).and_then(parse_request) {
         Ok(r) => r,
         Err(message) => {
             write_line(&mut write, &json!({ "error": message }).to_string()).await?;

@@ -491,7 +491,7 @@ fn virtme_ng(s: &mut Setup) -> Result<()> {
     Ok(())
 }
 
-/// cargo-fuzz, for `cargo xtask test --fuzz` only (the fuzz targets build with nightly).
+/// cargo-fuzz, for the fuzz targets of `cargo xtask test` (they build with nightly).
 pub fn ensure_cargo_fuzz() -> Result<()> {
     if let Some(version) = output_ok(cmd("cargo").args(["+nightly", "fuzz", "--version"])) {
         println!("ok: {}", version.trim());

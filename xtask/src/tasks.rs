@@ -383,8 +383,16 @@ fn run_and_capture(c: &mut std::process::Command) -> Result<(Vec<String>, i32)> 
 }
 
 /// What makes a run of `cargo xtask test` less than the whole suite on every kernel.
-fn partial_run_reasons(vm_skipped: bool, filtered: bool, kernels_wanted: &[String]) -> Vec<String> {
+fn partial_run_reasons(
+    vm_skipped: bool,
+    filtered: bool,
+    kernels_wanted: &[String],
+    fuzz: bool,
+) -> Vec<String> {
     let mut reasons = Vec::new();
+    if !fuzz {
+        reasons.push("fuzzing is skipped (--no-fuzz)".to_string());
+    }
     if vm_skipped {
         reasons.push("the VM suite is skipped (--no-vm or CLOCKGUARD_NO_VM=1)".to_string());
     }
@@ -414,7 +422,7 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
     let vm_skipped = no_vm || std::env::var("CLOCKGUARD_NO_VM").is_ok_and(|v| v == "1");
     let filtered = std::env::var("CG_TEST_FILTER").is_ok_and(|f| !f.is_empty());
     if util::in_ci() {
-        let partial = partial_run_reasons(vm_skipped, filtered, kernels_wanted);
+        let partial = partial_run_reasons(vm_skipped, filtered, kernels_wanted, fuzz);
         if !partial.is_empty() {
             bail!(
                 "CI must run the whole suite on every kernel, but {} (CI is set)",
@@ -659,6 +667,9 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
     if filtered {
         println!("CG_TEST_FILTER is set: not a full run");
     }
+    if !fuzz {
+        println!("fuzzing: SKIPPED (--no-fuzz): not a full run");
+    }
     println!(
         "{} passed, {} failed, {} skipped",
         total.passed, total.failed, total.skipped
@@ -680,14 +691,16 @@ struct FuzzResult {
 /// kept in target/fuzz-corpus/<target>; libFuzzer's log in target/fuzz-logs/<target>.log,
 /// a crashing input in fuzz/artifacts/<target>/.
 fn run_fuzzers(repo: &Path) -> Result<Vec<FuzzResult>> {
-    let runs = std::env::var("CG_FUZZ_RUNS").unwrap_or_else(|_| "10000000".into());
-    let seconds = std::env::var("CG_FUZZ_SECONDS").unwrap_or_else(|_| "60".into());
+    let seconds = std::env::var("CG_FUZZ_SECONDS").unwrap_or_else(|_| "30".into());
+    let budget = format!("-max_total_time={seconds}");
     let targets = [
-        ("ntp_packet", format!("-runs={runs}")),
-        ("control_request", format!("-max_total_time={seconds}")),
-        ("nts_ke", format!("-max_total_time={seconds}")),
-        ("nts_packet", format!("-max_total_time={seconds}")),
-    ];
+        "ntp_packet",
+        "control_framing",
+        "control_request",
+        "nts_ke",
+        "nts_packet",
+    ]
+    .map(|target| (target, budget.clone()));
     let logs = repo.join("target/fuzz-logs");
     std::fs::create_dir_all(&logs)?;
     let mut results = Vec::new();

@@ -41,6 +41,25 @@ impl Request {
     }
 }
 
+/// The request line in what a client sent: the bytes up to its first newline, read at
+/// most [`MAX_REQUEST`] + 1 bytes far (a client that closes without a newline sent the
+/// line it sent), or what is wrong with them, for the `{"error": ...}` answer.
+pub fn request_line(bytes: &[u8]) -> Result<&str, String> {
+    let line = match bytes.iter().position(|&b| b == b'\n') {
+        Some(end) => &bytes[..end],
+        None => bytes,
+    };
+    if line.len() > MAX_REQUEST {
+        return Err(format!("request longer than {MAX_REQUEST} bytes"));
+    }
+    std::str::from_utf8(line).map_err(|e| {
+        format!(
+            "bad request: not UTF-8 (an invalid byte at offset {})",
+            e.valid_up_to()
+        )
+    })
+}
+
 /// One request line, or what is wrong with it (for the `{"error": ...}` answer).
 pub fn parse_request(line: &str) -> Result<Request, String> {
     if line.len() > MAX_REQUEST {
@@ -56,6 +75,30 @@ pub fn parse_request(line: &str) -> Result<Request, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_request_line_is_framed_by_its_newline_and_its_length() {
+        assert_eq!(
+            request_line(b"{\"cmd\":\"status\"}\n"),
+            Ok("{\"cmd\":\"status\"}")
+        );
+        // Closed without a newline: what came is the line.
+        assert_eq!(request_line(b"{\"cmd\":\"now\"}"), Ok("{\"cmd\":\"now\"}"));
+        // Only the first line counts.
+        assert_eq!(request_line(b"a\nb\n"), Ok("a"));
+        let long = vec![b' '; MAX_REQUEST + 1];
+        assert_eq!(
+            request_line(&long),
+            Err("request longer than 4096 bytes".to_string())
+        );
+        let mut longest = vec![b' '; MAX_REQUEST];
+        longest.push(b'\n');
+        assert!(request_line(&longest).is_ok());
+        assert_eq!(
+            request_line(b"{\"cmd\xff\n"),
+            Err("bad request: not UTF-8 (an invalid byte at offset 5)".to_string())
+        );
+    }
 
     #[test]
     fn requests_parse_and_bad_ones_say_why() {

@@ -116,11 +116,11 @@ fn a_second_boot_completes_a_suite_whose_guest_died() {
 
 #[test]
 fn a_partial_run_says_why() {
-    assert!(partial_run_reasons(false, false, &[]).is_empty());
-    let all = partial_run_reasons(true, true, &["6.12".into()]);
-    assert_eq!(all.len(), 3, "{all:?}");
-    assert!(all[0].contains("--no-vm") && all[1].contains("CG_TEST_FILTER"));
-    assert!(all[2].contains("6.12"));
+    assert!(partial_run_reasons(false, false, &[], true).is_empty());
+    let all = partial_run_reasons(true, true, &["6.12".into()], false);
+    assert_eq!(all.len(), 4, "{all:?}");
+    assert!(all[0].contains("--no-fuzz") && all[1].contains("--no-vm"));
+    assert!(all[2].contains("CG_TEST_FILTER") && all[3].contains("6.12"));
 }
 
 #[test]
