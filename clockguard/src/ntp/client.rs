@@ -270,6 +270,20 @@ impl NtsName {
         }
     }
 
+    /// A key exchange (or what had to follow it) failed: said, counted, and the next one
+    /// backed off.
+    fn exchange_failed(&mut self, why: String) {
+        self.failures += 1;
+        self.report.key_exchange_errors += 1;
+        let wait_s = nts::key_exchange_backoff_s(self.failures);
+        tracing::warn!(
+            "NTS: key exchange with {} failed: {why}; next attempt in {wait_s} s",
+            self.report.name
+        );
+        self.report.last_error = Some(why);
+        self.next_exchange = Some(Instant::now() + Duration::from_secs(wait_s));
+    }
+
     /// Asks for a key exchange now, unless one runs or a failed one's back-off holds.
     fn exchange_soon(&mut self) {
         if !self.exchanging && self.next_exchange.is_none() {
@@ -528,18 +542,7 @@ impl Client {
         let name = &mut self.nts[index];
         let (exchange, addr) = match result {
             Ok(done) => done,
-            Err(why) => {
-                name.failures += 1;
-                name.report.key_exchange_errors += 1;
-                let wait_s = nts::key_exchange_backoff_s(name.failures);
-                tracing::warn!(
-                    "NTS: key exchange with {} failed: {why}; next attempt in {wait_s} s",
-                    name.report.name
-                );
-                name.report.last_error = Some(why);
-                name.next_exchange = Some(Instant::now() + Duration::from_secs(wait_s));
-                return;
-            }
+            Err(why) => return name.exchange_failed(why),
         };
         name.failures = 0;
         name.report.key_exchanges += 1;
@@ -565,7 +568,13 @@ impl Client {
             self.core.retire(id);
             self.sockets[id] = None;
         }
-        self.nts[index].source = new_id;
+        let name = &mut self.nts[index];
+        name.source = new_id;
+        if new_id.is_none() {
+            // Nothing polls the session's cookies: try again later, from the key exchange.
+            name.session = None;
+            name.exchange_failed(format!("cannot open a socket to the NTP server at {addr}"));
+        }
     }
 
     /// Points the name's sources at `addrs`: unreachable ones move to a new address, new
