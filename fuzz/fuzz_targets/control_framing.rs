@@ -19,11 +19,8 @@ fuzz_target!(|data: &[u8]| {
         Ok(line) => {
             assert!(line.len() <= MAX_REQUEST && !line.contains('\n'));
             assert!(read.starts_with(line.as_bytes()));
-            match parse_request(line) {
-                Ok(request) => {
-                    assert_eq!(request.changes_the_daemon(), request.name() == "reload");
-                }
-                Err(why) => assert!(!why.is_empty()),
+            if let Err(why) = parse_request(line) {
+                assert!(!why.is_empty());
             }
         }
         Err(why) => assert!(!why.is_empty()),

@@ -570,8 +570,8 @@ fn nts_line(nts: &NtsReport) -> String {
     let mut line = format!("NTS {}", nts.name);
     match &nts.address {
         Some(address) => line.push_str(&format!(
-            " (NTP at {address}): {} cookies, {}, {} authenticated, {} rejected",
-            nts.cookies,
+            " (NTP at {address}): {}, {}, {} authenticated, {} rejected",
+            plural(nts.cookies as u64, "cookie"),
             plural(nts.key_exchanges, "key exchange"),
             nts.authenticated,
             nts.rejected

@@ -42,8 +42,9 @@ use crate::{
 /// Retry names that did not resolve after this long.
 const RESOLVE_RETRY: Duration = Duration::from_secs(64);
 const DRIFT_FILE: &str = "ntp.drift";
-/// Largest datagram read; anything longer is truncated and so fails to parse.
-const MAX_DATAGRAM: usize = 1024;
+/// Largest datagram read; anything longer is truncated and so fails to parse. An NTS
+/// reply with 8 cookies of the longest taken (256 bytes) is about 2.2 KiB.
+const MAX_DATAGRAM: usize = 4096;
 
 /// Asks the kernel to stamp every datagram `socket` receives with CLOCK_REALTIME as it
 /// arrives (SO_TIMESTAMPNS), so that receive times do not include the wake-up of the task
@@ -232,6 +233,29 @@ pub async fn spawn(
     Ok(Some(NtpHandle { queries }))
 }
 
+/// A key exchange's result, by NTS name index: the exchange and the NTP server's address
+/// it named, or why not (text).
+type ExchangeResult = Result<(KeyExchange, SocketAddr), String>;
+
+/// The address of the NTP server a key exchange named (its first, 5 s at most).
+async fn resolve_ntp_server(exchange: &KeyExchange) -> Result<SocketAddr, String> {
+    let target = (exchange.ntp_host.clone(), exchange.ntp_port);
+    let named = || format!("{}:{}", exchange.ntp_host, exchange.ntp_port);
+    match tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host(target)).await {
+        Ok(Ok(mut addrs)) => addrs
+            .next()
+            .ok_or_else(|| format!("the NTP server it named, {}, has no address", named())),
+        Ok(Err(err)) => Err(format!(
+            "cannot resolve the NTP server it named, {}: {err}",
+            named()
+        )),
+        Err(_) => Err(format!(
+            "resolving the NTP server it named, {}, timed out",
+            named()
+        )),
+    }
+}
+
 /// A configured NTS server: its key exchanges, the session they gave and its source.
 struct NtsName {
     text: String,
@@ -246,6 +270,8 @@ struct NtsName {
     /// When the last exchange started, and how many failed in a row since one worked.
     last_exchange: Option<Instant>,
     failures: u32,
+    /// Exchanges started because the source went silent, since its last authentic reply.
+    silent_exchanges: u32,
     report: NtsReport,
 }
 
@@ -256,7 +282,11 @@ impl NtsName {
         NtsName {
             text: text.to_string(),
             report: NtsReport {
-                name: format!("{host}:{port}"),
+                name: if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                },
                 ..NtsReport::default()
             },
             host,
@@ -267,6 +297,7 @@ impl NtsName {
             exchanging: false,
             last_exchange: None,
             failures: 0,
+            silent_exchanges: 0,
         }
     }
 
@@ -277,7 +308,7 @@ impl NtsName {
         self.report.key_exchange_errors += 1;
         let wait_s = nts::key_exchange_backoff_s(self.failures);
         tracing::warn!(
-            "NTS: key exchange with {} failed: {why}; next attempt in {wait_s} s",
+            "NTS: {}: {why}; next key exchange in {wait_s} s",
             self.report.name
         );
         self.report.last_error = Some(why);
@@ -342,7 +373,7 @@ struct Client {
     /// The NTS-KE TLS configuration, when there are NTS servers.
     tls: Option<Arc<rustls::ClientConfig>>,
     /// Key exchanges' results, by NTS name index (the error as text).
-    exchanges_tx: mpsc::Sender<(usize, Result<KeyExchange, String>)>,
+    exchanges_tx: mpsc::Sender<(usize, ExchangeResult)>,
     /// Per source id; None once the source is retired.
     sockets: Vec<Option<SourceIo>>,
     datagrams_tx: mpsc::Sender<(usize, Vec<u8>, Raw)>,
@@ -388,7 +419,7 @@ impl Client {
         mut self,
         mut datagrams: mpsc::Receiver<(usize, Vec<u8>, Raw)>,
         mut queries: mpsc::Receiver<NtpQuery>,
-        mut exchanges: mpsc::Receiver<(usize, Result<KeyExchange, String>)>,
+        mut exchanges: mpsc::Receiver<(usize, ExchangeResult)>,
     ) {
         loop {
             self.resolve_due().await;
@@ -483,19 +514,24 @@ impl Client {
     }
 
     /// Starts the NTS key exchanges that are due: at start, when a session has no cookie
-    /// left, when its source stopped answering (at most once per `RESOLVE_RETRY`), and
-    /// after a failed one's back-off. Each runs in its own task; `on_exchange` takes the
-    /// result.
+    /// left (or an NTS NAK went unanswered), when its source stopped answering, and after
+    /// a failed one's back-off. Each runs in its own task, which also resolves the NTP
+    /// server the exchange named; `on_exchange` takes the result.
     fn exchange_due(&mut self) {
         let Some(tls) = &self.tls else { return };
         let now = Instant::now();
         for (index, name) in self.nts.iter_mut().enumerate() {
+            // A source silent since the last exchange: exchange again, backing off (from
+            // RESOLVE_RETRY) while the new keys do not help.
+            let rest = RESOLVE_RETRY.max(Duration::from_secs(nts::key_exchange_backoff_s(
+                name.silent_exchanges,
+            )));
             let unanswered = name.source.is_some_and(|id| self.core.unreachable(id))
                 && name
                     .last_exchange
-                    .is_none_or(|t| now.duration_since(t) >= RESOLVE_RETRY);
-            let no_cookie = name.session.as_ref().is_some_and(|s| s.cookies() == 0);
-            if unanswered || no_cookie {
+                    .is_none_or(|t| now.duration_since(t) >= rest);
+            if unanswered && !name.exchanging && name.next_exchange.is_none() {
+                name.silent_exchanges += 1;
                 name.exchange_soon();
             }
             if name.exchanging || name.next_exchange.is_none_or(|t| t > now) {
@@ -507,9 +543,12 @@ impl Client {
             let (tls, host, port) = (tls.clone(), name.host.clone(), name.port);
             let results = self.exchanges_tx.clone();
             tokio::spawn(async move {
-                let result = nts_ke::key_exchange(tls, &host, port)
-                    .await
-                    .map_err(|err| format!("{err:#}"));
+                let result = match nts_ke::key_exchange(tls, &host, port).await {
+                    Ok(exchange) => resolve_ntp_server(&exchange)
+                        .await
+                        .map(|addr| (exchange, addr)),
+                    Err(err) => Err(format!("key exchange failed: {err:#}")),
+                };
                 let _ = results.send((index, result)).await;
             });
         }
@@ -517,37 +556,14 @@ impl Client {
 
     /// A key exchange ended: a new session, polled at the NTP address it named (a new
     /// source when that changed), or the error kept and the next attempt backed off.
-    async fn on_exchange(&mut self, index: usize, result: Result<KeyExchange, String>) {
-        self.nts[index].exchanging = false;
-        let result = match result {
-            Ok(exchange) => {
-                let target = format!("{}:{}", exchange.ntp_host, exchange.ntp_port);
-                let lookup =
-                    tokio::net::lookup_host((exchange.ntp_host.clone(), exchange.ntp_port));
-                match tokio::time::timeout(Duration::from_secs(5), lookup).await {
-                    Ok(Ok(mut addrs)) => addrs
-                        .next()
-                        .map(|addr| (exchange, addr))
-                        .ok_or(format!("the NTP server it named, {target}, has no address")),
-                    Ok(Err(err)) => Err(format!(
-                        "cannot resolve the NTP server it named, {target}: {err}"
-                    )),
-                    Err(_) => Err(format!(
-                        "resolving the NTP server it named, {target}, timed out"
-                    )),
-                }
-            }
-            Err(err) => Err(err),
-        };
+    async fn on_exchange(&mut self, index: usize, result: ExchangeResult) {
         let name = &mut self.nts[index];
+        name.exchanging = false;
         let (exchange, addr) = match result {
             Ok(done) => done,
             Err(why) => return name.exchange_failed(why),
         };
-        name.failures = 0;
         name.report.key_exchanges += 1;
-        name.report.last_error = None;
-        name.report.address = Some(addr.to_string());
         tracing::info!(
             "NTS: key exchange with {}: {} cookies, NTP at {addr}",
             name.report.name,
@@ -559,22 +575,27 @@ impl Client {
             exchange.cookies,
         ));
         let previous = name.source;
-        if previous.is_some_and(|id| self.core.engine().sources()[id].addr == addr) {
-            return;
-        }
-        let text = self.nts[index].text.clone();
-        let new_id = self.add_source(&text, addr).await;
-        if let Some(id) = previous {
-            self.core.retire(id);
-            self.sockets[id] = None;
+        if previous.is_none_or(|id| self.core.engine().sources()[id].addr != addr) {
+            let text = name.text.clone();
+            let new_id = self.add_source(&text, addr).await;
+            if let Some(id) = previous {
+                self.core.retire(id);
+                self.sockets[id] = None;
+            }
+            self.nts[index].source = new_id;
         }
         let name = &mut self.nts[index];
-        name.source = new_id;
-        if new_id.is_none() {
-            // Nothing polls the session's cookies: try again later, from the key exchange.
+        if name.source.is_none() {
+            // Nothing would poll the session: from the key exchange again, later.
             name.session = None;
-            name.exchange_failed(format!("cannot open a socket to the NTP server at {addr}"));
+            name.report.address = None;
+            return name.exchange_failed(format!(
+                "cannot open a socket to the NTP server it named, {addr}"
+            ));
         }
+        name.failures = 0;
+        name.report.last_error = None;
+        name.report.address = Some(addr.to_string());
     }
 
     /// Points the name's sources at `addrs`: unreachable ones move to a new address, new
@@ -663,20 +684,26 @@ impl Client {
     }
 
     async fn on_datagram(&mut self, id: usize, bytes: &[u8], arrived: Raw) {
+        // Queued before its source was retired (a new address, or a key exchange that
+        // named another server): nothing checks it any more, so it is not used.
+        if self.sockets.get(id).is_none_or(Option::is_none) {
+            return;
+        }
         let bytes = match self.nts.iter_mut().find(|n| n.source == Some(id)) {
             None => bytes,
             Some(name) => match name.session.as_mut().map(|s| s.reply(bytes)) {
                 Some(Ok(ReplyOutcome::Authentic)) => {
                     name.report.authenticated += 1;
+                    name.silent_exchanges = 0;
                     &bytes[..HEADER_LEN]
                 }
                 Some(Ok(ReplyOutcome::Nak)) => {
                     name.report.naks += 1;
                     tracing::info!(
-                        "NTS: {} no longer takes our cookies (NTS NAK): a new key exchange",
+                        "NTS: {} says it cannot read our cookie (NTS NAK): a new key \
+                         exchange unless an authenticated reply comes first",
                         name.report.name
                     );
-                    name.exchange_soon();
                     return;
                 }
                 // Never measured: forged, another request's, or no session to check it.

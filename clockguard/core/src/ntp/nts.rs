@@ -57,6 +57,10 @@ pub const EF_AUTHENTICATOR: u16 = 0x0404;
 /// Cookies a client asks to hold: the server sends this many at the key exchange, and
 /// one back for each request (more for each placeholder).
 pub const COOKIES_WANTED: usize = 8;
+/// The longest cookie taken (bytes). Servers' cookies are about 100 bytes (chrony's and
+/// ntpd-rs's); the bound keeps a request with its placeholders, and the reply that carries
+/// as many cookies back, within a few KiB and an extension field's 64 KiB.
+pub const MAX_COOKIE_LEN: usize = 256;
 
 /// One NTS-KE record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,7 +213,7 @@ pub fn parse_message(bytes: &[u8]) -> Result<Vec<KeRecord>, KeError> {
             NEW_COOKIE => KeRecord::NewCookie(body.to_vec()),
             SERVER => KeRecord::Server(
                 std::str::from_utf8(body)
-                    .map_err(|_| KeError::Malformed("a Server name that is not ASCII".into()))?
+                    .map_err(|_| KeError::Malformed("a Server name that is not UTF-8".into()))?
                     .to_string(),
             ),
             PORT => KeRecord::Port(one_u16(&mut body, "Port")?),
@@ -246,6 +250,12 @@ pub fn client_outcome(records: &[KeRecord]) -> Result<KeOutcome, KeError> {
             KeRecord::Error(code) => return Err(KeError::ServerError(*code)),
             KeRecord::NextProtocol(ids) => protocol_ok = ids == &[PROTOCOL_NTPV4],
             KeRecord::Aead(ids) => aead_ok = ids == &[AEAD_AES_SIV_CMAC_256],
+            KeRecord::NewCookie(cookie) if cookie.len() > MAX_COOKIE_LEN => {
+                return Err(KeError::Refused(format!(
+                    "the server sent a {}-byte cookie (at most {MAX_COOKIE_LEN} are taken)",
+                    cookie.len()
+                )))
+            }
             KeRecord::NewCookie(cookie) => outcome.cookies.push(cookie.clone()),
             KeRecord::Server(name) => outcome.server = Some(name.clone()),
             KeRecord::Port(port) => outcome.port = Some(*port),
@@ -464,6 +474,13 @@ pub fn client_packet(
     packet
 }
 
+/// Whether an extension field's value is exactly `unique_id` (and its zero padding).
+fn is_unique_id(value: &[u8], unique_id: &[u8]) -> bool {
+    value.len() >= unique_id.len()
+        && &value[..unique_id.len()] == unique_id
+        && value[unique_id.len()..].iter().all(|&b| b == 0)
+}
+
 /// Checks a server's reply to the request with `unique_id`, authenticated with the
 /// server-to-client key, and returns the new cookies it carried (encrypted).
 pub fn client_reply(
@@ -473,8 +490,7 @@ pub fn client_reply(
 ) -> Result<Vec<Vec<u8>>, NtsError> {
     let fields = extensions(packet)?;
     let ours = fields.iter().any(|f| {
-        f.kind == EF_UNIQUE_IDENTIFIER
-            && packet[f.value.clone()].get(..unique_id.len()) == Some(unique_id)
+        f.kind == EF_UNIQUE_IDENTIFIER && is_unique_id(&packet[f.value.clone()], unique_id)
     });
     if !ours {
         return Err(NtsError::NotOurs);
@@ -498,6 +514,8 @@ pub struct ClientSession {
     s2c: [u8; KEY_LEN],
     cookies: std::collections::VecDeque<Vec<u8>>,
     in_flight: Option<[u8; UNIQUE_ID_LEN]>,
+    /// An NTS NAK came for a request and no authentic reply since.
+    nak_pending: bool,
 }
 
 /// What a reply to an NTS request came to.
@@ -506,9 +524,11 @@ pub enum ReplyOutcome {
     /// Authenticated: its first [`HEADER_LEN`] bytes are the NTP header to use.
     Authentic,
     /// An NTS negative acknowledgement (kiss code NTSN, §5.7) for the request in flight:
-    /// the server cannot read our cookies any more. The cookies are dropped, so the next
-    /// poll needs a new key exchange. Unauthenticated by design: an on-path attacker can
-    /// force a key exchange this way, but cannot move the clock.
+    /// the server says it cannot read our cookie. It is unauthenticated by design, so it
+    /// changes nothing at once: the request stays in flight (a genuine reply may still
+    /// come) and the cookies are kept. Unless an authentic reply comes first, the next
+    /// poll asks for a new key exchange instead of a request. An on-path attacker can
+    /// force key exchanges this way, but cannot move the clock.
     Nak,
 }
 
@@ -519,6 +539,7 @@ impl ClientSession {
             s2c,
             cookies: cookies.into_iter().take(COOKIES_WANTED).collect(),
             in_flight: None,
+            nak_pending: false,
         }
     }
 
@@ -528,13 +549,17 @@ impl ClientSession {
 
     /// The NTS request for `header`, spending a cookie and asking (with placeholders) for
     /// as many back as keep the jar at [`COOKIES_WANTED`] when the reply arrives. None when
-    /// no cookie is left: a new key exchange is needed.
+    /// a new key exchange is needed: no cookie is left, or an NTS NAK was not followed by
+    /// an authentic reply before this poll.
     pub fn request(
         &mut self,
         header: &[u8; HEADER_LEN],
         unique_id: [u8; UNIQUE_ID_LEN],
         nonce: &[u8; NONCE_LEN],
     ) -> Option<Vec<u8>> {
+        if self.nak_pending {
+            return None;
+        }
         let cookie = self.cookies.pop_front()?;
         // The reply carries one cookie per cookie and placeholder sent.
         let placeholders = COOKIES_WANTED.saturating_sub(self.cookies.len() + 1);
@@ -559,7 +584,9 @@ impl ClientSession {
         match client_reply(packet, &unique_id, &self.s2c) {
             Ok(cookies) => {
                 self.in_flight = None;
-                for cookie in cookies {
+                self.nak_pending = false;
+                // A cookie too long to carry is dropped (the next request asks again).
+                for cookie in cookies.into_iter().filter(|c| c.len() <= MAX_COOKIE_LEN) {
                     if self.cookies.len() < COOKIES_WANTED {
                         self.cookies.push_back(cookie);
                     }
@@ -567,8 +594,7 @@ impl ClientSession {
                 Ok(ReplyOutcome::Authentic)
             }
             Err(NtsError::Unauthenticated) if is_nts_nak(packet) => {
-                self.in_flight = None;
-                self.cookies.clear();
+                self.nak_pending = true;
                 Ok(ReplyOutcome::Nak)
             }
             Err(err) => Err(err),
@@ -576,9 +602,12 @@ impl ClientSession {
     }
 }
 
-/// A kiss-o'-death with code NTSN (stratum 0, reference id "NTSN").
+/// A server's (mode 4) kiss-o'-death with code NTSN (stratum 0, reference id "NTSN").
 fn is_nts_nak(packet: &[u8]) -> bool {
-    packet.len() >= HEADER_LEN && packet[1] == 0 && &packet[12..16] == b"NTSN"
+    packet.len() >= HEADER_LEN
+        && packet[0] & 0x07 == 4
+        && packet[1] == 0
+        && &packet[12..16] == b"NTSN"
 }
 
 /// How long to wait before key exchange attempt `failures + 1` after `failures` failed in
@@ -826,31 +855,67 @@ mod tests {
     }
 
     #[test]
-    fn an_nts_nak_for_the_request_in_flight_empties_the_jar() {
+    fn an_nts_nak_asks_for_a_key_exchange_unless_an_authentic_reply_follows() {
         let header = [0x23; HEADER_LEN];
+        let nak_for = |uid: &[u8]| {
+            // A kiss NTSN: mode 4, stratum 0, reference id "NTSN", the identifier, no
+            // authenticator.
+            let mut nak = vec![0x24; HEADER_LEN];
+            nak[1] = 0;
+            nak[12..16].copy_from_slice(b"NTSN");
+            put_extension(&mut nak, EF_UNIQUE_IDENTIFIER, uid);
+            nak
+        };
         let mut session = ClientSession::new(C2S, S2C, vec![vec![1; 100]; 4]);
         session.request(&header, UID, &NONCE).unwrap();
-        // A kiss NTSN: stratum 0, reference id "NTSN", the identifier, no authenticator.
-        let mut nak = vec![0x24; HEADER_LEN];
-        nak[1] = 0;
-        nak[12..16].copy_from_slice(b"NTSN");
-        put_extension(&mut nak, EF_UNIQUE_IDENTIFIER, &[9; 32]);
         assert_eq!(
-            session.reply(&nak),
+            session.reply(&nak_for(&[9; 32])),
             Err(NtsError::NotOurs),
             "another request's"
         );
-        let mut ours = nak[..HEADER_LEN].to_vec();
-        put_extension(&mut ours, EF_UNIQUE_IDENTIFIER, &UID);
-        assert_eq!(session.reply(&ours), Ok(ReplyOutcome::Nak));
-        assert_eq!(session.cookies(), 0);
+        // The identifier must match whole, not as a prefix.
+        assert_eq!(session.reply(&nak_for(&[4; 36])), Err(NtsError::NotOurs));
+        assert_eq!(session.reply(&nak_for(&UID)), Ok(ReplyOutcome::Nak));
+        // Spoofed or not, it changes nothing yet: the genuine reply is still taken...
+        let genuine = server_reply(&UID, &[vec![10; 100]], &S2C);
+        assert_eq!(session.reply(&genuine), Ok(ReplyOutcome::Authentic));
+        assert_eq!(session.cookies(), 4);
+        assert!(session.request(&header, UID, &NONCE).is_some());
+        // ...and without one before the next poll, that poll is a key exchange.
+        assert_eq!(session.reply(&nak_for(&UID)), Ok(ReplyOutcome::Nak));
         assert_eq!(session.request(&header, UID, &NONCE), None);
-        // Any other unauthenticated kiss is refused, not taken for a NAK.
+        assert_eq!(session.cookies(), 3, "the cookies are kept");
+        // Any other unauthenticated kiss, or a NAK in a client's packet, is refused.
         let mut session = ClientSession::new(C2S, S2C, vec![vec![1; 100]; 4]);
         session.request(&header, UID, &NONCE).unwrap();
-        ours[12..16].copy_from_slice(b"RATE");
-        assert_eq!(session.reply(&ours), Err(NtsError::Unauthenticated));
+        let mut rate = nak_for(&UID);
+        rate[12..16].copy_from_slice(b"RATE");
+        assert_eq!(session.reply(&rate), Err(NtsError::Unauthenticated));
+        let mut from_a_client = nak_for(&UID);
+        from_a_client[0] = 0x23;
+        assert_eq!(
+            session.reply(&from_a_client),
+            Err(NtsError::Unauthenticated)
+        );
         assert_eq!(session.cookies(), 3);
+    }
+
+    #[test]
+    fn cookies_longer_than_256_bytes_are_refused_at_the_exchange_and_dropped_after() {
+        let mut records = server_answer(&[]);
+        records.insert(2, KeRecord::NewCookie(vec![0; MAX_COOKIE_LEN + 1]));
+        assert_eq!(
+            client_outcome(&records),
+            Err(KeError::Refused(
+                "the server sent a 257-byte cookie (at most 256 are taken)".into()
+            ))
+        );
+        let header = [0x23; HEADER_LEN];
+        let mut session = ClientSession::new(C2S, S2C, vec![vec![1; 100]]);
+        session.request(&header, UID, &NONCE).unwrap();
+        let reply = server_reply(&UID, &[vec![2; 100], vec![3; MAX_COOKIE_LEN + 1]], &S2C);
+        assert_eq!(session.reply(&reply), Ok(ReplyOutcome::Authentic));
+        assert_eq!(session.cookies(), 1);
     }
 
     #[test]
