@@ -81,13 +81,13 @@ make_test_pki() {
         || fail "openssl: cannot sign the server's certificate"
 }
 
-# wait_now TRIES FILTER: polls `clockguard now --json` (the bound as a ClockBound reader
-# sees it) every 0.1 s until the jq FILTER holds; prints the answer that passed (or the
-# last one) and says whether one did.
-wait_now() {
+# wait_json TRIES FILTER CMD...: runs CMD (which prints JSON) every 0.1 s until the jq
+# FILTER holds; prints the answer that passed (or the last one) and says whether one did.
+wait_json() {
     local tries=$1 filter=$2 answer=""
+    shift 2
     for _ in $(seq 1 "$tries"); do
-        answer=$("$CG" now --json --runtime-dir "$RUNTIME" 2>/dev/null) || answer="{}"
+        answer=$("$@" 2>/dev/null) || answer="{}"
         if echo "$answer" | jq -e "$filter" >/dev/null 2>&1; then
             echo "$answer"
             return 0
@@ -96,6 +96,35 @@ wait_now() {
     done
     echo "$answer"
     return 1
+}
+
+# wait_now TRIES FILTER: wait_json on `clockguard now --json` (the bound as a ClockBound
+# reader sees it).
+wait_now() { wait_json "$1" "$2" "$CG" now --json --runtime-dir "$RUNTIME"; }
+
+# start_chronyd_nts_server PKI_DIR [CONF_LINE]...: Debian's chronyd 4.3 (unpacked by
+# `cargo xtask setup`; -x: it keeps its time in software and never touches the clock) as
+# an NTP server on port 12302 that follows the reference on 127.0.0.1:12300, and as an
+# NTS-KE server on port 4460 with PKI_DIR's certificate (make_test_pki). Its log is
+# $CG_TEST_TMP/chronyd.log, its pid CHRONYD_PID.
+start_chronyd_nts_server() {
+    local pki=$1 chronyd="$CG_REPO/target/tools/chrony/usr/sbin/chronyd"
+    shift
+    [[ -x "$chronyd" ]] || fail "no $chronyd: run cargo xtask setup"
+    {
+        echo "server 127.0.0.1 port 12300 iburst minpoll 0 maxpoll 0"
+        echo "port 12302"
+        echo "cmdport 0"
+        echo "allow 127.0.0.0/8"
+        echo "ntsserverkey $pki/server.key"
+        echo "ntsservercert $pki/server.pem"
+        echo "ntsport 4460"
+        echo "ntsdumpdir $CG_TEST_TMP"
+        echo "pidfile $CG_TEST_TMP/chronyd-server.pid"
+        printf '%s\n' "$@"
+    } >"$CG_TEST_TMP/chrony-server.conf"
+    "$chronyd" -x -d -u root -f "$CG_TEST_TMP/chrony-server.conf" >"$CG_TEST_TMP/chronyd.log" 2>&1 &
+    CHRONYD_PID=$!
 }
 # expect_refused LABEL COMMAND...: the command fails, and says EPERM in its own words.
 expect_refused() {

@@ -12,25 +12,13 @@ source "$(dirname "$0")/lib.sh"
 need_vm
 
 CHRONYD="$CG_REPO/target/tools/chrony/usr/sbin/chronyd"
-[[ -x "$CHRONYD" ]] || fail "no $CHRONYD: run cargo xtask setup"
 PARAMS="$CG_TEST_TMP/ref.json"
 start_reference "$PARAMS" "$CG_TEST_TMP/ref.log" --listen 127.0.0.1:12300 --offset-s 0.5
 ref_pid=$REF_PID
 pki="$CG_TEST_TMP/pki"
 make_test_pki "$pki"
-cat >"$CG_TEST_TMP/chrony-server.conf" <<EOF2
-server 127.0.0.1 port 12300 iburst minpoll 0 maxpoll 0
-port 12302
-cmdport 0
-allow 127.0.0.1
-ntsserverkey $pki/server.key
-ntsservercert $pki/server.pem
-ntsport 4460
-ntsdumpdir $CG_TEST_TMP
-pidfile $CG_TEST_TMP/chronyd-server.pid
-EOF2
-"$CHRONYD" -x -d -u root -f "$CG_TEST_TMP/chrony-server.conf" >"$CG_TEST_TMP/chronyd.log" 2>&1 &
-chronyd_pid=$!
+start_chronyd_nts_server "$pki"
+chronyd_pid=$CHRONYD_PID
 trap 'kill "$chronyd_pid" "$ref_pid" 2>/dev/null; stop_daemon' EXIT
 
 cat >"$CG_TEST_TMP/ntp.toml" <<EOF2

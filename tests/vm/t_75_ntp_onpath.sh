@@ -10,29 +10,14 @@
 source "$(dirname "$0")/lib.sh"
 need_vm
 
-CHRONYD="$CG_REPO/target/tools/chrony/usr/sbin/chronyd"
-[[ -x "$CHRONYD" ]] || fail "no $CHRONYD: run cargo xtask setup"
 PARAMS="$CG_TEST_TMP/ref.json"
 start_reference "$PARAMS" "$CG_TEST_TMP/ref.log" --listen 127.0.0.1:12300
 ref_pid=$REF_PID
 pki="$CG_TEST_TMP/pki"
 make_test_pki "$pki"
-cat >"$CG_TEST_TMP/chrony-server.conf" <<EOF2
-server 127.0.0.1 port 12300 iburst minpoll 0 maxpoll 0
-port 12302
-cmdport 0
-allow 127.0.0.0/8
 # Its own address only: the relay takes 127.0.0.3 with the same port.
-bindaddress 127.0.0.1
-ntsserverkey $pki/server.key
-ntsservercert $pki/server.pem
-ntsport 4460
-ntsntpserver 127.0.0.3
-ntsdumpdir $CG_TEST_TMP
-pidfile $CG_TEST_TMP/chronyd-server.pid
-EOF2
-"$CHRONYD" -x -d -u root -f "$CG_TEST_TMP/chrony-server.conf" >"$CG_TEST_TMP/chronyd.log" 2>&1 &
-chronyd_pid=$!
+start_chronyd_nts_server "$pki" "bindaddress 127.0.0.1" "ntsntpserver 127.0.0.3"
+chronyd_pid=$CHRONYD_PID
 "$CG_BIN_DIR/cg-ntpref" relay --listen 127.0.0.3:12302 --upstream 127.0.0.1:12302 \
     --forge-s 5 >"$CG_TEST_TMP/relay.log" 2>&1 &
 relay_pid=$!
@@ -56,12 +41,7 @@ minpoll = 0
 maxpoll = 0
 EOF2
 start_daemon --config "$CG_TEST_TMP/nts.toml"
-sources="{}"
-for _ in $(seq 1 300); do
-    sources=$("$CG" sources --json --runtime-dir "$RUNTIME")
-    echo "$sources" | jq -e '.nts[0].rejected >= 6' >/dev/null && break
-    sleep 0.1
-done
+sources=$(wait_json 300 '.nts[0].rejected >= 6' "$CG" sources --json --runtime-dir "$RUNTIME") || true
 "$CG" sources --runtime-dir "$RUNTIME"
 echo "$sources" | jq -e '.nts[0] | .address == "127.0.0.3:12302" and .key_exchanges >= 1
         and .rejected >= 6 and .authenticated == 0' >/dev/null \
@@ -88,13 +68,8 @@ maxpoll = 0
 EOF2
 step_gauge_before=$(offset_ns)
 start_daemon --config "$CG_TEST_TMP/plain.toml"
-tracking="{}"
-for _ in $(seq 1 300); do
-    tracking=$("$CG" tracking --json --runtime-dir "$RUNTIME")
-    echo "$tracking" | jq -e '(.slew.remaining_ns // 0) > 1000000000' >/dev/null && break
-    sleep 0.1
-done
-echo "$tracking" | jq -e '(.slew.remaining_ns // 0) > 1000000000' >/dev/null \
+tracking=$(wait_json 300 '(.slew.remaining_ns // 0) > 1000000000' \
+    "$CG" tracking --json --runtime-dir "$RUNTIME") \
     || { peers_log; fail "plain NTP did not follow the forged +5 s: $tracking"; }
 first=$(ref_offset)
 sleep 6
