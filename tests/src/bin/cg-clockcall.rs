@@ -28,6 +28,7 @@ const USAGE: &str = "usage: cg-clockcall COMMAND
   adjtime-invalid N        N x clock_adjtime(clock 99, ADJ_FREQUENCY): EINVAL
   adjtimex-read N          N x adjtimex(modes = 0): a read
   storm N                  N calls, the three invalid kinds in turn
+  paced-storm N PER_S      the same N calls at PER_S calls per second
   setoffset NS             adjtimex(ADJ_SETOFFSET|ADJ_NANO) by NS ns (test VM only)
   set-status HEX           adjtimex(ADJ_STATUS) to HEX, e.g. 0x10 = STA_INS (test VM only)
   settime-by NS            clock_settime(CLOCK_REALTIME, now + NS ns) (test VM only)
@@ -89,11 +90,32 @@ fn run(args: &[String]) -> Result<Value, String> {
         "settimeofday-invalid" => Ok(repeat(count_arg(args)?, |_| settimeofday_invalid())),
         "adjtime-invalid" => Ok(repeat(count_arg(args)?, |_| adjtime_invalid())),
         "adjtimex-read" => Ok(repeat(count_arg(args)?, |_| adjtimex_read())),
-        "storm" => Ok(repeat(count_arg(args)?, |i| match i % 3 {
-            0 => settime_invalid(0),
-            1 => settimeofday_invalid(),
-            _ => adjtime_invalid(),
-        })),
+        "storm" => Ok(repeat(count_arg(args)?, storm_call)),
+        "paced-storm" => {
+            let per_s: u64 = args
+                .get(2)
+                .ok_or("missing PER_S")?
+                .parse()
+                .map_err(|e| format!("PER_S: {e}"))?;
+            if per_s == 0 {
+                return Err("PER_S must be at least 1".into());
+            }
+            let n = count_arg(args)?;
+            // Call i is due at i / PER_S s from the start; the loop sleeps until then in
+            // steps of at least 1 ms, so the kernel sees bursts of PER_S / 1000 calls.
+            let start = Instant::now();
+            let mut result = repeat(n, |i| {
+                let due = Duration::from_nanos(i * 1_000_000_000 / per_s);
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    if wait >= Duration::from_millis(1) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                storm_call(i)
+            });
+            result["seconds"] = json!(start.elapsed().as_secs_f64());
+            Ok(result)
+        }
         "setoffset" => {
             if std::env::var("CG_IN_VM").as_deref() != Ok("1") {
                 return Err(
@@ -208,6 +230,15 @@ fn errno_of<T>(result: std::io::Result<T>) -> i32 {
 }
 
 /// Runs `call` n times; reports the errno counts and the cost per call.
+/// The storms' call `i`: the three invalid kinds in turn (each refused with EINVAL).
+fn storm_call(i: u64) -> i32 {
+    match i % 3 {
+        0 => settime_invalid(0),
+        1 => settimeofday_invalid(),
+        _ => adjtime_invalid(),
+    }
+}
+
 fn repeat(n: u64, mut call: impl FnMut(u64) -> i32) -> Value {
     let mut einval = 0u64;
     let mut ok = 0u64;

@@ -90,25 +90,7 @@ pub(super) fn row_daemon_rss(ctx: &mut Ctx) -> Result<Row> {
     }
     let storm = storm?;
 
-    // Wait until the journal stops growing (bounded 60 s); summary records come one to two
-    // summary intervals (2 to 4 s) after the calls, so it must stand still for 5 s.
-    let start = Instant::now();
-    let mut lines = ctx.journal_lines()?;
-    let mut still_since = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_secs(1));
-        let now = ctx.journal_lines()?;
-        if now != lines {
-            still_since = Instant::now();
-        }
-        lines = now;
-        if still_since.elapsed() >= Duration::from_secs(5)
-            || start.elapsed() > Duration::from_secs(60)
-        {
-            break;
-        }
-    }
-    let settle = start.elapsed().as_secs_f64();
+    let (lines, settle) = ctx.journal_settled()?;
     let post = ctx.daemon_rss_kib()?;
     // The daemon trims its heap once a sample interval (1 s) passed without records.
     std::thread::sleep(Duration::from_secs(3));
@@ -131,6 +113,72 @@ pub(super) fn row_daemon_rss(ctx: &mut Ctx) -> Result<Row> {
     row.set("events_summarised", opt(summarised));
     row.set("journal_settle_s", num((settle * 10.0).round() / 10.0));
     row.set("storm_output", storm);
+    Ok(row)
+}
+
+/// The cost of sealing the journal: 100,000 calls with every call journaled on its own
+/// (`repeats_in_full = 0`), with a sealing key and without, in alternating rounds (two
+/// each): records journaled, ring buffer drops and the daemon's CPU time per record. The
+/// calls are paced at SEALING_CALLS_PER_S: unpaced, a storm outruns the ring buffer on any
+/// daemon and most calls are dropped before the journal (the "daemon RSS" row's count), so
+/// the rounds would time the drops, not the journal.
+const SEALING_CALLS_PER_S: &str = "10000";
+
+/// The sealing row (see `SEALING_CALLS_PER_S`).
+pub(super) fn row_sealing_cost(ctx: &mut Ctx) -> Result<Row> {
+    let every_call_in_full = every_call_in_full_config(ctx)?;
+    let mut rounds: Vec<Value> = Vec::new();
+    for _ in 0..2 {
+        for sealed in [false, true] {
+            ctx.start_daemon_sealed(Some(&every_call_in_full), sealed)?;
+            let (lines_before, _) = ctx.journal_settled()?;
+            let cpu_before = ctx.daemon_cpu_s()?;
+            ctx.clockcall(&["paced-storm", STORM_CALLS, SEALING_CALLS_PER_S])?;
+            let (lines_after, _) = ctx.journal_settled()?;
+            let cpu_s = ctx.daemon_cpu_s()? - cpu_before;
+            let records = (lines_after - lines_before) as f64;
+            let drops = ctx
+                .status()?
+                .get("ring_buffer_drops")
+                .and_then(Value::as_f64);
+            let mut round = serde_json::Map::new();
+            round.insert("sealed".into(), Value::Bool(sealed));
+            round.insert("records".into(), num(records));
+            round.insert("daemon_cpu_s".into(), num(cpu_s));
+            round.insert("ring_buffer_drops".into(), opt(drops));
+            rounds.push(Value::Object(round));
+        }
+    }
+    ctx.stop_daemon();
+    let mut row = Row::new();
+    row.set("calls", num(STORM_CALLS.parse::<f64>()?));
+    row.set("calls_per_s", num(SEALING_CALLS_PER_S.parse::<f64>()?));
+    for (sealed, name) in [(false, "off"), (true, "on")] {
+        let of: Vec<&Value> = rounds.iter().filter(|r| r["sealed"] == sealed).collect();
+        let median_of = |key: &str| {
+            median(
+                &of.iter()
+                    .filter_map(|r| r[key].as_f64())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (records, cpu_s) = (median_of("records"), median_of("daemon_cpu_s"));
+        row.set(&format!("sealing_{name}_records"), num(records));
+        row.set(&format!("sealing_{name}_daemon_cpu_s"), num(cpu_s));
+        row.set(
+            &format!("sealing_{name}_cpu_us_per_record"),
+            num((cpu_s / records.max(1.0) * 1e7).round() / 10.0),
+        );
+        row.set(
+            &format!("sealing_{name}_records_per_cpu_s"),
+            num((records / cpu_s.max(1e-9)).round()),
+        );
+        row.set(
+            &format!("sealing_{name}_ring_buffer_drops"),
+            num(median_of("ring_buffer_drops")),
+        );
+    }
+    row.set("rounds", Value::Array(rounds));
     Ok(row)
 }
 
