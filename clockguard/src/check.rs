@@ -379,7 +379,13 @@ fn ntp_sources(facts: &Facts) -> Option<Finding> {
                     format!(": {}", unreachable.join(", "))
                 }
             ),
-            Some("check the names, the route and UDP port 123 (firewall) to them".into()),
+            Some(if ntp.nts_servers.is_empty() {
+                "check the names, the route and UDP port 123 (firewall) to them".into()
+            } else {
+                "check the names, the route, UDP port 123 and, for NTS, TCP port 4460 (the \
+                 key exchange) and the server's certificate (ntp.nts_ca)"
+                    .into()
+            }),
         )
     } else if !unreachable.is_empty() {
         finding(

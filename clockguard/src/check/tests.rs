@@ -255,6 +255,32 @@ fn unreachable_ntp_servers() {
 }
 
 #[test]
+fn an_nts_server_whose_key_exchange_fails_is_named_with_its_error() {
+    let c = config("[ntp]\nnts_servers = [\"time.example\"]\n");
+    let mut f = facts(&c);
+    let mut answer = sources(&[], &[]);
+    answer.nts = vec![clockguard_core::status::NtsReport {
+        name: "time.example:4460".into(),
+        key_exchange_errors: 3,
+        last_error: Some("key exchange failed: TLS handshake: invalid peer certificate".into()),
+        ..Default::default()
+    }];
+    f.sources = Some(answer);
+    let findings = run(&f);
+    let x = findings.iter().find(|x| x.check == "ntp_sources").unwrap();
+    assert_eq!(x.verdict, Verdict::Fail);
+    assert!(
+        x.message.contains(
+            "time.example:4460 (NTS key exchange: key exchange failed: TLS handshake: \
+             invalid peer certificate)"
+        ),
+        "{}",
+        x.message
+    );
+    assert!(x.remedy.as_deref().unwrap_or("").contains("TCP port 4460"));
+}
+
+#[test]
 fn kernel_instability_warns_and_an_unpromised_kvmclock_too() {
     let c = config("");
     let mut f = facts(&c);
