@@ -323,15 +323,18 @@ impl NtsName {
     }
 }
 
-/// `len` bytes from the kernel's random source (getrandom(2)): NTS unique identifiers and
-/// nonces must be unpredictable.
+/// `LEN` bytes from the kernel's random source (getrandom(2)): request cookies, NTS unique
+/// identifiers and nonces must be unguessable, so that an off-path attacker cannot forge a
+/// reply.
 fn random_array<const LEN: usize>() -> [u8; LEN] {
     let mut bytes = [0u8; LEN];
     if getrandom::fill(&mut bytes).is_err() {
-        // getrandom(2) does not fail after boot; a fixed value would only make a reply
-        // easier to forge, never accepted without the key.
+        // Never expected after boot; fall back to the clock's low bits mixed (an NTS reply
+        // still needs the key).
+        let t = clock::reading().raw.ns() as u64;
+        let mixed = t ^ t.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15;
         for (i, chunk) in bytes.chunks_mut(8).enumerate() {
-            let word = random_cookie().0.rotate_left(i as u32);
+            let word = mixed.rotate_left(7 * i as u32);
             chunk.copy_from_slice(&word.to_be_bytes()[..chunk.len()]);
         }
     }
@@ -398,14 +401,9 @@ impl Drop for SourceIo {
     }
 }
 
-/// 64 random bits from the kernel (getrandom(2)); the request cookie must be unguessable
-/// so that an off-path attacker cannot forge a reply.
+/// The request cookie (the origin timestamp a reply must echo): 64 random bits.
 fn random_cookie() -> NtpTimestamp {
-    NtpTimestamp(clockguard_sys::random_u64().unwrap_or_else(|| {
-        // Never expected after boot; fall back to the clock's low bits mixed.
-        let t = clock::reading().raw.ns() as u64;
-        t ^ t.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15
-    }))
+    NtpTimestamp(u64::from_be_bytes(random_array()))
 }
 
 /// The tokio instant at which CLOCK_MONOTONIC_RAW reaches `due` (now when it has).

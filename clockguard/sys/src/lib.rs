@@ -296,15 +296,6 @@ pub fn peer_groups(stream: &impl AsFd) -> Vec<u32> {
     }
 }
 
-/// 64 random bits from the kernel (getrandom(2)); None when it has none to give (never
-/// expected after boot).
-pub fn random_u64() -> Option<u64> {
-    let mut bytes = [0u8; 8];
-    // SAFETY: a valid, writable buffer of the length given.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    (n == bytes.len() as isize).then(|| u64::from_le_bytes(bytes))
-}
-
 // ---------------------------------------------------------------------------------------
 // Users, groups, the process
 
@@ -580,6 +571,5 @@ mod tests {
         assert_eq!(user_name(0).as_deref(), Some("root"));
         assert_eq!(group_id("root").unwrap(), Some(0));
         assert_eq!(group_id("no-such-group-cg").unwrap(), None);
-        assert!(random_u64().is_some());
     }
 }

@@ -298,23 +298,9 @@ impl Ctx {
         }
     }
 
-    /// CPU time the daemon has used (user + system, s), from /proc/PID/stat.
+    /// CPU time the daemon has used (user + system, s).
     fn daemon_cpu_s(&self) -> Result<f64> {
-        let pid = self.daemon()?.pid();
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
-            .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
-        // The fields after the command name (which may hold spaces) in parentheses: state
-        // is field 3, utime and stime fields 14 and 15, in clock ticks (USER_HZ, 100 on
-        // Linux for x86-64).
-        let after = stat.rsplit_once(')').context("no ')' in /proc/PID/stat")?.1;
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| -> Result<f64> {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .with_context(|| format!("/proc/{pid}/stat: no field {}", i + 3))
-        };
-        Ok((ticks(11)? + ticks(12)?) / 100.0)
+        Ok(cpu_ticks(self.daemon()?.pid())? as f64 / 100.0)
     }
 
     fn journal_lines(&self) -> Result<usize> {
