@@ -301,6 +301,46 @@ pub fn exposition(
         if let Some(stratum) = t.stratum {
             r.register("ntp_stratum", "Stratum", int_gauge(stratum.into()));
         }
+        if let Some(server) = &t.server {
+            let c = &server.counters;
+            let packets = Family::<Labels, Counter>::default();
+            for (result, n) in [
+                ("answered", c.answered),
+                ("nts_answered", c.nts_answered),
+                ("nts_nak", c.nts_naks),
+                ("kiss_rate", c.kiss_rate),
+                ("rate_limited", c.rate_limited),
+                ("malformed", c.malformed),
+                ("not_a_request", c.not_a_request),
+                ("send_error", c.send_errors),
+            ] {
+                packets
+                    .get_or_create(&vec![("result".to_string(), result.to_string())])
+                    .inc_by(n);
+            }
+            r.register(
+                "ntp_server_requests",
+                "Datagrams the NTP server received, by what became of them: answered plain or \
+                 with NTS, an NTS NAK, a RATE kiss, or dropped",
+                packets,
+            );
+            if server.nts_ke.is_some() {
+                let exchanges = Family::<Labels, Counter>::default();
+                for (result, n) in [
+                    ("ok", c.nts_key_exchanges),
+                    ("failed", c.nts_key_exchange_errors),
+                ] {
+                    exchanges
+                        .get_or_create(&vec![("result".to_string(), result.to_string())])
+                        .inc_by(n);
+                }
+                r.register(
+                    "nts_server_key_exchanges",
+                    "NTS-KE exchanges clients made with this server, by result",
+                    exchanges,
+                );
+            }
+        }
     }
     if !nts.is_empty() {
         let packets = Family::<Labels, Counter>::default();
@@ -638,8 +678,19 @@ mod tests {
             rejected: 3,
             ..NtsReport::default()
         };
+        let mut tracking = tracking;
+        let server = tracking
+            .server
+            .as_mut()
+            .expect("the golden tracking serves");
+        server.nts_ke = Some("0.0.0.0:4460".into());
+        server.counters.nts_answered = 12;
+        server.counters.nts_key_exchanges = 3;
         let text = exposition(&status, Some(&tracking), &[nts]).unwrap();
         for line in [
+            "clockguard_ntp_server_requests_total{result=\"nts_answered\"} 12",
+            "clockguard_ntp_server_requests_total{result=\"nts_nak\"} 0",
+            "clockguard_nts_server_key_exchanges_total{result=\"ok\"} 3",
             "clockguard_nts_packets_total{server=\"time.example:4460\",result=\"authenticated\"} 40",
             "clockguard_nts_packets_total{server=\"time.example:4460\",result=\"rejected\"} 3",
             "clockguard_nts_packets_total{server=\"time.example:4460\",result=\"nak\"} 0",
@@ -764,7 +815,7 @@ mod tests {
 
     /// The exposition of the golden status is the one the clockguard of before the typed
     /// status wrote for it (golden/metrics-host*.txt, 2026-12-05; build_info's
-    /// mode_configured label since 2026-12-06). A family's samples come in
+    /// mode_configured label since 2026-12-06, the NTP server's requests since 2026-12-07). A family's samples come in
     /// the order of a hash map, so they are compared as a set; the families keep their order.
     #[test]
     fn the_exposition_is_unchanged() {

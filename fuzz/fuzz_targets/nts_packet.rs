@@ -1,11 +1,19 @@
-//! Every NTS reply the client receives goes through `client_reply`: any bytes after the
-//! header must give cookies or an error (not ours, unauthenticated, malformed), never a
-//! panic or an out-of-bounds read; forged bytes never pass the authenticator.
+//! Every NTS packet either side receives goes through here: the client's `client_reply`
+//! (any bytes after the header give cookies or an error: not ours, unauthenticated,
+//! malformed) and the server's `read_request` and `answer` (a plain request, an
+//! authentic one, a NAK or nothing). Never a panic or an out-of-bounds read; forged bytes
+//! never pass an authenticator, and no reply is longer than its request.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-use clockguard_core::ntp::nts;
+use clockguard_core::ntp::{
+    nts,
+    nts_server::{self, ServerKeys},
+    packet::{Leap, NtpTimestamp},
+    server::{self, RateLimiter, ServerClock},
+};
+use clockguard_core::time::Monotonic;
 
 fuzz_target!(|data: &[u8]| {
     let key = [2u8; nts::KEY_LEN];
@@ -13,4 +21,32 @@ fuzz_target!(|data: &[u8]| {
         let _ = nts::open_authenticator(data, &fields, &key);
     }
     let _ = nts::client_reply(data, &[4u8; 32], &key);
+
+    let keys = ServerKeys::new(1, [9u8; nts::KEY_LEN]);
+    if let nts_server::NtsRequest::Authentic { .. } = nts_server::read_request(data, &keys) {
+        panic!("a request no client keys made authenticated");
+    }
+    let clock = ServerClock {
+        leap: Leap::None,
+        stratum: 2,
+        precision: -20,
+        reference_id: [127, 0, 0, 1],
+        reference_ts: NtpTimestamp(1),
+        root_delay_s: 0.0,
+        root_dispersion_s: 0.0,
+    };
+    let (_, reply) = server::answer(
+        data,
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        NtpTimestamp(2),
+        Monotonic::from_ns(0),
+        &clock,
+        &mut RateLimiter::new(3, 8, 1),
+        Some(&keys),
+        &mut |bytes| bytes.fill(7),
+        &mut || NtpTimestamp(3),
+    );
+    if let Some(reply) = reply {
+        assert!(reply.len() <= data.len(), "a reply longer than its request");
+    }
 });

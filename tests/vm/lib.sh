@@ -63,22 +63,9 @@ start_reference() {
     fail "cg-ntpref did not start: $(cat "$log")"
 }
 
-# make_test_pki DIR: what an operator does with openssl for NTS: a CA (DIR/ca.pem) and a
-# server key and certificate for 127.0.0.1 signed by it (DIR/server.key, DIR/server.pem).
+# make_test_pki DIR: a test CA and a certificate for 127.0.0.1 (tests/make-test-pki.sh).
 make_test_pki() {
-    local dir=$1
-    mkdir -p "$dir"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-        -subj /CN=clockguard-test-CA -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null \
-        || fail "openssl: cannot make the test CA"
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
-        -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null \
-        || fail "openssl: cannot make the server's key"
-    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
-        >"$dir/server.ext"
-    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
-        -CAcreateserial -days 2 -extfile "$dir/server.ext" -out "$dir/server.pem" 2>/dev/null \
-        || fail "openssl: cannot sign the server's certificate"
+    "$CG_REPO/tests/make-test-pki.sh" "$1" || fail "cannot make the test PKI in $1"
 }
 
 # wait_json TRIES FILTER CMD...: runs CMD (which prints JSON) every 0.1 s until the jq

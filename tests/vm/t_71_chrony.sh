@@ -6,8 +6,9 @@
 # only authenticated replies and slews the clock to the reference's time. A server on the
 # same machine cannot be its own clock's reference, hence the upstream. A second NTS name,
 # 127.0.0.2, reaches the same chronyd but is not in its certificate: its key exchange must
-# fail and nothing from it be used. Then `chronyd -Q` as a (plain NTP) client accepts
-# clockguard's server and measures an offset under 1 ms.
+# fail and nothing from it be used. Then `chronyd -Q` as an NTS client of clockguard's
+# own NTS server (NTS-KE on 4461 with the test CA's certificate) accepts it and measures
+# an offset under 1 ms, every request authenticated.
 source "$(dirname "$0")/lib.sh"
 need_vm
 
@@ -30,6 +31,9 @@ nts_servers = ["127.0.0.1:4460", "127.0.0.2:4460"]
 nts_ca = "$pki/ca.pem"
 require_nts = true
 serve = "127.0.0.1:12301"
+nts_ke = "127.0.0.1:4461"
+nts_cert = "$pki/server.pem"
+nts_key = "$pki/server.key"
 EOF2
 start_daemon --config "$CG_TEST_TMP/ntp.toml"
 # Until the clock is within 2 ms of the reference, held for 10 s. Not 1 ms: chronyd keeps
@@ -62,8 +66,11 @@ echo "METRIC chrony-nts-server authenticated=$(echo "$sources" | jq '.nts[0].aut
 cookies=$(echo "$sources" | jq '.nts[0].cookies') rejected=$(echo "$sources" | jq '.nts[0].rejected')"
 echo "METRIC chrony-server-source converged_after_s=$(jq .converged_after_s "$CG_TEST_TMP/watch.json") offset_s=$(echo "$tracking" | jq .offset_s)"
 
-# chronyd as a client of clockguard: -Q measures and prints, and never sets the clock.
-timeout 60 "$CHRONYD" -Q -u root "server 127.0.0.1 port 12301 iburst" "cmdport 0" \
+# chronyd as an NTS client of clockguard: -Q measures and prints, and never sets the
+# clock. The key exchange names the NTP port (12301); chronyd never falls back to plain
+# NTP for an `nts` server.
+timeout 60 "$CHRONYD" -Q -u root "server 127.0.0.1 iburst nts ntsport 4461" \
+    "ntstrustedcerts $pki/ca.pem" "cmdport 0" \
     "pidfile $CG_TEST_TMP/chronyd-client.pid" >"$CG_TEST_TMP/chronyd-q.log" 2>&1 \
     || { cat "$CG_TEST_TMP/chronyd-q.log"; fail "chronyd -Q failed"; }
 cat "$CG_TEST_TMP/chronyd-q.log"
@@ -71,4 +78,9 @@ wrong=$(sed -n 's/.*System clock wrong by \(-\?[0-9.]*\) seconds.*/\1/p' "$CG_TE
 [[ -n "$wrong" ]] || fail "chronyd -Q gave no offset"
 awk -v w="$wrong" 'BEGIN { exit !(w < 0.001 && w > -0.001) }' \
     || fail "chronyd -Q measured clockguard's server $wrong s off (more than 1 ms)"
-echo "METRIC chrony-client offset_s=$wrong"
+served=$("$CG" tracking --json --runtime-dir "$RUNTIME" | jq -c .server)
+echo "clockguard's server: $served"
+echo "$served" | jq -e '.nts_ke == "127.0.0.1:4461" and .counters.nts_key_exchanges >= 1
+        and .counters.nts_answered >= 2 and .counters.nts_naks == 0 and .counters.answered == 0' \
+    >/dev/null || fail "chronyd's requests were not all NTS-authenticated: $served"
+echo "METRIC chrony-nts-client offset_s=$wrong nts_answered=$(echo "$served" | jq .counters.nts_answered) key_exchanges=$(echo "$served" | jq .counters.nts_key_exchanges)"

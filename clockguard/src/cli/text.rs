@@ -133,10 +133,11 @@ pub(crate) fn status_text(s: &Status) -> String {
             } else {
                 format!(", {} NTS servers", ntp.nts_servers.len())
             },
-            ntp.serve
-                .as_deref()
-                .map(|a| format!(", serving on {a}"))
-                .unwrap_or_default()
+            match (&ntp.serve, &ntp.nts_ke) {
+                (Some(ntp), Some(ke)) => format!(", serving on {ntp} with NTS-KE on {ke}"),
+                (Some(ntp), None) => format!(", serving on {ntp}"),
+                _ => String::new(),
+            }
         );
     }
     if let Some(bound) = &s.bound {

@@ -249,6 +249,7 @@ impl Daemon {
                 servers: self.config.ntp.servers.clone(),
                 pools: self.config.ntp.pools.clone(),
                 nts_servers: self.config.ntp.nts_servers.clone(),
+                nts_ke: self.config.ntp.nts_ke.clone(),
                 serve: self.config.ntp.serve.clone(),
                 disciplining: self.ntp.is_some() && self.slew.is_some(),
             },

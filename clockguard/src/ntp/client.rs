@@ -6,11 +6,11 @@ use std::{
     net::SocketAddr,
     os::fd::AsRawFd,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clockguard_core::{
     bound::{self, Measured},
     ntp::{
@@ -18,7 +18,7 @@ use clockguard_core::{
         nts::{self, ClientSession, ReplyOutcome},
         packet::HEADER_LEN,
     },
-    status::{NtsReport, ServerCounters, ServerStatus, SourcesAnswer, Tracking},
+    status::{NtsReport, SourcesAnswer, Tracking},
     time::Raw,
 };
 use tokio::{
@@ -28,9 +28,11 @@ use tokio::{
 };
 
 use super::nts_ke::{self, KeyExchange};
+use super::random_array;
+use super::serving::{self, Serving};
 use super::{
     packet::NtpTimestamp,
-    server::{self, DropReason, RateLimiter, Response, ServerClock},
+    server::ServerClock,
     source::{Rejected, SourceConfig},
 };
 use crate::{
@@ -44,14 +46,14 @@ const RESOLVE_RETRY: Duration = Duration::from_secs(64);
 const DRIFT_FILE: &str = "ntp.drift";
 /// Largest datagram read; anything longer is truncated and so fails to parse. An NTS
 /// reply with 8 cookies of the longest taken (256 bytes) is about 2.2 KiB.
-const MAX_DATAGRAM: usize = 4096;
+pub(super) const MAX_DATAGRAM: usize = 4096;
 
 /// Asks the kernel to stamp every datagram `socket` receives with CLOCK_REALTIME as it
 /// arrives (SO_TIMESTAMPNS), so that receive times do not include the wake-up of the task
 /// that reads it (under load, or in a slow VM, that is hundreds of µs, all on one leg).
 /// The kernel switches timestamping on through deferred work when the first socket asks;
 /// datagrams read before that carry the time of the read, as without the option.
-fn enable_rx_timestamps(socket: &UdpSocket) {
+pub(super) fn enable_rx_timestamps(socket: &UdpSocket) {
     if let Err(err) = clockguard_sys::enable_rx_timestamps(socket) {
         tracing::debug!("NTP: SO_TIMESTAMPNS: {err}; receive times are taken in user space");
     }
@@ -59,7 +61,7 @@ fn enable_rx_timestamps(socket: &UdpSocket) {
 
 /// One datagram: its length, its sender and the kernel's receive time (CLOCK_REALTIME ns;
 /// None when the kernel gave none).
-async fn recv_stamped(
+pub(super) async fn recv_stamped(
     socket: &UdpSocket,
     buf: &mut [u8],
 ) -> std::io::Result<(usize, SocketAddr, Option<i64>)> {
@@ -182,27 +184,7 @@ pub async fn spawn(
         config.local_stratum,
     );
     let (server_clock_tx, server_clock) = watch::channel(core.unsynchronised_clock(start));
-    let server_counters = Arc::new(Mutex::new(ServerCounters::default()));
-    let serving = match &config.serve {
-        Some(addr) => {
-            let socket = UdpSocket::bind(addr)
-                .await
-                .with_context(|| format!("ntp.serve: cannot bind {addr}"))?;
-            let bound = socket.local_addr()?;
-            tracing::info!("NTP: serving on {bound}");
-            enable_rx_timestamps(&socket);
-            let limiter =
-                RateLimiter::new(config.rate_limit_interval, config.rate_limit_burst, 4096);
-            tokio::spawn(serve(
-                socket,
-                server_clock.clone(),
-                limiter,
-                server_counters.clone(),
-            ));
-            Some(bound.to_string())
-        }
-        None => None,
-    };
+    let serving = serving::start(config, server_clock.clone()).await?;
     let (datagrams_tx, datagrams) = mpsc::channel(256);
     let (queries, query_rx) = mpsc::channel(16);
     let mut names: Vec<Name> = Vec::new();
@@ -225,7 +207,6 @@ pub async fn spawn(
         slew,
         drift_path,
         server_clock: server_clock_tx,
-        server_counters,
         serving,
         bound,
     };
@@ -323,24 +304,6 @@ impl NtsName {
     }
 }
 
-/// `LEN` bytes from the kernel's random source (getrandom(2)): request cookies, NTS unique
-/// identifiers and nonces must be unguessable, so that an off-path attacker cannot forge a
-/// reply.
-fn random_array<const LEN: usize>() -> [u8; LEN] {
-    let mut bytes = [0u8; LEN];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Never expected after boot; fall back to the clock's low bits mixed (an NTS reply
-        // still needs the key).
-        let t = clock::reading().raw.ns() as u64;
-        let mixed = t ^ t.rotate_left(29) ^ 0x9e37_79b9_7f4a_7c15;
-        for (i, chunk) in bytes.chunks_mut(8).enumerate() {
-            let word = mixed.rotate_left(7 * i as u32);
-            chunk.copy_from_slice(&word.to_be_bytes()[..chunk.len()]);
-        }
-    }
-    bytes
-}
-
 /// A configured server or pool name and the sources it gave.
 struct Name {
     text: String,
@@ -383,8 +346,7 @@ struct Client {
     slew: Option<SlewHandle>,
     drift_path: PathBuf,
     server_clock: watch::Sender<ServerClock>,
-    server_counters: Arc<Mutex<ServerCounters>>,
-    serving: Option<String>,
+    serving: Option<Serving>,
     bound: Option<BoundUpdates>,
 }
 
@@ -865,10 +827,7 @@ impl Client {
     fn tracking_report(&self) -> Tracking {
         Tracking {
             slew: self.slew.as_ref().map(SlewHandle::status),
-            server: self.serving.as_ref().map(|addr| ServerStatus {
-                listen: addr.clone(),
-                counters: *self.server_counters.lock().expect("not poisoned"),
-            }),
+            server: self.serving.as_ref().map(Serving::status),
             ..self.core.tracking(clock::reading())
         }
     }
@@ -903,66 +862,6 @@ fn rejected_text(why: Rejected) -> &'static str {
         Rejected::Kiss => "kiss-o'-death",
         Rejected::Unsynchronised => "unsynchronised",
         Rejected::Bogus => "bogus-timestamp",
-    }
-}
-
-async fn serve(
-    socket: UdpSocket,
-    clock_rx: watch::Receiver<ServerClock>,
-    mut limiter: RateLimiter,
-    counters: Arc<Mutex<ServerCounters>>,
-) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    loop {
-        let (n, from, stamp) = match recv_stamped(&socket, &mut buf).await {
-            Ok(x) => x,
-            Err(err) => {
-                tracing::warn!("NTP server: {err}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let rx = NtpTimestamp::from_unix_ns(stamp.unwrap_or_else(clock::realtime_ns));
-        let clock = clock_rx.borrow().clone();
-        let response = server::respond(
-            &buf[..n],
-            from.ip(),
-            rx,
-            clock::monotonic(),
-            &clock,
-            &mut limiter,
-        );
-        let reply = {
-            let mut c = counters.lock().expect("not poisoned");
-            match response {
-                Response::Reply(packet) => {
-                    if packet.stratum == 0 {
-                        c.kiss_rate += 1;
-                    } else {
-                        c.answered += 1;
-                    }
-                    Some(packet)
-                }
-                Response::Drop(DropReason::Malformed) => {
-                    c.malformed += 1;
-                    None
-                }
-                Response::Drop(DropReason::NotARequest) => {
-                    c.not_a_request += 1;
-                    None
-                }
-                Response::Drop(DropReason::RateLimited) => {
-                    c.rate_limited += 1;
-                    None
-                }
-            }
-        };
-        if let Some(mut packet) = reply {
-            packet.transmit_ts = NtpTimestamp::from_unix_ns(clock::realtime_ns());
-            if socket.send_to(&packet.to_bytes(), from).await.is_err() {
-                counters.lock().expect("not poisoned").send_errors += 1;
-            }
-        }
     }
 }
 

@@ -1,22 +1,40 @@
-//! NTS key exchange (RFC 8915 §4), the client side: TLS 1.3 with ALPN "ntske/1" to the
-//! NTS-KE server, one request, the server's records, and the two AEAD keys taken from the
-//! TLS exporter. The records and their checks are in `clockguard_core::ntp::nts`.
+//! NTS key exchange (RFC 8915 §4) over TLS 1.3 with ALPN "ntske/1". The client side: one
+//! request to the NTS-KE server, its records, and the two AEAD keys taken from the TLS
+//! exporter. The server side: the listener that answers clients with cookies for our NTP
+//! server. The records and their checks are in `clockguard_core::ntp::{nts, nts_server}`.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
 
 use anyhow::{bail, Context, Result};
-use clockguard_core::ntp::nts::{self, KeError, KEY_LEN};
-use rustls::{pki_types::ServerName, ClientConfig, RootCertStore};
-use rustls_pki_types::{pem::PemObject, CertificateDer};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+use clockguard_core::{
+    ntp::{
+        nts::{self, KeError, KeRecord, KEY_LEN},
+        nts_server::{self, ServerKeys, SessionKeys},
+    },
+    status::ServerCounters,
 };
+use rustls::{pki_types::ServerName, ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+};
+
+use super::random_array;
 
 /// The whole exchange (connect, handshake, answer) must end within this.
 const KEY_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest answer read: eight cookies of a few hundred bytes fit many times over.
 const MAX_ANSWER: usize = 64 * 1024;
+/// The largest request the server reads: a client's request is a few records.
+const MAX_REQUEST: usize = 16 * 1024;
+/// Key exchanges the server runs at once; further connections wait in the listen backlog.
+const MAX_CONCURRENT_EXCHANGES: usize = 64;
 
 /// What a key exchange gives: the keys, the first cookies, and where to send NTP.
 pub struct KeyExchange {
@@ -54,18 +72,176 @@ pub fn tls_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>> {
             native.errors.len()
         );
     }
-    // ring's provider (deprecated in rustls 0.23.48 for lacking post-quantum key exchange,
-    // which only aws-lc-rs has; that would add a cmake build of AWS-LC). X25519 and the
-    // P-curves are what chrony's and ntpd-rs's NTS-KE servers offer.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
+    let mut config = ClientConfig::builder_with_provider(ring_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .context("TLS 1.3 with the ring provider")?
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![nts::ALPN.to_vec()];
     Ok(Arc::new(config))
+}
+
+/// ring's provider (deprecated in rustls 0.23.48 for lacking post-quantum key exchange,
+/// which only aws-lc-rs has; that would add a cmake build of AWS-LC). X25519 and the
+/// P-curves are what chrony's and ntpd-rs's NTS-KE servers and clients offer.
+fn ring_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    #[allow(deprecated)]
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The TLS server configuration for NTS-KE: TLS 1.3 only, ALPN "ntske/1", the
+/// certificate chain in `cert` and the private key in `key` (PEM files).
+pub fn server_tls_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .with_context(|| format!("ntp.nts_cert: cannot read {}", cert.display()))?;
+    if chain.is_empty() {
+        bail!("ntp.nts_cert: {} holds no PEM certificate", cert.display());
+    }
+    let private = PrivateKeyDer::from_pem_file(key).with_context(|| {
+        format!(
+            "ntp.nts_key: cannot read a PEM private key from {}",
+            key.display()
+        )
+    })?;
+    let mut config = ServerConfig::builder_with_provider(ring_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3 with the ring provider")?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .with_context(|| {
+            format!(
+                "ntp.nts_cert {} and ntp.nts_key {}: not a certificate and its key",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    config.alpn_protocols = vec![nts::ALPN.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Reads one NTS-KE message (up to its End of Message) from `stream`, at most `max` bytes.
+async fn read_message<S: AsyncRead + Unpin>(stream: &mut S, max: usize) -> Result<Vec<KeRecord>> {
+    let mut message = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .context("reading the NTS-KE message")?;
+        if n == 0 {
+            bail!("{}", KeError::Incomplete);
+        }
+        message.extend_from_slice(&chunk[..n]);
+        match nts::parse_message(&message) {
+            Ok(records) => return Ok(records),
+            Err(KeError::Incomplete) if message.len() < max => {}
+            Err(KeError::Incomplete) => bail!("an NTS-KE message over {max} bytes"),
+            Err(err) => return Err(err.into()),
+        }
+    }
+}
+
+/// The two keys of a TLS connection's NTS session (§5.1), from its exporter.
+fn export_keys<Data>(connection: &rustls::ConnectionCommon<Data>) -> Result<SessionKeys> {
+    let mut keys = SessionKeys {
+        c2s: [0; KEY_LEN],
+        s2c: [0; KEY_LEN],
+    };
+    for (key, to_server) in [(&mut keys.c2s, true), (&mut keys.s2c, false)] {
+        *key = connection
+            .export_keying_material(
+                [0u8; KEY_LEN],
+                nts::EXPORTER_LABEL.as_bytes(),
+                Some(&nts::exporter_context(to_server)),
+            )
+            .context("the TLS exporter")?;
+    }
+    Ok(keys)
+}
+
+/// Answers NTS-KE clients on `listener`: each gets eight cookies sealed with the current
+/// key for the NTP server on port `ntp_port`. At most [`MAX_CONCURRENT_EXCHANGES`] at
+/// once, each within [`KEY_EXCHANGE_TIMEOUT`], so that slow or idle clients cannot hold
+/// the daemon's descriptors.
+pub async fn serve_key_exchanges(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    keys: Arc<RwLock<ServerKeys>>,
+    ntp_port: u16,
+    counters: Arc<Mutex<ServerCounters>>,
+) {
+    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_EXCHANGES));
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!("NTS-KE: accept: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (acceptor, keys, counters) = (acceptor.clone(), keys.clone(), counters.clone());
+        tokio::spawn(async move {
+            let served = tokio::time::timeout(
+                KEY_EXCHANGE_TIMEOUT,
+                serve_exchange(&acceptor, tcp, &keys, ntp_port),
+            )
+            .await
+            .unwrap_or_else(|_| bail!("not done within {} s", KEY_EXCHANGE_TIMEOUT.as_secs()));
+            drop(permit);
+            let mut c = counters.lock().expect("not poisoned");
+            match served {
+                Ok(()) => c.nts_key_exchanges += 1,
+                Err(err) => {
+                    c.nts_key_exchange_errors += 1;
+                    drop(c);
+                    tracing::debug!("NTS-KE with {peer}: {err:#}");
+                }
+            }
+        });
+    }
+}
+
+/// One client's key exchange: Ok when it was given cookies.
+async fn serve_exchange(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+    keys: &RwLock<ServerKeys>,
+    ntp_port: u16,
+) -> Result<()> {
+    let mut tls = acceptor.accept(tcp).await.context("TLS handshake")?;
+    if tls.get_ref().1.alpn_protocol() != Some(nts::ALPN) {
+        bail!("the client did not ask for ALPN \"ntske/1\"");
+    }
+    let (answer, agreed) = match read_message(&mut tls, MAX_REQUEST).await {
+        Ok(request) => {
+            let session = export_keys(tls.get_ref().1)?;
+            nts_server::ke_answer(&request, ntp_port, || {
+                keys.read()
+                    .expect("not poisoned")
+                    .seal(&session, &random_array())
+            })
+        }
+        // A request that cannot be read gets "bad request" (§4.1.3).
+        Err(err) if err.downcast_ref::<KeError>().is_some() => {
+            (vec![KeRecord::Error(1), KeRecord::EndOfMessage], false)
+        }
+        Err(err) => return Err(err),
+    };
+    tls.write_all(&nts::encode_records(&answer)).await?;
+    tls.flush().await?;
+    let _ = tls.shutdown().await;
+    if !agreed {
+        bail!("refused: {answer:?}");
+    }
+    Ok(())
 }
 
 /// One key exchange with the NTS-KE server at `host`:`port`, its certificate verified for
@@ -92,34 +268,9 @@ async fn exchange(config: Arc<ClientConfig>, host: &str, port: u16) -> Result<Ke
     }
     tls.write_all(&nts::client_request()).await?;
     tls.flush().await?;
-    let mut answer = Vec::new();
-    let records = loop {
-        let mut chunk = [0u8; 4096];
-        let n = tls.read(&mut chunk).await.context("reading the answer")?;
-        if n == 0 {
-            bail!("{}", KeError::Incomplete);
-        }
-        answer.extend_from_slice(&chunk[..n]);
-        match nts::parse_message(&answer) {
-            Ok(records) => break records,
-            Err(KeError::Incomplete) if answer.len() < MAX_ANSWER => {}
-            Err(KeError::Incomplete) => bail!("an answer over {MAX_ANSWER} bytes"),
-            Err(err) => return Err(err.into()),
-        }
-    };
+    let records = read_message(&mut tls, MAX_ANSWER).await?;
     let outcome = nts::client_outcome(&records)?;
-    let connection = tls.get_ref().1;
-    let mut c2s = [0u8; KEY_LEN];
-    let mut s2c = [0u8; KEY_LEN];
-    for (key, to_server) in [(&mut c2s, true), (&mut s2c, false)] {
-        *key = connection
-            .export_keying_material(
-                [0u8; KEY_LEN],
-                nts::EXPORTER_LABEL.as_bytes(),
-                Some(&nts::exporter_context(to_server)),
-            )
-            .context("the TLS exporter")?;
-    }
+    let SessionKeys { c2s, s2c } = export_keys(tls.get_ref().1)?;
     // The server may close first; its close_notify is not awaited.
     let _ = tls.shutdown().await;
     Ok(KeyExchange {

@@ -210,53 +210,97 @@ pub(super) fn cpu_ticks(pid: u32) -> Result<u64> {
     Ok(field(11)? + field(12)?)
 }
 
-/// The daemon's NTP server answering 1000 requests per second from 100 loopback clients:
-/// its CPU share and RSS while it does (the host clock is not touched: observe mode).
+/// The daemon's NTP server, plain and with NTS side by side in one daemon (observe mode:
+/// the host clock is not touched): 1000 requests per second from 100 loopback clients,
+/// plain, then NTS (each client's key exchange made first, within the phase's CPU time);
+/// then NTS key exchanges (TLS 1.3 handshakes) back to back from 4 threads for 10 s.
+/// The daemon's CPU share and RSS in each phase. The load generator runs on the same two
+/// cores, so the key exchanges per second are those of this machine, both ends included.
 pub(super) fn row_ntp_server_load(ctx: &mut Ctx) -> Result<Row> {
+    let pki = ctx.root.join("pki");
+    capture(
+        std::process::Command::new(util::repo_root().join("tests/make-test-pki.sh")).arg(&pki),
+    )?;
     let config = ctx.root.join("ntp-load.toml");
     fs::write(
         &config,
         format!(
             "mode = \"observe\"\n[ntp]\nserve = \"127.0.0.1:{NTP_LOAD_PORT}\"\n\
              # 100 clients at 10 requests/s each: allow 16/s, bursts of 16.\n\
-             rate_limit_interval = -4\nrate_limit_burst = 16\n"
+             rate_limit_interval = -4\nrate_limit_burst = 16\n\
+             nts_ke = \"127.0.0.1:{NTS_KE_LOAD_PORT}\"\n\
+             nts_cert = \"{}\"\nnts_key = \"{}\"\n",
+            pki.join("server.pem").display(),
+            pki.join("server.key").display()
         ),
     )?;
     ctx.start_daemon_with(Some(&config))?;
     std::thread::sleep(Duration::from_secs(1));
     let pid = ctx.daemon()?.pid();
-    let rss_before = ctx.daemon_rss_kib()?;
-    let ticks_before = cpu_ticks(pid)?;
-    let started = Instant::now();
-    let out = capture(
-        root_cmd(ctx.bin("cg-ntpref"), &[])
-            .arg("load")
-            .arg(format!("127.0.0.1:{NTP_LOAD_PORT}"))
-            .args(["--rate", NTP_LOAD_RATE, "--seconds", NTP_LOAD_SECONDS])
-            .args(["--clients", NTP_LOAD_CLIENTS]),
-    )?;
-    let elapsed = started.elapsed().as_secs_f64();
-    let ticks = cpu_ticks(pid)? - ticks_before;
-    let rss_after = ctx.daemon_rss_kib()?;
-    let load = last_object(&out).context("cg-ntpref load printed no JSON object")?;
-    ctx.stop_daemon();
     let mut row = Row::new();
     row.set("requests_per_s", num(NTP_LOAD_RATE.parse()?));
     row.set("clients", num(NTP_LOAD_CLIENTS.parse()?));
-    row.set("sent", load["sent"].clone());
-    row.set("answered", load["replies"].clone());
-    row.set(
-        "kod_or_unanswered",
-        num(num_field(&load, "kod")? + num_field(&load, "unanswered")?),
-    );
-    // 100 ticks are one CPU second: ticks per second of wall time is the percentage.
-    row.set(
-        "cpu_percent",
-        num((ticks as f64 / elapsed * 10.0).round() / 10.0),
-    );
-    row.set("rss_before_kib", num(rss_before as f64));
-    row.set("rss_after_kib", num(rss_after as f64));
-    row.set("load_output", load);
+    row.set("rss_before_kib", num(ctx.daemon_rss_kib()? as f64));
+    let ca = pki.join("ca.pem");
+    let ke = format!("127.0.0.1:{NTS_KE_LOAD_PORT}");
+    let ntp = format!("127.0.0.1:{NTP_LOAD_PORT}");
+    let load = |nts: bool| {
+        let mut c = root_cmd(ctx.bin("cg-ntpref"), &[]);
+        c.args([
+            "load",
+            &ntp,
+            "--rate",
+            NTP_LOAD_RATE,
+            "--seconds",
+            NTP_LOAD_SECONDS,
+        ])
+        .args(["--clients", NTP_LOAD_CLIENTS]);
+        if nts {
+            c.args(["--nts-ke", &ke, "--ca"]).arg(&ca);
+        }
+        c
+    };
+    // (prefix of the row's keys, the load command)
+    let phases = [
+        ("", load(false)),
+        ("nts_", load(true)),
+        ("ke_", {
+            let mut c = root_cmd(ctx.bin("cg-ntpref"), &[]);
+            c.args(["nts-ke-load", &ke, "--seconds", NTS_KE_LOAD_SECONDS, "--ca"])
+                .arg(&ca);
+            c
+        }),
+    ];
+    for (prefix, mut command) in phases {
+        let ticks_before = cpu_ticks(pid)?;
+        let started = Instant::now();
+        let out = capture(&mut command)?;
+        let elapsed = started.elapsed().as_secs_f64();
+        let ticks = cpu_ticks(pid)? - ticks_before;
+        let output = last_object(&out).context("cg-ntpref printed no JSON object")?;
+        if prefix == "ke_" {
+            row.set("ke_per_s", output["exchanges_per_s"].clone());
+            row.set("ke_failed", output["failed"].clone());
+        } else {
+            row.set(&format!("{prefix}sent"), output["sent"].clone());
+            row.set(&format!("{prefix}answered"), output["replies"].clone());
+            row.set(
+                &format!("{prefix}kod_or_unanswered"),
+                num(num_field(&output, "kod")? + num_field(&output, "unanswered")?),
+            );
+        }
+        // 100 ticks are one CPU second: ticks per second of wall time is the percentage.
+        row.set(
+            &format!("{prefix}cpu_percent"),
+            num((ticks as f64 / elapsed * 10.0).round() / 10.0),
+        );
+        row.set(
+            &format!("{prefix}rss_after_kib"),
+            num(ctx.daemon_rss_kib()? as f64),
+        );
+        row.set(&format!("{prefix}load_output"), output);
+    }
+    ctx.stop_daemon();
     Ok(row)
 }
 

@@ -68,6 +68,9 @@ const NTP_LOAD_PORT: u16 = 12399;
 const NTP_LOAD_RATE: &str = "1000";
 const NTP_LOAD_SECONDS: &str = "20";
 const NTP_LOAD_CLIENTS: &str = "100";
+/// Its NTS-KE port, and how long key exchanges are made back to back.
+const NTS_KE_LOAD_PORT: u16 = 12397;
+const NTS_KE_LOAD_SECONDS: &str = "10";
 
 /// The ClockBound read-cost row: the loopback reference's port and the reads per round.
 const BOUND_REF_PORT: u16 = 12398;

@@ -457,6 +457,13 @@ mod tests {
             Ok(("time.example".into(), 4460))
         );
         assert_eq!((fast.ntp.minpoll, fast.ntp.maxpoll), (0, 2));
+        let nts_server = Config::parse(
+            "[ntp]\nserve = \"0.0.0.0:123\"\nnts_ke = \"0.0.0.0:4460\"\n\
+             nts_cert = \"/etc/clockguard/nts.pem\"\nnts_key = \"/etc/clockguard/nts.key\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(nts_server.ntp.nts_key_rotation_s, 604_800);
         for (text, says) in [
             ("[ntp]\nminpoll = -1\n", "minpoll = -1"),
             ("[ntp]\nmaxpoll = 18\n", "maxpoll = 18"),
@@ -476,6 +483,20 @@ mod tests {
                 "would be polled without authentication",
             ),
             ("[ntp]\nrequire_nts = true\n", "nts_servers is empty"),
+            (
+                "[ntp]\nnts_ke = \"0.0.0.0:4460\"\nserve = \"0.0.0.0:123\"\nnts_cert = \"c.pem\"\n",
+                "needs both nts_cert and nts_key",
+            ),
+            (
+                "[ntp]\nnts_ke = \"0.0.0.0:4460\"\nnts_cert = \"c.pem\"\nnts_key = \"k.pem\"\n",
+                "ntp.serve is unset",
+            ),
+            (
+                "[ntp]\nnts_ke = \"4460\"\nserve = \"0.0.0.0:123\"\nnts_cert = \"c\"\nnts_key = \"k\"\n",
+                "is not an ADDRESS:PORT",
+            ),
+            ("[ntp]\nnts_key = \"k.pem\"\n", "nts_ke is not"),
+            ("[ntp]\nnts_key_rotation_s = 10\n", "too short"),
         ] {
             let err = format!("{:#}", Config::parse(text, "f.toml").unwrap_err());
             assert!(

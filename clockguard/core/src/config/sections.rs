@@ -191,6 +191,21 @@ pub struct NtpConfig {
     pub rate_limit_interval: i8,
     #[serde(default = "default_rate_limit_burst")]
     pub rate_limit_burst: u32,
+    /// Serve NTS (RFC 8915): the NTS-KE server's address ("0.0.0.0:4460"; TLS 1.3), which
+    /// hands clients cookies for the NTP server on `serve`. Needs `nts_cert` and
+    /// `nts_key` (chrony's `ntsserverkey` and `ntsservercert`).
+    #[serde(default)]
+    pub nts_ke: Option<String>,
+    /// PEM files: the server's certificate chain (leaf first) and its private key.
+    #[serde(default)]
+    pub nts_cert: Option<PathBuf>,
+    #[serde(default)]
+    pub nts_key: Option<PathBuf>,
+    /// How often the key that seals the server's cookies is replaced, s (chrony's
+    /// `ntsrotate`, one week). A cookie stays valid for two periods after its key was
+    /// replaced; a restart replaces every key, and clients then make a new key exchange.
+    #[serde(default = "default_nts_key_rotation_s")]
+    pub nts_key_rotation_s: u64,
 }
 
 impl Default for NtpConfig {
@@ -213,6 +228,9 @@ fn default_rate_limit_interval() -> i8 {
 }
 fn default_rate_limit_burst() -> u32 {
     8
+}
+fn default_nts_key_rotation_s() -> u64 {
+    7 * 24 * 3600
 }
 
 /// `[guard]`: who may step the clock, and how a refused step is slewed in.
@@ -414,6 +432,34 @@ impl NtpConfig {
                  without authentication: move them to nts_servers, or drop require_nts",
                 self.servers,
                 self.pools
+            );
+        }
+        match (&self.nts_ke, &self.nts_cert, &self.nts_key) {
+            (Some(ke), Some(_), Some(_)) => {
+                ke.parse::<std::net::SocketAddr>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "ntp.nts_ke = {ke:?} is not an ADDRESS:PORT (e.g. \"0.0.0.0:4460\")"
+                    )
+                })?;
+                if self.serve.is_none() {
+                    bail!(
+                        "ntp.nts_ke = {ke:?}, but ntp.serve is unset: NTS-KE hands out cookies \
+                         for the NTP server, so set serve (e.g. \"0.0.0.0:123\")"
+                    );
+                }
+            }
+            (Some(ke), _, _) => bail!(
+                "ntp.nts_ke = {ke:?} needs both nts_cert and nts_key (PEM files: the \
+                 certificate chain and its private key)"
+            ),
+            (None, None, None) => {}
+            (None, _, _) => bail!("ntp.nts_cert and nts_key are set, but nts_ke is not"),
+        }
+        if self.nts_key_rotation_s < 60 {
+            bail!(
+                "ntp.nts_key_rotation_s = {} is too short (at least 60 s; chrony's default is \
+                 604800, one week)",
+                self.nts_key_rotation_s
             );
         }
         if self.require_nts && self.nts_servers.is_empty() {

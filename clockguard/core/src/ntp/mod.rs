@@ -8,6 +8,7 @@ pub mod client;
 pub mod discipline;
 pub mod engine;
 pub mod nts;
+pub mod nts_server;
 pub mod packet;
 pub mod select;
 pub mod server;

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use super::nts_server::{self, NtsRequest, ServerKeys};
 use super::packet::{Leap, Mode, NtpShort, NtpTimestamp, Packet};
 use crate::time::Monotonic;
 
@@ -322,6 +323,98 @@ pub fn respond(
             transmit_ts: NtpTimestamp::ZERO,
         }),
         RateDecision::Drop => Response::Drop(DropReason::RateLimited),
+    }
+}
+
+/// What the server did with one datagram (the daemon counts these).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Served {
+    /// A plain NTP reply.
+    Answered,
+    /// A RATE Kiss-o'-Death (to a plain or an NTS request).
+    Kiss,
+    /// An authenticated reply to an NTS request, with fresh cookies.
+    NtsAnswered,
+    /// An NTS NAK: the request's cookie is not ours (any more), or it did not
+    /// authenticate.
+    NtsNak,
+    Dropped(DropReason),
+}
+
+/// The server's whole answer to one datagram: [`respond`] (parse, mode, rate limit), and
+/// with `nts_keys` (an NTS-KE server runs) the NTS request's authentication, the reply's
+/// authenticator and fresh cookies, or an NTS NAK. `transmit` reads our clock for the
+/// transmit timestamp, as late as possible: the authenticator covers it. `random` draws
+/// the nonces.
+#[allow(clippy::too_many_arguments)]
+pub fn answer(
+    request: &[u8],
+    client: IpAddr,
+    rx: NtpTimestamp,
+    now: Monotonic,
+    clock: &ServerClock,
+    limiter: &mut RateLimiter,
+    nts_keys: Option<&ServerKeys>,
+    random: &mut dyn FnMut(&mut [u8]),
+    transmit: &mut dyn FnMut() -> NtpTimestamp,
+) -> (Served, Option<Vec<u8>>) {
+    let nts = nts_keys.map_or(NtsRequest::Plain, |keys| {
+        nts_server::read_request(request, keys)
+    });
+    if let NtsRequest::Malformed(_) = nts {
+        return (Served::Dropped(DropReason::Malformed), None);
+    }
+    let mut packet = match respond(request, client, rx, now, clock, limiter) {
+        Response::Reply(packet) => packet,
+        Response::Drop(why) => return (Served::Dropped(why), None),
+    };
+    if packet.stratum == 0 {
+        // Rate limited: the kiss goes out plain (an NTS client ignores what is not
+        // authenticated, and slows down only by not being answered).
+        packet.transmit_ts = transmit();
+        return (Served::Kiss, Some(packet.to_bytes().to_vec()));
+    }
+    match (nts, nts_keys) {
+        (
+            NtsRequest::Authentic {
+                unique_id,
+                session,
+                cookies,
+            },
+            Some(keys),
+        ) => {
+            packet.transmit_ts = transmit();
+            let bytes = nts_server::reply(
+                &packet.to_bytes(),
+                request.len(),
+                &unique_id,
+                &session,
+                cookies,
+                keys,
+                random,
+            );
+            (Served::NtsAnswered, Some(bytes))
+        }
+        (NtsRequest::Nak { unique_id }, _) => {
+            let kiss = Packet {
+                leap: Leap::Unsynchronized,
+                stratum: 0,
+                root_delay: NtpShort(0),
+                root_dispersion: NtpShort(0),
+                reference_id: *b"NTSN",
+                reference_ts: NtpTimestamp::ZERO,
+                transmit_ts: transmit(),
+                ..packet
+            };
+            (
+                Served::NtsNak,
+                Some(nts_server::nak(&kiss.to_bytes(), &unique_id)),
+            )
+        }
+        _ => {
+            packet.transmit_ts = transmit();
+            (Served::Answered, Some(packet.to_bytes().to_vec()))
+        }
     }
 }
 
@@ -661,5 +754,79 @@ mod tests {
         assert_eq!(lim.check(mapped, T0), RateDecision::Pass);
         assert_ne!(lim.check(v4, T0), RateDecision::Pass);
         assert_eq!(lim.len(), 1);
+    }
+
+    #[test]
+    fn nts_requests_get_authenticated_replies_naks_or_nothing() {
+        use crate::ntp::nts::{ClientSession, ReplyOutcome, KEY_LEN, NONCE_LEN};
+        use crate::ntp::nts_server::SessionKeys;
+        let keys = ServerKeys::new(1, [9; KEY_LEN]);
+        let session = SessionKeys {
+            c2s: [1; KEY_LEN],
+            s2c: [2; KEY_LEN],
+        };
+        let jar = (0..4u8)
+            .map(|i| keys.seal(&session, &[i; NONCE_LEN]))
+            .collect();
+        let mut client = ClientSession::new(session.c2s, session.s2c, jar);
+        let header: [u8; HEADER_LEN] = request(4, 6, 0xed13_5540_8000_0000).try_into().unwrap();
+        let mut lim = RateLimiter::default();
+        let tx = NtpTimestamp(0xed13_5540_8043_2ca5);
+        let serve = |bytes: &[u8], keys: Option<&ServerKeys>, lim: &mut RateLimiter| {
+            answer(
+                bytes,
+                ip(1),
+                RX,
+                T0,
+                &clock(),
+                lim,
+                keys,
+                &mut |b| b.fill(7),
+                &mut || tx,
+            )
+        };
+        let nts_request = client.request(&header, [5; 32], &[6; NONCE_LEN]).unwrap();
+        let (served, bytes) = serve(&nts_request, Some(&keys), &mut lim);
+        let bytes = bytes.unwrap();
+        assert_eq!(served, Served::NtsAnswered);
+        assert_eq!(client.reply(&bytes), Ok(ReplyOutcome::Authentic));
+        assert_eq!(client.cookies(), 8);
+        // The header is the plain reply's, stamped.
+        let plain = Packet::parse(&bytes).unwrap();
+        assert_eq!(
+            (plain.stratum, plain.origin_ts, plain.transmit_ts),
+            (2, NtpTimestamp(0xed13_5540_8000_0000), tx)
+        );
+        // Without an NTS-KE server the same request is answered plain (and fails the
+        // client's check).
+        let nts_request = client.request(&header, [8; 32], &[6; NONCE_LEN]).unwrap();
+        let (served, bytes) = serve(&nts_request, None, &mut lim);
+        assert_eq!(
+            (served, bytes.as_ref().map(Vec::len)),
+            (Served::Answered, Some(HEADER_LEN))
+        );
+        assert!(client.reply(&bytes.unwrap()).is_err());
+        // After a restart (new server keys) the cookie is not ours: an NTS NAK.
+        let restarted = ServerKeys::new(2, [3; KEY_LEN]);
+        let (served, bytes) = serve(&nts_request, Some(&restarted), &mut lim);
+        assert_eq!(served, Served::NtsNak);
+        assert_eq!(client.reply(&bytes.unwrap()), Ok(ReplyOutcome::Nak));
+        // NTS fields that break the rules (a cookie without a unique identifier): nothing.
+        let mut broken = header.to_vec();
+        crate::ntp::nts::put_extension(
+            &mut broken,
+            crate::ntp::nts::EF_COOKIE,
+            &keys.seal(&session, &[1; NONCE_LEN]),
+        );
+        crate::ntp::nts::append_authenticator(&mut broken, &session.c2s, &[6; NONCE_LEN], &[]);
+        assert_eq!(
+            serve(&broken, Some(&keys), &mut lim),
+            (Served::Dropped(DropReason::Malformed), None)
+        );
+        // Over the rate: a plain kiss.
+        let served: Vec<Served> = (0..10)
+            .map(|_| serve(&nts_request, Some(&keys), &mut lim).0)
+            .collect();
+        assert!(served.contains(&Served::Kiss), "{served:?}");
     }
 }

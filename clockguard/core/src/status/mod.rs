@@ -276,6 +276,9 @@ pub struct NtpStatus {
     pub nts_servers: Vec<String>,
     /// The address the NTP server was configured to listen on.
     pub serve: Option<String>,
+    /// The NTS-KE server's configured address, when NTS is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nts_ke: Option<String>,
     /// The clock is disciplined only with the slew engine, i.e. in guard mode.
     pub disciplining: bool,
 }

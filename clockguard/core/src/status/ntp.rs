@@ -74,6 +74,9 @@ pub struct Convergence {
 pub struct ServerStatus {
     /// The address bound (the configured port 0 becomes the one the kernel chose).
     pub listen: String,
+    /// The NTS-KE server's address, when NTS is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nts_ke: Option<String>,
     pub counters: ServerCounters,
 }
 
@@ -86,6 +89,19 @@ pub struct ServerCounters {
     pub not_a_request: u64,
     pub rate_limited: u64,
     pub send_errors: u64,
+    /// NTS requests answered with an authenticator and fresh cookies, and those answered
+    /// with an NTS NAK (a cookie not ours, e.g. from before a restart, or a request that
+    /// did not authenticate).
+    #[serde(default)]
+    pub nts_answered: u64,
+    #[serde(default)]
+    pub nts_naks: u64,
+    /// NTS-KE exchanges served (cookies given), and those that failed (TLS, a bad request,
+    /// a timeout).
+    #[serde(default)]
+    pub nts_key_exchanges: u64,
+    #[serde(default)]
+    pub nts_key_exchange_errors: u64,
 }
 
 /// The NTP client's `sources` answer (like `chronyc sources`).

@@ -18,6 +18,9 @@
 //! and the frequency to a params file, from which `offset` and `watch` compute the same
 //! reference clock in another process and compare the system clock against it.
 //!
+//! `load --nts-ke` and `nts-ke-load` are the exception: they load clockguard's NTS server
+//! with clockguard's own NTS codec (see `nts`).
+//!
 //! Nothing here changes any clock: the program only reads clocks and sends UDP datagrams.
 
 #![forbid(unsafe_code)]
@@ -38,6 +41,7 @@ use serde_json::{json, Value};
 mod bound;
 mod clock;
 mod load;
+mod nts;
 mod opts;
 mod packet;
 mod query;
@@ -88,6 +92,12 @@ const USAGE: &str = "usage: cg-ntpref COMMAND
         R requests per second for S seconds from N clients (default 100), each from its
         own loopback address 127.0.0.(2+i), so per-client rate limits see N clients;
         counts replies (KoD apart) and late or missing ones
+  load 127.0.0.1:PORT --rate R --seconds S [--clients N] --nts-ke ADDR:PORT --ca FILE
+        the same with NTS: each client makes a key exchange first (the certificate
+        verified against the CA in FILE), then sends NTS requests to the NTP port the
+        exchange named; replies count when they authenticate (NAKs and rejected apart)
+  nts-ke-load ADDR:PORT --ca FILE [--seconds 10] [--threads 4]
+        NTS key exchanges back to back from N threads; how many completed per second
   bound --params FILE --segment PATH --stopfile F [--interval-ms 1] [--vmclock DEV] [--trace T]
         reads the ClockBound segment PATH through ClockBound's own client crate every
         interval until F exists or 15 minutes passed, and holds each reading's
@@ -161,6 +171,7 @@ fn run(args: &[String]) -> Result<(Value, u8), String> {
         "watch" => watch_cmd(rest).map(|v| (v, 0)),
         "query" => query_cmd(rest),
         "load" => load_cmd(rest).map(|v| (v, 0)),
+        "nts-ke-load" => nts::nts_ke_load_cmd(rest).map(|v| (v, 0)),
         "bound" => bound_cmd(rest).map(|v| (v, 0)),
         "read-cost" => read_cost_cmd(rest).map(|v| (v, 0)),
         "step" => step_cmd(rest).map(|v| (v, 0)),
