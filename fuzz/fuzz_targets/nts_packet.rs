@@ -1,8 +1,10 @@
 //! Every NTS packet either side receives goes through here: the client's `client_reply`
 //! (any bytes after the header give cookies or an error: not ours, unauthenticated,
 //! malformed) and the server's `read_request` and `answer` (a plain request, an
-//! authentic one, a NAK or nothing). Never a panic or an out-of-bounds read; forged bytes
-//! never pass an authenticator, and no reply is longer than its request.
+//! authentic one, a NAK or nothing). Never a panic or an out-of-bounds read, and forged
+//! bytes never pass an authenticator. (That an authentic request's reply is never longer
+//! than the request is the unit test `no_reply_is_longer_than_its_request`: the fuzzer
+//! cannot make requests that authenticate.)
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -47,6 +49,6 @@ fuzz_target!(|data: &[u8]| {
         &mut || NtpTimestamp(3),
     );
     if let Some(reply) = reply {
-        assert!(reply.len() <= data.len(), "a reply longer than its request");
+        assert!(reply.len() <= data.len(), "a NAK or plain reply longer than its request");
     }
 });

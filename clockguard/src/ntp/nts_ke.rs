@@ -22,7 +22,6 @@ use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
 };
 
 use super::random_array;
@@ -33,8 +32,14 @@ const KEY_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_ANSWER: usize = 64 * 1024;
 /// The largest request the server reads: a client's request is a few records.
 const MAX_REQUEST: usize = 16 * 1024;
-/// Key exchanges the server runs at once; further connections wait in the listen backlog.
-const MAX_CONCURRENT_EXCHANGES: usize = 64;
+/// The server's budget for one exchange (handshake, request, answer); a client on the
+/// same continent needs a few round trips (ntpd-rs allows 1 s).
+const SERVER_EXCHANGE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Key exchanges the server runs at once, and from one IP address: a connection beyond
+/// either is closed at once, so that idle connections from one place cannot keep
+/// everyone else's exchanges waiting.
+const MAX_CONCURRENT_EXCHANGES: usize = 128;
+const MAX_EXCHANGES_PER_ADDRESS: usize = 8;
 
 /// What a key exchange gives: the keys, the first cookies, and where to send NTP.
 pub struct KeyExchange {
@@ -136,7 +141,9 @@ async fn read_message<S: AsyncRead + Unpin>(stream: &mut S, max: usize) -> Resul
         match nts::parse_message(&message) {
             Ok(records) => return Ok(records),
             Err(KeError::Incomplete) if message.len() < max => {}
-            Err(KeError::Incomplete) => bail!("an NTS-KE message over {max} bytes"),
+            Err(KeError::Incomplete) => {
+                return Err(KeError::Malformed(format!("a message over {max} bytes")).into())
+            }
             Err(err) => return Err(err.into()),
         }
     }
@@ -160,25 +167,96 @@ fn export_keys<Data>(connection: &rustls::ConnectionCommon<Data>) -> Result<Sess
     Ok(keys)
 }
 
+/// Starts the NTS-KE server on `listener` on a thread of its own, so that TLS handshakes
+/// (public-key operations, tens of µs to ms each) never delay the daemon's own loop, the
+/// NTP client or the NTP server.
+pub fn spawn_key_exchange_server(
+    listener: std::net::TcpListener,
+    tls: Arc<ServerConfig>,
+    keys: Arc<RwLock<ServerKeys>>,
+    ntp_port: u16,
+    counters: Arc<Mutex<ServerCounters>>,
+) -> Result<()> {
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("NTS-KE: the key exchange thread's runtime")?;
+    std::thread::Builder::new()
+        .name("nts-ke".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => {
+                        serve_key_exchanges(listener, tls, keys, ntp_port, counters).await;
+                    }
+                    Err(err) => tracing::error!("NTS-KE: the listener: {err}"),
+                }
+            });
+        })
+        .context("NTS-KE: starting its thread")?;
+    Ok(())
+}
+
+/// Connections being served: in all, and per client address.
+#[derive(Default)]
+struct Admission {
+    total: usize,
+    by_address: std::collections::HashMap<std::net::IpAddr, usize>,
+}
+
+/// A connection's place in [`Admission`], given back when it ends.
+struct Admitted {
+    admission: Arc<Mutex<Admission>>,
+    address: std::net::IpAddr,
+}
+
+impl Admitted {
+    /// A place for a connection from `address`, or None when the server or that address
+    /// is at its limit.
+    fn new(admission: &Arc<Mutex<Admission>>, address: std::net::IpAddr) -> Option<Admitted> {
+        let mut a = admission.lock().expect("not poisoned");
+        let from_address = a.by_address.get(&address).copied().unwrap_or(0);
+        if a.total >= MAX_CONCURRENT_EXCHANGES || from_address >= MAX_EXCHANGES_PER_ADDRESS {
+            return None;
+        }
+        a.total += 1;
+        a.by_address.insert(address, from_address + 1);
+        Some(Admitted {
+            admission: admission.clone(),
+            address,
+        })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut a = self.admission.lock().expect("not poisoned");
+        a.total -= 1;
+        if let Some(n) = a.by_address.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                a.by_address.remove(&self.address);
+            }
+        }
+    }
+}
+
 /// Answers NTS-KE clients on `listener`: each gets eight cookies sealed with the current
 /// key for the NTP server on port `ntp_port`. At most [`MAX_CONCURRENT_EXCHANGES`] at
-/// once, each within [`KEY_EXCHANGE_TIMEOUT`], so that slow or idle clients cannot hold
-/// the daemon's descriptors.
-pub async fn serve_key_exchanges(
+/// once and [`MAX_EXCHANGES_PER_ADDRESS`] from one address, each within
+/// [`SERVER_EXCHANGE_TIMEOUT`]; a connection beyond that is closed unanswered (counted as
+/// a failed exchange).
+async fn serve_key_exchanges(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     keys: Arc<RwLock<ServerKeys>>,
     ntp_port: u16,
     counters: Arc<Mutex<ServerCounters>>,
 ) {
-    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_EXCHANGES));
+    let admission = Arc::new(Mutex::new(Admission::default()));
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
-        let permit = permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(err) => {
@@ -187,15 +265,24 @@ pub async fn serve_key_exchanges(
                 continue;
             }
         };
+        let Some(admitted) = Admitted::new(&admission, peer.ip().to_canonical()) else {
+            drop(tcp);
+            counters
+                .lock()
+                .expect("not poisoned")
+                .nts_key_exchange_errors += 1;
+            tracing::debug!("NTS-KE: {peer} turned away: too many exchanges at once");
+            continue;
+        };
         let (acceptor, keys, counters) = (acceptor.clone(), keys.clone(), counters.clone());
         tokio::spawn(async move {
             let served = tokio::time::timeout(
-                KEY_EXCHANGE_TIMEOUT,
+                SERVER_EXCHANGE_TIMEOUT,
                 serve_exchange(&acceptor, tcp, &keys, ntp_port),
             )
             .await
-            .unwrap_or_else(|_| bail!("not done within {} s", KEY_EXCHANGE_TIMEOUT.as_secs()));
-            drop(permit);
+            .unwrap_or_else(|_| bail!("not done within {} s", SERVER_EXCHANGE_TIMEOUT.as_secs()));
+            drop(admitted);
             let mut c = counters.lock().expect("not poisoned");
             match served {
                 Ok(()) => c.nts_key_exchanges += 1,

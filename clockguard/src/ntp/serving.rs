@@ -14,10 +14,7 @@ use clockguard_core::{
     ntp::nts_server::ServerKeys,
     status::{ServerCounters, ServerStatus},
 };
-use tokio::{
-    net::{TcpListener, UdpSocket},
-    sync::watch,
-};
+use tokio::{net::UdpSocket, sync::watch};
 
 use super::{
     client::{enable_rx_timestamps, recv_stamped, MAX_DATAGRAM},
@@ -63,8 +60,7 @@ pub async fn start(
     let nts = match (&config.nts_ke, &config.nts_cert, &config.nts_key) {
         (Some(ke), Some(cert), Some(key)) => {
             let tls = nts_ke::server_tls_config(cert, key)?;
-            let listener = TcpListener::bind(ke)
-                .await
+            let listener = std::net::TcpListener::bind(ke)
                 .with_context(|| format!("ntp.nts_ke: cannot bind {ke}"))?;
             let ke_bound = listener.local_addr()?;
             let keys = Arc::new(RwLock::new(ServerKeys::new(
@@ -75,13 +71,13 @@ pub async fn start(
                 keys.clone(),
                 Duration::from_secs(config.nts_key_rotation_s),
             ));
-            tokio::spawn(nts_ke::serve_key_exchanges(
+            nts_ke::spawn_key_exchange_server(
                 listener,
                 tls,
                 keys.clone(),
                 bound.port(),
                 counters.clone(),
-            ));
+            )?;
             tracing::info!("NTS: key exchange (TLS 1.3) on {ke_bound}, for NTP on {bound}");
             Some((keys, ke_bound))
         }
@@ -280,7 +276,7 @@ mod tests {
         assert!(format!("{err:#}").contains("certificate"), "{err:#}");
         let mut counters = serving.status().counters;
         for _ in 0..50 {
-            if counters.nts_key_exchange_errors > 0 {
+            if counters.nts_key_exchange_errors > 0 && counters.nts_key_exchanges > 0 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -294,6 +290,62 @@ mod tests {
                 counters.answered
             ),
             (1, 1, 1, 0)
+        );
+    }
+
+    /// One address cannot hold the key exchange: beyond 8 connections at once from it, a
+    /// connection is closed at once, and idle ones are closed after 2 s.
+    #[tokio::test]
+    async fn idle_connections_from_one_address_are_capped_and_timed_out() {
+        use tokio::io::AsyncReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = test_pki(dir.path());
+        let config = NtpConfig {
+            serve: Some("127.0.0.1:0".into()),
+            nts_ke: Some("127.0.0.1:0".into()),
+            nts_cert: Some(cert),
+            nts_key: Some(key),
+            ..NtpConfig::default()
+        };
+        let (_clock_tx, clock_rx) = watch::channel(server_clock());
+        let serving = start(&config, clock_rx).await.unwrap().unwrap();
+        let ke: SocketAddr = serving.status().nts_ke.unwrap().parse().unwrap();
+        let mut idle = Vec::new();
+        for _ in 0..8 {
+            idle.push(tokio::net::TcpStream::connect(ke).await.unwrap());
+        }
+        // Give the server time to admit the eight before the ninth arrives.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut ninth = tokio::net::TcpStream::connect(ke).await.unwrap();
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(Duration::from_secs(1), ninth.read(&mut byte))
+            .await
+            .expect("the ninth connection is closed at once, not held");
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+        // The idle ones are closed by the server's 2 s budget; then exchanges work again.
+        for mut stream in idle {
+            let read = tokio::time::timeout(Duration::from_secs(4), stream.read(&mut byte))
+                .await
+                .expect("an idle connection is closed within the budget");
+            assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        }
+        let tls = nts_ke::tls_config(Some(&ca)).unwrap();
+        let exchange = nts_ke::key_exchange(tls, "127.0.0.1", ke.port())
+            .await
+            .unwrap();
+        assert_eq!(exchange.cookies.len(), 8);
+        // The server counts an exchange after its answer is out: wait for the count.
+        let mut counters = serving.status().counters;
+        for _ in 0..50 {
+            if counters.nts_key_exchanges + counters.nts_key_exchange_errors >= 10 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            counters = serving.status().counters;
+        }
+        assert_eq!(
+            (counters.nts_key_exchanges, counters.nts_key_exchange_errors),
+            (1, 9)
         );
     }
 

@@ -496,7 +496,11 @@ mod tests {
                 "is not an ADDRESS:PORT",
             ),
             ("[ntp]\nnts_key = \"k.pem\"\n", "nts_ke is not"),
-            ("[ntp]\nnts_key_rotation_s = 10\n", "too short"),
+            ("[ntp]\nnts_key_rotation_s = 10\n", "out of range"),
+            (
+                "[ntp]\nnts_key_rotation_s = 100000000000\n",
+                "60 s to 31536000 s",
+            ),
         ] {
             let err = format!("{:#}", Config::parse(text, "f.toml").unwrap_err());
             assert!(

@@ -229,6 +229,8 @@ fn default_rate_limit_interval() -> i8 {
 fn default_rate_limit_burst() -> u32 {
     8
 }
+/// The longest cookie key rotation period (s).
+const YEAR_S: u64 = 365 * 24 * 3600;
 fn default_nts_key_rotation_s() -> u64 {
     7 * 24 * 3600
 }
@@ -455,10 +457,10 @@ impl NtpConfig {
             (None, None, None) => {}
             (None, _, _) => bail!("ntp.nts_cert and nts_key are set, but nts_ke is not"),
         }
-        if self.nts_key_rotation_s < 60 {
+        if !(60..=YEAR_S).contains(&self.nts_key_rotation_s) {
             bail!(
-                "ntp.nts_key_rotation_s = {} is too short (at least 60 s; chrony's default is \
-                 604800, one week)",
+                "ntp.nts_key_rotation_s = {} is out of range (60 s to {YEAR_S} s, a year; \
+                 chrony's default is 604800, one week)",
                 self.nts_key_rotation_s
             );
         }

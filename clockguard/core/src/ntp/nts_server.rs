@@ -35,10 +35,17 @@ pub const MIN_UNIQUE_ID_LEN: usize = 32;
 
 /// The two keys of one NTS session (the TLS exporter's, at the key exchange): the client
 /// authenticates its requests with `c2s`, the server its replies with `s2c`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct SessionKeys {
     pub c2s: [u8; KEY_LEN],
     pub s2c: [u8; KEY_LEN],
+}
+
+/// Never the keys themselves, should a session be logged.
+impl std::fmt::Debug for SessionKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionKeys { .. }")
+    }
 }
 
 /// The server keys that seal cookies, newest first. Rotation (by the daemon's timer)
@@ -567,5 +574,52 @@ mod tests {
             read_request(&appended, &keys),
             NtsRequest::Malformed(_)
         ));
+    }
+
+    /// No amplification, whatever the request's shape: for every unique identifier length
+    /// and number of placeholders a client may send, the authenticated reply is no longer
+    /// than the request, and carries one cookie per cookie and placeholder (at most 8).
+    #[test]
+    fn no_reply_is_longer_than_its_request() {
+        let keys = ServerKeys::new(1, [9; KEY_LEN]);
+        let cookie = keys.seal(&SESSION, &[3; NONCE_LEN]);
+        for uid_len in (MIN_UNIQUE_ID_LEN..=256).step_by(4) {
+            for placeholders in 0..=10 {
+                let uid = vec![5; uid_len];
+                let request = nts::client_packet(
+                    &[0x23; HEADER_LEN],
+                    &uid,
+                    &cookie,
+                    placeholders,
+                    &SESSION.c2s,
+                    &[6; NONCE_LEN],
+                );
+                let NtsRequest::Authentic { cookies, .. } = read_request(&request, &keys) else {
+                    panic!("uid {uid_len}, {placeholders} placeholders: not authentic");
+                };
+                assert_eq!(cookies, (1 + placeholders).min(COOKIES_WANTED));
+                let answer = reply(
+                    &[0x24; HEADER_LEN],
+                    request.len(),
+                    &uid,
+                    &SESSION,
+                    cookies,
+                    &keys,
+                    &mut counter(),
+                );
+                assert!(
+                    answer.len() <= request.len(),
+                    "uid {uid_len}, {placeholders} placeholders: {} > {}",
+                    answer.len(),
+                    request.len()
+                );
+                let got = nts::client_reply(&answer, &uid, &SESSION.s2c).unwrap();
+                assert_eq!(
+                    got.len(),
+                    cookies,
+                    "uid {uid_len}, {placeholders} placeholders"
+                );
+            }
+        }
     }
 }

@@ -331,7 +331,7 @@ pub fn respond(
 pub enum Served {
     /// A plain NTP reply.
     Answered,
-    /// A RATE Kiss-o'-Death (to a plain or an NTS request).
+    /// A RATE Kiss-o'-Death (to a plain request, or authenticated to an NTS one).
     Kiss,
     /// An authenticated reply to an NTS request, with fresh cookies.
     NtsAnswered,
@@ -343,9 +343,11 @@ pub enum Served {
 
 /// The server's whole answer to one datagram: [`respond`] (parse, mode, rate limit), and
 /// with `nts_keys` (an NTS-KE server runs) the NTS request's authentication, the reply's
-/// authenticator and fresh cookies, or an NTS NAK. `transmit` reads our clock for the
-/// transmit timestamp, as late as possible: the authenticator covers it. `random` draws
-/// the nonces.
+/// authenticator and fresh cookies, or an NTS NAK. The rate limiter comes first, so a
+/// flood costs no cryptography beyond the leaked kisses. A RATE kiss to an authentic NTS
+/// request is authenticated too, with its cookies (an NTS client ignores unauthenticated
+/// kisses, RFC 8915 §5.7). `transmit` reads our clock for the transmit timestamp, as late
+/// as possible: the authenticator covers it. `random` draws the nonces.
 #[allow(clippy::too_many_arguments)]
 pub fn answer(
     request: &[u8],
@@ -358,23 +360,16 @@ pub fn answer(
     random: &mut dyn FnMut(&mut [u8]),
     transmit: &mut dyn FnMut() -> NtpTimestamp,
 ) -> (Served, Option<Vec<u8>>) {
-    let nts = nts_keys.map_or(NtsRequest::Plain, |keys| {
-        nts_server::read_request(request, keys)
-    });
-    if let NtsRequest::Malformed(_) = nts {
-        return (Served::Dropped(DropReason::Malformed), None);
-    }
     let mut packet = match respond(request, client, rx, now, clock, limiter) {
         Response::Reply(packet) => packet,
         Response::Drop(why) => return (Served::Dropped(why), None),
     };
-    if packet.stratum == 0 {
-        // Rate limited: the kiss goes out plain (an NTS client ignores what is not
-        // authenticated, and slows down only by not being answered).
-        packet.transmit_ts = transmit();
-        return (Served::Kiss, Some(packet.to_bytes().to_vec()));
-    }
+    let kiss = packet.stratum == 0;
+    let nts = nts_keys.map_or(NtsRequest::Plain, |keys| {
+        nts_server::read_request(request, keys)
+    });
     match (nts, nts_keys) {
+        (NtsRequest::Malformed(_), _) => (Served::Dropped(DropReason::Malformed), None),
         (
             NtsRequest::Authentic {
                 unique_id,
@@ -393,10 +388,16 @@ pub fn answer(
                 keys,
                 random,
             );
-            (Served::NtsAnswered, Some(bytes))
+            let served = if kiss {
+                Served::Kiss
+            } else {
+                Served::NtsAnswered
+            };
+            (served, Some(bytes))
         }
-        (NtsRequest::Nak { unique_id }, _) => {
-            let kiss = Packet {
+        // Rate-limited with a cookie that is not ours: the plain kiss (below).
+        (NtsRequest::Nak { unique_id }, _) if !kiss => {
+            let nak = Packet {
                 leap: Leap::Unsynchronized,
                 stratum: 0,
                 root_delay: NtpShort(0),
@@ -408,12 +409,13 @@ pub fn answer(
             };
             (
                 Served::NtsNak,
-                Some(nts_server::nak(&kiss.to_bytes(), &unique_id)),
+                Some(nts_server::nak(&nak.to_bytes(), &unique_id)),
             )
         }
         _ => {
             packet.transmit_ts = transmit();
-            (Served::Answered, Some(packet.to_bytes().to_vec()))
+            let served = if kiss { Served::Kiss } else { Served::Answered };
+            (served, Some(packet.to_bytes().to_vec()))
         }
     }
 }
@@ -823,10 +825,31 @@ mod tests {
             serve(&broken, Some(&keys), &mut lim),
             (Served::Dropped(DropReason::Malformed), None)
         );
-        // Over the rate: a plain kiss.
-        let served: Vec<Served> = (0..10)
-            .map(|_| serve(&nts_request, Some(&keys), &mut lim).0)
+        // Over the rate (burst 8): a RATE kiss, authenticated, with the cookie back, which
+        // the client takes (a plain one it would ignore).
+        let jar = (0..8u8)
+            .map(|i| keys.seal(&session, &[i; NONCE_LEN]))
             .collect();
-        assert!(served.contains(&Served::Kiss), "{served:?}");
+        let mut client = ClientSession::new(session.c2s, session.s2c, jar);
+        let mut kissed = None;
+        for _ in 0..8 {
+            let request = client.request(&header, [9; 32], &[6; NONCE_LEN]).unwrap();
+            if let (Served::Kiss, Some(bytes)) = serve(&request, Some(&keys), &mut lim) {
+                kissed = Some(bytes);
+                break;
+            }
+        }
+        let kissed = kissed.expect("a kiss within 8 requests after 4 of a burst of 8");
+        assert_eq!(client.reply(&kissed), Ok(ReplyOutcome::Authentic));
+        assert_eq!(Packet::parse(&kissed).unwrap().kiss_code(), Some(*b"RATE"));
+        // A plain request over the rate gets the plain kiss.
+        let mut plain_kisses = 0;
+        for _ in 0..8 {
+            if let (Served::Kiss, Some(bytes)) = serve(&header, Some(&keys), &mut lim) {
+                assert_eq!(bytes.len(), HEADER_LEN);
+                plain_kisses += 1;
+            }
+        }
+        assert!(plain_kisses >= 1);
     }
 }
