@@ -221,13 +221,10 @@ mod tests {
         }
     }
 
-    /// Our NTS client against our NTS server, over loopback: the key exchange (TLS 1.3)
-    /// names the NTP port and gives eight cookies; an NTS request gets an authentic reply
-    /// with its cookie replaced; a client that does not trust the CA gets nothing.
-    #[tokio::test]
-    async fn our_client_gets_keys_cookies_and_authentic_time_from_our_server() {
-        let dir = tempfile::tempdir().unwrap();
-        let (ca, cert, key) = test_pki(dir.path());
+    /// clockguard's NTP server with NTS-KE, both on ephemeral loopback ports, with a test
+    /// PKI in `dir`; and the CA's certificate.
+    async fn nts_server(dir: &Path) -> (Serving, std::path::PathBuf) {
+        let (ca, cert, key) = test_pki(dir);
         let config = NtpConfig {
             serve: Some("127.0.0.1:0".into()),
             nts_ke: Some("127.0.0.1:0".into()),
@@ -237,6 +234,33 @@ mod tests {
         };
         let (_clock_tx, clock_rx) = watch::channel(server_clock());
         let serving = start(&config, clock_rx).await.unwrap().unwrap();
+        (serving, ca)
+    }
+
+    /// The server's counters once `done` holds of them (the server counts an exchange
+    /// after its answer is out), or as they are after 1 s.
+    async fn counters_when(
+        serving: &Serving,
+        done: impl Fn(&ServerCounters) -> bool,
+    ) -> ServerCounters {
+        let mut counters = serving.status().counters;
+        for _ in 0..50 {
+            if done(&counters) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            counters = serving.status().counters;
+        }
+        counters
+    }
+
+    /// Our NTS client against our NTS server, over loopback: the key exchange (TLS 1.3)
+    /// names the NTP port and gives eight cookies; an NTS request gets an authentic reply
+    /// with its cookie replaced; a client that does not trust the CA gets nothing.
+    #[tokio::test]
+    async fn our_client_gets_keys_cookies_and_authentic_time_from_our_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let (serving, ca) = nts_server(dir.path()).await;
         let status = serving.status();
         let ntp: SocketAddr = status.listen.parse().unwrap();
         let ke: SocketAddr = status.nts_ke.unwrap().parse().unwrap();
@@ -274,14 +298,10 @@ mod tests {
             .err()
             .expect("an untrusted certificate is refused");
         assert!(format!("{err:#}").contains("certificate"), "{err:#}");
-        let mut counters = serving.status().counters;
-        for _ in 0..50 {
-            if counters.nts_key_exchange_errors > 0 && counters.nts_key_exchanges > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            counters = serving.status().counters;
-        }
+        let counters = counters_when(&serving, |c| {
+            c.nts_key_exchange_errors > 0 && c.nts_key_exchanges > 0
+        })
+        .await;
         assert_eq!(
             (
                 counters.nts_key_exchanges,
@@ -299,16 +319,7 @@ mod tests {
     async fn idle_connections_from_one_address_are_capped_and_timed_out() {
         use tokio::io::AsyncReadExt;
         let dir = tempfile::tempdir().unwrap();
-        let (ca, cert, key) = test_pki(dir.path());
-        let config = NtpConfig {
-            serve: Some("127.0.0.1:0".into()),
-            nts_ke: Some("127.0.0.1:0".into()),
-            nts_cert: Some(cert),
-            nts_key: Some(key),
-            ..NtpConfig::default()
-        };
-        let (_clock_tx, clock_rx) = watch::channel(server_clock());
-        let serving = start(&config, clock_rx).await.unwrap().unwrap();
+        let (serving, ca) = nts_server(dir.path()).await;
         let ke: SocketAddr = serving.status().nts_ke.unwrap().parse().unwrap();
         let mut idle = Vec::new();
         for _ in 0..8 {
@@ -334,15 +345,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(exchange.cookies.len(), 8);
-        // The server counts an exchange after its answer is out: wait for the count.
-        let mut counters = serving.status().counters;
-        for _ in 0..50 {
-            if counters.nts_key_exchanges + counters.nts_key_exchange_errors >= 10 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            counters = serving.status().counters;
-        }
+        let counters = counters_when(&serving, |c| {
+            c.nts_key_exchanges + c.nts_key_exchange_errors >= 10
+        })
+        .await;
         assert_eq!(
             (counters.nts_key_exchanges, counters.nts_key_exchange_errors),
             (1, 9)
