@@ -184,7 +184,7 @@ pub async fn spawn(
         config.local_stratum,
     );
     let (server_clock_tx, server_clock) = watch::channel(core.unsynchronised_clock(start));
-    let serving = serving::start(config, server_clock.clone()).await?;
+    let serving = serving::start(config, server_clock.clone(), state_dir).await?;
     let (datagrams_tx, datagrams) = mpsc::channel(256);
     let (queries, query_rx) = mpsc::channel(16);
     let mut names: Vec<Name> = Vec::new();

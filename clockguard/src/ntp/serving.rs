@@ -5,6 +5,7 @@
 
 use std::{
     net::SocketAddr,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
@@ -42,12 +43,17 @@ impl Serving {
     }
 }
 
+/// Where the cookie keys are kept between runs (in the state directory, root only).
+const NTS_KEYS_FILE: &str = "nts-server-keys";
+
 /// Binds `serve` (and `nts_ke`) and starts answering, with our clock as `clock` says it
 /// is. None without `serve`. A certificate or key that cannot be read, or an address that
-/// cannot be bound, stops the daemon with its name.
+/// cannot be bound, stops the daemon with its name. The cookie keys are kept in
+/// `state_dir`.
 pub async fn start(
     config: &NtpConfig,
     clock: watch::Receiver<ServerClock>,
+    state_dir: &Path,
 ) -> Result<Option<Serving>> {
     let Some(addr) = &config.serve else {
         return Ok(None);
@@ -63,13 +69,12 @@ pub async fn start(
             let listener = std::net::TcpListener::bind(ke)
                 .with_context(|| format!("ntp.nts_ke: cannot bind {ke}"))?;
             let ke_bound = listener.local_addr()?;
-            let keys = Arc::new(RwLock::new(ServerKeys::new(
-                u32::from_be_bytes(random_array()),
-                secret_array().context("NTS: the first cookie key")?,
-            )));
+            let keys_path = state_dir.join(NTS_KEYS_FILE);
+            let keys = Arc::new(RwLock::new(initial_keys(&keys_path)?));
             tokio::spawn(rotate_keys(
                 keys.clone(),
                 Duration::from_secs(config.nts_key_rotation_s),
+                keys_path,
             ));
             nts_ke::spawn_key_exchange_server(
                 listener,
@@ -100,9 +105,75 @@ pub async fn start(
     }))
 }
 
+/// The cookie keys at start: those the last run saved at `path`, with a new one made
+/// current (a restart is a rotation), so that the cookies clients hold stay valid across
+/// a restart (as chrony's `ntsdumpdir`); saved again at once. A file that cannot be read
+/// is said and replaced: clients then get an NTS NAK and make a new key exchange.
+fn initial_keys(path: &Path) -> Result<ServerKeys> {
+    let key = secret_array().context("NTS: the first cookie key")?;
+    let fresh = |key| ServerKeys::new(u32::from_be_bytes(random_array()), key);
+    let keys = match std::fs::read_to_string(path) {
+        Ok(text) => match ServerKeys::from_text(&text) {
+            Ok(mut kept) => {
+                let id = kept.current_id().wrapping_add(1);
+                kept.rotate(id, key);
+                tracing::info!(
+                    "NTS: the cookie keys of the last run kept from {}; key {id} is new",
+                    path.display()
+                );
+                kept
+            }
+            Err(err) => {
+                tracing::warn!(
+                    "NTS: {}: {err}; starting with a new cookie key (clients make a new key \
+                     exchange)",
+                    path.display()
+                );
+                fresh(key)
+            }
+        },
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => fresh(key),
+        Err(err) => {
+            tracing::warn!(
+                "NTS: reading {}: {err}; starting with a new cookie key",
+                path.display()
+            );
+            fresh(key)
+        }
+    };
+    save_keys(path, &keys.to_text());
+    Ok(keys)
+}
+
+/// Writes the keys' text to `path`, readable by root only, replacing it whole (a temporary
+/// file renamed over it). A failure is said: the keys then live only until the next
+/// restart.
+fn save_keys(path: &Path, text: &str) {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let tmp = path.with_extension("tmp");
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut file| {
+            file.write_all(text.as_bytes())?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(err) = written {
+        tracing::warn!(
+            "NTS: cannot save the cookie keys to {}: {err}; after a restart clients make a \
+             new key exchange",
+            path.display()
+        );
+    }
+}
+
 /// Every `period`, a new random key seals the cookies given from then on; the oldest kept
-/// is forgotten (see [`ServerKeys::rotate`]).
-async fn rotate_keys(keys: Arc<RwLock<ServerKeys>>, period: Duration) {
+/// is forgotten (see [`ServerKeys::rotate`]), and the keys are saved to `path`.
+async fn rotate_keys(keys: Arc<RwLock<ServerKeys>>, period: Duration, path: PathBuf) {
     let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         timer.tick().await;
@@ -113,9 +184,13 @@ async fn rotate_keys(keys: Arc<RwLock<ServerKeys>>, period: Duration) {
                 continue;
             }
         };
-        let mut keys = keys.write().expect("not poisoned");
-        let id = keys.current_id().wrapping_add(1);
-        keys.rotate(id, key);
+        let (id, text) = {
+            let mut keys = keys.write().expect("not poisoned");
+            let id = keys.current_id().wrapping_add(1);
+            keys.rotate(id, key);
+            (id, keys.to_text())
+        };
+        save_keys(&path, &text);
         tracing::info!("NTS: the cookie key is now key {id}");
     }
 }
@@ -222,9 +297,17 @@ mod tests {
     }
 
     /// clockguard's NTP server with NTS-KE, both on ephemeral loopback ports, with a test
-    /// PKI in `dir`; and the CA's certificate.
+    /// PKI (made once) and its state in `dir`; and the CA's certificate.
     async fn nts_server(dir: &Path) -> (Serving, std::path::PathBuf) {
-        let (ca, cert, key) = test_pki(dir);
+        let (ca, cert, key) = if dir.join("ca.pem").exists() {
+            (
+                dir.join("ca.pem"),
+                dir.join("server.pem"),
+                dir.join("server.key"),
+            )
+        } else {
+            test_pki(dir)
+        };
         let config = NtpConfig {
             serve: Some("127.0.0.1:0".into()),
             nts_ke: Some("127.0.0.1:0".into()),
@@ -233,7 +316,7 @@ mod tests {
             ..NtpConfig::default()
         };
         let (_clock_tx, clock_rx) = watch::channel(server_clock());
-        let serving = start(&config, clock_rx).await.unwrap().unwrap();
+        let serving = start(&config, clock_rx, dir).await.unwrap().unwrap();
         (serving, ca)
     }
 
@@ -313,6 +396,44 @@ mod tests {
         );
     }
 
+    /// A restart keeps the cookies clients hold valid: the keys are saved (root only) and
+    /// read back, a new one made current.
+    #[tokio::test]
+    async fn cookies_outlive_a_restart() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (first, ca) = nts_server(dir.path()).await;
+        let ke: SocketAddr = first.status().nts_ke.unwrap().parse().unwrap();
+        let tls = nts_ke::tls_config(Some(&ca)).unwrap();
+        let exchange = nts_ke::key_exchange(tls, "127.0.0.1", ke.port())
+            .await
+            .unwrap();
+        let saved = dir.path().join(NTS_KEYS_FILE);
+        assert_eq!(
+            std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // "The restart": another server on the same state directory.
+        let (second, _) = nts_server(dir.path()).await;
+        assert_eq!(std::fs::read_to_string(&saved).unwrap().lines().count(), 2);
+        let ntp: SocketAddr = second.status().listen.parse().unwrap();
+        let mut session = ClientSession::new(exchange.c2s, exchange.s2c, exchange.cookies);
+        let header = Packet::client_request(NtpTimestamp(5), 4).to_bytes();
+        let request = session.request(&header, [7; 32], &[8; 16]).unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.send_to(&request, ntp).await.unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        assert_eq!(session.reply(&buf[..n]), Ok(ReplyOutcome::Authentic));
+        // A file that is not keys is said and replaced, not fatal.
+        std::fs::write(&saved, "not keys\n").unwrap();
+        let (_third, _) = nts_server(dir.path()).await;
+        assert_eq!(std::fs::read_to_string(&saved).unwrap().lines().count(), 1);
+    }
+
     /// One address cannot hold the key exchange: beyond 8 connections at once from it, a
     /// connection is closed at once, and idle ones are closed after 2 s.
     #[tokio::test]
@@ -366,7 +487,7 @@ mod tests {
             ..NtpConfig::default()
         };
         let (_clock_tx, clock_rx) = watch::channel(server_clock());
-        let err = start(&config, clock_rx).await.err().unwrap();
+        let err = start(&config, clock_rx, dir.path()).await.err().unwrap();
         assert!(
             format!("{err:#}").contains("ntp.nts_cert: cannot read")
                 && format!("{err:#}").contains("absent.pem"),

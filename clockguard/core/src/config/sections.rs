@@ -203,7 +203,8 @@ pub struct NtpConfig {
     pub nts_key: Option<PathBuf>,
     /// How often the key that seals the server's cookies is replaced, s (chrony's
     /// `ntsrotate`, one week). A cookie stays valid for two periods after its key was
-    /// replaced; a restart replaces every key, and clients then make a new key exchange.
+    /// replaced. The keys are kept in the state directory (`nts-server-keys`, root only),
+    /// so that clients' cookies outlive a restart, which also replaces the key.
     #[serde(default = "default_nts_key_rotation_s")]
     pub nts_key_rotation_s: u64,
 }

@@ -72,6 +72,43 @@ impl ServerKeys {
         self.keys[0].0
     }
 
+    /// The keys for the state file (so that clients' cookies outlive a restart, as
+    /// chrony's `ntsdumpdir` keeps them): a line per key, newest first, "ID HEX_KEY".
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut text = String::new();
+        for (id, key) in &self.keys {
+            let _ = writeln!(text, "{id} {}", hex::encode(key));
+        }
+        text
+    }
+
+    /// Reads [`ServerKeys::to_text`]'s text back (at most [`SERVER_KEYS_KEPT`] keys), or
+    /// says which line is wrong.
+    pub fn from_text(text: &str) -> Result<ServerKeys, String> {
+        let mut keys = VecDeque::new();
+        for (n, line) in text.lines().enumerate() {
+            let bad = || {
+                format!(
+                    "line {}: not \"ID HEX_KEY\" with a {KEY_LEN}-byte key",
+                    n + 1
+                )
+            };
+            let (id, key) = line.split_once(' ').ok_or_else(bad)?;
+            let id: u32 = id.parse().map_err(|_| bad())?;
+            let key: [u8; KEY_LEN] = hex::decode(key)
+                .ok()
+                .and_then(|k| k.try_into().ok())
+                .ok_or_else(bad)?;
+            keys.push_back((id, key));
+        }
+        if keys.is_empty() {
+            return Err("no key".into());
+        }
+        keys.truncate(SERVER_KEYS_KEPT);
+        Ok(ServerKeys { keys })
+    }
+
     /// A cookie holding `session`, sealed with the current key and `nonce` (fresh for
     /// every cookie).
     pub fn seal(&self, session: &SessionKeys, nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
@@ -620,6 +657,25 @@ mod tests {
                     "uid {uid_len}, {placeholders} placeholders"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_keys_round_trip_through_text_and_bad_text_is_named() {
+        let mut keys = ServerKeys::new(7, [9; KEY_LEN]);
+        keys.rotate(8, [10; KEY_LEN]);
+        let cookie = keys.seal(&SESSION, &[3; NONCE_LEN]);
+        let text = keys.to_text();
+        assert_eq!(text.lines().count(), 2);
+        assert!(text.starts_with("8 0a0a"), "{text}");
+        let back = ServerKeys::from_text(&text).unwrap();
+        assert_eq!((back.current_id(), back.open(&cookie)), (8, Some(SESSION)));
+        assert_eq!(ServerKeys::from_text("").err().as_deref(), Some("no key"));
+        for bad in ["8", "x 0a", "8 0a0a", "8 zz"] {
+            let err = ServerKeys::from_text(&format!("{}{bad}\n", text))
+                .err()
+                .unwrap();
+            assert!(err.starts_with("line 3:"), "{bad}: {err}");
         }
     }
 }
