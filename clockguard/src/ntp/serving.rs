@@ -337,6 +337,25 @@ mod tests {
         counters
     }
 
+    /// One NTS request from `session` (transmit timestamp `sent`) to the NTP server at
+    /// `ntp`, and the datagram that answered it (5 s at most).
+    async fn nts_request(
+        session: &mut ClientSession,
+        ntp: SocketAddr,
+        sent: NtpTimestamp,
+    ) -> Vec<u8> {
+        let header: [u8; HEADER_LEN] = Packet::client_request(sent, 4).to_bytes();
+        let request = session.request(&header, [7; 32], &[8; 16]).unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.send_to(&request, ntp).await.unwrap();
+        let mut buf = [0u8; 2048];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        buf[..n].to_vec()
+    }
+
     /// Our NTS client against our NTS server, over loopback: the key exchange (TLS 1.3)
     /// names the NTP port and gives eight cookies; an NTS request gets an authentic reply
     /// with its cookie replaced; a client that does not trust the CA gets nothing.
@@ -359,19 +378,11 @@ mod tests {
         assert_eq!(exchange.cookies.len(), 8);
 
         let mut session = ClientSession::new(exchange.c2s, exchange.s2c, exchange.cookies);
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let sent = NtpTimestamp(0x1234_5678_9abc_def0);
-        let header: [u8; HEADER_LEN] = Packet::client_request(sent, 4).to_bytes();
-        let request = session.request(&header, [7; 32], &[8; 16]).unwrap();
-        socket.send_to(&request, ntp).await.unwrap();
-        let mut buf = [0u8; 2048];
-        let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
-            .await
-            .expect("an answer within 5 s")
-            .unwrap();
-        assert_eq!(session.reply(&buf[..n]), Ok(ReplyOutcome::Authentic));
+        let answer = nts_request(&mut session, ntp, sent).await;
+        assert_eq!(session.reply(&answer), Ok(ReplyOutcome::Authentic));
         assert_eq!(session.cookies(), 8, "the cookie spent came back");
-        let reply = Packet::parse(&buf[..n]).unwrap();
+        let reply = Packet::parse(&answer).unwrap();
         assert_eq!((reply.stratum, reply.origin_ts), (2, sent));
 
         // A client that does not trust the test CA: the handshake fails, counted.
@@ -418,16 +429,8 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&saved).unwrap().lines().count(), 2);
         let ntp: SocketAddr = second.status().listen.parse().unwrap();
         let mut session = ClientSession::new(exchange.c2s, exchange.s2c, exchange.cookies);
-        let header = Packet::client_request(NtpTimestamp(5), 4).to_bytes();
-        let request = session.request(&header, [7; 32], &[8; 16]).unwrap();
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        socket.send_to(&request, ntp).await.unwrap();
-        let mut buf = [0u8; 2048];
-        let (n, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buf))
-            .await
-            .expect("an answer within 5 s")
-            .unwrap();
-        assert_eq!(session.reply(&buf[..n]), Ok(ReplyOutcome::Authentic));
+        let answer = nts_request(&mut session, ntp, NtpTimestamp(5)).await;
+        assert_eq!(session.reply(&answer), Ok(ReplyOutcome::Authentic));
         // A file that is not keys is said and replaced, not fatal.
         std::fs::write(&saved, "not keys\n").unwrap();
         let (_third, _) = nts_server(dir.path()).await;
