@@ -38,6 +38,7 @@ mod service_io;
 use clockguard_core::services;
 mod slew;
 mod timers;
+mod vmclock;
 mod vmfacts;
 
 use std::{

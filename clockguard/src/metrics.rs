@@ -268,6 +268,27 @@ pub fn exposition(
         );
     }
 
+    // Only while a vmclock device is followed: elsewhere there is nothing to count.
+    let vmclock = &status.vm.vmclock;
+    if let Some(page) = &vmclock.page {
+        r.register(
+            "vmclock_disruptions",
+            "Changes of the vmclock device's disruption marker (live migrations, snapshots \
+             restored) since clockguard started",
+            counter(vmclock.disruptions),
+        );
+        r.register(
+            "vmclock_disruption_soon",
+            "1 while the host warns of maintenance within about a day (vmclock)",
+            int_gauge(i64::from(page.disruption_soon())),
+        );
+        r.register(
+            "vmclock_disruption_imminent",
+            "1 while the host warns of maintenance within about an hour (vmclock)",
+            int_gauge(i64::from(page.disruption_imminent())),
+        );
+    }
+
     if let Some(t) = tracking {
         r.register(
             "ntp_synchronized",
@@ -736,6 +757,27 @@ mod tests {
         HookStatus {
             attached,
             ..HookStatus::new(name, kind, name.into())
+        }
+    }
+
+    #[test]
+    fn a_followed_vmclock_device_has_its_disruptions_and_warnings() {
+        let mut status = crate::golden::status();
+        let text = exposition(&status, None, &[]).unwrap();
+        assert!(!text.contains("vmclock"), "no device, no vmclock metrics");
+        let mut page = [0u8; clockguard_core::vmclock::ABI_LEN];
+        page[0..4].copy_from_slice(&clockguard_core::vmclock::MAGIC.to_le_bytes());
+        page[8] = 1;
+        page[24] = clockguard_core::vmclock::FLAG_DISRUPTION_IMMINENT as u8;
+        status.vm.vmclock.page = Some(clockguard_core::vmclock::parse(&page).unwrap());
+        status.vm.vmclock.disruptions = 2;
+        let text = exposition(&status, None, &[]).unwrap();
+        for line in [
+            "clockguard_vmclock_disruptions_total 2",
+            "clockguard_vmclock_disruption_soon 0",
+            "clockguard_vmclock_disruption_imminent 1",
+        ] {
+            assert!(text.contains(line), "{line} missing in:\n{text}");
         }
     }
 

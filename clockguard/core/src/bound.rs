@@ -180,6 +180,13 @@ pub fn disruption_of(record: &Record, own_pid: u32) -> Option<(Disruption, Optio
         }
         (Source::Timers, "suspend") => Disruption::Resume,
         (Source::Timers, "clocksource_jump") => Disruption::ClocksourceJump { by_ns: delta_ns },
+        (Source::Timers, "vmclock_disruption") => Disruption::Vmclock {
+            marker: record
+                .detail
+                .as_ref()
+                .and_then(|d| d["marker"].as_u64())
+                .unwrap_or(0),
+        },
         (Source::Timers, "clocksource_change" | "clocksource_unstable") => {
             Disruption::ClocksourceSwitch
         }

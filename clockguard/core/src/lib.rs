@@ -22,3 +22,4 @@ pub mod slew;
 pub mod status;
 pub mod time;
 pub mod timers;
+pub mod vmclock;

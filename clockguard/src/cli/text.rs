@@ -318,6 +318,39 @@ pub(crate) fn timers_text(out: &mut String, timers: &TimersStatus, vm: &VmStatus
             facts.time_agents.join(", ")
         }
     );
+    push_line!(out, "vmclock: {}", vmclock_text(&vm.vmclock));
+}
+
+/// The vmclock device's line of `status`: followed (marker, warnings, disruptions seen),
+/// absent, or not looked for.
+fn vmclock_text(v: &clockguard_core::vmclock::VmclockStatus) -> String {
+    let Some(device) = &v.device else {
+        return "not looked for (timers.vmclock is empty)".into();
+    };
+    let Some(page) = &v.page else {
+        return v
+            .not_followed
+            .clone()
+            .unwrap_or_else(|| format!("{device} not followed"));
+    };
+    let warning = if page.disruption_imminent() {
+        ", MAINTENANCE WITHIN ABOUT AN HOUR"
+    } else if page.disruption_soon() {
+        ", maintenance within about a day"
+    } else {
+        ""
+    };
+    format!(
+        "{device}, disruption marker {:#x}, {} disruptions seen{warning} ({}{})",
+        page.disruption_marker,
+        v.disruptions,
+        v.watched_by.as_deref().unwrap_or("-"),
+        if v.read_errors > 0 {
+            format!(", {} failed reads", v.read_errors)
+        } else {
+            String::new()
+        }
+    )
 }
 
 /// Seconds with a sign and the unit that reads best (chronyc prints seconds too).

@@ -37,7 +37,9 @@ const READER_MARGIN_MAX_NS: i64 = 10_000_000;
 impl Publisher {
     /// Opens the segment (creating its directory), publishes Unknown, and says in the log
     /// what it could not do: a bound that cannot be published stops nothing else.
-    pub(super) fn start(config: &BoundConfig, policy: Policy) -> Publisher {
+    /// `marker`: the disruption marker to start from (the vmclock device's, when one is
+    /// followed).
+    pub(super) fn start(config: &BoundConfig, policy: Policy, marker: u64) -> Publisher {
         let path = config.path.clone();
         let (writer, segment_error) = match open_segment(&path) {
             Ok(writer) => {
@@ -57,7 +59,7 @@ impl Publisher {
             }
         };
         let mut publisher = Publisher {
-            bound: Bound::new(policy, 0, clock::monotonic_coarse()),
+            bound: Bound::new(policy, marker, clock::monotonic_coarse()),
             writer,
             path,
             segment_error,
@@ -121,13 +123,14 @@ fn open_segment(path: &Path) -> std::result::Result<ClockBoundWriter, String> {
 /// hiccup (100 ms here and there under TCG) shorter.
 const PAUSE_DISRUPTS: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The bound's policy under `config` with the guard as it is enforced.
-pub(super) fn policy(config: &Config, enforcement: &Enforcement) -> Policy {
+/// The bound's policy under `config` with the guard as it is enforced; `vmclock`: a
+/// vmclock device is followed (readers then check the segment's marker against it).
+pub(super) fn policy(config: &Config, enforcement: &Enforcement, vmclock: bool) -> Policy {
     Policy {
         drift_floor_ppb: config.bound.drift_floor_ppb,
         void_after_ns: (config.bound.void_after_s as i64).saturating_mul(1_000_000_000),
         error_sigmas: config.bound.error_sigmas,
-        disruption_support: false,
+        disruption_support: vmclock,
         exclusive_discipline: enforcement.active && config.guard.exclusive_discipline,
         // Two slew updates at the fastest slew: one interval, and as much again for the
         // engine's task to be scheduled (TCG VMs take tens of ms).
@@ -202,7 +205,11 @@ impl Daemon {
 
     /// The guard's policy may have changed who may slew (a reload).
     pub(super) fn bound_policy_changed(&mut self) {
-        let policy = policy(&self.config, &self.enforcement);
+        let policy = policy(
+            &self.config,
+            &self.enforcement,
+            self.vmclock.marker().is_some(),
+        );
         if let Some(publisher) = self.bound.as_mut() {
             publisher.change(|bound, now| bound.set_policy(now, policy));
         }

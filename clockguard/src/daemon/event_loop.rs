@@ -22,6 +22,7 @@ pub(super) async fn run(mut daemon: Daemon, inputs: Inputs) -> Result<()> {
         mut bound_refresh,
         mut bound_updates,
         mut seal_interval,
+        mut vmclock_poll,
     } = inputs;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -90,6 +91,7 @@ pub(super) async fn run(mut daemon: Daemon, inputs: Inputs) -> Result<()> {
                 }
             }
             _ = tick(seal_interval.as_mut()), if seal_interval.is_some() => daemon.seal("interval"),
+            _ = tick(vmclock_poll.as_mut()), if vmclock_poll.is_some() => daemon.on_vmclock_poll(),
             _ = watchdog.tick(), if watchdog_period.is_some() => systemd::notify("WATCHDOG=1"),
             _ = sighup.recv() => {
                 daemon.reload(None);

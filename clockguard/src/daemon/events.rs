@@ -236,7 +236,7 @@ impl Daemon {
     }
 
     /// `journal_and_publish` for records whose disruptions the error bound has been told.
-    fn journal_records(&mut self, mut records: Vec<Record>) {
+    pub(super) fn journal_records(&mut self, mut records: Vec<Record>) {
         if !self.unwritten.is_empty() {
             let mut pending = std::mem::take(&mut self.unwritten);
             pending.append(&mut records);

@@ -15,6 +15,7 @@ mod events;
 mod queries;
 mod setup;
 mod systemd;
+mod vmclock;
 
 use std::{
     collections::VecDeque,
@@ -113,6 +114,7 @@ struct Daemon {
     /// The clock error bound (`[bound]`, while the NTP client runs).
     bound: Option<bound::Publisher>,
     timers: TimerWatch,
+    vmclock: vmclock::VmclockWatch,
     /// Keeps the kernel's per-program statistics on (`measure_hook_cost`) while held.
     hook_stats: Option<std::os::fd::OwnedFd>,
     /// Tracked services (`[[service]]`), and their processes as the last scan found them.
@@ -166,6 +168,8 @@ struct Inputs {
     bound_updates: Option<tokio::sync::watch::Receiver<Option<clockguard_core::bound::Update>>>,
     /// A seal every `audit.seal_interval_s` (None while the journal is not sealed).
     seal_interval: Option<tokio::time::Interval>,
+    /// The vmclock page's reads (None while no device is followed).
+    vmclock_poll: Option<tokio::time::Interval>,
 }
 
 pub async fn run(config: Config, config_origin: String, config_source: ConfigSource) -> Result<()> {

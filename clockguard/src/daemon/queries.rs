@@ -266,6 +266,7 @@ impl Daemon {
                     .kernel_clock_messages
                     .as_ref()
                     .map(|m| m.iter().cloned().collect()),
+                vmclock: self.vmclock.status(),
             },
             daemon: DaemonStats {
                 journald_entries: self.journald.sent,

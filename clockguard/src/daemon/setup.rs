@@ -269,8 +269,14 @@ pub(super) async fn start(
 
     // The error bound, while there is a discipline to take it from.
     let ntp_client = config.ntp.has_sources();
+    // The vmclock device before the bound: with one, the bound's marker is the device's.
+    let vmclock = vmclock::VmclockWatch::start(&config.timers);
     let bound = (config.bound.enabled && ntp_client).then(|| {
-        bound::Publisher::start(&config.bound, bound::policy(&config, &guard.enforcement))
+        bound::Publisher::start(
+            &config.bound,
+            bound::policy(&config, &guard.enforcement, vmclock.marker().is_some()),
+            vmclock.marker().unwrap_or(0),
+        )
     });
     let (bound_tx, bound_updates) = match bound {
         Some(_) => {
@@ -331,8 +337,10 @@ pub(super) async fn start(
     } else {
         None
     };
+    let vmclock_poll = vmclock.poll_interval();
     let mut daemon = Daemon {
         timers: TimerWatch::new(&config.timers, vm.hypervisor),
+        vmclock,
         started: Instant::now(),
         started_wall: record::rfc3339_ns(clock::realtime_ns()),
         config_origin,
@@ -410,6 +418,7 @@ pub(super) async fn start(
             bound_refresh,
             bound_updates,
             seal_interval,
+            vmclock_poll,
         },
     ))
 }

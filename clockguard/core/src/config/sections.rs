@@ -111,6 +111,14 @@ pub struct TimersConfig {
     /// the clocksource are sampled, ms.
     #[serde(default = "default_sample_interval_ms")]
     pub sample_interval_ms: u64,
+    /// The hypervisor's vmclock device (Linux's ptp_vmclock), followed for its disruption
+    /// marker (a live migration, a snapshot restored) and maintenance warnings; "" = not
+    /// looked for. A machine without one is told in `status`.
+    #[serde(default = "default_vmclock")]
+    pub vmclock: PathBuf,
+    /// How often the vmclock page is read when the host does not notify changes, ms.
+    #[serde(default = "default_vmclock_poll_ms")]
+    pub vmclock_poll_ms: u64,
 }
 
 impl Default for TimersConfig {
@@ -125,6 +133,12 @@ fn default_stall_threshold_ms() -> f64 {
 fn default_sample_interval_ms() -> u64 {
     1000
 }
+fn default_vmclock() -> PathBuf {
+    PathBuf::from("/dev/vmclock0")
+}
+fn default_vmclock_poll_ms() -> u64 {
+    10
+}
 
 impl TimersConfig {
     pub(super) fn validate(&self) -> Result<()> {
@@ -138,6 +152,12 @@ impl TimersConfig {
             bail!(
                 "timers.sample_interval_ms = {} is out of range (100 to 60000 ms)",
                 self.sample_interval_ms
+            );
+        }
+        if !(1..=1000).contains(&self.vmclock_poll_ms) {
+            bail!(
+                "timers.vmclock_poll_ms = {} is out of range (1 to 1000 ms)",
+                self.vmclock_poll_ms
             );
         }
         Ok(())

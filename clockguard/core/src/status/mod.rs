@@ -308,6 +308,8 @@ pub struct VmStatus {
     pub facts: VmFacts,
     /// None when /dev/kmsg cannot be read.
     pub kernel_clock_messages: Option<Vec<ClockMessage>>,
+    /// The hypervisor's vmclock device, or why none is followed.
+    pub vmclock: crate::vmclock::VmclockStatus,
 }
 
 /// A kernel message about clocks (/dev/kmsg).
