@@ -157,6 +157,10 @@ fn mirror_in(text: &str) -> Option<String> {
     None
 }
 
+/// Suites listed besides the matrix's: bookworm-backports for QEMU 10, whose
+/// `-device vmclock` the vmclock machine needs (vmclock_vm.rs).
+const EXTRA_SUITES: &[&str] = &["bookworm-backports"];
+
 /// A private apt: its own sources list, package lists and cache under target/kernels/apt.
 struct PrivateApt {
     dir: PathBuf,
@@ -199,10 +203,13 @@ impl PrivateApt {
     fn update(&self) -> Result<()> {
         let mirror = system_mirror()?;
         let mut list = String::new();
-        for s in MATRIX {
+        for suite in MATRIX
+            .iter()
+            .map(|s| s.suite)
+            .chain(EXTRA_SUITES.iter().copied())
+        {
             list.push_str(&format!(
-                "deb [signed-by={KEYRING}] {mirror} {} main\n",
-                s.suite
+                "deb [signed-by={KEYRING}] {mirror} {suite} main\n"
             ));
         }
         fs::write(self.dir.join("sources.list"), list)?;
@@ -234,7 +241,7 @@ impl PrivateApt {
     }
 
     /// Downloads `package` into debs/ and returns the .deb's path. Kernel package names
-    /// carry their version, so the name alone picks the suite.
+    /// carry their version, so the name alone picks the suite; `NAME/SUITE` picks another.
     fn download(&self, package: &str) -> Result<PathBuf> {
         let debs = self.dir.join("debs");
         run(self
@@ -242,7 +249,8 @@ impl PrivateApt {
             .current_dir(&debs)
             .args(["download", "-qq", package]))
         .with_context(|| format!("apt-get download {package} failed"))?;
-        let prefix = format!("{package}_");
+        let name = package.split('/').next().unwrap_or(package);
+        let prefix = format!("{name}_");
         fs::read_dir(&debs)?
             .flatten()
             .map(|e| e.path())
@@ -363,6 +371,26 @@ pub fn download_from_matrix_suites(package: &str) -> Result<PathBuf> {
         apt.update()?;
     }
     apt.download(package)
+}
+
+/// Downloads `package` as `suite` has it (e.g. bookworm-backports' QEMU 10) through the
+/// private apt, and returns the .deb's path; the package lists are fetched again when
+/// they lack that suite.
+pub fn download_from_suite(package: &str, suite: &str) -> Result<PathBuf> {
+    let apt = PrivateApt::new()?;
+    let suite_listed = fs::read_dir(apt.dir.join("lists"))
+        .map(|d| {
+            d.flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                // Packages, or Packages.lz4 when apt keeps its lists compressed.
+                name.contains(&format!("_{suite}_")) && name.contains("_Packages")
+            })
+        })
+        .unwrap_or(false);
+    if !suite_listed {
+        apt.update()?;
+    }
+    apt.download(&format!("{package}/{suite}"))
 }
 
 fn describe(k: &Kernel) -> String {

@@ -10,6 +10,7 @@ mod systemd_vm;
 mod tasks;
 mod util;
 mod vm;
+mod vmclock_vm;
 
 use clap::{Parser, Subcommand};
 
@@ -70,6 +71,10 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         cmd: Vec<String>,
     },
+    /// Run the vmclock suite (tests/vmclock) once: a guest of QEMU 10 with -device vmclock
+    /// on the newest kernel with ptp_vmclock (7.2), saved to a file and restored from it
+    /// when a test asks (a migration). The guest's console is the output.
+    VmclockVm,
     /// Build the Debian package target/debian/clockguard_VERSION_amd64.deb (cargo-deb):
     /// binary, systemd unit, default configuration as a conffile, man pages, completions;
     /// lintian must find no error.
@@ -91,6 +96,7 @@ fn main() {
             no_fuzz,
         } => tasks::test(no_vm, &kernels, !no_fuzz),
         Cmd::Vm { systemd, cmd } => vm::vm(systemd, &cmd),
+        Cmd::VmclockVm => vmclock_vm::vm(),
         Cmd::Package => setup::setup(false, None)
             .and_then(|()| package::package())
             .map(|_| 0),

@@ -581,6 +581,54 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
         systemd_run = Some(run);
     }
 
+    // 6. The vmclock machine: a guest of QEMU 10 with a vmclock device, migrated to a file
+    // and restored, on the newest kernel of the run with the ptp_vmclock driver (7.2).
+    let vmclock_tests = suite_tests(&repo.join("tests/vmclock"))?;
+    let mut vmclock_run = None;
+    if !vm_skipped {
+        let kernels = kernels::select(kernels_wanted)?;
+        let run = match crate::vmclock_vm::pick_kernel(&kernels) {
+            Some(kernel) => {
+                println!(
+                    "\n=== vmclock suite: tests/vmclock in the vmclock machine (QEMU 10, \
+                     -device vmclock), kernel {} ({}), migrated once ===",
+                    kernel.label, kernel.release
+                );
+                let name = format!("vmclock {}", kernel.label);
+                match crate::vmclock_vm::run_suite(kernel) {
+                    Ok(out) => {
+                        let mut run = SuiteRun::from_lines(
+                            name,
+                            &out.lines,
+                            out.code,
+                            &vmclock_tests,
+                            filtered,
+                        );
+                        run.note = format!("{}, {:.0}s", kernel.release, out.elapsed.as_secs_f64());
+                        run
+                    }
+                    Err(err) => {
+                        println!("vmclock-vm: FAILED: {err:#}");
+                        SuiteRun::from_lines(name, &[], None, &vmclock_tests, filtered)
+                    }
+                }
+            }
+            // Only a run limited to older kernels (--kernel, refused under CI) gets here.
+            None => {
+                let lines: Vec<String> = vmclock_tests
+                    .iter()
+                    .map(|t| format!("SKIP {t} (no kernel of this run has the ptp_vmclock driver)"))
+                    .chain(std::iter::once(format!(
+                        "0 passed, 0 failed, {} skipped",
+                        vmclock_tests.len()
+                    )))
+                    .collect();
+                SuiteRun::from_lines("vmclock".into(), &lines, Some(0), &vmclock_tests, filtered)
+            }
+        };
+        vmclock_run = Some(run);
+    }
+
     let fuzz_results = if fuzz {
         run_fuzzers(&repo)?
     } else {
@@ -606,6 +654,7 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
     let reasons: Vec<String> = std::iter::once(&host)
         .chain(&vm_runs)
         .chain(&systemd_run)
+        .chain(&vmclock_run)
         .flat_map(|run| {
             run.fail_reasons
                 .iter()
@@ -636,7 +685,11 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
             .filter(|r| !r.ok)
             .map(|r| r.summary.clone()),
     );
-    for run in std::iter::once(&host).chain(&vm_runs).chain(&systemd_run) {
+    for run in std::iter::once(&host)
+        .chain(&vm_runs)
+        .chain(&systemd_run)
+        .chain(&vmclock_run)
+    {
         let counts = run.tally();
         total.passed += counts.passed;
         total.failed += counts.failed;

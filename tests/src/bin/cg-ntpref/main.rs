@@ -47,6 +47,7 @@ mod packet;
 mod query;
 mod relay;
 mod serve;
+mod vmclock;
 mod watch;
 
 use bound::*;
@@ -118,6 +119,12 @@ const USAGE: &str = "usage: cg-ntpref COMMAND
         replies back to the client heard last, every reply's receive and transmit
         timestamps moved on by S seconds (default 0); until SIGTERM/SIGINT, then prints
         {\"relayed_requests\": .., \"forged_replies\": ..}
+  vmclock-watch --segment PATH --ready FILE [--vmclock DEV] [--resync-s 120]
+        in a guest with a vmclock device (default /dev/vmclock0): checks that the segment
+        carries the device's marker, creates FILE, waits up to 300 s for the marker to
+        change (a restore), then times from that first reading ClockBound's client
+        reporting Disrupted and the segment saying Disrupted with the new marker, and
+        how long until the segment is synchronized again
 Prints one JSON object (serve and relay: one when listening, one when stopped).";
 
 /// Seconds from 1900-01-01 (NTP era 0) to 1970-01-01 (Unix epoch).
@@ -176,6 +183,7 @@ fn run(args: &[String]) -> Result<(Value, u8), String> {
         "read-cost" => read_cost_cmd(rest).map(|v| (v, 0)),
         "step" => step_cmd(rest).map(|v| (v, 0)),
         "relay" => relay_cmd(rest).map(|v| (v, 0)),
+        "vmclock-watch" => vmclock::vmclock_watch_cmd(rest).map(|v| (v, 0)),
         _ => Err(USAGE.into()),
     }
 }
