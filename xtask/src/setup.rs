@@ -18,7 +18,11 @@ const DEB_PACKAGES: &[(&str, &str)] = &[
     ),
     (
         "busybox-static",
-        "virtme-ng builds its initramfs from a static busybox",
+        "virtme-ng builds its initramfs from a static busybox, and so does the vmclock machine",
+    ),
+    (
+        "xz-utils",
+        "unpacks the kernel's ptp_vmclock.ko.xz into the vmclock machine's initramfs",
     ),
     (
         "udev",

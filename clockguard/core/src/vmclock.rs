@@ -198,6 +198,8 @@ pub fn disruption_record(
         requested: serde_json::json!({}),
         result: "0".into(),
         verdict: Verdict::Observed,
+        // When tracked services' deaths are set against it.
+        mono_ns: Some(at.ns()),
         ..Default::default()
     }
 }
@@ -350,9 +352,15 @@ mod tests {
             crate::correlation::jump_cause(&record).as_deref(),
             Some("vmclock_disruption")
         );
-        // It reads back as the journal writes it.
+        // It reads back as the journal writes it (mono_ns is the daemon's, not journaled).
         let line = serde_json::to_string(&record).unwrap();
         let back: Record = serde_json::from_str(&line).unwrap();
-        assert_eq!(back, record);
+        assert_eq!(
+            back,
+            Record {
+                mono_ns: None,
+                ..record
+            }
+        );
     }
 }
