@@ -45,6 +45,15 @@ impl Device {
         &self.path
     }
 
+    /// The device file's mode (who may open it), 0 when it cannot be read.
+    pub fn mode(&self) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        self.file
+            .metadata()
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0)
+    }
+
     /// The page now, or what went wrong, naming the device.
     pub fn read(&self) -> Result<Page, String> {
         let mut buf = [0u8; ABI_LEN];

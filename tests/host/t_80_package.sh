@@ -24,7 +24,8 @@ for f in ./usr/sbin/clockguard ./etc/clockguard/clockguard.toml \
     ./usr/share/bash-completion/completions/clockguard ./usr/share/zsh/vendor-completions/_clockguard \
     ./usr/share/fish/vendor_completions.d/clockguard.fish ./usr/share/doc/clockguard/copyright \
     ./usr/share/doc/clockguard/changelog.Debian.gz ./usr/share/clockguard/prometheus/clockguard-rules.yml \
-    ./usr/share/clockguard/prometheus/clockguard-rules.test.yml ./usr/lib/systemd/catalog/clockguard.catalog; do
+    ./usr/share/clockguard/prometheus/clockguard-rules.test.yml ./usr/lib/systemd/catalog/clockguard.catalog \
+    ./usr/lib/udev/rules.d/60-clockguard-vmclock.rules; do
     grep -q " $f\$" "$CG_TEST_TMP/contents" || fail "$f is not in the package: $(cat "$CG_TEST_TMP/contents")"
 done
 grep -q '^-rwxr-xr-x \./usr/sbin/clockguard$' "$CG_TEST_TMP/contents" || fail "the binary is not 0755"

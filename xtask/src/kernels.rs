@@ -390,7 +390,12 @@ pub fn download_from_suite(package: &str, suite: &str) -> Result<PathBuf> {
     if !suite_listed {
         apt.update()?;
     }
-    apt.download(&format!("{package}/{suite}"))
+    let wanted = format!("{package}/{suite}");
+    // Lists older than the suite's last update name a version the mirror no longer has.
+    apt.download(&wanted).or_else(|_| {
+        apt.update()?;
+        apt.download(&wanted)
+    })
 }
 
 fn describe(k: &Kernel) -> String {

@@ -232,6 +232,29 @@ fn build_initramfs(kernel: &Kernel) -> Result<PathBuf> {
     Ok(cpio)
 }
 
+/// A QEMU process, killed (with anything it started) when dropped: an error, a panic or
+/// a timeout of the runner never leaves a guest running.
+struct Qemu(Child);
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            util::kill_tree(&mut self.0, Duration::from_secs(2));
+        }
+    }
+}
+
+/// Waits up to `grace` for QEMU to end by itself (the guest powered off), then ends it.
+fn finish(qemu: &mut Qemu, grace: Duration) {
+    let stop = Instant::now() + grace;
+    while matches!(qemu.0.try_wait(), Ok(None)) && Instant::now() < stop {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if matches!(qemu.0.try_wait(), Ok(None)) {
+        util::kill_tree(&mut qemu.0, Duration::from_secs(2));
+    }
+}
+
 /// One QEMU process of the machine, its console in `console`, QMP at `qmp`.
 fn start_qemu(
     qemu: &Path,
@@ -240,7 +263,7 @@ fn start_qemu(
     console: &Path,
     qmp: &Path,
     incoming: Option<&Path>,
-) -> Result<Child> {
+) -> Result<Qemu> {
     let _ = fs::remove_file(qmp);
     let mut c = cmd(qemu);
     c.env("QEMU_MODULE_DIR", qemu_root().join("modules"))
@@ -275,6 +298,7 @@ fn start_qemu(
         .stderr(Stdio::null());
     eprintln!("+ {}", util::describe(&c));
     c.spawn()
+        .map(Qemu)
         .with_context(|| format!("cannot start {}", qemu.display()))
 }
 
@@ -332,13 +356,14 @@ impl Qmp {
 
 /// Waits until `console` holds a line with `mark` (or the exit mark), QEMU exits, or the
 /// deadline passes; says which.
-fn wait_for(console: &Path, mark: &str, qemu: &mut Child, deadline: Instant) -> Result<bool> {
+fn wait_for(console: &Path, mark: &str, qemu: &mut Qemu, deadline: Instant) -> Result<bool> {
     loop {
-        let text = fs::read_to_string(console).unwrap_or_default();
+        // Lossy: the guest's console may carry a byte that is not UTF-8 (a BIOS's escape).
+        let text = String::from_utf8_lossy(&fs::read(console).unwrap_or_default()).into_owned();
         if text.lines().any(|l| l.contains(mark)) {
             return Ok(true);
         }
-        if text.lines().any(|l| l.contains(EXIT_MARK)) || qemu.try_wait()?.is_some() {
+        if text.lines().any(|l| l.contains(EXIT_MARK)) || qemu.0.try_wait()?.is_some() {
             return Ok(false);
         }
         if Instant::now() > deadline {
@@ -349,7 +374,7 @@ fn wait_for(console: &Path, mark: &str, qemu: &mut Child, deadline: Instant) -> 
 }
 
 /// Saves the running guest to `state` and stops that QEMU.
-fn migrate_to_file(qmp_path: &Path, state: &Path, qemu: &mut Child) -> Result<Duration> {
+fn migrate_to_file(qmp_path: &Path, state: &Path, qemu: &mut Qemu) -> Result<Duration> {
     let mut qmp = Qmp::connect(qmp_path)?;
     let start = Instant::now();
     qmp.execute(
@@ -369,13 +394,7 @@ fn migrate_to_file(qmp_path: &Path, state: &Path, qemu: &mut Child) -> Result<Du
     }
     let took = start.elapsed();
     let _ = qmp.execute("quit", json!({}));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while qemu.try_wait()?.is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    if qemu.try_wait()?.is_none() {
-        util::kill_tree(qemu, Duration::from_secs(2));
-    }
+    finish(qemu, Duration::from_secs(20));
     Ok(took)
 }
 
@@ -425,21 +444,11 @@ pub fn run_suite(kernel: &Kernel) -> Result<SuiteOutput> {
         let mut second = start_qemu(&qemu, kernel, &initramfs, &consoles[1], &qmp, Some(&state))?;
         let result = wait_for(&consoles[1], EXIT_MARK, &mut second, deadline);
         // poweroff -f ends QEMU (-no-reboot); give it a moment, then make sure.
-        let stop = Instant::now() + Duration::from_secs(10);
-        while second.try_wait()?.is_none() && Instant::now() < stop {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        util::kill_tree(&mut second, Duration::from_secs(2));
+        finish(&mut second, Duration::from_secs(10));
         result.map(|_| ())
     })();
-    if first.try_wait()?.is_none() {
-        // No migration asked for: the first boot runs to its end.
-        let stop = Instant::now() + Duration::from_secs(10);
-        while first.try_wait()?.is_none() && Instant::now() < stop {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        util::kill_tree(&mut first, Duration::from_secs(2));
-    }
+    // No migration asked for: the first boot ran to its end (or failed).
+    finish(&mut first, Duration::from_secs(10));
     let _ = fs::remove_file(&state);
     let mut lines = Vec::new();
     for console in &consoles {

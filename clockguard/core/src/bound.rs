@@ -481,6 +481,18 @@ impl Bound {
         self.last
     }
 
+    /// A vmclock device followed from now on (found after start: its driver loaded
+    /// late): the marker is the device's, which readers then compare with it. What
+    /// happened before it was found is unknown to readers and to clockguard alike, so the
+    /// status stays as it is.
+    pub fn follow_device(&mut self, marker: u64, policy: Policy) -> ErrorBound {
+        self.policy = policy;
+        self.marker = marker;
+        self.last.disruption_marker = marker;
+        self.last.disruption_support = policy.disruption_support;
+        self.last
+    }
+
     /// The sources are lost: a synchronised bound goes on as FreeRunning (readers grow it
     /// from its as_of); Unknown and Disrupted stay as they are.
     pub fn sources_lost(&mut self) -> ErrorBound {

@@ -32,8 +32,35 @@ pub const FLAG_DISRUPTION_SOON: u64 = 1 << 1;
 pub const FLAG_DISRUPTION_IMMINENT: u64 = 1 << 2;
 /// The VM generation counter changes whenever the guest is loaded from a saved state.
 pub const FLAG_VM_GEN_COUNTER_PRESENT: u64 = 1 << 8;
-/// The host notifies the guest (ACPI) of each update: poll() on the device wakes then.
+/// The host notifies the guest (ACPI) of each update: poll() on the device wakes then
+/// (not used yet: QEMU 10 does not notify).
 pub const FLAG_NOTIFICATION_PRESENT: u64 = 1 << 9;
+
+/// Where ClockBound's readers open the device themselves (their default path).
+pub const READERS_PATH: &str = "/dev/vmclock0";
+
+/// Whether the ClockBound segment may announce disruption support for the device followed
+/// at `path`, whose file mode is `mode`: readers then open READERS_PATH themselves and
+/// compare its marker with the segment's, so it must be that device, and every user must
+/// be able to read it (a reader that cannot open it can read no bound at all). Else why
+/// not; the segment still says Disrupted on a new marker, from clockguard's own reads.
+pub fn readers_can_compare(path: &std::path::Path, mode: u32) -> Result<(), String> {
+    if path != std::path::Path::new(READERS_PATH) {
+        return Err(format!(
+            "ClockBound's readers compare with {READERS_PATH}, not {}",
+            path.display()
+        ));
+    }
+    if mode & 0o004 == 0 {
+        return Err(format!(
+            "{READERS_PATH} is not readable by every user (mode {:04o}): ClockBound's readers \
+             that do not run as root could not open it; the clockguard package's udev rule \
+             (60-clockguard-vmclock.rules) makes it 0444",
+            mode & 0o7777
+        ));
+    }
+    Ok(())
+}
 
 /// One consistent reading of the page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,8 +173,10 @@ impl Follower {
             return Vec::new();
         };
         let mut changes = Vec::new();
-        let generation_changed =
-            before.vm_generation.is_some() && page.vm_generation != before.vm_generation;
+        let generation_changed = matches!(
+            (before.vm_generation, page.vm_generation),
+            (Some(was), Some(now)) if was != now
+        );
         if page.disruption_marker != before.disruption_marker || generation_changed {
             self.disruptions += 1;
             changes.push(Change::Disrupted {
@@ -217,8 +246,14 @@ pub struct VmclockStatus {
     pub disruptions: u64,
     /// Readings that failed (tried again at the next tick).
     pub read_errors: u64,
-    /// How the device is read: "notification" or "read every N ms".
+    /// How the device is read: "read every N ms".
     pub watched_by: Option<String>,
+    /// Whether the ClockBound segment announces disruption support (readers then compare
+    /// its marker with the device's), and if not, why.
+    #[serde(default)]
+    pub readers_compare: Option<bool>,
+    #[serde(default)]
+    pub readers_compare_not_because: Option<String>,
 }
 
 #[cfg(test)]
@@ -280,6 +315,10 @@ mod tests {
         let at = |marker, flags, generation| parse(&page_bytes(marker, flags, generation)).unwrap();
         assert_eq!(follower.observe(at(41, 0, 0)), vec![]);
         assert_eq!(follower.observe(at(41, 0, 0)), vec![], "nothing changed");
+        // A generation that only one of two readings has is no change.
+        let with_generation = at(41, FLAG_VM_GEN_COUNTER_PRESENT, 3);
+        assert_eq!(follower.observe(with_generation), vec![]);
+        assert_eq!(follower.observe(at(41, 0, 0)), vec![]);
         assert_eq!(
             follower.observe(at(42, 0, 0)),
             vec![Change::Disrupted {
@@ -330,6 +369,16 @@ mod tests {
                 imminent: false
             }
         );
+    }
+
+    #[test]
+    fn readers_compare_only_the_device_they_open_and_only_when_they_all_can() {
+        let dev = std::path::Path::new(READERS_PATH);
+        assert_eq!(readers_can_compare(dev, 0o20444), Ok(()));
+        let root_only = readers_can_compare(dev, 0o20600).unwrap_err();
+        assert!(root_only.contains("mode 0600"), "{root_only}");
+        let other = readers_can_compare(std::path::Path::new("/dev/vmclock1"), 0o444);
+        assert!(other.unwrap_err().contains("not /dev/vmclock1"));
     }
 
     #[test]

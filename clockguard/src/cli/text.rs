@@ -340,8 +340,12 @@ fn vmclock_text(v: &clockguard_core::vmclock::VmclockStatus) -> String {
     } else {
         ""
     };
+    let readers = match (&v.readers_compare, &v.readers_compare_not_because) {
+        (Some(false), Some(why)) => format!("; the segment announces no disruption support: {why}"),
+        _ => String::new(),
+    };
     format!(
-        "{device}, disruption marker {:#x}, {} disruptions seen{warning} ({}{})",
+        "{device}, disruption marker {:#x}, {} disruptions seen{warning} ({}{}){readers}",
         page.disruption_marker,
         v.disruptions,
         v.watched_by.as_deref().unwrap_or("-"),
@@ -654,6 +658,41 @@ mod tests {
         assert_eq!(
             lines.concat(),
             include_str!("../../core/tests/golden/service-check-host.txt")
+        );
+    }
+
+    #[test]
+    fn the_vmclock_line_says_what_is_followed_and_what_readers_can_do() {
+        use clockguard_core::vmclock::{self, VmclockStatus};
+        let mut page = [0u8; vmclock::ABI_LEN];
+        page[0..4].copy_from_slice(&vmclock::MAGIC.to_le_bytes());
+        page[8] = 1;
+        page[16] = 2;
+        page[24] = vmclock::FLAG_DISRUPTION_SOON as u8;
+        let mut followed = VmclockStatus {
+            device: Some("/dev/vmclock0".into()),
+            page: Some(vmclock::parse(&page).unwrap()),
+            disruptions: 1,
+            watched_by: Some("read every 10 ms".into()),
+            readers_compare: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(
+            vmclock_text(&followed),
+            "/dev/vmclock0, disruption marker 0x2, 1 disruptions seen, maintenance within \
+             about a day (read every 10 ms)"
+        );
+        followed.readers_compare = Some(false);
+        followed.readers_compare_not_because = Some("mode 0600".into());
+        followed.read_errors = 3;
+        assert!(vmclock_text(&followed).ends_with(
+            "(read every 10 ms, 3 failed reads); the segment announces no disruption \
+             support: mode 0600"
+        ));
+        let off = VmclockStatus::default();
+        assert_eq!(
+            vmclock_text(&off),
+            "not looked for (timers.vmclock is empty)"
         );
     }
 

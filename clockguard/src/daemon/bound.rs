@@ -171,7 +171,12 @@ impl Daemon {
         }
         tracing::info!("bound: disrupted ({what:?}) until measured again");
         if let Some(ntp) = &self.ntp {
-            ntp.burst();
+            match what {
+                // The host says the calibration is void: measured again even right after
+                // another burst.
+                Disruption::Vmclock { .. } => ntp.burst_forced(),
+                _ => ntp.burst(),
+            }
         }
     }
 
@@ -208,10 +213,19 @@ impl Daemon {
         let policy = policy(
             &self.config,
             &self.enforcement,
-            self.vmclock.marker().is_some(),
+            self.vmclock.readers_marker().is_some(),
         );
         if let Some(publisher) = self.bound.as_mut() {
             publisher.change(|bound, now| bound.set_policy(now, policy));
+        }
+    }
+
+    /// A vmclock device found after start: the bound takes its marker, and the segment
+    /// announces disruption support from now on.
+    pub(super) fn bound_follow_vmclock(&mut self, marker: u64) {
+        let policy = policy(&self.config, &self.enforcement, true);
+        if let Some(publisher) = self.bound.as_mut() {
+            publisher.change(|bound, _| bound.follow_device(marker, policy));
         }
     }
 

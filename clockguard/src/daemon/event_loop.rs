@@ -78,7 +78,13 @@ pub(super) async fn run(mut daemon: Daemon, inputs: Inputs) -> Result<()> {
                 }
                 guard.clear_ready();
             }
-            _ = sampler.tick() => daemon.on_sample(),
+            _ = sampler.tick() => {
+                daemon.on_sample();
+                // A vmclock device that appeared since (its driver loaded late).
+                if vmclock_poll.is_none() {
+                    vmclock_poll = daemon.vmclock_poll_interval();
+                }
+            }
             _ = repeat_interval.tick(), if events.is_some() => daemon.on_repeat_interval(),
             Some(jump) = jump_rx.recv() => daemon.on_fallback_jump(jump),
             Some(query) = query_rx.recv() => daemon.answer(query),

@@ -61,6 +61,7 @@ impl Daemon {
             self.write_heartbeat();
         }
         self.trim_after_burst();
+        self.vmclock_look_again();
         let sys = Path::new("/sys");
         let sample = timers::read_sample(sys);
         // While clockguard slews, the kernel's rate changes between samples.

@@ -274,8 +274,12 @@ pub(super) async fn start(
     let bound = (config.bound.enabled && ntp_client).then(|| {
         bound::Publisher::start(
             &config.bound,
-            bound::policy(&config, &guard.enforcement, vmclock.marker().is_some()),
-            vmclock.marker().unwrap_or(0),
+            bound::policy(
+                &config,
+                &guard.enforcement,
+                vmclock.readers_marker().is_some(),
+            ),
+            vmclock.readers_marker().unwrap_or(0),
         )
     });
     let (bound_tx, bound_updates) = match bound {

@@ -88,8 +88,11 @@ fn raw_at_stamp(stamp: Option<i64>) -> Raw {
 enum NtpQuery {
     Tracking(oneshot::Sender<Tracking>),
     Sources(oneshot::Sender<SourcesAnswer>),
-    /// The clock was disrupted: measure it again soon.
-    Burst,
+    /// The clock was disrupted: measure it again soon (forced: even right after another
+    /// burst).
+    Burst {
+        forced: bool,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -131,7 +134,13 @@ impl NtpHandle {
     /// The clock was disrupted: every source is polled now, in a burst (at most once a
     /// minute). Never waits: with the queue full, a burst is on its way anyway.
     pub fn burst(&self) {
-        let _ = self.queries.try_send(NtpQuery::Burst);
+        let _ = self.queries.try_send(NtpQuery::Burst { forced: false });
+    }
+
+    /// A burst even right after another: the hypervisor says the clock's calibration is
+    /// void (a migration), and nothing else measures it again before the next poll.
+    pub fn burst_forced(&self) {
+        let _ = self.queries.try_send(NtpQuery::Burst { forced: true });
     }
 
     /// Writes the drift file and stops.
@@ -404,8 +413,8 @@ impl Client {
                 query = queries.recv() => match query {
                     Some(NtpQuery::Tracking(reply)) => { let _ = reply.send(self.tracking_report()); }
                     Some(NtpQuery::Sources(reply)) => { let _ = reply.send(self.sources_report()); }
-                    Some(NtpQuery::Burst) => {
-                        if self.core.burst(clock::reading().raw) {
+                    Some(NtpQuery::Burst { forced }) => {
+                        if self.core.burst(clock::reading().raw, forced) {
                             tracing::info!("NTP: the clock was disrupted: polling every source now");
                         }
                     }

@@ -140,6 +140,25 @@ fn with_vmclock_the_marker_is_the_device_s() {
 }
 
 #[test]
+fn a_device_found_late_gives_its_marker_and_leaves_the_status() {
+    let mut b = Bound::new(policy(false), 0, at(0));
+    b.measured(measured(100));
+    b.disrupted(at(101), at(101), Disruption::Step { by_ns: S });
+    let followed = b.follow_device(77, policy(true));
+    assert_eq!(
+        (
+            followed.disruption_marker,
+            followed.disruption_support,
+            followed.status
+        ),
+        (77, true, ClockStatus::Disrupted)
+    );
+    // Our own disruptions now leave the device's marker.
+    let step = b.disrupted(at(102), at(102), Disruption::Step { by_ns: S });
+    assert_eq!(step.disruption_marker, 77);
+}
+
+#[test]
 fn a_correction_slewed_in_widens_the_bound_at_once_until_the_discipline_replaces_it() {
     let mut b = Bound::new(policy(false), 0, at(0));
     assert_eq!(

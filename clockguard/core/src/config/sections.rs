@@ -116,7 +116,7 @@ pub struct TimersConfig {
     /// looked for. A machine without one is told in `status`.
     #[serde(default = "default_vmclock")]
     pub vmclock: PathBuf,
-    /// How often the vmclock page is read when the host does not notify changes, ms.
+    /// How often the vmclock page is read, ms.
     #[serde(default = "default_vmclock_poll_ms")]
     pub vmclock_poll_ms: u64,
 }

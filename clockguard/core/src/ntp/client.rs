@@ -231,11 +231,14 @@ impl ClientCore {
 
     /// The clock was disrupted (a pause, a migration, a step): every source is polled now
     /// and then in a burst, so that the error bound is measured again within seconds
-    /// rather than a poll interval. At most once per BURST_MIN_GAP_NS; true when done.
-    pub fn burst(&mut self, now: Raw) -> bool {
-        if self
-            .last_burst
-            .is_some_and(|at| now.ns_since(at) < BURST_MIN_GAP_NS)
+    /// rather than a poll interval. At most once per BURST_MIN_GAP_NS unless `forced` (a
+    /// migration: the host says the clock's calibration is void, and nothing else will
+    /// measure it again before the next poll); true when done.
+    pub fn burst(&mut self, now: Raw, forced: bool) -> bool {
+        if !forced
+            && self
+                .last_burst
+                .is_some_and(|at| now.ns_since(at) < BURST_MIN_GAP_NS)
         {
             return false;
         }

@@ -309,6 +309,7 @@ pub struct VmStatus {
     /// None when /dev/kmsg cannot be read.
     pub kernel_clock_messages: Option<Vec<ClockMessage>>,
     /// The hypervisor's vmclock device, or why none is followed.
+    #[serde(default)]
     pub vmclock: crate::vmclock::VmclockStatus,
 }
 

@@ -251,12 +251,15 @@ fn a_burst_polls_every_source_now_then_every_2_s_and_not_again_within_a_minute()
     core.retire(1);
     core.on_timer(at(start.ns(), 0), Some(0), cookies());
     let later = Raw::from_ns(1_005 * S);
-    assert!(core.burst(later));
+    assert!(core.burst(later, false));
     assert_eq!(core.next_poll(0), Some(later));
     assert_eq!(core.next_poll(1), None, "a retired source stays retired");
     let polled = core.on_timer(at(later.ns(), 0), Some(0), cookies());
     assert_eq!(sends(&polled), [0]);
     assert_eq!(core.next_poll(0), Some(later.plus_ns(2 * S)));
-    assert!(!core.burst(later.plus_ns(59 * S)), "too soon");
-    assert!(core.burst(later.plus_ns(60 * S)));
+    assert!(!core.burst(later.plus_ns(59 * S), false), "too soon");
+    assert!(core.burst(later.plus_ns(60 * S), false));
+    // A migration's burst is not held back by one a moment before.
+    assert!(core.burst(later.plus_ns(61 * S), true));
+    assert_eq!(core.next_poll(0), Some(later.plus_ns(61 * S)));
 }
