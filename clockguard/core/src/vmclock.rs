@@ -82,6 +82,16 @@ impl Page {
     pub fn disruption_imminent(&self) -> bool {
         self.flags & FLAG_DISRUPTION_IMMINENT != 0
     }
+    /// The host's maintenance warning, the nearer one when both flags are set.
+    pub fn maintenance_warning(&self) -> Option<&'static str> {
+        if self.disruption_imminent() {
+            Some("maintenance within about an hour")
+        } else if self.disruption_soon() {
+            Some("maintenance within about a day")
+        } else {
+            None
+        }
+    }
     pub fn notifies(&self) -> bool {
         self.flags & FLAG_NOTIFICATION_PRESENT != 0
     }
@@ -285,6 +295,20 @@ mod tests {
         assert_eq!(page.vm_generation, Some(7));
         assert!(page.disruption_soon());
         assert!(!page.disruption_imminent());
+        assert_eq!(
+            page.maintenance_warning(),
+            Some("maintenance within about a day")
+        );
+        let both = parse(&page_bytes(
+            1,
+            FLAG_DISRUPTION_SOON | FLAG_DISRUPTION_IMMINENT,
+            0,
+        ));
+        assert_eq!(
+            both.unwrap().maintenance_warning(),
+            Some("maintenance within about an hour"),
+            "the nearer one"
+        );
         assert!(!page.notifies());
         // Without the flag, the generation field means nothing.
         let page = parse(&page_bytes(1, 0, 7)).unwrap();

@@ -333,12 +333,11 @@ fn vmclock_text(v: &clockguard_core::vmclock::VmclockStatus) -> String {
             .clone()
             .unwrap_or_else(|| format!("{device} not followed"));
     };
-    let warning = if page.disruption_imminent() {
-        ", MAINTENANCE WITHIN ABOUT AN HOUR"
-    } else if page.disruption_soon() {
-        ", maintenance within about a day"
-    } else {
-        ""
+    // The nearer warning shouted.
+    let warning = match page.maintenance_warning() {
+        Some(w) if page.disruption_imminent() => format!(", {}", w.to_uppercase()),
+        Some(w) => format!(", {w}"),
+        None => String::new(),
     };
     let readers = match (&v.readers_compare, &v.readers_compare_not_because) {
         (Some(false), Some(why)) => format!("; the segment announces no disruption support: {why}"),

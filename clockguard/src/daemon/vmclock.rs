@@ -135,10 +135,8 @@ impl VmclockWatch {
 }
 
 fn warn_of_maintenance(page: &vmclock::Page) {
-    if page.disruption_imminent() {
-        tracing::warn!("vmclock: the host warns of maintenance within about an hour");
-    } else if page.disruption_soon() {
-        tracing::warn!("vmclock: the host warns of maintenance within about a day");
+    if let Some(warning) = page.maintenance_warning() {
+        tracing::warn!("vmclock: the host warns of {warning}");
     }
 }
 
@@ -226,13 +224,10 @@ impl Daemon {
                         }
                     }
                 }
-                Change::Warning { soon, imminent } => {
-                    if soon || imminent {
-                        warn_of_maintenance(&page);
-                    } else {
-                        tracing::info!("vmclock: the host's maintenance warning is withdrawn");
-                    }
-                }
+                Change::Warning { .. } => match page.maintenance_warning() {
+                    Some(_) => warn_of_maintenance(&page),
+                    None => tracing::info!("vmclock: the host's maintenance warning is withdrawn"),
+                },
             }
         }
     }
