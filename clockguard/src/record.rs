@@ -419,7 +419,8 @@ pub fn decode(event: &ClockEvent, tai_offset_s: i64, tai_change_s: i64) -> Recor
         clock: Some(clock_name(event.clock_id)),
         kind: event_kind(event).into(),
         cause: None,
-        detail: None,
+        // The result is unknown: the kernel skipped the exit hook's run (FLAG_NO_EXIT).
+        detail: (event.flags & abi::FLAG_NO_EXIT != 0).then(|| json!({"exit_seen": false})),
         requested: if is_kernel {
             json!({
                 "bases": event.clock_was_set_bases,
@@ -430,7 +431,11 @@ pub fn decode(event: &ClockEvent, tai_offset_s: i64, tai_change_s: i64) -> Recor
         },
         delta_ns: measured_delta_ns(event, tai_change_s),
         requested_delta_ns: requested_delta_ns(event, wall_ns),
-        result: result_name(event.ret),
+        result: if event.flags & abi::FLAG_NO_EXIT != 0 {
+            "unknown".into()
+        } else {
+            result_name(event.ret)
+        },
         verdict: verdict(event),
         guard: guard_json(event),
         slew: None,

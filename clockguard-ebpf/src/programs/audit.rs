@@ -15,6 +15,7 @@ fn begin(syscall: u32, clock_id: i32) -> Option<*mut PendingCall> {
     let tid = bpf_get_current_pid_tgid() as u32;
     let pending = match PENDING.get_ptr_mut(tid) {
         Some(pending) => {
+            send_unfinished(unsafe { &mut *pending });
             copy_words(unsafe { &mut *pending }, zero);
             pending
         }
@@ -43,17 +44,13 @@ fn finish(ret: i64, syscall: u32) -> u32 {
         return 0;
     };
     if p.syscall != syscall {
-        // A stale entry from a call whose exit we missed: drop it.
-        p.syscall = SYSCALL_NONE;
+        // An earlier call whose exit we missed, and this call's enter missed too.
+        send_unfinished(p);
         return 0;
     }
     let (exit_mono_ns, offset_after_ns) = clock_now();
     remember_offset(offset_after_ns);
-    let modes = if p.flags & FLAG_HAS_TIMEX != 0 {
-        p.timex.modes
-    } else {
-        0
-    };
+    let modes = timex_modes(p);
     let offset_change = offset_after_ns.wrapping_sub(p.offset_before_ns);
     if may_summarise(ret, p.flags, p.guard.action, modes)
         && offset_change.abs() <= SUMMARY_MAX_OFFSET_CHANGE_NS
@@ -62,10 +59,28 @@ fn finish(ret: i64, syscall: u32) -> u32 {
         p.syscall = SYSCALL_NONE;
         return 0;
     }
+    send_call(p, ret, exit_mono_ns, offset_after_ns);
+    p.syscall = SYSCALL_NONE;
+    0
+}
+
+/// The adjtimex modes of the call, 0 for a call without a timex.
+#[inline(always)]
+fn timex_modes(p: &PendingCall) -> u32 {
+    if p.flags & FLAG_HAS_TIMEX != 0 {
+        p.timex.modes
+    } else {
+        0
+    }
+}
+
+/// Builds the call's event once, straight in a ring-buffer slot, with the caller's
+/// identity, and emits it (a full ring buffer is counted in COUNTER_RINGBUF_DROPS).
+#[inline(always)]
+fn send_call(p: &PendingCall, ret: i64, exit_mono_ns: u64, offset_after_ns: i64) {
     let Some(mut slot) = EVENTS.reserve::<ClockEvent>(0) else {
         count(COUNTER_RINGBUF_DROPS);
-        p.syscall = SYSCALL_NONE;
-        return 0;
+        return;
     };
     // Every field is written: the slot is not zeroed.
     let e = unsafe { &mut *slot.as_mut_ptr() };
@@ -89,8 +104,26 @@ fn finish(ret: i64, syscall: u32) -> u32 {
     fill_caller(e);
     slot.submit(0);
     count(COUNTER_EVENTS);
+}
+
+/// Sends the thread's pending call if its exit hook never ran (see FLAG_NO_EXIT) and it
+/// may have changed the clock (`unfinished_is_sent`): a step whose exit run was skipped
+/// still has its own record, with the jump measured up to now. Called when the thread's
+/// next clock call begins and when the thread exits.
+#[inline(always)]
+pub(super) fn send_unfinished(p: &mut PendingCall) {
+    if p.syscall == SYSCALL_NONE {
+        return;
+    }
+    let (now_mono_ns, offset_now_ns) = clock_now();
+    let modes = timex_modes(p);
+    let offset_change = offset_now_ns.wrapping_sub(p.offset_before_ns);
+    if unfinished_is_sent(p.flags, p.guard.action, modes, offset_change) {
+        remember_offset(offset_now_ns);
+        p.flags |= FLAG_NO_EXIT;
+        send_call(p, 0, now_mono_ns, offset_now_ns);
+    }
     p.syscall = SYSCALL_NONE;
-    0
 }
 
 /// Counts the call in its REPEATS entry; true when it is only counted there (the key
@@ -436,10 +469,23 @@ pub fn fexit_clock_adjtime(ctx: FExitContext) -> u32 {
 pub fn clock_was_set(ctx: FEntryContext) -> u32 {
     let bases: u32 = ctx.arg(0);
     let (mono_now, offset_now) = clock_now();
+    // Whether this change can be measured from the last known offset.
+    let mut measurable = true;
     if let Some(e) = pending_call() {
-        e.flags |= FLAG_CLOCK_WAS_SET;
-        e.clock_was_set_bases = bases;
-        return 0;
+        // clock_settime and settimeofday run clock_was_set() once: an entry of theirs
+        // already marked is an earlier call whose exit hook run the kernel skipped, and
+        // this call's enter hook run was skipped too (7.2, 10 processes stepping at once).
+        // Marking it again would fold this step into that call's record: send that call
+        // (its jump measured up to now, this change in it) and this change as its own,
+        // its jump unknown.
+        let settime = e.syscall == SYSCALL_CLOCK_SETTIME || e.syscall == SYSCALL_SETTIMEOFDAY;
+        if !(settime && e.flags & FLAG_CLOCK_WAS_SET != 0) {
+            e.flags |= FLAG_CLOCK_WAS_SET;
+            e.clock_was_set_bases = bases;
+            return 0;
+        }
+        send_unfinished(e);
+        measurable = false;
     }
     aya_log_ebpf::debug!(
         &ctx,
@@ -464,7 +510,7 @@ pub fn clock_was_set(ctx: FEntryContext) -> u32 {
     e.enter_mono_ns = mono_now;
     e.exit_mono_ns = mono_now;
     e.offset_after_ns = offset_now;
-    if let (Some(last), Some(valid)) = (LAST_OFFSET.get(0), LAST_OFFSET.get(1)) {
+    if let (true, Some(last), Some(valid)) = (measurable, LAST_OFFSET.get(0), LAST_OFFSET.get(1)) {
         if *valid != 0 {
             e.offset_before_ns = *last;
             e.flags |= FLAG_HAS_OFFSET_BEFORE;

@@ -118,9 +118,11 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let tgid = (pid_tgid >> 32) as u32;
-    // The thread's reused pending entry, if it ever made a clock syscall. Looked up
-    // first: a delete takes the bucket lock even for a key that is not there.
-    if unsafe { PENDING.get(&tid) }.is_some() {
+    // The thread's reused pending entry, if it ever made a clock syscall: a call whose
+    // exit hook the kernel skipped is sent now. Looked up first: a delete takes the
+    // bucket lock even for a key that is not there.
+    if let Some(pending) = PENDING.get_ptr_mut(&tid) {
+        super::audit::send_unfinished(unsafe { &mut *pending });
         let _ = PENDING.remove(&tid);
     }
     let Some(&service) = (unsafe { TRACKED.get(&tid) }) else {

@@ -136,6 +136,27 @@ fn step_measures_the_jump_and_dates_it_before_the_change() {
 }
 
 #[test]
+fn a_step_whose_exit_was_not_seen_keeps_its_record_with_an_unknown_result() {
+    let mut e = settime_event(1_700_000_000, 0, 0);
+    e.flags |= abi::FLAG_CLOCK_WAS_SET | abi::FLAG_NO_EXIT;
+    e.offset_before_ns = 1_600_000_037_000_000_000;
+    // Measured up to when the thread's exit noticed it: the step's 1 s is in it.
+    e.offset_after_ns = e.offset_before_ns + 1_000_000_000;
+    e.enter_mono_ns = 1_000;
+    e.exit_mono_ns = 9_000;
+    let r = decode(&e, 37, 0);
+    assert_eq!(r.kind, "step");
+    assert_eq!(r.result, "unknown");
+    assert_eq!(r.detail, Some(json!({"exit_seen": false})));
+    assert_eq!(r.delta_ns, Some(1_000_000_000));
+    assert!(r.clock_was_set);
+    assert_eq!(r.mono_ns, Some(9_000));
+    // A call whose exit was seen says nothing of it.
+    e.flags &= !abi::FLAG_NO_EXIT;
+    assert_eq!(decode(&e, 37, 0).detail, None);
+}
+
+#[test]
 fn timex_kinds_rank_step_over_slew_over_frequency() {
     assert_eq!(timex_kind(0), "read");
     assert_eq!(timex_kind(ADJ_SETOFFSET | ADJ_NANO), "step");
