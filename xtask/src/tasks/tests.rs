@@ -197,3 +197,15 @@ fn a_retried_test_is_a_warning_and_counts_once() {
         run.warnings
     );
 }
+
+#[test]
+fn a_middle_kernel_runs_every_vm_test_but_the_ntp_ones() {
+    let all: Vec<String> = ["t_40_storm", "t_70_ntp", "t_75_ntp_onpath", "t_90_failover"]
+        .map(String::from)
+        .to_vec();
+    assert_eq!(vm_tests_for_kernel(&all, true), all);
+    assert_eq!(
+        vm_tests_for_kernel(&all, false),
+        ["t_40_storm", "t_90_failover"].map(String::from).to_vec()
+    );
+}
