@@ -41,16 +41,23 @@ pub const FLAG_HAS_PROCINFO: u32 = 1 << 5;
 pub const FLAG_HAS_OFFSET_BEFORE: u32 = 1 << 6;
 /// `stack_id` is a valid id in the STACKS map (kernel stack of an in-kernel event).
 pub const FLAG_HAS_STACK: u32 = 1 << 7;
-/// The enter side was not seen (the hook attached mid-syscall): only the exit is known.
+/// The enter side was not seen (the kernel skipped the enter hook's run, or the hook
+/// attached mid-syscall): only the exit is known, the caller and the result. Sent for a
+/// clock_settime that returned 0 (it set a clock), unless clock_was_set() already sent the
+/// change as its own event: what it asked and its jump are unknown.
 pub const FLAG_NO_ENTER: u32 = 1 << 8;
 /// `guard.exe_dev`/`guard.exe_ino` identify the caller's executable (read by a guard hook).
 pub const FLAG_HAS_EXE_ID: u32 = 1 << 9;
 /// The exit side was not seen: the kernel skipped the exit hook's run (a hook miss: on a
 /// preemptible kernel it skips a program's run while another task on the same CPU is
 /// preempted inside it). The call is sent when the thread's next clock call begins or the
-/// thread exits: `ret` is unknown (0), `exit_mono_ns`/`offset_after_ns` are when it was
-/// noticed, so the measured jump still spans the call.
+/// thread exits, `ret` unknown (0); `exit_mono_ns`/`offset_after_ns` are from when
+/// clock_was_set() ran inside it (the jump measured exactly), else the enter's own (a
+/// refused call: nothing seen changed).
 pub const FLAG_NO_EXIT: u32 = 1 << 10;
+/// In a thread's PENDING entry only: clock_was_set() sent its own event for the thread's
+/// current call (whose enter run was skipped), so the call's exit sends nothing more.
+pub const FLAG_KERNEL_SENT: u32 = 1 << 11;
 
 /// Indices into the per-CPU `COUNTERS` map (summed over CPUs in userspace).
 /// Events that could not be written to the ring buffer (full): lost, but counted.
@@ -367,22 +374,17 @@ fn always_in_full(flags: u32, guard_action: u16, modes: u32) -> bool {
         || flags & FLAG_HAS_TIMEX != 0 && modes & (ADJ_SETOFFSET | ADJ_TAI) != 0
 }
 
-/// Whether a call whose exit hook never ran (FLAG_NO_EXIT) is sent: its result is
-/// unknown, but a call that changed the clock ran clock_was_set() (which marks it) or
-/// moved CLOCK_TAI − MONOTONIC (`offset_change_ns`, up to now), and the rest of
-/// `always_in_full` needs no result. The others failed or changed nothing the trail names
-/// one by one; they stay in the kernel's count of skipped hook runs, as before, so that
-/// a storm's skipped exits (up to a third of 100 processes' calls on a preemptible 7.2
-/// under TCG) do not flood the ring buffer.
+/// Whether a call whose exit hook never ran (FLAG_NO_EXIT) is sent: when something inside
+/// it happened that the trail names one by one, clock_was_set() ran (the clock moved) or a
+/// guard hook judged it. Its result is unknown. The others failed or changed nothing seen;
+/// they stay in the kernel's count of skipped hook runs, as before, so that a storm's
+/// skipped exits (up to a third of 100 processes' calls on a preemptible 7.2 under TCG) do
+/// not flood the ring buffer. Nothing else: a change of the offset since the call began
+/// may be another thread's step, and an entry that a syscall tracepoint began is begun
+/// again by fentry when both are attached (a half-attached pair), before anything ran.
 #[inline(always)]
-pub fn unfinished_is_sent(
-    flags: u32,
-    guard_action: u16,
-    modes: u32,
-    offset_change_ns: i64,
-) -> bool {
-    always_in_full(flags, guard_action, modes)
-        || offset_change_ns.unsigned_abs() > SUMMARY_MAX_OFFSET_CHANGE_NS as u64
+pub fn unfinished_is_sent(flags: u32, guard_action: u16) -> bool {
+    flags & FLAG_CLOCK_WAS_SET != 0 || guard_action != GUARD_NONE
 }
 
 /// CLOCK_TAI − MONOTONIC moving by more than this (ns) across a call means the call (or
@@ -576,6 +578,11 @@ pub struct PendingCall {
     pub tz_dsttime: i32,
     pub timex: TimexArgs,
     pub guard: GuardDecision,
+    /// When clock_was_set() ran inside the call (FLAG_CLOCK_WAS_SET): CLOCK_MONOTONIC (ns)
+    /// and CLOCK_TAI − MONOTONIC (ns) right after the kernel's change. A call whose exit
+    /// run was skipped is measured up to here (FLAG_NO_EXIT).
+    pub clock_was_set_mono_ns: u64,
+    pub clock_was_set_offset_ns: i64,
 }
 
 /// What the kernel remembers of a process from its fork and exec (the `PROCS` LRU map, keyed
@@ -657,7 +664,7 @@ mod tests {
         // The ABI is shared with the kernel object: a size change must be deliberate.
         assert_eq!(core::mem::size_of::<TimexArgs>(), 72);
         assert_eq!(core::mem::size_of::<ClockEvent>(), 376);
-        assert_eq!(core::mem::size_of::<PendingCall>(), 152);
+        assert_eq!(core::mem::size_of::<PendingCall>(), 168);
         assert_eq!(core::mem::size_of::<GuardDecision>(), 24);
         assert_eq!(core::mem::size_of::<Config>(), 64);
         assert_eq!(core::mem::size_of::<RepeatKey>(), 24);
@@ -670,24 +677,18 @@ mod tests {
     }
 
     #[test]
-    fn a_call_whose_exit_was_not_seen_is_sent_when_it_may_have_changed_the_clock() {
-        let settime = FLAG_HAS_OFFSET_BEFORE | FLAG_HAS_TIME | FLAG_NO_EXIT;
-        let timex = FLAG_HAS_OFFSET_BEFORE | FLAG_HAS_TIMEX | FLAG_NO_EXIT;
-        // A step: clock_was_set() ran inside it, or the offset moved.
-        assert!(unfinished_is_sent(
-            settime | FLAG_CLOCK_WAS_SET,
-            GUARD_NONE,
-            0,
-            0
-        ));
-        assert!(unfinished_is_sent(settime, GUARD_NONE, 0, -2_000));
-        assert!(unfinished_is_sent(timex, GUARD_NONE, ADJ_SETOFFSET, 0));
-        // Judged by the guard, or with a timezone.
-        assert!(unfinished_is_sent(settime, GUARD_DENIED, 0, 0));
-        assert!(unfinished_is_sent(settime | FLAG_HAS_TZ, GUARD_NONE, 0, 0));
-        // A settime that did not set the clock failed; a frequency write is summarisable.
-        assert!(!unfinished_is_sent(settime, GUARD_NONE, 0, 999));
-        assert!(!unfinished_is_sent(timex, GUARD_NONE, ADJ_FREQUENCY, 0));
+    fn a_call_whose_exit_was_not_seen_is_sent_when_the_clock_moved_or_a_guard_judged_it() {
+        let settime = FLAG_HAS_OFFSET_BEFORE | FLAG_HAS_TIME;
+        let timex = FLAG_HAS_OFFSET_BEFORE | FLAG_HAS_TIMEX;
+        assert!(unfinished_is_sent(settime | FLAG_CLOCK_WAS_SET, GUARD_NONE));
+        assert!(unfinished_is_sent(timex | FLAG_CLOCK_WAS_SET, GUARD_NONE));
+        assert!(unfinished_is_sent(settime, GUARD_DENIED));
+        assert!(unfinished_is_sent(settime, GUARD_WOULD_DENY));
+        // Nothing ran inside yet (or the call failed): a tz, a fault, ADJ_SETOFFSET alone
+        // are not enough.
+        assert!(!unfinished_is_sent(settime, GUARD_NONE));
+        assert!(!unfinished_is_sent(settime | FLAG_HAS_TZ, GUARD_NONE));
+        assert!(!unfinished_is_sent(timex | FLAG_ARG_FAULT, GUARD_NONE));
     }
 
     #[test]

@@ -76,14 +76,24 @@ pub async fn run(timer: AsyncFd<ClockSetTimer>, jumps: mpsc::Sender<Jump>) -> Re
 #[derive(Debug, Default)]
 pub struct Reconciler {
     explained_ns: i64,
+    /// When the fallback last measured (CLOCK_MONOTONIC): every jump before it is in that
+    /// measurement.
+    measured_at: Option<Monotonic>,
 }
 
 impl Reconciler {
     /// Tolerance between the kernel's measurement and ours (read gaps, rounding).
     pub const TOLERANCE_NS: i64 = 1_000_000;
 
-    /// A kernel event measured a jump of `delta_ns`.
-    pub fn explained(&mut self, delta_ns: i64) {
+    /// A kernel event measured a jump of `delta_ns`, made at `at` (CLOCK_MONOTONIC). A
+    /// record that comes after the fallback measured its jump (a call whose exit hook
+    /// the kernel skipped is sent at its thread's next clock call or exit) explains
+    /// nothing any more: that measurement was reconciled without it, and counting it now
+    /// would take it off the next jump.
+    pub fn explained(&mut self, delta_ns: i64, at: Monotonic) {
+        if self.measured_at.is_some_and(|measured| at <= measured) {
+            return;
+        }
         self.explained_ns = self.explained_ns.saturating_add(delta_ns);
     }
 
@@ -91,6 +101,7 @@ impl Reconciler {
     pub fn reconcile(&mut self, jump: &Jump) -> Option<i64> {
         let unexplained = jump.delta_ns - self.explained_ns;
         self.explained_ns = 0;
+        self.measured_at = Some(jump.seen);
         (unexplained.abs() > Self::TOLERANCE_NS).then_some(unexplained)
     }
 }
@@ -100,17 +111,42 @@ mod tests {
     use super::*;
 
     fn jump(delta_ns: i64) -> Jump {
+        jump_seen_at(delta_ns, 0)
+    }
+
+    fn jump_seen_at(delta_ns: i64, seen_ns: i64) -> Jump {
         Jump {
             delta_ns,
-            seen: Monotonic::default(),
+            seen: Monotonic::from_ns(seen_ns),
         }
+    }
+
+    fn at(ns: i64) -> Monotonic {
+        Monotonic::from_ns(ns)
     }
 
     #[test]
     fn jump_reported_by_the_kernel_is_not_journaled_twice() {
         let mut r = Reconciler::default();
-        r.explained(-11_000_000_000);
+        r.explained(-11_000_000_000, at(1));
         assert_eq!(r.reconcile(&jump(-11_000_000_150)), None);
+    }
+
+    #[test]
+    fn a_record_that_comes_after_its_jump_was_measured_explains_nothing_later() {
+        let mut r = Reconciler::default();
+        // A step of +2 s at 1 s, measured by the fallback at 1.3 s before its record came.
+        assert_eq!(
+            r.reconcile(&jump_seen_at(2_000_000_000, 1_300_000_000)),
+            Some(2_000_000_000)
+        );
+        r.explained(2_000_000_000, at(1_000_000_000));
+        // The next step (-1 s at 5 s) is the only thing in the next measurement.
+        r.explained(-1_000_000_000, at(5_000_000_000));
+        assert_eq!(
+            r.reconcile(&jump_seen_at(-1_000_000_000, 5_300_000_000)),
+            None
+        );
     }
 
     #[test]
@@ -122,7 +158,7 @@ mod tests {
     #[test]
     fn only_the_unexplained_part_is_journaled() {
         let mut r = Reconciler::default();
-        r.explained(2_000_000_000);
+        r.explained(2_000_000_000, at(1));
         assert_eq!(r.reconcile(&jump(5_000_000_000)), Some(3_000_000_000));
         // The account starts over after each reconciliation.
         assert_eq!(r.reconcile(&jump(0)), None);

@@ -416,11 +416,19 @@ pub fn decode(event: &ClockEvent, tai_offset_s: i64, tai_change_s: i64) -> Recor
             Source::Syscall
         },
         syscall: syscall_name(event.syscall).map(String::from),
-        clock: Some(clock_name(event.clock_id)),
+        // Which clock a call set is read at its enter (FLAG_NO_ENTER: not seen).
+        clock: (event.flags & abi::FLAG_NO_ENTER == 0).then(|| clock_name(event.clock_id)),
         kind: event_kind(event).into(),
         cause: None,
-        // The result is unknown: the kernel skipped the exit hook's run (FLAG_NO_EXIT).
-        detail: (event.flags & abi::FLAG_NO_EXIT != 0).then(|| json!({"exit_seen": false})),
+        // The kernel skipped the exit hook's run (the result is unknown) or the enter's
+        // (what the call asked and its jump are).
+        detail: if event.flags & abi::FLAG_NO_EXIT != 0 {
+            Some(json!({"exit_seen": false}))
+        } else if event.flags & abi::FLAG_NO_ENTER != 0 {
+            Some(json!({"enter_seen": false}))
+        } else {
+            None
+        },
         requested: if is_kernel {
             json!({
                 "bases": event.clock_was_set_bases,

@@ -40,7 +40,8 @@ fn begin(syscall: u32, clock_id: i32) -> Option<*mut PendingCall> {
 #[inline(always)]
 fn finish(ret: i64, syscall: u32) -> u32 {
     let Some(p) = pending_call() else {
-        // Read-only adjtimex (counted at enter) or attached mid-call.
+        // Read-only adjtimex (counted at enter), or the enter run was skipped.
+        finish_unbegun(ret, syscall);
         return 0;
     };
     if p.syscall != syscall {
@@ -62,6 +63,66 @@ fn finish(ret: i64, syscall: u32) -> u32 {
     send_call(p, ret, exit_mono_ns, offset_after_ns);
     p.syscall = SYSCALL_NONE;
     0
+}
+
+/// The exit of a call whose enter run the kernel skipped (or that began before the hook
+/// attached). A clock_settime that returned 0 set a clock: sent with FLAG_NO_ENTER, unless
+/// clock_was_set() already sent the change as its own event (FLAG_KERNEL_SENT). Other
+/// calls stay in the skipped-runs count: reads, failures, and settimeofday, which may have
+/// set only the timezone.
+#[inline(always)]
+fn finish_unbegun(ret: i64, syscall: u32) {
+    if ret != 0 || syscall != SYSCALL_CLOCK_SETTIME {
+        return;
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if let Some(entry) = PENDING.get_ptr_mut(tid) {
+        let entry = unsafe { &mut *entry };
+        if entry.flags & FLAG_KERNEL_SENT != 0 {
+            entry.flags &= !FLAG_KERNEL_SENT;
+            return;
+        }
+    }
+    let Some(zero) = ZERO_EVENT.get(0) else {
+        return;
+    };
+    let Some(mut slot) = EVENTS.reserve::<ClockEvent>(0) else {
+        count(COUNTER_RINGBUF_DROPS);
+        return;
+    };
+    let e = unsafe { &mut *slot.as_mut_ptr() };
+    copy_words(e, zero);
+    let (now_mono_ns, offset_now_ns) = clock_now();
+    e.kind = EVENT_SYSCALL;
+    e.syscall = syscall;
+    e.flags = FLAG_NO_ENTER;
+    e.enter_mono_ns = now_mono_ns;
+    e.exit_mono_ns = now_mono_ns;
+    e.offset_after_ns = offset_now_ns;
+    e.stack_id = -1;
+    fill_caller(e);
+    slot.submit(0);
+    count(COUNTER_EVENTS);
+}
+
+/// Marks the current thread's entry: clock_was_set() sent its own event for the call in
+/// progress, whose enter run was skipped (see `finish_unbegun`). The entry is made if the
+/// thread has none yet (its first clock call); the next enter clears the mark.
+#[inline(always)]
+fn mark_kernel_sent() {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    if PENDING.get_ptr_mut(tid).is_none() {
+        let Some(zero) = ZERO_PENDING.get(0) else {
+            return;
+        };
+        if PENDING.insert(tid, zero, BPF_ANY as u64).is_err() {
+            count(COUNTER_PENDING_FULL);
+            return;
+        }
+    }
+    if let Some(entry) = PENDING.get_ptr_mut(tid) {
+        unsafe { (*entry).flags |= FLAG_KERNEL_SENT };
+    }
 }
 
 /// The adjtimex modes of the call, 0 for a call without a timex.
@@ -106,22 +167,23 @@ fn send_call(p: &PendingCall, ret: i64, exit_mono_ns: u64, offset_after_ns: i64)
     count(COUNTER_EVENTS);
 }
 
-/// Sends the thread's pending call if its exit hook never ran (see FLAG_NO_EXIT) and it
-/// may have changed the clock (`unfinished_is_sent`): a step whose exit run was skipped
-/// still has its own record, with the jump measured up to now. Called when the thread's
-/// next clock call begins and when the thread exits.
+/// Sends the thread's pending call if its exit hook never ran (see FLAG_NO_EXIT) and
+/// something inside it must be named (`unfinished_is_sent`): a step whose exit run was
+/// skipped still has its own record, its jump measured up to clock_was_set(). Called when
+/// the thread's next clock call begins, when the thread exits, and by clock_was_set() for
+/// an earlier call it finds still pending.
 #[inline(always)]
 pub(super) fn send_unfinished(p: &mut PendingCall) {
     if p.syscall == SYSCALL_NONE {
         return;
     }
-    let (now_mono_ns, offset_now_ns) = clock_now();
-    let modes = timex_modes(p);
-    let offset_change = offset_now_ns.wrapping_sub(p.offset_before_ns);
-    if unfinished_is_sent(p.flags, p.guard.action, modes, offset_change) {
-        remember_offset(offset_now_ns);
+    if unfinished_is_sent(p.flags, p.guard.action) {
         p.flags |= FLAG_NO_EXIT;
-        send_call(p, 0, now_mono_ns, offset_now_ns);
+        if p.flags & FLAG_CLOCK_WAS_SET != 0 {
+            send_call(p, 0, p.clock_was_set_mono_ns, p.clock_was_set_offset_ns);
+        } else {
+            send_call(p, 0, p.enter_mono_ns, p.offset_before_ns);
+        }
     }
     p.syscall = SYSCALL_NONE;
 }
@@ -469,23 +531,26 @@ pub fn fexit_clock_adjtime(ctx: FExitContext) -> u32 {
 pub fn clock_was_set(ctx: FEntryContext) -> u32 {
     let bases: u32 = ctx.arg(0);
     let (mono_now, offset_now) = clock_now();
-    // Whether this change can be measured from the last known offset.
-    let mut measurable = true;
+    // The offset this change is measured from: the last known one, or (below) the one
+    // right after this thread's previous step.
+    let mut stale_offset = None;
     if let Some(e) = pending_call() {
         // clock_settime and settimeofday run clock_was_set() once: an entry of theirs
         // already marked is an earlier call whose exit hook run the kernel skipped, and
         // this call's enter hook run was skipped too (7.2, 10 processes stepping at once).
         // Marking it again would fold this step into that call's record: send that call
-        // (its jump measured up to now, this change in it) and this change as its own,
-        // its jump unknown.
+        // and this change as its own, measured from the offset right after that call's
+        // step (another thread's step in between would be counted in it too).
         let settime = e.syscall == SYSCALL_CLOCK_SETTIME || e.syscall == SYSCALL_SETTIMEOFDAY;
         if !(settime && e.flags & FLAG_CLOCK_WAS_SET != 0) {
             e.flags |= FLAG_CLOCK_WAS_SET;
             e.clock_was_set_bases = bases;
+            e.clock_was_set_mono_ns = mono_now;
+            e.clock_was_set_offset_ns = offset_now;
             return 0;
         }
+        stale_offset = Some(e.clock_was_set_offset_ns);
         send_unfinished(e);
-        measurable = false;
     }
     aya_log_ebpf::debug!(
         &ctx,
@@ -510,7 +575,10 @@ pub fn clock_was_set(ctx: FEntryContext) -> u32 {
     e.enter_mono_ns = mono_now;
     e.exit_mono_ns = mono_now;
     e.offset_after_ns = offset_now;
-    if let (true, Some(last), Some(valid)) = (measurable, LAST_OFFSET.get(0), LAST_OFFSET.get(1)) {
+    if let Some(offset) = stale_offset {
+        e.offset_before_ns = offset;
+        e.flags |= FLAG_HAS_OFFSET_BEFORE;
+    } else if let (Some(last), Some(valid)) = (LAST_OFFSET.get(0), LAST_OFFSET.get(1)) {
         if *valid != 0 {
             e.offset_before_ns = *last;
             e.flags |= FLAG_HAS_OFFSET_BEFORE;
@@ -529,5 +597,9 @@ pub fn clock_was_set(ctx: FEntryContext) -> u32 {
     remember_offset(offset_now);
     slot.submit(0);
     count(COUNTER_EVENTS);
+    // Its exit (if it is a clock syscall whose enter run was skipped) sends nothing more.
+    // Outside a syscall (a leap second in softirq) this marks the interrupted thread,
+    // whose next enter clears it.
+    mark_kernel_sent();
     0
 }

@@ -118,8 +118,8 @@ impl Daemon {
             {
                 self.slew_instead(&mut record).await;
             }
-            if let Some(delta) = record.delta_ns {
-                self.reconciler.explained(delta);
+            if let (Some(delta), Some(at)) = (record.delta_ns, record.mono_ns) {
+                self.reconciler.explained(delta, Monotonic::from_ns(at));
             }
             self.enricher.enrich(&mut record, event.cgroup_id);
             if event.flags & clockguard_ebpf::FLAG_HAS_STACK != 0 {

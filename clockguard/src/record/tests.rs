@@ -157,6 +157,26 @@ fn a_step_whose_exit_was_not_seen_keeps_its_record_with_an_unknown_result() {
 }
 
 #[test]
+fn a_settime_whose_enter_was_not_seen_is_a_step_of_unknown_size_on_an_unknown_clock() {
+    let mut e = ClockEvent::zeroed();
+    e.kind = abi::EVENT_SYSCALL;
+    e.syscall = abi::SYSCALL_CLOCK_SETTIME;
+    e.flags = abi::FLAG_NO_ENTER;
+    e.tgid = 100;
+    e.offset_after_ns = 1_600_000_037_000_000_000;
+    e.enter_mono_ns = 5_000;
+    e.exit_mono_ns = 5_000;
+    let r = decode(&e, 37, 0);
+    assert_eq!(r.kind, "step");
+    assert_eq!(r.result, "0");
+    assert_eq!(r.clock, None);
+    assert_eq!(r.delta_ns, None);
+    assert_eq!(r.requested, json!({}));
+    assert_eq!(r.detail, Some(json!({"enter_seen": false})));
+    assert_eq!(r.pid, Some(100));
+}
+
+#[test]
 fn timex_kinds_rank_step_over_slew_over_frequency() {
     assert_eq!(timex_kind(0), "read");
     assert_eq!(timex_kind(ADJ_SETOFFSET | ADJ_NANO), "step");
