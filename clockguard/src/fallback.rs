@@ -55,16 +55,15 @@ pub async fn run(timer: AsyncFd<ClockSetTimer>, jumps: mpsc::Sender<Jump>) -> Re
         arm(timer.get_ref()).context("re-arming the timerfd")?;
         guard.clear_ready();
         tokio::time::sleep(SETTLE).await;
+        // Read before the offset: every jump before `seen` is in the measurement.
+        let seen = clock::monotonic();
         let now = clock::realtime_minus_monotonic_ns();
         let delta_ns = now - last;
         last = now;
         if delta_ns.abs() < NOISE_NS {
             continue;
         }
-        let jump = Jump {
-            delta_ns,
-            seen: clock::monotonic(),
-        };
+        let jump = Jump { delta_ns, seen };
         if jumps.send(jump).await.is_err() {
             return Ok(());
         }
@@ -75,7 +74,9 @@ pub async fn run(timer: AsyncFd<ClockSetTimer>, jumps: mpsc::Sender<Jump>) -> Re
 /// fallback journals only what nobody reported.
 #[derive(Debug, Default)]
 pub struct Reconciler {
-    explained_ns: i64,
+    /// Jumps the kernel's records measured and no measurement of the fallback has taken
+    /// in yet: (when, CLOCK_MONOTONIC; ns).
+    explained: Vec<(Monotonic, i64)>,
     /// When the fallback last measured (CLOCK_MONOTONIC): every jump before it is in that
     /// measurement.
     measured_at: Option<Monotonic>,
@@ -91,17 +92,33 @@ impl Reconciler {
     /// nothing any more: that measurement was reconciled without it, and counting it now
     /// would take it off the next jump.
     pub fn explained(&mut self, delta_ns: i64, at: Monotonic) {
-        if self.measured_at.is_some_and(|measured| at <= measured) {
+        if delta_ns == 0 || self.measured_at.is_some_and(|measured| at <= measured) {
             return;
         }
-        self.explained_ns = self.explained_ns.saturating_add(delta_ns);
+        // The fallback measures within SETTLE of any clock change: a jump it has not
+        // taken in after KEEP_NS is one it will never see (no fallback running).
+        self.explained
+            .retain(|(when, _)| at.ns_since(*when) < Self::KEEP_NS);
+        self.explained.push((at, delta_ns));
     }
 
-    /// The fallback saw `jump`: returns the unexplained part to journal, if any.
+    /// How long a measured jump waits for the fallback's measurement (ns).
+    const KEEP_NS: i64 = 10_000_000_000;
+
+    /// The fallback saw `jump`: returns the unexplained part to journal, if any. Only the
+    /// jumps made before its measurement count against it; a record already here of a
+    /// later jump waits for the next one.
     pub fn reconcile(&mut self, jump: &Jump) -> Option<i64> {
-        let unexplained = jump.delta_ns - self.explained_ns;
-        self.explained_ns = 0;
+        let mut explained_ns = 0i64;
+        self.explained.retain(|&(when, delta_ns)| {
+            let taken_in = when <= jump.seen;
+            if taken_in {
+                explained_ns = explained_ns.saturating_add(delta_ns);
+            }
+            !taken_in
+        });
         self.measured_at = Some(jump.seen);
+        let unexplained = jump.delta_ns - explained_ns;
         (unexplained.abs() > Self::TOLERANCE_NS).then_some(unexplained)
     }
 }
@@ -110,8 +127,9 @@ impl Reconciler {
 mod tests {
     use super::*;
 
+    /// A jump measured at 1 s.
     fn jump(delta_ns: i64) -> Jump {
-        jump_seen_at(delta_ns, 0)
+        jump_seen_at(delta_ns, 1_000_000_000)
     }
 
     fn jump_seen_at(delta_ns: i64, seen_ns: i64) -> Jump {
@@ -147,6 +165,32 @@ mod tests {
             r.reconcile(&jump_seen_at(-1_000_000_000, 5_300_000_000)),
             None
         );
+    }
+
+    #[test]
+    fn a_record_of_a_jump_after_the_measurement_counts_against_the_next_one() {
+        let mut r = Reconciler::default();
+        r.explained(3_000_000_000, at(1_000_000_000));
+        // A second step at 1.5 s, recorded before the first measurement (at 1.3 s) is
+        // reconciled.
+        r.explained(-2_000_000_000, at(1_500_000_000));
+        assert_eq!(
+            r.reconcile(&jump_seen_at(3_000_000_000, 1_300_000_000)),
+            None
+        );
+        assert_eq!(
+            r.reconcile(&jump_seen_at(-2_000_000_000, 1_800_000_000)),
+            None
+        );
+    }
+
+    #[test]
+    fn records_no_measurement_takes_in_are_not_kept_for_ever() {
+        let mut r = Reconciler::default();
+        for i in 0..1_000 {
+            r.explained(1_000_000, at(i * 1_000_000_000));
+        }
+        assert!(r.explained.len() <= 11, "{} kept", r.explained.len());
     }
 
     #[test]

@@ -629,7 +629,7 @@ mod tests {
             attached_hook("settime", "lsm", true),
             attached_hook("clock_was_set", "fentry", false),
             HookStatus {
-                replaced_by: Some("fentry_adjtimex + fexit_adjtimex".into()),
+                replaced_by: Some("fentry_adjtimex".into()),
                 ..attached_hook("sys_enter_adjtimex", "tracepoint", false)
             },
         ];

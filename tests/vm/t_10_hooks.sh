@@ -2,7 +2,7 @@
 # syscalls' entry points (their syscall tracepoints are then not needed, and say so), the
 # fork/exec tracepoints, fentry on clock_was_set, the guard's do_adjtimex fentry/fexit and
 # its LSM settime and capable hooks. With one of a syscall's fentry/fexit pair disabled,
-# its tracepoints attach too, and a call is still journaled once.
+# that side's tracepoint stands in for it, and a call is still journaled once.
 source "$(dirname "$0")/lib.sh"
 need_vm
 start_daemon
@@ -15,24 +15,41 @@ for h in fentry_clock_settime fexit_clock_settime fentry_settimeofday fexit_sett
     echo "$s" | jq -e --arg h "$h" '.hooks[] | select(.name == $h and .attached)' >/dev/null || fail "no attached hook $h"
 done
 echo "$s" | jq -e '[.hooks[] | select(.kind == "tracepoint" and (.name | startswith("sys_")))]
-    | length == 8 and all(.attached == false and (.replaced_by | test("^fentry_.* \\+ fexit_")))' >/dev/null \
+    | length == 8 and all(.attached == false and .replaced_by
+        == ((if (.name | startswith("sys_enter_")) then "fentry_" else "fexit_" end)
+            + (.name | sub("^sys_(enter|exit)_"; ""))))' >/dev/null \
     || fail "the syscall tracepoints must be replaced by fentry/fexit: $(echo "$s" | jq -c '[.hooks[] | select(.kind == "tracepoint")]')"
-"$CG" status --runtime-dir "$RUNTIME" | grep -E '^sys_enter_clock_settime +tracepoint +not needed +fentry_clock_settime \+ fexit_clock_settime' \
+"$CG" status --runtime-dir "$RUNTIME" | grep -E '^sys_enter_clock_settime +tracepoint +not needed +fentry_clock_settime( |$)' \
     || fail "status text must say the tracepoint is not needed"
-# One of the pair missing: the tracepoints attach as well, and each call is one record.
+# One of the pair missing: that side's tracepoint attaches instead, and each call is one
+# record.
 stop_daemon
 # (A misspelled name disables nothing, and the log says so.)
 printf '[audit]\ndisabled_hooks = ["fexit_clock_settime", "fexit_clock_setime"]\n' >"$CG_TEST_TMP/mixed.toml"
 start_daemon --config "$CG_TEST_TMP/mixed.toml"
 grep -q 'audit.disabled_hooks: no hook is named "fexit_clock_setime"' "$CG_TEST_TMP/daemon.log" \
     || fail "a disabled_hooks name that matches no hook must be warned about"
-status_json | jq -e '[.hooks[] | select(.name | test("^(fentry_clock_settime|sys_enter_clock_settime|sys_exit_clock_settime)$")) | .attached] == [true, true, true]' >/dev/null \
-    || fail "with fexit_clock_settime disabled, fentry and both tracepoints must be attached: $(status_json | jq -c '[.hooks[] | select(.name | test("clock_settime"))]')"
+status_json | jq -e '[.hooks[] | select(.name | test("^(fentry_clock_settime|sys_enter_clock_settime|sys_exit_clock_settime)$")) | .attached] == [true, false, true]' >/dev/null \
+    || fail "with fexit_clock_settime disabled, fentry and sys_exit must be attached, not sys_enter: $(status_json | jq -c '[.hooks[] | select(.name | test("clock_settime"))]')"
 "$CALL" settime-invalid 5 >/dev/null
 wait_records 5 '.syscall == "clock_settime" and .result == "EINVAL"'
 sleep 1
 n=$(audit_json | jq -c 'select(.syscall == "clock_settime" and .result == "EINVAL")' | wc -l)
 [[ "$n" == 5 ]] || fail "5 calls seen both ways must be 5 records, got $n"
+stop_daemon
+# The other side: fexit with the sys_enter tracepoint. A step (the exit sends it) is one
+# record: an exit hook of each kind would send it twice.
+printf '[audit]\ndisabled_hooks = ["fentry_clock_settime"]\n' >"$CG_TEST_TMP/mixed-exit.toml"
+start_daemon --config "$CG_TEST_TMP/mixed-exit.toml"
+status_json | jq -e '[.hooks[] | select(.name | test("^(fexit_clock_settime|sys_enter_clock_settime|sys_exit_clock_settime)$")) | .attached] == [true, true, false]' >/dev/null \
+    || fail "with fentry_clock_settime disabled, fexit and sys_enter must be attached, not sys_exit: $(status_json | jq -c '[.hooks[] | select(.name | test("clock_settime"))]')"
+step_pid=$("$CALL" settime-by 1000 | jq .pid)
+wait_records 1 ".pid == $step_pid"
+sleep 1
+n=$(audit_json | jq -c --argjson p "$step_pid" 'select(.pid == $p)' | wc -l)
+[[ "$n" == 1 ]] || fail "a step seen by sys_enter and fexit must be 1 record, got $n: $(audit_json | jq -c --argjson p "$step_pid" 'select(.pid == $p)')"
+audit_json | jq -e --argjson p "$step_pid" 'select(.pid == $p) | .kind == "step" and .result == "0" and .clock_was_set and .detail == null' >/dev/null \
+    || fail "the step's record is not a whole one: $(audit_json | jq -c --argjson p "$step_pid" 'select(.pid == $p)')"
 stop_daemon
 start_daemon
 s=$(status_json)

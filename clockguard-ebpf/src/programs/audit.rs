@@ -39,10 +39,15 @@ fn begin(syscall: u32, clock_id: i32) -> Option<*mut PendingCall> {
 /// caller's identity, built once straight in a ring-buffer slot, and emits it.
 #[inline(always)]
 fn finish(ret: i64, syscall: u32) -> u32 {
-    let Some(p) = pending_call() else {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let entry = PENDING.get_ptr_mut(tid);
+    let p = match entry {
+        Some(p) if unsafe { (*p).syscall } != SYSCALL_NONE => unsafe { &mut *p },
         // Read-only adjtimex (counted at enter), or the enter run was skipped.
-        finish_unbegun(ret, syscall);
-        return 0;
+        _ => {
+            finish_unbegun(entry, ret, syscall);
+            return 0;
+        }
     };
     if p.syscall != syscall {
         // An earlier call whose exit we missed, and this call's enter missed too.
@@ -71,17 +76,17 @@ fn finish(ret: i64, syscall: u32) -> u32 {
 /// calls stay in the skipped-runs count: reads, failures, and settimeofday, which may have
 /// set only the timezone.
 #[inline(always)]
-fn finish_unbegun(ret: i64, syscall: u32) {
-    if ret != 0 || syscall != SYSCALL_CLOCK_SETTIME {
-        return;
-    }
-    let tid = bpf_get_current_pid_tgid() as u32;
-    if let Some(entry) = PENDING.get_ptr_mut(tid) {
+fn finish_unbegun(entry: Option<*mut PendingCall>, ret: i64, syscall: u32) {
+    // The mark is for this call, whatever it was: cleared at its exit.
+    if let Some(entry) = entry {
         let entry = unsafe { &mut *entry };
         if entry.flags & FLAG_KERNEL_SENT != 0 {
             entry.flags &= !FLAG_KERNEL_SENT;
             return;
         }
+    }
+    if ret != 0 || syscall != SYSCALL_CLOCK_SETTIME {
+        return;
     }
     let Some(zero) = ZERO_EVENT.get(0) else {
         return;
@@ -531,25 +536,22 @@ pub fn fexit_clock_adjtime(ctx: FExitContext) -> u32 {
 pub fn clock_was_set(ctx: FEntryContext) -> u32 {
     let bases: u32 = ctx.arg(0);
     let (mono_now, offset_now) = clock_now();
-    // The offset this change is measured from: the last known one, or (below) the one
-    // right after this thread's previous step.
-    let mut stale_offset = None;
     if let Some(e) = pending_call() {
         // clock_settime and settimeofday run clock_was_set() once: an entry of theirs
         // already marked is an earlier call whose exit hook run the kernel skipped, and
         // this call's enter hook run was skipped too (7.2, 10 processes stepping at once).
         // Marking it again would fold this step into that call's record: send that call
-        // and this change as its own, measured from the offset right after that call's
-        // step (another thread's step in between would be counted in it too).
+        // and this change as its own, measured from the last known offset.
         let settime = e.syscall == SYSCALL_CLOCK_SETTIME || e.syscall == SYSCALL_SETTIMEOFDAY;
         if !(settime && e.flags & FLAG_CLOCK_WAS_SET != 0) {
             e.flags |= FLAG_CLOCK_WAS_SET;
             e.clock_was_set_bases = bases;
             e.clock_was_set_mono_ns = mono_now;
             e.clock_was_set_offset_ns = offset_now;
+            // The offset as the kernel just set it: what a later change is measured from.
+            remember_offset(offset_now);
             return 0;
         }
-        stale_offset = Some(e.clock_was_set_offset_ns);
         send_unfinished(e);
     }
     aya_log_ebpf::debug!(
@@ -575,10 +577,7 @@ pub fn clock_was_set(ctx: FEntryContext) -> u32 {
     e.enter_mono_ns = mono_now;
     e.exit_mono_ns = mono_now;
     e.offset_after_ns = offset_now;
-    if let Some(offset) = stale_offset {
-        e.offset_before_ns = offset;
-        e.flags |= FLAG_HAS_OFFSET_BEFORE;
-    } else if let (Some(last), Some(valid)) = (LAST_OFFSET.get(0), LAST_OFFSET.get(1)) {
+    if let (Some(last), Some(valid)) = (LAST_OFFSET.get(0), LAST_OFFSET.get(1)) {
         if *valid != 0 {
             e.offset_before_ns = *last;
             e.flags |= FLAG_HAS_OFFSET_BEFORE;

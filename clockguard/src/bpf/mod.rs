@@ -250,8 +250,9 @@ impl Probes {
                 (format!("fentry_{syscall}"), "fentry"),
                 (format!("fexit_{syscall}"), "fexit"),
             ];
-            let mut both_attached = true;
-            for (name, kind) in &pair {
+            // Which of fentry, fexit attached: each tracepoint stands in for its side.
+            let mut attached = [false, false];
+            for (side, (name, kind)) in pair.iter().enumerate() {
                 let mut status = HookStatus::new(name, kind, format!("{function}()"));
                 status.settle(disabled(name), &mut pins, |pin| {
                     if !cfg!(target_arch = "x86_64") {
@@ -264,17 +265,18 @@ impl Probes {
                         attach_fexit(&mut ebpf, name, &function, btf()?, pin)
                     }
                 });
-                both_attached &= status.attached;
+                attached[side] = status.attached;
                 hooks.push(status);
             }
-            for side in ["enter", "exit"] {
-                let program = format!("sys_{side}_{syscall}");
+            for (side, direction) in ["enter", "exit"].into_iter().enumerate() {
+                let program = format!("sys_{direction}_{syscall}");
                 let mut status =
                     HookStatus::new(&program, "tracepoint", format!("syscalls:{program}"));
-                if both_attached {
-                    // Attached anyway, they would still make one event per call (the
-                    // programs share their pending call), but tax every other syscall.
-                    status.replaced_by = Some(format!("{} + {}", pair[0].0, pair[1].0));
+                if attached[side] {
+                    // Never both for one side: two exits would send a call twice (the
+                    // second finds no pending call and takes the call's enter run for
+                    // skipped). The tracepoint would also tax every other syscall.
+                    status.replaced_by = Some(pair[side].0.clone());
                 } else {
                     status.settle(disabled(&program), &mut pins, |pin| {
                         attach_tracepoint(&mut ebpf, "syscalls", &program, pin)
