@@ -597,8 +597,8 @@ pub fn clock_was_set(ctx: FEntryContext) -> u32 {
     slot.submit(0);
     count(COUNTER_EVENTS);
     // Its exit (if it is a clock syscall whose enter run was skipped) sends nothing more.
-    // Outside a syscall (a leap second in softirq) this marks the interrupted thread,
-    // whose next enter clears it.
+    // Outside a syscall (a leap second, from a kworker via clock_was_set_delayed) this
+    // marks that thread, whose next clock call clears it.
     mark_kernel_sent();
     0
 }
