@@ -28,6 +28,9 @@ misses() {
         | select(.key | test("^(fentry|fexit|sys_enter|sys_exit)_")) | .value] | add // 0'
 }
 
+# Runs of any hook the kernel skipped (clock_was_set's too).
+all_misses() { status_json | jq '[.hook_misses // {} | .[]] | add // 0'; }
+
 # check_accounting WHAT CALLS ACCOUNTED DROPPED MISSED: every call is a record, in a summary
 # count or dropped; with misses, the calls the kernel skipped make up the rest.
 check_accounting() {
@@ -174,7 +177,7 @@ fi
 # whose runs reached us is lost, and each lost step is among the skipped runs the kernel
 # counted.
 drops_before=$(drops)
-misses_before=$(status_json | jq '[.hook_misses // {} | .[]] | add // 0')
+misses_before=$(all_misses)
 steppers=()
 for i in $(seq 1 10); do
     "$CALL" settime-loop 100 >"$CG_TEST_TMP/steps-$i" &
@@ -221,7 +224,7 @@ audit_json | jq -c -s --slurpfile st "$CG_TEST_TMP/steppers.json" '
        enter_not_seen: map(select(.detail.enter_seen? == false)) | length,
        per_pid: (group_by(.pid) | map(length))}' >"$CG_TEST_TMP/steps.json"
 dropped=$(( $(drops) - drops_before ))
-missed=$(( $(status_json | jq '[.hook_misses // {} | .[]] | add // 0') - misses_before ))
+missed=$(( $(all_misses) - misses_before ))
 records=$(jq .records "$CG_TEST_TMP/steps.json")
 echo "METRIC concurrent-steps processes=10 steps=1000 records=$records without_clock_was_set=$(jq .without_clock_was_set "$CG_TEST_TMP/steps.json") sent_without_exit=$(jq .exit_not_seen "$CG_TEST_TMP/steps.json") by_clock_was_set=$(jq .kernel "$CG_TEST_TMP/steps.json") sent_without_enter=$(jq .enter_not_seen "$CG_TEST_TMP/steps.json") hook_misses=$missed dropped=$dropped without_exit_delta_ns_min_median_max=$(jq -c .exit_not_seen_deltas_ns "$CG_TEST_TMP/steps.json")"
 [[ "$dropped" -eq 0 ]] || fail "the ring buffer dropped $dropped events during the steps"

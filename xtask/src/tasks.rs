@@ -324,6 +324,15 @@ fn vm_tests_for_kernel(tests: &[String], outer: bool) -> Vec<String> {
         .collect()
 }
 
+/// The guest's command that runs only `tests` of the VM suite.
+fn vm_suite_command_for<T: AsRef<str>>(tests: &[T]) -> Vec<String> {
+    let names: Vec<&str> = tests.iter().map(AsRef::as_ref).collect();
+    vec![format!(
+        "CG_TEST_FILTER={} bash tests/run-suite.sh tests/vm",
+        util::sh_quote(&format!("^({})$", names.join("|")))
+    )]
+}
+
 /// What each kernel can do, and the VM tests that prove it: the README's kernel table is
 /// filled from this.
 const CAPABILITIES: &[(&str, &[&str])] = &[
@@ -537,10 +546,7 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
             let cmdline = if outer || filtered {
                 cmdline.clone()
             } else {
-                vec![format!(
-                    "CG_TEST_FILTER={} bash tests/run-suite.sh tests/vm",
-                    util::sh_quote(&format!("^({})$", tests.join("|")))
-                )]
+                vm_suite_command_for(&tests)
             };
             let r = vm::run_in_vm(&kernel, &vm::Machine::HostRoot, &cmdline, true)?;
             let mut elapsed = r.elapsed;
@@ -557,11 +563,7 @@ pub fn test(no_vm: bool, kernels_wanted: &[String], fuzz: bool) -> Result<i32> {
                     rest.len() - 1
                 );
                 println!("\nvm: {death}");
-                let filter = format!("^({})$", rest.join("|"));
-                let again = vec![format!(
-                    "CG_TEST_FILTER={} bash tests/run-suite.sh tests/vm",
-                    util::sh_quote(&filter)
-                )];
+                let again = vm_suite_command_for(&rest);
                 let r2 = vm::run_in_vm(&kernel, &vm::Machine::HostRoot, &again, true)?;
                 elapsed += r2.elapsed;
                 let second = SuiteRun::from_lines(name, &r2.lines, r2.code, &tests, true);

@@ -11,23 +11,12 @@ use super::*;
 #[inline(always)]
 fn begin(syscall: u32, clock_id: i32) -> Option<*mut PendingCall> {
     count(COUNTER_SYSCALLS);
-    let zero = unsafe { &*ZERO_PENDING.get_ptr(0)? };
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let pending = match PENDING.get_ptr_mut(tid) {
-        Some(pending) => {
-            send_unfinished(unsafe { &mut *pending });
-            copy_words(unsafe { &mut *pending }, zero);
-            pending
-        }
-        None => {
-            if PENDING.insert(tid, zero, BPF_ANY as u64).is_err() {
-                count(COUNTER_PENDING_FULL);
-                return None;
-            }
-            PENDING.get_ptr_mut(tid)?
-        }
-    };
+    let (pending, reused) = thread_entry(bpf_get_current_pid_tgid() as u32)?;
     let p = unsafe { &mut *pending };
+    if reused {
+        send_unfinished(p);
+        copy_words(p, unsafe { &*ZERO_PENDING.get_ptr(0)? });
+    }
     p.syscall = syscall;
     p.clock_id = clock_id;
     (p.enter_mono_ns, p.offset_before_ns) = clock_now();
@@ -88,15 +77,10 @@ fn finish_unbegun(entry: Option<*mut PendingCall>, ret: i64, syscall: u32) {
     if ret != 0 || syscall != SYSCALL_CLOCK_SETTIME {
         return;
     }
-    let Some(zero) = ZERO_EVENT.get(0) else {
-        return;
-    };
-    let Some(mut slot) = EVENTS.reserve::<ClockEvent>(0) else {
-        count(COUNTER_RINGBUF_DROPS);
+    let Some(mut slot) = reserve_zeroed_event() else {
         return;
     };
     let e = unsafe { &mut *slot.as_mut_ptr() };
-    copy_words(e, zero);
     let (now_mono_ns, offset_now_ns) = clock_now();
     e.kind = EVENT_SYSCALL;
     e.syscall = syscall;
@@ -115,19 +99,37 @@ fn finish_unbegun(entry: Option<*mut PendingCall>, ret: i64, syscall: u32) {
 /// thread has none yet (its first clock call); the next enter clears the mark.
 #[inline(always)]
 fn mark_kernel_sent() {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    if PENDING.get_ptr_mut(tid).is_none() {
-        let Some(zero) = ZERO_PENDING.get(0) else {
-            return;
-        };
-        if PENDING.insert(tid, zero, BPF_ANY as u64).is_err() {
-            count(COUNTER_PENDING_FULL);
-            return;
-        }
-    }
-    if let Some(entry) = PENDING.get_ptr_mut(tid) {
+    if let Some((entry, _)) = thread_entry(bpf_get_current_pid_tgid() as u32) {
         unsafe { (*entry).flags |= FLAG_KERNEL_SENT };
     }
+}
+
+/// The thread's PENDING entry, and whether it existed: made zeroed at its first use (a
+/// full map is counted in COUNTER_PENDING_FULL).
+#[inline(always)]
+fn thread_entry(tid: u32) -> Option<(*mut PendingCall, bool)> {
+    if let Some(entry) = PENDING.get_ptr_mut(tid) {
+        return Some((entry, true));
+    }
+    let zero = ZERO_PENDING.get(0)?;
+    if PENDING.insert(tid, zero, BPF_ANY as u64).is_err() {
+        count(COUNTER_PENDING_FULL);
+        return None;
+    }
+    Some((PENDING.get_ptr_mut(tid)?, false))
+}
+
+/// A ring-buffer slot for a ClockEvent, zero-filled (a full ring buffer is counted in
+/// COUNTER_RINGBUF_DROPS).
+#[inline(always)]
+fn reserve_zeroed_event() -> Option<aya_ebpf::maps::ring_buf::RingBufEntry<ClockEvent>> {
+    let zero = ZERO_EVENT.get(0)?;
+    let Some(mut slot) = EVENTS.reserve::<ClockEvent>(0) else {
+        count(COUNTER_RINGBUF_DROPS);
+        return None;
+    };
+    copy_words(unsafe { &mut *slot.as_mut_ptr() }, zero);
+    Some(slot)
 }
 
 /// The adjtimex modes of the call, 0 for a call without a timex.
@@ -560,16 +562,11 @@ pub fn clock_was_set(ctx: FEntryContext) -> u32 {
         bases,
         offset_now
     );
-    let Some(zero) = ZERO_EVENT.get(0) else {
-        return 0;
-    };
     // Built in a reserved ring-buffer slot: too large for the stack.
-    let Some(mut slot) = EVENTS.reserve::<ClockEvent>(0) else {
-        count(COUNTER_RINGBUF_DROPS);
+    let Some(mut slot) = reserve_zeroed_event() else {
         return 0;
     };
     let e = unsafe { &mut *slot.as_mut_ptr() };
-    copy_words(e, zero);
     e.kind = EVENT_CLOCK_WAS_SET;
     e.syscall = SYSCALL_NONE;
     e.clock_id = CLOCK_REALTIME;
