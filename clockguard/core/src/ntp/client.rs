@@ -374,10 +374,12 @@ impl ClientCore {
         let system = match self.engine.system() {
             Some(system) if self.engine.unsynchronised_why().is_none() => system.clone(),
             _ => {
-                return vec![
+                let mut actions = vec![
                     Action::Serve(self.unsynchronised_clock(now)),
                     Action::Measured(None),
-                ]
+                ];
+                actions.extend(self.steer_by_first_look(now, slew_remaining_ns));
+                return actions;
             }
         };
         let Adjustment { error_ns, new_freq } = adjustment(
@@ -429,6 +431,38 @@ impl ClientCore {
             }
         }
         actions
+    }
+
+    /// Before the first estimate: a clock far off by the sources' first replies
+    /// ([`Engine::first_look`]) is slewed now by the part of the offset they make certain,
+    /// so that an 11 s correction starts with the first reply instead of the third (4 s
+    /// later; ntpd would step here, chronyd waits). The estimate then replaces the
+    /// correction; the error bound stays Unknown until it comes. The convergence is timed
+    /// from here.
+    fn steer_by_first_look(
+        &mut self,
+        now: Reading,
+        slew_remaining_ns: Option<i64>,
+    ) -> Option<Action> {
+        let remaining_ns = slew_remaining_ns.filter(|_| self.disciplining)?;
+        let (offset_s, certain_s) = self.engine.first_look(now.raw)?;
+        let local_ns = i128::from(now.raw.ns()) + i128::from(self.engine.epoch_ns());
+        let realtime_error_ns = |offset_s: f64| {
+            (local_ns + (offset_s * 1e9).round() as i128 - i128::from(now.realtime.ns()))
+                .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+        };
+        let error_ns = realtime_error_ns(certain_s);
+        if self.tracking.converging.is_none() {
+            let off_s = -(realtime_error_ns(offset_s) as f64) / 1e9;
+            tracing::info!(
+                "NTP: the clock is {off_s:+.6} s off by the first replies; slewing by the \
+                 {:+.6} s their round trips leave certain while samples are collected",
+                error_ns as f64 / 1e9
+            );
+            self.tracking.converging = Some((now.raw, off_s));
+            self.tracking.next_convergence_check = Some(now.raw.plus_ns(CONVERGENCE_CHECK_NS));
+        }
+        slew_correction(error_ns, remaining_ns)
     }
 
     /// The outcome of [`Action::SetFrequency`]: whether the kernel took `freq` (s/s), and

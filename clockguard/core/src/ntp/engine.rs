@@ -21,6 +21,11 @@ use super::{
 /// Root distance beyond which a source is not selectable, s (chrony's maxdistance: 3 s).
 const MAX_DISTANCE_S: f64 = 3.0;
 
+/// Before the first estimate, a clock at least this far (s) from what every source's first
+/// reply makes certain is slewed at once (see [`Engine::first_look`]): ntpd's step
+/// threshold, where other daemons would step.
+pub const FIRST_LOOK_MIN_S: f64 = 0.128;
+
 const NS_PER_S: i64 = 1_000_000_000;
 const SECONDS_PER_DAY: i64 = 86_400;
 
@@ -318,6 +323,40 @@ impl Engine {
 
     pub fn unsynchronised_why(&self) -> Option<&str> {
         self.unsynchronised_why.as_deref()
+    }
+
+    /// Before there has ever been an estimate (a source needs [`MIN_SAMPLES`] samples,
+    /// about 4 s into the start's burst): the sources' newest replies taken alone, when
+    /// all of them (every source not denied has answered) put the local timescale at least
+    /// [`FIRST_LOOK_MIN_S`] off in the same direction, however their round trips split.
+    /// That much of the correction is certain (a server's time is within its root distance
+    /// of its reply), so the clock may be slewed by it at once rather than a few seconds
+    /// later. Gives (the nearest source's offset, the certain part of it), s, on the local
+    /// timescale as [`Sample::offset_s`].
+    ///
+    /// [`MIN_SAMPLES`]: super::source::MIN_SAMPLES
+    pub fn first_look(&self, now: Raw) -> Option<(f64, f64)> {
+        if self.system.is_some() {
+            return None;
+        }
+        let mut nearest: Option<(f64, f64)> = None;
+        let mut direction = 0.0;
+        for source in self.sources.iter().filter(|s| s.denied().is_none()) {
+            let (offset_s, distance_s) = source.first_look(now)?;
+            if distance_s > MAX_DISTANCE_S {
+                return None;
+            }
+            let certain_s = offset_s.abs() - distance_s;
+            if certain_s < FIRST_LOOK_MIN_S || (direction != 0.0 && offset_s.signum() != direction)
+            {
+                return None;
+            }
+            direction = offset_s.signum();
+            if nearest.is_none_or(|(_, c)| certain_s < c.abs()) {
+                nearest = Some((offset_s, direction * certain_s));
+            }
+        }
+        nearest
     }
 
     /// Source `id`'s next requests go out as a burst.

@@ -23,6 +23,10 @@ const BURST_REQUESTS: u8 = 4;
 pub const PHI: f64 = 15e-6;
 /// Samples a source needs before it may be selected.
 pub const MIN_SAMPLES: usize = 3;
+/// How fast the local timescale (CLOCK_MONOTONIC_RAW) may drift from true time before any
+/// frequency is measured, s/s: the most the kernel could correct (500 ppm), the prior's
+/// own spread.
+const UNMEASURED_DRIFT: f64 = 500e-6;
 /// Samples in a source's regression (its clock filter).
 const MAX_SAMPLES: usize = 16;
 /// Floor of a sample's error, s (timestamping in user space).
@@ -201,6 +205,25 @@ impl Source {
 
     pub fn last_sample(&self) -> Option<Sample> {
         self.last_sample
+    }
+
+    /// The newest sample alone, for before the source can be selected: server time − local
+    /// timescale (s), and how far the server's time at `now` can be from that (s): half the
+    /// round trip (the reply's delay on either leg), the server's own root distance, and
+    /// the local clock's drift since at up to [`UNMEASURED_DRIFT`]. None for a source that
+    /// is denied, unreachable, unsynchronised or has not answered.
+    pub fn first_look(&self, now: Raw) -> Option<(f64, f64)> {
+        let server = self.server.as_ref()?;
+        let last = self.last_sample?;
+        if self.denied.is_some() || self.reach == 0 || self.server_leap == Leap::Unsynchronized {
+            return None;
+        }
+        let age_s = (now.ns_since(last.at) as f64 / 1e9).max(0.0);
+        let distance_s = server.root_delay_s / 2.0
+            + server.root_dispersion_s
+            + last.delay_s / 2.0
+            + UNMEASURED_DRIFT * age_s;
+        Some((last.offset_s, distance_s))
     }
 
     pub fn server(&self) -> Option<&ServerInfo> {

@@ -34,8 +34,9 @@ fn converges_from_11_s_by_slewing_and_holds_the_time() {
         run.checks,
         started.elapsed()
     );
-    // The first estimate comes after 3 samples 2 s apart; then 132 s of slewing.
-    assert!(secs(settled) < 140.0, "settled after {} s", secs(settled));
+    // 132 s of slewing from the first reply on (what it makes certain; the estimate, 3
+    // samples 2 s apart, takes over 4 s later). Waiting for the estimate took 136 s.
+    assert!(secs(settled) < 134.0, "settled after {} s", secs(settled));
     // 16 seeds gave 15.6 µs median, 28 µs worst over 2 h..6 h (78 µs before the poll
     // interval followed the wander).
     assert!(rms < 30e3, "steady RMS {rms} ns");

@@ -263,3 +263,99 @@ fn a_burst_polls_every_source_now_then_every_2_s_and_not_again_within_a_minute()
     assert!(core.burst(later.plus_ns(61 * S), true));
     assert_eq!(core.next_poll(0), Some(later.plus_ns(61 * S)));
 }
+
+/// The first reply of each of `servers_ahead_ns` (1 ms each way), through a core that
+/// disciplines (or only measures): the slews it asks for, in order.
+fn slews_after_first_replies(servers_ahead_ns: &[i64], disciplining: bool) -> Vec<i64> {
+    let mut core = ClientCore::new(EPOCH_NS, config(), 0.0, disciplining, None);
+    let start = Raw::from_ns(1_000 * S);
+    for i in 0..servers_ahead_ns.len() {
+        core.add_source(
+            format!("s{i}"),
+            SocketAddr::from(([192, 0, 2, i as u8], 123)),
+            start,
+        );
+    }
+    let mut slews = Vec::new();
+    for (id, &ahead_ns) in servers_ahead_ns.iter().enumerate() {
+        let raw_ns = core.next_wakeup().expect("a poll is due").ns();
+        let actions = core.on_timer(at(raw_ns, 0), Some(0), cookies());
+        let Some(Action::Send {
+            request, source, ..
+        }) = actions.first()
+        else {
+            panic!("source {id} polled: {actions:?}");
+        };
+        assert_eq!(*source, id);
+        let bytes = reply(request, raw_ns, 1_000_000, ahead_ns);
+        let back = raw_ns + 2_000_000;
+        let actions = core
+            .on_datagram(id, &bytes, Raw::from_ns(back), at(back, 0), Some(0))
+            .expect("a genuine reply");
+        assert!(actions.contains(&Action::Measured(None)), "no estimate yet");
+        for action in actions {
+            if let Action::Slew { by_ns } = action {
+                slews.push(by_ns);
+                core.correction_started();
+            }
+        }
+    }
+    if let Some(&first) = slews.first() {
+        let tracking = core.tracking(at(1_010 * S, 0));
+        let from_s = tracking
+            .converging_from_offset_s
+            .expect("timed from the first look");
+        assert!(
+            (from_s + first as f64 / 1e9).abs() < 0.01,
+            "{from_s} s, slew {first} ns"
+        );
+    }
+    slews
+}
+
+/// A clock 11 s behind its one server is slewed from the first reply on, by the 11 s less
+/// what the 2 ms round trip leaves uncertain (1 ms), not 4 s later at the third; a clock
+/// nearer than 128 ms waits for the estimate, as does one that is only measured.
+#[test]
+fn a_clock_far_off_is_slewed_from_the_first_reply_by_what_it_makes_certain() {
+    let slews = slews_after_first_replies(&[11 * S], true);
+    assert_eq!(slews.len(), 1, "{slews:?}");
+    assert!(
+        (slews[0] - (11 * S - 1_000_000)).abs() < 1_000,
+        "slew by {} ns",
+        slews[0]
+    );
+    let behind = slews_after_first_replies(&[-11 * S], true);
+    assert!((behind[0] + 11 * S - 1_000_000).abs() < 1_000, "{behind:?}");
+    assert_eq!(
+        slews_after_first_replies(&[120_000_000], true),
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        slews_after_first_replies(&[11 * S], false),
+        Vec::<i64>::new()
+    );
+}
+
+/// Several sources: only once every one has answered, and only the part of the way they
+/// all agree on (the nearest's); sources on either side of the clock give nothing to do
+/// before selection can tell a falseticker.
+#[test]
+fn first_replies_of_several_sources_are_slewed_by_only_what_all_agree_on() {
+    let slews = slews_after_first_replies(&[11 * S, 5 * S, 8 * S], true);
+    assert_eq!(slews.len(), 1, "after the third reply only: {slews:?}");
+    // Less the 1 ms of the round trip and the drift since the reply (at most 500 ppm ×
+    // the 0.1 s between the sources' polls, from the middle of the round trip).
+    assert!(
+        (slews[0] - (5 * S - 1_000_000)).abs() <= 51_000,
+        "{slews:?}"
+    );
+    assert_eq!(
+        slews_after_first_replies(&[11 * S, -3 * S], true),
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        slews_after_first_replies(&[11 * S, 0], true),
+        Vec::<i64>::new()
+    );
+}
