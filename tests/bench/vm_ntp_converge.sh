@@ -41,7 +41,7 @@ run_one() {
     wait "$sampler" || true
     kill "$ref" 2>/dev/null || true
     wait "$ref" 2>/dev/null || true
-    echo "RESULT $(jq -c --arg name "$name" -s '{client: $name} + (.[0] | {converged, converged_after_s, rms_offset_after_converged_ns, max_abs_offset_after_converged_ns}) + (.[1] | {max_step_ns, backward_moves, sampler_samples: .samples})' "$dir/watch.json" "$dir/sampler.json")"
+    echo "RESULT $(jq -c --arg name "$name" -s '{client: $name} + (.[0] | {converged, converged_after_s, rms_offset_after_converged_ns, max_abs_offset_after_converged_ns}) + (.[1] | {max_step_ns, max_step_beyond_spread_ns, max_read_spread_ns, backward_moves, sampler_samples: .samples})' "$dir/watch.json" "$dir/sampler.json")"
 }
 
 clockguard_with() {

@@ -21,7 +21,9 @@
 #           pass, HOLD_S (600 s) of steady state: RMS, p99 and largest |offset| against
 #           the reference's own time, sampled every 100 ms
 #   50ppm   the reference's clock runs 50 ppm fast, from 0 s: the same
-# A 1 ms sampler watches for steps all along. Prints one "RESULT {json}" per client and
+# A 1 ms sampler watches for steps all along (each reading of REALTIME - MONOTONIC within
+# half the time between its two MONOTONIC reads: a change beyond that is a step, the rest
+# may be a stall of the emulator). Prints one "RESULT {json}" per client and
 # round; CG_BENCH_HOLD_S and CG_BENCH_SETTLE_S shorten the hold and the settling,
 # CG_BENCH_NETEM_CLIENTS and CG_BENCH_NETEM_ROUNDS pick clients and rounds.
 set -euo pipefail
@@ -113,7 +115,8 @@ run_one() {
         --argjson freq "$freq_ppm" -s '{client: $name, round: $round, case: "\($name)/\($round)",
         start_offset_s: $offset, reference_freq_ppm: $freq}
         + (.[0] | {converged_after_s, settled_s, measured})
-        + (.[1] | {max_step_ns, backward_moves, sampler_samples: .samples})' \
+        + (.[1] | {max_step_ns, max_step_beyond_spread_ns, max_read_spread_ns, backward_moves,
+          sampler_samples: .samples})' \
         "$dir/watch.json" "$dir/sampler.json")"
 }
 

@@ -297,10 +297,17 @@ fn realtime_minus(reference: libc::clockid_t) -> i64 {
 
 /// `clock` − `reference` now, `clock` read between two reads of `reference`.
 fn clock_minus(clock: libc::clockid_t, reference: libc::clockid_t) -> i64 {
+    clock_minus_bracketed(clock, reference).0
+}
+
+/// `clock` − `reference` now, and the time between the two reads of `reference` that
+/// `clock` was read between (ns): the difference is within half of it of the truth, so a
+/// stall of the reader (an emulator's, a preemption) is told apart from a step.
+fn clock_minus_bracketed(clock: libc::clockid_t, reference: libc::clockid_t) -> (i64, i64) {
     let m1 = read_ns(reference);
     let c = read_ns(clock);
     let m2 = read_ns(reference);
-    c - (m1 + (m2 - m1) / 2)
+    (c - (m1 + (m2 - m1) / 2), m2 - m1)
 }
 
 /// REALTIME − MONOTONIC: changes only by steps (slews move both clocks alike).
@@ -333,32 +340,45 @@ fn witness() -> Result<ClockState, String> {
 fn sample(stop: &std::path::Path) -> Value {
     let start = Instant::now();
     let mut samples = 0u64;
+    let bracketed = || clock_minus_bracketed(libc::CLOCK_REALTIME, libc::CLOCK_MONOTONIC);
     let mut prev_real = read_ns(libc::CLOCK_REALTIME);
-    let mut prev_offset = realtime_minus_monotonic_ns();
+    let (mut prev_offset, mut prev_spread) = bracketed();
     let mut max_step_ns = 0i64;
+    let mut max_step_beyond_spread_ns = 0i64;
+    let mut max_read_spread_ns = prev_spread;
     let mut backward_moves = 0u64;
     let mut worst_backward_ns = 0i64;
     while !stop.exists() && start.elapsed() < Duration::from_secs(600) {
         std::thread::sleep(Duration::from_millis(1));
         let real = read_ns(libc::CLOCK_REALTIME);
-        let offset = realtime_minus_monotonic_ns();
+        let (offset, spread) = bracketed();
         samples += 1;
-        // The offset is read between two MONOTONIC reads: a few µs of jitter, not a step.
+        // Each offset is within half its spread of the truth: a change the two spreads
+        // cannot explain is a step (by at least what is left over), the rest may be a
+        // stall between the reads.
         let step = offset - prev_offset;
         if step.abs() > max_step_ns.abs() {
             max_step_ns = step;
         }
+        let beyond = (step.abs() - (prev_spread + spread) / 2).max(0) * step.signum();
+        if beyond.abs() > max_step_beyond_spread_ns.abs() {
+            max_step_beyond_spread_ns = beyond;
+        }
+        max_read_spread_ns = max_read_spread_ns.max(spread);
         if real < prev_real {
             backward_moves += 1;
             worst_backward_ns = worst_backward_ns.min(real - prev_real);
         }
         prev_real = real;
         prev_offset = offset;
+        prev_spread = spread;
     }
     json!({
         "samples": samples,
         "seconds": start.elapsed().as_secs_f64(),
         "max_step_ns": max_step_ns,
+        "max_step_beyond_spread_ns": max_step_beyond_spread_ns,
+        "max_read_spread_ns": max_read_spread_ns,
         "backward_moves": backward_moves,
         "worst_backward_ns": worst_backward_ns,
     })
