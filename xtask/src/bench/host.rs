@@ -307,7 +307,8 @@ pub(super) fn row_ntp_server_load(ctx: &mut Ctx) -> Result<Row> {
 /// What an application pays to read clockguard's error bound: ns per
 /// `ClockBoundClient::now()` (ClockBound's own client crate) on the segment of a daemon
 /// synchronised to a reference on loopback, against ns per clock_gettime(CLOCK_REALTIME)
-/// through the vDSO, in one program, alternating rounds. Changes no clock (observe mode).
+/// through the vDSO and per pair of the two clock reads the client makes (its floor), in
+/// one program, alternating rounds. Changes no clock (observe mode).
 pub(super) fn row_bound_read_cost(ctx: &mut Ctx) -> Result<Row> {
     let params = ctx.root.join("bound-ref.json");
     let segment = ctx.root.join("clockbound/shm0");
@@ -376,6 +377,14 @@ pub(super) fn row_bound_read_cost(ctx: &mut Ctx) -> Result<Row> {
     );
     row.set("ns_per_vdso_gettime", cost["ns_per_vdso_gettime"].clone());
     row.set("ratio", cost["ratio"].clone());
+    row.set(
+        "ns_per_client_clock_reads",
+        cost["ns_per_client_clock_reads"].clone(),
+    );
+    row.set(
+        "client_clock_reads_ratio",
+        cost["client_clock_reads_ratio"].clone(),
+    );
     Ok(row)
 }
 

@@ -105,8 +105,9 @@ const COST_ROUNDS: usize = 7;
 
 /// `read-cost`: what an application pays per [earliest, latest]: ns per
 /// `ClockBoundClient::now()` on the segment, against ns per clock_gettime(CLOCK_REALTIME)
-/// through the vDSO (what it pays for the time alone), in alternating rounds of `--reads`
-/// calls each; medians of the rounds.
+/// through the vDSO (what it pays for the time alone), and per pair of the two reads the
+/// client makes (CLOCK_REALTIME, then CLOCK_MONOTONIC_COARSE: its floor, whatever the
+/// segment), in alternating rounds of `--reads` calls each; medians of the rounds.
 pub(crate) fn read_cost_cmd(args: &[String]) -> Result<Value, String> {
     let opts = Opts::parse(args, &["--segment", "--reads", "--vmclock"], 0)?;
     let segment = opts.required("--segment")?;
@@ -120,7 +121,7 @@ pub(crate) fn read_cost_cmd(args: &[String]) -> Result<Value, String> {
         .now()
         .map(|now| status_name(now.clock_status))
         .map_err(|e| format!("cannot read {segment}: {:?} {}", e.kind, e.detail))?;
-    let (mut bound_ns, mut vdso_ns) = (Vec::new(), Vec::new());
+    let (mut bound_ns, mut vdso_ns, mut pair_ns) = (Vec::new(), Vec::new(), Vec::new());
     let mut errors = 0u64;
     let mut sink = 0i64;
     for _ in 0..COST_ROUNDS {
@@ -137,12 +138,21 @@ pub(crate) fn read_cost_cmd(args: &[String]) -> Result<Value, String> {
             sink ^= read_ns(libc::CLOCK_REALTIME);
         }
         vdso_ns.push(start.elapsed().as_nanos() as f64 / f64::from(reads));
+        let start = Instant::now();
+        for _ in 0..reads {
+            sink ^= read_ns(libc::CLOCK_REALTIME) ^ read_ns(libc::CLOCK_MONOTONIC_COARSE);
+        }
+        pair_ns.push(start.elapsed().as_nanos() as f64 / f64::from(reads));
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (bound, vdso) = (median(&mut bound_ns), median(&mut vdso_ns));
+    let (bound, vdso, pair) = (
+        median(&mut bound_ns),
+        median(&mut vdso_ns),
+        median(&mut pair_ns),
+    );
     Ok(json!({
         "status": status,
         "reads_per_round": reads,
@@ -150,6 +160,8 @@ pub(crate) fn read_cost_cmd(args: &[String]) -> Result<Value, String> {
         "ns_per_clockbound_now": bound,
         "ns_per_vdso_gettime": vdso,
         "ratio": bound / vdso,
+        "ns_per_client_clock_reads": pair,
+        "client_clock_reads_ratio": pair / vdso,
         "errors": errors,
         // Keeps the reads from being optimised away.
         "sink": sink & 1,
