@@ -54,6 +54,8 @@ impl KernelClock for LinuxClock {
 enum Request {
     Replace {
         total_ns: i64,
+        /// What max_correction judges (see `Slew::replace_part`).
+        whole_ns: i64,
         reply: oneshot::Sender<Result<SlewStatus, SlewError>>,
     },
     SetBase {
@@ -114,8 +116,22 @@ impl SlewHandle {
     /// gain it), replacing what is pending: callers measure the clock as it is now, so
     /// their new figure already includes what was slewed so far.
     pub async fn replace(&self, total_ns: i64) -> Result<SlewStatus, SlewError> {
+        self.replace_part(total_ns, total_ns).await
+    }
+
+    /// [`replace`](Self::replace) with the certain part `total_ns` of a measured
+    /// correction of `whole_ns`, which max_correction judges (`Slew::replace_part`).
+    pub async fn replace_part(
+        &self,
+        total_ns: i64,
+        whole_ns: i64,
+    ) -> Result<SlewStatus, SlewError> {
         let (reply, rx) = oneshot::channel();
-        let request = Request::Replace { total_ns, reply };
+        let request = Request::Replace {
+            total_ns,
+            whole_ns,
+            reply,
+        };
         match self.requests.send(request) {
             Ok(()) => rx.await.unwrap_or(Err(SlewError::Stopped)),
             Err(_) => Err(SlewError::Stopped),
@@ -214,9 +230,13 @@ impl<K: KernelClock> Driver<K> {
                 rx.recv().await // idle: no ticking at all
             };
             match request {
-                Some(Request::Replace { total_ns, reply }) => {
+                Some(Request::Replace {
+                    total_ns,
+                    whole_ns,
+                    reply,
+                }) => {
                     let was_active = self.core.active();
-                    let result = self.replace(total_ns);
+                    let result = self.replace_part(total_ns, whole_ns);
                     if !was_active && self.core.active() {
                         ticker.reset(); // first update one interval from now
                     }
@@ -239,10 +259,14 @@ impl<K: KernelClock> Driver<K> {
         }
     }
 
-    pub(crate) fn replace(&mut self, total_ns: i64) -> Result<SlewStatus, SlewError> {
+    pub(crate) fn replace_part(
+        &mut self,
+        total_ns: i64,
+        whole_ns: i64,
+    ) -> Result<SlewStatus, SlewError> {
         let now = self.kernel.sample();
         let was_active = self.core.active();
-        let result = self.core.replace(total_ns, now);
+        let result = self.core.replace_part(total_ns, whole_ns, now);
         match &result {
             // The caller reports the outcome; this is for debugging the engine.
             Ok(()) => debug!("correction of {:+} ns accepted", total_ns),

@@ -190,10 +190,24 @@ impl Slew {
     /// Makes `total_ns` the whole correction still to apply, replacing what is pending (the
     /// progress up to `now` is accounted first). Refused like `add` beyond max_correction.
     pub fn replace(&mut self, total_ns: i64, now: Reading) -> Result<(), SlewError> {
-        if total_ns.unsigned_abs() > self.config.max_correction_ns.unsigned_abs() {
+        self.replace_part(total_ns, total_ns, now)
+    }
+
+    /// [`replace`](Self::replace) with `total_ns`, the part of a measured correction of
+    /// `whole_ns` known for certain so far (the NTP client's first look): max_correction
+    /// judges the whole, so that slewing the part first cannot get round it.
+    pub fn replace_part(
+        &mut self,
+        total_ns: i64,
+        whole_ns: i64,
+        now: Reading,
+    ) -> Result<(), SlewError> {
+        if whole_ns.unsigned_abs() > self.config.max_correction_ns.unsigned_abs()
+            || total_ns.unsigned_abs() > self.config.max_correction_ns.unsigned_abs()
+        {
             self.refused += 1;
             return Err(SlewError::TooLarge {
-                requested_ns: total_ns,
+                requested_ns: whole_ns,
                 pending_ns: self.remaining_ns(),
                 max_ns: self.config.max_correction_ns,
             });
@@ -530,6 +544,15 @@ mod tests {
         assert_eq!(core.remaining_ns(), -10 * S);
         assert!(core.replace(-10 * S - 1, now).is_err());
         assert_eq!(core.remaining_ns(), -10 * S);
+        // The certain part of a larger measured correction is judged by the whole.
+        let err = core.replace_part(9 * S, 11 * S, now).unwrap_err();
+        assert!(
+            matches!(err, SlewError::TooLarge { requested_ns, .. } if requested_ns == 11 * S),
+            "{err:?}"
+        );
+        assert_eq!(core.remaining_ns(), -10 * S);
+        assert_eq!(core.replace_part(9 * S, 10 * S, now), Ok(()));
+        assert_eq!(core.remaining_ns(), 9 * S);
     }
 
     /// A kernel that runs 67.75 ppm fast (as the test VM's did) and a correction the

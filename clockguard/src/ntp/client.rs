@@ -734,7 +734,7 @@ impl Client {
                         self.core.drift_write_failed();
                     }
                 }
-                Action::Slew { by_ns } => self.slew_by(by_ns).await,
+                Action::Slew { by_ns, whole_ns } => self.slew_by(by_ns, whole_ns).await,
                 Action::Measured(report) => measured = Some(report),
             }
         }
@@ -795,12 +795,14 @@ impl Client {
         }
     }
 
-    async fn slew_by(&mut self, by_ns: i64) {
+    /// Asks the slew engine for `by_ns`, part of a measured correction of `whole_ns`
+    /// (Action::Slew).
+    async fn slew_by(&mut self, by_ns: i64, whole_ns: i64) {
         let Some(slew) = self.slew.clone() else {
             return;
         };
-        let offset_s = -(by_ns as f64) / 1e9;
-        match slew.replace(by_ns).await {
+        let offset_s = -(whole_ns as f64) / 1e9;
+        match slew.replace_part(by_ns, whole_ns).await {
             Ok(status) => {
                 self.core.correction_started();
                 if by_ns.abs() >= 1_000_000 {

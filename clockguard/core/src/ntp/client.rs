@@ -68,9 +68,11 @@ pub enum Action {
     /// [`ClientCore::frequency_set`], which gives the correction to make after it.
     SetFrequency { freq: f64 },
     /// Replace whatever correction the slew engine still has pending with this one: the
-    /// reference time − CLOCK_REALTIME, ns. Report the outcome with
+    /// reference time − CLOCK_REALTIME, ns. `whole_ns` is what max_correction judges: the
+    /// same, except at the first look, where `by_ns` is only the part of the measured
+    /// `whole_ns` that is certain. Report the outcome with
     /// [`ClientCore::correction_started`] or [`ClientCore::correction_refused`].
-    Slew { by_ns: i64 },
+    Slew { by_ns: i64, whole_ns: i64 },
     /// Serve this clock to NTP clients from now on.
     Serve(ServerClock),
     /// Write this to the drift file (chrony's format: `freq_ppm skew_ppm`); report a
@@ -138,7 +140,10 @@ pub fn correction_wanted(error_ns: i64, remaining_ns: i64) -> bool {
 
 /// The slew request for `error_ns`, if it is wanted (see [`correction_wanted`]).
 fn slew_correction(error_ns: i64, remaining_ns: i64) -> Option<Action> {
-    correction_wanted(error_ns, remaining_ns).then_some(Action::Slew { by_ns: error_ns })
+    correction_wanted(error_ns, remaining_ns).then_some(Action::Slew {
+        by_ns: error_ns,
+        whole_ns: error_ns,
+    })
 }
 
 /// Source `id`'s poll interval now, ns (it changes with the source's samples and bursts).
@@ -189,6 +194,9 @@ pub struct ClientCore {
     /// The correction decided with an [`Action::SetFrequency`], to be asked for (or not)
     /// once the frequency is set: reference time − CLOCK_REALTIME, ns.
     correction_after_frequency: Option<i64>,
+    /// The slew engine was asked for a correction from the first look (before any
+    /// estimate): dropped if the first replies stop agreeing before an estimate comes.
+    first_look_slewing: bool,
 }
 
 impl ClientCore {
@@ -211,6 +219,7 @@ impl ClientCore {
             too_large_alerted: false,
             last_drift_write: None,
             correction_after_frequency: None,
+            first_look_slewing: false,
         }
     }
 
@@ -397,6 +406,8 @@ impl ClientCore {
             system.freq_sigma * 1e6
         );
         self.record_update(offset_s, now);
+        // The estimate takes over whatever the first look asked for.
+        self.first_look_slewing = false;
         let mut actions = vec![
             Action::Serve(self.served_clock(&system, now, slew_remaining_ns)),
             Action::Measured(Some(ClockError {
@@ -436,33 +447,47 @@ impl ClientCore {
     /// Before the first estimate: a clock far off by the sources' first replies
     /// ([`Engine::first_look`]) is slewed now by the part of the offset they make certain,
     /// so that an 11 s correction starts with the first reply instead of the third (4 s
-    /// later; ntpd would step here, chronyd waits). The estimate then replaces the
-    /// correction; the error bound stays Unknown until it comes. The convergence is timed
-    /// from here.
+    /// later; chrony as Debian configures it would step here). The estimate then replaces the
+    /// correction; the error bound stays Unknown until it comes. If the replies stop
+    /// agreeing first, what is left of it is dropped (selection judges them then).
+    /// max_correction judges the whole measured offset, not the certain part. The
+    /// convergence is timed from here.
     fn steer_by_first_look(
         &mut self,
         now: Reading,
         slew_remaining_ns: Option<i64>,
     ) -> Option<Action> {
         let remaining_ns = slew_remaining_ns.filter(|_| self.disciplining)?;
-        let (offset_s, certain_s) = self.engine.first_look(now.raw)?;
+        let Some((offset_s, certain_s)) = self.engine.first_look(now.raw) else {
+            return std::mem::take(&mut self.first_look_slewing)
+                .then_some(Action::Slew {
+                    by_ns: 0,
+                    whole_ns: 0,
+                })
+                .filter(|_| remaining_ns != 0);
+        };
         let local_ns = i128::from(now.raw.ns()) + i128::from(self.engine.epoch_ns());
         let realtime_error_ns = |offset_s: f64| {
             (local_ns + (offset_s * 1e9).round() as i128 - i128::from(now.realtime.ns()))
                 .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
         };
         let error_ns = realtime_error_ns(certain_s);
+        let whole_ns = realtime_error_ns(offset_s);
         if self.tracking.converging.is_none() {
-            let off_s = -(realtime_error_ns(offset_s) as f64) / 1e9;
+            let off_s = -(whole_ns as f64) / 1e9;
             tracing::info!(
-                "NTP: the clock is {off_s:+.6} s off by the first replies; slewing by the \
-                 {:+.6} s their round trips leave certain while samples are collected",
-                error_ns as f64 / 1e9
+                "NTP: the clock is {off_s:+.6} s off by the first replies; {:+.6} s of it \
+                 is certain and slewed while samples are collected",
+                -(error_ns as f64) / 1e9
             );
             self.tracking.converging = Some((now.raw, off_s));
             self.tracking.next_convergence_check = Some(now.raw.plus_ns(CONVERGENCE_CHECK_NS));
         }
-        slew_correction(error_ns, remaining_ns)
+        self.first_look_slewing = true;
+        correction_wanted(error_ns, remaining_ns).then_some(Action::Slew {
+            by_ns: error_ns,
+            whole_ns,
+        })
     }
 
     /// The outcome of [`Action::SetFrequency`]: whether the kernel took `freq` (s/s), and

@@ -22,9 +22,11 @@ use super::{
 const MAX_DISTANCE_S: f64 = 3.0;
 
 /// Before the first estimate, a clock at least this far (s) from what every source's first
-/// reply makes certain is slewed at once (see [`Engine::first_look`]): ntpd's step
-/// threshold, where other daemons would step.
-pub const FIRST_LOOK_MIN_S: f64 = 0.128;
+/// reply makes certain is slewed at once (see [`Engine::first_look`]): where Debian's
+/// chrony configuration (`makestep 1 3`) would step. Nearer, the 4 s until the estimate
+/// cost little, and a slew started on first replies can run into a server whose own time
+/// is still settling (t_71: chronyd -x on the same clock followed the slew for a minute).
+pub const FIRST_LOOK_MIN_S: f64 = 1.0;
 
 const NS_PER_S: i64 = 1_000_000_000;
 const SECONDS_PER_DAY: i64 = 86_400;

@@ -583,11 +583,11 @@ impl Sim {
                     let remaining_ns = self.driver.core().remaining_ns();
                     actions.extend(self.core.frequency_set(freq, true, remaining_ns));
                 }
-                Action::Slew { by_ns } => {
+                Action::Slew { by_ns, whole_ns } => {
                     // As the shell: a correction beyond max_correction is refused (nothing
                     // changes) and raises the alert once per refusal spell.
                     let mut accepted = false;
-                    self.slew_request(|d| accepted = d.replace(by_ns).is_ok());
+                    self.slew_request(|d| accepted = d.replace_part(by_ns, whole_ns).is_ok());
                     if accepted {
                         self.core.correction_started();
                     } else if self.core.correction_refused() {

@@ -126,7 +126,7 @@ fn a_clock_20_ms_behind_is_slewed_and_its_convergence_reported() {
                     Action::SetFrequency { freq } => {
                         actions.extend(core.frequency_set(freq, true, 0));
                     }
-                    Action::Slew { by_ns } => {
+                    Action::Slew { by_ns, .. } => {
                         slews.push(by_ns);
                         core.correction_started();
                     }
@@ -264,8 +264,56 @@ fn a_burst_polls_every_source_now_then_every_2_s_and_not_again_within_a_minute()
     assert_eq!(core.next_poll(0), Some(later.plus_ns(61 * S)));
 }
 
-/// The first reply of each of `servers_ahead_ns` (1 ms each way), through a core that
-/// disciplines (or only measures): the slews it asks for, in order.
+/// Polls the next source due, which must be `id`, and hands the core the reply of a server
+/// `ahead_ns` ahead of the local timescale (1 ms each way), CLOCK_REALTIME reading
+/// `clock_error_ns` ahead of the local timescale and `remaining_ns` still to slew: the
+/// slews asked for, as (by_ns, whole_ns), each reported as started.
+fn reply_to_next_poll(
+    core: &mut ClientCore,
+    id: usize,
+    ahead_ns: i64,
+    clock_error_ns: i64,
+    remaining_ns: i64,
+) -> Vec<(i64, i64)> {
+    // Convergence checks come due in between (the clock is not moved here).
+    let (raw_ns, actions) = loop {
+        let raw_ns = core.next_wakeup().expect("a poll is due").ns();
+        let actions = core.on_timer(at(raw_ns, clock_error_ns), Some(remaining_ns), cookies());
+        if !actions.is_empty() {
+            break (raw_ns, actions);
+        }
+    };
+    let Some(Action::Send {
+        request, source, ..
+    }) = actions.first()
+    else {
+        panic!("source {id} polled: {actions:?}");
+    };
+    assert_eq!(*source, id);
+    let bytes = reply(request, raw_ns, 1_000_000, ahead_ns);
+    let back = raw_ns + 2_000_000;
+    let actions = core
+        .on_datagram(
+            id,
+            &bytes,
+            Raw::from_ns(back),
+            at(back, clock_error_ns),
+            Some(remaining_ns),
+        )
+        .expect("a genuine reply");
+    assert!(actions.contains(&Action::Measured(None)), "no estimate yet");
+    let mut slews = Vec::new();
+    for action in actions {
+        if let Action::Slew { by_ns, whole_ns } = action {
+            slews.push((by_ns, whole_ns));
+            core.correction_started();
+        }
+    }
+    slews
+}
+
+/// The first reply of each of `servers_ahead_ns`, through a core that disciplines (or
+/// only measures): the slews it asks for, in order.
 fn slews_after_first_replies(servers_ahead_ns: &[i64], disciplining: bool) -> Vec<i64> {
     let mut core = ClientCore::new(EPOCH_NS, config(), 0.0, disciplining, None);
     let start = Raw::from_ns(1_000 * S);
@@ -278,27 +326,8 @@ fn slews_after_first_replies(servers_ahead_ns: &[i64], disciplining: bool) -> Ve
     }
     let mut slews = Vec::new();
     for (id, &ahead_ns) in servers_ahead_ns.iter().enumerate() {
-        let raw_ns = core.next_wakeup().expect("a poll is due").ns();
-        let actions = core.on_timer(at(raw_ns, 0), Some(0), cookies());
-        let Some(Action::Send {
-            request, source, ..
-        }) = actions.first()
-        else {
-            panic!("source {id} polled: {actions:?}");
-        };
-        assert_eq!(*source, id);
-        let bytes = reply(request, raw_ns, 1_000_000, ahead_ns);
-        let back = raw_ns + 2_000_000;
-        let actions = core
-            .on_datagram(id, &bytes, Raw::from_ns(back), at(back, 0), Some(0))
-            .expect("a genuine reply");
-        assert!(actions.contains(&Action::Measured(None)), "no estimate yet");
-        for action in actions {
-            if let Action::Slew { by_ns } = action {
-                slews.push(by_ns);
-                core.correction_started();
-            }
-        }
+        let asked = reply_to_next_poll(&mut core, id, ahead_ns, 0, 0);
+        slews.extend(asked.into_iter().map(|(by_ns, _)| by_ns));
     }
     if let Some(&first) = slews.first() {
         let tracking = core.tracking(at(1_010 * S, 0));
@@ -315,7 +344,7 @@ fn slews_after_first_replies(servers_ahead_ns: &[i64], disciplining: bool) -> Ve
 
 /// A clock 11 s behind its one server is slewed from the first reply on, by the 11 s less
 /// what the 2 ms round trip leaves uncertain (1 ms), not 4 s later at the third; a clock
-/// nearer than 128 ms waits for the estimate, as does one that is only measured.
+/// nearer than 1 s waits for the estimate, as does one that is only measured.
 #[test]
 fn a_clock_far_off_is_slewed_from_the_first_reply_by_what_it_makes_certain() {
     let slews = slews_after_first_replies(&[11 * S], true);
@@ -328,7 +357,7 @@ fn a_clock_far_off_is_slewed_from_the_first_reply_by_what_it_makes_certain() {
     let behind = slews_after_first_replies(&[-11 * S], true);
     assert!((behind[0] + 11 * S - 1_000_000).abs() < 1_000, "{behind:?}");
     assert_eq!(
-        slews_after_first_replies(&[120_000_000], true),
+        slews_after_first_replies(&[900_000_000], true),
         Vec::<i64>::new()
     );
     assert_eq!(
@@ -358,4 +387,50 @@ fn first_replies_of_several_sources_are_slewed_by_only_what_all_agree_on() {
         slews_after_first_replies(&[11 * S, 0], true),
         Vec::<i64>::new()
     );
+}
+
+/// The first look is measured against the clock as it reads now: once the clock has
+/// gained part of it, the next reply asks only for the rest. max_correction judges the
+/// whole measured offset (`whole_ns`), not the certain part.
+#[test]
+fn the_first_look_asks_for_what_is_left_and_is_judged_whole() {
+    let mut core = disciplining_one_source();
+    let first = reply_to_next_poll(&mut core, 0, 11 * S, 0, 0);
+    let [(by_ns, whole_ns)] = first[..] else {
+        panic!("one slew: {first:?}");
+    };
+    assert!((by_ns - (11 * S - 1_000_000)).abs() < 1_000, "{first:?}");
+    assert!((whole_ns - 11 * S).abs() < 1_000, "{first:?}");
+    // A poll later the clock reads 1.3 s nearer the server; the engine has 9.7 s left.
+    let second = reply_to_next_poll(&mut core, 0, 11 * S, 1_300_000_000, 9_700_000_000);
+    let [(by_ns, whole_ns)] = second[..] else {
+        panic!("one slew: {second:?}");
+    };
+    assert!(
+        (by_ns - (9_700_000_000 - 1_000_000)).abs() < 10_000,
+        "{second:?}"
+    );
+    assert!((whole_ns - 9_700_000_000).abs() < 10_000, "{second:?}");
+}
+
+/// Replies that stop agreeing before there is an estimate drop what is left of the first
+/// look's correction (once), and selection decides from then on.
+#[test]
+fn first_replies_that_stop_agreeing_drop_their_correction() {
+    let mut core = ClientCore::new(EPOCH_NS, config(), 0.0, true, None);
+    let start = Raw::from_ns(1_000 * S);
+    for i in 0..2 {
+        core.add_source(
+            format!("s{i}"),
+            SocketAddr::from(([192, 0, 2, i], 123)),
+            start,
+        );
+    }
+    assert_eq!(reply_to_next_poll(&mut core, 0, 11 * S, 0, 0), []);
+    let agreed = reply_to_next_poll(&mut core, 1, 11 * S, 0, 0);
+    assert_eq!(agreed.len(), 1, "{agreed:?}");
+    // Source 0 now says the clock is right: nothing more of the 11 s is slewed.
+    let dropped = reply_to_next_poll(&mut core, 0, 0, 0, 10 * S);
+    assert_eq!(dropped, [(0, 0)]);
+    assert_eq!(reply_to_next_poll(&mut core, 1, 11 * S, 0, 10 * S), []);
 }
