@@ -194,8 +194,10 @@ pub struct ClientCore {
     /// The correction decided with an [`Action::SetFrequency`], to be asked for (or not)
     /// once the frequency is set: reference time − CLOCK_REALTIME, ns.
     correction_after_frequency: Option<i64>,
-    /// The slew engine was asked for a correction from the first look (before any
-    /// estimate): dropped if the first replies stop agreeing before an estimate comes.
+    /// The slew engine was just asked for a correction from the first look (before any
+    /// estimate); `first_look_slewing` once it took it: dropped if the first replies stop
+    /// agreeing before an estimate comes.
+    first_look_asked: bool,
     first_look_slewing: bool,
 }
 
@@ -219,6 +221,7 @@ impl ClientCore {
             too_large_alerted: false,
             last_drift_write: None,
             correction_after_frequency: None,
+            first_look_asked: false,
             first_look_slewing: false,
         }
     }
@@ -408,6 +411,7 @@ impl ClientCore {
         self.record_update(offset_s, now);
         // The estimate takes over whatever the first look asked for.
         self.first_look_slewing = false;
+        self.first_look_asked = false;
         let mut actions = vec![
             Action::Serve(self.served_clock(&system, now, slew_remaining_ns)),
             Action::Measured(Some(ClockError {
@@ -459,12 +463,20 @@ impl ClientCore {
     ) -> Option<Action> {
         let remaining_ns = slew_remaining_ns.filter(|_| self.disciplining)?;
         let Some((offset_s, certain_s)) = self.engine.first_look(now.raw) else {
-            return std::mem::take(&mut self.first_look_slewing)
-                .then_some(Action::Slew {
-                    by_ns: 0,
-                    whole_ns: 0,
-                })
-                .filter(|_| remaining_ns != 0);
+            if !std::mem::take(&mut self.first_look_slewing) {
+                return None;
+            }
+            tracing::info!(
+                "NTP: the first replies no longer agree: the rest of their slew is dropped \
+                 until a source is selected"
+            );
+            // Nor does their offset say where the convergence started.
+            self.tracking.converging = None;
+            self.tracking.next_convergence_check = None;
+            return (remaining_ns != 0).then_some(Action::Slew {
+                by_ns: 0,
+                whole_ns: 0,
+            });
         };
         let local_ns = i128::from(now.raw.ns()) + i128::from(self.engine.epoch_ns());
         let realtime_error_ns = |offset_s: f64| {
@@ -483,8 +495,11 @@ impl ClientCore {
             self.tracking.converging = Some((now.raw, off_s));
             self.tracking.next_convergence_check = Some(now.raw.plus_ns(CONVERGENCE_CHECK_NS));
         }
-        self.first_look_slewing = true;
-        correction_wanted(error_ns, remaining_ns).then_some(Action::Slew {
+        if !correction_wanted(error_ns, remaining_ns) {
+            return None;
+        }
+        self.first_look_asked = true;
+        Some(Action::Slew {
             by_ns: error_ns,
             whole_ns,
         })
@@ -510,12 +525,14 @@ impl ClientCore {
     pub fn correction_started(&mut self) {
         self.tracking.corrections += 1;
         self.too_large_alerted = false;
+        self.first_look_slewing |= std::mem::take(&mut self.first_look_asked);
     }
 
     /// The slew engine refused the correction as too large to slew: true when that is
     /// news (the first refusal since a correction last started), to be raised as an alert.
     pub fn correction_refused(&mut self) -> bool {
         self.tracking.corrections_refused += 1;
+        self.first_look_asked = false;
         !std::mem::replace(&mut self.too_large_alerted, true)
     }
 

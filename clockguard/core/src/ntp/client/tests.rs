@@ -275,6 +275,18 @@ fn reply_to_next_poll(
     clock_error_ns: i64,
     remaining_ns: i64,
 ) -> Vec<(i64, i64)> {
+    reply_to_next_poll_with(core, id, ahead_ns, clock_error_ns, remaining_ns, true)
+}
+
+/// [`reply_to_next_poll`], the slews reported as started (`accepted`) or refused.
+fn reply_to_next_poll_with(
+    core: &mut ClientCore,
+    id: usize,
+    ahead_ns: i64,
+    clock_error_ns: i64,
+    remaining_ns: i64,
+    accepted: bool,
+) -> Vec<(i64, i64)> {
     // Convergence checks come due in between (the clock is not moved here).
     let (raw_ns, actions) = loop {
         let raw_ns = core.next_wakeup().expect("a poll is due").ns();
@@ -306,7 +318,11 @@ fn reply_to_next_poll(
     for action in actions {
         if let Action::Slew { by_ns, whole_ns } = action {
             slews.push((by_ns, whole_ns));
-            core.correction_started();
+            if accepted {
+                core.correction_started();
+            } else {
+                core.correction_refused();
+            }
         }
     }
     slews
@@ -432,5 +448,27 @@ fn first_replies_that_stop_agreeing_drop_their_correction() {
     // Source 0 now says the clock is right: nothing more of the 11 s is slewed.
     let dropped = reply_to_next_poll(&mut core, 0, 0, 0, 10 * S);
     assert_eq!(dropped, [(0, 0)]);
+    // Nor is the convergence timed from an offset the sources no longer agree on.
+    let tracking = core.tracking(at(1_020 * S, 0));
+    assert_eq!(tracking.converging_from_offset_s, None, "{tracking:?}");
     assert_eq!(reply_to_next_poll(&mut core, 1, 11 * S, 0, 10 * S), []);
+}
+
+/// A first look the slew engine refused (max_correction) took nothing: when the replies
+/// part, what is pending (another correction) is left alone.
+#[test]
+fn a_refused_first_look_drops_nothing_when_replies_part() {
+    let mut core = ClientCore::new(EPOCH_NS, config(), 0.0, true, None);
+    let start = Raw::from_ns(1_000 * S);
+    for i in 0..2 {
+        core.add_source(
+            format!("s{i}"),
+            SocketAddr::from(([192, 0, 2, i], 123)),
+            start,
+        );
+    }
+    assert_eq!(reply_to_next_poll(&mut core, 0, 11 * S, 0, 0), []);
+    let refused = reply_to_next_poll_with(&mut core, 1, 11 * S, 0, 0, false);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(reply_to_next_poll(&mut core, 0, 0, 0, 2 * S), []);
 }
