@@ -328,18 +328,24 @@ fn reply_to_next_poll_with(
     slews
 }
 
-/// The first reply of each of `servers_ahead_ns`, through a core that disciplines (or
-/// only measures): the slews it asks for, in order.
-fn slews_after_first_replies(servers_ahead_ns: &[i64], disciplining: bool) -> Vec<i64> {
+/// A core (disciplining or only measuring) with `n` sources added at raw 1000 s.
+fn core_with_sources(n: usize, disciplining: bool) -> ClientCore {
     let mut core = ClientCore::new(EPOCH_NS, config(), 0.0, disciplining, None);
     let start = Raw::from_ns(1_000 * S);
-    for i in 0..servers_ahead_ns.len() {
+    for i in 0..n {
         core.add_source(
             format!("s{i}"),
             SocketAddr::from(([192, 0, 2, i as u8], 123)),
             start,
         );
     }
+    core
+}
+
+/// The first reply of each of `servers_ahead_ns`, through a core that disciplines (or
+/// only measures): the slews it asks for, in order.
+fn slews_after_first_replies(servers_ahead_ns: &[i64], disciplining: bool) -> Vec<i64> {
+    let mut core = core_with_sources(servers_ahead_ns.len(), disciplining);
     let mut slews = Vec::new();
     for (id, &ahead_ns) in servers_ahead_ns.iter().enumerate() {
         let asked = reply_to_next_poll(&mut core, id, ahead_ns, 0, 0);
@@ -433,15 +439,7 @@ fn the_first_look_asks_for_what_is_left_and_is_judged_whole() {
 /// look's correction (once), and selection decides from then on.
 #[test]
 fn first_replies_that_stop_agreeing_drop_their_correction() {
-    let mut core = ClientCore::new(EPOCH_NS, config(), 0.0, true, None);
-    let start = Raw::from_ns(1_000 * S);
-    for i in 0..2 {
-        core.add_source(
-            format!("s{i}"),
-            SocketAddr::from(([192, 0, 2, i], 123)),
-            start,
-        );
-    }
+    let mut core = core_with_sources(2, true);
     assert_eq!(reply_to_next_poll(&mut core, 0, 11 * S, 0, 0), []);
     let agreed = reply_to_next_poll(&mut core, 1, 11 * S, 0, 0);
     assert_eq!(agreed.len(), 1, "{agreed:?}");
@@ -458,15 +456,7 @@ fn first_replies_that_stop_agreeing_drop_their_correction() {
 /// part, what is pending (another correction) is left alone.
 #[test]
 fn a_refused_first_look_drops_nothing_when_replies_part() {
-    let mut core = ClientCore::new(EPOCH_NS, config(), 0.0, true, None);
-    let start = Raw::from_ns(1_000 * S);
-    for i in 0..2 {
-        core.add_source(
-            format!("s{i}"),
-            SocketAddr::from(([192, 0, 2, i], 123)),
-            start,
-        );
-    }
+    let mut core = core_with_sources(2, true);
     assert_eq!(reply_to_next_poll(&mut core, 0, 11 * S, 0, 0), []);
     let refused = reply_to_next_poll_with(&mut core, 1, 11 * S, 0, 0, false);
     assert_eq!(refused.len(), 1, "{refused:?}");
